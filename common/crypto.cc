@@ -1,0 +1,297 @@
+#include "common/crypto.h"
+
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include <arpa/inet.h>
+
+namespace berth {
+namespace {
+
+struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+
+BioPtr MemBio(std::string_view data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+std::string BioContents(BIO* bio) {
+  char* p = nullptr;
+  long n = BIO_get_mem_data(bio, &p);
+  return std::string(p, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+Status OpenSslError(std::string_view what, Code code) {
+  unsigned long err = ERR_get_error();
+  std::string reason = "unknown error";
+  if (err != 0) {
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof buf);
+    reason = buf;
+  }
+  ERR_clear_error();
+  return Status(code, std::string(what) + ": " + reason);
+}
+
+const EVP_MD* EvpMd(DigestAlg alg) {
+  switch (alg) {
+    case DigestAlg::kSha1: return EVP_sha1();
+    case DigestAlg::kSha256: return EVP_sha256();
+    case DigestAlg::kSha384: return EVP_sha384();
+    case DigestAlg::kSha512: return EVP_sha512();
+  }
+  return EVP_sha256();
+}
+
+size_t DigestSize(DigestAlg alg) { return static_cast<size_t>(EVP_MD_get_size(EvpMd(alg))); }
+
+std::string_view DigestName(DigestAlg alg) {
+  switch (alg) {
+    case DigestAlg::kSha1: return "sha1";
+    case DigestAlg::kSha256: return "sha256";
+    case DigestAlg::kSha384: return "sha384";
+    case DigestAlg::kSha512: return "sha512";
+  }
+  return "unknown";
+}
+
+Result<DigestAlg> DigestFromName(std::string_view name) {
+  if (name == "sha1") return DigestAlg::kSha1;
+  if (name == "sha256") return DigestAlg::kSha256;
+  if (name == "sha384") return DigestAlg::kSha384;
+  if (name == "sha512") return DigestAlg::kSha512;
+  return InvalidArgument("unknown hash algorithm \"" + std::string(name) + "\"");
+}
+
+Bytes Digest(DigestAlg alg, std::span<const uint8_t> data) {
+  Bytes out(DigestSize(alg));
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &len, EvpMd(alg), nullptr);
+  return out;
+}
+
+Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data) {
+  Bytes out(32);
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+       out.data(), &len);
+  return out;
+}
+
+Result<SecretBytes> HkdfSha256(std::span<const uint8_t> ikm, std::span<const uint8_t> salt,
+                               std::span<const uint8_t> info, size_t length) {
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+      EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr), EVP_PKEY_CTX_free);
+  SecretBytes out(length);
+  size_t out_len = length;
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) <= 0 ||
+      EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) <= 0 ||
+      EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), salt.data(), static_cast<int>(salt.size())) <= 0 ||
+      EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), ikm.data(), static_cast<int>(ikm.size())) <= 0 ||
+      EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), info.data(), static_cast<int>(info.size())) <= 0 ||
+      EVP_PKEY_derive(ctx.get(), out.data(), &out_len) <= 0 || out_len != length) {
+    return OpenSslError("HKDF-SHA256");
+  }
+  return out;
+}
+
+Bytes RandomBytes(size_t n) {
+  Bytes out(n);
+  if (n > 0 && RAND_bytes(out.data(), static_cast<int>(n)) != 1) {
+    // The CSPRNG failing is not recoverable; continuing with predictable bytes would be worse.
+    abort();
+  }
+  return out;
+}
+
+std::string RandomString(size_t n, std::string_view alphabet) {
+  std::string out;
+  out.reserve(n);
+  const unsigned limit = 256 - (256 % alphabet.size());
+  while (out.size() < n) {
+    Bytes buf = RandomBytes(n * 2);
+    for (uint8_t b : buf) {
+      if (b >= limit) continue;
+      out.push_back(alphabet[b % alphabet.size()]);
+      if (out.size() == n) break;
+    }
+  }
+  return out;
+}
+
+Result<EvpPkeyPtr> GenerateP256Key() {
+  EvpPkeyPtr key(EVP_EC_gen("P-256"));
+  if (!key) return OpenSslError("generating a P-256 key");
+  return key;
+}
+
+Result<EvpPkeyPtr> GenerateRsaKey(int bits) {
+  EvpPkeyPtr key(EVP_RSA_gen(static_cast<unsigned>(bits)));
+  if (!key) return OpenSslError("generating an RSA key");
+  return key;
+}
+
+Result<SecretBytes> PrivateKeyToPem(EVP_PKEY* key) {
+  BioPtr bio(BIO_new(BIO_s_secmem()));
+  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    return OpenSslError("encoding a private key");
+  }
+  char* p = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &p);
+  return SecretBytes(p, static_cast<size_t>(n));
+}
+
+Result<EvpPkeyPtr> PrivateKeyFromPem(std::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (!key) return OpenSslError("parsing a PEM private key", Code::kInvalidArgument);
+  return key;
+}
+
+Result<Bytes> PublicKeyToSpkiDer(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  int n = i2d_PUBKEY(key, &der);
+  if (n <= 0) return OpenSslError("encoding a public key");
+  Bytes out(der, der + n);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<std::string> PublicKeyToPem(EVP_PKEY* key) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1) return OpenSslError("encoding a public key");
+  return BioContents(bio.get());
+}
+
+Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  if (!key) return OpenSslError("parsing a PEM public key", Code::kInvalidArgument);
+  return key;
+}
+
+Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der) {
+  const unsigned char* p = der.data();
+  EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
+  if (!key || p != der.data() + der.size()) {
+    return OpenSslError("parsing a DER public key", Code::kInvalidArgument);
+  }
+  return key;
+}
+
+Result<X509Ptr> CertFromPem(std::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) return OpenSslError("parsing a PEM certificate", Code::kInvalidArgument);
+  return cert;
+}
+
+Result<std::vector<X509Ptr>> CertsFromPem(std::string_view pem) {
+  BioPtr bio = MemBio(pem);
+  std::vector<X509Ptr> out;
+  for (;;) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) break;
+    out.push_back(std::move(cert));
+  }
+  ERR_clear_error();  // the loop ends on a "no start line" error
+  if (out.empty()) return InvalidArgument("no PEM certificate found");
+  return out;
+}
+
+Result<X509Ptr> CertFromDer(std::span<const uint8_t> der) {
+  const unsigned char* p = der.data();
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != der.data() + der.size()) {
+    return OpenSslError("parsing a DER certificate", Code::kInvalidArgument);
+  }
+  return cert;
+}
+
+Result<std::string> CertToPem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return OpenSslError("encoding a certificate");
+  return BioContents(bio.get());
+}
+
+Result<Bytes> CertToDer(X509* cert) {
+  unsigned char* der = nullptr;
+  int n = i2d_X509(cert, &der);
+  if (n <= 0) return OpenSslError("encoding a certificate");
+  Bytes out(der, der + n);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<Bytes> CertSpkiSha256(X509* cert) {
+  EVP_PKEY* key = X509_get0_pubkey(cert);
+  if (key == nullptr) return OpenSslError("reading a certificate's public key", Code::kInvalidArgument);
+  BERTH_ASSIGN_OR_RETURN(Bytes spki, PublicKeyToSpkiDer(key));
+  return Sha256(spki);
+}
+
+namespace {
+Status AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer ? issuer : cert, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  if (ext == nullptr) return OpenSslError("building extension " + value);
+  int ok = X509_add_ext(cert, ext, -1);
+  X509_EXTENSION_free(ext);
+  if (ok != 1) return OpenSslError("adding extension " + value);
+  return OkStatus();
+}
+}  // namespace
+
+Result<X509Ptr> IssueCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer,
+                          EVP_PKEY* issuer_key) {
+  X509Ptr cert(X509_new());
+  if (!cert) return OpenSslError("allocating a certificate");
+  X509_set_version(cert.get(), 2);
+  Bytes serial = RandomBytes(16);
+  serial[0] &= 0x7f;
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(BN_bin2bn(serial.data(), 16, nullptr), BN_free);
+  ASN1_INTEGER* asn1_serial = X509_get_serialNumber(cert.get());
+  BN_to_ASN1_INTEGER(bn.get(), asn1_serial);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -static_cast<long>(spec.backdate.count()));
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(spec.validity.count()));
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(spec.common_name.c_str()), -1,
+                             -1, 0);
+  X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
+  if (X509_set_pubkey(cert.get(), subject_key) != 1) return OpenSslError("setting the public key");
+
+  X509* iss = issuer;
+  BERTH_RETURN_IF_ERROR(AddExtension(cert.get(), iss, NID_basic_constraints,
+                                     spec.is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"));
+  BERTH_RETURN_IF_ERROR(AddExtension(
+      cert.get(), iss, NID_key_usage,
+      spec.is_ca ? "critical,keyCertSign,cRLSign,digitalSignature"
+                 : "critical,digitalSignature,keyEncipherment"));
+  std::string eku;
+  if (spec.server_auth) eku += "serverAuth";
+  if (spec.client_auth) eku += eku.empty() ? "clientAuth" : ",clientAuth";
+  if (!eku.empty()) BERTH_RETURN_IF_ERROR(AddExtension(cert.get(), iss, NID_ext_key_usage, eku));
+  std::string san;
+  for (const auto& d : spec.dns_names) san += (san.empty() ? "DNS:" : ",DNS:") + d;
+  for (const auto& ip : spec.ip_addresses) san += (san.empty() ? "IP:" : ",IP:") + ip;
+  if (!san.empty()) BERTH_RETURN_IF_ERROR(AddExtension(cert.get(), iss, NID_subject_alt_name, san));
+  BERTH_RETURN_IF_ERROR(AddExtension(cert.get(), iss, NID_subject_key_identifier, "hash"));
+  if (issuer) {
+    BERTH_RETURN_IF_ERROR(AddExtension(cert.get(), iss, NID_authority_key_identifier, "keyid:always"));
+  }
+  if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) return OpenSslError("signing a certificate");
+  return cert;
+}
+
+}  // namespace berth

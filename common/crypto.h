@@ -1,0 +1,83 @@
+// OpenSSL wrappers: digests, HMAC, HKDF, randomness, keys and X.509.
+//
+// OpenSSL objects are held in unique_ptrs with their *_free deleters. OpenSSL's error queue
+// is converted to a Status in exactly one place (OpenSslError).
+#pragma once
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/secret.h"
+#include "common/status.h"
+
+namespace berth {
+
+struct EvpPkeyFree { void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); } };
+struct X509Free { void operator()(X509* p) const { X509_free(p); } };
+using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, EvpPkeyFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+// Drains OpenSSL's error queue into a Status: "<what>: <first openssl reason>".
+Status OpenSslError(std::string_view what, Code code = Code::kInternal);
+
+enum class DigestAlg { kSha1, kSha256, kSha384, kSha512 };
+const EVP_MD* EvpMd(DigestAlg alg);
+size_t DigestSize(DigestAlg alg);
+std::string_view DigestName(DigestAlg alg);  // "sha1", "sha256", ...
+Result<DigestAlg> DigestFromName(std::string_view name);
+
+Bytes Digest(DigestAlg alg, std::span<const uint8_t> data);
+inline Bytes Sha256(std::span<const uint8_t> data) { return Digest(DigestAlg::kSha256, data); }
+Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data);
+// HKDF-SHA256 (RFC 5869), extract and expand.
+Result<SecretBytes> HkdfSha256(std::span<const uint8_t> ikm, std::span<const uint8_t> salt,
+                               std::span<const uint8_t> info, size_t length);
+Bytes RandomBytes(size_t n);
+// Random string over `alphabet` without modulo bias.
+std::string RandomString(size_t n, std::string_view alphabet);
+
+// ---- keys ----
+Result<EvpPkeyPtr> GenerateP256Key();
+Result<EvpPkeyPtr> GenerateRsaKey(int bits);
+// PKCS#8 PEM of the private key.
+Result<SecretBytes> PrivateKeyToPem(EVP_PKEY* key);
+Result<EvpPkeyPtr> PrivateKeyFromPem(std::string_view pem);
+// DER SubjectPublicKeyInfo.
+Result<Bytes> PublicKeyToSpkiDer(EVP_PKEY* key);
+Result<std::string> PublicKeyToPem(EVP_PKEY* key);
+Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem);
+Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der);
+
+// ---- certificates ----
+Result<X509Ptr> CertFromPem(std::string_view pem);
+Result<std::vector<X509Ptr>> CertsFromPem(std::string_view pem);  // a bundle
+Result<X509Ptr> CertFromDer(std::span<const uint8_t> der);
+Result<std::string> CertToPem(X509* cert);
+Result<Bytes> CertToDer(X509* cert);
+// SHA-256 over the certificate's DER SubjectPublicKeyInfo (kubeadm's caCertHashes and the
+// channel binding both use it).
+Result<Bytes> CertSpkiSha256(X509* cert);
+
+struct CertSpec {
+  std::string common_name;
+  std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;
+  bool is_ca = false;
+  bool server_auth = false;
+  bool client_auth = false;
+  std::chrono::seconds validity = std::chrono::hours(24);
+  std::chrono::seconds backdate = std::chrono::minutes(5);
+};
+// Issues a certificate for `subject_key` signed by `issuer_key`; self-signed when `issuer`
+// is null. SHA-256 signatures; serial random.
+Result<X509Ptr> IssueCert(const CertSpec& spec, EVP_PKEY* subject_key, X509* issuer,
+                          EVP_PKEY* issuer_key);
+
+}  // namespace berth

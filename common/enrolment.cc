@@ -1,0 +1,140 @@
+#include "common/enrolment.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include "common/bytes.h"
+#include "common/crypto.h"
+
+namespace berth {
+
+std::vector<v1::PcrSelection> DefaultPcrSelection() {
+  v1::PcrSelection s;
+  s.set_bank(v1::HASH_ALGORITHM_SHA256);
+  for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}) s.add_pcrs(i);
+  return {s};
+}
+
+bool IsValidNodeName(std::string_view name) {
+  if (name.empty() || name.size() > 253) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name.front()) || !alnum(name.back())) return false;
+  for (char c : name) {
+    if (!alnum(c) && c != '-' && c != '.') return false;
+  }
+  return name.find("..") == std::string_view::npos;
+}
+
+bool IsValidEndpoint(std::string_view endpoint) {
+  size_t colon = endpoint.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  std::string_view host = endpoint.substr(0, colon), port = endpoint.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return false;
+  int p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + (c - '0');
+  }
+  if (p < 1 || p > 65535) return false;
+  if (host.front() == '[') return host.back() == ']' && host.size() > 2;
+  for (char c : host) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) return false;
+  }
+  return true;
+}
+
+Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
+  if (c.version() != 1) {
+    return InvalidArgument("unsupported version " + std::to_string(c.version()) + " (expected 1)");
+  }
+  if (c.endpoints().empty()) return InvalidArgument("no endpoints: the node has nowhere to join");
+  for (const auto& e : c.endpoints()) {
+    if (!IsValidEndpoint(e)) return InvalidArgument("endpoint \"" + e + "\" is not host:port");
+  }
+  if (c.cluster_ca_pem().empty()) {
+    return InvalidArgument("cluster_ca_pem is empty: berthd's TLS chain cannot be pinned");
+  }
+  auto ca = CertsFromPem(c.cluster_ca_pem());
+  if (!ca.ok()) return InvalidArgument("cluster_ca_pem holds no valid certificate");
+  if (c.role() != v1::NODE_ROLE_WORKER && c.role() != v1::NODE_ROLE_CONTROL_PLANE) {
+    return InvalidArgument("role is not set (worker or control plane)");
+  }
+  if (c.attestation() != v1::ATTESTATION_KIND_TPM && c.attestation() != v1::ATTESTATION_KIND_SEV_SNP) {
+    return InvalidArgument("attestation kind is not set (tpm or sev-snp)");
+  }
+  if (c.has_state_disk()) {
+    const auto& d = c.state_disk();
+    if (d.device().empty() || d.device().front() != '/') {
+      return InvalidArgument("state_disk.device must be an absolute path");
+    }
+    if (d.mount_point().empty() || d.mount_point().front() != '/') {
+      return InvalidArgument("state_disk.mount_point must be an absolute path");
+    }
+    if (!d.filesystem().empty() && d.filesystem() != "ext4" && d.filesystem() != "xfs") {
+      return InvalidArgument("state_disk.filesystem \"" + d.filesystem() + "\" is not ext4 or xfs");
+    }
+  }
+  for (const auto& s : c.pcr_selection()) {
+    switch (s.bank()) {
+      case v1::HASH_ALGORITHM_SHA1:
+      case v1::HASH_ALGORITHM_SHA256:
+      case v1::HASH_ALGORITHM_SHA384:
+      case v1::HASH_ALGORITHM_SHA512:
+        break;
+      default:
+        return InvalidArgument("pcr_selection has an unknown bank " + std::to_string(s.bank()));
+    }
+    if (s.pcrs().empty()) return InvalidArgument("pcr_selection names a bank but no PCRs");
+    for (uint32_t p : s.pcrs()) {
+      if (p > 23) return InvalidArgument("pcr_selection names PCR " + std::to_string(p) + " (0-23)");
+    }
+  }
+  if (!c.node_name().empty() && !IsValidNodeName(c.node_name())) {
+    return InvalidArgument("node_name \"" + c.node_name() + "\" is not a valid DNS-1123 subdomain");
+  }
+  return OkStatus();
+}
+
+Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path) {
+  auto raw = ReadFile(path, 1 << 20);
+  if (!raw.ok()) return raw.status().WithContext("reading enrolment config");
+  v1::EnrolmentConfig config;
+  if (raw->empty() || !config.ParseFromString(*raw)) {
+    return InvalidArgument("enrolment config " + path + " is corrupt: not a binary EnrolmentConfig");
+  }
+  Status st = ValidateEnrolmentConfig(config);
+  if (!st.ok()) return st.WithContext("enrolment config " + path);
+  return config;
+}
+
+namespace {
+class CollectErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (first.empty()) {
+      first = "line " + std::to_string(line + 1) + " column " + std::to_string(column + 1) + ": " + message;
+    }
+  }
+  std::string first;
+};
+}  // namespace
+
+Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
+  v1::EnrolmentConfig config;
+  google::protobuf::TextFormat::Parser parser;
+  CollectErrors errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config)) {
+    return InvalidArgument("enrolment text does not parse: " + errors.first);
+  }
+  BERTH_RETURN_IF_ERROR(ValidateEnrolmentConfig(config));
+  return config;
+}
+
+std::string EnrolmentToText(const v1::EnrolmentConfig& config) {
+  std::string out;
+  google::protobuf::TextFormat::PrintToString(config, &out);
+  return out;
+}
+
+}  // namespace berth

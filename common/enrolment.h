@@ -1,0 +1,34 @@
+// The EnrolmentConfig: the file on the ESP that tells a node where and how to join.
+#pragma once
+
+#include <string>
+
+#include "berth/v1/berth.pb.h"
+#include "common/status.h"
+
+namespace berth {
+
+// Where the agent looks by default: the ESP as systemd mounts it.
+inline constexpr char kDefaultEnrolmentPath[] = "/efi/berth/enrolment.binpb";
+
+// The default quote selection when the config names none: sha256 PCRs 0-9 and 14 (firmware,
+// boot loader, kernel, command line and shim/MOK state).
+std::vector<v1::PcrSelection> DefaultPcrSelection();
+
+// Validates every field and returns a message naming the first problem found.
+Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& config);
+
+// Reads the binary EnrolmentConfig at `path` and validates it.
+Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path);
+
+// Text format (protobuf text) <-> message, for `berthctl enrolment write/show`.
+Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text);
+std::string EnrolmentToText(const v1::EnrolmentConfig& config);
+
+// A Kubernetes node name: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.',
+// starting and ending alphanumeric, at most 253 characters).
+bool IsValidNodeName(std::string_view name);
+// host:port with a port in 1..65535; host a name, an IPv4 address or a bracketed IPv6.
+bool IsValidEndpoint(std::string_view endpoint);
+
+}  // namespace berth

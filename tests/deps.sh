@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs, with apt-get, every Debian package berth needs to build and test.
+# Idempotent: only missing packages are installed. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  # libraries
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libssl-dev libtss2-dev libsystemd-dev libcryptsetup-dev libblkid-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
+  libcurl4-openssl-dev libgtest-dev libgmock-dev
+  # real parts the tests run
+  swtpm swtpm-tools tpm2-tools etcd-server etcd-client
+  # tools the tests call
+  openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools cryptsetup-bin
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps: installed ${#missing[@]} packages"
