@@ -1,0 +1,127 @@
+#include "tests/testing/testing.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "common/bytes.h"
+
+namespace berth::testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/berth-test-XXXXXX";
+  char* made = mkdtemp(tmpl.data());
+  if (made == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    return;
+  }
+  path_ = std::filesystem::absolute(made).string();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!path_.empty() && std::getenv("BERTH_KEEP_TEMP") == nullptr) {
+    std::filesystem::remove_all(path_, ec);
+  }
+}
+
+std::string TestdataDir() {
+  if (const char* e = std::getenv("BERTH_TESTDATA"); e && *e) return e;
+  if (const char* e = std::getenv("BERTH_TESTDATA_DEFAULT"); e && *e) return e;
+  return "../shared/testdata/attestation";
+}
+std::string Testdata(const std::string& rel) { return TestdataDir() + "/" + rel; }
+
+std::string BuildDir() {
+  const char* e = std::getenv("BERTH_BUILD_DIR");
+  return e ? e : ".";
+}
+std::string SourceDir() {
+  const char* e = std::getenv("BERTH_SOURCE_DIR");
+  return e ? e : ".";
+}
+
+std::string MustRead(const std::string& path) {
+  auto r = ReadFile(path);
+  if (!r.ok()) {
+    ADD_FAILURE() << r.status().ToString();
+    return "";
+  }
+  return *r;
+}
+
+void MustWrite(const std::string& path, const std::string& content, mode_t mode) {
+  Status st = WriteFileAtomic(path, content, mode);
+  if (!st.ok()) ADD_FAILURE() << st.ToString();
+}
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return cond();
+}
+
+int WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout) {
+  int port = 0;
+  WaitFor(
+      [&] {
+        auto r = ReadFile(path);
+        if (!r.ok()) return false;
+        port = std::atoi(TrimWhitespace(*r).c_str());
+        return port > 0;
+      },
+      timeout);
+  return port;
+}
+
+int UnusedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TestPki MakeTestPki(const std::string& dir, const std::string& server_name) {
+  TestPki pki;
+  auto ca_key = GenerateP256Key();
+  auto server_key = GenerateP256Key();
+  EXPECT_TRUE(ca_key.ok() && server_key.ok());
+  CertSpec ca_spec{.common_name = "berth test cluster CA", .is_ca = true,
+                   .validity = std::chrono::hours(24 * 365)};
+  auto ca = IssueCert(ca_spec, ca_key->get(), nullptr, ca_key->get());
+  EXPECT_TRUE(ca.ok()) << ca.status().ToString();
+  CertSpec server_spec{.common_name = server_name,
+                       .dns_names = {server_name, "localhost"},
+                       .ip_addresses = {"127.0.0.1"},
+                       .server_auth = true};
+  auto server = IssueCert(server_spec, server_key->get(), ca->get(), ca_key->get());
+  EXPECT_TRUE(server.ok()) << server.status().ToString();
+  pki.ca_pem = dir + "/ca.pem";
+  pki.ca_key = dir + "/ca.key";
+  pki.server_pem = dir + "/server.pem";
+  pki.server_key = dir + "/server.key";
+  pki.ca_pem_text = *CertToPem(ca->get());
+  MustWrite(pki.ca_pem, pki.ca_pem_text);
+  MustWrite(pki.ca_key, std::string((*PrivateKeyToPem(ca_key->get())).view()), 0600);
+  MustWrite(pki.server_pem, *CertToPem(server->get()));
+  MustWrite(pki.server_key, std::string((*PrivateKeyToPem(server_key->get())).view()), 0600);
+  return pki;
+}
+
+}  // namespace berth::testing
