@@ -63,10 +63,10 @@ inline Status FailedPrecondition(std::string m) { return Status(Code::kFailedPre
 inline Status Unavailable(std::string m) { return Status(Code::kUnavailable, std::move(m)); }
 inline Status Internal(std::string m) { return Status(Code::kInternal, std::move(m)); }
 inline Status Aborted(std::string m) { return Status(Code::kAborted, std::move(m)); }
-inline Status Unimplemented(std::string m) { return Status(Code::kUnimplemented, std::move(m)); }
 inline Status DataLoss(std::string m) { return Status(Code::kDataLoss, std::move(m)); }
 inline Status DeadlineExceeded(std::string m) { return Status(Code::kDeadlineExceeded, std::move(m)); }
 inline Status ResourceExhausted(std::string m) { return Status(Code::kResourceExhausted, std::move(m)); }
+inline Status Unauthenticated(std::string m) { return Status(Code::kUnauthenticated, std::move(m)); }
 
 // errno -> Status, in one place. ENOENT maps to kNotFound, EACCES/EPERM to
 // kPermissionDenied, the rest to kInternal. "open(/x): No such file or directory".

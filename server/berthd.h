@@ -1,0 +1,36 @@
+// berthd as a whole: reads its configuration files, builds the join logic and serves
+// JoinService over TLS until told to stop. main.cc only parses flags into BerthdConfig.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace berth::server {
+
+struct BerthdConfig {
+  std::string listen = "0.0.0.0:7443";
+  std::string port_file;          // written (atomically) with the bound port once listening
+  std::string tls_cert;           // server certificate chain, chained to the cluster CA
+  std::string tls_key;
+  std::string policy;             // YAML, see policy.h
+  std::string master_secret_file; // at least 32 bytes of key material
+  std::string cluster_id;
+  std::string kubeconfig;         // empty: in-cluster service account
+  std::string api_server_endpoint;
+  std::string kubernetes_ca;      // empty: the kubeconfig's CA
+  std::string kubernetes_version;
+  std::chrono::seconds nonce_ttl{120};
+  std::chrono::seconds token_ttl{900};
+};
+
+// Validates the configuration and serves until `stop` becomes true (checked every 200 ms)
+// or SIGTERM/SIGINT arrives when `handle_signals` is set. Reports READY=1/STOPPING=1 to
+// systemd. Returns an error naming the problem if the configuration is unusable.
+Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop = nullptr,
+                 bool handle_signals = true);
+
+}  // namespace berth::server

@@ -1,0 +1,60 @@
+#include "server/evidence.h"
+
+namespace berth::server {
+
+Result<tpm::PcrValues> PcrValuesFromEvidence(const v1::TpmEvidence& tpm) {
+  tpm::PcrValues out;
+  for (const auto& bank : tpm.pcrs()) {
+    auto alg = tpm::DigestFromTpmAlg(static_cast<uint16_t>(bank.bank()));
+    if (!alg.ok()) return alg.status().WithContext("evidence PCR bank");
+    for (const auto& v : bank.values()) {
+      std::string name = tpm::PcrName(*alg, v.index());
+      if (v.index() > 23) return InvalidArgument("evidence PCR " + name + ": index out of range");
+      if (v.digest().size() != DigestSize(*alg)) {
+        return InvalidArgument("evidence PCR " + name + ": " + std::to_string(v.digest().size()) +
+                               " bytes, expected " + std::to_string(DigestSize(*alg)));
+      }
+      if (!out[*alg].emplace(v.index(), ToBytes(v.digest())).second) {
+        return InvalidArgument("evidence PCR " + name + " is given twice");
+      }
+    }
+  }
+  return out;
+}
+
+Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidence,
+                                                     std::span<const uint8_t> binding) {
+  if (evidence.kind_case() != v1::Evidence::kTpm) {
+    return InvalidArgument(evidence.kind_case() == v1::Evidence::kSevSnp
+                               ? "SEV-SNP evidence is not accepted by this berthd's policy"
+                               : "the request carries no evidence");
+  }
+  const v1::TpmEvidence& tpm = evidence.tpm();
+
+  auto ak_public = tpm::ParsePublic(AsBytes(tpm.ak_public()));
+  if (!ak_public.ok()) return ak_public.status().WithContext("attestation key");
+  BERTH_RETURN_IF_ERROR(tpm::CheckAttestationKeyAttributes(*ak_public));
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr ak, tpm::PublicToEvp(*ak_public));
+  BERTH_ASSIGN_OR_RETURN(Bytes spki, PublicKeyToSpkiDer(ak.get()));
+  VerifiedEvidence out;
+  Bytes ak_hash = Sha256(spki);
+  out.ak_sha256_hex = HexEncode(ak_hash);
+  const TrustedAk* trusted = policy_.FindAk(ak_hash);
+  if (trusted == nullptr) {
+    return PermissionDenied("attestation key sha256:" + out.ak_sha256_hex +
+                            " is not in the policy's trusted_aks");
+  }
+  out.ak_name = trusted->name;
+
+  BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, PcrValuesFromEvidence(tpm));
+  auto quote = tpm::VerifyQuote(ak.get(), AsBytes(tpm.quote()), AsBytes(tpm.signature()), pcrs,
+                                binding);
+  if (!quote.ok()) {
+    return quote.status().WithContext("TPM quote");
+  }
+  BERTH_RETURN_IF_ERROR(policy_.CheckPcrs(quote->pcrs));
+  out.rule = "trusted_aks[" + trusted->name + "] + pcrs " + policy_.DescribePcrs();
+  return out;
+}
+
+}  // namespace berth::server

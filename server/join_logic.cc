@@ -1,0 +1,142 @@
+#include "server/join_logic.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/binding.h"
+#include "common/crypto.h"
+#include "common/enrolment.h"
+
+namespace berth::server {
+
+namespace {
+
+// One logfmt-style audit line per decision. Values are quoted when they hold spaces.
+void Audit(std::string_view call, const Peer& peer, std::string_view node, const Status& status,
+           std::string_view details) {
+  std::string peer_key = peer.spki_sha256.empty() ? "-" : HexEncode(peer.spki_sha256).substr(0, 16);
+  if (status.ok()) {
+    spdlog::info("audit call={} decision=granted node={} peer={} peer_key={} {}", call,
+                 node.empty() ? "-" : node, peer.address, peer_key, details);
+  } else {
+    spdlog::warn("audit call={} decision=refused node={} peer={} peer_key={} code={} reason=\"{}\"",
+                 call, node.empty() ? "-" : node, peer.address, peer_key, CodeName(status.code()),
+                 status.message());
+  }
+}
+
+}  // namespace
+
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid) {
+  std::string info = "berth-disk-v1" + disk_uuid;
+  return HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes(info), 32);
+}
+
+bool IsValidDiskUuid(std::string_view uuid) {
+  if (uuid.size() != 36) return false;
+  for (size_t i = 0; i < uuid.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    char c = uuid[i];
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
+                     EvidenceVerifier* verifier, TokenIssuer* tokens)
+    : options_(std::move(options)),
+      master_secret_(std::move(master_secret)),
+      nonces_(nonces),
+      verifier_(verifier),
+      tokens_(tokens) {}
+
+Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& request,
+                                                   const Peer& peer) {
+  v1::ChallengeResponse response;
+  Bytes nonce = nonces_->Issue();
+  response.set_expires_unix(nonces_->ExpiresUnix(nonce));
+  response.set_nonce(ToString(nonce));
+  spdlog::debug("challenge issued to {}", peer.address);
+  return response;
+}
+
+Result<VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
+                                                 const std::string& nonce, const Peer& peer) {
+  if (peer.spki_sha256.size() != 32) {
+    return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
+  }
+  BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
+  Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
+  return verifier_->Verify(evidence, binding);
+}
+
+Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
+                                                  const Peer& peer) {
+  const std::string& node = request.node_name();
+  auto refuse = [&](Status status) {
+    Audit("IssueJoinTicket", peer, node, status, "");
+    return status;
+  };
+  if (!IsValidNodeName(node)) {
+    return refuse(InvalidArgument("node name \"" + node + "\" is not a valid Kubernetes node name"));
+  }
+  if (!request.disk_uuid().empty() && !IsValidDiskUuid(request.disk_uuid())) {
+    return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
+  }
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
+    return refuse(FailedPrecondition(
+        "control-plane joins need etcd membership, which this berthd does not manage"));
+  }
+  if (request.role() != v1::NODE_ROLE_WORKER) {
+    return refuse(InvalidArgument("the request names no node role"));
+  }
+  auto verified = VerifyCaller(request.evidence(), request.nonce(), peer);
+  if (!verified.ok()) return refuse(verified.status());
+
+  v1::JoinTicket ticket;
+  if (!request.disk_uuid().empty()) {
+    auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
+    if (!key.ok()) return refuse(key.status());
+    ticket.set_disk_key(std::string(key->view()));
+  }
+  auto token = tokens_->Issue(node);
+  if (!token.ok()) return refuse(token.status());
+  SecretBytes joined = token->Joined();
+  auto* kubeadm = ticket.mutable_kubeadm();
+  kubeadm->set_api_server_endpoint(options_.api_server_endpoint);
+  kubeadm->set_token(std::string(joined.view()));
+  for (const auto& h : options_.ca_cert_hashes) kubeadm->add_ca_cert_hashes(h);
+  kubeadm->set_kubernetes_version(options_.kubernetes_version);
+  Audit("IssueJoinTicket", peer, node, OkStatus(),
+        "role=worker ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
+            "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
+            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix));
+  return ticket;
+}
+
+Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& request,
+                                                      const Peer& peer) {
+  const std::string& node = request.node_name();
+  auto refuse = [&](Status status) {
+    Audit("IssueRejoinTicket", peer, node, status, "");
+    return status;
+  };
+  if (!IsValidNodeName(node)) {
+    return refuse(InvalidArgument("node name \"" + node + "\" is not a valid Kubernetes node name"));
+  }
+  if (!IsValidDiskUuid(request.disk_uuid())) {
+    return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
+  }
+  auto verified = VerifyCaller(request.evidence(), request.nonce(), peer);
+  if (!verified.ok()) return refuse(verified.status());
+  auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
+  if (!key.ok()) return refuse(key.status());
+  v1::RejoinTicket ticket;
+  ticket.set_disk_key(std::string(key->view()));
+  Audit("IssueRejoinTicket", peer, node, OkStatus(),
+        "ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
+            "\" disk_uuid=" + request.disk_uuid());
+  return ticket;
+}
+
+}  // namespace berth::server

@@ -1,0 +1,63 @@
+// The join service's logic, one method per RPC, free of any transport type (the gRPC adapter
+// in join_service.cc only unpacks calls and forwards here).
+//
+// Every decision is one structured audit line ("audit" logger): the call, the node, the peer,
+// the evidence (AK fingerprint), the policy rule that accepted it or the reason it was refused.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "berth/v1/berth.pb.h"
+#include "common/clock.h"
+#include "common/secret.h"
+#include "server/bootstrap_token.h"
+#include "server/evidence.h"
+#include "server/nonce.h"
+
+namespace berth::server {
+
+// Who is calling, as the transport established it.
+struct Peer {
+  Bytes spki_sha256;    // SHA-256 of the TLS client certificate's SubjectPublicKeyInfo
+  std::string address;  // for audit lines
+};
+
+struct JoinOptions {
+  std::string cluster_id;                    // HKDF salt of disk keys
+  std::string api_server_endpoint;           // host:port that kubeadm joins
+  std::vector<std::string> ca_cert_hashes;   // "sha256:<hex>"
+  std::string kubernetes_version;            // informational, may be empty
+};
+
+// DESIGN.md: HKDF-SHA256(master secret, salt = cluster id, info = "berth-disk-v1" || UUID).
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid);
+
+// A LUKS2 UUID as cryptsetup prints it: 8-4-4-4-12 lowercase hex.
+bool IsValidDiskUuid(std::string_view uuid);
+
+// Thread-safe once constructed; the collaborators must be thread-safe and outlive it.
+class JoinLogic {
+ public:
+  JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
+            EvidenceVerifier* verifier, TokenIssuer* tokens);
+
+  Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
+  Result<v1::JoinTicket> IssueJoinTicket(const v1::JoinRequest& request, const Peer& peer);
+  Result<v1::RejoinTicket> IssueRejoinTicket(const v1::RejoinRequest& request, const Peer& peer);
+
+ private:
+  // Nonce, binding to `peer`, evidence: the checks every ticket needs.
+  Result<VerifiedEvidence> VerifyCaller(const v1::Evidence& evidence, const std::string& nonce,
+                                        const Peer& peer);
+
+  JoinOptions options_;
+  SecretBytes master_secret_;
+  NonceIssuer* nonces_;
+  EvidenceVerifier* verifier_;
+  TokenIssuer* tokens_;
+};
+
+}  // namespace berth::server

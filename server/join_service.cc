@@ -1,0 +1,54 @@
+#include "server/join_service.h"
+
+#include <grpc/grpc_security_constants.h>
+#include <grpcpp/security/auth_context.h>
+
+#include "common/crypto.h"
+#include "common/rpc.h"
+
+namespace berth::server {
+
+Peer PeerFromContext(const grpc::ServerContext& context) {
+  Peer peer;
+  peer.address = context.peer();
+  auto auth = context.auth_context();
+  if (auth == nullptr) return peer;
+  auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (pems.empty()) return peer;
+  auto cert = CertFromPem(std::string_view(pems.front().data(), pems.front().size()));
+  if (!cert.ok()) return peer;
+  auto hash = CertSpkiSha256(cert->get());
+  if (hash.ok()) peer.spki_sha256 = std::move(*hash);
+  return peer;
+}
+
+namespace {
+
+template <typename Response>
+grpc::Status Reply(Result<Response> result, Response* response) {
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(result).value();
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
+                                        const v1::ChallengeRequest* request,
+                                        v1::ChallengeResponse* response) {
+  return Reply(logic_->Challenge(*request, PeerFromContext(*context)), response);
+}
+
+grpc::Status JoinServiceImpl::IssueJoinTicket(grpc::ServerContext* context,
+                                              const v1::JoinRequest* request,
+                                              v1::JoinTicket* response) {
+  return Reply(logic_->IssueJoinTicket(*request, PeerFromContext(*context)), response);
+}
+
+grpc::Status JoinServiceImpl::IssueRejoinTicket(grpc::ServerContext* context,
+                                                const v1::RejoinRequest* request,
+                                                v1::RejoinTicket* response) {
+  return Reply(logic_->IssueRejoinTicket(*request, PeerFromContext(*context)), response);
+}
+
+}  // namespace berth::server
