@@ -1,0 +1,66 @@
+// The agent's boot flow (DESIGN.md "Node flow"), as explicit, timed steps:
+//   ReadEnrolment -> OpenTpm -> RequestTicket (challenge, quote, ticket; retried) -> KubeadmJoin
+// Each step logs one line with its duration and reports itself to systemd. Every OS touchpoint
+// (TPM, transport, process runner, clock, notifier, filesystem root) is injected.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "agent/join_client.h"
+#include "agent/tpm.h"
+#include "berth/v1/berth.pb.h"
+#include "common/clock.h"
+#include "common/enrolment.h"
+#include "common/subprocess.h"
+
+namespace berth::agent {
+
+struct AgentOptions {
+  std::string root = "/";
+  std::string enrolment_path = kDefaultEnrolmentPath;  // inside root
+  std::string tcti = "device:/dev/tpmrm0";
+  std::string kubeadm = "/usr/bin/kubeadm";           // not inside root: the tool to run
+  RetryPolicy retry;
+  std::chrono::milliseconds call_timeout{30000};
+};
+
+// systemd's view of the agent (sd_notify); a fake records it in tests.
+class Notifier {
+ public:
+  virtual ~Notifier() = default;
+  virtual void Status(const std::string& status) = 0;
+  virtual void Ready() = 0;
+};
+class SdNotifier : public Notifier {
+ public:
+  void Status(const std::string& status) override;
+  void Ready() override;
+};
+
+struct AgentDeps {
+  Clock* clock;
+  ProcessRunner* runner;
+  Notifier* notifier;
+  std::function<Result<std::unique_ptr<Tpm>>(const std::string& tcti)> open_tpm;
+  std::function<std::unique_ptr<JoinTransport>(const ClientIdentity&, const v1::EnrolmentConfig&)>
+      make_transport;
+};
+
+// The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.
+AgentDeps RealAgentDeps();
+
+// Runs the whole flow. On failure the Status names the step and the cause; nothing is
+// written unless a ticket was granted.
+Status RunAgent(const AgentOptions& options, AgentDeps& deps);
+
+// For operators enrolling a reference node: the AK fingerprint and current PCR values as a
+// berthd policy snippet (YAML).
+Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
+
+// The node name: the EnrolmentConfig's, else the host name (lower-cased).
+Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config);
+
+}  // namespace berth::agent

@@ -1,0 +1,34 @@
+#include "agent/attestation.h"
+
+namespace berth::agent {
+
+Result<v1::Evidence> CollectTpmEvidence(Tpm& tpm, const std::vector<v1::PcrSelection>& selection,
+                                        std::span<const uint8_t> binding,
+                                        const std::string& event_log_path) {
+  v1::Evidence evidence;
+  v1::TpmEvidence* out = evidence.mutable_tpm();
+  BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm.AttestationKeyPublic());
+  out->set_ak_public(ToString(ak_public));
+  BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, tpm.ReadPcrs(selection));
+  BERTH_ASSIGN_OR_RETURN(TpmQuote quote, tpm.Quote(selection, binding));
+  out->set_quote(ToString(quote.attest));
+  out->set_signature(ToString(quote.signature));
+  for (const auto& [bank, values] : pcrs) {
+    v1::PcrBank* b = out->add_pcrs();
+    b->set_bank(static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(bank)));
+    for (const auto& [index, digest] : values) {
+      v1::PcrValue* v = b->add_values();
+      v->set_index(index);
+      v->set_digest(ToString(digest));
+    }
+  }
+  auto log = ReadFile(event_log_path, 16 << 20);
+  if (log.ok()) {
+    out->set_event_log(std::move(*log));
+  } else if (log.status().code() != Code::kNotFound) {
+    return log.status().WithContext("reading the TPM event log");
+  }
+  return evidence;
+}
+
+}  // namespace berth::agent

@@ -1,0 +1,77 @@
+#include "agent/kubeadm.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <regex>
+
+#include "common/bytes.h"
+#include "common/enrolment.h"
+
+namespace berth::agent {
+
+Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key) {
+  auto bad = [](const std::string& what) { return InvalidArgument("malformed join ticket: " + what); };
+  if (want_disk_key && ticket.disk_key().size() != 32) {
+    return bad("disk key has " + std::to_string(ticket.disk_key().size()) + " bytes, expected 32");
+  }
+  if (!want_disk_key && !ticket.disk_key().empty()) return bad("a disk key for a diskless node");
+  if (!ticket.has_kubeadm()) return bad("no kubeadm section");
+  const v1::KubeadmJoin& k = ticket.kubeadm();
+  if (!IsValidEndpoint(k.api_server_endpoint())) {
+    return bad("API server endpoint \"" + k.api_server_endpoint() + "\" is not host:port");
+  }
+  static const std::regex kToken("^[a-z0-9]{6}\\.[a-z0-9]{16}$");
+  // The token itself is never echoed back: it is a secret.
+  if (!std::regex_match(k.token(), kToken)) return bad("bootstrap token is not [a-z0-9]{6}.[a-z0-9]{16}");
+  if (k.ca_cert_hashes().empty()) return bad("no CA certificate hashes");
+  static const std::regex kHash("^sha256:[0-9a-f]{64}$");
+  for (const auto& h : k.ca_cert_hashes()) {
+    if (!std::regex_match(h, kHash)) return bad("CA certificate hash \"" + h + "\" is not sha256:<hex>");
+  }
+  return OkStatus();
+}
+
+SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "apiVersion" << YAML::Value << "kubeadm.k8s.io/v1beta4";
+  out << YAML::Key << "kind" << YAML::Value << "JoinConfiguration";
+  out << YAML::Key << "discovery" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "bootstrapToken" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "apiServerEndpoint" << YAML::Value << join.api_server_endpoint();
+  out << YAML::Key << "token" << YAML::Value << join.token();
+  out << YAML::Key << "caCertHashes" << YAML::Value << YAML::BeginSeq;
+  for (const auto& h : join.ca_cert_hashes()) out << h;
+  out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
+  out << YAML::Key << "nodeRegistration" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << node_name;
+  out << YAML::EndMap << YAML::EndMap;
+  SecretBytes config(out.c_str(), out.size());
+  // The emitter's buffer held the token too.
+  WipeMemory(const_cast<char*>(out.c_str()), out.size());
+  return config;
+}
+
+Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const std::string& root,
+                      const SecretBytes& config) {
+  const std::string path = JoinRoot(root, kJoinConfigPath);
+  BERTH_RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/')), 0700));
+  BERTH_RETURN_IF_ERROR(WriteFileAtomic(path, config.span(), 0600));
+  auto result = runner.Run({kubeadm, "join", "--config", path});
+  // kubeadm has read the token by now; it must not outlive the call on disk.
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus("removing " + path);
+  }
+  if (!result.ok()) return result.status().WithContext("running kubeadm");
+  if (!result->success()) {
+    std::string tail = result->output.size() > 2000
+                           ? result->output.substr(result->output.size() - 2000)
+                           : result->output;
+    return Internal("kubeadm join failed (" + result->Describe() + "): " + TrimWhitespace(tail));
+  }
+  return OkStatus();
+}
+
+}  // namespace berth::agent

@@ -1,0 +1,31 @@
+// The kubeadm side of a join: checking the ticket, rendering the JoinConfiguration and
+// running `kubeadm join --config`.
+#pragma once
+
+#include <string>
+
+#include "berth/v1/berth.pb.h"
+#include "common/secret.h"
+#include "common/subprocess.h"
+
+namespace berth::agent {
+
+// Where the JoinConfiguration is written (under --root); /run is a tmpfs, and the file is
+// removed once kubeadm has read it.
+inline constexpr char kJoinConfigPath[] = "/run/berth/kubeadm-join.yaml";
+
+// A ticket from berthd is still input: every field kubeadm will use is checked. INVALID_ARGUMENT
+// ("malformed join ticket: ...") names the bad field; `want_disk_key` says whether the request
+// named a disk (then a 32-byte key must be present, otherwise none).
+Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key);
+
+// kubeadm.k8s.io/v1beta4 JoinConfiguration (YAML). It holds the bootstrap token, so it is a
+// secret.
+SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name);
+
+// Writes the configuration to <root>/run/berth/kubeadm-join.yaml (0600), runs
+// `<kubeadm> join --config <file>`, and removes the file whatever the outcome.
+Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const std::string& root,
+                      const SecretBytes& config);
+
+}  // namespace berth::agent

@@ -1,0 +1,42 @@
+// berth-agent: flags -> AgentOptions -> RunAgent (or DescribeIdentity). Nothing else.
+#include <CLI/CLI.hpp>
+
+#include "agent/agent.h"
+#include "common/log.h"
+
+int main(int argc, char** argv) {
+  berth::agent::AgentOptions o;
+  bool verbose = false, print_identity = false;
+  int64_t initial_ms = o.retry.initial_backoff.count(), max_ms = o.retry.max_backoff.count();
+  CLI::App app{"berth-agent: attest this node and join it to its cluster"};
+  app.add_option("--root", o.root, "filesystem root all paths are under")->capture_default_str();
+  app.add_option("--enrolment", o.enrolment_path, "EnrolmentConfig path (inside --root)")->capture_default_str();
+  app.add_option("--tcti", o.tcti, "tpm2-tss TCTI of the TPM")->capture_default_str();
+  app.add_option("--kubeadm", o.kubeadm, "kubeadm binary")->capture_default_str();
+  app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str();
+  app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str();
+  app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str();
+  app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
+  app.add_flag("-v,--verbose", verbose, "debug logging");
+  CLI11_PARSE(app, argc, argv);
+  o.retry.initial_backoff = std::chrono::milliseconds(initial_ms);
+  o.retry.max_backoff = std::chrono::milliseconds(max_ms);
+  berth::InitLogging("berth-agent", verbose);
+  berth::agent::AgentDeps deps = berth::agent::RealAgentDeps();
+  if (print_identity) {
+    auto identity = berth::agent::DescribeIdentity(o, deps);
+    if (!identity.ok()) {
+      spdlog::error("{}", identity.status().ToString());
+      return 1;
+    }
+    std::fputs(identity->c_str(), stdout);
+    return 0;
+  }
+  berth::Status status = berth::agent::RunAgent(o, deps);
+  if (!status.ok()) {
+    deps.notifier->Status("failed: " + status.ToString());
+    spdlog::critical("berth-agent: {}", status.ToString());
+    return 1;
+  }
+  return 0;
+}
