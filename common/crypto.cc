@@ -94,7 +94,9 @@ Result<SecretBytes> HkdfSha256(std::span<const uint8_t> ikm, std::span<const uin
   size_t out_len = length;
   if (!ctx || EVP_PKEY_derive_init(ctx.get()) <= 0 ||
       EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) <= 0 ||
-      EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), salt.data(), static_cast<int>(salt.size())) <= 0 ||
+      // An empty salt means "no salt" (RFC 5869: a string of zeros); OpenSSL wants it unset.
+      (!salt.empty() &&
+       EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), salt.data(), static_cast<int>(salt.size())) <= 0) ||
       EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), ikm.data(), static_cast<int>(ikm.size())) <= 0 ||
       EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), info.data(), static_cast<int>(info.size())) <= 0 ||
       EVP_PKEY_derive(ctx.get(), out.data(), &out_len) <= 0 || out_len != length) {

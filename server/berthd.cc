@@ -22,18 +22,6 @@ constexpr size_t kMinMasterSecret = 32;
 std::atomic<bool> g_signalled{false};
 void OnSignal(int) { g_signalled = true; }
 
-Result<std::vector<std::string>> CaCertHashes(const std::string& ca_pem, const std::string& what) {
-  auto certs = CertsFromPem(ca_pem);
-  if (!certs.ok()) return certs.status().WithContext(what);
-  if (certs->empty()) return InvalidArgument(what + ": no certificate found");
-  std::vector<std::string> hashes;
-  for (auto& cert : *certs) {
-    BERTH_ASSIGN_OR_RETURN(Bytes hash, CertSpkiSha256(cert.get()));
-    hashes.push_back("sha256:" + HexEncode(hash));
-  }
-  return hashes;
-}
-
 Status CheckConfig(const BerthdConfig& c) {
   auto need = [](const std::string& value, const char* flag) {
     return value.empty() ? InvalidArgument(std::string("--") + flag + " is required") : OkStatus();
@@ -76,7 +64,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   if (!config.kubernetes_ca.empty()) {
     BERTH_ASSIGN_OR_RETURN(kube_ca, ReadFile(config.kubernetes_ca));
   }
-  BERTH_ASSIGN_OR_RETURN(auto hashes, CaCertHashes(kube_ca, "Kubernetes cluster CA"));
+  BERTH_ASSIGN_OR_RETURN(auto hashes, KubeadmCaCertHashes(kube_ca));
 
   RealClock clock;
   BERTH_ASSIGN_OR_RETURN(NonceIssuer nonces, NonceIssuer::Create(master, &clock, config.nonce_ttl));

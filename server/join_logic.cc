@@ -10,7 +10,17 @@ namespace berth::server {
 
 namespace {
 
-// One logfmt-style audit line per decision. Values are quoted when they hold spaces.
+// Escapes a value for a double-quoted logfmt field.
+std::string Quoted(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+// One logfmt-style audit line per decision.
 void Audit(std::string_view call, const Peer& peer, std::string_view node, const Status& status,
            std::string_view details) {
   std::string peer_key = peer.spki_sha256.empty() ? "-" : HexEncode(peer.spki_sha256).substr(0, 16);
@@ -20,7 +30,7 @@ void Audit(std::string_view call, const Peer& peer, std::string_view node, const
   } else {
     spdlog::warn("audit call={} decision=refused node={} peer={} peer_key={} code={} reason=\"{}\"",
                  call, node.empty() ? "-" : node, peer.address, peer_key, CodeName(status.code()),
-                 status.message());
+                 Quoted(status.message()));
   }
 }
 
@@ -30,6 +40,18 @@ Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::s
                                   const std::string& disk_uuid) {
   std::string info = "berth-disk-v1" + disk_uuid;
   return HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes(info), 32);
+}
+
+Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem) {
+  auto certs = CertsFromPem(ca_pem);
+  if (!certs.ok()) return certs.status().WithContext("Kubernetes cluster CA");
+  if (certs->empty()) return InvalidArgument("Kubernetes cluster CA: no certificate found");
+  std::vector<std::string> hashes;
+  for (auto& cert : *certs) {
+    BERTH_ASSIGN_OR_RETURN(Bytes hash, CertSpkiSha256(cert.get()));
+    hashes.push_back("sha256:" + HexEncode(hash));
+  }
+  return hashes;
 }
 
 bool IsValidDiskUuid(std::string_view uuid) {

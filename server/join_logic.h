@@ -35,6 +35,10 @@ struct JoinOptions {
 Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
                                   const std::string& disk_uuid);
 
+// kubeadm's caCertHashes for a CA bundle: "sha256:" + hex SHA-256 of each certificate's DER
+// SubjectPublicKeyInfo.
+Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem);
+
 // A LUKS2 UUID as cryptsetup prints it: 8-4-4-4-12 lowercase hex.
 bool IsValidDiskUuid(std::string_view uuid);
 
