@@ -96,14 +96,17 @@ Result<Prepared> ReadEnrolment(const AgentOptions& options) {
   BERTH_ASSIGN_OR_RETURN(p.config,
                          LoadEnrolmentConfig(JoinRoot(options.root, options.enrolment_path)));
   if (p.config.attestation() != v1::ATTESTATION_KIND_TPM) {
-    return InvalidArgument("EnrolmentConfig asks for attestation kind " +
+    return InvalidArgument("reading enrolment config: it asks for attestation kind " +
                            v1::AttestationKind_Name(p.config.attestation()) +
                            ", which this agent does not provide");
   }
   if (p.config.has_state_disk()) {
-    return InvalidArgument("EnrolmentConfig names a state disk, which this agent does not manage");
+    return InvalidArgument(
+        "reading enrolment config: it names a state disk, which this agent does not manage");
   }
-  BERTH_ASSIGN_OR_RETURN(p.node_name, ResolveNodeName(p.config));
+  auto name = ResolveNodeName(p.config);
+  if (!name.ok()) return name.status().WithContext("reading enrolment config");
+  p.node_name = std::move(*name);
   return p;
 }
 
@@ -113,7 +116,7 @@ Status RunAgent(const AgentOptions& options, AgentDeps& deps) {
   Notifier& notify = *deps.notifier;
   auto prepared = RunStep(Step::kReadEnrolment, notify, "reading EnrolmentConfig",
                           [&] { return ReadEnrolment(options); });
-  if (!prepared.ok()) return prepared.status().WithContext("reading EnrolmentConfig");
+  if (!prepared.ok()) return prepared.status();
   const v1::EnrolmentConfig& config = prepared->config;
   const std::string& node = prepared->node_name;
   const auto selection = Selection(config);

@@ -73,9 +73,6 @@ class GrpcJoinTransport : public JoinTransport {
     if (it != stubs_.end()) return *it->second;
     grpc::ChannelArguments args;
     if (!server_name_.empty()) args.SetSslTargetNameOverride(server_name_);
-    // The agent's own loop does the backoff across endpoints; keep gRPC's reconnect short.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     auto channel = grpc::CreateCustomChannel(endpoint, credentials_, args);
     auto stub = v1::JoinService::NewStub(channel);
     auto& ref = *stub;
@@ -89,6 +86,12 @@ class GrpcJoinTransport : public JoinTransport {
     ctx.set_deadline(std::chrono::system_clock::now() + timeout_);
     Response response;
     grpc::Status status = fn(StubFor(endpoint), &ctx, &response);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      // A channel that failed to connect waits out gRPC's own reconnect backoff (tens of
+      // seconds); the agent's loop already paces retries, so the next call gets a new channel.
+      std::lock_guard<std::mutex> lock(mu_);
+      stubs_.erase(endpoint);
+    }
     if (!status.ok()) return FromGrpcStatus(status, std::string(method) + " at " + endpoint);
     return response;
   }

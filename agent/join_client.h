@@ -58,12 +58,14 @@ std::chrono::milliseconds BackoffDelay(const RetryPolicy& policy, int attempt, s
 // Runs `attempt(endpoint)` against each endpoint in turn until it succeeds. A retryable
 // status (IsRetryable) moves on to the next endpoint after a backoff delay; any other status
 // is returned at once. `on_retry` is told about each failure (for logs and sd_notify).
+// No endpoints at all is kInvalidArgument, without a call.
 template <typename T>
 Result<T> CallWithRetry(const std::vector<std::string>& endpoints, const RetryPolicy& policy,
                         Clock& clock,
                         const std::function<Result<T>(const std::string& endpoint)>& attempt,
                         const std::function<void(const std::string&, const Status&,
                                                  std::chrono::milliseconds)>& on_retry) {
+  if (endpoints.empty()) return InvalidArgument("no endpoints to call");
   std::mt19937_64 rng(std::random_device{}());
   Status last = Unavailable("no endpoints");
   for (int n = 0; policy.max_attempts == 0 || n < policy.max_attempts; ++n) {

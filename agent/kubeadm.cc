@@ -34,19 +34,22 @@ Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key) {
 }
 
 SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name) {
+  // Values are double-quoted: kubeadm converts YAML to JSON without type hints, so a plain
+  // scalar such as a node named "123" or "no" would reach it as a number or a boolean.
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "apiVersion" << YAML::Value << "kubeadm.k8s.io/v1beta4";
   out << YAML::Key << "kind" << YAML::Value << "JoinConfiguration";
   out << YAML::Key << "discovery" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "bootstrapToken" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "apiServerEndpoint" << YAML::Value << join.api_server_endpoint();
-  out << YAML::Key << "token" << YAML::Value << join.token();
+  out << YAML::Key << "apiServerEndpoint" << YAML::Value << YAML::DoubleQuoted
+      << join.api_server_endpoint();
+  out << YAML::Key << "token" << YAML::Value << YAML::DoubleQuoted << join.token();
   out << YAML::Key << "caCertHashes" << YAML::Value << YAML::BeginSeq;
-  for (const auto& h : join.ca_cert_hashes()) out << h;
+  for (const auto& h : join.ca_cert_hashes()) out << YAML::DoubleQuoted << h;
   out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
   out << YAML::Key << "nodeRegistration" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value << node_name;
+  out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << node_name;
   out << YAML::EndMap << YAML::EndMap;
   SecretBytes config(out.c_str(), out.size());
   // The emitter's buffer held the token too.

@@ -35,7 +35,7 @@ Status CheckConfig(const BerthdConfig& c) {
   if (!IsValidEndpoint(c.api_server_endpoint)) {
     return InvalidArgument("--api-server-endpoint " + c.api_server_endpoint + " is not host:port");
   }
-  if (c.nonce_ttl.count() < 10) return InvalidArgument("--nonce-ttl must be at least 10 s");
+  if (c.nonce_ttl.count() < 2) return InvalidArgument("--nonce-ttl must be at least 2 s");
   if (c.token_ttl.count() < 60) return InvalidArgument("--token-ttl must be at least 60 s");
   return OkStatus();
 }

@@ -34,19 +34,12 @@ TempDir::~TempDir() {
 
 std::string TestdataDir() {
   if (const char* e = std::getenv("BERTH_TESTDATA"); e && *e) return e;
-  if (const char* e = std::getenv("BERTH_TESTDATA_DEFAULT"); e && *e) return e;
-  return "../shared/testdata/attestation";
+  return BERTH_TESTDATA_DEFAULT;
 }
 std::string Testdata(const std::string& rel) { return TestdataDir() + "/" + rel; }
 
-std::string BuildDir() {
-  const char* e = std::getenv("BERTH_BUILD_DIR");
-  return e ? e : ".";
-}
-std::string SourceDir() {
-  const char* e = std::getenv("BERTH_SOURCE_DIR");
-  return e ? e : ".";
-}
+std::string BuildDir() { return BERTH_BUILD_DIR_DEFAULT; }
+std::string SourceDir() { return BERTH_SOURCE_DIR_DEFAULT; }
 
 std::string MustRead(const std::string& path) {
   auto r = ReadFile(path);

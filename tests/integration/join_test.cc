@@ -1,0 +1,292 @@
+// Host integration tests: a node joins (or is refused) with every part a real process.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "agent/attestation.h"
+#include "agent/join_client.h"
+#include "common/binding.h"
+#include "common/enrolment.h"
+#include "tests/integration/cluster.h"
+
+namespace berth::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class JoinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(cluster_.StartApiServer());
+    ASSERT_TRUE(cluster_.WritePolicyFromNode());
+  }
+  // Files the test itself put under the node's root; the agent may add nothing else on failure.
+  const std::vector<std::string> kEnrolmentOnly = {"efi", "efi/berth", "efi/berth/enrolment.binpb"};
+  HostCluster cluster_;
+};
+
+TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  cluster_.WriteEnrolment(cluster_.BaseEnrolment());
+  AgentRun run = cluster_.RunAgent();
+  ASSERT_EQ(run.result.exit_code, 0) << run.log << MustRead(cluster_.berthd_log());
+
+  // The API server received exactly one well-formed bootstrap-token Secret for this node.
+  auto api = cluster_.ApiServerRecords();
+  ASSERT_EQ(api.size(), 1u);
+  EXPECT_EQ(api[0]["method"], "POST");
+  EXPECT_EQ(api[0]["path"], "/api/v1/namespaces/kube-system/secrets");
+  const auto& secret = api[0]["object"];
+  EXPECT_EQ(secret["type"], "bootstrap.kubernetes.io/token");
+  EXPECT_EQ(secret["metadata"]["namespace"], "kube-system");
+  EXPECT_EQ(secret["metadata"]["labels"]["berth.dev/node"], "node-1");
+  const std::string token_id = secret["data"]["token-id"];  // decoded by the recorder
+  EXPECT_EQ(secret["metadata"]["name"], "bootstrap-token-" + token_id);
+
+  // kubeadm ran once with a valid v1beta4 JoinConfiguration carrying that token.
+  auto kubeadm = cluster_.KubeadmRecords();
+  ASSERT_EQ(kubeadm.size(), 1u);
+  EXPECT_EQ(kubeadm[0]["ok"], true) << kubeadm[0].dump();
+  EXPECT_EQ(kubeadm[0]["config_mode"], "0600");
+  const auto& config = kubeadm[0]["config"][0];
+  EXPECT_EQ(config["apiVersion"], "kubeadm.k8s.io/v1beta4");
+  EXPECT_EQ(config["kind"], "JoinConfiguration");
+  EXPECT_EQ(config["nodeRegistration"]["name"], "node-1");
+  const auto& bt = config["discovery"]["bootstrapToken"];
+  EXPECT_EQ(bt["apiServerEndpoint"], "127.0.0.1:6443");
+  EXPECT_EQ(bt["token"], token_id + "." + std::string(secret["data"]["token-secret"]));
+  ASSERT_EQ(bt["caCertHashes"].size(), 1u);
+  EXPECT_THAT(std::string(bt["caCertHashes"][0]), ::testing::StartsWith("sha256:"));
+
+  // One log line per step, with its duration; the token never reaches a log.
+  for (const char* step : {"read-enrolment", "open-tpm", "request-ticket", "kubeadm-join"}) {
+    EXPECT_THAT(run.log, HasSubstr(std::string("step=") + step + " result=ok duration_ms="));
+  }
+  EXPECT_THAT(run.log, Not(HasSubstr(std::string(secret["data"]["token-secret"]))));
+  EXPECT_THAT(MustRead(cluster_.berthd_log()),
+              Not(HasSubstr(std::string(secret["data"]["token-secret"]))));
+  EXPECT_THAT(MustRead(cluster_.berthd_log()),
+              HasSubstr("audit call=IssueJoinTicket decision=granted node=node-1"));
+  // The JoinConfiguration held the token: it is gone once kubeadm has run.
+  EXPECT_THAT(cluster_.NodeFiles(), ElementsAre("efi", "efi/berth", "efi/berth/enrolment.binpb",
+                                                "run", "run/berth"));
+}
+
+TEST_F(JoinTest, PcrMismatchIsRefusedAndNothingIsWritten) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  cluster_.WriteEnrolment(cluster_.BaseEnrolment());
+  // A different kernel was booted: PCR 4 no longer matches the policy.
+  ASSERT_TRUE(cluster_.tpm().ExtendPcr(4, std::string(64, 'e')));
+  AgentRun run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 1) << run.log;
+  EXPECT_THAT(run.log, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(run.log, HasSubstr("PCR sha256:4 is "));
+  EXPECT_THAT(run.log, HasSubstr("berthd refused this node's evidence; not retrying"));
+  EXPECT_THAT(run.log, Not(HasSubstr("retrying in")));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+  EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
+  EXPECT_THAT(MustRead(cluster_.berthd_log()),
+              HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
+}
+
+TEST_F(JoinTest, UnknownAttestationKeyIsRefused) {
+  // The policy trusts another TPM's AK.
+  Swtpm other(cluster_.dir().Join("other-tpm"));
+  ASSERT_TRUE(other.ok());
+  RealProcessRunner runner;
+  auto other_identity = runner.Run({BuildDir() + "/agent/berth-agent", "--root",
+                                    cluster_.node_root(), "--tcti", other.Tcti(),
+                                    "--print-identity"});
+  ASSERT_TRUE(other_identity.ok() && other_identity->success());
+  std::string policy = MustRead(cluster_.dir().Join("policy.yaml"));
+  std::string other_policy = other_identity->output;
+  auto ak_line = [](const std::string& p) {
+    size_t at = p.find("sha256: ");
+    return p.substr(at, p.find('\n', at) - at);
+  };
+  policy.replace(policy.find(ak_line(policy)), ak_line(policy).size(), ak_line(other_policy));
+  MustWrite(cluster_.dir().Join("policy.yaml"), policy);
+  ASSERT_TRUE(cluster_.StartBerthd());
+  cluster_.WriteEnrolment(cluster_.BaseEnrolment());
+  AgentRun run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("is not in the policy's trusted_aks"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+}
+
+// A client that speaks the protocol step by step, to replay and delay evidence.
+class ManualClient {
+ public:
+  ManualClient(HostCluster& cluster) : cluster_(cluster) {
+    identity_ = std::move(agent::MakeClientIdentity("node-1")).value();
+    transport_ = agent::MakeGrpcJoinTransport(identity_, cluster.join_pki().ca_pem_text, "",
+                                              std::chrono::seconds(10));
+    tpm_ = std::move(agent::OpenEsysTpm(cluster.tpm().Tcti())).value();
+    endpoint_ = "127.0.0.1:" + std::to_string(cluster.berthd_port());
+  }
+  std::string Nonce() {
+    v1::ChallengeRequest req;
+    auto c = transport_->Challenge(endpoint_, req);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c->nonce();
+  }
+  v1::JoinRequest RequestFor(const std::string& nonce) {
+    v1::JoinRequest r;
+    Bytes binding = ComputeBinding(AsBytes(nonce), identity_.spki_sha256);
+    auto e = agent::CollectTpmEvidence(*tpm_, DefaultPcrSelection(), binding, "/nonexistent");
+    EXPECT_TRUE(e.ok());
+    *r.mutable_evidence() = *e;
+    r.set_nonce(nonce);
+    r.set_node_name("node-1");
+    r.set_role(v1::NODE_ROLE_WORKER);
+    return r;
+  }
+  Result<v1::JoinTicket> Send(const v1::JoinRequest& r) {
+    return transport_->IssueJoinTicket(endpoint_, r);
+  }
+
+ private:
+  HostCluster& cluster_;
+  agent::ClientIdentity identity_;
+  std::unique_ptr<agent::JoinTransport> transport_;
+  std::unique_ptr<agent::Tpm> tpm_;
+  std::string endpoint_;
+};
+
+TEST_F(JoinTest, EvidenceReplayedFromAnotherTlsKeyIsRefused) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  ManualClient node(cluster_), attacker(cluster_);
+  v1::JoinRequest captured = node.RequestFor(node.Nonce());
+  auto stolen = attacker.Send(captured);
+  ASSERT_FALSE(stolen.ok());
+  EXPECT_EQ(stolen.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(stolen.status().message(), HasSubstr("extraData"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  // The same request on the channel it is bound to is granted.
+  auto genuine = node.Send(captured);
+  EXPECT_TRUE(genuine.ok()) << genuine.status().ToString();
+  EXPECT_EQ(cluster_.ApiServerRecords().size(), 1u);
+}
+
+TEST_F(JoinTest, StaleNonceIsRefused) {
+  ASSERT_TRUE(cluster_.StartBerthd(0, {"--nonce-ttl", "2"}));
+  ManualClient node(cluster_);
+  v1::JoinRequest request = node.RequestFor(node.Nonce());
+  std::this_thread::sleep_for(std::chrono::milliseconds(3100));
+  auto ticket = node.Send(request);
+  ASSERT_FALSE(ticket.ok());
+  EXPECT_EQ(ticket.status().code(), Code::kAborted);
+  EXPECT_THAT(ticket.status().message(), HasSubstr("nonce expired"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+}
+
+TEST_F(JoinTest, AgentRetriesUntilBerthdComesUp) {
+  const int port = UnusedPort();
+  v1::EnrolmentConfig config = cluster_.BaseEnrolment();
+  config.set_endpoints(0, "127.0.0.1:" + std::to_string(port));
+  cluster_.WriteEnrolment(config);
+  auto agent = Subprocess::Start(cluster_.AgentArgv(), cluster_.dir().Join("agent.log"),
+                                 cluster_.AgentEnv());
+  ASSERT_TRUE(agent.ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto log = ReadFile(cluster_.dir().Join("agent.log"));
+        return log.ok() && log->find("retrying in") != std::string::npos;
+      },
+      std::chrono::seconds(30)));
+  ASSERT_TRUE(cluster_.StartBerthd(port));
+  ProcessResult result = agent->Wait(std::chrono::seconds(60));
+  std::string log = MustRead(cluster_.dir().Join("agent.log"));
+  EXPECT_EQ(result.exit_code, 0) << log;
+  EXPECT_THAT(log, HasSubstr("UNAVAILABLE"));
+  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+}
+
+TEST_F(JoinTest, DeadEndpointIsSkippedForALiveOne) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  v1::EnrolmentConfig config = cluster_.BaseEnrolment();
+  config.clear_endpoints();
+  config.add_endpoints("127.0.0.1:" + std::to_string(UnusedPort()));
+  config.add_endpoints("127.0.0.1:" + std::to_string(cluster_.berthd_port()));
+  cluster_.WriteEnrolment(config);
+  AgentRun run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 0) << run.log;
+  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+}
+
+TEST_F(JoinTest, ApiServerOutageIsRetriedThroughBerthd) {
+  HostCluster flaky;
+  ASSERT_TRUE(flaky.StartApiServer({"--fail-first", "2"}));
+  ASSERT_TRUE(flaky.WritePolicyFromNode());
+  ASSERT_TRUE(flaky.StartBerthd());
+  flaky.WriteEnrolment(flaky.BaseEnrolment());
+  AgentRun run = flaky.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 0) << run.log;
+  EXPECT_THAT(run.log, HasSubstr("Kubernetes API answered 503"));
+  EXPECT_EQ(flaky.KubeadmRecords().size(), 1u);
+}
+
+TEST_F(JoinTest, UnreachableEndpointGivesUpWithAClearError) {
+  v1::EnrolmentConfig config = cluster_.BaseEnrolment();
+  config.set_endpoints(0, "127.0.0.1:" + std::to_string(UnusedPort()));
+  cluster_.WriteEnrolment(config);
+  AgentRun run = cluster_.RunAgent({"--max-attempts", "3"});
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("UNAVAILABLE: requesting join ticket: giving up after 3 attempts: "
+                                 "Challenge at " + config.endpoints(0)));
+  EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
+}
+
+TEST_F(JoinTest, MissingEnrolmentConfigIsNamed) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  AgentRun run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("NOT_FOUND: reading enrolment config: open(" + cluster_.node_root() +
+                                 "/efi/berth/enrolment.binpb): No such file or directory"));
+  EXPECT_TRUE(cluster_.NodeFiles().empty());
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+}
+
+TEST_F(JoinTest, CorruptEnrolmentConfigIsNamed) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  EXPECT_TRUE(MakeDirs(cluster_.node_root() + "/efi/berth").ok());
+  MustWrite(cluster_.node_root() + "/efi/berth/enrolment.binpb", "\xff\xff\xff garbage");
+  AgentRun run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("INVALID_ARGUMENT: enrolment config " + cluster_.node_root() +
+                                 "/efi/berth/enrolment.binpb is corrupt: not a binary "
+                                 "EnrolmentConfig"));
+  EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
+
+  // Well-formed protobuf, invalid content: the field is named.
+  v1::EnrolmentConfig config = cluster_.BaseEnrolment();
+  config.set_cluster_ca_pem("not a certificate");
+  cluster_.WriteEnrolment(config);
+  run = cluster_.RunAgent();
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("INVALID_ARGUMENT: enrolment config " + cluster_.node_root() +
+                                 "/efi/berth/enrolment.binpb: cluster_ca_pem holds no valid "
+                                 "certificate"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+}
+
+TEST_F(JoinTest, WrongClusterCaIsRefusedAtTls) {
+  ASSERT_TRUE(cluster_.StartBerthd());
+  v1::EnrolmentConfig config = cluster_.BaseEnrolment();
+  TestPki impostor = MakeTestPki(cluster_.dir().Join("kube"));  // another CA
+  config.set_cluster_ca_pem(impostor.ca_pem_text);
+  cluster_.WriteEnrolment(config);
+  AgentRun run = cluster_.RunAgent({"--max-attempts", "2"});
+  EXPECT_EQ(run.result.exit_code, 1);
+  EXPECT_THAT(run.log, HasSubstr("UNAVAILABLE"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
+}
+
+}  // namespace
+}  // namespace berth::testing
