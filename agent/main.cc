@@ -13,9 +13,9 @@ int main(int argc, char** argv) {
   app.add_option("--enrolment", o.enrolment_path, "EnrolmentConfig path (inside --root)")->capture_default_str();
   app.add_option("--tcti", o.tcti, "tpm2-tss TCTI of the TPM")->capture_default_str();
   app.add_option("--kubeadm", o.kubeadm, "kubeadm binary")->capture_default_str();
-  app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str();
-  app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str();
-  app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str();
+  app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);

@@ -35,7 +35,10 @@ Swtpm::~Swtpm() {
   auto pid = ReadFile(pid_file_);
   if (pid.ok()) {
     int p = std::atoi(TrimWhitespace(*pid).c_str());
-    if (p > 0) kill(p, SIGTERM);
+    if (p > 0 && kill(p, SIGTERM) == 0) {
+      // Wait for swtpm to finish writing its state before the directory is removed.
+      WaitFor([p] { return kill(p, 0) != 0; }, std::chrono::seconds(5));
+    }
   }
 }
 

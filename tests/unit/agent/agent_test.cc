@@ -1,0 +1,434 @@
+// The whole agent flow, with a real software TPM and fakes for everything else: berthd (the
+// transport), kubeadm (the process runner), systemd (the notifier) and time. The filesystem
+// root is a temporary directory.
+#include "agent/agent.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "agent/attestation.h"
+#include "agent/kubeadm.h"
+#include "common/binding.h"
+#include "common/crypto.h"
+#include "tests/testing/swtpm.h"
+#include "tests/testing/testing.h"
+#include "tests/unit/agent/fakes.h"
+
+namespace berth::agent {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::ElementsAre;
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const char kBadToken[] = "ABCDEF.0123456789ABCDEF";
+
+class RunAgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(swtpm_.ok()) << swtpm_.error();
+    pki_ = berth::testing::MakeTestPki(pki_dir_.path());
+    options_.root = root_.path();
+    options_.tcti = swtpm_.Tcti();
+    options_.kubeadm = "/usr/bin/kubeadm";
+    options_.retry = RetryPolicy{.initial_backoff = milliseconds(1000),
+                                 .max_backoff = milliseconds(30000),
+                                 .max_attempts = 0};
+    *berthd_.ticket.mutable_kubeadm() = GoodKubeadmJoin();
+
+    deps_.clock = &clock_;
+    deps_.runner = &runner_;
+    deps_.notifier = &notifier_;
+    deps_.open_tpm = [this](const std::string& tcti) -> Result<std::unique_ptr<Tpm>> {
+      tctis_opened_.push_back(tcti);
+      return OpenEsysTpm(tcti);
+    };
+    deps_.make_transport =
+        [this](const ClientIdentity& id,
+               const v1::EnrolmentConfig& config) -> std::unique_ptr<JoinTransport> {
+      berthd_.client_cert_pems.push_back(id.cert_pem);
+      berthd_.client_spki_sha256s.push_back(id.spki_sha256);
+      transport_configs_.push_back(config);
+      return std::make_unique<FakeJoinTransport>(&berthd_);
+    };
+  }
+
+  v1::EnrolmentConfig ValidConfig() const {
+    v1::EnrolmentConfig c;
+    c.set_version(1);
+    c.set_cluster_id("test-cluster");
+    c.add_endpoints("127.0.0.1:1");
+    c.set_cluster_ca_pem(pki_.ca_pem_text);
+    c.set_role(v1::NODE_ROLE_WORKER);
+    c.set_attestation(v1::ATTESTATION_KIND_TPM);
+    c.set_node_name("node-1");
+    return c;
+  }
+
+  std::string EnrolmentPath() const { return root_.path() + "/efi/berth/enrolment.binpb"; }
+  std::string JoinConfigPath() const { return root_.path() + "/run/berth/kubeadm-join.yaml"; }
+
+  void WriteEnrolmentBytes(const std::string& bytes) {
+    ASSERT_TRUE(MakeDirs(root_.path() + "/efi/berth").ok());
+    berth::testing::MustWrite(EnrolmentPath(), bytes);
+  }
+  void WriteEnrolment(const v1::EnrolmentConfig& config) {
+    WriteEnrolmentBytes(config.SerializeAsString());
+  }
+
+  // Verifies the quote in `request` against its own AK and PCRs, bound to `nonce` and the TLS
+  // key the agent made its transport with.
+  void ExpectEvidenceBoundTo(const v1::JoinRequest& request, const std::string& nonce) {
+    ASSERT_TRUE(request.evidence().has_tpm());
+    const v1::TpmEvidence& ev = request.evidence().tpm();
+    ASSERT_EQ(berthd_.client_spki_sha256s.size(), 1u);
+    const Bytes binding = ComputeBinding(AsBytes(nonce), berthd_.client_spki_sha256s[0]);
+    auto pub = tpm::ParsePublic(AsBytes(ev.ak_public()));
+    ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+    auto key = tpm::PublicToEvp(*pub);
+    ASSERT_TRUE(key.ok());
+    auto pcrs = PcrValuesOf(ev);
+    ASSERT_TRUE(pcrs.ok());
+    auto verified = tpm::VerifyQuote(key->get(), AsBytes(ev.quote()), AsBytes(ev.signature()),
+                                     *pcrs, std::span<const uint8_t>(binding));
+    ASSERT_TRUE(verified.ok()) << verified.status().ToString();
+    EXPECT_EQ(verified->extra_data, binding);
+  }
+
+  // Nothing of the join may exist when no ticket was granted.
+  void ExpectNothingJoined() {
+    EXPECT_TRUE(runner_.argvs.empty());
+    EXPECT_EQ(notifier_.ready_count(), 0);
+    EXPECT_FALSE(std::filesystem::exists(root_.path() + "/run"));
+  }
+
+  berth::testing::TempDir tpm_dir_, root_, pki_dir_;
+  berth::testing::Swtpm swtpm_{tpm_dir_.path()};
+  berth::testing::TestPki pki_;
+  FakeClock clock_{0};  // slept_ms() is the total time the agent slept
+  FakeProcessRunner runner_;
+  RecordingNotifier notifier_;
+  FakeBerthd berthd_;
+  std::vector<std::string> tctis_opened_;
+  std::vector<v1::EnrolmentConfig> transport_configs_;
+  AgentOptions options_;
+  AgentDeps deps_{};
+};
+
+TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
+  const v1::EnrolmentConfig config = ValidConfig();
+  WriteEnrolment(config);
+  std::string event_log("\x03\x00\x00\x00 spec id event\xff", 19);
+  ASSERT_TRUE(MakeDirs(root_.path() + "/sys/kernel/security/tpm0").ok());
+  berth::testing::MustWrite(root_.path() + kEventLogPath, event_log, 0440);
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  // The TPM and the transport, each made once, from the options and the EnrolmentConfig.
+  EXPECT_THAT(tctis_opened_, ElementsAre(swtpm_.Tcti()));
+  ASSERT_EQ(transport_configs_.size(), 1u);
+  EXPECT_EQ(transport_configs_[0].SerializeAsString(), config.SerializeAsString());
+
+  // berthd saw a challenge, then a ticket request echoing the nonce.
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  const v1::JoinRequest& request = berthd_.join_requests[0];
+  EXPECT_EQ(request.node_name(), "node-1");
+  EXPECT_EQ(request.role(), v1::NODE_ROLE_WORKER);
+  ASSERT_EQ(berthd_.nonces_issued.size(), 1u);
+  EXPECT_EQ(request.nonce(), berthd_.nonces_issued[0]);
+  EXPECT_TRUE(request.disk_uuid().empty());
+
+  // The AK offered in the challenge is this TPM's, and the evidence carries the same one.
+  const v1::TpmEvidence& ev = request.evidence().tpm();
+  auto tpm = OpenEsysTpm(swtpm_.Tcti());
+  ASSERT_TRUE(tpm.ok());
+  auto ak = (*tpm)->AttestationKeyPublic();
+  ASSERT_TRUE(ak.ok());
+  EXPECT_EQ(berthd_.challenge_requests[0].ak_public(), ToString(*ak));
+  EXPECT_EQ(ev.ak_public(), ToString(*ak));
+  EXPECT_EQ(ev.event_log(), event_log);
+  // The default selection: sha256 PCRs 0-9 and 14.
+  ASSERT_EQ(ev.pcrs_size(), 1);
+  EXPECT_EQ(ev.pcrs(0).bank(), v1::HASH_ALGORITHM_SHA256);
+  std::vector<uint32_t> indices;
+  for (const auto& v : ev.pcrs(0).values()) indices.push_back(v.index());
+  EXPECT_EQ(indices, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+  ExpectEvidenceBoundTo(request, berthd_.nonces_issued[0]);
+
+  // kubeadm ran once, reading the private JoinConfiguration, which is gone now.
+  ASSERT_EQ(runner_.argvs.size(), 1u);
+  EXPECT_THAT(runner_.argvs[0],
+              ElementsAre("/usr/bin/kubeadm", "join", "--config", JoinConfigPath()));
+  EXPECT_EQ(runner_.seen_configs[0].mode, 0600);
+  EXPECT_EQ(runner_.seen_configs[0].content,
+            std::string(RenderJoinConfiguration(GoodKubeadmJoin(), "node-1").view()));
+  EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+  EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
+
+  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                                            "STATUS=requesting join ticket",
+                                            "STATUS=running kubeadm join", "READY=1"));
+  EXPECT_EQ(clock_.slept_ms(), 0);
+}
+
+TEST_F(RunAgentTest, ConfiguredPcrSelectionIsQuoted) {
+  v1::EnrolmentConfig config = ValidConfig();
+  v1::PcrSelection* sel = config.add_pcr_selection();
+  sel->set_bank(v1::HASH_ALGORITHM_SHA256);
+  for (uint32_t i = 0; i < 24; ++i) sel->add_pcrs(i);
+  WriteEnrolment(config);
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  const v1::TpmEvidence& ev = berthd_.join_requests[0].evidence().tpm();
+  ASSERT_EQ(ev.pcrs_size(), 1);
+  EXPECT_EQ(ev.pcrs(0).values_size(), 24);
+  ExpectEvidenceBoundTo(berthd_.join_requests[0], berthd_.nonces_issued[0]);
+}
+
+TEST_F(RunAgentTest, MissingEnrolmentConfigStopsBeforeAnythingElse) {
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kNotFound);
+  // The cause, with the path, is exact; the context in front of it says which file it was.
+  EXPECT_THAT(st.message(), HasSubstr("enrolment config"));
+  EXPECT_THAT(st.message(), EndsWith("open(" + EnrolmentPath() + "): No such file or directory"));
+  EXPECT_TRUE(tctis_opened_.empty());
+  EXPECT_TRUE(transport_configs_.empty());
+  EXPECT_TRUE(berthd_.calls.empty());
+  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig"));
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, CorruptEnrolmentConfigStopsBeforeAnythingElse) {
+  // Random bytes that can never parse: the first tag has field number 0 and wire type 7.
+  std::mt19937_64 rng(11);
+  std::string junk(512, '\0');
+  for (char& c : junk) c = static_cast<char>(rng() & 0xff);
+  junk[0] = '\x07';
+  WriteEnrolmentBytes(junk);
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_THAT(st.message(), EndsWith("enrolment config " + EnrolmentPath() +
+                                     " is corrupt: not a binary EnrolmentConfig"));
+  EXPECT_TRUE(tctis_opened_.empty());
+  EXPECT_TRUE(transport_configs_.empty());
+  EXPECT_TRUE(berthd_.calls.empty());
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, EnrolmentConfigsThisAgentCannotServeStopBeforeAnythingElse) {
+  struct Case {
+    std::string name;
+    std::function<void(v1::EnrolmentConfig&)> mutate;
+    std::string cause;  // how the message ends
+  };
+  const std::string path = EnrolmentPath();
+  const std::vector<Case> cases = {
+      {"empty file", nullptr,
+       "enrolment config " + path + " is corrupt: not a binary EnrolmentConfig"},
+      {"version 2", [](v1::EnrolmentConfig& c) { c.set_version(2); },
+       "enrolment config " + path + ": unsupported version 2 (expected 1)"},
+      {"no endpoints", [](v1::EnrolmentConfig& c) { c.clear_endpoints(); },
+       "enrolment config " + path + ": no endpoints: the node has nowhere to join"},
+      {"sev-snp", [](v1::EnrolmentConfig& c) { c.set_attestation(v1::ATTESTATION_KIND_SEV_SNP); },
+       "attestation kind ATTESTATION_KIND_SEV_SNP, which this agent does not provide"},
+      {"state disk",
+       [](v1::EnrolmentConfig& c) {
+         c.mutable_state_disk()->set_device("/dev/vdb");
+         c.mutable_state_disk()->set_mount_point("/var/lib/berth/state");
+       },
+       "names a state disk, which this agent does not manage"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::EnrolmentConfig config = ValidConfig();
+    if (c.mutate) {
+      c.mutate(config);
+      WriteEnrolment(config);
+    } else {
+      WriteEnrolmentBytes("");
+    }
+    Status st = RunAgent(options_, deps_);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument);
+    EXPECT_THAT(st.message(), HasSubstr("enrolment config"));
+    EXPECT_THAT(st.message(), EndsWith(c.cause));
+    EXPECT_TRUE(tctis_opened_.empty());
+    EXPECT_TRUE(berthd_.calls.empty());
+    ExpectNothingJoined();
+  }
+}
+
+TEST_F(RunAgentTest, TpmThatCannotBeOpenedStopsBeforeBerthdIsAsked) {
+  WriteEnrolment(ValidConfig());
+  options_.tcti = "swtpm:path=" + tpm_dir_.path() + "/no-such-socket";
+  Status st = RunAgent(options_, deps_);
+  EXPECT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), ::testing::StartsWith("opening TPM: opening TPM via TCTI \"" +
+                                                  options_.tcti + "\": "));
+  EXPECT_TRUE(transport_configs_.empty());
+  EXPECT_TRUE(berthd_.calls.empty());
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, PermissionDeniedIsFinalAfterOneAttempt) {
+  WriteEnrolment(ValidConfig());
+  berthd_.ticket_script.push_back(PermissionDenied("PCR sha256:7 differs from the policy"));
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kPermissionDenied);
+  EXPECT_EQ(
+      st.message(),
+      "berthd refused this node's evidence; not retrying: PCR sha256:7 differs from the policy");
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  EXPECT_EQ(clock_.slept_ms(), 0);
+  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                                            "STATUS=requesting join ticket"));
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshNonces) {
+  v1::EnrolmentConfig config = ValidConfig();
+  config.add_endpoints("127.0.0.1:2");
+  WriteEnrolment(config);
+  berthd_.ticket_script.push_back(
+      Unavailable("IssueJoinTicket at 127.0.0.1:1: connection refused"));
+  berthd_.ticket_script.push_back(
+      Unavailable("IssueJoinTicket at 127.0.0.1:2: connection refused"));
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
+                                         "Challenge@127.0.0.1:2", "IssueJoinTicket@127.0.0.1:2",
+                                         "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  // Every attempt starts from its own challenge and binds its own nonce.
+  ASSERT_EQ(berthd_.join_requests.size(), 3u);
+  ASSERT_EQ(berthd_.nonces_issued.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(berthd_.join_requests[i].nonce(), berthd_.nonces_issued[i]);
+    ExpectEvidenceBoundTo(berthd_.join_requests[i], berthd_.nonces_issued[i]);
+  }
+  EXPECT_NE(berthd_.nonces_issued[0], berthd_.nonces_issued[2]);
+  // One TLS identity for the whole boot.
+  EXPECT_EQ(transport_configs_.size(), 1u);
+
+  // Two backoffs: [500, 1000] + [1000, 2000] ms of fake time.
+  EXPECT_GE(clock_.slept_ms(), 1500);
+  EXPECT_LE(clock_.slept_ms(), 3000);
+
+  EXPECT_EQ(runner_.argvs.size(), 1u);
+  EXPECT_EQ(notifier_.ready_count(), 1);
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=requesting join ticket",
+                          "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
+                          "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
+                          "STATUS=running kubeadm join", "READY=1"));
+  EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+}
+
+TEST_F(RunAgentTest, ExpiredNonceStartsOverWithAFreshChallenge) {
+  WriteEnrolment(ValidConfig());
+  berthd_.ticket_script.push_back(Aborted("nonce expired 3 s ago; ask for a fresh challenge"));
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
+                                         "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  ASSERT_EQ(berthd_.join_requests.size(), 2u);
+  EXPECT_EQ(berthd_.join_requests[1].nonce(), berthd_.nonces_issued[1]);
+  EXPECT_NE(berthd_.nonces_issued[0], berthd_.nonces_issued[1]);
+  EXPECT_EQ(runner_.argvs.size(), 1u);
+}
+
+TEST_F(RunAgentTest, MaxAttemptsBoundsAnUnreachableBerthd) {
+  WriteEnrolment(ValidConfig());
+  options_.retry.max_attempts = 2;
+  berthd_.challenge_script = {Unavailable("Challenge at 127.0.0.1:1: connection refused"),
+                              Unavailable("Challenge at 127.0.0.1:1: connection refused")};
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(),
+            "requesting join ticket: giving up after 2 attempts: Challenge at 127.0.0.1:1: "
+            "connection refused");
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "Challenge@127.0.0.1:1"));
+  EXPECT_GE(clock_.slept_ms(), 500);
+  EXPECT_LE(clock_.slept_ms(), 1000);
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, MalformedTicketIsRefusedWithoutRunningKubeadm) {
+  WriteEnrolment(ValidConfig());
+  berthd_.ticket.mutable_kubeadm()->set_token(kBadToken);
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_EQ(st.message(), "malformed join ticket: bootstrap token is not [a-z0-9]{6}.[a-z0-9]{16}");
+  EXPECT_THAT(st.message(), Not(HasSubstr(kBadToken)));
+  // A malformed ticket is not retried either.
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  ExpectNothingJoined();
+}
+
+TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
+  WriteEnrolment(ValidConfig());
+  runner_.result = ProcessResult{
+      .exit_code = 1, .signal = 0, .output = "error execution phase kubelet-start: timed out\n"};
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kInternal);
+  EXPECT_EQ(st.message(),
+            "joining the cluster: kubeadm join failed (exit code 1): error execution phase "
+            "kubelet-start: timed out");
+  EXPECT_THAT(st.message(), Not(HasSubstr(GoodKubeadmJoin().token())));
+  EXPECT_EQ(runner_.argvs.size(), 1u);
+  EXPECT_EQ(notifier_.ready_count(), 0);
+  EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+}
+
+TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
+  WriteEnrolment(ValidConfig());
+  auto described = DescribeIdentity(options_, deps_);
+  ASSERT_TRUE(described.ok()) << described.status().ToString();
+
+  auto tpm = OpenEsysTpm(swtpm_.Tcti());
+  ASSERT_TRUE(tpm.ok());
+  auto ak = (*tpm)->AttestationKeyPublic();
+  ASSERT_TRUE(ak.ok());
+  auto pub = tpm::ParsePublic(*ak);
+  ASSERT_TRUE(pub.ok());
+  auto key = tpm::PublicToEvp(*pub);
+  ASSERT_TRUE(key.ok());
+  auto spki = PublicKeyToSpkiDer(key->get());
+  ASSERT_TRUE(spki.ok());
+  std::string expected =
+      "# berthd policy for this node's TPM and its current boot state\n"
+      "tpm:\n"
+      "  trusted_aks:\n"
+      "    - name: node-1\n"
+      "      sha256: " +
+      HexEncode(Sha256(*spki)) +
+      "\n"
+      "  pcrs:\n"
+      "    sha256:\n";
+  for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}) {
+    expected += "      " + std::to_string(i) + ": " + std::string(64, '0') + "\n";
+  }
+  EXPECT_EQ(*described, expected);
+  EXPECT_TRUE(berthd_.calls.empty());
+  ExpectNothingJoined();
+}
+
+}  // namespace
+}  // namespace berth::agent
