@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 
 #include "agent/attestation.h"
 #include "agent/kubeadm.h"
@@ -46,13 +48,30 @@ Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config) {
 
 namespace {
 
-enum class Step { kReadEnrolment, kOpenTpm, kRequestTicket, kKubeadmJoin };
+enum class Step {
+  kReadEnrolment,
+  kOpenTpm,
+  kProbeDisk,
+  kRequestTicket,
+  kRequestRejoinTicket,
+  kFormatDisk,
+  kUnlockDisk,
+  kMakeFilesystem,
+  kMount,
+  kKubeadmJoin,
+};
 
 std::string_view StepName(Step step) {
   switch (step) {
     case Step::kReadEnrolment: return "read-enrolment";
     case Step::kOpenTpm: return "open-tpm";
+    case Step::kProbeDisk: return "probe-disk";
     case Step::kRequestTicket: return "request-ticket";
+    case Step::kRequestRejoinTicket: return "request-rejoin-ticket";
+    case Step::kFormatDisk: return "format";
+    case Step::kUnlockDisk: return "unlock";
+    case Step::kMakeFilesystem: return "mkfs";
+    case Step::kMount: return "mount";
     case Step::kKubeadmJoin: return "kubeadm-join";
   }
   return "?";
@@ -100,10 +119,6 @@ Result<Prepared> ReadEnrolment(const AgentOptions& options) {
                            v1::AttestationKind_Name(p.config.attestation()) +
                            ", which this agent does not provide");
   }
-  if (p.config.has_state_disk()) {
-    return InvalidArgument(
-        "reading enrolment config: it names a state disk, which this agent does not manage");
-  }
   auto name = ResolveNodeName(p.config);
   if (!name.ok()) return name.status().WithContext("reading enrolment config");
   p.node_name = std::move(*name);
@@ -112,76 +127,259 @@ Result<Prepared> ReadEnrolment(const AgentOptions& options) {
 
 }  // namespace
 
-Status RunAgent(const AgentOptions& options, AgentDeps& deps) {
-  Notifier& notify = *deps.notifier;
-  auto prepared = RunStep(Step::kReadEnrolment, notify, "reading EnrolmentConfig",
-                          [&] { return ReadEnrolment(options); });
-  if (!prepared.ok()) return prepared.status();
-  const v1::EnrolmentConfig& config = prepared->config;
-  const std::string& node = prepared->node_name;
-  const auto selection = Selection(config);
+namespace {
 
-  auto tpm = RunStep(Step::kOpenTpm, notify, "opening TPM",
-                     [&] { return deps.open_tpm(options.tcti); });
-  if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
-  BERTH_ASSIGN_OR_RETURN(Bytes ak_public, (*tpm)->AttestationKeyPublic());
+// Test hook for crash-safety tests: BERTH_FAULT_AFTER=<step> stops the agent dead after that
+// step (it prints a marker and waits to be killed, like a power cut). It cannot make the agent
+// do anything it would not do anyway.
+void MaybeStopForFaultInjection(Step step) {
+  const char* after = std::getenv("BERTH_FAULT_AFTER");
+  if (after == nullptr || StepName(step) != after) return;
+  std::fprintf(stderr, "berth-fault: stopped after %s\n", after);
+  std::fflush(stderr);
+  for (;;) pause();
+}
 
-  BERTH_ASSIGN_OR_RETURN(ClientIdentity identity, MakeClientIdentity(node));
-  auto transport = deps.make_transport(identity, config);
-  std::vector<std::string> endpoints(config.endpoints().begin(), config.endpoints().end());
-  const std::string event_log = JoinRoot(options.root, kEventLogPath);
+// One boot of the agent: the steps above, sharing what earlier steps established.
+class Boot {
+ public:
+  Boot(const AgentOptions& options, AgentDeps& deps) : options_(options), deps_(deps) {}
 
-  // One attempt: a fresh challenge, evidence bound to it and to this boot's TLS key, the ticket.
-  std::function<Result<v1::JoinTicket>(const std::string&)> attempt =
-      [&](const std::string& endpoint) -> Result<v1::JoinTicket> {
-    v1::ChallengeRequest challenge_request;
-    challenge_request.set_ak_public(ToString(ak_public));
-    BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
-                           transport->Challenge(endpoint, challenge_request));
-    Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), identity.spki_sha256);
-    auto evidence = CollectTpmEvidence(**tpm, selection, binding, event_log);
-    if (!evidence.ok()) return evidence.status().WithContext("collecting TPM evidence");
-    v1::JoinRequest request;
-    *request.mutable_evidence() = std::move(*evidence);
-    request.set_nonce(challenge.nonce());
-    request.set_node_name(node);
-    request.set_role(config.role());
-    return transport->IssueJoinTicket(endpoint, request);
-  };
-  auto on_retry = [&](const std::string& endpoint, const Status& st, std::chrono::milliseconds d) {
-    spdlog::warn("join ticket from {} failed, retrying in {} ms: {}", endpoint, d.count(),
-                 st.ToString());
-    notify.Status("waiting for berthd (" + std::string(CodeName(st.code())) + " from " + endpoint +
-                  ")");
-  };
-  auto ticket = RunStep(Step::kRequestTicket, notify, "requesting join ticket", [&] {
-    return CallWithRetry<v1::JoinTicket>(endpoints, options.retry, *deps.clock, attempt, on_retry);
-  });
-  if (!ticket.ok()) {
-    const Status& st = ticket.status();
-    if (st.code() == Code::kPermissionDenied) {
-      return st.WithContext("berthd refused this node's evidence; not retrying");
-    }
-    return st.WithContext("requesting join ticket");
+ private:
+  template <typename Fn>
+  auto Timed(Step step, std::string_view status, Fn fn) {
+    auto result = RunStep(step, *deps_.notifier, status, fn);
+    if (result.ok()) MaybeStopForFaultInjection(step);
+    return result;
   }
-  // The disk key (none yet: diskless) and the token are secrets: scrub the proto on the way out.
-  struct Scrub {
-    v1::JoinTicket& t;
-    ~Scrub() {
-      WipeString(*t.mutable_disk_key());
-      WipeString(*t.mutable_kubeadm()->mutable_token());
-    }
-  } scrub{*ticket};
-  BERTH_RETURN_IF_ERROR(ValidateJoinTicket(*ticket, /*want_disk_key=*/false));
 
-  Status joined = RunStep(Step::kKubeadmJoin, notify, "running kubeadm join", [&] {
-    SecretBytes join_config = RenderJoinConfiguration(ticket->kubeadm(), node);
-    return RunKubeadmJoin(*deps.runner, options.kubeadm, options.root, join_config);
-  });
-  if (!joined.ok()) return joined.WithContext("joining the cluster");
-  notify.Ready();
-  spdlog::info("node {} joined the cluster at {}", node, ticket->kubeadm().api_server_endpoint());
-  return OkStatus();
+ public:
+
+  Status Run() {
+    auto prepared = Timed(Step::kReadEnrolment, "reading EnrolmentConfig",
+                         [&] { return ReadEnrolment(options_); });
+    if (!prepared.ok()) return prepared.status();
+    config_ = prepared->config;
+    node_ = prepared->node_name;
+    auto tpm = Timed(Step::kOpenTpm, "opening TPM", [&] { return deps_.open_tpm(options_.tcti); });
+    if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
+    tpm_ = std::move(*tpm);
+    BERTH_ASSIGN_OR_RETURN(ak_public_, tpm_->AttestationKeyPublic());
+    BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
+    transport_ = deps_.make_transport(identity_, config_);
+
+    if (!config_.has_state_disk()) return JoinDiskless();
+    if (deps_.disk == nullptr || deps_.mounter == nullptr) {
+      return FailedPrecondition("the EnrolmentConfig names a state disk but no disk access was given");
+    }
+    disk_ = std::make_unique<StateDisk>(config_.state_disk(), options_.root, deps_.disk,
+                                        deps_.mounter, deps_.runner);
+    auto probe = Timed(Step::kProbeDisk, "probing state disk", [&] { return disk_->Probe(); });
+    if (!probe.ok()) return probe.status().WithContext("probing the state disk");
+    switch (probe->kind) {
+      case ProbeResult::Kind::kBlank: return FirstBoot();
+      case ProbeResult::Kind::kLuks: return LaterBoot();
+      case ProbeResult::Kind::kOther: break;
+    }
+    return FailedPrecondition("state disk " + disk_->device() + " is not blank (" +
+                              probe->signature +
+                              ") and is not a berth LUKS2 disk: refusing to format it");
+  }
+
+ private:
+  // Challenge, evidence bound to the nonce and this boot's TLS key, then `call` with them;
+  // retried across endpoints while berthd is unavailable.
+  template <typename T>
+  Result<T> Attested(std::string_view what,
+                     const std::function<Result<T>(const std::string& endpoint, v1::Evidence,
+                                                   const std::string& nonce)>& call) {
+    std::function<Result<T>(const std::string&)> attempt =
+        [&](const std::string& endpoint) -> Result<T> {
+      v1::ChallengeRequest challenge_request;
+      challenge_request.set_ak_public(ToString(ak_public_));
+      BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
+                             transport_->Challenge(endpoint, challenge_request));
+      Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), identity_.spki_sha256);
+      auto evidence = CollectTpmEvidence(*tpm_, Selection(config_), binding,
+                                         JoinRoot(options_.root, kEventLogPath));
+      if (!evidence.ok()) return evidence.status().WithContext("collecting TPM evidence");
+      return call(endpoint, std::move(*evidence), challenge.nonce());
+    };
+    auto on_retry = [&](const std::string& endpoint, const Status& st,
+                        std::chrono::milliseconds d) {
+      spdlog::warn("{} from {} failed, retrying in {} ms: {}", what, endpoint, d.count(),
+                   st.ToString());
+      deps_.notifier->Status("waiting for berthd (" + std::string(CodeName(st.code())) +
+                             " from " + endpoint + ")");
+    };
+    std::vector<std::string> endpoints(config_.endpoints().begin(), config_.endpoints().end());
+    Result<T> result =
+        CallWithRetry<T>(endpoints, options_.retry, *deps_.clock, attempt, on_retry);
+    if (!result.ok()) {
+      const Status& st = result.status();
+      if (st.code() == Code::kPermissionDenied) {
+        return st.WithContext("berthd refused this node's evidence; not retrying");
+      }
+      return st.WithContext(std::string("requesting ") + std::string(what));
+    }
+    return result;
+  }
+
+  Result<v1::JoinTicket> RequestJoinTicket(const std::string& disk_uuid) {
+    auto ticket = Timed(Step::kRequestTicket, "requesting join ticket", [&] {
+      return Attested<v1::JoinTicket>(
+          "join ticket", [&](const std::string& endpoint, v1::Evidence evidence,
+                             const std::string& nonce) {
+            v1::JoinRequest request;
+            *request.mutable_evidence() = std::move(evidence);
+            request.set_nonce(nonce);
+            request.set_node_name(node_);
+            request.set_role(config_.role());
+            request.set_disk_uuid(disk_uuid);
+            return transport_->IssueJoinTicket(endpoint, request);
+          });
+    });
+    if (!ticket.ok()) return ticket.status();
+    Status valid = ValidateJoinTicket(*ticket, !disk_uuid.empty());
+    if (!valid.ok()) {
+      Scrub(*ticket);
+      return valid;
+    }
+    return ticket;
+  }
+
+  Result<SecretBytes> RequestRejoinKey(const std::string& disk_uuid) {
+    auto ticket = Timed(Step::kRequestRejoinTicket, "requesting rejoin ticket", [&] {
+      return Attested<v1::RejoinTicket>(
+          "rejoin ticket", [&](const std::string& endpoint, v1::Evidence evidence,
+                               const std::string& nonce) {
+            v1::RejoinRequest request;
+            *request.mutable_evidence() = std::move(evidence);
+            request.set_nonce(nonce);
+            request.set_node_name(node_);
+            request.set_disk_uuid(disk_uuid);
+            return transport_->IssueRejoinTicket(endpoint, request);
+          });
+    });
+    if (!ticket.ok()) return ticket.status();
+    if (ticket->disk_key().size() != 32) {
+      size_t size = ticket->disk_key().size();
+      WipeString(*ticket->mutable_disk_key());
+      return InvalidArgument("malformed rejoin ticket: disk key has " + std::to_string(size) +
+                             " bytes, expected 32");
+    }
+    return SecretBytes::TakeFrom(*ticket->mutable_disk_key());
+  }
+
+  static void Scrub(v1::JoinTicket& t) {
+    WipeString(*t.mutable_disk_key());
+    WipeString(*t.mutable_kubeadm()->mutable_token());
+  }
+
+  Status KubeadmJoin(const v1::JoinTicket& ticket) {
+    Status joined = Timed(Step::kKubeadmJoin, "running kubeadm join", [&] {
+      SecretBytes join_config = RenderJoinConfiguration(ticket.kubeadm(), node_);
+      return RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root, join_config);
+    });
+    if (!joined.ok()) return joined.WithContext("joining the cluster");
+    return OkStatus();
+  }
+
+  void Ready(const std::string& what) {
+    deps_.notifier->Ready();
+    spdlog::info("node {} {}", node_, what);
+  }
+
+  Status JoinDiskless() {
+    BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(""));
+    Status joined = KubeadmJoin(ticket);
+    std::string endpoint = ticket.kubeadm().api_server_endpoint();
+    Scrub(ticket);
+    BERTH_RETURN_IF_ERROR(joined);
+    Ready("joined the cluster at " + endpoint);
+    return OkStatus();
+  }
+
+  // Unlock, filesystem, mount: the same on every boot once the disk is formatted.
+  Status UnlockAndMount(const SecretBytes& key) {
+    Status st = Timed(Step::kUnlockDisk, "unlocking state disk", [&] { return disk_->Unlock(key); });
+    if (!st.ok()) return st.WithContext("unlocking the state disk");
+    st = Timed(Step::kMakeFilesystem, "making state filesystem",
+              [&] { return disk_->MakeFilesystemIfBlank(); });
+    if (!st.ok()) return st.WithContext("making the state filesystem");
+    st = Timed(Step::kMount, "mounting state disk", [&] { return disk_->Mount(); });
+    if (!st.ok()) return st.WithContext("mounting the state disk");
+    return OkStatus();
+  }
+
+  // kubeadm join, recorded before and after so a crash in between is recognised: a node
+  // whose kubelet.conf exists has joined, whatever the record says.
+  Status JoinOnce(const v1::JoinTicket& ticket, Progress progress) {
+    const std::string kubelet_conf = JoinRoot(options_.root, "/etc/kubernetes/kubelet.conf");
+    if (progress.join_started && ReadFile(kubelet_conf, 1 << 20).ok()) {
+      spdlog::info("kubeadm join completed before a restart ({} exists); not joining again",
+                   kubelet_conf);
+    } else {
+      progress.join_started = true;
+      BERTH_RETURN_IF_ERROR(disk_->WriteProgress(progress).WithContext("recording progress"));
+      BERTH_RETURN_IF_ERROR(KubeadmJoin(ticket));
+    }
+    progress.joined = true;
+    return disk_->WriteProgress(progress).WithContext("recording progress");
+  }
+
+  Status FirstBoot() {
+    const std::string uuid = NewDiskUuid();
+    BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
+    SecretBytes key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
+    Status st = Timed(Step::kFormatDisk, "formatting state disk",
+                     [&] { return disk_->FormatIfBlank(uuid, key); });
+    if (st.ok()) st = UnlockAndMount(key);
+    if (st.ok()) st = JoinOnce(ticket, Progress{});
+    std::string endpoint = ticket.kubeadm().api_server_endpoint();
+    Scrub(ticket);
+    if (!st.ok()) return st;
+    Ready("joined the cluster at " + endpoint + "; state disk " + uuid + " formatted and mounted");
+    return OkStatus();
+  }
+
+  Status LaterBoot() {
+    BERTH_ASSIGN_OR_RETURN(std::string uuid, disk_->BerthUuid());
+    BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
+    BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
+    BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
+    if (progress.joined) {
+      Ready("rejoined; state disk " + uuid + " unlocked and mounted");
+      return OkStatus();
+    }
+    // Formatted on an earlier boot that did not get as far as joining: join now.
+    BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
+    SecretBytes second_key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
+    Status st = second_key.Equals(key)
+                    ? JoinOnce(ticket, progress)
+                    : Internal("berthd returned a different key for the same disk on one boot");
+    std::string endpoint = ticket.kubeadm().api_server_endpoint();
+    Scrub(ticket);
+    if (!st.ok()) return st;
+    Ready("joined the cluster at " + endpoint + " (resumed); state disk " + uuid + " mounted");
+    return OkStatus();
+  }
+
+  const AgentOptions& options_;
+  AgentDeps& deps_;
+  v1::EnrolmentConfig config_;
+  std::string node_;
+  std::unique_ptr<Tpm> tpm_;
+  Bytes ak_public_;
+  ClientIdentity identity_;
+  std::unique_ptr<JoinTransport> transport_;
+  std::unique_ptr<StateDisk> disk_;
+};
+
+}  // namespace
+
+Status RunAgent(const AgentOptions& options, AgentDeps& deps) {
+  return Boot(options, deps).Run();
 }
 
 Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps) {

@@ -1,5 +1,11 @@
 // The agent's boot flow (DESIGN.md "Node flow"), as explicit, timed steps:
-//   ReadEnrolment -> OpenTpm -> RequestTicket (challenge, quote, ticket; retried) -> KubeadmJoin
+//   ReadEnrolment -> OpenTpm -> ProbeDisk
+//     blank disk:  RequestTicket -> FormatDisk -> UnlockDisk -> MakeFilesystem -> Mount -> KubeadmJoin
+//     berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
+//                  -> (not yet joined: RequestTicket -> KubeadmJoin)
+//     diskless:    RequestTicket -> KubeadmJoin
+// Progress is recorded on the state disk, so a crash at any point resumes: the disk is never
+// formatted twice (a LUKS header is never overwritten) and kubeadm never joins twice.
 // Each step logs one line with its duration and reports itself to systemd. Every OS touchpoint
 // (TPM, transport, process runner, clock, notifier, filesystem root) is injected.
 #pragma once
@@ -10,6 +16,7 @@
 #include <string>
 
 #include "agent/join_client.h"
+#include "agent/state_disk.h"
 #include "agent/tpm.h"
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
@@ -47,6 +54,9 @@ struct AgentDeps {
   std::function<Result<std::unique_ptr<Tpm>>(const std::string& tcti)> open_tpm;
   std::function<std::unique_ptr<JoinTransport>(const ClientIdentity&, const v1::EnrolmentConfig&)>
       make_transport;
+  // The state disk (needed only when the EnrolmentConfig names one).
+  Disk* disk = nullptr;
+  Mounter* mounter = nullptr;
 };
 
 // The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.

@@ -241,12 +241,6 @@ TEST_F(RunAgentTest, EnrolmentConfigsThisAgentCannotServeStopBeforeAnythingElse)
        "enrolment config " + path + ": no endpoints: the node has nowhere to join"},
       {"sev-snp", [](v1::EnrolmentConfig& c) { c.set_attestation(v1::ATTESTATION_KIND_SEV_SNP); },
        "attestation kind ATTESTATION_KIND_SEV_SNP, which this agent does not provide"},
-      {"state disk",
-       [](v1::EnrolmentConfig& c) {
-         c.mutable_state_disk()->set_device("/dev/vdb");
-         c.mutable_state_disk()->set_mount_point("/var/lib/berth/state");
-       },
-       "names a state disk, which this agent does not manage"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

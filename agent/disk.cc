@@ -1,0 +1,198 @@
+#include "agent/disk.h"
+
+#include <blkid/blkid.h>
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace berth::agent {
+
+Status BlkidError(std::string_view what, int rc) {
+  // libblkid returns -1 on error and sets errno for I/O problems (not always).
+  int err = errno;
+  if (err != 0) return ErrnoStatus(std::string(what) + " (libblkid)", err);
+  return Internal(std::string(what) + ": libblkid error " + std::to_string(rc));
+}
+
+Status CryptsetupError(std::string_view what, int rc) {
+  int err = rc < 0 ? -rc : rc;
+  std::string msg = std::string(what) + ": " + std::strerror(err);
+  switch (err) {
+    case EPERM: return PermissionDenied(std::string(what) + ": no keyslot opens with this key");
+    case ENOENT: return NotFound(msg);
+    case EINVAL: return InvalidArgument(msg);
+    case EBUSY: return FailedPrecondition(msg + " (device in use)");
+    case ENOMEM: return ResourceExhausted(msg);
+    default: return Internal(msg);
+  }
+}
+
+namespace {
+
+struct BlkidProbeFree {
+  void operator()(blkid_probe p) const { blkid_free_probe(p); }
+};
+struct CryptFree {
+  void operator()(crypt_device* cd) const { crypt_free(cd); }
+};
+using CryptPtr = std::unique_ptr<crypt_device, CryptFree>;
+
+constexpr size_t kZeroCheckBytes = 1 << 20;
+
+// libcryptsetup logs through a callback; keep its messages at debug level (they never hold
+// keys, but they are noisy).
+void CryptLog(int level, const char* msg, void*) {
+  std::string m(msg);
+  while (!m.empty() && m.back() == '\n') m.pop_back();
+  if (level == CRYPT_LOG_ERROR) {
+    spdlog::debug("libcryptsetup error: {}", m);
+  } else {
+    spdlog::debug("libcryptsetup: {}", m);
+  }
+}
+
+Result<CryptPtr> CryptInit(const std::string& device) {
+  crypt_device* cd = nullptr;
+  int rc = crypt_init(&cd, device.c_str());
+  if (rc < 0) return CryptsetupError("opening " + device, rc);
+  crypt_set_log_callback(cd, CryptLog, nullptr);
+  return CryptPtr(cd);
+}
+
+Result<CryptPtr> CryptLoad(const std::string& device) {
+  BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptInit(device));
+  int rc = crypt_load(cd.get(), CRYPT_LUKS2, nullptr);
+  if (rc < 0) return CryptsetupError("reading the LUKS2 header of " + device, rc);
+  return cd;
+}
+
+// True if the first MiB of `device` (or all of it, if smaller) is zero.
+Result<bool> LeadingBytesAreZero(const std::string& device) {
+  int fd = open(device.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open(" + device + ")");
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kZeroCheckBytes]);
+  size_t total = 0;
+  while (total < kZeroCheckBytes) {
+    ssize_t n = pread(fd, buf.get() + total, kZeroCheckBytes - total, static_cast<off_t>(total));
+    if (n < 0) {
+      Status st = ErrnoStatus("read(" + device + ")");
+      close(fd);
+      return st;
+    }
+    if (n == 0) break;
+    total += static_cast<size_t>(n);
+  }
+  close(fd);
+  for (size_t i = 0; i < total; ++i) {
+    if (buf[i] != 0) return false;
+  }
+  return true;
+}
+
+class LibDisk : public Disk {
+ public:
+  Result<ProbeResult> Probe(const std::string& device) override {
+    errno = 0;
+    std::unique_ptr<blkid_struct_probe, BlkidProbeFree> pr(
+        blkid_new_probe_from_filename(device.c_str()));
+    if (!pr) return BlkidError("probing " + device, -1);
+    blkid_probe_enable_superblocks(pr.get(), 1);
+    blkid_probe_set_superblocks_flags(pr.get(), BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
+    blkid_probe_enable_partitions(pr.get(), 1);
+    blkid_probe_set_partitions_flags(pr.get(), BLKID_PARTS_MAGIC);
+    int rc = blkid_do_safeprobe(pr.get());
+    ProbeResult result;
+    if (rc == -2) {  // several signatures that contradict each other: certainly not blank
+      result.kind = ProbeResult::Kind::kOther;
+      result.signature = "several conflicting signatures";
+      return result;
+    }
+    if (rc < 0) return BlkidError("probing " + device, rc);
+    if (rc == 0) {
+      const char* value = nullptr;
+      if (blkid_probe_lookup_value(pr.get(), "TYPE", &value, nullptr) == 0 && value != nullptr) {
+        result.signature = value;
+        result.kind = result.signature == "crypto_LUKS" ? ProbeResult::Kind::kLuks
+                                                        : ProbeResult::Kind::kOther;
+        return result;
+      }
+      if (blkid_probe_lookup_value(pr.get(), "PTTYPE", &value, nullptr) == 0 && value != nullptr) {
+        result.kind = ProbeResult::Kind::kOther;
+        result.signature = std::string("partition table ") + value;
+        return result;
+      }
+      result.kind = ProbeResult::Kind::kOther;
+      result.signature = "an unnamed signature";
+      return result;
+    }
+    BERTH_ASSIGN_OR_RETURN(bool zero, LeadingBytesAreZero(device));
+    if (!zero) {
+      result.kind = ProbeResult::Kind::kOther;
+      result.signature = "non-zero data in the first MiB";
+    }
+    return result;
+  }
+
+  Result<LuksHeader> ReadLuksHeader(const std::string& device) override {
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    LuksHeader h;
+    const char* uuid = crypt_get_uuid(cd.get());
+    const char* label = crypt_get_label(cd.get());
+    h.uuid = uuid ? uuid : "";
+    h.label = label ? label : "";
+    return h;
+  }
+
+  Status FormatIfBlank(const std::string& device, const std::string& uuid,
+                       const SecretBytes& key) override {
+    BERTH_ASSIGN_OR_RETURN(ProbeResult probe, Probe(device));
+    if (!probe.blank()) {
+      return FailedPrecondition(device + " is not blank (" + probe.signature +
+                                "): refusing to format it");
+    }
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptInit(device));
+    crypt_pbkdf_type pbkdf{};
+    pbkdf.type = CRYPT_KDF_PBKDF2;
+    pbkdf.hash = "sha256";
+    pbkdf.iterations = 1000;  // libcryptsetup's minimum for PBKDF2
+    pbkdf.flags = CRYPT_PBKDF_NO_BENCHMARK;
+    crypt_params_luks2 params{};
+    params.pbkdf = &pbkdf;
+    params.label = kLuksLabel;
+    params.sector_size = 4096;
+    int rc = crypt_format(cd.get(), CRYPT_LUKS2, "aes", "xts-plain64", uuid.c_str(), nullptr,
+                          64 /* 512-bit volume key for AES-256-XTS */, &params);
+    if (rc < 0) return CryptsetupError("formatting " + device + " as LUKS2", rc);
+    rc = crypt_keyslot_add_by_volume_key(cd.get(), CRYPT_ANY_SLOT, nullptr, 0,
+                                         reinterpret_cast<const char*>(key.data()), key.size());
+    if (rc < 0) return CryptsetupError("adding the key to " + device, rc);
+    return OkStatus();
+  }
+
+  Status CheckKey(const std::string& device, const SecretBytes& key) override {
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    int rc = crypt_activate_by_passphrase(cd.get(), nullptr, CRYPT_ANY_SLOT,
+                                          reinterpret_cast<const char*>(key.data()), key.size(), 0);
+    if (rc < 0) return CryptsetupError("checking the key of " + device, rc);
+    return OkStatus();
+  }
+
+  Status Open(const std::string& device, const std::string& name, const SecretBytes& key) override {
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    if (crypt_status(cd.get(), name.c_str()) == CRYPT_ACTIVE) return OkStatus();
+    int rc = crypt_activate_by_passphrase(cd.get(), name.c_str(), CRYPT_ANY_SLOT,
+                                          reinterpret_cast<const char*>(key.data()), key.size(), 0);
+    if (rc < 0) return CryptsetupError("opening " + device + " as " + name, rc);
+    return OkStatus();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Disk> MakeLibDisk() { return std::make_unique<LibDisk>(); }
+
+}  // namespace berth::agent

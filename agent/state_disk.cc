@@ -1,0 +1,158 @@
+#include "agent/state_disk.h"
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/bytes.h"
+#include "common/crypto.h"
+
+namespace berth::agent {
+
+namespace {
+
+class RealMounter : public Mounter {
+ public:
+  Result<bool> IsMountPoint(const std::string& path) override {
+    std::ifstream in("/proc/self/mountinfo");
+    if (!in) return ErrnoStatus("open(/proc/self/mountinfo)");
+    std::string line;
+    while (std::getline(in, line)) {
+      // Field 5 is the mount point.
+      std::istringstream fields(line);
+      std::string f;
+      for (int i = 0; i < 5 && fields >> f; ++i) {
+      }
+      if (f == path) return true;
+    }
+    return false;
+  }
+  Status Mount(const std::string& source, const std::string& target,
+               const std::string& fstype) override {
+    if (mount(source.c_str(), target.c_str(), fstype.c_str(), MS_NOSUID | MS_NODEV, nullptr) != 0) {
+      return ErrnoStatus("mount(" + source + ", " + target + ")");
+    }
+    return OkStatus();
+  }
+  Status BindMount(const std::string& source, const std::string& target) override {
+    if (mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      return ErrnoStatus("bind mount(" + source + ", " + target + ")");
+    }
+    return OkStatus();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Mounter> MakeRealMounter() { return std::make_unique<RealMounter>(); }
+
+std::string NewDiskUuid() {
+  Bytes b = RandomBytes(16);
+  b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);
+  std::string hex = HexEncode(b);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+         hex.substr(16, 4) + "-" + hex.substr(20, 12);
+}
+
+StateDisk::StateDisk(const v1::StateDiskConfig& config, std::string root, Disk* disk,
+                     Mounter* mounter, ProcessRunner* runner)
+    : config_(config),
+      root_(std::move(root)),
+      device_(JoinRoot(root_, config.device())),
+      mount_point_(JoinRoot(root_, config.mount_point())),
+      disk_(disk),
+      mounter_(mounter),
+      runner_(runner) {}
+
+std::string StateDisk::mapper() const {
+  return JoinRoot(root_, std::string("/dev/mapper/") + kMapperName);
+}
+
+Result<std::string> StateDisk::BerthUuid() {
+  BERTH_ASSIGN_OR_RETURN(LuksHeader header, disk_->ReadLuksHeader(device_));
+  if (header.label != kLuksLabel) {
+    return FailedPrecondition(device_ + " is a LUKS2 disk that berth did not make (label \"" +
+                              header.label + "\"); leaving it alone");
+  }
+  return header.uuid;
+}
+
+Status StateDisk::Unlock(const SecretBytes& key) {
+  Status check = disk_->CheckKey(device_, key);
+  if (check.code() == Code::kPermissionDenied) {
+    return PermissionDenied("the disk key from berthd does not open " + device_ +
+                            "; the disk was not touched");
+  }
+  BERTH_RETURN_IF_ERROR(check);
+  return disk_->Open(device_, kMapperName, key);
+}
+
+Status StateDisk::MakeFilesystemIfBlank() {
+  BERTH_ASSIGN_OR_RETURN(ProbeResult probe, disk_->Probe(mapper()));
+  if (probe.kind == ProbeResult::Kind::kOther) {
+    return OkStatus();  // already has a filesystem (or something): mount decides
+  }
+  if (!probe.blank()) {
+    return FailedPrecondition("the unlocked volume holds " + probe.signature + ", not a filesystem");
+  }
+  const std::string fs = config_.filesystem().empty() ? "ext4" : config_.filesystem();
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r,
+                         runner_->Run({JoinRoot(root_, "/sbin/mkfs." + fs), "-q", "-L", kMapperName,
+                                       mapper()}));
+  if (!r.success()) {
+    return Internal("mkfs." + fs + " on " + mapper() + " failed (" + r.Describe() +
+                    "): " + TrimWhitespace(r.output));
+  }
+  return OkStatus();
+}
+
+Status StateDisk::Mount() {
+  BERTH_RETURN_IF_ERROR(MakeDirs(mount_point_, 0700));
+  BERTH_ASSIGN_OR_RETURN(bool mounted, mounter_->IsMountPoint(mount_point_));
+  if (!mounted) {
+    const std::string fs = config_.filesystem().empty() ? "ext4" : config_.filesystem();
+    BERTH_RETURN_IF_ERROR(mounter_->Mount(mapper(), mount_point_, fs));
+  }
+  for (const char* dir : kPersistentDirs) {
+    std::string target = JoinRoot(root_, dir);
+    std::string name = std::string(dir + 1);
+    std::replace(name.begin(), name.end(), '/', '-');
+    std::string source = mount_point_ + "/" + name;
+    BERTH_RETURN_IF_ERROR(MakeDirs(source, 0700));
+    BERTH_RETURN_IF_ERROR(MakeDirs(target, 0755));
+    BERTH_ASSIGN_OR_RETURN(bool bound, mounter_->IsMountPoint(target));
+    if (!bound) BERTH_RETURN_IF_ERROR(mounter_->BindMount(source, target));
+  }
+  return OkStatus();
+}
+
+Result<Progress> StateDisk::ReadProgress() {
+  const std::string path = mount_point_ + "/.berth/progress.json";
+  auto text = ReadFile(path, 1 << 16);
+  Progress p;
+  if (!text.ok()) {
+    if (text.status().code() == Code::kNotFound) return p;
+    return text.status().WithContext("reading progress");
+  }
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return DataLoss(path + " is corrupt; refusing to guess whether this node has joined");
+  }
+  p.join_started = j.value("join_started", false);
+  p.joined = j.value("joined", false);
+  return p;
+}
+
+Status StateDisk::WriteProgress(const Progress& progress) {
+  const std::string dir = mount_point_ + "/.berth";
+  BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  nlohmann::json j = {{"version", 1},
+                      {"join_started", progress.join_started},
+                      {"joined", progress.joined}};
+  return WriteFileAtomic(dir + "/progress.json", j.dump() + "\n", 0600);
+}
+
+}  // namespace berth::agent
