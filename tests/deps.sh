@@ -14,7 +14,9 @@ packages=(
   # real parts the tests run
   swtpm swtpm-tools tpm2-tools etcd-server etcd-client
   # tools the tests call
-  openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools cryptsetup-bin
+  openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
+  # the QEMU guest tests
+  linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
 )
 
 missing=()
