@@ -89,6 +89,8 @@ struct FakeBerthd {
   std::deque<Status> challenge_script;  // errors to return before issuing nonces
   std::deque<Result<v1::JoinTicket>> ticket_script;
   v1::JoinTicket ticket;
+  std::vector<v1::RejoinRequest> rejoin_requests;
+  Result<v1::RejoinTicket> rejoin = Status(Code::kNotFound, "the fake berthd knows no nodes");
 
   // Nonce number n: 32 bytes, distinct per challenge.
   static std::string NonceFor(size_t n) {
@@ -131,11 +133,11 @@ class FakeJoinTransport : public JoinTransport {
   Result<v1::RejoinTicket> IssueRejoinTicket(const std::string& endpoint,
                                              const v1::RejoinRequest& request) override {
     berthd_->calls.push_back("IssueRejoinTicket@" + endpoint);
-    return Unimplemented("the fake berthd does not rejoin");
+    berthd_->rejoin_requests.push_back(request);
+    return berthd_->rejoin;
   }
 
  private:
-  static Status Unimplemented(std::string m) { return Status(Code::kUnimplemented, std::move(m)); }
   FakeBerthd* berthd_;
 };
 
