@@ -114,11 +114,6 @@ Result<Prepared> ReadEnrolment(const AgentOptions& options) {
   Prepared p;
   BERTH_ASSIGN_OR_RETURN(p.config,
                          LoadEnrolmentConfig(JoinRoot(options.root, options.enrolment_path)));
-  if (p.config.attestation() != v1::ATTESTATION_KIND_TPM) {
-    return InvalidArgument("reading enrolment config: it asks for attestation kind " +
-                           v1::AttestationKind_Name(p.config.attestation()) +
-                           ", which this agent does not provide");
-  }
   auto name = ResolveNodeName(p.config);
   if (!name.ok()) return name.status().WithContext("reading enrolment config");
   p.node_name = std::move(*name);
@@ -161,10 +156,7 @@ class Boot {
     if (!prepared.ok()) return prepared.status();
     config_ = prepared->config;
     node_ = prepared->node_name;
-    auto tpm = Timed(Step::kOpenTpm, "opening TPM", [&] { return deps_.open_tpm(options_.tcti); });
-    if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
-    tpm_ = std::move(*tpm);
-    BERTH_ASSIGN_OR_RETURN(ak_public_, tpm_->AttestationKeyPublic());
+    BERTH_RETURN_IF_ERROR(OpenAttester());
     BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
     transport_ = deps_.make_transport(identity_, config_);
 
@@ -187,23 +179,41 @@ class Boot {
   }
 
  private:
+  // The attester for the EnrolmentConfig's attestation kind.
+  Status OpenAttester() {
+    switch (config_.attestation()) {
+      case v1::ATTESTATION_KIND_TPM: {
+        auto tpm = Timed(Step::kOpenTpm, "opening TPM",
+                         [&] { return deps_.open_tpm(options_.tcti); });
+        if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
+        tpm_ = std::move(*tpm);
+        attester_ = std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
+                                                  JoinRoot(options_.root, kEventLogPath));
+        return OkStatus();
+      }
+      default:
+        return InvalidArgument("reading enrolment config: it asks for attestation kind " +
+                               v1::AttestationKind_Name(config_.attestation()) +
+                               ", which this agent does not provide");
+    }
+  }
+
   // Challenge, evidence bound to the nonce and this boot's TLS key, then `call` with them;
   // retried across endpoints while berthd is unavailable.
   template <typename T>
   Result<T> Attested(std::string_view what,
-                     const std::function<Result<T>(const std::string& endpoint, v1::Evidence,
+                     const std::function<Result<T>(const std::string& endpoint, Attestation,
                                                    const std::string& nonce)>& call) {
     std::function<Result<T>(const std::string&)> attempt =
         [&](const std::string& endpoint) -> Result<T> {
-      v1::ChallengeRequest challenge_request;
-      challenge_request.set_ak_public(ToString(ak_public_));
+      BERTH_ASSIGN_OR_RETURN(v1::ChallengeRequest challenge_request,
+                             attester_->MakeChallengeRequest());
       BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
                              transport_->Challenge(endpoint, challenge_request));
       Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), identity_.spki_sha256);
-      auto evidence = CollectTpmEvidence(*tpm_, Selection(config_), binding,
-                                         JoinRoot(options_.root, kEventLogPath));
-      if (!evidence.ok()) return evidence.status().WithContext("collecting TPM evidence");
-      return call(endpoint, std::move(*evidence), challenge.nonce());
+      auto attestation = attester_->Attest(challenge, binding);
+      if (!attestation.ok()) return attestation.status().WithContext("collecting evidence");
+      return call(endpoint, std::move(*attestation), challenge.nonce());
     };
     auto on_retry = [&](const std::string& endpoint, const Status& st,
                         std::chrono::milliseconds d) {
@@ -228,10 +238,11 @@ class Boot {
   Result<v1::JoinTicket> RequestJoinTicket(const std::string& disk_uuid) {
     auto ticket = Timed(Step::kRequestTicket, "requesting join ticket", [&] {
       return Attested<v1::JoinTicket>(
-          "join ticket", [&](const std::string& endpoint, v1::Evidence evidence,
+          "join ticket", [&](const std::string& endpoint, Attestation attestation,
                              const std::string& nonce) {
             v1::JoinRequest request;
-            *request.mutable_evidence() = std::move(evidence);
+            *request.mutable_evidence() = std::move(attestation.evidence);
+            request.set_activated_credential(std::string(attestation.activated_credential.view()));
             request.set_nonce(nonce);
             request.set_node_name(node_);
             request.set_role(config_.role());
@@ -251,10 +262,11 @@ class Boot {
   Result<SecretBytes> RequestRejoinKey(const std::string& disk_uuid) {
     auto ticket = Timed(Step::kRequestRejoinTicket, "requesting rejoin ticket", [&] {
       return Attested<v1::RejoinTicket>(
-          "rejoin ticket", [&](const std::string& endpoint, v1::Evidence evidence,
+          "rejoin ticket", [&](const std::string& endpoint, Attestation attestation,
                                const std::string& nonce) {
             v1::RejoinRequest request;
-            *request.mutable_evidence() = std::move(evidence);
+            *request.mutable_evidence() = std::move(attestation.evidence);
+            request.set_activated_credential(std::string(attestation.activated_credential.view()));
             request.set_nonce(nonce);
             request.set_node_name(node_);
             request.set_disk_uuid(disk_uuid);
@@ -370,7 +382,7 @@ class Boot {
   v1::EnrolmentConfig config_;
   std::string node_;
   std::unique_ptr<Tpm> tpm_;
-  Bytes ak_public_;
+  std::unique_ptr<Attester> attester_;
   ClientIdentity identity_;
   std::unique_ptr<JoinTransport> transport_;
   std::unique_ptr<StateDisk> disk_;

@@ -32,3 +32,22 @@ Result<v1::Evidence> CollectTpmEvidence(Tpm& tpm, const std::vector<v1::PcrSelec
 }
 
 }  // namespace berth::agent
+
+namespace berth::agent {
+
+Result<v1::ChallengeRequest> TpmAttester::MakeChallengeRequest() {
+  v1::ChallengeRequest request;
+  BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm_->AttestationKeyPublic());
+  request.set_ak_public(ToString(ak_public));
+  return request;
+}
+
+Result<Attestation> TpmAttester::Attest(const v1::ChallengeResponse& challenge,
+                                        std::span<const uint8_t> binding) {
+  Attestation out;
+  BERTH_ASSIGN_OR_RETURN(out.evidence,
+                         CollectTpmEvidence(*tpm_, selection_, binding, event_log_path_));
+  return out;
+}
+
+}  // namespace berth::agent

@@ -1,21 +1,57 @@
-// Collecting evidence on the node.
+// Collecting evidence on the node, behind one interface per attestation kind, so the boot
+// flow (agent.cc) neither knows nor cares whether a TPM or an SEV-SNP firmware vouches for it.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "agent/tpm.h"
 #include "berth/v1/berth.pb.h"
+#include "common/secret.h"
 
 namespace berth::agent {
 
 // Where Linux exposes the firmware's TCG event log.
 inline constexpr char kEventLogPath[] = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
-// TPM evidence bound to `binding`: the AK public, the current values of `selection`, a quote
-// over them with extraData = binding, and the event log at `event_log_path` when the file
-// exists (a missing log is normal on VMs without measured boot).
+// What one attestation produces for a ticket request.
+struct Attestation {
+  v1::Evidence evidence;
+  // The secret recovered by credential activation, when berthd's challenge asked for it
+  // (JoinRequest.activated_credential); empty otherwise.
+  SecretBytes activated_credential;
+};
+
+class Attester {
+ public:
+  virtual ~Attester() = default;
+  // What berthd needs to make a challenge for this node (e.g. the AK and EK of a TPM).
+  virtual Result<v1::ChallengeRequest> MakeChallengeRequest() = 0;
+  // Evidence bound to `binding` (DESIGN.md "Channel binding"), answering `challenge`.
+  virtual Result<Attestation> Attest(const v1::ChallengeResponse& challenge,
+                                     std::span<const uint8_t> binding) = 0;
+};
+
+// TPM evidence: the AK public, the current values of `selection`, a quote over them with
+// extraData = binding, and the event log at `event_log_path` when the file exists (a missing
+// log is normal on VMs without measured boot). `tpm` outlives the attester.
+class TpmAttester : public Attester {
+ public:
+  TpmAttester(Tpm* tpm, std::vector<v1::PcrSelection> selection, std::string event_log_path)
+      : tpm_(tpm), selection_(std::move(selection)), event_log_path_(std::move(event_log_path)) {}
+  Result<v1::ChallengeRequest> MakeChallengeRequest() override;
+  Result<Attestation> Attest(const v1::ChallengeResponse& challenge,
+                             std::span<const uint8_t> binding) override;
+
+ private:
+  Tpm* tpm_;
+  std::vector<v1::PcrSelection> selection_;
+  std::string event_log_path_;
+};
+
+// The TPM evidence itself (TpmAttester::Attest without a challenge to answer).
 Result<v1::Evidence> CollectTpmEvidence(Tpm& tpm, const std::vector<v1::PcrSelection>& selection,
                                         std::span<const uint8_t> binding,
                                         const std::string& event_log_path);

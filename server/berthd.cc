@@ -68,7 +68,8 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
 
   RealClock clock;
   BERTH_ASSIGN_OR_RETURN(NonceIssuer nonces, NonceIssuer::Create(master, &clock, config.nonce_ttl));
-  TpmEvidenceVerifier verifier(std::move(policy));
+  TpmEvidenceVerifier tpm_verifier(std::move(policy));
+  EvidenceDispatcher verifier(&tpm_verifier, /*sev_snp=*/nullptr);
   auto kube = MakeCurlKubeClient(std::move(*creds));
   KubeTokenIssuer tokens(kube.get(), &clock, config.token_ttl);
   JoinOptions options{.cluster_id = config.cluster_id,

@@ -22,6 +22,23 @@ Result<tpm::PcrValues> PcrValuesFromEvidence(const v1::TpmEvidence& tpm) {
   return out;
 }
 
+Result<VerifiedEvidence> EvidenceDispatcher::Verify(const v1::Evidence& evidence,
+                                                    std::span<const uint8_t> binding) {
+  switch (evidence.kind_case()) {
+    case v1::Evidence::kTpm:
+      if (tpm_ == nullptr) return PermissionDenied("TPM evidence is not accepted by this berthd");
+      return tpm_->Verify(evidence, binding);
+    case v1::Evidence::kSevSnp:
+      if (sev_snp_ == nullptr) {
+        return PermissionDenied("SEV-SNP evidence is not accepted by this berthd's policy");
+      }
+      return sev_snp_->Verify(evidence, binding);
+    case v1::Evidence::KIND_NOT_SET:
+      break;
+  }
+  return InvalidArgument("the request carries no evidence");
+}
+
 Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidence,
                                                      std::span<const uint8_t> binding) {
   if (evidence.kind_case() != v1::Evidence::kTpm) {

@@ -41,6 +41,21 @@ class TpmEvidenceVerifier : public EvidenceVerifier {
   Policy policy_;
 };
 
+// Routes evidence to the verifier for its kind (TPM, SEV-SNP). A kind this berthd has no
+// verifier for is PERMISSION_DENIED, naming the kind; no evidence at all is INVALID_ARGUMENT.
+// Thread-safe if the verifiers are; they outlive it.
+class EvidenceDispatcher : public EvidenceVerifier {
+ public:
+  EvidenceDispatcher(EvidenceVerifier* tpm, EvidenceVerifier* sev_snp)
+      : tpm_(tpm), sev_snp_(sev_snp) {}
+  Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
+                                  std::span<const uint8_t> binding) override;
+
+ private:
+  EvidenceVerifier* tpm_;
+  EvidenceVerifier* sev_snp_;
+};
+
 // The PCR values of TPM evidence, validated (known bank, index 0-23, right size, no
 // duplicates).
 Result<tpm::PcrValues> PcrValuesFromEvidence(const v1::TpmEvidence& tpm);

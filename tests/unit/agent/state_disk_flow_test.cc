@@ -108,8 +108,6 @@ class NodeRunner : public FakeProcessRunner {
   std::string root_;
 };
 
-SecretBytes KeyOf(char c) { return SecretBytes(std::string(32, c).data(), 32); }
-
 class StateDiskFlowTest : public ::testing::Test {
  protected:
   void SetUp() override {
