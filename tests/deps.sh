@@ -10,11 +10,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev libtss2-dev libsystemd-dev libcryptsetup-dev libblkid-dev
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
-  libcurl4-openssl-dev libgtest-dev libgmock-dev
+  libcurl4-openssl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   # real parts the tests run
   swtpm swtpm-tools tpm2-tools etcd-server etcd-client
   # tools the tests call
-  openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
+  gnuplot-nox openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
 )
