@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -71,45 +72,79 @@ void InitCurlOnce() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// Keeps a pool of curl handles: each keeps its connection (and TLS session) to the API server
+// alive between requests, so a token costs one HTTP round trip, not a TCP and TLS handshake.
 class CurlKubeClient : public KubeClient {
  public:
   CurlKubeClient(KubeCredentials creds, long timeout_ms)
       : creds_(std::move(creds)), timeout_ms_(timeout_ms) {
     InitCurlOnce();
+    headers_ = curl_slist_append(headers_, "Accept: application/json");
+    headers_ = curl_slist_append(headers_, "Content-Type: application/json");
+    if (!creds_.token.empty()) {
+      std::string auth = "Authorization: Bearer " + std::string(creds_.token.view());
+      headers_ = curl_slist_append(headers_, auth.c_str());
+      WipeString(auth);
+    }
+  }
+  ~CurlKubeClient() override {
+    for (CURL* c : idle_) curl_easy_cleanup(c);
+    // The list holds the bearer token: wipe it before it goes back to the allocator.
+    for (curl_slist* h = headers_; h != nullptr; h = h->next) WipeMemory(h->data, std::strlen(h->data));
+    curl_slist_free_all(headers_);
   }
 
   Result<HttpResponse> Request(const std::string& method, const std::string& path,
                                const std::string& json_body) override {
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-    if (!curl) return Internal("curl_easy_init failed");
+    CURL* c = Acquire();
+    if (c == nullptr) return Internal("curl_easy_init failed");
     std::string url = creds_.server + path;
     HttpResponse response;
     char error[CURL_ERROR_SIZE] = {0};
-    curl_slist* headers = nullptr;
-    headers = curl_slist_append(headers, "Accept: application/json");
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    std::string auth;
-    if (!creds_.token.empty()) {
-      auth = "Authorization: Bearer " + std::string(creds_.token.view());
-      headers = curl_slist_append(headers, auth.c_str());
-      WipeString(auth);
-    }
-    CURL* c = curl.get();
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms_);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms_, 5000L));
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "berthd/0.1");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &response.body);
-    if (!json_body.empty()) {
+    if (json_body.empty()) {
+      curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);  // also clears an earlier request's body
+    } else {
       curl_easy_setopt(c, CURLOPT_POSTFIELDS, json_body.data());
       curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(json_body.size()));
     }
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, nullptr);  // the body is the caller's (it may hold a token)
+    if (rc != CURLE_OK) {
+      curl_easy_cleanup(c);  // its connection is in an unknown state
+      return Unavailable("Kubernetes API " + creds_.server + ": " +
+                         (error[0] ? std::string(error) : curl_easy_strerror(rc)));
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+    Release(c);
+    return response;
+  }
+
+ private:
+  // An idle handle, or a new one with the options every request shares.
+  CURL* Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!idle_.empty()) {
+        CURL* c = idle_.back();
+        idle_.pop_back();
+        return c;
+      }
+    }
+    CURL* c = curl_easy_init();
+    if (c == nullptr) return nullptr;
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers_);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms_);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms_, 5000L));
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "berthd/0.1");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, CollectBody);
     curl_blob ca{const_cast<char*>(creds_.ca_pem.data()), creds_.ca_pem.size(), CURL_BLOB_COPY};
     if (!creds_.ca_pem.empty()) curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca);
     curl_blob cert{const_cast<char*>(creds_.client_cert_pem.data()), creds_.client_cert_pem.size(),
@@ -120,19 +155,19 @@ class CurlKubeClient : public KubeClient {
       curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cert);
       curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key);
     }
-    CURLcode rc = curl_easy_perform(c);
-    curl_slist_free_all(headers);
-    if (rc != CURLE_OK) {
-      return Unavailable("Kubernetes API " + creds_.server + ": " +
-                         (error[0] ? std::string(error) : curl_easy_strerror(rc)));
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
-    return response;
+    return c;
   }
 
- private:
+  void Release(CURL* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_.push_back(c);
+  }
+
   KubeCredentials creds_;
   long timeout_ms_;
+  curl_slist* headers_ = nullptr;  // immutable after construction
+  std::mutex mu_;
+  std::vector<CURL*> idle_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace
