@@ -297,9 +297,11 @@ Result<VerifiedQuote> VerifyQuote(EVP_PKEY* ak, std::span<const uint8_t> attest_
           auto v = b->second.find(index);
           if (v != b->second.end()) value = &v->second;
         }
+        // A well-formed request that lacks a quoted PCR fails a check (the verifier cannot
+        // confirm pcrDigest); it is not malformed input.
         if (value == nullptr) {
-          return InvalidArgument("PCR " + PcrName(bank, index) +
-                                 " is selected in the quote but no value was given for it");
+          return PermissionDenied("PCR " + PcrName(bank, index) +
+                                  " is selected in the quote but no value was given for it");
         }
         if (value->size() != DigestSize(bank)) {
           return InvalidArgument("PCR " + PcrName(bank, index) + " value has " +
