@@ -18,11 +18,20 @@ std::vector<v1::PcrSelection> DefaultPcrSelection() {
 bool IsValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 253) return false;
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(name.front()) || !alnum(name.back())) return false;
-  for (char c : name) {
-    if (!alnum(c) && c != '-' && c != '.') return false;
+  // Every dot-separated label starts and ends with an alphanumeric (Kubernetes'
+  // IsDNS1123Subdomain): "a-.b" and "a.-b" are not names.
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('.', start);
+    if (end == std::string_view::npos) end = name.size();
+    std::string_view label = name.substr(start, end - start);
+    if (label.empty() || !alnum(label.front()) || !alnum(label.back())) return false;
+    for (char c : label) {
+      if (!alnum(c) && c != '-') return false;
+    }
+    start = end + 1;
   }
-  return name.find("..") == std::string_view::npos;
+  return true;
 }
 
 bool IsValidEndpoint(std::string_view endpoint) {
