@@ -104,13 +104,18 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
   return OkStatus();
 }
 
-Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path) {
+Result<v1::EnrolmentConfig> ReadEnrolmentConfigUnvalidated(const std::string& path) {
   auto raw = ReadFile(path, 1 << 20);
   if (!raw.ok()) return raw.status().WithContext("reading enrolment config");
   v1::EnrolmentConfig config;
   if (raw->empty() || !config.ParseFromString(*raw)) {
     return InvalidArgument("enrolment config " + path + " is corrupt: not a binary EnrolmentConfig");
   }
+  return config;
+}
+
+Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path) {
+  BERTH_ASSIGN_OR_RETURN(v1::EnrolmentConfig config, ReadEnrolmentConfigUnvalidated(path));
   Status st = ValidateEnrolmentConfig(config);
   if (!st.ok()) return st.WithContext("enrolment config " + path);
   return config;
@@ -128,7 +133,7 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
 };
 }  // namespace
 
-Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
+Result<v1::EnrolmentConfig> ParseEnrolmentTextUnvalidated(const std::string& text) {
   v1::EnrolmentConfig config;
   google::protobuf::TextFormat::Parser parser;
   CollectErrors errors;
@@ -136,6 +141,11 @@ Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
   if (!parser.ParseFromString(text, &config)) {
     return InvalidArgument("enrolment text does not parse: " + errors.first);
   }
+  return config;
+}
+
+Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
+  BERTH_ASSIGN_OR_RETURN(v1::EnrolmentConfig config, ParseEnrolmentTextUnvalidated(text));
   BERTH_RETURN_IF_ERROR(ValidateEnrolmentConfig(config));
   return config;
 }
