@@ -18,11 +18,20 @@ std::vector<v1::PcrSelection> DefaultPcrSelection() {
 bool IsValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 253) return false;
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(name.front()) || !alnum(name.back())) return false;
-  for (char c : name) {
-    if (!alnum(c) && c != '-' && c != '.') return false;
+  // Every dot-separated label starts and ends with an alphanumeric (Kubernetes'
+  // IsDNS1123Subdomain): "a-.b" and "a.-b" are not names.
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t end = name.find('.', start);
+    if (end == std::string_view::npos) end = name.size();
+    std::string_view label = name.substr(start, end - start);
+    if (label.empty() || !alnum(label.front()) || !alnum(label.back())) return false;
+    for (char c : label) {
+      if (!alnum(c) && c != '-') return false;
+    }
+    start = end + 1;
   }
-  return name.find("..") == std::string_view::npos;
+  return true;
 }
 
 bool IsValidEndpoint(std::string_view endpoint) {
@@ -95,13 +104,18 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
   return OkStatus();
 }
 
-Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path) {
+Result<v1::EnrolmentConfig> ReadEnrolmentConfigUnvalidated(const std::string& path) {
   auto raw = ReadFile(path, 1 << 20);
   if (!raw.ok()) return raw.status().WithContext("reading enrolment config");
   v1::EnrolmentConfig config;
   if (raw->empty() || !config.ParseFromString(*raw)) {
     return InvalidArgument("enrolment config " + path + " is corrupt: not a binary EnrolmentConfig");
   }
+  return config;
+}
+
+Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path) {
+  BERTH_ASSIGN_OR_RETURN(v1::EnrolmentConfig config, ReadEnrolmentConfigUnvalidated(path));
   Status st = ValidateEnrolmentConfig(config);
   if (!st.ok()) return st.WithContext("enrolment config " + path);
   return config;
@@ -119,7 +133,7 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
 };
 }  // namespace
 
-Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
+Result<v1::EnrolmentConfig> ParseEnrolmentTextUnvalidated(const std::string& text) {
   v1::EnrolmentConfig config;
   google::protobuf::TextFormat::Parser parser;
   CollectErrors errors;
@@ -127,6 +141,11 @@ Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
   if (!parser.ParseFromString(text, &config)) {
     return InvalidArgument("enrolment text does not parse: " + errors.first);
   }
+  return config;
+}
+
+Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
+  BERTH_ASSIGN_OR_RETURN(v1::EnrolmentConfig config, ParseEnrolmentTextUnvalidated(text));
   BERTH_RETURN_IF_ERROR(ValidateEnrolmentConfig(config));
   return config;
 }

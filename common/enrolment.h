@@ -20,9 +20,16 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& config);
 
 // Reads the binary EnrolmentConfig at `path` and validates it.
 Result<v1::EnrolmentConfig> LoadEnrolmentConfig(const std::string& path);
+// Reads it without validating (`berthctl enrolment show` prints invalid configs too). A
+// missing file keeps its errno code; an empty or unparseable one is kInvalidArgument.
+Result<v1::EnrolmentConfig> ReadEnrolmentConfigUnvalidated(const std::string& path);
 
-// Text format (protobuf text) <-> message, for `berthctl enrolment write/show`.
+// Text format (protobuf text) <-> message, for `berthctl enrolment write/show`. Parse errors
+// name the line and column; validation errors name the field.
 Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text);
+// Parses without validating, for callers that complete the config first (berthctl's
+// --cluster-ca) and validate after.
+Result<v1::EnrolmentConfig> ParseEnrolmentTextUnvalidated(const std::string& text);
 std::string EnrolmentToText(const v1::EnrolmentConfig& config);
 
 // A Kubernetes node name: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.',

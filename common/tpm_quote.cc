@@ -277,8 +277,11 @@ Result<VerifiedQuote> VerifyQuote(EVP_PKEY* ak, std::span<const uint8_t> attest_
     const auto& want = *expected_extra_data;
     if (out.extra_data.size() != want.size() ||
         !std::equal(want.begin(), want.end(), out.extra_data.begin())) {
-      return PermissionDenied("the quote's extraData (" + HexEncode(out.extra_data) +
-                              ") is not the expected nonce (" + HexEncode(want) + ")");
+      auto describe = [](std::span<const uint8_t> b) {
+        return b.empty() ? std::string("empty") : HexEncode(b);
+      };
+      return PermissionDenied("the quote's extraData (" + describe(out.extra_data) +
+                              ") is not the expected nonce (" + describe(want) + ")");
     }
   }
 
@@ -297,9 +300,11 @@ Result<VerifiedQuote> VerifyQuote(EVP_PKEY* ak, std::span<const uint8_t> attest_
           auto v = b->second.find(index);
           if (v != b->second.end()) value = &v->second;
         }
+        // A well-formed request that lacks a quoted PCR fails a check (the verifier cannot
+        // confirm pcrDigest); it is not malformed input.
         if (value == nullptr) {
-          return InvalidArgument("PCR " + PcrName(bank, index) +
-                                 " is selected in the quote but no value was given for it");
+          return PermissionDenied("PCR " + PcrName(bank, index) +
+                                  " is selected in the quote but no value was given for it");
         }
         if (value->size() != DigestSize(bank)) {
           return InvalidArgument("PCR " + PcrName(bank, index) + " value has " +

@@ -1,0 +1,452 @@
+// `berthctl verify tpm-quote` as a subprocess: every real quote in the testdata is "valid",
+// every tamper its README lists exits 1 with the line naming the failed check, and
+// unreadable or malformed input exits 2 naming the file.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "common/bytes.h"
+#include "tests/cli/berthctl_run.h"
+#include "tests/testing/testing.h"
+#include "tests/unit/common/real_quotes.h"
+#include "tests/unit/common/synthetic_quote.h"
+
+namespace berth::cli {
+namespace {
+
+using testdata::RealQuote;
+using testing::BerthctlRun;
+using testing::MustRead;
+using testing::MustWrite;
+using testing::RunBerthctl;
+using testing::TempDir;
+using testing::Testdata;
+
+constexpr char kBadSignature[] =
+    "invalid: the quote signature does not verify with the attestation key\n";
+
+std::vector<std::string> Args(const std::string& ak, const std::string& quote,
+                              const std::string& sig, const std::string& pcrs) {
+  return {"verify", "tpm-quote", "--ak", ak, "--quote", quote, "--signature", sig, "--pcrs", pcrs};
+}
+
+std::vector<std::string> Args(const RealQuote& q) {
+  return Args(Testdata(q.ak_pem), Testdata(q.quote), Testdata(q.signature), Testdata(q.pcrs));
+}
+
+std::vector<std::string> With(std::vector<std::string> args,
+                              std::initializer_list<std::string> more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+void ExpectValid(const BerthctlRun& r) {
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "valid\n");
+  EXPECT_EQ(r.err, "");
+}
+
+void ExpectFailedCheck(const BerthctlRun& r, const std::string& line) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, line);
+}
+
+void ExpectBadInput(const BerthctlRun& r, const std::string& line) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, line);
+}
+
+// Like ExpectBadInput for messages that end in a library's wording (OpenSSL, tpm2-tss),
+// which the test does not pin: the part berthctl writes must match exactly.
+void ExpectBadInputStartingWith(const BerthctlRun& r, const std::string& prefix) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err.rfind(prefix, 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+class RealQuoteCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { BERTH_REQUIRE_TESTDATA(); }
+
+  // A copy of a testdata file with byte `offset` XORed with `mask`, in the temp dir.
+  std::string Tampered(const std::string& rel, size_t offset, uint8_t mask) {
+    std::string data = MustRead(Testdata(rel));
+    data[offset < data.size() ? offset : data.size() - 1] ^= static_cast<char>(mask);
+    std::string path = dir_.Join("tampered-" + std::to_string(++files_));
+    MustWrite(path, data);
+    return path;
+  }
+  std::string Write(const std::string& content) {
+    std::string path = dir_.Join("file-" + std::to_string(++files_));
+    MustWrite(path, content);
+    return path;
+  }
+  static RealQuote Find(const std::string& name) {
+    for (const RealQuote& q : testdata::RealQuotes()) {
+      if (q.name == name) return q;
+    }
+    ADD_FAILURE() << "no real quote " << name;
+    return testdata::RealQuotes().front();
+  }
+
+  TempDir dir_;
+  int files_ = 0;
+};
+
+TEST_F(RealQuoteCliTest, EveryValidQuoteIsValidWithItsNonceAndWithoutOne) {
+  for (const RealQuote& q : testdata::RealQuotes()) {
+    SCOPED_TRACE(q.name);
+    ExpectValid(RunBerthctl(With(Args(q), {"--nonce", q.extra_data_hex})));
+    ExpectValid(RunBerthctl(Args(q)));  // no --nonce: any extraData
+    if (!q.ak_tpmt.empty()) {
+      ExpectValid(RunBerthctl(With(
+          Args(Testdata(q.ak_tpmt), Testdata(q.quote), Testdata(q.signature), Testdata(q.pcrs)),
+          {"--nonce", q.extra_data_hex})));
+    }
+  }
+}
+
+TEST_F(RealQuoteCliTest, TextNoncesAreGivenAsTextOrAsTheirHex) {
+  RealQuote q = Find("keylime-swtpm");
+  ExpectValid(RunBerthctl(With(Args(q), {"--nonce-text", "Ai5M5SjYjnkyv4P7itH1"})));
+  ExpectValid(RunBerthctl(With(Args(q), {"--nonce", "4169354d35536a596a6e6b797634503769744831"})));
+  ExpectValid(
+      RunBerthctl(With(Args(q), {"--nonce", "0x4169354D35536A596A6E6B797634503769744831"})));
+  ExpectFailedCheck(
+      RunBerthctl(With(Args(q), {"--nonce-text", "Ai5M5SjYjnkyv4P7itH2"})),
+      "invalid: the quote's extraData (4169354d35536a596a6e6b797634503769744831) is not the "
+      "expected nonce (4169354d35536a596a6e6b797634503769744832)\n");
+  // The text nonce is not hex: --nonce says so and points at --nonce-text.
+  ExpectBadInput(RunBerthctl(With(Args(q), {"--nonce", "Ai5M5SjYjnkyv4P7itH1"})),
+                 "--nonce \"Ai5M5SjYjnkyv4P7itH1\" is not hex (invalid hex character at offset "
+                 "0); give the extraData in hex, or a text nonce with --nonce-text\n");
+}
+
+TEST_F(RealQuoteCliTest, Gce9009IsTwoBytes) {
+  RealQuote q = Find("gce-nonce9009-sha256");
+  ExpectValid(RunBerthctl(With(Args(q), {"--nonce", "9009"})));
+  // "9009" as text would be four ASCII bytes: not what the quote carries.
+  ExpectFailedCheck(RunBerthctl(With(Args(q), {"--nonce-text", "9009"})),
+                    "invalid: the quote's extraData (9009) is not the expected nonce (39303039)\n");
+  ExpectFailedCheck(RunBerthctl(With(Args(q), {"--nonce", ""})),
+                    "invalid: the quote's extraData (9009) is not the expected nonce (empty)\n");
+}
+
+TEST_F(RealQuoteCliTest, ANoNonceQuoteIsRefusedWhenANonceIsRequired) {
+  for (const char* bank : {"sha1", "sha256", "sha384"}) {
+    RealQuote q = Find(std::string("gce-no-nonce-") + bank);
+    ExpectValid(RunBerthctl(With(Args(q), {"--nonce", ""})));
+    ExpectFailedCheck(RunBerthctl(With(Args(q), {"--nonce", "9009"})),
+                      "invalid: the quote's extraData (empty) is not the expected nonce (9009)\n");
+  }
+}
+
+TEST_F(RealQuoteCliTest, AChangedNonceIsRefused) {
+  for (const RealQuote& q : testdata::RealQuotes()) {
+    if (q.extra_data_hex.empty()) continue;
+    SCOPED_TRACE(q.name);
+    std::string changed = q.extra_data_hex;
+    changed.back() = changed.back() == '0' ? '1' : '0';
+    ExpectFailedCheck(RunBerthctl(With(Args(q), {"--nonce", changed})),
+                      "invalid: the quote's extraData (" + q.extra_data_hex +
+                          ") is not the expected nonce (" + changed + ")\n");
+  }
+}
+
+TEST_F(RealQuoteCliTest, AFlippedQuoteOrSignatureByteIsRefused) {
+  for (const RealQuote& q : testdata::RealQuotes()) {
+    SCOPED_TRACE(q.name);
+    // A byte of qualifiedSigner, and the last byte (inside pcrDigest): still a TPMS_ATTEST,
+    // but not the one the TPM signed.
+    for (size_t offset : {size_t{8}, size_t{1000}}) {
+      ExpectFailedCheck(RunBerthctl(Args(Testdata(q.ak_pem), Tampered(q.quote, offset, 0x01),
+                                         Testdata(q.signature), Testdata(q.pcrs))),
+                        kBadSignature);
+    }
+    // Byte 5 (the README's keylime tamper) is in the type: the attestation no longer parses
+    // as one, which is malformed input; berthctl also says the signature fails over it.
+    const std::string type_flipped = Tampered(q.quote, 5, 0x01);
+    ExpectBadInput(RunBerthctl(Args(Testdata(q.ak_pem), type_flipped, Testdata(q.signature),
+                                    Testdata(q.pcrs))),
+                   "--quote " + type_flipped +
+                       ": malformed TPMS_ATTEST: 11 trailing bytes (and the signature does not "
+                       "verify: these are not the bytes the TPM signed)\n");
+    ExpectFailedCheck(RunBerthctl(Args(Testdata(q.ak_pem), Testdata(q.quote),
+                                       Tampered(q.signature, 1000, 0x80), Testdata(q.pcrs))),
+                      kBadSignature);
+  }
+}
+
+TEST_F(RealQuoteCliTest, AChangedPcrIsRefused) {
+  for (const RealQuote& q : testdata::RealQuotes()) {
+    SCOPED_TRACE(q.name);
+    // Change the first value's first hex digit.
+    std::string pcrs = MustRead(Testdata(q.pcrs));
+    size_t value = pcrs.find(' ') + 1;
+    pcrs[value] = pcrs[value] == '0' ? '1' : '0';
+    ExpectFailedCheck(RunBerthctl(Args(Testdata(q.ak_pem), Testdata(q.quote), Testdata(q.signature),
+                                       Write(pcrs))),
+                      "invalid: the quote's pcrDigest does not match the PCR values given\n");
+  }
+}
+
+TEST_F(RealQuoteCliTest, AMissingPcrIsNamed) {
+  RealQuote keylime = Find("keylime-swtpm");
+  ExpectFailedCheck(
+      RunBerthctl(Args(Testdata(keylime.ak_pem), Testdata(keylime.quote),
+                       Testdata(keylime.signature), Write("# nothing but a comment\n"))),
+      "invalid: PCR sha256:16 is selected in the quote but no value was given for it\n");
+  RealQuote gce = Find("gce-nonce9009-sha384");
+  std::string pcrs = MustRead(Testdata(gce.pcrs));
+  size_t line7 = pcrs.find("\n7 ") + 1;
+  pcrs.erase(line7, pcrs.find('\n', line7) + 1 - line7);
+  ExpectFailedCheck(
+      RunBerthctl(
+          Args(Testdata(gce.ak_pem), Testdata(gce.quote), Testdata(gce.signature), Write(pcrs))),
+      "invalid: PCR sha384:7 is selected in the quote but no value was given for it\n");
+}
+
+TEST_F(RealQuoteCliTest, AnotherAkIsRefused) {
+  RealQuote tdx = Find("gcp-ecdsa-tdx"), amd = Find("gcp-ecdsa-amd"),
+            gce = Find("gce-nonce9009-sha1");
+  ExpectFailedCheck(RunBerthctl(Args(Testdata(tdx.ak_pem), Testdata(amd.quote),
+                                     Testdata(amd.signature), Testdata(amd.pcrs))),
+                    kBadSignature);
+  ExpectFailedCheck(RunBerthctl(Args(Testdata(gce.ak_pem), Testdata(tdx.quote),
+                                     Testdata(tdx.signature), Testdata(tdx.pcrs))),
+                    "invalid: an ECDSA signature does not fit the AK's key type\n");
+}
+
+TEST_F(RealQuoteCliTest, PcrFileAnnotationsAndBankPrefixesAreAccepted) {
+  RealQuote q = Find("gce-nonce9009-sha1");
+  std::istringstream in(MustRead(Testdata(q.pcrs)));
+  std::string annotated = "# GCE COS 85, sha1 bank\n\n";
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    // Alternate the three accepted forms, with trailing comments and 0x prefixes.
+    size_t space = line.find(' ');
+    std::string index = line.substr(0, space), hex = line.substr(space + 1);
+    switch (n++ % 3) {
+      case 0:
+        annotated += line + "   # plain\n";
+        break;
+      case 1:
+        annotated += "sha1 " + index + " 0x" + hex + "\n";
+        break;
+      case 2:
+        annotated += "  sha1:" + index + "\t" + hex + "\n";
+        break;
+    }
+  }
+  // A value for a bank the quote does not select is ignored.
+  annotated += "sha256 0 " + std::string(64, 'a') + "\n";
+  ExpectValid(RunBerthctl(
+      With(Args(Testdata(q.ak_pem), Testdata(q.quote), Testdata(q.signature), Write(annotated)),
+           {"--nonce", "9009"})));
+}
+
+TEST_F(RealQuoteCliTest, PcrValuesOfTheWrongBankAreMalformed) {
+  RealQuote sha256 = Find("gce-nonce9009-sha256"), sha1 = Find("gce-nonce9009-sha1");
+  ExpectBadInput(RunBerthctl(Args(Testdata(sha256.ak_pem), Testdata(sha256.quote),
+                                  Testdata(sha256.signature), Testdata(sha1.pcrs))),
+                 "--pcrs " + Testdata(sha1.pcrs) +
+                     ": line 1: PCR sha256:0 value has 20 bytes, "
+                     "not 32\n");
+}
+
+TEST_F(RealQuoteCliTest, MalformedArtefactsExitTwoNamingTheFile) {
+  RealQuote q = Find("gce-nonce9009-sha256");
+  std::string quote = MustRead(Testdata(q.quote));
+  std::string truncated = Write(quote.substr(0, quote.size() - 3));
+  ExpectBadInputStartingWith(
+      RunBerthctl(Args(Testdata(q.ak_pem), truncated, Testdata(q.signature), Testdata(q.pcrs))),
+      "--quote " + truncated + ": malformed TPMS_ATTEST (112 bytes): ");
+  std::string padded = Write(quote + std::string(1, '\0'));
+  ExpectBadInput(
+      RunBerthctl(Args(Testdata(q.ak_pem), padded, Testdata(q.signature), Testdata(q.pcrs))),
+      "--quote " + padded +
+          ": malformed TPMS_ATTEST: 1 trailing bytes (and the signature does not verify: these "
+          "are not the bytes the TPM signed)\n");
+  // The DER form of an ECDSA signature is not a TPMT_SIGNATURE.
+  RealQuote tdx = Find("gcp-ecdsa-tdx");
+  const std::string der = Testdata("tpm-gcp-ecc-ak-vaportpm/tdx_quote_sig_ecdsa_der.bin");
+  ExpectBadInputStartingWith(
+      RunBerthctl(Args(Testdata(tdx.ak_pem), Testdata(tdx.quote), der, Testdata(tdx.pcrs))),
+      "--signature " + der + ": malformed TPMT_SIGNATURE");
+  // A certificate is not accepted as the AK, and berthctl says how to get its key.
+  const std::string chain = Testdata("tpm-gcp-ecc-ak-vaportpm/tdx_ak_cert_chain.pem");
+  ExpectBadInput(
+      RunBerthctl(Args(chain, Testdata(tdx.quote), Testdata(tdx.signature), Testdata(tdx.pcrs))),
+      "--ak " + chain + ": is a certificate; give its public key (openssl x509 -in " + chain +
+          " -pubkey -noout)\n");
+  // The AK certificate in DER is neither PEM nor a TPMT_PUBLIC.
+  const std::string ak_der = Testdata("tpm-gce-cos85-nonce9009/ak_cert.der");
+  ExpectBadInputStartingWith(
+      RunBerthctl(Args(ak_der, Testdata(q.quote), Testdata(q.signature), Testdata(q.pcrs))),
+      "--ak " + ak_der + ": neither a PEM public key nor a TPMT_PUBLIC: malformed TPMT_PUBLIC");
+}
+
+// ---- without the testdata: quotes signed by keys the test makes ----
+
+class SyntheticQuoteCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { key_ = GenerateP256Key().value().release(); }
+  static void TearDownTestSuite() { EVP_PKEY_free(key_); }
+
+  // Writes the quote made from `spec`, its signature, the AK PEM and "INDEX HEX" PCR lines
+  // (bank-qualified when `qualified`); returns the verify arguments.
+  std::vector<std::string> Files(testdata::SyntheticQuoteSpec spec, bool qualified = false) {
+    spec.sig_alg = TPM2_ALG_ECDSA;
+    auto q = testdata::MakeSyntheticQuote(spec, key_);
+    EXPECT_TRUE(q.ok()) << q.status().ToString();
+    quote_ = Write("quote", ToString(q->attest));
+    signature_ = Write("sig", ToString(q->signature));
+    ak_ = Write("ak.pem", *PublicKeyToPem(key_));
+    std::string pcrs;
+    for (const auto& [bank, values] : q->pcrs) {
+      for (const auto& [index, value] : values) {
+        if (qualified) pcrs += std::string(DigestName(bank)) + " ";
+        pcrs += std::to_string(index) + " " + HexEncode(value) + "\n";
+      }
+    }
+    pcrs_ = Write("pcrs", pcrs);
+    return Args(ak_, quote_, signature_, pcrs_);
+  }
+  std::string Write(const std::string& name, const std::string& content) {
+    MustWrite(dir_.Join(name), content);
+    return dir_.Join(name);
+  }
+
+  static inline EVP_PKEY* key_ = nullptr;
+  TempDir dir_;
+  std::string quote_, signature_, ak_, pcrs_;
+};
+
+TEST_F(SyntheticQuoteCliTest, ASignedQuoteIsValid) {
+  ExpectValid(RunBerthctl(With(Files({.extra_data = {0xde, 0xad}}), {"--nonce", "DEAD"})));
+}
+
+TEST_F(SyntheticQuoteCliTest, WrongMagicOrTypeIsAFailedCheck) {
+  ExpectFailedCheck(RunBerthctl(Files({.magic = 0xff544348})),
+                    "invalid: the quote's magic is not TPM_GENERATED_VALUE: it was not made by a "
+                    "TPM\n");
+  ExpectFailedCheck(RunBerthctl(Files({.type = TPM2_ST_ATTEST_CERTIFY})),
+                    "invalid: the attestation is not a quote\n");
+  ExpectFailedCheck(RunBerthctl(Files({.selection = {}})), "invalid: the quote selects no PCRs\n");
+}
+
+TEST_F(SyntheticQuoteCliTest, AnAkGivenAsTpmtPublicMustBeARestrictedSigningKey) {
+  auto args = Files({});
+  std::string good = Write("ak.tpmt", ToString(*testdata::MakeTpmtPublic(key_)));
+  args[3] = good;
+  ExpectValid(RunBerthctl(args));
+  Bytes tpm2b_prefix = {0, static_cast<uint8_t>(MustRead(good).size())};
+  args[3] = Write("ak.tpm2b", ToString(tpm2b_prefix) + MustRead(good));
+  ExpectValid(RunBerthctl(args));
+  args[3] = Write(
+      "ak-unrestricted.tpmt",
+      ToString(*testdata::MakeTpmtPublic(key_, testdata::kAkAttributes & ~TPMA_OBJECT_RESTRICTED)));
+  ExpectFailedCheck(RunBerthctl(args),
+                    "invalid: the attestation key lacks the restricted attribute\n");
+}
+
+TEST_F(SyntheticQuoteCliTest, SeveralBanksNeedBankQualifiedLines) {
+  testdata::SyntheticQuoteSpec spec{
+      .selection = {{DigestAlg::kSha1, {0, 7}}, {DigestAlg::kSha256, {0, 7, 14}}}};
+  ExpectValid(RunBerthctl(Files(spec, /*qualified=*/true)));
+  auto args = Files(spec, /*qualified=*/false);
+  ExpectBadInput(RunBerthctl(args),
+                 "--pcrs " + pcrs_ +
+                     ": line 1: PCR 0 has no bank, and the quote selects PCRs in "
+                     "sha1 and sha256: write \"BANK INDEX HEX\" lines (e.g. \"sha256 0 ...\")\n");
+}
+
+TEST_F(SyntheticQuoteCliTest, MalformedPcrFilesNameTheLine) {
+  auto args = Files({});
+  const std::string v32 = std::string(64, 'a');
+  struct Case {
+    std::string content, message;
+  } cases[] = {
+      {"0 " + v32 + "\n7 " + v32 + " extra\n",
+       "line 2: expected \"INDEX HEX\" or \"BANK INDEX HEX\""},
+      {"# x\n24 " + v32 + "\n", "line 2: PCR index 24 is out of range (0-23)"},
+      {"seven " + v32 + "\n", "line 1: \"seven\" is not a PCR index (0-23)"},
+      {"0 " + v32 + "\n0 " + v32 + "\n", "line 2: PCR sha256:0 is given twice"},
+      {"0 " + v32.substr(2) + "\n", "line 1: PCR sha256:0 value has 31 bytes, not 32"},
+      {"0 " + v32 + "g\n", "line 1: PCR sha256:0: hex string has odd length"},
+      {"0 zz" + v32.substr(2) + "\n", "line 1: PCR sha256:0: invalid hex character at offset 0"},
+      {"md5 0 " + v32 + "\n", "line 1: unknown bank \"md5\" (sha1, sha256, sha384 or sha512)"},
+      {"SHA256:0 " + v32 + "\n",
+       "line 1: unknown bank \"SHA256\" (sha1, sha256, sha384 or sha512)"},
+  };
+  for (const Case& c : cases) {
+    args[9] = Write("bad-pcrs", c.content);
+    ExpectBadInput(RunBerthctl(args), "--pcrs " + args[9] + ": " + c.message + "\n");
+  }
+}
+
+TEST_F(SyntheticQuoteCliTest, UnreadableOrMalformedFilesExitTwoNamingThem) {
+  auto args = Files({});
+  const std::string missing = dir_.Join("missing");
+  for (size_t flag : {3u, 5u, 7u, 9u}) {
+    auto a = args;
+    a[flag] = missing;
+    ExpectBadInput(RunBerthctl(a),
+                   a[flag - 1] + ": open(" + missing + "): No such file or directory\n");
+  }
+  auto a = args;
+  a[5] = dir_.path();
+  ExpectBadInput(RunBerthctl(a), "--quote: read(" + dir_.path() + "): Is a directory\n");
+  a = args;
+  a[5] = Write("huge", std::string(64 << 10 | 1, 'x'));
+  ExpectBadInput(RunBerthctl(a), "--quote: " + a[5] + " is larger than 65536 bytes\n");
+  a = args;
+  a[5] = Write("empty", "");
+  ExpectBadInputStartingWith(RunBerthctl(a),
+                             "--quote " + a[5] + ": malformed TPMS_ATTEST (0 bytes): ");
+  a = args;
+  a[7] = Write("sig-garbage", "not a signature");
+  ExpectBadInputStartingWith(RunBerthctl(a), "--signature " + a[7] + ": malformed TPMT_SIGNATURE");
+  a = args;
+  a[3] =
+      Write("garbage.pem", "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n");
+  ExpectBadInputStartingWith(RunBerthctl(a),
+                             "--ak " + a[3] + ": not a PEM public key: parsing a PEM public key: ");
+  a[3] = Write("garbage.bin", "\x01\x02\x03");
+  ExpectBadInputStartingWith(RunBerthctl(a),
+                             "--ak " + a[3] +
+                                 ": neither a PEM public key nor a TPMT_PUBLIC: malformed "
+                                 "TPMT_PUBLIC (3 bytes): ");
+}
+
+TEST_F(SyntheticQuoteCliTest, UsageErrorsExitTwo) {
+  auto args = Files({});
+  BerthctlRun both = RunBerthctl(With(args, {"--nonce", "00", "--nonce-text", "x"}));
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_EQ(both.out, "");
+  EXPECT_NE(both.err.find("--nonce excludes --nonce-text"), std::string::npos) << both.err;
+
+  BerthctlRun missing = RunBerthctl({"verify", "tpm-quote", "--ak", ak_});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("--quote is required"), std::string::npos) << missing.err;
+
+  BerthctlRun no_command = RunBerthctl({});
+  EXPECT_EQ(no_command.exit_code, 2);
+  BerthctlRun unknown = RunBerthctl({"verify", "tpm-qoute"});
+  EXPECT_EQ(unknown.exit_code, 2);
+}
+
+TEST(VerifyHelpTest, HelpExplainsNoncesAndPcrFiles) {
+  BerthctlRun help = RunBerthctl({"verify", "tpm-quote", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--nonce-text Ai5M5SjYjnkyv4P7itH1"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("so --nonce 9009"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("\"sha1 0 HEX\""), std::string::npos) << help.out;
+}
+
+}  // namespace
+}  // namespace berth::cli
