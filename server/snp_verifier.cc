@@ -14,6 +14,7 @@
 
 #include "common/amd_roots.h"
 #include "common/binding.h"
+#include "server/bootstrap_token.h"
 
 namespace berth::server {
 
@@ -92,15 +93,23 @@ Status CheckPssParameters(X509* cert, const std::string& what) {
   return OkStatus();
 }
 
+std::string TimeText(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return "?";
+  return Rfc3339(static_cast<int64_t>(timegm(&tm)));
+}
+
 Status CheckValidity(X509* cert, const std::string& what, int64_t at_unix) {
   time_t at = static_cast<time_t>(at_unix);
   if (X509_cmp_time(X509_get0_notBefore(cert), &at) != -1) {
-    return PermissionDenied("chain: the " + what + " is not yet valid at " +
-                            std::to_string(at_unix) + " (unix time)");
+    return PermissionDenied("chain: the " + what + " is not valid before " +
+                            TimeText(X509_get0_notBefore(cert)) + " (verification time " +
+                            Rfc3339(at_unix) + ")");
   }
   if (X509_cmp_time(X509_get0_notAfter(cert), &at) != 1) {
-    return PermissionDenied("chain: the " + what + " has expired at " + std::to_string(at_unix) +
-                            " (unix time)");
+    return PermissionDenied("chain: the " + what + " expired at " +
+                            TimeText(X509_get0_notAfter(cert)) + " (verification time " +
+                            Rfc3339(at_unix) + ")");
   }
   return OkStatus();
 }
@@ -206,6 +215,16 @@ Result<snp::Product> ResolveProduct(const snp::Report& report,
                             " chip but the endorsement key is for " + leaf->product_name);
   }
   return from_report != snp::Product::kUnknown ? from_report : from_leaf;
+}
+
+snp::Product ProductFromIssuer(const SnpTrustAnchors& anchors, X509* intermediate, X509* leaf,
+                               bool vlek) {
+  for (snp::Product p : snp::kAllProducts) {
+    X509* issuer = intermediate ? anchors.ark(p) : anchors.intermediate(p, vlek);
+    X509* subject = intermediate ? intermediate : leaf;
+    if (issuer != nullptr && X509_check_issued(issuer, subject) == X509_V_OK) return p;
+  }
+  return snp::Product::kUnknown;
 }
 
 Status VerifySnpChain(X509* ark, X509* intermediate, X509* leaf, bool vlek, int64_t at_unix) {
@@ -318,6 +337,21 @@ Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& in,
   X509Ptr given_ark, given_inter;
   X509* ark = nullptr;
   X509* inter = nullptr;
+  if (in.intermediate_der) {
+    auto c = CertFromDer(*in.intermediate_der);
+    if (!c.ok()) return c.status().WithContext(IntermediateName(vlek));
+    given_inter = std::move(*c);
+  }
+  if (out.product == snp::Product::kUnknown && !in.ark_der) {
+    out.product = ProductFromIssuer(anchors, given_inter.get(), leaf->get(), vlek);
+    if (out.product == snp::Product::kUnknown) {
+      return PermissionDenied(
+          "chain: neither the report nor the " + LeafName(vlek) + " names an AMD product, and " +
+          (given_inter ? "the " + IntermediateName(vlek) + " is not issued by any pinned ARK"
+                       : "the " + LeafName(vlek) + " is not issued by any pinned " +
+                             IntermediateName(vlek)));
+    }
+  }
   if (in.ark_der) {
     auto c = CertFromDer(*in.ark_der);
     if (!c.ok()) return c.status().WithContext("ARK");
@@ -331,10 +365,7 @@ Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& in,
                              " (the report and the endorsement key do not name a product)");
     }
   }
-  if (in.intermediate_der) {
-    auto c = CertFromDer(*in.intermediate_der);
-    if (!c.ok()) return c.status().WithContext(IntermediateName(vlek));
-    given_inter = std::move(*c);
+  if (given_inter) {
     inter = given_inter.get();
   } else {
     inter = anchors.intermediate(out.product, vlek);
@@ -441,8 +472,13 @@ Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& ev
     }
   }
   if (product == snp::Product::kUnknown) {
-    return InvalidArgument("chain: neither the report nor the " + LeafName(vlek) +
-                           " names an AMD product");
+    // An older VCEK without productName: the product whose pinned ASK issued it.
+    product = ProductFromIssuer(*anchors_, nullptr, leaf.cert.get(), vlek);
+  }
+  if (product == snp::Product::kUnknown) {
+    return PermissionDenied("chain: neither the report nor the " + LeafName(vlek) +
+                            " names an AMD product, and no pinned " + IntermediateName(vlek) +
+                            " issued the " + LeafName(vlek));
   }
   BERTH_RETURN_IF_ERROR(policy_.CheckProduct(product));
   X509* ark = anchors_->ark(product);

@@ -64,6 +64,12 @@ class SnpTrustAnchors {
 Result<snp::Product> ResolveProduct(const snp::Report& report,
                                     const snp::EndorsementKeyInfo* leaf);
 
+// For a report and endorsement key that name no product (version-2 reports, older VCEKs): the
+// product whose pinned ARK issued `intermediate` (when given) or whose pinned ASK/ASVK issued
+// `leaf`, by name. kUnknown when none did.
+snp::Product ProductFromIssuer(const SnpTrustAnchors& anchors, X509* intermediate, X509* leaf,
+                               bool vlek);
+
 // ARK self-signed, ARK -> intermediate -> leaf as described above, at `at_unix`.
 Status VerifySnpChain(X509* ark, X509* intermediate, X509* leaf, bool vlek, int64_t at_unix);
 // The report's signature with the leaf's key.
