@@ -195,15 +195,16 @@ class Boot {
                                                   JoinRoot(options_.root, kEventLogPath));
         return OkStatus();
       }
-      case v1::ATTESTATION_KIND_SEV_SNP: {
-        if (!deps_.open_sev_guest) return FailedPrecondition("no SEV-SNP device access was given");
-        auto device = Timed(Step::kOpenSevGuest, "opening SEV-SNP guest device",
-                            [&] { return deps_.open_sev_guest(options_.sev_guest); });
-        if (!device.ok()) return device.status().WithContext("opening the SEV-SNP guest device");
-        sev_guest_ = std::move(*device);
-        attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl);
-        return OkStatus();
-      }
+      case v1::ATTESTATION_KIND_SEV_SNP:
+        if (deps_.open_sev_guest) {
+          auto device = Timed(Step::kOpenSevGuest, "opening SEV-SNP guest device",
+                              [&] { return deps_.open_sev_guest(options_.sev_guest); });
+          if (!device.ok()) return device.status().WithContext("opening the SEV-SNP guest device");
+          sev_guest_ = std::move(*device);
+          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl);
+          return OkStatus();
+        }
+        [[fallthrough]];  // an agent given no SEV-SNP device access does not provide it
       default:
         return InvalidArgument("reading enrolment config: it asks for attestation kind " +
                                v1::AttestationKind_Name(config_.attestation()) +
