@@ -17,8 +17,9 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
                              ": expected PRODUCT=FILE with PRODUCT Milan, Genoa or Turin");
     }
     std::string path = entry.substr(eq + 1);
-    BERTH_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 64 << 10));
-    auto der = snp::CertificateToDer(text);
+    auto text = ReadFile(path, 64 << 10);
+    if (!text.ok()) return text.status().WithContext("--insecure-test-snp-ark");
+    auto der = snp::CertificateToDer(*text);
     if (!der.ok()) return der.status().WithContext("--insecure-test-snp-ark " + path);
     BERTH_ASSIGN_OR_RETURN(X509Ptr ark, CertFromDer(*der));
     BERTH_RETURN_IF_ERROR(service->anchors_.PinArk(product, std::move(ark)));

@@ -12,6 +12,7 @@
 #include "common/binding.h"
 #include "common/subprocess.h"
 #include "server/policy.h"
+#include "server/snp_service.h"
 #include "tests/testing/snp_chain.h"
 #include "tests/testing/testing.h"
 
@@ -616,6 +617,38 @@ TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
     EXPECT_EQ(p.status().code(), Code::kInvalidArgument) << c.yaml;
     EXPECT_EQ(p.status().message(), c.error) << c.yaml;
   }
+}
+
+}  // namespace
+}  // namespace berth::server
+
+namespace berth::server {
+namespace {
+
+TEST(SnpServiceTest, UnusableFlagsAreNamed) {
+  RealClock clock;
+  SnpPolicy policy;
+  policy.measurements = {Bytes(48, 1)};
+  auto create = [&](SnpServerConfig c) { return SnpService::Create(c, policy, &clock).status(); };
+  EXPECT_EQ(create({.insecure_test_arks = {"Rome=/x"}}).message(),
+            "--insecure-test-snp-ark Rome=/x: expected PRODUCT=FILE with PRODUCT Milan, Genoa or "
+            "Turin");
+  EXPECT_EQ(create({.insecure_test_arks = {"Milan=/nonexistent.pem"}}).message(),
+            "--insecure-test-snp-ark: open(/nonexistent.pem): No such file or directory");
+  EXPECT_EQ(create({.verify_at = "soon"}).message(),
+            "--snp-verify-at: \"soon\" is not an RFC 3339 time (2024-05-01T12:00:00Z)");
+  EXPECT_EQ(create({.kds_url = "http://kds.example"}).message(),
+            "--snp-kds-url http://kds.example: must be https:// (plain http only for a loopback "
+            "stand-in)");
+  EXPECT_TRUE(create({.kds_url = "https://kdsintf.amd.com"}).ok());
+}
+
+TEST(SnpServiceTest, Rfc3339) {
+  EXPECT_EQ(*ParseRfc3339("2025-01-01T00:00:00Z"), 1735689600);
+  EXPECT_EQ(*ParseRfc3339("2025-01-01T02:00:00.5+02:00"), 1735689600);
+  EXPECT_EQ(ParseRfc3339("2025-01-01T00:00:00").status().message(),
+            "\"2025-01-01T00:00:00\" needs a time zone (Z or +hh:mm)");
+  EXPECT_EQ(ParseRfc3339("2025-13-01T00:00:00Z").status().code(), Code::kInvalidArgument);
 }
 
 }  // namespace
