@@ -9,9 +9,11 @@
 //         0: 24af...
 //         7: b5a1...
 //
-// `berth-agent --print-identity` prints both for a reference node. SEV-SNP nodes are
-// governed by a `sev_snp:` section (snp_policy.h) beside or instead of `tpm:`. A policy must pin at
+// `berth-agent --print-identity` prints both for a reference node. A policy must pin at
 // least one PCR: an empty one would accept any booted software.
+//
+// SEV-SNP nodes are governed by a `sev_snp:` section (snp_policy.h), beside or instead of
+// `tpm:`.
 #pragma once
 
 #include <map>
