@@ -417,6 +417,11 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   if (config.ok()) {
     if (auto n = ResolveNodeName(*config); n.ok()) name = *n;
   }
+  if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
+      deps.open_sev_guest) {
+    BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
+    return DescribeSnpIdentity(*device, options.snp_vmpl);
+  }
   BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());
   BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC pub, tpm::ParsePublic(ak_public));

@@ -72,7 +72,8 @@ AgentDeps RealAgentDeps();
 Status RunAgent(const AgentOptions& options, AgentDeps& deps);
 
 // For operators enrolling a reference node: the AK fingerprint and current PCR values as a
-// berthd policy snippet (YAML).
+// berthd policy snippet (YAML); for an SEV-SNP node (by its EnrolmentConfig), the launch
+// measurement and TCB instead.
 Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
 
 // The node name: the EnrolmentConfig's, else the host name (lower-cased).

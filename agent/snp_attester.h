@@ -27,4 +27,9 @@ class SnpAttester : public Attester {
 Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_t> binding,
                                         uint32_t vmpl);
 
+// For operators enrolling a reference node: this guest's launch measurement and its platform's
+// reported TCB as a berthd `sev_snp:` policy snippet (YAML). The TCB is read with the
+// Milan/Genoa layout unless the report names its product (version 3+).
+Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl);
+
 }  // namespace berth::agent

@@ -39,7 +39,8 @@ std::string Hex64(uint64_t v) {
 Result<std::string> VerifySnpReportCommand(const SnpReportArgs& a) {
   server::SnpOfflineInput in;
   auto report = ReadFile(a.report, 1 << 20);
-  if (!report.ok()) return InvalidArgument("--report " + a.report + ": " + report.status().message());
+  if (!report.ok())
+    return InvalidArgument("--report " + a.report + ": " + report.status().message());
   in.report = ToBytes(*report);
   BERTH_ASSIGN_OR_RETURN(in.leaf_der, ReadCert(a.vcek, "--vcek"));
   if (!a.ask.empty()) {
@@ -77,8 +78,8 @@ Result<std::string> VerifySnpReportCommand(const SnpReportArgs& a) {
   std::string out = "valid\n";
   out += "product: " + std::string(snp::ProductName(v.product)) + "\n";
   out += "report version: " + std::to_string(r.version) + "\n";
-  out += "signed by: " + std::string(snp::SigningKeyName(r.signing_key)) + " (key sha256:" +
-         v.leaf_spki_sha256_hex + ")\n";
+  out += "signed by: " + std::string(snp::SigningKeyName(r.signing_key)) +
+         " (key sha256:" + v.leaf_spki_sha256_hex + ")\n";
   out += "chain: " + std::string(vlek ? "ASVK" : "ASK") +
          (a.ask.empty() ? " pinned" : " from --ask") + ", ARK " +
          (a.ark.empty() ? "pinned" : "from --ark") + "\n";
@@ -105,12 +106,16 @@ void AddSnpCommands(CLI::App& app, Context& ctx) {
       "snp-report",
       "verify an AMD SEV-SNP attestation report: AMD chain, signature, VCEK TCB and chip; "
       "exit 0 valid, 1 a check failed, 2 unreadable input");
-  cmd->add_option("--report", args->report, "the 1184-byte attestation report (binary)")->required();
+  cmd->add_option("--report", args->report, "the 1184-byte attestation report (binary)")
+      ->required();
   cmd->add_option("--vcek", args->vcek, "the VCEK or VLEK certificate (PEM or DER)")->required();
-  cmd->add_option("--ask", args->ask, "the ASK or ASVK (PEM or DER); default: AMD's for the product");
-  cmd->add_option("--ark", args->ark, "the ARK (PEM or DER); default: AMD's pinned ARK for the product");
+  cmd->add_option("--ask", args->ask,
+                  "the ASK or ASVK (PEM or DER); default: AMD's for the product");
+  cmd->add_option("--ark", args->ark,
+                  "the ARK (PEM or DER); default: AMD's pinned ARK for the product");
   cmd->add_option("--report-data", args->report_data, "the expected report_data, 128 hex digits");
-  cmd->add_option("--at", args->at, "check certificate validity at this RFC 3339 time (default: now)");
+  cmd->add_option("--at", args->at,
+                  "check certificate validity at this RFC 3339 time (default: now)");
   cmd->add_option("--policy", args->policy, "a berthd policy file whose sev_snp section must hold");
   cmd->callback([&ctx, args] {
     auto result = VerifySnpReportCommand(*args);

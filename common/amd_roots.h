@@ -10,9 +10,9 @@
 namespace berth::snp {
 
 struct AmdRoots {
-  std::string_view ark_pem;   // AMD Root Key, self-signed
-  std::string_view ask_pem;   // AMD SEV Key: signs VCEKs
-  std::string_view asvk_pem;  // AMD SEV VLEK Key: signs VLEKs
+  std::string_view ark_pem;         // AMD Root Key, self-signed
+  std::string_view ask_pem;         // AMD SEV Key: signs VCEKs
+  std::string_view asvk_pem;        // AMD SEV VLEK Key: signs VLEKs
   std::string_view ark_sha256_hex;  // pinned fingerprint of ark_pem's DER
 };
 

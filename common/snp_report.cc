@@ -44,10 +44,14 @@ constexpr std::string_view kAmdOidPrefix = "1.3.6.1.4.1.3704.1.";
 
 std::string_view ProductName(Product p) {
   switch (p) {
-    case Product::kMilan: return "Milan";
-    case Product::kGenoa: return "Genoa";
-    case Product::kTurin: return "Turin";
-    case Product::kUnknown: break;
+    case Product::kMilan:
+      return "Milan";
+    case Product::kGenoa:
+      return "Genoa";
+    case Product::kTurin:
+      return "Turin";
+    case Product::kUnknown:
+      break;
   }
   return "unknown";
 }
@@ -128,9 +132,12 @@ uint64_t EncodeTcb(const Tcb& t, Product product) {
 
 std::string_view SigningKeyName(SigningKey k) {
   switch (k) {
-    case SigningKey::kVcek: return "VCEK";
-    case SigningKey::kVlek: return "VLEK";
-    case SigningKey::kNone: return "none";
+    case SigningKey::kVcek:
+      return "VCEK";
+    case SigningKey::kVlek:
+      return "VLEK";
+    case SigningKey::kNone:
+      return "none";
   }
   return "?";
 }
@@ -229,8 +236,8 @@ std::string StringValue(const ASN1_OCTET_STRING* data) {
   int len = ASN1_STRING_length(data);
   const unsigned char* start = p;
   // KDS writes IA5String (productName, cspId); accept any DER string type, else the raw bytes.
-  std::unique_ptr<ASN1_STRING, decltype(&ASN1_STRING_free)> s(
-      d2i_ASN1_PRINTABLE(nullptr, &p, len), ASN1_STRING_free);
+  std::unique_ptr<ASN1_STRING, decltype(&ASN1_STRING_free)> s(d2i_ASN1_PRINTABLE(nullptr, &p, len),
+                                                              ASN1_STRING_free);
   if (s && p == start + len) {
     return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s.get())),
                        static_cast<size_t>(ASN1_STRING_length(s.get())));
@@ -332,10 +339,14 @@ Result<CertTable> ParseCertTable(std::span<const uint8_t> table) {
                              ")");
     }
     Bytes cert(table.begin() + e.offset, table.begin() + e.offset + e.length);
-    if (e.guid == vcek) out.vcek = std::move(cert);
-    else if (e.guid == vlek) out.vlek = std::move(cert);
-    else if (e.guid == ask) out.ask = std::move(cert);
-    else if (e.guid == ark) out.ark = std::move(cert);
+    if (e.guid == vcek)
+      out.vcek = std::move(cert);
+    else if (e.guid == vlek)
+      out.vlek = std::move(cert);
+    else if (e.guid == ask)
+      out.ask = std::move(cert);
+    else if (e.guid == ark)
+      out.ark = std::move(cert);
   }
   return out;
 }
@@ -353,7 +364,8 @@ Bytes MakeCertTable(const CertTable& certs) {
     auto guid = GuidBytes(present[i].first);
     uint8_t* entry = out.data() + i * kCertEntrySize;
     std::memcpy(entry, guid.data(), 16);
-    uint32_t off = static_cast<uint32_t>(cursor), len = static_cast<uint32_t>(present[i].second->size());
+    uint32_t off = static_cast<uint32_t>(cursor),
+             len = static_cast<uint32_t>(present[i].second->size());
     for (int b = 0; b < 4; ++b) {
       entry[16 + b] = static_cast<uint8_t>(off >> (8 * b));
       entry[20 + b] = static_cast<uint8_t>(len >> (8 * b));

@@ -24,13 +24,13 @@
 
 namespace berth::snp {
 
-inline constexpr size_t kReportSize = 0x4A0;     // 1184
-inline constexpr size_t kSignedSize = 0x2A0;     // the signature covers [0, 0x2A0)
+inline constexpr size_t kReportSize = 0x4A0;  // 1184
+inline constexpr size_t kSignedSize = 0x2A0;  // the signature covers [0, 0x2A0)
 inline constexpr size_t kSignatureOffset = 0x2A0;
 inline constexpr size_t kReportDataSize = 64;
 inline constexpr size_t kMeasurementSize = 48;
 inline constexpr size_t kChipIdSize = 64;
-inline constexpr size_t kTurinHwIdSize = 8;       // Turin VCEKs name a chip by 8 bytes
+inline constexpr size_t kTurinHwIdSize = 8;  // Turin VCEKs name a chip by 8 bytes
 inline constexpr uint32_t kSignatureAlgoEcdsaP384Sha384 = 1;
 
 // The AMD product lines (each has its own ARK and ASK).
@@ -124,11 +124,11 @@ Result<Report> ParseReport(std::span<const uint8_t> data);
 
 // What AMD's KDS writes into a VCEK or VLEK (OIDs 1.3.6.1.4.1.3704.1.*).
 struct EndorsementKeyInfo {
-  std::string product_name;         // 1.3.6.1.4.1.3704.1.2, e.g. "Milan-B0"; may be empty
-  Tcb tcb;                          // 1.3.6.1.4.1.3704.1.3.{1,2,3,8[,9]}
-  bool has_tcb = false;             // all four mandatory SPL extensions were present
-  Bytes hwid;                       // 1.3.6.1.4.1.3704.1.4 (VCEK only): 64 bytes, 8 on Turin
-  std::string csp_id;               // 1.3.6.1.4.1.3704.1.5 (VLEK only)
+  std::string product_name;  // 1.3.6.1.4.1.3704.1.2, e.g. "Milan-B0"; may be empty
+  Tcb tcb;                   // 1.3.6.1.4.1.3704.1.3.{1,2,3,8[,9]}
+  bool has_tcb = false;      // all four mandatory SPL extensions were present
+  Bytes hwid;                // 1.3.6.1.4.1.3704.1.4 (VCEK only): 64 bytes, 8 on Turin
+  std::string csp_id;        // 1.3.6.1.4.1.3704.1.5 (VLEK only)
 };
 // INVALID_ARGUMENT when an AMD extension is malformed (an SPL that is not a small INTEGER).
 Result<EndorsementKeyInfo> ParseEndorsementKeyInfo(X509* cert);

@@ -94,10 +94,14 @@ std::string KdsCertChainPath(snp::Product product, bool vlek) {
 
 std::string_view CertSourceName(CertSource s) {
   switch (s) {
-    case CertSource::kSent: return "sent";
-    case CertSource::kPinned: return "pinned";
-    case CertSource::kCache: return "cache";
-    case CertSource::kKds: return "kds";
+    case CertSource::kSent:
+      return "sent";
+    case CertSource::kPinned:
+      return "pinned";
+    case CertSource::kCache:
+      return "cache";
+    case CertSource::kKds:
+      return "kds";
   }
   return "?";
 }
@@ -108,8 +112,8 @@ std::string SnpCertStore::IntermediatePath(snp::Product product, bool vlek) cons
 
 std::string SnpCertStore::VcekPath(snp::Product product, std::span<const uint8_t> chip_id,
                                    uint64_t reported_tcb) const {
-  return dir_ + "/" + std::string(snp::ProductName(product)) + "/vcek-" + HexEncode(chip_id) +
-         "-" + Hex2(reported_tcb) + ".der";
+  return dir_ + "/" + std::string(snp::ProductName(product)) + "/vcek-" + HexEncode(chip_id) + "-" +
+         Hex2(reported_tcb) + ".der";
 }
 
 Result<X509Ptr> SnpCertStore::LoadCached(const std::string& path) {
@@ -152,8 +156,9 @@ Result<SourcedCert> SnpCertStore::Vcek(snp::Product product, std::span<const uin
   if (kds_ == nullptr) {
     return NotFound("no VCEK for this chip and reported TCB is cached and KDS fetching is off");
   }
-  BERTH_ASSIGN_OR_RETURN(std::string der, kds_->Get(KdsVcekPath(product, chip_id,
-                                                                snp::DecodeTcb(reported_tcb, product))));
+  BERTH_ASSIGN_OR_RETURN(
+      std::string der,
+      kds_->Get(KdsVcekPath(product, chip_id, snp::DecodeTcb(reported_tcb, product))));
   auto cert = CertFromDer(AsBytes(der));
   if (!cert.ok()) return cert.status().WithContext("AMD KDS VCEK");
   return SourcedCert{std::move(*cert), CertSource::kKds};

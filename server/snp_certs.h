@@ -63,8 +63,8 @@ class SnpCertStore {
   // Records certificates that the caller has verified to a pinned ARK. Never call it with an
   // unverified certificate. Certificates already cached are left alone.
   Status RememberIntermediate(snp::Product product, bool vlek, X509* cert);
-  Status RememberVcek(snp::Product product, std::span<const uint8_t> chip_id,
-                      uint64_t reported_tcb, X509* cert);
+  Status RememberVcek(snp::Product product, std::span<const uint8_t> chip_id, uint64_t reported_tcb,
+                      X509* cert);
 
   bool has_cache() const { return !dir_.empty(); }
   bool has_kds() const { return kds_ != nullptr; }

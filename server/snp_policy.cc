@@ -89,11 +89,16 @@ Result<SnpPolicy> ParseSnpPolicy(const YAML::Node& node) {
         std::string comp = c.first.as<std::string>();
         BERTH_ASSIGN_OR_RETURN(uint64_t spl, ParseUint(c.second, where + "." + comp, 255));
         uint8_t s = static_cast<uint8_t>(spl);
-        if (comp == "bootloader") p.min_tcb.bootloader = s;
-        else if (comp == "tee") p.min_tcb.tee = s;
-        else if (comp == "snp") p.min_tcb.snp = s;
-        else if (comp == "microcode") p.min_tcb.microcode = s;
-        else if (comp == "fmc") p.min_tcb.fmc = s;
+        if (comp == "bootloader")
+          p.min_tcb.bootloader = s;
+        else if (comp == "tee")
+          p.min_tcb.tee = s;
+        else if (comp == "snp")
+          p.min_tcb.snp = s;
+        else if (comp == "microcode")
+          p.min_tcb.microcode = s;
+        else if (comp == "fmc")
+          p.min_tcb.fmc = s;
         else {
           return InvalidArgument(where + ": unknown component \"" + comp +
                                  "\" (bootloader, tee, snp, microcode, fmc)");
@@ -124,13 +129,12 @@ Result<SnpPolicy> ParseSnpPolicy(const YAML::Node& node) {
     }
   }
   if (p.required_policy_bits & p.forbidden_policy_bits) {
-    return InvalidArgument("sev_snp: policy bits " + BitNames(p.required_policy_bits &
-                                                              p.forbidden_policy_bits) +
+    return InvalidArgument("sev_snp: policy bits " +
+                           BitNames(p.required_policy_bits & p.forbidden_policy_bits) +
                            " are both required and forbidden");
   }
   if (p.measurements.empty()) {
-    return InvalidArgument(
-        "policy: sev_snp.measurements is empty, so any guest image would pass");
+    return InvalidArgument("policy: sev_snp.measurements is empty, so any guest image would pass");
   }
   return p;
 }
@@ -151,8 +155,9 @@ Status SnpPolicy::Check(const snp::Report& r, snp::Product product) const {
                             " is not in sev_snp.measurements");
   }
   if (r.debug() && !allow_debug) {
-    return PermissionDenied("policy: the guest policy allows debugging (bit 19), which "
-                            "sev_snp.allow_debug forbids");
+    return PermissionDenied(
+        "policy: the guest policy allows debugging (bit 19), which "
+        "sev_snp.allow_debug forbids");
   }
   if (r.vmpl > max_vmpl) {
     return PermissionDenied("policy: the report was requested at VMPL " + std::to_string(r.vmpl) +
@@ -174,8 +179,8 @@ Status SnpPolicy::Check(const snp::Report& r, snp::Product product) const {
 }
 
 std::string SnpPolicy::Describe() const {
-  return "sev_snp measurement allow-list (" + std::to_string(measurements.size()) +
-         "), min_tcb " + min_tcb.ToString() + ", max_vmpl " + std::to_string(max_vmpl) +
+  return "sev_snp measurement allow-list (" + std::to_string(measurements.size()) + "), min_tcb " +
+         min_tcb.ToString() + ", max_vmpl " + std::to_string(max_vmpl) +
          (allow_debug ? ", debug allowed" : "");
 }
 

@@ -10,8 +10,8 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
   BERTH_ASSIGN_OR_RETURN(service->anchors_, SnpTrustAnchors::Amd());
   for (const std::string& entry : config.insecure_test_arks) {
     size_t eq = entry.find('=');
-    snp::Product product =
-        eq == std::string::npos ? snp::Product::kUnknown : snp::ProductFromName(entry.substr(0, eq));
+    snp::Product product = eq == std::string::npos ? snp::Product::kUnknown
+                                                   : snp::ProductFromName(entry.substr(0, eq));
     if (product == snp::Product::kUnknown) {
       return InvalidArgument("--insecure-test-snp-ark " + entry +
                              ": expected PRODUCT=FILE with PRODUCT Milan, Genoa or Turin");
@@ -23,9 +23,10 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
     if (!der.ok()) return der.status().WithContext("--insecure-test-snp-ark " + path);
     BERTH_ASSIGN_OR_RETURN(X509Ptr ark, CertFromDer(*der));
     BERTH_RETURN_IF_ERROR(service->anchors_.PinArk(product, std::move(ark)));
-    spdlog::warn("INSECURE: the SEV-SNP ARK pinned for {} is replaced by {} (sha256:{}); "
-                 "this is for test chains only, never for production",
-                 snp::ProductName(product), path, service->anchors_.ark_sha256_hex(product));
+    spdlog::warn(
+        "INSECURE: the SEV-SNP ARK pinned for {} is replaced by {} (sha256:{}); "
+        "this is for test chains only, never for production",
+        snp::ProductName(product), path, service->anchors_.ark_sha256_hex(product));
   }
   SnpVerifierOptions options;
   options.clock = clock;
@@ -33,8 +34,7 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
     auto at = ParseRfc3339(config.verify_at);
     if (!at.ok()) return at.status().WithContext("--snp-verify-at");
     options.verify_at_unix = *at;
-    spdlog::warn("SEV-SNP certificates are checked for validity at {}, not now",
-                 config.verify_at);
+    spdlog::warn("SEV-SNP certificates are checked for validity at {}, not now", config.verify_at);
   }
   if (!config.kds_url.empty()) {
     if (!config.kds_url.starts_with("https://") && !config.kds_url.starts_with("http://127.") &&

@@ -26,8 +26,8 @@ struct SnpServerConfig {
 class SnpService {
  public:
   // INVALID_ARGUMENT naming the flag for an unusable configuration.
-  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config,
-                                                    SnpPolicy policy, Clock* clock);
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
+                                                    Clock* clock);
   EvidenceVerifier* verifier() { return verifier_.get(); }
 
  private:

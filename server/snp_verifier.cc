@@ -1,7 +1,7 @@
 #include "server/snp_verifier.h"
 
-#include <openssl/ec.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
@@ -58,8 +58,10 @@ Status CheckPssParameters(X509* cert, const std::string& what) {
   const void* pval = nullptr;
   X509_ALGOR_get0(&obj, &ptype, &pval, alg);
   auto refuse = [&](const std::string& why) {
-    return PermissionDenied("chain: the " + what + " is not signed with RSASSA-PSS SHA-384, "
-                            "MGF1-SHA-384, salt 48 (" + why + ")");
+    return PermissionDenied("chain: the " + what +
+                            " is not signed with RSASSA-PSS SHA-384, "
+                            "MGF1-SHA-384, salt 48 (" +
+                            why + ")");
   };
   if (OBJ_obj2nid(obj) != NID_rsassaPss) {
     return refuse(std::string("signature algorithm ") + OBJ_nid2ln(OBJ_obj2nid(obj)));
@@ -74,7 +76,8 @@ Status CheckPssParameters(X509* cert, const std::string& what) {
   if (hash != NID_sha384) return refuse(std::string("hash ") + OBJ_nid2sn(hash));
   int mgf_hash = NID_sha1;
   if (params->maskGenAlgorithm) {
-    if (AlgorNid(params->maskGenAlgorithm) != NID_mgf1) return refuse("mask generation is not MGF1");
+    if (AlgorNid(params->maskGenAlgorithm) != NID_mgf1)
+      return refuse("mask generation is not MGF1");
     const ASN1_OBJECT* mobj = nullptr;
     int mtype = 0;
     const void* mval = nullptr;
@@ -206,8 +209,7 @@ std::string SnpTrustAnchors::ark_sha256_hex(snp::Product product) const {
 Result<snp::Product> ResolveProduct(const snp::Report& report,
                                     const snp::EndorsementKeyInfo* leaf) {
   snp::Product from_report = report.product();
-  snp::Product from_leaf =
-      leaf ? snp::ProductFromName(leaf->product_name) : snp::Product::kUnknown;
+  snp::Product from_leaf = leaf ? snp::ProductFromName(leaf->product_name) : snp::Product::kUnknown;
   if (from_report != snp::Product::kUnknown && from_leaf != snp::Product::kUnknown &&
       from_report != from_leaf) {
     return PermissionDenied("chain: the report comes from a " +
@@ -283,7 +285,8 @@ Status CheckLeafMatchesReport(const snp::Report& report, const snp::EndorsementK
   const bool vlek = report.signing_key == snp::SigningKey::kVlek;
   const std::string name = LeafName(vlek);
   if (!leaf.has_tcb) {
-    return PermissionDenied("tcb: the " + name + " lacks the TCB extensions 1.3.6.1.4.1.3704.1.3.x");
+    return PermissionDenied("tcb: the " + name +
+                            " lacks the TCB extensions 1.3.6.1.4.1.3704.1.3.x");
   }
   snp::Tcb reported = snp::DecodeTcb(report.reported_tcb, product);
   snp::Tcb certified = leaf.tcb;
@@ -298,8 +301,9 @@ Status CheckLeafMatchesReport(const snp::Report& report, const snp::EndorsementK
   }
   if (vlek) return OkStatus();  // VLEKs are not tied to a chip
   if (report.mask_chip_key) {
-    return PermissionDenied("chip: the report's chip_id is masked (MASK_CHIP_KEY), so it cannot be "
-                            "matched to the VCEK");
+    return PermissionDenied(
+        "chip: the report's chip_id is masked (MASK_CHIP_KEY), so it cannot be "
+        "matched to the VCEK");
   }
   std::span<const uint8_t> chip(report.chip_id);
   bool match = false;
@@ -381,8 +385,7 @@ Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& in,
   out.leaf_spki_sha256_hex = SpkiSha256Hex(leaf->get());
   if (in.report_data) {
     std::span<const uint8_t> actual(out.report.report_data);
-    if (!std::equal(actual.begin(), actual.end(), in.report_data->begin(),
-                    in.report_data->end())) {
+    if (!std::equal(actual.begin(), actual.end(), in.report_data->begin(), in.report_data->end())) {
       return PermissionDenied("report_data: is " + HexEncode(actual) + ", expected " +
                               HexEncode(*in.report_data));
     }
@@ -407,16 +410,19 @@ Result<SourcedCert> SnpVerifier::FindLeaf(const v1::SevSnpEvidence& evidence,
     return SourcedCert{std::move(*cert), CertSource::kSent};
   }
   if (vlek) {
-    return FailedPrecondition("chain: the report is signed by a VLEK and the node sent none "
-                              "(VLEKs are neither cached nor fetched)");
+    return FailedPrecondition(
+        "chain: the report is signed by a VLEK and the node sent none "
+        "(VLEKs are neither cached nor fetched)");
   }
   if (store_ == nullptr || (!store_->has_cache() && !store_->has_kds())) {
-    return FailedPrecondition("chain: the node sent no VCEK, and this berthd has neither a "
-                              "certificate cache nor KDS access");
+    return FailedPrecondition(
+        "chain: the node sent no VCEK, and this berthd has neither a "
+        "certificate cache nor KDS access");
   }
   if (report.mask_chip_key) {
-    return FailedPrecondition("chain: the node sent no VCEK and its chip_id is masked, so none "
-                              "can be looked up");
+    return FailedPrecondition(
+        "chain: the node sent no VCEK and its chip_id is masked, so none "
+        "can be looked up");
   }
   std::vector<snp::Product> candidates;
   if (product != snp::Product::kUnknown) {
@@ -544,8 +550,9 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
   const snp::Report& r = verified.report;
   Bytes expected = SnpReportData(binding);
   if (!std::equal(r.report_data.begin(), r.report_data.end(), expected.begin(), expected.end())) {
-    return PermissionDenied("report_data: does not equal the channel binding of this call "
-                            "(challenge nonce and TLS client key)");
+    return PermissionDenied(
+        "report_data: does not equal the channel binding of this call "
+        "(challenge nonce and TLS client key)");
   }
   BERTH_RETURN_IF_ERROR(policy_.Check(r, verified.product));
   VerifiedEvidence out;

@@ -61,8 +61,7 @@ class SnpTrustAnchors {
 
 // The product a report is for: its CPUID fields (version 3+), else the endorsement key's
 // productName. PERMISSION_DENIED when the two disagree; kUnknown when neither says.
-Result<snp::Product> ResolveProduct(const snp::Report& report,
-                                    const snp::EndorsementKeyInfo* leaf);
+Result<snp::Product> ResolveProduct(const snp::Report& report, const snp::EndorsementKeyInfo* leaf);
 
 // For a report and endorsement key that name no product (version-2 reports, older VCEKs): the
 // product whose pinned ARK issued `intermediate` (when given) or whose pinned ASK/ASVK issued
@@ -91,12 +90,12 @@ struct SnpVerifiedReport {
 
 struct SnpOfflineInput {
   Bytes report;
-  Bytes leaf_der;                      // VCEK or VLEK
+  Bytes leaf_der;                         // VCEK or VLEK
   std::optional<Bytes> intermediate_der;  // ASK or ASVK; default: the pinned one
   std::optional<Bytes> ark_der;           // default: the pinned one
   std::optional<Bytes> report_data;       // 64 bytes to compare; none: not compared
   int64_t at_unix = 0;
-  const SnpPolicy* policy = nullptr;   // optional
+  const SnpPolicy* policy = nullptr;  // optional
 };
 // Signature, chain, TCB, chip, then report_data and policy when given.
 Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& input,

@@ -51,7 +51,7 @@ class SnpReportCommandTest : public ::testing::Test {
 
 TEST_F(SnpReportCommandTest, RealMilanReportIsValid) {
   CliRun r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"),
-                    "--at", "2025-01-01T00:00:00Z"});
+                       "--at", "2025-01-01T00:00:00Z"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.output,
             "valid\n"
@@ -75,29 +75,30 @@ TEST_F(SnpReportCommandTest, RealMilanReportIsValid) {
 
 TEST_F(SnpReportCommandTest, TampersFailNamingTheCheck) {
   CliRun r = Berthctl({"--report", Tampered(Virtee("report_milan.bin"), 21, 0x80), "--vcek",
-                    Virtee("vcek_milan.der"), "--at", "2025-01-01T00:00:00Z"});
+                       Virtee("vcek_milan.der"), "--at", "2025-01-01T00:00:00Z"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output, "signature: the report's signature does not verify with the VCEK's key\n");
   r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek",
                 Tampered(Virtee("vcek_milan.der"), 40, 0xff), "--at", "2025-01-01T00:00:00Z"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output, "chain: the VCEK's signature does not verify with the ASK's key\n");
-  r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"),
-                "--at", "2031-01-01T00:00:00Z"});
+  r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"), "--at",
+                "2031-01-01T00:00:00Z"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.output, "chain: the VCEK expired at 2030-04-03T19:23:43Z (verification time "
-                      "2031-01-01T00:00:00Z)\n");
+  EXPECT_EQ(r.output,
+            "chain: the VCEK expired at 2030-04-03T19:23:43Z (verification time "
+            "2031-01-01T00:00:00Z)\n");
 }
 
 TEST_F(SnpReportCommandTest, CmcReportWithPemChainAndReportData) {
-  const std::vector<std::string> chain = {"--ask", Cmc("ask_milan.pem"), "--ark",
-                                          Cmc("ark_milan.pem"), "--at", "2025-01-01T00:00:00Z"};
+  const std::vector<std::string> chain = {
+      "--ask", Cmc("ask_milan.pem"), "--ark", Cmc("ark_milan.pem"), "--at", "2025-01-01T00:00:00Z"};
   auto with = [&](std::vector<std::string> args) {
     args.insert(args.end(), chain.begin(), chain.end());
     return Berthctl(args);
   };
   CliRun r = with({"--report", Cmc("report.bin"), "--vcek", Cmc("vcek.pem"), "--report-data",
-                std::string(128, '2').replace(1, 1, "3")});
+                   std::string(128, '2').replace(1, 1, "3")});
   EXPECT_EQ(r.exit_code, 1);  // 0x23 0x22 ... is not the report's 0x23 0x23 ...
   EXPECT_THAT(r.output, StartsWith("report_data: is 2323"));
   std::string hex23;
@@ -114,13 +115,15 @@ TEST_F(SnpReportCommandTest, CmcReportWithPemChainAndReportData) {
   EXPECT_EQ(r.output, "signature: the report's signature does not verify with the VCEK's key\n");
   r = with({"--report", Cmc("report.bin"), "--vcek", Cmc("vcek_INVALID.pem")});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.output, "chain: the VCEK is not signed with RSASSA-PSS SHA-384, MGF1-SHA-384, "
-                      "salt 48 (signature algorithm ecdsa-with-SHA384)\n");
+  EXPECT_EQ(r.output,
+            "chain: the VCEK is not signed with RSASSA-PSS SHA-384, MGF1-SHA-384, "
+            "salt 48 (signature algorithm ecdsa-with-SHA384)\n");
   r = Berthctl({"--report", Cmc("report.bin"), "--vcek", Cmc("vcek_INVALID.pem"), "--at",
                 "2022-05-01T00:00:00Z"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.output, "chain: neither the report nor the VCEK names an AMD product, and the VCEK "
-                      "is not issued by any pinned ASK\n");
+  EXPECT_EQ(r.output,
+            "chain: neither the report nor the VCEK names an AMD product, and the VCEK "
+            "is not issued by any pinned ASK\n");
 }
 
 TEST_F(SnpReportCommandTest, PolicyFromABerthdPolicyFile) {
@@ -129,11 +132,11 @@ TEST_F(SnpReportCommandTest, PolicyFromABerthdPolicyFile) {
       "81841f";
   MustWrite(dir_.Join("ok.yaml"), "sev_snp:\n  measurements: [" + measurement +
                                       "]\n  min_tcb: {bootloader: 3, snp: 8, microcode: 115}\n");
-  MustWrite(dir_.Join("newer.yaml"), "sev_snp:\n  measurements: [" + measurement +
-                                         "]\n  min_tcb: {snp: 9}\n");
-  MustWrite(dir_.Join("tpm.yaml"), "tpm:\n  trusted_aks: [{name: a, sha256: " +
-                                       std::string(64, 'a') + "}]\n  pcrs: {sha256: {0: " +
-                                       std::string(64, 'b') + "}}\n");
+  MustWrite(dir_.Join("newer.yaml"),
+            "sev_snp:\n  measurements: [" + measurement + "]\n  min_tcb: {snp: 9}\n");
+  MustWrite(dir_.Join("tpm.yaml"),
+            "tpm:\n  trusted_aks: [{name: a, sha256: " + std::string(64, 'a') +
+                "}]\n  pcrs: {sha256: {0: " + std::string(64, 'b') + "}}\n");
   auto run = [&](const std::string& policy) {
     return Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"),
                      "--at", "2025-01-01T00:00:00Z", "--policy", dir_.Join(policy)});
@@ -152,8 +155,9 @@ TEST_F(SnpReportCommandTest, PolicyFromABerthdPolicyFile) {
 TEST_F(SnpReportCommandTest, UnreadableInputExitsTwo) {
   CliRun r = Berthctl({"--report", "/nonexistent/report.bin", "--vcek", Virtee("vcek_milan.der")});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.output, "--report /nonexistent/report.bin: open(/nonexistent/report.bin): No such "
-                      "file or directory\n");
+  EXPECT_EQ(r.output,
+            "--report /nonexistent/report.bin: open(/nonexistent/report.bin): No such "
+            "file or directory\n");
   MustWrite(dir_.Join("short.bin"), std::string(100, '\0'));
   r = Berthctl({"--report", dir_.Join("short.bin"), "--vcek", Virtee("vcek_milan.der")});
   EXPECT_EQ(r.exit_code, 2);
@@ -162,8 +166,8 @@ TEST_F(SnpReportCommandTest, UnreadableInputExitsTwo) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, StartsWith("--vcek " + Virtee("report_milan.hex") +
                                    ": not a PEM or DER certificate"));
-  r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"),
-                "--at", "yesterday"});
+  r = Berthctl({"--report", Virtee("report_milan.bin"), "--vcek", Virtee("vcek_milan.der"), "--at",
+                "yesterday"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.output, "--at: \"yesterday\" is not an RFC 3339 time (2024-05-01T12:00:00Z)\n");
   r = Berthctl({"--report", Virtee("report_milan.bin")});  // no --vcek: a usage error
@@ -183,8 +187,9 @@ TEST(SnpReportCommandChainTest, TestChainGivenExplicitly) {
   MustWrite(dir.Join("vcek.pem"), *CertToPem(vcek.cert.get()));
   MustWrite(dir.Join("ask.der"), ToString(chain.AskDer()));
   MustWrite(dir.Join("ark.pem"), chain.ArkPem());
-  const std::vector<std::string> args = {"--report", dir.Join("report.bin"), "--ask",
-                                         dir.Join("ask.der"), "--ark", dir.Join("ark.pem")};
+  const std::vector<std::string> args = {"--report", dir.Join("report.bin"),
+                                         "--ask",    dir.Join("ask.der"),
+                                         "--ark",    dir.Join("ark.pem")};
   auto run = [&](const std::string& vcek_file) {
     std::vector<std::string> a = args;
     a.insert(a.end(), {"--vcek", vcek_file});

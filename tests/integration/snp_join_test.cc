@@ -124,8 +124,8 @@ TEST_F(SnpJoinTest, ReportBoundToAnotherTlsKeyIsRefused) {
   const std::string endpoint = "127.0.0.1:" + std::to_string(cluster_.berthd_port());
   auto node_transport = agent::MakeGrpcJoinTransport(*node, cluster_.join_pki().ca_pem_text, "",
                                                      std::chrono::seconds(10));
-  auto attacker_transport = agent::MakeGrpcJoinTransport(
-      *attacker, cluster_.join_pki().ca_pem_text, "", std::chrono::seconds(10));
+  auto attacker_transport = agent::MakeGrpcJoinTransport(*attacker, cluster_.join_pki().ca_pem_text,
+                                                         "", std::chrono::seconds(10));
   auto challenge = node_transport->Challenge(endpoint, v1::ChallengeRequest());
   ASSERT_TRUE(challenge.ok()) << challenge.status().ToString();
   FakeSevGuest device(spec_, vcek_.key.get(), HostCerts());

@@ -35,8 +35,8 @@ class FakeSevGuest : public agent::SevGuest {
   SnpReportSpec spec;
   snp::CertTable certs;
   bool extended_supported = true;
-  Status failure;                  // returned by every call when not OK
-  bool echo_report_data = true;    // false: a misbehaving firmware ignores report_data
+  Status failure;                // returned by every call when not OK
+  bool echo_report_data = true;  // false: a misbehaving firmware ignores report_data
   std::vector<std::string> calls;
   std::vector<uint32_t> vmpls;
 

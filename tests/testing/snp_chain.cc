@@ -5,8 +5,8 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
-#include <ctime>
 #include <cstring>
+#include <ctime>
 
 namespace berth::testing {
 

@@ -13,7 +13,7 @@
 namespace berth::testing {
 
 struct SnpVcekSpec {
-  Bytes hwid;                               // 64 bytes (8 on Turin); empty: none
+  Bytes hwid;  // 64 bytes (8 on Turin); empty: none
   snp::Tcb tcb;
   std::optional<std::string> product_name;  // default: "<Product>-B0"
   int64_t not_before = 0;                   // unix; 0: now - 1 day

@@ -8,6 +8,7 @@
 
 #include "agent/agent.h"
 #include "common/binding.h"
+#include "server/policy.h"
 #include "server/snp_verifier.h"
 #include "tests/testing/fake_sev_guest.h"
 #include "tests/testing/testing.h"
@@ -175,9 +176,40 @@ TEST_F(SnpAttesterTest, AgentJoinsWithSnpEvidenceBerthdAccepts) {
   berthd.calls.clear();
   st = RunAgent(options, deps);
   EXPECT_EQ(st.code(), Code::kNotFound);
-  EXPECT_EQ(st.message(), "opening the SEV-SNP guest device: open(/dev/fake-sev-guest): No such "
-                          "file or directory");
+  EXPECT_EQ(st.message(),
+            "opening the SEV-SNP guest device: open(/dev/fake-sev-guest): No such "
+            "file or directory");
   EXPECT_TRUE(berthd.calls.empty());
+}
+
+}  // namespace
+}  // namespace berth::agent
+
+namespace berth::agent {
+namespace {
+
+TEST(SnpIdentityTest, PrintsAPolicySnippetThatBerthdParses) {
+  berth::testing::SnpTestChain chain(snp::Product::kTurin);
+  snp::Tcb tcb{.bootloader = 3, .tee = 2, .snp = 9, .microcode = 120, .fmc = 1};
+  berth::testing::SnpReportSpec spec;
+  spec.version = 3;
+  spec.cpuid_family = 0x1a;
+  spec.cpuid_model = 0x02;
+  spec.reported_tcb = snp::EncodeTcb(tcb, snp::Product::kTurin);
+  auto vcek = chain.IssueVcek({.hwid = Bytes(8, 1), .tcb = tcb});
+  berth::testing::FakeSevGuest device(spec, vcek.key.get(), {});
+  auto text = DescribeSnpIdentity(device, 0);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_EQ(*text,
+            "# berthd policy for this SEV-SNP guest's launch measurement and TCB\n"
+            "sev_snp:\n  measurements:\n    - " +
+                HexEncode(spec.measurement) +
+                "\n"
+                "  min_tcb: {bootloader: 3, tee: 2, snp: 9, microcode: 120, fmc: 1}\n"
+                "  max_vmpl: 0\n  products: [Turin]\n");
+  auto policy = server::ParsePolicy(*text);
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  EXPECT_EQ(policy->sev_snp->min_tcb, tcb);
 }
 
 }  // namespace

@@ -127,11 +127,12 @@ TEST(AmdRootsTest, CompiledInRootsAreAmdsAndPinned) {
   for (const auto& [product, name] : products) {
     const AmdRoots* roots = AmdRootsFor(product);
     ASSERT_NE(roots, nullptr);
-    for (const auto& [pem, file] : {std::pair{roots->ark_pem, "ark_"}, {roots->ask_pem, "ask_"},
+    for (const auto& [pem, file] : {std::pair{roots->ark_pem, "ark_"},
+                                    {roots->ask_pem, "ask_"},
                                     {roots->asvk_pem, "asvk_"}}) {
       auto ours = CertFromPem(pem);
-      auto theirs = CertFromPem(berth::testing::MustRead(
-          Testdata("amd-roots/" + std::string(file) + name + ".pem")));
+      auto theirs = CertFromPem(
+          berth::testing::MustRead(Testdata("amd-roots/" + std::string(file) + name + ".pem")));
       ASSERT_TRUE(ours.ok() && theirs.ok()) << file << name;
       EXPECT_EQ(*CertToDer(ours->get()), *CertToDer(theirs->get())) << file << name;
     }

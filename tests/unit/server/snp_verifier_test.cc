@@ -31,8 +31,8 @@ using ::testing::StartsWith;
 constexpr int64_t k2025 = 1735689600;  // 2025-01-01T00:00:00Z, inside every fixture's validity
 
 bool HaveTestdata() { return std::filesystem::exists(Testdata("snp-virtee-milan")); }
-#define REQUIRE_TESTDATA()                                                                 \
-  if (!HaveTestdata())                                                                     \
+#define REQUIRE_TESTDATA()                                                                    \
+  if (!HaveTestdata())                                                                        \
   GTEST_SKIP() << "the real attestation testdata is not at " << berth::testing::TestdataDir() \
                << " (set BERTH_TESTDATA)"
 
@@ -102,8 +102,9 @@ TEST(SnpRealReportTest, ExpiredCertificatesFailAtTheCurrentTimeOfTheirExpiry) {
   in.at_unix = 1924992000;  // 2031-01-01, after the VCEK's notAfter
   auto v = VerifySnpReportOffline(in, anchors);
   EXPECT_EQ(v.status().code(), Code::kPermissionDenied);
-  EXPECT_EQ(v.status().message(), "chain: the VCEK expired at 2030-04-03T19:23:43Z "
-                                  "(verification time 2031-01-01T00:00:00Z)");
+  EXPECT_EQ(v.status().message(),
+            "chain: the VCEK expired at 2030-04-03T19:23:43Z "
+            "(verification time 2031-01-01T00:00:00Z)");
 }
 
 TEST(SnpRealReportTest, CmcMilanReportAndItsInvalidTwins) {
@@ -134,9 +135,9 @@ TEST(SnpRealReportTest, CmcMilanReportAndItsInvalidTwins) {
             "signature: the report's signature does not verify with the VCEK's key");
 
   // The invalid VCEK: neither the VCEK <- ASK link nor the report signature holds.
-  X509Ptr invalid = std::move(CertFromPem(berth::testing::MustRead(
-                                  Testdata("snp-cmc-milan/vcek_INVALID.pem"))))
-                        .value();
+  X509Ptr invalid =
+      std::move(CertFromPem(berth::testing::MustRead(Testdata("snp-cmc-milan/vcek_INVALID.pem"))))
+          .value();
   X509Ptr ask = std::move(CertFromDer(*in.intermediate_der)).value();
   X509Ptr ark = std::move(CertFromDer(*in.ark_der)).value();
   Status chain = VerifySnpChain(ark.get(), ask.get(), invalid.get(), false, 1651400000);
@@ -165,10 +166,10 @@ TEST(SnpRealReportTest, BerthdPathVerifiesAndCachesThenVerifiesFromTheCache) {
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ(first->leaf_source, CertSource::kSent);
   EXPECT_EQ(first->intermediate_source, CertSource::kPinned);
-  const std::string vcek_file =
-      dir.Join("cache/Milan/vcek-d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc"
-               "15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6-7308000000000003"
-               ".der");
+  const std::string vcek_file = dir.Join(
+      "cache/Milan/vcek-d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc"
+      "15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6-7308000000000003"
+      ".der");
   EXPECT_EQ(berth::testing::MustRead(vcek_file), evidence.vcek());
 
   evidence.clear_vcek();
@@ -257,8 +258,9 @@ TEST_F(SnpTestChainTest, WrongMeasurementIsRefused) {
 
 TEST_F(SnpTestChainTest, DebugBitIsRefusedUnlessAllowed) {
   spec_.policy |= uint64_t{1} << 19;
-  ExpectDenied(Verify(spec_), "policy: the guest policy allows debugging (bit 19), which "
-                              "sev_snp.allow_debug forbids");
+  ExpectDenied(Verify(spec_),
+               "policy: the guest policy allows debugging (bit 19), which "
+               "sev_snp.allow_debug forbids");
   policy_.allow_debug = true;
   EXPECT_TRUE(Verify(spec_).ok());
 }
@@ -269,7 +271,8 @@ TEST_F(SnpTestChainTest, TcbBelowTheMinimumIsRefused) {
   ExpectDenied(Verify(spec_, old), "policy: reported_tcb snp SPL 4 is below the minimum 5");
   old = {.bootloader = 3, .tee = 0, .snp = 8, .microcode = 99};
   spec_.reported_tcb = snp::EncodeTcb(old, snp::Product::kMilan);
-  ExpectDenied(Verify(spec_, old), "policy: reported_tcb microcode SPL 99 is below the minimum 100");
+  ExpectDenied(Verify(spec_, old),
+               "policy: reported_tcb microcode SPL 99 is below the minimum 100");
 }
 
 TEST_F(SnpTestChainTest, VcekTcbMustEqualReportedTcbNotCurrentTcb) {
@@ -284,8 +287,9 @@ TEST_F(SnpTestChainTest, VcekTcbMustEqualReportedTcbNotCurrentTcb) {
 
 TEST_F(SnpTestChainTest, WrongReportDataIsRefused) {
   spec_.report_data = SnpReportData(Sha256(AsBytes("another binding")));
-  ExpectDenied(Verify(spec_), "report_data: does not equal the channel binding of this call "
-                              "(challenge nonce and TLS client key)");
+  ExpectDenied(Verify(spec_),
+               "report_data: does not equal the channel binding of this call "
+               "(challenge nonce and TLS client key)");
   // The binding with non-zero padding is not the binding either.
   spec_.report_data = SnpReportData(binding_);
   spec_.report_data[63] = 1;
@@ -309,9 +313,9 @@ TEST_F(SnpTestChainTest, ChainIsPinnedPerProduct) {
 TEST_F(SnpTestChainTest, AnotherChainsVcekIsRefused) {
   SnpIssued vcek = Vcek(tcb_, other_);
   // Its own ASK does not chain to the pinned ARK ...
-  ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek, true,
-                                            other_)),
-               "chain: the ASK's signature does not verify with the ARK's key");
+  ExpectDenied(
+      VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek, true, other_)),
+      "chain: the ASK's signature does not verify with the ARK's key");
   // ... and the pinned chain's ASK did not sign it (same names, different keys).
   ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek)),
                "chain: the VCEK's signature does not verify with the ASK's key");
@@ -326,8 +330,9 @@ TEST_F(SnpTestChainTest, ReportSignedByAnotherKeyIsRefused) {
 
 TEST_F(SnpTestChainTest, VmplAboveTheMaximumIsRefused) {
   spec_.vmpl = 1;
-  ExpectDenied(Verify(spec_), "policy: the report was requested at VMPL 1, above "
-                              "sev_snp.max_vmpl 0");
+  ExpectDenied(Verify(spec_),
+               "policy: the report was requested at VMPL 1, above "
+               "sev_snp.max_vmpl 0");
   policy_.max_vmpl = 1;
   EXPECT_TRUE(Verify(spec_).ok());
 }
@@ -362,7 +367,8 @@ TEST_F(SnpTestChainTest, VcekNotSignedWithPssIsRefused) {
 
 TEST_F(SnpTestChainTest, ExpiredVcekPassesOnlyAtAVerificationTimeInsideItsValidity) {
   const int64_t now = clock_.NowUnix();
-  SnpIssued vcek = milan_->IssueVcek({.hwid = spec_.chip_id, .tcb = tcb_,
+  SnpIssued vcek = milan_->IssueVcek({.hwid = spec_.chip_id,
+                                      .tcb = tcb_,
                                       .not_before = now - 86400 * 30,
                                       .not_after = now - 86400 * 10});
   v1::Evidence e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
@@ -379,8 +385,9 @@ TEST_F(SnpTestChainTest, LaterReportVersionsParseWithTheVersion3Layout) {
   spec_.cpuid_model = 0x01;  // Milan
   EXPECT_TRUE(Verify(spec_).ok());
   spec_.cpuid_model = 0x11;  // Genoa, with a Milan VCEK
-  ExpectDenied(Verify(spec_), "chain: the report comes from a Genoa chip but the endorsement "
-                              "key is for Milan-B0");
+  ExpectDenied(Verify(spec_),
+               "chain: the report comes from a Genoa chip but the endorsement "
+               "key is for Milan-B0");
 }
 
 TEST_F(SnpTestChainTest, TurinLayoutFmcAndEightByteHwId) {
@@ -402,11 +409,11 @@ TEST_F(SnpTestChainTest, TurinLayoutFmcAndEightByteHwId) {
   snp::Tcb other_fmc = tcb;
   other_fmc.fmc = 2;
   SnpIssued wrong = turin.IssueVcek({.hwid = Bytes(8, 0x7e), .tcb = other_fmc});
-  EXPECT_THAT(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, wrong.key.get()), wrong, true,
-                                           &turin))
-                  .status()
-                  .message(),
-              StartsWith("tcb: the VCEK is for TCB bootloader=3 tee=2 snp=9 microcode=120 fmc=2"));
+  EXPECT_THAT(
+      VerifyWith(policy_, Evidence(MakeSnpReport(spec_, wrong.key.get()), wrong, true, &turin))
+          .status()
+          .message(),
+      StartsWith("tcb: the VCEK is for TCB bootloader=3 tee=2 snp=9 microcode=120 fmc=2"));
 }
 
 TEST_F(SnpTestChainTest, MalformedEvidenceIsInvalidArgument) {
@@ -476,8 +483,12 @@ class SnpKdsTest : public SnpTestChainTest {
     std::filesystem::remove(dir_.Join("kds.port"));
     std::vector<std::string> argv = {"/usr/bin/python3",
                                      berth::testing::SourceDir() + "/tests/standins/amd_kds.py",
-                                     "--dir", dir_.Join("kds"), "--port-file",
-                                     dir_.Join("kds.port"), "--record", dir_.Join("kds.jsonl")};
+                                     "--dir",
+                                     dir_.Join("kds"),
+                                     "--port-file",
+                                     dir_.Join("kds.port"),
+                                     "--record",
+                                     dir_.Join("kds.jsonl")};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p = Subprocess::Start(argv, dir_.Join("kds.log"));
     ASSERT_TRUE(p.ok());
@@ -490,8 +501,8 @@ class SnpKdsTest : public SnpTestChainTest {
   void Serve(const SnpIssued& vcek, const SnpTestChain& chain) {
     const std::string base = dir_.Join("kds/vcek/v1/Milan");
     ASSERT_TRUE(MakeDirs(base).ok());
-    berth::testing::MustWrite(base + "/cert_chain", std::move(CertToPem(chain.ask())).value() +
-                                                        chain.ArkPem());
+    berth::testing::MustWrite(base + "/cert_chain",
+                              std::move(CertToPem(chain.ask())).value() + chain.ArkPem());
     berth::testing::MustWrite(base + "/" + HexEncode(spec_.chip_id),
                               ToString(std::move(CertToDer(vcek.cert.get())).value()));
     berth::testing::MustWrite(base + "/" + HexEncode(spec_.chip_id) + ".query",
@@ -555,8 +566,8 @@ TEST_F(SnpKdsTest, KdsOutagesAreRetryableAndMissesAreNot) {
   // KDS has no VCEK for this TCB: a precondition failure, not a retry.
   StartKds();
   SnpCertStore store(dir_.Join("cache2"), kds_.get());
-  spec_.reported_tcb = snp::EncodeTcb({.bootloader = 3, .tee = 0, .snp = 7, .microcode = 115},
-                                      snp::Product::kMilan);
+  spec_.reported_tcb =
+      snp::EncodeTcb({.bootloader = 3, .tee = 0, .snp = 7, .microcode = 115}, snp::Product::kMilan);
   r = VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store);
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
   EXPECT_THAT(r.status().message(), HasSubstr("answered 404"));
@@ -567,7 +578,9 @@ TEST_F(SnpKdsTest, KdsOutagesAreRetryableAndMissesAreNot) {
 TEST(SnpPolicyTest, ParsesEveryKey) {
   auto p = ParsePolicy(
       "sev_snp:\n"
-      "  measurements: [" + std::string(96, 'a') + "]\n"
+      "  measurements: [" +
+      std::string(96, 'a') +
+      "]\n"
       "  min_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115, fmc: 1}\n"
       "  allow_debug: true\n"
       "  max_vmpl: 2\n"
@@ -579,8 +592,7 @@ TEST(SnpPolicyTest, ParsesEveryKey) {
   ASSERT_TRUE(p->sev_snp);
   const SnpPolicy& s = *p->sev_snp;
   EXPECT_EQ(s.measurements, std::vector<Bytes>{Bytes(48, 0xaa)});
-  EXPECT_EQ(s.min_tcb,
-            (snp::Tcb{.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115, .fmc = 1}));
+  EXPECT_EQ(s.min_tcb, (snp::Tcb{.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115, .fmc = 1}));
   EXPECT_TRUE(s.allow_debug);
   EXPECT_EQ(s.max_vmpl, 2u);
   EXPECT_EQ(s.required_policy_bits, uint64_t{1} << 20);
@@ -594,7 +606,8 @@ TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
     std::string yaml, error;
   };
   for (const Case& c : std::vector<Case>{
-           {"sev_snp: {}\n", "policy: sev_snp.measurements is empty, so any guest image would pass"},
+           {"sev_snp: {}\n",
+            "policy: sev_snp.measurements is empty, so any guest image would pass"},
            {"sev_snp:\n  measurements: [abcd]\n", "sev_snp.measurements[0]: 2 bytes, expected 48"},
            {"sev_snp:\n" + m + "  min_tcb: {pcr: 1}\n",
             "sev_snp.min_tcb: unknown component \"pcr\" (bootloader, tee, snp, microcode, fmc)"},
