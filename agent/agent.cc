@@ -10,6 +10,7 @@
 
 #include "agent/attestation.h"
 #include "agent/kubeadm.h"
+#include "agent/snp_attester.h"
 #include "common/binding.h"
 #include "common/log.h"
 
@@ -25,6 +26,7 @@ AgentDeps RealAgentDeps() {
   static RealProcessRunner runner;
   static SdNotifier notifier;
   AgentDeps deps{&clock, &runner, &notifier, OpenEsysTpm, nullptr};
+  deps.open_sev_guest = OpenSevGuestDevice;
   deps.make_transport = [](const ClientIdentity& id, const v1::EnrolmentConfig& config) {
     return MakeGrpcJoinTransport(id, config.cluster_ca_pem(), config.tls_server_name(),
                                  std::chrono::seconds(30));
@@ -59,6 +61,7 @@ enum class Step {
   kMakeFilesystem,
   kMount,
   kKubeadmJoin,
+  kOpenSevGuest,
 };
 
 std::string_view StepName(Step step) {
@@ -73,6 +76,7 @@ std::string_view StepName(Step step) {
     case Step::kMakeFilesystem: return "mkfs";
     case Step::kMount: return "mount";
     case Step::kKubeadmJoin: return "kubeadm-join";
+    case Step::kOpenSevGuest: return "open-sev-guest";
   }
   return "?";
 }
@@ -191,6 +195,16 @@ class Boot {
                                                   JoinRoot(options_.root, kEventLogPath));
         return OkStatus();
       }
+      case v1::ATTESTATION_KIND_SEV_SNP:
+        if (deps_.open_sev_guest) {
+          auto device = Timed(Step::kOpenSevGuest, "opening SEV-SNP guest device",
+                              [&] { return deps_.open_sev_guest(options_.sev_guest); });
+          if (!device.ok()) return device.status().WithContext("opening the SEV-SNP guest device");
+          sev_guest_ = std::move(*device);
+          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl);
+          return OkStatus();
+        }
+        [[fallthrough]];  // an agent given no SEV-SNP device access does not provide it
       default:
         return InvalidArgument("reading enrolment config: it asks for attestation kind " +
                                v1::AttestationKind_Name(config_.attestation()) +
@@ -382,6 +396,7 @@ class Boot {
   v1::EnrolmentConfig config_;
   std::string node_;
   std::unique_ptr<Tpm> tpm_;
+  std::unique_ptr<SevGuest> sev_guest_;
   std::unique_ptr<Attester> attester_;
   ClientIdentity identity_;
   std::unique_ptr<JoinTransport> transport_;
@@ -401,6 +416,11 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   std::string name = "node";
   if (config.ok()) {
     if (auto n = ResolveNodeName(*config); n.ok()) name = *n;
+  }
+  if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
+      deps.open_sev_guest) {
+    BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
+    return DescribeSnpIdentity(*device, options.snp_vmpl);
   }
   BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());

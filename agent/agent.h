@@ -16,6 +16,7 @@
 #include <string>
 
 #include "agent/join_client.h"
+#include "agent/sev_guest.h"
 #include "agent/state_disk.h"
 #include "agent/tpm.h"
 #include "berth/v1/berth.pb.h"
@@ -32,6 +33,8 @@ struct AgentOptions {
   std::string kubeadm = "/usr/bin/kubeadm";           // not inside root: the tool to run
   RetryPolicy retry;
   std::chrono::milliseconds call_timeout{30000};
+  std::string sev_guest = kSevGuestDevice;  // SEV-SNP nodes: the guest device (not inside root)
+  uint32_t snp_vmpl = 0;                    // SEV-SNP nodes: the VMPL reports are requested at
 };
 
 // systemd's view of the agent (sd_notify); a fake records it in tests.
@@ -57,6 +60,8 @@ struct AgentDeps {
   // The state disk (needed only when the EnrolmentConfig names one).
   Disk* disk = nullptr;
   Mounter* mounter = nullptr;
+  // The SEV-SNP guest device (needed only when the EnrolmentConfig asks for SEV-SNP).
+  std::function<Result<std::unique_ptr<SevGuest>>(const std::string& path)> open_sev_guest;
 };
 
 // The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.
@@ -67,7 +72,8 @@ AgentDeps RealAgentDeps();
 Status RunAgent(const AgentOptions& options, AgentDeps& deps);
 
 // For operators enrolling a reference node: the AK fingerprint and current PCR values as a
-// berthd policy snippet (YAML).
+// berthd policy snippet (YAML); for an SEV-SNP node (by its EnrolmentConfig), the launch
+// measurement and TCB instead.
 Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
 
 // The node name: the EnrolmentConfig's, else the host name (lower-cased).

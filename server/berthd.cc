@@ -68,8 +68,14 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
 
   RealClock clock;
   BERTH_ASSIGN_OR_RETURN(NonceIssuer nonces, NonceIssuer::Create(master, &clock, config.nonce_ttl));
+  std::unique_ptr<SnpService> snp;
+  if (policy.sev_snp) {
+    BERTH_ASSIGN_OR_RETURN(snp, SnpService::Create(config.snp, *policy.sev_snp, &clock));
+  }
+  const bool accepts_tpm = !policy.trusted_aks.empty();  // the policy has a tpm: section
   TpmEvidenceVerifier tpm_verifier(std::move(policy));
-  EvidenceDispatcher verifier(&tpm_verifier, /*sev_snp=*/nullptr);
+  EvidenceDispatcher verifier(accepts_tpm ? &tpm_verifier : nullptr,
+                              snp ? snp->verifier() : nullptr);
   auto kube = MakeCurlKubeClient(std::move(*creds));
   KubeTokenIssuer tokens(kube.get(), &clock, config.token_ttl);
   JoinOptions options{.cluster_id = config.cluster_id,

@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
   app.add_option("--kubernetes-version", c.kubernetes_version, "Kubernetes version announced to nodes");
   app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds")->capture_default_str();
   app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
+  app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");
+  app.add_option("--snp-kds-url", c.snp.kds_url, "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com (default: never fetch)");
+  app.add_option("--snp-verify-at", c.snp.verify_at, "check SEV-SNP certificate validity at this RFC 3339 time instead of now (tests)");
+  app.add_option("--insecure-test-snp-ark", c.snp.insecure_test_arks, "PRODUCT=FILE: trust FILE as the ARK of PRODUCT instead of AMD's (test chains only)");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
   c.nonce_ttl = std::chrono::seconds(nonce_ttl);

@@ -112,9 +112,13 @@ Result<Policy> ParsePolicy(const std::string& yaml_text) {
     YAML::Node root = YAML::Load(yaml_text);
     if (!root.IsMap()) return InvalidArgument("policy: expected a YAML map with a \"tpm\" key");
     for (const auto& key : root) {
-      if (key.first.as<std::string>() != "tpm") {
+      if (key.first.as<std::string>() != "tpm" && key.first.as<std::string>() != "sev_snp") {
         return InvalidArgument("policy: unknown key \"" + key.first.as<std::string>() + "\"");
       }
+    }
+    if (root["sev_snp"]) {
+      BERTH_ASSIGN_OR_RETURN(policy.sev_snp, ParseSnpPolicy(root["sev_snp"]));
+      if (!root["tpm"]) return policy;  // an SEV-SNP-only policy
     }
     YAML::Node tpm = root["tpm"];
     if (!tpm || !tpm.IsMap()) return InvalidArgument("policy: \"tpm\" must be a map");

@@ -11,12 +11,17 @@
 //
 // `berth-agent --print-identity` prints both for a reference node. A policy must pin at
 // least one PCR: an empty one would accept any booted software.
+//
+// SEV-SNP nodes are governed by a `sev_snp:` section (snp_policy.h), beside or instead of
+// `tpm:`.
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "common/tpm_quote.h"
+#include "server/snp_policy.h"
 
 namespace berth::server {
 
@@ -28,6 +33,9 @@ struct TrustedAk {
 struct Policy {
   std::vector<TrustedAk> trusted_aks;
   tpm::PcrValues pcrs;  // expected values
+  // The `sev_snp:` section (snp_policy.h); absent: SEV-SNP evidence is not accepted. A policy
+  // needs a `tpm:` section, a `sev_snp:` section, or both.
+  std::optional<SnpPolicy> sev_snp;
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;

@@ -1,0 +1,35 @@
+// SEV-SNP evidence (DESIGN.md): a report from the guest device with report_data = binding ||
+// 32 zero bytes, and the VCEK (or VLEK) and ASK (or ASVK) when the host provides them through
+// the extended report. Nodes whose host provides none still join when berthd has the
+// certificates cached or may fetch them.
+#pragma once
+
+#include "agent/attestation.h"
+#include "agent/sev_guest.h"
+
+namespace berth::agent {
+
+// `device` outlives the attester. Not thread-safe.
+class SnpAttester : public Attester {
+ public:
+  SnpAttester(SevGuest* device, uint32_t vmpl) : device_(device), vmpl_(vmpl) {}
+  // SEV-SNP needs nothing from berthd but a nonce.
+  Result<v1::ChallengeRequest> MakeChallengeRequest() override { return v1::ChallengeRequest(); }
+  Result<Attestation> Attest(const v1::ChallengeResponse& challenge,
+                             std::span<const uint8_t> binding) override;
+
+ private:
+  SevGuest* device_;
+  uint32_t vmpl_;
+};
+
+// The evidence itself (SnpAttester::Attest without a challenge).
+Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_t> binding,
+                                        uint32_t vmpl);
+
+// For operators enrolling a reference node: this guest's launch measurement and its platform's
+// reported TCB as a berthd `sev_snp:` policy snippet (YAML). The TCB is read with the
+// Milan/Genoa layout unless the report names its product (version 3+).
+Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl);
+
+}  // namespace berth::agent

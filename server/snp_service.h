@@ -1,0 +1,40 @@
+// berthd's SEV-SNP setup from its flags: the pinned ARKs (plus any test ARK), the certificate
+// cache, KDS access and the verifier, owned together for the server's lifetime.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "server/snp_certs.h"
+#include "server/snp_policy.h"
+#include "server/snp_verifier.h"
+
+namespace berth::server {
+
+struct SnpServerConfig {
+  std::string cert_cache;  // --snp-cert-cache: directory of verified AMD certificates
+  std::string kds_url;     // --snp-kds-url: e.g. https://kdsintf.amd.com; empty: never fetch
+  std::string verify_at;   // --snp-verify-at: RFC 3339 certificate-validity time; empty: now
+  // --insecure-test-snp-ark PRODUCT=FILE: replaces the ARK pinned for PRODUCT with the PEM or
+  // DER certificate in FILE. For test chains only; berthd warns loudly when it is used.
+  std::vector<std::string> insecure_test_arks;
+  int kds_timeout_ms = 10000;
+};
+
+class SnpService {
+ public:
+  // INVALID_ARGUMENT naming the flag for an unusable configuration.
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
+                                                    Clock* clock);
+  EvidenceVerifier* verifier() { return verifier_.get(); }
+
+ private:
+  SnpTrustAnchors anchors_;
+  std::unique_ptr<SnpKds> kds_;
+  std::unique_ptr<SnpCertStore> store_;
+  std::unique_ptr<SnpVerifier> verifier_;
+};
+
+}  // namespace berth::server
