@@ -9,6 +9,7 @@
 
 #include "berth/v1/berth.pb.h"
 #include "common/bytes.h"
+#include "common/secret.h"
 #include "common/status.h"
 #include "common/tpm_quote.h"
 
@@ -17,6 +18,12 @@ namespace berth::agent {
 struct TpmQuote {
   Bytes attest;     // TPMS_ATTEST as signed
   Bytes signature;  // marshalled TPMT_SIGNATURE
+};
+
+// The TPM's endorsement key, as berthd's Challenge needs it.
+struct Endorsement {
+  Bytes ek_public;       // marshalled TPMT_PUBLIC
+  Bytes ek_certificate;  // DER, from the EK certificate NV index; empty when there is none
 };
 
 class Tpm {
@@ -30,6 +37,20 @@ class Tpm {
   // A quote by the AK over `selection` with extraData = `extra_data` (at most 64 bytes).
   virtual Result<TpmQuote> Quote(const std::vector<v1::PcrSelection>& selection,
                                  std::span<const uint8_t> extra_data) = 0;
+
+  // The endorsement key from the TCG default template whose certificate the TPM holds (RSA
+  // 2048 at NV 0x01c00002, else ECC P-256 at 0x01c0000a), or the ECC P-256 EK without a
+  // certificate when it holds neither (berthd may pin its public key).
+  virtual Result<Endorsement> EndorsementKey() = 0;
+  // TPM2_ActivateCredential with the AK as the object and the EK as the key: the secret
+  // berthd protected with MakeCredential, if (and only if) both keys live in this TPM.
+  // `credential_blob` is a marshalled TPM2B_ID_OBJECT, `encrypted_secret` a marshalled
+  // TPM2B_ENCRYPTED_SECRET. A blob made for other keys fails with the TPM's error.
+  virtual Result<SecretBytes> ActivateCredential(std::span<const uint8_t> credential_blob,
+                                                 std::span<const uint8_t> encrypted_secret) = 0;
+  // TPM2_PCR_Event: extends PCR `pcr` in every active bank with H_bank(event_data)
+  // (at most 1024 bytes).
+  virtual Status MeasureEvent(uint32_t pcr, std::span<const uint8_t> event_data) = 0;
 };
 
 // Opens the TPM through the TCTI named by `tcti` ("device:/dev/tpmrm0", "swtpm:path=...")
