@@ -10,13 +10,16 @@
 //         7: b5a1...
 //
 // `berth-agent --print-identity` prints both for a reference node. A policy must pin at
-// least one PCR: an empty one would accept any booted software.
+// least one PCR: an empty one would accept any booted software. More ways to trust keys and
+// boots (EK/AK certificates, PCR sets side by side, event-log allow-lists, EnrolmentConfig
+// pins) are in tpm_policy.h.
 #pragma once
 
 #include <map>
 #include <string>
 
 #include "common/tpm_quote.h"
+#include "server/tpm_policy.h"
 
 namespace berth::server {
 
@@ -28,6 +31,7 @@ struct TrustedAk {
 struct Policy {
   std::vector<TrustedAk> trusted_aks;
   tpm::PcrValues pcrs;  // expected values
+  TpmTrustPolicy tpm_trust;  // EK/AK certificates, PCR sets, event log, configs (tpm_policy.h)
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;
@@ -38,7 +42,9 @@ struct Policy {
   std::string DescribePcrs() const;
 };
 
-Result<Policy> ParsePolicy(const std::string& yaml_text);
-Result<Policy> LoadPolicy(const std::string& path);
+// `require_ak_trust` = false accepts a policy that says nothing about which attestation keys
+// to trust, for offline checks of the boot alone (berthctl verify tpm-quote --policy).
+Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust = true);
+Result<Policy> LoadPolicy(const std::string& path, bool require_ak_trust = true);
 
 }  // namespace berth::server

@@ -154,12 +154,12 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_EQ(berthd_.challenge_requests[0].ak_public(), ToString(*ak));
   EXPECT_EQ(ev.ak_public(), ToString(*ak));
   EXPECT_EQ(ev.event_log(), event_log);
-  // The default selection: sha256 PCRs 0-9 and 14.
+  // The default selection: sha256 PCRs 0-9, 14 and 15.
   ASSERT_EQ(ev.pcrs_size(), 1);
   EXPECT_EQ(ev.pcrs(0).bank(), v1::HASH_ALGORITHM_SHA256);
   std::vector<uint32_t> indices;
   for (const auto& v : ev.pcrs(0).values()) indices.push_back(v.index());
-  EXPECT_EQ(indices, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+  EXPECT_EQ(indices, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15}));
   ExpectEvidenceBoundTo(request, berthd_.nonces_issued[0]);
 
   // kubeadm ran once, reading the private JoinConfiguration, which is gone now.
@@ -173,8 +173,10 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
 
   EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                                            "STATUS=measuring EnrolmentConfig",
                                             "STATUS=requesting join ticket",
-                                            "STATUS=running kubeadm join", "READY=1"));
+                                            "STATUS=running kubeadm join",
+                                            "STATUS=sealing the boot", "READY=1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
 }
 
@@ -285,6 +287,7 @@ TEST_F(RunAgentTest, PermissionDeniedIsFinalAfterOneAttempt) {
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
   EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                                            "STATUS=measuring EnrolmentConfig",
                                             "STATUS=requesting join ticket"));
   ExpectNothingJoined();
 }
@@ -324,10 +327,10 @@ TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshN
   EXPECT_EQ(notifier_.ready_count(), 1);
   EXPECT_THAT(notifier_.events,
               ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=requesting join ticket",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
                           "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
                           "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
-                          "STATUS=running kubeadm join", "READY=1"));
+                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
@@ -416,9 +419,13 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
       "\n"
       "  pcrs:\n"
       "    sha256:\n";
+  // PCR 15 is berth-agent's own (replayed by berthd, never pinned); the EnrolmentConfig's
+  // hash is offered for tpm.enrolment_configs.
   for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}) {
     expected += "      " + std::to_string(i) + ": " + std::string(64, '0') + "\n";
   }
+  expected += "  enrolment_configs:\n    - name: node-1\n      sha256: " +
+              HexEncode(Sha256(AsBytes(ValidConfig().SerializeAsString()))) + "\n";
   EXPECT_EQ(*described, expected);
   EXPECT_TRUE(berthd_.calls.empty());
   ExpectNothingJoined();
