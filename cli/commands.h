@@ -37,5 +37,7 @@ int ExitFor(Context& ctx, const Status& status);
 
 void AddEnrolmentCommands(CLI::App& app, Context& ctx);
 void AddVerifyCommands(CLI::App& app, Context& ctx);
+void AddEventLogCommands(CLI::App& app, Context& ctx);
+void AddPolicyCommands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -8,6 +8,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   berth::cli::AddEnrolmentCommands(app, ctx);
   berth::cli::AddVerifyCommands(app, ctx);
+  berth::cli::AddEventLogCommands(app, ctx);
+  berth::cli::AddPolicyCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

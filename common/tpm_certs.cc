@@ -1,5 +1,6 @@
 #include "common/tpm_certs.h"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
 
@@ -30,14 +31,22 @@ int TolerateTpmCertificateQuirks(int ok, X509_STORE_CTX* ctx) {
 
 }  // namespace
 
-std::string CertSubject(X509* cert) {
-  X509_NAME* name = X509_get_subject_name(cert);
+namespace {
+std::string NameText(X509_NAME* name) {
   if (name == nullptr || X509_NAME_entry_count(name) == 0) return "(empty subject)";
-  char* text = X509_NAME_oneline(name, nullptr, 0);
-  std::string out = text ? text : "?";
-  OPENSSL_free(text);
+  BIO* bio = BIO_new(BIO_s_mem());
+  if (bio == nullptr) return "?";
+  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
+  char* p = nullptr;
+  long n = BIO_get_mem_data(bio, &p);
+  std::string out(p, static_cast<size_t>(n));
+  BIO_free(bio);
   return out;
 }
+}  // namespace
+
+std::string CertSubject(X509* cert) { return NameText(X509_get_subject_name(cert)); }
+std::string CertIssuer(X509* cert) { return NameText(X509_get_issuer_name(cert)); }
 
 Result<VerifiedCertChain> VerifyTpmCertChain(X509* leaf, const std::vector<X509*>& intermediates,
                                              const std::vector<X509*>& trusted, int64_t at_unix) {

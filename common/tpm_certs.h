@@ -49,7 +49,9 @@ Result<std::vector<X509Ptr>> CertsFromDerList(const std::vector<std::string>& de
 // NV index: returns the DER of the certificate alone.
 Result<Bytes> TrimDerCertificate(std::span<const uint8_t> nv_contents);
 
-// A certificate's subject for messages ("CN=swtpm-localca"; "(empty subject)").
+// A certificate's subject or issuer for messages, RFC 2253 ("CN=swtpm-localca";
+// "(empty subject)").
 std::string CertSubject(X509* cert);
+std::string CertIssuer(X509* cert);
 
 }  // namespace berth::tpm

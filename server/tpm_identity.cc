@@ -22,14 +22,6 @@ std::vector<X509*> Raw(const std::vector<X509Ptr>& certs) {
   return out;
 }
 
-std::string IssuerOf(X509* cert) {
-  X509_NAME* name = X509_get_issuer_name(cert);
-  char* text = X509_NAME_oneline(name, nullptr, 0);
-  std::string out = text ? text : "?";
-  OPENSSL_free(text);
-  return out;
-}
-
 // The AK certificate route: PERMISSION_DENIED with the reason when it does not hold.
 Result<AkTrust> TrustByAkCertificate(const TpmTrustPolicy& policy, const v1::TpmEvidence& evidence,
                                      const TPMT_PUBLIC& ak, int64_t now_unix) {
@@ -90,7 +82,7 @@ Result<TrustedEk> TrustEndorsementKey(const TpmTrustPolicy& policy, std::string_
                                           policy.CertificateTime(now_unix));
   if (!verified.ok()) {
     return Status(verified.status().code(),
-                  "EK certificate issued by " + IssuerOf(cert->get()) +
+                  "EK certificate issued by " + tpm::CertIssuer(cert->get()) +
                       " does not chain to a trusted manufacturer CA (tpm.ek_ca): " +
                       verified.status().message());
   }
