@@ -249,7 +249,6 @@ Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::Pcr
 
 Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
                                   const EventLogPolicy* policy) {
-  const DigestAlg bank = policy ? policy->bank : DigestAlg::kSha256;
   // 1. Replay == quote, for every PCR both know, in every bank both have.
   const tpm::PcrValues replayed = eventlog::Replay(log);
   std::map<DigestAlg, std::set<uint32_t>> vouched;
@@ -265,6 +264,19 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
                                 HexEncode(value) + ", the quote holds " + HexEncode(v->second));
       }
       vouched[b].insert(index);
+    }
+  }
+  // The bank the rules are written in; without rules, sha256 if the quote vouches for any of
+  // it, else the first bank it vouches for.
+  DigestAlg bank = DigestAlg::kSha256;
+  if (policy != nullptr) {
+    bank = policy->bank;
+  } else if (vouched[DigestAlg::kSha256].empty()) {
+    for (DigestAlg b : log.banks) {
+      if (!vouched[b].empty()) {
+        bank = b;
+        break;
+      }
     }
   }
   if (std::find(log.banks.begin(), log.banks.end(), bank) == log.banks.end()) {

@@ -106,7 +106,8 @@ Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::Pcr
 // Trusts the event log only as far as the quote vouches for it, then applies `policy`:
 //  1. the log's replay must equal the quoted value of every PCR that both the log touches
 //     and the quote covers, in every bank both have (PERMISSION_DENIED names the PCR); at
-//     least one PCR of `bank` must be both;
+//     least one PCR must be both in the rules' bank (without a policy: sha256 if the quote
+//     covers it, else the first bank it covers);
 //  2. events in those PCRs whose data the specifications tie to their digest must agree
 //     (eventlog::CheckEventDataDigests, naming the event);
 //  3. with a policy: every classified event in a vouched-for PCR against its allow-list
