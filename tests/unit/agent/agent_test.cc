@@ -13,6 +13,7 @@
 #include "agent/kubeadm.h"
 #include "common/binding.h"
 #include "common/crypto.h"
+#include "common/sealed_boot.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 #include "tests/unit/agent/fakes.h"
@@ -429,6 +430,49 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
   EXPECT_EQ(*described, expected);
   EXPECT_TRUE(berthd_.calls.empty());
   ExpectNothingJoined();
+}
+
+// systemd restarts the agent within one boot (Restart=on-failure): the EnrolmentConfig is
+// measured into PCR 15 once, the restart attests with the same events, and the successful
+// join seals the boot with "keys released".
+TEST_F(RunAgentTest, ARestartInTheSameBootDoesNotMeasureTwiceAndTheJoinSealsTheBoot) {
+  const v1::EnrolmentConfig config = ValidConfig();
+  WriteEnrolment(config);
+  const std::string config_event = ToString(seal::EnrolmentConfigEvent(AsBytes(config.SerializeAsString())));
+  berthd_.ticket_script.push_back(PermissionDenied("berthd said no this time"));
+  ASSERT_EQ(RunAgent(options_, deps_).code(), Code::kPermissionDenied);
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  const v1::TpmEvidence& first = berthd_.join_requests[0].evidence().tpm();
+  ASSERT_EQ(first.agent_events_size(), 1);
+  EXPECT_EQ(first.agent_events(0).pcr(), 15u);
+  EXPECT_EQ(first.agent_events(0).data(), config_event);
+  // The challenge and the evidence offer the TPM's EK (an ECC EK without a certificate here).
+  EXPECT_FALSE(berthd_.challenge_requests[0].ek_public().empty());
+  EXPECT_EQ(first.ek_public(), berthd_.challenge_requests[0].ek_public());
+
+  Status st = RunAgent(options_, deps_);  // the restart
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(berthd_.join_requests.size(), 2u);
+  const v1::TpmEvidence& second = berthd_.join_requests[1].evidence().tpm();
+  ASSERT_EQ(second.agent_events_size(), 1);
+  EXPECT_EQ(second.agent_events(0).data(), config_event);
+  EXPECT_THAT(notifier_.events, ::testing::Contains("STATUS=sealing the boot"));
+
+  // PCR 15 now says: config measured once, keys released.
+  {
+    auto tpm = OpenEsysTpm(swtpm_.Tcti());
+    ASSERT_TRUE(tpm.ok());
+    auto pcr = (*tpm)->ReadPcrs({Sha256Range(15, 15)});
+    ASSERT_TRUE(pcr.ok());
+    EXPECT_EQ(pcr->at(DigestAlg::kSha256).at(15),
+              seal::Replay(DigestAlg::kSha256,
+                           seal::PossibleHistories(AsBytes(config.SerializeAsString()))[2]));
+  }
+  // Anything that attests later in this boot shows the release (berthd refuses it).
+  ASSERT_TRUE(RunAgent(options_, deps_).ok());
+  const v1::TpmEvidence& third = berthd_.join_requests[2].evidence().tpm();
+  ASSERT_EQ(third.agent_events_size(), 2);
+  EXPECT_EQ(third.agent_events(1).data(), ToString(seal::KeysReleasedEvent()));
 }
 
 }  // namespace
