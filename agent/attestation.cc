@@ -64,6 +64,8 @@ Result<Attestation> TpmAttester::Attest(const v1::ChallengeResponse& challenge,
                          CollectTpmEvidence(*tpm_, selection_, binding, event_log_path_));
   v1::TpmEvidence* tpm = out.evidence.mutable_tpm();
   for (const auto& e : agent_events_) *tpm->add_agent_events() = e;
+  BERTH_ASSIGN_OR_RETURN(std::vector<Bytes> ak_chain, tpm_->AttestationKeyCertificateChain());
+  for (const Bytes& der : ak_chain) tpm->add_ak_certificate_chain(ToString(der));
   if (auto ek = EndorsementOrNothing(); ek.has_value()) {
     tpm->set_ek_public(ToString(ek->ek_public));
     tpm->set_ek_certificate(ToString(ek->ek_certificate));

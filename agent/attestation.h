@@ -38,7 +38,8 @@ class Attester {
 // TPM evidence: the AK public, the current values of `selection`, a quote over them with
 // extraData = binding, and the event log at `event_log_path` when the file exists (a missing
 // log is normal on VMs without measured boot), berth-agent's own PCR 15 events
-// (`agent_events`, boot_seal.h), and the TPM's EK and EK certificate. The challenge request
+// (`agent_events`, boot_seal.h), the TPM's EK and EK certificate, and the platform's AK
+// certificate when it provisioned one. The challenge request
 // offers the AK and the EK; when berthd answers with a credential, Attest activates it.
 // `tpm` outlives the attester.
 class TpmAttester : public Attester {

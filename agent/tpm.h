@@ -31,7 +31,13 @@ class Tpm {
   virtual ~Tpm() = default;
   // The attestation key's marshalled TPMT_PUBLIC. The AK is a primary key under the
   // endorsement hierarchy from a fixed template, so the same TPM always yields the same AK.
+  // When the platform provisioned an AK template in NV (TCG provisioning guidance, as cloud
+  // vTPMs do: ECC at 0x01c10003, RSA at 0x01c10001), that template is used, so the AK is the
+  // one the platform's AK certificate certifies.
   virtual Result<Bytes> AttestationKeyPublic() = 0;
+  // The platform's certificate for that AK (DER, from NV 0x01c10002 / 0x01c10000), leaf
+  // first; empty when there is none.
+  virtual Result<std::vector<Bytes>> AttestationKeyCertificateChain() = 0;
   // Current values of the selected PCRs.
   virtual Result<tpm::PcrValues> ReadPcrs(const std::vector<v1::PcrSelection>& selection) = 0;
   // A quote by the AK over `selection` with extraData = `extra_data` (at most 64 bytes).

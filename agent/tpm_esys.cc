@@ -5,6 +5,8 @@
 #include <tss2/tss2_tctildr.h>
 
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include "agent/tpm.h"
 #include "common/tpm_certs.h"
@@ -109,6 +111,10 @@ class EsysTpm : public Tpm {
     if (rc != TSS2_RC_SUCCESS) return tpm::TssError("initialising ESYS", rc);
     TPM2B_SENSITIVE_CREATE sensitive{};
     TPM2B_PUBLIC in_public = AkTemplate();
+    if (auto provisioned = ProvisionedAk(); provisioned.has_value()) {
+      in_public.publicArea = provisioned->first;
+      ak_certificate_ = std::move(provisioned->second);
+    }
     TPM2B_DATA outside{};
     TPML_PCR_SELECTION creation_pcr{};
     TPM2B_PUBLIC* out_public = nullptr;
@@ -124,6 +130,11 @@ class EsysTpm : public Tpm {
   }
 
   Result<Bytes> AttestationKeyPublic() override { return ak_public_; }
+
+  Result<std::vector<Bytes>> AttestationKeyCertificateChain() override {
+    if (ak_certificate_.empty()) return std::vector<Bytes>{};
+    return std::vector<Bytes>{ak_certificate_};
+  }
 
   Result<tpm::PcrValues> ReadPcrs(const std::vector<v1::PcrSelection>& selection) override {
     BERTH_ASSIGN_OR_RETURN(TPML_PCR_SELECTION remaining, ToTpmSelection(selection));
@@ -323,33 +334,61 @@ class EsysTpm : public Tpm {
     return out;
   }
 
-  // The EK certificate at `index`, empty when the index does not exist or holds no readable
-  // certificate (logged: the node may still be trusted another way).
-  Bytes ReadEkCertificate(uint32_t index) {
+  // The certificate (EK or AK) at `index`, empty when the index does not exist or holds no
+  // readable certificate (logged: the node may still be trusted another way).
+  Bytes ReadCertificate(uint32_t index) {
     auto nv = ReadNv(index);
     if (!nv.ok()) {
       if (nv.status().code() != Code::kNotFound) {
-        spdlog::warn("EK certificate NV index 0x{:08x}: {}", index, nv.status().ToString());
+        spdlog::warn("certificate NV index 0x{:08x}: {}", index, nv.status().ToString());
       }
       return {};
     }
     auto der = tpm::TrimDerCertificate(*nv);
     if (!der.ok()) {
-      spdlog::warn("EK certificate NV index 0x{:08x}: {}", index, der.status().ToString());
+      spdlog::warn("certificate NV index 0x{:08x}: {}", index, der.status().ToString());
       return {};
     }
     return std::move(*der);
+  }
+
+  // An AK template the platform provisioned (ECC first, then RSA) and its certificate, when
+  // the template is one of an attestation key. A template berth cannot use is logged and
+  // ignored: the agent then makes its own AK.
+  std::optional<std::pair<TPMT_PUBLIC, Bytes>> ProvisionedAk() {
+    struct Slot {
+      uint32_t template_index, cert_index;
+    };
+    for (const Slot& slot : {Slot{0x01c10003, 0x01c10002}, Slot{0x01c10001, 0x01c10000}}) {
+      auto raw = ReadNv(slot.template_index);
+      if (!raw.ok()) {
+        if (raw.status().code() != Code::kNotFound) {
+          spdlog::warn("AK template NV index 0x{:08x}: {}", slot.template_index,
+                       raw.status().ToString());
+        }
+        continue;
+      }
+      auto tmpl = tpm::ParsePublic(*raw);
+      Status usable = tmpl.ok() ? tpm::CheckAttestationKeyAttributes(*tmpl) : tmpl.status();
+      if (!usable.ok()) {
+        spdlog::warn("AK template NV index 0x{:08x} is not usable: {}", slot.template_index,
+                     usable.ToString());
+        continue;
+      }
+      return std::make_pair(*tmpl, ReadCertificate(slot.cert_index));
+    }
+    return std::nullopt;
   }
 
   // The EK: the persistent one at the TCG's handle when it was made from the template,
   // otherwise re-derived with CreatePrimary (kept loaded until this object goes away).
   Status LoadEndorsementKey() {
     if (ek_ != ESYS_TR_NONE) return OkStatus();
-    Bytes cert = ReadEkCertificate(tpm::kEkCertNvIndexRsa2048);
+    Bytes cert = ReadCertificate(tpm::kEkCertNvIndexRsa2048);
     TPMT_PUBLIC tmpl = tpm::EkTemplateRsa2048();
     uint32_t persistent = 0x81010001;
     if (cert.empty()) {
-      cert = ReadEkCertificate(tpm::kEkCertNvIndexEccP256);
+      cert = ReadCertificate(tpm::kEkCertNvIndexEccP256);
       tmpl = tpm::EkTemplateEccP256();
       persistent = 0x81010002;
     }
@@ -404,6 +443,7 @@ class EsysTpm : public Tpm {
   ESYS_TR ek_ = ESYS_TR_NONE;
   bool ek_persistent_ = false;
   Bytes ak_public_;
+  Bytes ak_certificate_;  // DER, from the platform; empty when none
   Endorsement endorsement_;
 };
 

@@ -154,13 +154,13 @@ TEST_F(EkIdentityTest, AkFromAnotherTpmIsRefused) {
 }
 
 // The sealed boot, on a plain node whose AK the policy pins.
-class SealedBootTest : public ::testing::Test {
+class SealedBootJoinTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(cluster_.StartApiServer()); }
   HostCluster cluster_;
 };
 
-TEST_F(SealedBootTest, EditedEnrolmentConfigIsRefusedByAPolicyThatPinsIt) {
+TEST_F(SealedBootJoinTest, EditedEnrolmentConfigIsRefusedByAPolicyThatPinsIt) {
   const int port = UnusedPort();
   v1::EnrolmentConfig config = cluster_.BaseEnrolment();
   config.set_endpoints(0, "127.0.0.1:" + std::to_string(port));
@@ -184,7 +184,7 @@ TEST_F(SealedBootTest, EditedEnrolmentConfigIsRefusedByAPolicyThatPinsIt) {
   EXPECT_TRUE(cluster_.KubeadmRecords().empty());
 }
 
-TEST_F(SealedBootTest, SecondAttestationInTheSameBootIsRefused) {
+TEST_F(SealedBootJoinTest, SecondAttestationInTheSameBootIsRefused) {
   ASSERT_TRUE(cluster_.WritePolicyFromNode());
   ASSERT_TRUE(cluster_.StartBerthd());
   cluster_.WriteEnrolment(cluster_.BaseEnrolment());

@@ -13,6 +13,7 @@
 #include "common/binding.h"
 #include "common/enrolment.h"
 #include "common/sealed_boot.h"
+#include "common/subprocess.h"
 #include "server/evidence.h"
 #include "server/join_logic.h"
 #include "tests/testing/swtpm.h"
@@ -286,7 +287,7 @@ TEST_F(CredentialActivationTest, PinnedEkWithoutCertificateJoinsByActivation) {
 
 // ---- AK certificates (cloud vTPMs): the real GCE evidence ----
 
-class AkCertificateTest : public ::testing::Test {
+class AkCertificateTrustTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!std::filesystem::exists(testing::TestdataDir())) {
@@ -333,7 +334,7 @@ class AkCertificateTest : public ::testing::Test {
   std::string pcr0_;
 };
 
-TEST_F(AkCertificateTest, GceAkIsTrustedThroughItsCertificateChain) {
+TEST_F(AkCertificateTrustTest, GceAkIsTrustedThroughItsCertificateChain) {
   v1::Evidence evidence = GceEvidence(true);
   TpmEvidenceVerifier verifier(GcePolicy("2026-02-04T00:00:00Z"));
   auto v = verifier.Verify(evidence, nonce_);
@@ -344,7 +345,7 @@ TEST_F(AkCertificateTest, GceAkIsTrustedThroughItsCertificateChain) {
   EXPECT_EQ(v->ak_name, "(empty subject)");
 }
 
-TEST_F(AkCertificateTest, WithoutTheChainOrOutsideItsValidityTheAkIsNotTrusted) {
+TEST_F(AkCertificateTrustTest, WithoutTheChainOrOutsideItsValidityTheAkIsNotTrusted) {
   v1::Evidence no_chain = GceEvidence(false);
   TpmEvidenceVerifier verifier(GcePolicy("2026-02-04T00:00:00Z"));
   auto refused = verifier.Verify(no_chain, nonce_);
@@ -357,6 +358,87 @@ TEST_F(AkCertificateTest, WithoutTheChainOrOutsideItsValidityTheAkIsNotTrusted) 
   EXPECT_EQ(expired.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(expired.status().message(), HasSubstr("AK certificate: certificate "));
   EXPECT_THAT(expired.status().message(), HasSubstr("certificate has expired"));
+}
+
+// ---- an AK the platform provisioned, as cloud vTPMs do, on a real TPM ----
+
+// The platform (a cloud) writes an AK template and, once it knows the key, the AK's
+// certificate into NV at the TCG's AK indices; the agent must use that AK and send the
+// certificate, and berthd must trust it through the platform's CA.
+TEST(ProvisionedAkTest, AgentUsesThePlatformsAkAndBerthdTrustsItsCertificate) {
+  testing::TempDir dir;
+  testing::Swtpm swtpm(dir.Join("tpm"));
+  ASSERT_TRUE(swtpm.ok());
+  RealProcessRunner runner;
+  const std::vector<std::string> env = {"TPM2TOOLS_TCTI=" + swtpm.Tcti()};
+  auto nv_write = [&](const std::string& index, const Bytes& data) {
+    testing::MustWrite(dir.Join("nv.bin"), ToString(data));
+    auto def = runner.Run({"/usr/bin/tpm2_nvdefine", index, "-C", "o", "-s",
+                           std::to_string(data.size()), "-a",
+                           "ownerwrite|ownerread|authread|no_da"},
+                          env);
+    ASSERT_TRUE(def.ok() && def->success()) << (def.ok() ? def->output : "");
+    auto write = runner.Run({"/usr/bin/tpm2_nvwrite", index, "-C", "o", "-i", dir.Join("nv.bin")}, env);
+    ASSERT_TRUE(write.ok() && write->success()) << (write.ok() ? write->output : "");
+  };
+  Bytes default_ak;
+  {
+    auto tpm = agent::OpenEsysTpm(swtpm.Tcti());
+    ASSERT_TRUE(tpm.ok());
+    default_ak = *(*tpm)->AttestationKeyPublic();
+    EXPECT_TRUE((*tpm)->AttestationKeyCertificateChain()->empty());
+  }
+  // The platform's ECC AK template: a restricted ECDSA P-256 signing key (GCE's shape).
+  TPMT_PUBLIC tmpl{};
+  tmpl.type = TPM2_ALG_ECC;
+  tmpl.nameAlg = TPM2_ALG_SHA256;
+  tmpl.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
+  tmpl.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+  tmpl.parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
+  tmpl.parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
+  tmpl.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+  tmpl.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+  nv_write("0x01c10003", *tpm::MarshalPublic(tmpl));
+  Bytes platform_ak;
+  {
+    auto tpm = agent::OpenEsysTpm(swtpm.Tcti());
+    ASSERT_TRUE(tpm.ok());
+    platform_ak = *(*tpm)->AttestationKeyPublic();
+  }
+  ASSERT_NE(platform_ak, default_ak);
+  auto ak = tpm::ParsePublic(platform_ak);
+  ASSERT_TRUE(ak.ok());
+  EXPECT_EQ(ak->objectAttributes, tmpl.objectAttributes);
+
+  // The platform's CA certifies that key; the certificate goes to NV 0x01c10002.
+  auto ca_key = GenerateP256Key();
+  auto ca = IssueCert({.common_name = "Cloud AK CA", .is_ca = true}, ca_key->get(), nullptr,
+                      ca_key->get());
+  auto ak_key = tpm::PublicToEvp(*ak);
+  auto ak_cert = IssueCert({.common_name = "instance-1"}, ak_key->get(), ca->get(), ca_key->get());
+  ASSERT_TRUE(ak_cert.ok());
+  const Bytes ak_der = *CertToDer(ak_cert->get());
+  nv_write("0x01c10002", ak_der);
+
+  auto tpm = agent::OpenEsysTpm(swtpm.Tcti());
+  ASSERT_TRUE(tpm.ok());
+  EXPECT_EQ(*(*tpm)->AttestationKeyPublic(), platform_ak);
+  EXPECT_EQ(*(*tpm)->AttestationKeyCertificateChain(), std::vector<Bytes>{ak_der});
+  const Bytes binding = ComputeBinding(Bytes(56, 5), Bytes(32, 6));
+  agent::TpmAttester attester(tpm->get(), DefaultPcrSelection(), "/nonexistent");
+  auto attestation = attester.Attest(v1::ChallengeResponse{}, binding);
+  ASSERT_TRUE(attestation.ok()) << attestation.status().ToString();
+  ASSERT_EQ(attestation->evidence.tpm().ak_certificate_chain_size(), 1);
+
+  auto policy = ParsePolicy("tpm:\n  ak_ca_pem: |\n" + Indented(*CertToPem(ca->get()), 4) +
+                            "  pcrs:\n    sha256:\n      0: " + std::string(64, '0') + "\n");
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  auto verified = TpmEvidenceVerifier(*policy).Verify(attestation->evidence, binding);
+  ASSERT_TRUE(verified.ok()) << verified.status().ToString();
+  EXPECT_THAT(verified->rule, StartsWith("ak_certificate[CN=Cloud AK CA] + pcrs sha256:0"));
+  EXPECT_EQ(verified->ak_name, "CN=instance-1");
 }
 
 // ---- berth-agent's PCR 15 ----
