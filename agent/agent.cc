@@ -464,7 +464,20 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, tpm->ReadPcrs(selection));
   std::string out = "# berthd policy for this node's TPM and its current boot state\ntpm:\n";
   out += "  trusted_aks:\n    - name: " + name + "\n";
-  out += "      sha256: " + HexEncode(Sha256(spki)) + "\n  pcrs:\n";
+  out += "      sha256: " + HexEncode(Sha256(spki)) + "\n";
+  // The EK, for policies that pin it instead (credential activation proves the AK is its).
+  if (auto ek = tpm->EndorsementKey(); ek.ok()) {
+    auto ek_public = tpm::ParsePublic(ek->ek_public);
+    auto ek_key = ek_public.ok() ? tpm::PublicToEvp(*ek_public) : Result<EvpPkeyPtr>(ek_public.status());
+    auto ek_spki = ek_key.ok() ? PublicKeyToSpkiDer(ek_key->get()) : Result<Bytes>(ek_key.status());
+    if (ek_spki.ok()) {
+      out += "  # or, instead of the AK, its endorsement key" +
+             std::string(ek->ek_certificate.empty() ? "" : " (it has an EK certificate)") +
+             ":\n  # trusted_eks:\n  #   - name: " + name + "\n  #     sha256: " +
+             HexEncode(Sha256(*ek_spki)) + "\n";
+    }
+  }
+  out += "  pcrs:\n";
   for (const auto& [bank, values] : pcrs) {
     out += "    " + std::string(DigestName(bank)) + ":\n";
     for (const auto& [index, value] : values) {

@@ -395,6 +395,14 @@ TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
+std::string EkSpkiHash(Tpm& tpm) {
+  auto ek = tpm.EndorsementKey();
+  EXPECT_TRUE(ek.ok());
+  auto pub = tpm::ParsePublic(ek->ek_public);
+  auto key = tpm::PublicToEvp(*pub);
+  return HexEncode(Sha256(*PublicKeyToSpkiDer(key->get())));
+}
+
 TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
   WriteEnrolment(ValidConfig());
   auto described = DescribeIdentity(options_, deps_);
@@ -417,6 +425,12 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
       "    - name: node-1\n"
       "      sha256: " +
       HexEncode(Sha256(*spki)) +
+      "\n"
+      "  # or, instead of the AK, its endorsement key:\n"
+      "  # trusted_eks:\n"
+      "  #   - name: node-1\n"
+      "  #     sha256: " +
+      EkSpkiHash(**tpm) +
       "\n"
       "  pcrs:\n"
       "    sha256:\n";
