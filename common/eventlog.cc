@@ -170,8 +170,9 @@ Result<Event> ParseSha1Event(Reader& r, uint32_t index) {
     return Malformed(index, e.offset, "truncated event header");
   }
   if (!r.Take(size, e.data)) {
-    return Malformed(index, e.offset, "event data of " + std::to_string(size) +
-                                          " bytes runs past the end of the log");
+    return Malformed(
+        index, e.offset,
+        "event data of " + std::to_string(size) + " bytes runs past the end of the log");
   }
   e.digests[DigestAlg::kSha1] = std::move(digest);
   return e;
@@ -187,16 +188,19 @@ Result<Event> ParseAgileEvent(Reader& r, uint32_t index, const std::vector<BankI
     return Malformed(index, e.offset, "truncated event header");
   }
   if (count > banks.size()) {
-    return Malformed(index, e.offset, std::to_string(count) + " digests, but the header lists " +
-                                          std::to_string(banks.size()) + " algorithms");
+    return Malformed(index, e.offset,
+                     std::to_string(count) + " digests, but the header lists " +
+                         std::to_string(banks.size()) + " algorithms");
   }
   for (uint32_t i = 0; i < count; ++i) {
     uint16_t alg;
     if (!r.U16(alg)) return Malformed(index, e.offset, "truncated digest list");
-    auto bank = std::find_if(banks.begin(), banks.end(), [&](const BankInfo& b) { return b.alg == alg; });
+    auto bank =
+        std::find_if(banks.begin(), banks.end(), [&](const BankInfo& b) { return b.alg == alg; });
     if (bank == banks.end()) {
-      return Malformed(index, e.offset, "digest of algorithm " + std::to_string(alg) +
-                                            ", which the header does not list");
+      return Malformed(
+          index, e.offset,
+          "digest of algorithm " + std::to_string(alg) + ", which the header does not list");
     }
     Bytes digest;
     if (!r.Take(bank->size, digest)) return Malformed(index, e.offset, "truncated digest");
@@ -209,8 +213,9 @@ Result<Event> ParseAgileEvent(Reader& r, uint32_t index, const std::vector<BankI
   }
   if (!r.U32(size)) return Malformed(index, e.offset, "truncated event size");
   if (!r.Take(size, e.data)) {
-    return Malformed(index, e.offset, "event data of " + std::to_string(size) +
-                                          " bytes runs past the end of the log");
+    return Malformed(
+        index, e.offset,
+        "event data of " + std::to_string(size) + " bytes runs past the end of the log");
   }
   return e;
 }
@@ -231,7 +236,7 @@ Result<uint32_t> EventTypeFromName(std::string_view name) {
   if (name.size() > 2 && name.size() <= 10 && name.substr(0, 2) == "0x") {
     uint32_t v = 0;
     for (char c : name.substr(2)) {
-      int d = (c >= '0' && c <= '9') ? c - '0'
+      int d = (c >= '0' && c <= '9')   ? c - '0'
               : (c >= 'a' && c <= 'f') ? c - 'a' + 10
               : (c >= 'A' && c <= 'F') ? c - 'A' + 10
                                        : -1;
@@ -376,12 +381,18 @@ std::string DevicePathFile(std::span<const uint8_t> dp) {
 
 std::string_view EventClassName(EventClass c) {
   switch (c) {
-    case EventClass::kOther: return "other";
-    case EventClass::kBootApplication: return "boot_applications";
-    case EventClass::kKernel: return "kernels";
-    case EventClass::kInitrd: return "initrds";
-    case EventClass::kKernelCmdline: return "kernel_cmdlines";
-    case EventClass::kSecureBootVariable: return "secure_boot_variables";
+    case EventClass::kOther:
+      return "other";
+    case EventClass::kBootApplication:
+      return "boot_applications";
+    case EventClass::kKernel:
+      return "kernels";
+    case EventClass::kInitrd:
+      return "initrds";
+    case EventClass::kKernelCmdline:
+      return "kernel_cmdlines";
+    case EventClass::kSecureBootVariable:
+      return "secure_boot_variables";
   }
   return "other";
 }
@@ -414,7 +425,8 @@ EventClass ClassifyEvent(const Event& e) {
         if (text == "grub_linuxefi Initrd") return EventClass::kInitrd;
         // GRUB measures every file it reads into PCR 9, described by its path.
         const std::string base = Basename(text);
-        if (HasPrefix(base, "vmlinuz") || HasPrefix(base, "vmlinux") || HasPrefix(base, "bzImage")) {
+        if (HasPrefix(base, "vmlinuz") || HasPrefix(base, "vmlinux") ||
+            HasPrefix(base, "bzImage")) {
           return EventClass::kKernel;
         }
         if (HasPrefix(base, "initrd") || HasPrefix(base, "initramfs")) return EventClass::kInitrd;
@@ -536,7 +548,8 @@ std::string EventReference(const Event& e, DigestAlg bank) {
   std::string out = "event #" + std::to_string(e.index) + " (" + EventTypeName(e.type) + ", PCR " +
                     std::to_string(e.pcr);
   auto d = e.digests.find(bank);
-  if (d != e.digests.end()) out += ", " + std::string(DigestName(bank)) + " " + HexEncode(d->second);
+  if (d != e.digests.end())
+    out += ", " + std::string(DigestName(bank)) + " " + HexEncode(d->second);
   out += ")";
   return out;
 }

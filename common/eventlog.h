@@ -52,8 +52,8 @@ std::string EventTypeName(uint32_t type);
 Result<uint32_t> EventTypeFromName(std::string_view name);
 
 struct Event {
-  uint32_t index = 0;   // position in the log, from 0
-  size_t offset = 0;    // byte offset of the event in the log
+  uint32_t index = 0;  // position in the log, from 0
+  size_t offset = 0;   // byte offset of the event in the log
   uint32_t pcr = 0;
   uint32_t type = 0;
   std::map<DigestAlg, Bytes> digests;  // one per bank the log records
@@ -96,11 +96,11 @@ std::string FormatPcrLines(const tpm::PcrValues& pcrs);
 // and systemd-stub UKIs (PCR 11/12).
 enum class EventClass {
   kOther,
-  kBootApplication,    // EV_EFI_BOOT_SERVICES_APPLICATION: a UEFI image the firmware loaded
-  kKernel,             // a kernel image read by the boot loader
-  kInitrd,             // an initrd
-  kKernelCmdline,      // a kernel command line
-  kSecureBootVariable, // EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7 (SecureBoot, PK, KEK, db, dbx)
+  kBootApplication,     // EV_EFI_BOOT_SERVICES_APPLICATION: a UEFI image the firmware loaded
+  kKernel,              // a kernel image read by the boot loader
+  kInitrd,              // an initrd
+  kKernelCmdline,       // a kernel command line
+  kSecureBootVariable,  // EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7 (SecureBoot, PK, KEK, db, dbx)
 };
 std::string_view EventClassName(EventClass c);  // "boot_applications", "kernels", ...
 EventClass ClassifyEvent(const Event& event);

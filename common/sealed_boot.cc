@@ -26,11 +26,13 @@ Bytes EnrolmentConfigEvent(std::span<const uint8_t> config_file) {
 Bytes KeysReleasedEvent() { return Bytes(kReleasedLabel, kReleasedLabel + sizeof kReleasedLabel); }
 
 Result<SealEvent> ParseEvent(std::span<const uint8_t> data) {
-  if (HasLabel(data, kConfigLabel, sizeof kConfigLabel) && data.size() == sizeof kConfigLabel + 32) {
+  if (HasLabel(data, kConfigLabel, sizeof kConfigLabel) &&
+      data.size() == sizeof kConfigLabel + 32) {
     return SealEvent{SealEvent::Kind::kEnrolmentConfig,
                      Bytes(data.begin() + sizeof kConfigLabel, data.end())};
   }
-  if (data.size() == sizeof kReleasedLabel && HasLabel(data, kReleasedLabel, sizeof kReleasedLabel)) {
+  if (data.size() == sizeof kReleasedLabel &&
+      HasLabel(data, kReleasedLabel, sizeof kReleasedLabel)) {
     return SealEvent{SealEvent::Kind::kKeysReleased, {}};
   }
   return InvalidArgument("not a berth-agent event (" + std::to_string(data.size()) + " bytes)");

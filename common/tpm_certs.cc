@@ -10,9 +10,15 @@ namespace berth::tpm {
 
 namespace {
 
-struct StoreFree { void operator()(X509_STORE* p) const { X509_STORE_free(p); } };
-struct StoreCtxFree { void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); } };
-struct StackFree { void operator()(STACK_OF(X509)* p) const { sk_X509_free(p); } };
+struct StoreFree {
+  void operator()(X509_STORE* p) const { X509_STORE_free(p); }
+};
+struct StoreCtxFree {
+  void operator()(X509_STORE_CTX* p) const { X509_STORE_CTX_free(p); }
+};
+struct StackFree {
+  void operator()(STACK_OF(X509) * p) const { sk_X509_free(p); }
+};
 
 // Errors that come from what TPM certificates legitimately contain rather than from a broken
 // chain: TCG extensions OpenSSL does not know (sometimes marked critical), and key purposes

@@ -20,10 +20,9 @@ constexpr uint8_t kPolicyA[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8
                                   0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
                                   0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
 
-constexpr TPMA_OBJECT kEkAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                      TPMA_OBJECT_SENSITIVEDATAORIGIN |
-                                      TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED |
-                                      TPMA_OBJECT_DECRYPT;
+constexpr TPMA_OBJECT kEkAttributes =
+    TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+    TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
 
 TPMT_PUBLIC EkBase(TPMI_ALG_PUBLIC type) {
   TPMT_PUBLIC p;
@@ -36,9 +35,15 @@ TPMT_PUBLIC EkBase(TPMI_ALG_PUBLIC type) {
   return p;
 }
 
-struct PkeyCtxFree { void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); } };
-struct CipherCtxFree { void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); } };
-struct BnFree { void operator()(BIGNUM* p) const { BN_free(p); } };
+struct PkeyCtxFree {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+struct CipherCtxFree {
+  void operator()(EVP_CIPHER_CTX* p) const { EVP_CIPHER_CTX_free(p); }
+};
+struct BnFree {
+  void operator()(BIGNUM* p) const { BN_free(p); }
+};
 
 void PutU32(Bytes& out, uint32_t v) {
   for (int i = 3; i >= 0; --i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
@@ -193,7 +198,8 @@ Result<Bytes> AesCfbEncrypt(const TPMT_SYM_DEF_OBJECT& sym, std::span<const uint
   Bytes out(plain.size() + 16);
   int len = 0, final_len = 0;
   if (!ctx || EVP_EncryptInit_ex(ctx.get(), cipher, nullptr, key.data(), iv) != 1 ||
-      EVP_EncryptUpdate(ctx.get(), out.data(), &len, plain.data(), static_cast<int>(plain.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), out.data(), &len, plain.data(),
+                        static_cast<int>(plain.size())) != 1 ||
       EVP_EncryptFinal_ex(ctx.get(), out.data() + len, &final_len) != 1) {
     return OpenSslError("AES-CFB encryption of the credential");
   }
@@ -230,7 +236,11 @@ TPMT_PUBLIC EkTemplateEccP256() {
 
 Status CheckEndorsementKey(const TPMT_PUBLIC& ek) {
   const TPMA_OBJECT a = ek.objectAttributes;
-  struct { TPMA_OBJECT bit; bool want; const char* name; } checks[] = {
+  struct {
+    TPMA_OBJECT bit;
+    bool want;
+    const char* name;
+  } checks[] = {
       {TPMA_OBJECT_FIXEDTPM, true, "fixedTPM"},
       {TPMA_OBJECT_FIXEDPARENT, true, "fixedParent"},
       {TPMA_OBJECT_SENSITIVEDATAORIGIN, true, "sensitiveDataOrigin"},
@@ -252,7 +262,7 @@ Status CheckEndorsementKey(const TPMT_PUBLIC& ek) {
     return PermissionDenied("the endorsement key's name algorithm is not SHA-256/384/512");
   }
   const TPMT_SYM_DEF_OBJECT& sym = ek.type == TPM2_ALG_RSA ? ek.parameters.rsaDetail.symmetric
-                                                          : ek.parameters.eccDetail.symmetric;
+                                                           : ek.parameters.eccDetail.symmetric;
   if (sym.algorithm != TPM2_ALG_AES || sym.mode.aes != TPM2_ALG_CFB ||
       (sym.keyBits.aes != 128 && sym.keyBits.aes != 256)) {
     return PermissionDenied("the endorsement key's symmetric scheme is not AES-128/256-CFB");
@@ -282,10 +292,10 @@ Result<MadeCredential> MakeCredential(const TPMT_PUBLIC& ek, std::span<const uin
     BERTH_RETURN_IF_ERROR(EccSeed(ek, name_alg, seed, encrypted_seed));
   }
   const TPMT_SYM_DEF_OBJECT& sym = ek.type == TPM2_ALG_RSA ? ek.parameters.rsaDetail.symmetric
-                                                          : ek.parameters.eccDetail.symmetric;
+                                                           : ek.parameters.eccDetail.symmetric;
   Bytes sym_key = KdfA(name_alg, seed, "STORAGE", object_name, {}, sym.keyBits.aes);
-  Bytes hmac_key = KdfA(name_alg, seed, "INTEGRITY", {}, {},
-                        static_cast<uint32_t>(DigestSize(name_alg) * 8));
+  Bytes hmac_key =
+      KdfA(name_alg, seed, "INTEGRITY", {}, {}, static_cast<uint32_t>(DigestSize(name_alg) * 8));
 
   // encIdentity = AES-CFB(TPM2B_DIGEST(credential)); outerHMAC over encIdentity || Name.
   Bytes plain = {static_cast<uint8_t>(credential.size() >> 8),

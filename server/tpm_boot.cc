@@ -19,14 +19,15 @@ Result<std::string> CheckQuotedBoot(const tpm::VerifiedQuote& quote,
     BERTH_ASSIGN_OR_RETURN(std::string set, CheckPcrSets(policy->tpm_trust.pcr_sets, quote.pcrs));
     add("pcr_sets[" + set + "]");
   }
-  const EventLogPolicy* rules_for_log =
-      policy != nullptr && policy->tpm_trust.event_log.has_value() ? &*policy->tpm_trust.event_log
-                                                                   : nullptr;
+  const EventLogPolicy* rules_for_log = policy != nullptr && policy->tpm_trust.event_log.has_value()
+                                            ? &*policy->tpm_trust.event_log
+                                            : nullptr;
   const bool have_log = event_log.has_value() && !event_log->empty();
   if (!have_log) {
     if (rules_for_log != nullptr) {
-      return PermissionDenied("the policy checks the boot's event log (tpm.event_log), but the "
-                              "evidence carries none");
+      return PermissionDenied(
+          "the policy checks the boot's event log (tpm.event_log), but the "
+          "evidence carries none");
     }
     return rules;
   }

@@ -36,8 +36,8 @@ Result<AkTrust> TrustByAkCertificate(const TpmTrustPolicy& policy, const v1::Tpm
   std::vector<X509*> intermediates;
   for (size_t i = 1; i < chain->size(); ++i) intermediates.push_back((*chain)[i].get());
   X509* leaf = (*chain)[0].get();
-  auto verified = tpm::VerifyTpmCertChain(leaf, intermediates, Raw(cas),
-                                          policy.CertificateTime(now_unix));
+  auto verified =
+      tpm::VerifyTpmCertChain(leaf, intermediates, Raw(cas), policy.CertificateTime(now_unix));
   if (!verified.ok()) return verified.status().WithContext("AK certificate");
   BERTH_RETURN_IF_ERROR(tpm::CheckCertKeyMatches(leaf, ak, "the AK certificate"));
   AkTrust out;
@@ -62,8 +62,8 @@ Result<TrustedEk> TrustEndorsementKey(const TpmTrustPolicy& policy, std::string_
   const Bytes spki_hash = Sha256(spki);
   for (const auto& pinned : policy.trusted_eks) {
     if (pinned.digest == spki_hash) {
-      out.rule = "trusted_eks[" + (pinned.name.empty() ? HexEncode(spki_hash).substr(0, 16)
-                                                       : pinned.name) + "]";
+      out.rule = "trusted_eks[" +
+                 (pinned.name.empty() ? HexEncode(spki_hash).substr(0, 16) : pinned.name) + "]";
       return out;
     }
   }
@@ -78,8 +78,8 @@ Result<TrustedEk> TrustEndorsementKey(const TpmTrustPolicy& policy, std::string_
   auto cert = CertFromDer(AsBytes(ek_certificate));
   if (!cert.ok()) return cert.status().WithContext("EK certificate");
   BERTH_ASSIGN_OR_RETURN(std::vector<X509Ptr> cas, ParseDers(policy.ek_ca_certs));
-  auto verified = tpm::VerifyTpmCertChain(cert->get(), {}, Raw(cas),
-                                          policy.CertificateTime(now_unix));
+  auto verified =
+      tpm::VerifyTpmCertChain(cert->get(), {}, Raw(cas), policy.CertificateTime(now_unix));
   if (!verified.ok()) {
     return Status(verified.status().code(),
                   "EK certificate issued by " + tpm::CertIssuer(cert->get()) +

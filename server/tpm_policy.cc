@@ -12,9 +12,9 @@ namespace berth::server {
 
 namespace {
 
-constexpr const char* kKeys[] = {"ek_ca_bundles", "ek_ca_pem",        "trusted_eks",
-                                 "ak_ca_bundles", "ak_ca_pem",        "certificate_time",
-                                 "enrolment_configs", "pcr_sets",     "event_log"};
+constexpr const char* kKeys[] = {"ek_ca_bundles",     "ek_ca_pem", "trusted_eks",
+                                 "ak_ca_bundles",     "ak_ca_pem", "certificate_time",
+                                 "enrolment_configs", "pcr_sets",  "event_log"};
 
 constexpr eventlog::EventClass kListedClasses[] = {
     eventlog::EventClass::kBootApplication, eventlog::EventClass::kKernel,
@@ -50,7 +50,8 @@ Result<std::vector<NamedDigest>> NamedDigests(const YAML::Node& list, const std:
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string at = where + "[" + std::to_string(i) + "]";
     const YAML::Node& entry = list[i];
-    if (!entry.IsMap()) return InvalidArgument(at + ": expected {name: ..., " + digest_key + ": <hex>}");
+    if (!entry.IsMap())
+      return InvalidArgument(at + ": expected {name: ..., " + digest_key + ": <hex>}");
     BERTH_RETURN_IF_ERROR(CheckKeys(entry, at, {"name", digest_key}));
     NamedDigest d;
     BERTH_ASSIGN_OR_RETURN(d.digest, Hex(entry[digest_key], at + "." + digest_key, size));
@@ -92,7 +93,8 @@ Result<tpm::PcrValues> PcrMap(const YAML::Node& banks, const std::string& where,
 Status CaCerts(const YAML::Node& tpm, const std::string& prefix, std::vector<Bytes>& out) {
   std::vector<std::pair<std::string, std::string>> sources;  // where, PEM text
   if (const YAML::Node& bundles = tpm[prefix + "_bundles"]; bundles) {
-    if (!bundles.IsSequence()) return InvalidArgument("tpm." + prefix + "_bundles: expected a list");
+    if (!bundles.IsSequence())
+      return InvalidArgument("tpm." + prefix + "_bundles: expected a list");
     for (size_t i = 0; i < bundles.size(); ++i) {
       const std::string where = "tpm." + prefix + "_bundles[" + std::to_string(i) + "]";
       const std::string path = bundles[i].as<std::string>();
@@ -156,7 +158,8 @@ Status ParseEventLogPolicy(const YAML::Node& node, EventLogPolicy& out) {
   }
   if (const YAML::Node& vars = node["secure_boot_variables"]; vars) {
     if (!vars.IsMap()) {
-      return InvalidArgument("tpm.event_log.secure_boot_variables: expected a map of variable names");
+      return InvalidArgument(
+          "tpm.event_log.secure_boot_variables: expected a map of variable names");
     }
     for (const auto& v : vars) {
       const std::string name = v.first.as<std::string>();
@@ -202,8 +205,9 @@ Status ParseTpmTrustPolicy(const YAML::Node& tpm, TpmTrustPolicy& out) {
     BERTH_ASSIGN_OR_RETURN(out.certificate_time, ParseTime(tpm["certificate_time"]));
   }
   if (tpm["enrolment_configs"]) {
-    BERTH_ASSIGN_OR_RETURN(out.enrolment_configs, NamedDigests(tpm["enrolment_configs"],
-                                                               "tpm.enrolment_configs", "sha256", 32));
+    BERTH_ASSIGN_OR_RETURN(
+        out.enrolment_configs,
+        NamedDigests(tpm["enrolment_configs"], "tpm.enrolment_configs", "sha256", 32));
   }
   if (const YAML::Node& sets = tpm["pcr_sets"]; sets) {
     if (!sets.IsSequence()) return InvalidArgument("tpm.pcr_sets: expected a list");
@@ -298,7 +302,8 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
   }
   std::string pcr_list;
   for (uint32_t i : trusted) pcr_list += (pcr_list.empty() ? "" : ",") + std::to_string(i);
-  std::string summary = "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list;
+  std::string summary =
+      "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list;
   if (policy == nullptr) return summary;
 
   // 3. The allow-lists.
@@ -337,7 +342,8 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
     const NamedDigest* match = Find(allowed->second, digest->second);
     if (match == nullptr) {
       return PermissionDenied(std::string(eventlog::EventClassName(c)) + " " + described +
-                              " is not in tpm.event_log." + std::string(eventlog::EventClassName(c)));
+                              " is not in tpm.event_log." +
+                              std::string(eventlog::EventClassName(c)));
     }
     summary += " " + std::string(eventlog::EventClassName(c)) + "[" + Label(*match) + "]";
     ++seen[c];
@@ -387,11 +393,10 @@ Result<std::string> CheckSealedBoot(const TpmTrustPolicy& policy, const v1::TpmE
     covered = true;
     Bytes replayed = seal::Replay(bank, events);
     if (replayed != v->second) {
-      return PermissionDenied("PCR " + tpm::PcrName(bank, seal::kPcr) + " is " +
-                              HexEncode(v->second) + ", but berth-agent's " +
-                              std::to_string(events.size()) + " event(s) replay to " +
-                              HexEncode(replayed) +
-                              ": something else measured into it, or the keys were released");
+      return PermissionDenied(
+          "PCR " + tpm::PcrName(bank, seal::kPcr) + " is " + HexEncode(v->second) +
+          ", but berth-agent's " + std::to_string(events.size()) + " event(s) replay to " +
+          HexEncode(replayed) + ": something else measured into it, or the keys were released");
     }
   }
   if (!covered) {
@@ -399,12 +404,15 @@ Result<std::string> CheckSealedBoot(const TpmTrustPolicy& policy, const v1::TpmE
                             ", where berth-agent seals the boot, so berthd cannot tell whether "
                             "this boot already released its keys");
   }
-  std::string summary = config.has_value() ? "enrolment_config sha256:" + HexEncode(*config).substr(0, 16)
-                                           : "no enrolment config measured";
+  std::string summary = config.has_value()
+                            ? "enrolment_config sha256:" + HexEncode(*config).substr(0, 16)
+                            : "no enrolment config measured";
   if (!policy.enrolment_configs.empty()) {
     if (!config.has_value()) {
-      return PermissionDenied("the policy pins tpm.enrolment_configs, but this boot measured no "
-                              "EnrolmentConfig into PCR " + pcr);
+      return PermissionDenied(
+          "the policy pins tpm.enrolment_configs, but this boot measured no "
+          "EnrolmentConfig into PCR " +
+          pcr);
     }
     const NamedDigest* match = Find(policy.enrolment_configs, *config);
     if (match == nullptr) {
@@ -444,7 +452,8 @@ Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg 
       continue;
     }
     auto& list = lists[c];
-    bool dup = std::any_of(list.begin(), list.end(), [&](const auto& p) { return p.second == d->second; });
+    bool dup =
+        std::any_of(list.begin(), list.end(), [&](const auto& p) { return p.second == d->second; });
     if (!dup) {
       std::string what = eventlog::DescribeEvent(e);
       if (what.size() > 80) what = what.substr(0, 77) + "...";

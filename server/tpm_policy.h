@@ -72,7 +72,7 @@ struct EventLogPolicy {
 struct TpmTrustPolicy {
   std::vector<Bytes> ek_ca_certs;  // DER
   std::vector<NamedDigest> trusted_eks;
-  std::vector<Bytes> ak_ca_certs;  // DER
+  std::vector<Bytes> ak_ca_certs;           // DER
   std::optional<int64_t> certificate_time;  // unix seconds
   std::vector<NamedDigest> enrolment_configs;
   std::vector<PcrSet> pcr_sets;

@@ -19,8 +19,8 @@ namespace {
 using ::testing::HasSubstr;
 using testing::Testdata;
 
-#define REQUIRE_TESTDATA()                                                                 \
-  if (!std::filesystem::exists(testing::TestdataDir())) {                                  \
+#define REQUIRE_TESTDATA()                                                                \
+  if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
     GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
@@ -97,7 +97,8 @@ TEST(ReplayCommandTest, UnreadableOrMalformedLogsAreBadInput) {
   testing::MustWrite(dir.Join("junk.bin"), std::string(40, '\x01'));
   ProcessResult junk = Berthctl({"eventlog", "replay", dir.Join("junk.bin")});
   EXPECT_EQ(junk.exit_code, 2);
-  EXPECT_THAT(junk.output, HasSubstr(dir.Join("junk.bin") + ": malformed event log: event #0 at byte 0"));
+  EXPECT_THAT(junk.output,
+              HasSubstr(dir.Join("junk.bin") + ": malformed event log: event #0 at byte 0"));
   EXPECT_EQ(Berthctl({"eventlog", "replay"}).exit_code, 2);  // usage
 }
 
@@ -114,8 +115,8 @@ TEST(PolicyFromCommandTest, WritesAPolicyThatAcceptsExactlyThatBoot) {
   REQUIRE_TESTDATA();
   testing::TempDir dir;
   const std::string gce = Testdata("tpm-gce-cos85-nonce9009/");
-  ProcessResult r = Berthctl({"policy", "from", "--eventlog", gce + "event_log.bin", "--out",
-                              dir.Join("policy.yaml")});
+  ProcessResult r = Berthctl(
+      {"policy", "from", "--eventlog", gce + "event_log.bin", "--out", dir.Join("policy.yaml")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "");
   const std::string yaml = testing::MustRead(dir.Join("policy.yaml"));
@@ -131,9 +132,10 @@ TEST(PolicyFromCommandTest, WritesAPolicyThatAcceptsExactlyThatBoot) {
   std::string hex;
   while (in >> index >> hex) pcrs[DigestAlg::kSha256][index] = *HexDecode(hex);
   const Bytes nonce = {0x90, 0x09};
-  auto quote = tpm::VerifyQuote(ak->get(), AsBytes(testing::MustRead(gce + "quote_sha256.tpms_attest")),
-                                AsBytes(testing::MustRead(gce + "quote_sha256.tpmt_signature")),
-                                pcrs, std::span<const uint8_t>(nonce));
+  auto quote =
+      tpm::VerifyQuote(ak->get(), AsBytes(testing::MustRead(gce + "quote_sha256.tpms_attest")),
+                       AsBytes(testing::MustRead(gce + "quote_sha256.tpmt_signature")), pcrs,
+                       std::span<const uint8_t>(nonce));
   ASSERT_TRUE(quote.ok());
   const std::string log = testing::MustRead(gce + "event_log.bin");
   auto accepted = server::CheckQuotedBoot(*quote, AsBytes(log), &*policy);
@@ -141,7 +143,8 @@ TEST(PolicyFromCommandTest, WritesAPolicyThatAcceptsExactlyThatBoot) {
 
   // ... and another boot's log does not replay to the GCE quote.
   auto other = server::CheckQuotedBoot(
-      *quote, AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/ubuntu-2404-amd-sevsnp.bin"))),
+      *quote,
+      AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/ubuntu-2404-amd-sevsnp.bin"))),
       &*policy);
   EXPECT_EQ(other.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(other.status().message(),

@@ -85,7 +85,8 @@ TEST_F(EkIdentityTest, EkCertificateFromAnUntrustedCaIsRefused) {
   ASSERT_TRUE(cluster_.StartBerthd(port_));
   AgentRun run = cluster_.RunAgent();
   EXPECT_EQ(run.result.exit_code, 1) << run.log;
-  EXPECT_THAT(run.log, HasSubstr("PERMISSION_DENIED: berthd refused this node's evidence; not retrying"));
+  EXPECT_THAT(run.log,
+              HasSubstr("PERMISSION_DENIED: berthd refused this node's evidence; not retrying"));
   EXPECT_THAT(run.log, HasSubstr("EK certificate issued by CN=swtpm-localca does not chain to a "
                                  "trusted manufacturer CA (tpm.ek_ca)"));
   EXPECT_TRUE(cluster_.ApiServerRecords().empty());
@@ -134,7 +135,8 @@ TEST_F(EkIdentityTest, AkFromAnotherTpmIsRefused) {
   EXPECT_EQ(activated.status().code(), Code::kPermissionDenied);
 
   Bytes binding = ComputeBinding(AsBytes(challenge->nonce()), identity->spki_sha256);
-  auto evidence = agent::CollectTpmEvidence(**foreign, DefaultPcrSelection(), binding, "/nonexistent");
+  auto evidence =
+      agent::CollectTpmEvidence(**foreign, DefaultPcrSelection(), binding, "/nonexistent");
   ASSERT_TRUE(evidence.ok());
   evidence->mutable_tpm()->set_ek_public(ToString(ek.ek_public));
   evidence->mutable_tpm()->set_ek_certificate(ToString(ek.ek_certificate));
@@ -168,7 +170,7 @@ TEST_F(SealedBootJoinTest, EditedEnrolmentConfigIsRefusedByAPolicyThatPinsIt) {
   ASSERT_TRUE(cluster_.WritePolicyFromNode());  // pins this config's SHA-256
   const std::string policy = MustRead(cluster_.dir().Join("policy.yaml"));
   ASSERT_THAT(policy, HasSubstr("  enrolment_configs:\n    - name: node-1\n      sha256: " +
-                                    HexEncode(Sha256(AsBytes(config.SerializeAsString())))));
+                                HexEncode(Sha256(AsBytes(config.SerializeAsString())))));
   ASSERT_TRUE(cluster_.StartBerthd(port));
 
   // Someone with the disk edits the ESP: the node is told to join another cluster id.

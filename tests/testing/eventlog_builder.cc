@@ -80,7 +80,8 @@ EventLogBuilder& EventLogBuilder::SecureBootVariable(const std::string& name, co
   return AddHashedData(7, eventlog::kEvEfiVariableDriverConfig, data);
 }
 
-EventLogBuilder& EventLogBuilder::BootApplication(const std::string& path, const std::string& image) {
+EventLogBuilder& EventLogBuilder::BootApplication(const std::string& path,
+                                                  const std::string& image) {
   // UEFI_IMAGE_LOAD_EVENT with a device path of one file path node and the end node.
   Bytes path_node = {0x04, 0x04};
   Bytes name = Utf16(path, true);

@@ -32,13 +32,13 @@ class EventLogBuilder {
   EventLogBuilder& AddHashedData(uint32_t pcr, uint32_t type, const Bytes& data);
   EventLogBuilder& NoAction(uint32_t pcr, const Bytes& data);
 
-  EventLogBuilder& FirmwareBlob(const std::string& content);           // PCR 0
-  EventLogBuilder& Separator(uint32_t pcr);                            // 4 zero bytes
+  EventLogBuilder& FirmwareBlob(const std::string& content);                         // PCR 0
+  EventLogBuilder& Separator(uint32_t pcr);                                          // 4 zero bytes
   EventLogBuilder& SecureBootVariable(const std::string& name, const Bytes& value);  // PCR 7
   EventLogBuilder& BootApplication(const std::string& path, const std::string& image);  // PCR 4
-  EventLogBuilder& GrubFile(const std::string& path, const std::string& content);    // PCR 9
-  EventLogBuilder& GrubCommandLine(const std::string& cmdline);                      // PCR 8
-  EventLogBuilder& LinuxInitrd(const std::string& initrd);                           // PCR 9 tag
+  EventLogBuilder& GrubFile(const std::string& path, const std::string& content);       // PCR 9
+  EventLogBuilder& GrubCommandLine(const std::string& cmdline);                         // PCR 8
+  EventLogBuilder& LinuxInitrd(const std::string& initrd);                              // PCR 9 tag
 
   Bytes Build() const;
   // The sha256 extends of every non-EV_NO_ACTION event, in order, as (PCR, hex digest).

@@ -89,7 +89,8 @@ TEST_F(BootSealTest, ReleasedKeysAreRecognisedAfterARestartAndReleasedOnlyOnce) 
     ASSERT_TRUE(seal->ReleaseKeys(*tpm).ok());  // a no-op the second time
   }
   const Bytes released = Pcr15();
-  EXPECT_EQ(released, seal::Replay(DigestAlg::kSha256, seal::PossibleHistories(AsBytes(config_))[2]));
+  EXPECT_EQ(released,
+            seal::Replay(DigestAlg::kSha256, seal::PossibleHistories(AsBytes(config_))[2]));
   auto tpm = Open();
   auto seal = BootSeal::Measure(*tpm, AsBytes(config_));
   ASSERT_TRUE(seal.ok());

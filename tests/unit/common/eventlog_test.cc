@@ -16,12 +16,12 @@
 namespace berth::eventlog {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::EventLogBuilder;
+using ::testing::HasSubstr;
 using testing::Testdata;
 
-#define REQUIRE_TESTDATA()                                                                 \
-  if (!std::filesystem::exists(testing::TestdataDir())) {                                  \
+#define REQUIRE_TESTDATA()                                                                \
+  if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
     GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
@@ -33,15 +33,21 @@ struct RealLog {
 };
 
 const RealLog kRealLogs[] = {
-    {"arch-linux-workstation", EventLog::Format::kCryptoAgile,
-     {DigestAlg::kSha1, DigestAlg::kSha256}, std::nullopt},
+    {"arch-linux-workstation",
+     EventLog::Format::kCryptoAgile,
+     {DigestAlg::kSha1, DigestAlg::kSha256},
+     std::nullopt},
     {"debian-10", EventLog::Format::kSha1Legacy, {DigestAlg::kSha1}, std::nullopt},
     {"gdc-host", EventLog::Format::kCryptoAgile, {DigestAlg::kSha256}, 3},
     {"glinux-alex", EventLog::Format::kCryptoAgile, {DigestAlg::kSha1, DigestAlg::kSha256}, 3},
-    {"rhel8-uefi", EventLog::Format::kCryptoAgile,
-     {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384}, std::nullopt},
-    {"ubuntu-2404-amd-sevsnp", EventLog::Format::kCryptoAgile,
-     {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384}, std::nullopt},
+    {"rhel8-uefi",
+     EventLog::Format::kCryptoAgile,
+     {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384},
+     std::nullopt},
+    {"ubuntu-2404-amd-sevsnp",
+     EventLog::Format::kCryptoAgile,
+     {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384},
+     std::nullopt},
 };
 
 std::vector<std::string> Lines(const std::string& text) {
@@ -93,7 +99,8 @@ INSTANTIATE_TEST_SUITE_P(GoTpmTools, RealLogTest, ::testing::ValuesIn(kRealLogs)
 
 TEST(StartupLocalityTest, Pcr0StartsAtTheLocalityAndIsWrongWithoutIt) {
   REQUIRE_TESTDATA();
-  auto log = ParseEventLog(AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/glinux-alex.bin"))));
+  auto log =
+      ParseEventLog(AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/glinux-alex.bin"))));
   ASSERT_TRUE(log.ok());
   ASSERT_EQ(log->startup_locality, 3);
   Bytes initial(32, 0);
@@ -108,8 +115,8 @@ TEST(StartupLocalityTest, Pcr0StartsAtTheLocalityAndIsWrongWithoutIt) {
 
 TEST(ClassifyTest, RealBootChainsYieldTheirComponents) {
   REQUIRE_TESTDATA();
-  auto log = ParseEventLog(
-      AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/gdc-host.bin"))));
+  auto log =
+      ParseEventLog(AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/gdc-host.bin"))));
   ASSERT_TRUE(log.ok());
   std::vector<std::string> seen;
   for (const auto& e : log->events) {
@@ -126,13 +133,12 @@ TEST(ClassifyTest, RealBootChainsYieldTheirComponents) {
                         "76 boot_applications \\EFI\\ubuntu\\grubx64.efi",
                         "151 kernels /vmlinuz-6.9.0-rc7+",
                         "152 kernel_cmdlines kernel_cmdline: /vmlinuz-6.9.0-rc7+ root",
-                        "154 initrds /initrd.img-6.9.0-rc7+",
-                        "155 initrds Linux EFI stub: initrd",
+                        "154 initrds /initrd.img-6.9.0-rc7+", "155 initrds Linux EFI stub: initrd",
                         "156 kernel_cmdlines Linux EFI stub: LoadOptions (command lin"));
 
   // Red Hat's GRUB names what it loads instead of giving paths.
-  auto rhel = ParseEventLog(
-      AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/rhel8-uefi.bin"))));
+  auto rhel =
+      ParseEventLog(AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/rhel8-uefi.bin"))));
   ASSERT_TRUE(rhel.ok());
   std::map<uint32_t, EventClass> classes;
   for (const auto& e : rhel->events) classes[e.index] = ClassifyEvent(e);
@@ -164,8 +170,8 @@ TEST(DataDigestTest, RealLogsAreConsistentAndAChangedVariableByteIsNamed) {
   EXPECT_EQ(st.code(), Code::kPermissionDenied);
   EXPECT_EQ(st.message(), EventReference(secure_boot, DigestAlg::kSha1) +
                               ": its data does not hash to its digest (the log was altered)");
-  EXPECT_THAT(st.message(), ::testing::StartsWith(
-                                "event #3 (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7, sha1 "));
+  EXPECT_THAT(st.message(),
+              ::testing::StartsWith("event #3 (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7, sha1 "));
 }
 
 // ---- synthetic logs ----
@@ -251,7 +257,8 @@ TEST(MalformedLogTest, TruncationsAndBadHeadersNameTheEventAndOffset) {
   wrong_alg[alg_at] = 0x0c;
   auto bad = ParseEventLog(wrong_alg);
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("digest of algorithm 12, which the header does not list"));
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("digest of algorithm 12, which the header does not list"));
 
   EXPECT_EQ(ParseEventLog(Bytes{}).status().message(), "the event log is empty");
   EXPECT_EQ(ParseEventLog(Bytes(10, 0xff)).status().code(), Code::kInvalidArgument);

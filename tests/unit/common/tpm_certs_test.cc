@@ -20,8 +20,8 @@ namespace {
 using ::testing::HasSubstr;
 using testing::Testdata;
 
-#define REQUIRE_TESTDATA()                                                                 \
-  if (!std::filesystem::exists(testing::TestdataDir())) {                                  \
+#define REQUIRE_TESTDATA()                                                                \
+  if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
     GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
@@ -41,8 +41,8 @@ std::vector<X509Ptr> PemCerts(const std::string& rel) {
 }
 
 TPMT_PUBLIC GceAk() {
-  auto pub = ParsePublic(AsBytes(testing::MustRead(
-      Testdata("tpm-gce-cos85-nonce9009/ak_pub.tpmt_public"))));
+  auto pub = ParsePublic(
+      AsBytes(testing::MustRead(Testdata("tpm-gce-cos85-nonce9009/ak_pub.tpmt_public"))));
   EXPECT_TRUE(pub.ok());
   return *pub;
 }
@@ -95,11 +95,13 @@ TEST(AkCertificateTest, GcpEccChainsVerifyAt20260204) {
     ASSERT_EQ(certs.size(), 3u);
     auto chain = VerifyTpmCertChain(certs[0].get(), {certs[1].get()}, {certs[2].get()}, k2026Feb04);
     ASSERT_TRUE(chain.ok()) << chain.status().ToString();
-    EXPECT_THAT(chain->anchor_subject, ::testing::StartsWith("CN=EK/AK CA Root,OU=Google Cloud,O=Google LLC"));
-    EXPECT_TRUE(CheckCertKeyMatches(certs[0].get(),
-                                    EccPublicFromPem("tpm-gcp-ecc-ak-vaportpm/" + vm + "_ak_pub.pem"),
-                                    "the AK certificate")
-                    .ok());
+    EXPECT_THAT(chain->anchor_subject,
+                ::testing::StartsWith("CN=EK/AK CA Root,OU=Google Cloud,O=Google LLC"));
+    EXPECT_TRUE(
+        CheckCertKeyMatches(certs[0].get(),
+                            EccPublicFromPem("tpm-gcp-ecc-ak-vaportpm/" + vm + "_ak_pub.pem"),
+                            "the AK certificate")
+            .ok());
   }
 }
 
@@ -128,7 +130,8 @@ TEST(AkCertificateTest, WhatBreaksAChain) {
   (*der)[der->size() - 10] ^= 0x01;
   auto tampered = CertFromDer(*der);
   ASSERT_TRUE(tampered.ok());
-  auto bad_sig = VerifyTpmCertChain(tampered->get(), {intermediate.get()}, {root.get()}, k2026Feb04);
+  auto bad_sig =
+      VerifyTpmCertChain(tampered->get(), {intermediate.get()}, {root.get()}, k2026Feb04);
   EXPECT_EQ(bad_sig.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(bad_sig.status().message(), HasSubstr("certificate signature failure"));
   // Nothing trusted at all.
@@ -169,9 +172,12 @@ TEST(EkCertificateTest, UnknownCriticalTcgExtensionIsTolerated) {
 
   // A certificate that is not a CA cannot issue one, whatever else is tolerated.
   auto leaf_key = GenerateP256Key();
-  auto fake_issuer = IssueCert({.common_name = "not a CA"}, leaf_key->get(), ca->get(), ca_key->get());
-  auto issued = IssueCert({.common_name = "ek2"}, ek_key->get(), fake_issuer->get(), leaf_key->get());
-  auto refused = VerifyTpmCertChain(issued->get(), {fake_issuer->get()}, {ca->get()}, time(nullptr));
+  auto fake_issuer =
+      IssueCert({.common_name = "not a CA"}, leaf_key->get(), ca->get(), ca_key->get());
+  auto issued =
+      IssueCert({.common_name = "ek2"}, ek_key->get(), fake_issuer->get(), leaf_key->get());
+  auto refused =
+      VerifyTpmCertChain(issued->get(), {fake_issuer->get()}, {ca->get()}, time(nullptr));
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(refused.status().message(), HasSubstr("invalid CA certificate"));
 }

@@ -21,13 +21,13 @@
 namespace berth::server {
 namespace {
 
+using testing::EventLogBuilder;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using testing::EventLogBuilder;
 using testing::Testdata;
 
-#define REQUIRE_TESTDATA()                                                                 \
-  if (!std::filesystem::exists(testing::TestdataDir())) {                                  \
+#define REQUIRE_TESTDATA()                                                                \
+  if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
     GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
@@ -50,9 +50,10 @@ tpm::VerifiedQuote GceQuote(DigestAlg bank) {
   EXPECT_TRUE(ak.ok());
   tpm::PcrValues pcrs{{bank, ReadPcrFile(Testdata(kGce + "pcrs_" + name + ".txt"))}};
   const Bytes nonce = {0x90, 0x09};
-  auto q = tpm::VerifyQuote(ak->get(), AsBytes(testing::MustRead(Testdata(kGce + "quote_" + name + ".tpms_attest"))),
-                            AsBytes(testing::MustRead(Testdata(kGce + "quote_" + name + ".tpmt_signature"))),
-                            pcrs, std::span<const uint8_t>(nonce));
+  auto q = tpm::VerifyQuote(
+      ak->get(), AsBytes(testing::MustRead(Testdata(kGce + "quote_" + name + ".tpms_attest"))),
+      AsBytes(testing::MustRead(Testdata(kGce + "quote_" + name + ".tpmt_signature"))), pcrs,
+      std::span<const uint8_t>(nonce));
   EXPECT_TRUE(q.ok()) << q.status().ToString();
   return q.ok() ? *q : tpm::VerifiedQuote{};
 }
@@ -88,9 +89,8 @@ TEST(GceBootTest, OneChangedEventByteIsRefusedNamingTheEvent) {
   // Event #3 is the SecureBoot variable: its last data byte is the value (1 = enabled).
   const eventlog::Event& sb = parsed->events[3];
   ASSERT_EQ(*eventlog::UefiVariableName(sb), "SecureBoot");
-  const size_t last_data_byte = (sb.index + 1 < parsed->events.size()
-                                     ? parsed->events[sb.index + 1].offset
-                                     : log.size()) - 1;
+  const size_t last_data_byte =
+      (sb.index + 1 < parsed->events.size() ? parsed->events[sb.index + 1].offset : log.size()) - 1;
   log[last_data_byte] ^= 0x01;
   auto refused = CheckQuotedBoot(quote, std::span<const uint8_t>(log), nullptr);
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
@@ -132,12 +132,12 @@ TEST(GceBootTest, PolicyWrittenFromTheLogAcceptsThatBootAndRefusesAnotherKernel)
   ASSERT_TRUE(policy.tpm_trust.event_log.has_value());
   auto accepted = CheckQuotedBoot(quote, std::span<const uint8_t>(log), &policy);
   ASSERT_TRUE(accepted.ok()) << accepted.status().ToString();
-  EXPECT_THAT(*accepted, StartsWith("pcrs sha256:0,1,2,3,5,6 + event log replayed to quoted sha256:"));
+  EXPECT_THAT(*accepted,
+              StartsWith("pcrs sha256:0,1,2,3,5,6 + event log replayed to quoted sha256:"));
   EXPECT_THAT(*accepted, HasSubstr("kernels[event 39: /syslinux/vmlinuz.A]"));
 
   // The fleet's approved kernel is another one.
-  const std::string kernel_digest =
-      HexEncode(parsed->events[39].digests.at(DigestAlg::kSha256));
+  const std::string kernel_digest = HexEncode(parsed->events[39].digests.at(DigestAlg::kSha256));
   std::string other = *yaml;
   other.replace(other.find(kernel_digest), 64, std::string(64, 'e'));
   Policy other_policy = BootPolicy(other);
@@ -150,8 +150,9 @@ TEST(GceBootTest, PolicyWrittenFromTheLogAcceptsThatBootAndRefusesAnotherKernel)
   // A policy with event rules and no log: refused, not waved through.
   auto no_log = CheckQuotedBoot(quote, std::nullopt, &policy);
   EXPECT_EQ(no_log.status().code(), Code::kPermissionDenied);
-  EXPECT_EQ(no_log.status().message(), "the policy checks the boot's event log (tpm.event_log), "
-                                       "but the evidence carries none");
+  EXPECT_EQ(no_log.status().message(),
+            "the policy checks the boot's event log (tpm.event_log), "
+            "but the evidence carries none");
 }
 
 TEST(GceBootTest, SecureBootVariablesAndPresenceAreChecked) {
@@ -161,17 +162,20 @@ TEST(GceBootTest, SecureBootVariablesAndPresenceAreChecked) {
   auto parsed = eventlog::ParseEventLog(log);
   const std::string secure_boot = HexEncode(parsed->events[3].digests.at(DigestAlg::kSha256));
   // Only SecureBoot is listed: the PK event is the first one not allowed.
-  Policy only_sb = BootPolicy("tpm:\n  event_log:\n    secure_boot_variables:\n      SecureBoot:\n"
-                              "        - digest: " + secure_boot + "\n");
+  Policy only_sb = BootPolicy(
+      "tpm:\n  event_log:\n    secure_boot_variables:\n      SecureBoot:\n"
+      "        - digest: " +
+      secure_boot + "\n");
   auto pk = CheckQuotedBoot(quote, std::span<const uint8_t>(log), &only_sb);
   EXPECT_EQ(pk.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(pk.status().message(),
               StartsWith("Secure Boot variable event #4 (EV_EFI_VARIABLE_DRIVER_CONFIG, PCR 7"));
-  EXPECT_THAT(pk.status().message(), HasSubstr("\"PK\" is not in tpm.event_log.secure_boot_variables"));
+  EXPECT_THAT(pk.status().message(),
+              HasSubstr("\"PK\" is not in tpm.event_log.secure_boot_variables"));
 
   // An initrd rule on a boot whose log measures no initrd: the class must be present.
-  Policy initrd = BootPolicy("tpm:\n  event_log:\n    initrds:\n      - digest: " +
-                             std::string(64, '1') + "\n");
+  Policy initrd = BootPolicy(
+      "tpm:\n  event_log:\n    initrds:\n      - digest: " + std::string(64, '1') + "\n");
   auto missing = CheckQuotedBoot(quote, std::span<const uint8_t>(log), &initrd);
   EXPECT_EQ(missing.status().message(),
             "tpm.event_log.initrds: the event log has no such event in a quoted PCR");
@@ -191,8 +195,9 @@ TEST(PcrSetTest, OneOfSeveralSetsMustMatchEntirely) {
   EXPECT_EQ(*matched, "fw-2024.2");
   auto none = CheckPcrSets({old_firmware}, quoted);
   EXPECT_EQ(none.status().code(), Code::kPermissionDenied);
-  EXPECT_EQ(none.status().message(), "no tpm.pcr_sets entry matches the quoted PCRs (\"fw-2024.1\": PCR sha256:0 is " +
-                                         HexEncode(Bytes(32, 1)) + ")");
+  EXPECT_EQ(none.status().message(),
+            "no tpm.pcr_sets entry matches the quoted PCRs (\"fw-2024.1\": PCR sha256:0 is " +
+                HexEncode(Bytes(32, 1)) + ")");
   EXPECT_TRUE(CheckPcrSets({}, quoted).ok());
 }
 
@@ -246,23 +251,46 @@ class TwoKernelFleetTest : public ::testing::Test {
       auto l = eventlog::ParseEventLog(one.Build());
       return HexEncode(l->events[1].digests.at(DigestAlg::kSha256));
     };
-    std::string yaml =
-        "tpm:\n  trusted_aks:\n    - {name: fleet-node, sha256: " + ak_hash + "}\n"
-        "  event_log:\n    bank: sha256\n"
-        "    boot_applications:\n      - {name: shim 15.8, digest: " + d("shim 15.8") + "}\n"
-        "      - {name: grub 2.12, digest: " + d("grub 2.12") + "}\n"
-        "    kernels:\n      - {name: linux 6.1.0-18, digest: " + d("kernel 6.1.0-18") + "}\n"
-        "      - {name: linux 6.1.0-21, digest: " + d("kernel 6.1.0-21") + "}\n"
-        "    initrds:\n      - {digest: " + d("initrd for kernel 6.1.0-18") + "}\n"
-        "      - {digest: " + d("initrd for kernel 6.1.0-21") + "}\n"
-        "      - {digest: " + d("initrd for kernel 6.6.0-evil") + "}\n"
-        "    kernel_cmdlines:\n"
-        "      - {digest: " + d("/vmlinuz-a root=/dev/vda2 ro") + "}\n"
-        "      - {digest: " + d("/vmlinuz-b root=/dev/vda2 ro") + "}\n"
-        "      - {digest: " + d("/vmlinuz-c root=/dev/vda2 ro") + "}\n"
-        "    secure_boot_variables:\n"
-        "      SecureBoot: [{digest: " + sb("SecureBoot", {1}) + "}]\n"
-        "      PK: [{digest: " + sb("PK", ToBytes("platform key")) + "}]\n";
+    std::string yaml = "tpm:\n  trusted_aks:\n    - {name: fleet-node, sha256: " + ak_hash +
+                       "}\n"
+                       "  event_log:\n    bank: sha256\n"
+                       "    boot_applications:\n      - {name: shim 15.8, digest: " +
+                       d("shim 15.8") +
+                       "}\n"
+                       "      - {name: grub 2.12, digest: " +
+                       d("grub 2.12") +
+                       "}\n"
+                       "    kernels:\n      - {name: linux 6.1.0-18, digest: " +
+                       d("kernel 6.1.0-18") +
+                       "}\n"
+                       "      - {name: linux 6.1.0-21, digest: " +
+                       d("kernel 6.1.0-21") +
+                       "}\n"
+                       "    initrds:\n      - {digest: " +
+                       d("initrd for kernel 6.1.0-18") +
+                       "}\n"
+                       "      - {digest: " +
+                       d("initrd for kernel 6.1.0-21") +
+                       "}\n"
+                       "      - {digest: " +
+                       d("initrd for kernel 6.6.0-evil") +
+                       "}\n"
+                       "    kernel_cmdlines:\n"
+                       "      - {digest: " +
+                       d("/vmlinuz-a root=/dev/vda2 ro") +
+                       "}\n"
+                       "      - {digest: " +
+                       d("/vmlinuz-b root=/dev/vda2 ro") +
+                       "}\n"
+                       "      - {digest: " +
+                       d("/vmlinuz-c root=/dev/vda2 ro") +
+                       "}\n"
+                       "    secure_boot_variables:\n"
+                       "      SecureBoot: [{digest: " +
+                       sb("SecureBoot", {1}) +
+                       "}]\n"
+                       "      PK: [{digest: " +
+                       sb("PK", ToBytes("platform key")) + "}]\n";
     auto p = ParsePolicy(yaml);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     return *p;
@@ -281,7 +309,8 @@ TEST_F(TwoKernelFleetTest, EitherApprovedKernelBootsAndAThirdIsRefusedNamingItsE
   auto verified_a = TpmEvidenceVerifier(FleetPolicy(ak_a)).Verify(a, binding_);
   ASSERT_TRUE(verified_a.ok()) << verified_a.status().ToString();
   EXPECT_THAT(verified_a->rule, HasSubstr("kernels[linux 6.1.0-18]"));
-  EXPECT_THAT(verified_a->rule, HasSubstr("boot_applications[shim 15.8] boot_applications[grub 2.12]"));
+  EXPECT_THAT(verified_a->rule,
+              HasSubstr("boot_applications[shim 15.8] boot_applications[grub 2.12]"));
   auto verified_b = TpmEvidenceVerifier(FleetPolicy(ak_b)).Verify(b, binding_);
   ASSERT_TRUE(verified_b.ok()) << verified_b.status().ToString();
   EXPECT_THAT(verified_b->rule, HasSubstr("kernels[linux 6.1.0-21]"));

@@ -16,9 +16,7 @@ using ::testing::HasSubstr;
 const std::string kHex32(64, 'a');
 const std::string kPin = "  pcrs:\n    sha256:\n      0: " + std::string(64, '0') + "\n";
 
-std::string CaPem(const std::string& dir) {
-  return testing::MakeTestPki(dir).ca_pem_text;
-}
+std::string CaPem(const std::string& dir) { return testing::MakeTestPki(dir).ca_pem_text; }
 
 std::string Indented(const std::string& text) {
   std::string out = "    ";
@@ -36,9 +34,8 @@ TEST(TpmTrustPolicyTest, EkCasFromBundlesAndInlinePinnedEksAndTime) {
   ASSERT_TRUE(MakeDirs(dir.Join("a")).ok() && MakeDirs(dir.Join("b")).ok());
   const std::string a = CaPem(dir.Join("a")), b = CaPem(dir.Join("b"));
   testing::MustWrite(dir.Join("vendor.pem"), a + b);
-  auto p = ParsePolicy("tpm:\n  ek_ca_bundles: [" + dir.Join("vendor.pem") +
-                       "]\n  ek_ca_pem: |\n" + Indented(b) +
-                       "  trusted_eks:\n    - {name: rack1, sha256: " + kHex32 +
+  auto p = ParsePolicy("tpm:\n  ek_ca_bundles: [" + dir.Join("vendor.pem") + "]\n  ek_ca_pem: |\n" +
+                       Indented(b) + "  trusted_eks:\n    - {name: rack1, sha256: " + kHex32 +
                        "}\n  certificate_time: 2026-02-04T00:00:00Z\n" + kPin);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->tpm_trust.ek_ca_certs.size(), 3u);
@@ -81,15 +78,17 @@ TEST(TpmTrustPolicyTest, MistakesAreNamed) {
                   "}]\n  event_log:\n    bank: sha256\n    kernel: []\n")
                 .message(),
             "tpm.event_log: unknown key \"kernel\"");
-  EXPECT_EQ(Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n  event_log:\n    bank: sha256\n")
-                .message(),
-            "tpm.event_log: no allow-list, so it would check nothing");
+  EXPECT_EQ(
+      Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n  event_log:\n    bank: sha256\n")
+          .message(),
+      "tpm.event_log: no allow-list, so it would check nothing");
   EXPECT_EQ(Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
                   "}]\n  event_log:\n    bank: sha1\n    kernels: [{digest: " + kHex32 + "}]\n")
                 .message(),
             "tpm.event_log.kernels[0].digest: 32 bytes, expected 20");
-  EXPECT_EQ(Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n  ek_ca_pems: x\n" + kPin).message(),
-            "policy: unknown key \"tpm.ek_ca_pems\"");
+  EXPECT_EQ(
+      Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n  ek_ca_pems: x\n" + kPin).message(),
+      "policy: unknown key \"tpm.ek_ca_pems\"");
 }
 
 TEST(TpmTrustPolicyTest, WhatMakesAPolicyComplete) {
@@ -105,9 +104,10 @@ TEST(TpmTrustPolicyTest, WhatMakesAPolicyComplete) {
   EXPECT_TRUE(by_log->pcrs.empty());
   EXPECT_EQ(by_log->tpm_trust.event_log->bank, DigestAlg::kSha256);
   EXPECT_EQ(by_log->tpm_trust.event_log->allowed.at(eventlog::EventClass::kKernel)[0].name, "k");
-  auto by_sets = ParsePolicy("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
-                             "}]\n  pcr_sets:\n    - name: fw-a\n      sha256: {0: " + kHex32 +
-                             "}\n    - name: fw-b\n      sha256: {0: " + std::string(64, 'b') + "}\n");
+  auto by_sets =
+      ParsePolicy("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
+                  "}]\n  pcr_sets:\n    - name: fw-a\n      sha256: {0: " + kHex32 +
+                  "}\n    - name: fw-b\n      sha256: {0: " + std::string(64, 'b') + "}\n");
   ASSERT_TRUE(by_sets.ok()) << by_sets.status().ToString();
   ASSERT_EQ(by_sets->tpm_trust.pcr_sets.size(), 2u);
   EXPECT_EQ(by_sets->tpm_trust.pcr_sets[1].name, "fw-b");
@@ -117,10 +117,10 @@ TEST(TpmTrustPolicyTest, WhatMakesAPolicyComplete) {
 }
 
 TEST(TpmTrustPolicyTest, SecureBootVariablesAreKeyedByName) {
-  auto p = ParsePolicy("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
-                       "}]\n  event_log:\n    secure_boot_variables:\n      SecureBoot: [{digest: " +
-                       kHex32 + "}]\n      dbx:\n        - {name: dbx 2024-06, digest: " +
-                       std::string(64, 'd') + "}\n");
+  auto p = ParsePolicy(
+      "tpm:\n  trusted_eks: [{sha256: " + kHex32 +
+      "}]\n  event_log:\n    secure_boot_variables:\n      SecureBoot: [{digest: " + kHex32 +
+      "}]\n      dbx:\n        - {name: dbx 2024-06, digest: " + std::string(64, 'd') + "}\n");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   const auto& vars = p->tpm_trust.event_log->secure_boot_variables;
   ASSERT_EQ(vars.size(), 2u);

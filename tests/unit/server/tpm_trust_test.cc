@@ -84,9 +84,11 @@ class CredentialActivationTest : public ::testing::Test {
     RecordingTokens tokens;
     JoinLogic logic;
     explicit Server(Policy policy)
-        : nonces(std::move(NonceIssuer::Create(Master(), &clock, std::chrono::seconds(60))).value()),
+        : nonces(
+              std::move(NonceIssuer::Create(Master(), &clock, std::chrono::seconds(60))).value()),
           verifier(std::move(policy)),
-          logic(JoinOptions{.cluster_id = "c", .api_server_endpoint = "10.0.0.1:6443",
+          logic(JoinOptions{.cluster_id = "c",
+                            .api_server_endpoint = "10.0.0.1:6443",
                             .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
                 Master(), &nonces, &verifier, &tokens) {}
   };
@@ -201,7 +203,8 @@ TEST_F(CredentialActivationTest, AkFromAnotherTpmCannotActivateAndIsRefused) {
   agent::Attestation a{*evidence, SecretBytes(RandomBytes(32).data(), 32)};
   auto refused = server->logic.IssueJoinTicket(Request(a, challenge->nonce()), peer_);
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
-  EXPECT_THAT(refused.status().message(), HasSubstr("the AK does not live in the TPM of the endorsement key"));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("the AK does not live in the TPM of the endorsement key"));
   EXPECT_TRUE(server->tokens.nodes.empty());
 }
 
@@ -260,9 +263,9 @@ TEST_F(CredentialActivationTest, PinnedEkWithoutCertificateJoinsByActivation) {
   ASSERT_TRUE(ek.ek_certificate.empty());
   auto ek_public = tpm::ParsePublic(ek.ek_public);
   ASSERT_TRUE(ek_public.ok());
-  auto server = MakeServer("tpm:\n  trusted_eks:\n    - {name: rack1-node07, sha256: " +
-                           SpkiHash(*ek_public) + "}\n  pcrs:\n    sha256:\n      0: " +
-                           std::string(64, '0') + "\n");
+  auto server = MakeServer(
+      "tpm:\n  trusted_eks:\n    - {name: rack1-node07, sha256: " + SpkiHash(*ek_public) +
+      "}\n  pcrs:\n    sha256:\n      0: " + std::string(64, '0') + "\n");
   agent::TpmAttester attester(tpm.get(), selection_, "/nonexistent");
   auto challenge = server->logic.Challenge(*attester.MakeChallengeRequest(), peer_);
   ASSERT_TRUE(challenge.ok());
@@ -280,9 +283,9 @@ TEST_F(CredentialActivationTest, PinnedEkWithoutCertificateJoinsByActivation) {
   auto a2 = attester.Attest(*c2, ComputeBinding(AsBytes(c2->nonce()), peer_.spki_sha256));
   auto refused = other->logic.IssueJoinTicket(Request(*a2, c2->nonce()), peer_);
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
-  EXPECT_THAT(refused.status().message(),
-              HasSubstr("; endorsement key sha256:" + SpkiHash(*ek_public) +
-                        " is not in tpm.trusted_eks"));
+  EXPECT_THAT(
+      refused.status().message(),
+      HasSubstr("; endorsement key sha256:" + SpkiHash(*ek_public) + " is not in tpm.trusted_eks"));
 }
 
 // ---- AK certificates (cloud vTPMs): the real GCE evidence ----
@@ -324,8 +327,8 @@ class AkCertificateTrustTest : public ::testing::Test {
   Policy GcePolicy(const std::string& time) {
     auto root = CertFromDer(AsBytes(Gce("tpm_ek_root_1.cer")));
     std::string yaml = "tpm:\n  ak_ca_pem: |\n" + Indented(*CertToPem(root->get()), 4) +
-                       "  certificate_time: " + time + "\n  pcrs:\n    sha256:\n      0: " +
-                       pcr0_ + "\n";
+                       "  certificate_time: " + time + "\n  pcrs:\n    sha256:\n      0: " + pcr0_ +
+                       "\n";
     auto p = ParsePolicy(yaml);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     return *p;
@@ -340,7 +343,9 @@ TEST_F(AkCertificateTrustTest, GceAkIsTrustedThroughItsCertificateChain) {
   auto v = verifier.Verify(evidence, nonce_);
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_THAT(v->rule, StartsWith("ak_certificate[CN=tpm_ek_v1_cloud_host_root-signer"));
-  EXPECT_THAT(v->rule, HasSubstr("+ pcrs sha256:0 + event log replayed to quoted sha256:0,1,2,3,4,5,6,7,8,9"));
+  EXPECT_THAT(
+      v->rule,
+      HasSubstr("+ pcrs sha256:0 + event log replayed to quoted sha256:0,1,2,3,4,5,6,7,8,9"));
   EXPECT_FALSE(v->credential.has_value());
   EXPECT_EQ(v->ak_name, "(empty subject)");
 }
@@ -350,8 +355,9 @@ TEST_F(AkCertificateTrustTest, WithoutTheChainOrOutsideItsValidityTheAkIsNotTrus
   TpmEvidenceVerifier verifier(GcePolicy("2026-02-04T00:00:00Z"));
   auto refused = verifier.Verify(no_chain, nonce_);
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
-  EXPECT_THAT(refused.status().message(),
-              HasSubstr("is not in the policy's trusted_aks; the evidence carries no AK certificate"));
+  EXPECT_THAT(
+      refused.status().message(),
+      HasSubstr("is not in the policy's trusted_aks; the evidence carries no AK certificate"));
 
   TpmEvidenceVerifier later(GcePolicy("2060-01-01T00:00:00Z"));
   auto expired = later.Verify(GceEvidence(true), nonce_);
@@ -373,12 +379,13 @@ TEST(ProvisionedAkTest, AgentUsesThePlatformsAkAndBerthdTrustsItsCertificate) {
   const std::vector<std::string> env = {"TPM2TOOLS_TCTI=" + swtpm.Tcti()};
   auto nv_write = [&](const std::string& index, const Bytes& data) {
     testing::MustWrite(dir.Join("nv.bin"), ToString(data));
-    auto def = runner.Run({"/usr/bin/tpm2_nvdefine", index, "-C", "o", "-s",
-                           std::to_string(data.size()), "-a",
-                           "ownerwrite|ownerread|authread|no_da"},
-                          env);
+    auto def =
+        runner.Run({"/usr/bin/tpm2_nvdefine", index, "-C", "o", "-s", std::to_string(data.size()),
+                    "-a", "ownerwrite|ownerread|authread|no_da"},
+                   env);
     ASSERT_TRUE(def.ok() && def->success()) << (def.ok() ? def->output : "");
-    auto write = runner.Run({"/usr/bin/tpm2_nvwrite", index, "-C", "o", "-i", dir.Join("nv.bin")}, env);
+    auto write =
+        runner.Run({"/usr/bin/tpm2_nvwrite", index, "-C", "o", "-i", dir.Join("nv.bin")}, env);
     ASSERT_TRUE(write.ok() && write->success()) << (write.ok() ? write->output : "");
   };
   Bytes default_ak;
@@ -454,12 +461,14 @@ class SealedBootTest : public ::testing::Test {
     ak_hash_ = SpkiHash(*ak);
   }
   Policy MakePolicy(const std::string& extra = "") {
-    auto p = ParsePolicy("tpm:\n  trusted_aks:\n    - {name: n, sha256: " + ak_hash_ +
-                         "}\n  pcrs:\n    sha256:\n      0: " + std::string(64, '0') + "\n" + extra);
+    auto p =
+        ParsePolicy("tpm:\n  trusted_aks:\n    - {name: n, sha256: " + ak_hash_ +
+                    "}\n  pcrs:\n    sha256:\n      0: " + std::string(64, '0') + "\n" + extra);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     return *p;
   }
-  Result<VerifiedEvidence> Verify(const Policy& policy, const std::vector<v1::TpmAgentEvent>& events,
+  Result<VerifiedEvidence> Verify(const Policy& policy,
+                                  const std::vector<v1::TpmAgentEvent>& events,
                                   std::vector<v1::PcrSelection> selection = DefaultPcrSelection()) {
     auto e = agent::CollectTpmEvidence(*tpm_, selection, binding_, "/nonexistent");
     EXPECT_TRUE(e.ok());
@@ -478,13 +487,15 @@ TEST_F(SealedBootTest, PinnedConfigIsAcceptedAndAnEditedOneIsRefused) {
   auto seal = agent::BootSeal::Measure(*tpm_, AsBytes(config_));
   ASSERT_TRUE(seal.ok()) << seal.status().ToString();
   const std::string digest = HexEncode(Sha256(AsBytes(config_)));
-  auto pinned = Verify(MakePolicy("  enrolment_configs:\n    - {name: workers-v3, sha256: " + digest + "}\n"),
-                       seal->Events());
+  auto pinned =
+      Verify(MakePolicy("  enrolment_configs:\n    - {name: workers-v3, sha256: " + digest + "}\n"),
+             seal->Events());
   ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
   EXPECT_THAT(pinned->rule, ::testing::EndsWith(" + enrolment_configs[workers-v3]"));
 
-  auto other = Verify(MakePolicy("  enrolment_configs:\n    - {sha256: " + std::string(64, 'c') + "}\n"),
-                      seal->Events());
+  auto other =
+      Verify(MakePolicy("  enrolment_configs:\n    - {sha256: " + std::string(64, 'c') + "}\n"),
+             seal->Events());
   EXPECT_EQ(other.status().code(), Code::kPermissionDenied);
   EXPECT_EQ(other.status().message(), "the node booted with EnrolmentConfig sha256:" + digest +
                                           ", which is not in tpm.enrolment_configs");
