@@ -109,11 +109,10 @@ auto RunStep(Step step, Notifier& notifier, std::string_view status, Fn fn) {
 // The configured selection (or the default), always with sha256 PCR 15: berthd refuses a
 // quote that does not show whether this boot already released its keys.
 std::vector<v1::PcrSelection> Selection(const v1::EnrolmentConfig& config) {
-  std::vector<v1::PcrSelection> out = config.pcr_selection().empty()
-                                          ? DefaultPcrSelection()
-                                          : std::vector<v1::PcrSelection>(
-                                                config.pcr_selection().begin(),
-                                                config.pcr_selection().end());
+  std::vector<v1::PcrSelection> out =
+      config.pcr_selection().empty() ? DefaultPcrSelection()
+                                     : std::vector<v1::PcrSelection>(config.pcr_selection().begin(),
+                                                                     config.pcr_selection().end());
   for (auto& s : out) {
     if (s.bank() != v1::HASH_ALGORITHM_SHA256) continue;
     for (uint32_t p : s.pcrs()) {
@@ -220,9 +219,8 @@ class Boot {
                          [&] { return deps_.open_tpm(options_.tcti); });
         if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
         tpm_ = std::move(*tpm);
-        auto sealed = Timed(Step::kMeasureEnrolment, "measuring EnrolmentConfig", [&] {
-          return BootSeal::Measure(*tpm_, AsBytes(config_file_));
-        });
+        auto sealed = Timed(Step::kMeasureEnrolment, "measuring EnrolmentConfig",
+                            [&] { return BootSeal::Measure(*tpm_, AsBytes(config_file_)); });
         if (!sealed.ok()) return sealed.status().WithContext("measuring the EnrolmentConfig");
         if (!sealed->measured_now()) {
           spdlog::info("PCR {} already holds this EnrolmentConfig (an earlier run in this boot){}",
@@ -230,9 +228,9 @@ class Boot {
                        sealed->keys_released() ? ", and this boot already released its keys" : "");
         }
         seal_ = std::move(*sealed);
-        attester_ = std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
-                                                  JoinRoot(options_.root, kEventLogPath),
-                                                  seal_->Events());
+        attester_ =
+            std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
+                                          JoinRoot(options_.root, kEventLogPath), seal_->Events());
         return OkStatus();
       }
       default:
@@ -349,8 +347,8 @@ class Boot {
   // later in this boot attests its way to them again), then tell systemd.
   Status Ready(const std::string& what) {
     if (seal_.has_value()) {
-      Status released = Timed(Step::kReleaseKeys, "sealing the boot",
-                              [&] { return seal_->ReleaseKeys(*tpm_); });
+      Status released =
+          Timed(Step::kReleaseKeys, "sealing the boot", [&] { return seal_->ReleaseKeys(*tpm_); });
       if (!released.ok()) return released.WithContext("sealing the boot after the join");
     }
     deps_.notifier->Ready();
@@ -468,13 +466,14 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   // The EK, for policies that pin it instead (credential activation proves the AK is its).
   if (auto ek = tpm->EndorsementKey(); ek.ok()) {
     auto ek_public = tpm::ParsePublic(ek->ek_public);
-    auto ek_key = ek_public.ok() ? tpm::PublicToEvp(*ek_public) : Result<EvpPkeyPtr>(ek_public.status());
+    auto ek_key =
+        ek_public.ok() ? tpm::PublicToEvp(*ek_public) : Result<EvpPkeyPtr>(ek_public.status());
     auto ek_spki = ek_key.ok() ? PublicKeyToSpkiDer(ek_key->get()) : Result<Bytes>(ek_key.status());
     if (ek_spki.ok()) {
       out += "  # or, instead of the AK, its endorsement key" +
              std::string(ek->ek_certificate.empty() ? "" : " (it has an EK certificate)") +
-             ":\n  # trusted_eks:\n  #   - name: " + name + "\n  #     sha256: " +
-             HexEncode(Sha256(*ek_spki)) + "\n";
+             ":\n  # trusted_eks:\n  #   - name: " + name +
+             "\n  #     sha256: " + HexEncode(Sha256(*ek_spki)) + "\n";
     }
   }
   out += "  pcrs:\n";
@@ -489,8 +488,8 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   if (config.ok()) {
     auto file = ReadFile(JoinRoot(options.root, options.enrolment_path), 1 << 20);
     if (file.ok()) {
-      out += "  enrolment_configs:\n    - name: " + name + "\n      sha256: " +
-             HexEncode(Sha256(AsBytes(*file))) + "\n";
+      out += "  enrolment_configs:\n    - name: " + name +
+             "\n      sha256: " + HexEncode(Sha256(AsBytes(*file))) + "\n";
     }
   }
   return out;

@@ -75,7 +75,8 @@ bool IsMissingHandle(TSS2_RC rc) {
 // symmetric scheme and size): then it is the key CreatePrimary would re-derive.
 bool MatchesTemplate(const TPMT_PUBLIC& key, const TPMT_PUBLIC& tmpl) {
   if (key.type != tmpl.type || key.nameAlg != tmpl.nameAlg ||
-      key.objectAttributes != tmpl.objectAttributes || key.authPolicy.size != tmpl.authPolicy.size ||
+      key.objectAttributes != tmpl.objectAttributes ||
+      key.authPolicy.size != tmpl.authPolicy.size ||
       std::memcmp(key.authPolicy.buffer, tmpl.authPolicy.buffer, tmpl.authPolicy.size) != 0) {
     return false;
   }
@@ -271,8 +272,8 @@ class EsysTpm : public Tpm {
   // logs every failed command to stderr, which would alarm whoever reads the journal).
   bool HandleExists(uint32_t handle) {
     TPMS_CAPABILITY_DATA* cap = nullptr;
-    if (Esys_GetCapability(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES,
-                           handle, 1, nullptr, &cap) != TSS2_RC_SUCCESS) {
+    if (Esys_GetCapability(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, handle,
+                           1, nullptr, &cap) != TSS2_RC_SUCCESS) {
       return false;
     }
     bool exists = cap->data.handles.count > 0 && cap->data.handles.handle[0] == handle;
@@ -290,7 +291,8 @@ class EsysTpm : public Tpm {
       return tpm::TssError("looking up an NV index", rc);
     }
     TPM2B_NV_PUBLIC* nv_public = nullptr;
-    rc = Esys_NV_ReadPublic(ctx_, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv_public, nullptr);
+    rc =
+        Esys_NV_ReadPublic(ctx_, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv_public, nullptr);
     if (rc != TSS2_RC_SUCCESS) {
       Esys_TR_Close(ctx_, &nv);
       return tpm::TssError("reading an NV index's public area", rc);
@@ -401,8 +403,8 @@ class EsysTpm : public Tpm {
       TPML_PCR_SELECTION creation_pcr{};
       TPM2B_PUBLIC* out_public = nullptr;
       TSS2_RC rc = Esys_CreatePrimary(ctx_, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                      ESYS_TR_NONE, &sensitive, &in_public, &outside,
-                                      &creation_pcr, &ek_, &out_public, nullptr, nullptr, nullptr);
+                                      ESYS_TR_NONE, &sensitive, &in_public, &outside, &creation_pcr,
+                                      &ek_, &out_public, nullptr, nullptr, nullptr);
       if (rc != TSS2_RC_SUCCESS) return tpm::TssError("creating the endorsement key", rc);
       ek_public = out_public->publicArea;
       Esys_Free(out_public);

@@ -87,8 +87,8 @@ std::optional<CredentialTarget> TpmEvidenceVerifier::CredentialTargetFor(
   }
   auto ak = tpm::ParsePublic(AsBytes(request.ak_public()));
   if (!ak.ok() || !tpm::CheckAttestationKeyAttributes(*ak).ok()) return std::nullopt;
-  auto ek = TrustEndorsementKey(t, request.ek_public(), request.ek_certificate(),
-                                clock_->NowUnix());
+  auto ek =
+      TrustEndorsementKey(t, request.ek_public(), request.ek_certificate(), clock_->NowUnix());
   if (!ek.ok()) {
     spdlog::info("challenge without credential activation: {}", ek.status().message());
     return std::nullopt;

@@ -75,7 +75,8 @@ class EvidenceDispatcher : public EvidenceVerifier {
       : tpm_(tpm), sev_snp_(sev_snp) {}
   Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                   std::span<const uint8_t> binding) override;
-  std::optional<CredentialTarget> CredentialTargetFor(const v1::ChallengeRequest& request) override {
+  std::optional<CredentialTarget> CredentialTargetFor(
+      const v1::ChallengeRequest& request) override {
     return tpm_ != nullptr ? tpm_->CredentialTargetFor(request) : std::nullopt;
   }
 

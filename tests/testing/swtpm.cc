@@ -17,10 +17,10 @@ namespace {
 // configuration files live there too, so nothing outside the test's directories is used.
 std::string Manufacture(const std::string& state_dir, const std::string& ca_dir) {
   std::filesystem::create_directories(ca_dir);
-  MustWrite(ca_dir + "/swtpm-localca.conf",
-            "statedir = " + ca_dir + "\nsigningkey = " + ca_dir + "/signkey.pem\n" +
-                "issuercert = " + ca_dir + "/issuercert.pem\ncertserial = " + ca_dir +
-                "/certserial\n");
+  MustWrite(ca_dir + "/swtpm-localca.conf", "statedir = " + ca_dir + "\nsigningkey = " + ca_dir +
+                                                "/signkey.pem\n" + "issuercert = " + ca_dir +
+                                                "/issuercert.pem\ncertserial = " + ca_dir +
+                                                "/certserial\n");
   MustWrite(ca_dir + "/swtpm-localca.options",
             "--platform-manufacturer berth-test\n--platform-version 2.1\n"
             "--platform-model swtpm\n");
@@ -30,10 +30,10 @@ std::string Manufacture(const std::string& state_dir, const std::string& ca_dir)
                 "/swtpm-localca.options\n");
   RealProcessRunner runner;
   // "--pcr-banks -" leaves every bank active, like a fresh swtpm.
-  auto r = runner.Run({"/usr/bin/swtpm_setup", "--tpm2", "--create-ek-cert",
-                       "--create-platform-cert", "--tpmstate", state_dir, "--config",
-                       ca_dir + "/swtpm_setup.conf", "--pcr-banks", "-", "--logfile",
-                       state_dir + "/../swtpm_setup.log"});
+  auto r =
+      runner.Run({"/usr/bin/swtpm_setup", "--tpm2", "--create-ek-cert", "--create-platform-cert",
+                  "--tpmstate", state_dir, "--config", ca_dir + "/swtpm_setup.conf", "--pcr-banks",
+                  "-", "--logfile", state_dir + "/../swtpm_setup.log"});
   if (!r.ok()) return r.status().ToString();
   if (!r->success()) {
     auto log = ReadFile(state_dir + "/../swtpm_setup.log");

@@ -173,11 +173,10 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
   EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
 
-  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                                            "STATUS=measuring EnrolmentConfig",
-                                            "STATUS=requesting join ticket",
-                                            "STATUS=running kubeadm join",
-                                            "STATUS=sealing the boot", "READY=1"));
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
+                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
 }
 
@@ -287,9 +286,9 @@ TEST_F(RunAgentTest, PermissionDeniedIsFinalAfterOneAttempt) {
       "berthd refused this node's evidence; not retrying: PCR sha256:7 differs from the policy");
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
-  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                                            "STATUS=measuring EnrolmentConfig",
-                                            "STATUS=requesting join ticket"));
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket"));
   ExpectNothingJoined();
 }
 
@@ -452,7 +451,8 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
 TEST_F(RunAgentTest, ARestartInTheSameBootDoesNotMeasureTwiceAndTheJoinSealsTheBoot) {
   const v1::EnrolmentConfig config = ValidConfig();
   WriteEnrolment(config);
-  const std::string config_event = ToString(seal::EnrolmentConfigEvent(AsBytes(config.SerializeAsString())));
+  const std::string config_event =
+      ToString(seal::EnrolmentConfigEvent(AsBytes(config.SerializeAsString())));
   berthd_.ticket_script.push_back(PermissionDenied("berthd said no this time"));
   ASSERT_EQ(RunAgent(options_, deps_).code(), Code::kPermissionDenied);
   ASSERT_EQ(berthd_.join_requests.size(), 1u);
