@@ -9,10 +9,12 @@
 #include <cstdlib>
 
 #include "agent/attestation.h"
+#include "agent/boot_seal.h"
 #include "agent/kubeadm.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
 #include "common/log.h"
+#include "common/sealed_boot.h"
 
 namespace berth::agent {
 
@@ -53,6 +55,7 @@ namespace {
 enum class Step {
   kReadEnrolment,
   kOpenTpm,
+  kMeasureEnrolment,
   kProbeDisk,
   kRequestTicket,
   kRequestRejoinTicket,
@@ -62,12 +65,14 @@ enum class Step {
   kMount,
   kKubeadmJoin,
   kOpenSevGuest,
+  kReleaseKeys,
 };
 
 std::string_view StepName(Step step) {
   switch (step) {
     case Step::kReadEnrolment: return "read-enrolment";
     case Step::kOpenTpm: return "open-tpm";
+    case Step::kMeasureEnrolment: return "measure-enrolment";
     case Step::kProbeDisk: return "probe-disk";
     case Step::kRequestTicket: return "request-ticket";
     case Step::kRequestRejoinTicket: return "request-rejoin-ticket";
@@ -77,6 +82,7 @@ std::string_view StepName(Step step) {
     case Step::kMount: return "mount";
     case Step::kKubeadmJoin: return "kubeadm-join";
     case Step::kOpenSevGuest: return "open-sev-guest";
+    case Step::kReleaseKeys: return "release-keys";
   }
   return "?";
 }
@@ -104,20 +110,45 @@ auto RunStep(Step step, Notifier& notifier, std::string_view status, Fn fn) {
   return result;
 }
 
+// The configured selection (or the default), always with sha256 PCR 15: berthd refuses a
+// quote that does not show whether this boot already released its keys.
 std::vector<v1::PcrSelection> Selection(const v1::EnrolmentConfig& config) {
-  if (config.pcr_selection().empty()) return DefaultPcrSelection();
-  return {config.pcr_selection().begin(), config.pcr_selection().end()};
+  std::vector<v1::PcrSelection> out =
+      config.pcr_selection().empty() ? DefaultPcrSelection()
+                                     : std::vector<v1::PcrSelection>(config.pcr_selection().begin(),
+                                                                     config.pcr_selection().end());
+  for (auto& s : out) {
+    if (s.bank() != v1::HASH_ALGORITHM_SHA256) continue;
+    for (uint32_t p : s.pcrs()) {
+      if (p == seal::kPcr) return out;
+    }
+    s.add_pcrs(seal::kPcr);
+    return out;
+  }
+  v1::PcrSelection sealed;
+  sealed.set_bank(v1::HASH_ALGORITHM_SHA256);
+  sealed.add_pcrs(seal::kPcr);
+  out.push_back(sealed);
+  return out;
 }
 
 struct Prepared {
   v1::EnrolmentConfig config;
+  std::string file;  // the EnrolmentConfig's bytes, as measured into PCR 15
   std::string node_name;
 };
 
 Result<Prepared> ReadEnrolment(const AgentOptions& options) {
   Prepared p;
-  BERTH_ASSIGN_OR_RETURN(p.config,
-                         LoadEnrolmentConfig(JoinRoot(options.root, options.enrolment_path)));
+  const std::string path = JoinRoot(options.root, options.enrolment_path);
+  BERTH_ASSIGN_OR_RETURN(p.config, LoadEnrolmentConfig(path));
+  // The bytes that are measured must be the ones that were parsed.
+  BERTH_ASSIGN_OR_RETURN(p.file, ReadFile(path, 1 << 20));
+  v1::EnrolmentConfig reparsed;
+  if (!reparsed.ParseFromString(p.file) ||
+      reparsed.SerializeAsString() != p.config.SerializeAsString()) {
+    return Aborted("enrolment config " + path + " changed while it was being read");
+  }
   auto name = ResolveNodeName(p.config);
   if (!name.ok()) return name.status().WithContext("reading enrolment config");
   p.node_name = std::move(*name);
@@ -159,6 +190,7 @@ class Boot {
                          [&] { return ReadEnrolment(options_); });
     if (!prepared.ok()) return prepared.status();
     config_ = prepared->config;
+    config_file_ = prepared->file;
     node_ = prepared->node_name;
     BERTH_RETURN_IF_ERROR(OpenAttester());
     BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
@@ -191,8 +223,18 @@ class Boot {
                          [&] { return deps_.open_tpm(options_.tcti); });
         if (!tpm.ok()) return tpm.status().WithContext("opening TPM");
         tpm_ = std::move(*tpm);
-        attester_ = std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
-                                                  JoinRoot(options_.root, kEventLogPath));
+        auto sealed = Timed(Step::kMeasureEnrolment, "measuring EnrolmentConfig",
+                            [&] { return BootSeal::Measure(*tpm_, AsBytes(config_file_)); });
+        if (!sealed.ok()) return sealed.status().WithContext("measuring the EnrolmentConfig");
+        if (!sealed->measured_now()) {
+          spdlog::info("PCR {} already holds this EnrolmentConfig (an earlier run in this boot){}",
+                       seal::kPcr,
+                       sealed->keys_released() ? ", and this boot already released its keys" : "");
+        }
+        seal_ = std::move(*sealed);
+        attester_ =
+            std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
+                                          JoinRoot(options_.root, kEventLogPath), seal_->Events());
         return OkStatus();
       }
       case v1::ATTESTATION_KIND_SEV_SNP:
@@ -261,7 +303,9 @@ class Boot {
             request.set_node_name(node_);
             request.set_role(config_.role());
             request.set_disk_uuid(disk_uuid);
-            return transport_->IssueJoinTicket(endpoint, request);
+            auto ticket = transport_->IssueJoinTicket(endpoint, request);
+            WipeString(*request.mutable_activated_credential());
+            return ticket;
           });
     });
     if (!ticket.ok()) return ticket.status();
@@ -284,7 +328,9 @@ class Boot {
             request.set_nonce(nonce);
             request.set_node_name(node_);
             request.set_disk_uuid(disk_uuid);
-            return transport_->IssueRejoinTicket(endpoint, request);
+            auto ticket = transport_->IssueRejoinTicket(endpoint, request);
+            WipeString(*request.mutable_activated_credential());
+            return ticket;
           });
     });
     if (!ticket.ok()) return ticket.status();
@@ -311,9 +357,17 @@ class Boot {
     return OkStatus();
   }
 
-  void Ready(const std::string& what) {
+  // The ticket's secrets are used: seal the boot ("keys released" into PCR 15, so nothing
+  // later in this boot attests its way to them again), then tell systemd.
+  Status Ready(const std::string& what) {
+    if (seal_.has_value()) {
+      Status released =
+          Timed(Step::kReleaseKeys, "sealing the boot", [&] { return seal_->ReleaseKeys(*tpm_); });
+      if (!released.ok()) return released.WithContext("sealing the boot after the join");
+    }
     deps_.notifier->Ready();
     spdlog::info("node {} {}", node_, what);
+    return OkStatus();
   }
 
   Status JoinDiskless() {
@@ -322,8 +376,7 @@ class Boot {
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     BERTH_RETURN_IF_ERROR(joined);
-    Ready("joined the cluster at " + endpoint);
-    return OkStatus();
+    return Ready("joined the cluster at " + endpoint);
   }
 
   // Unlock, filesystem, mount: the same on every boot once the disk is formatted.
@@ -365,8 +418,8 @@ class Boot {
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     if (!st.ok()) return st;
-    Ready("joined the cluster at " + endpoint + "; state disk " + uuid + " formatted and mounted");
-    return OkStatus();
+    return Ready("joined the cluster at " + endpoint + "; state disk " + uuid +
+                 " formatted and mounted");
   }
 
   Status LaterBoot() {
@@ -374,10 +427,7 @@ class Boot {
     BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
     BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
     BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
-    if (progress.joined) {
-      Ready("rejoined; state disk " + uuid + " unlocked and mounted");
-      return OkStatus();
-    }
+    if (progress.joined) return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
     // Formatted on an earlier boot that did not get as far as joining: join now.
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
     SecretBytes second_key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
@@ -387,16 +437,18 @@ class Boot {
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     if (!st.ok()) return st;
-    Ready("joined the cluster at " + endpoint + " (resumed); state disk " + uuid + " mounted");
-    return OkStatus();
+    return Ready("joined the cluster at " + endpoint + " (resumed); state disk " + uuid +
+                 " mounted");
   }
 
   const AgentOptions& options_;
   AgentDeps& deps_;
   v1::EnrolmentConfig config_;
+  std::string config_file_;
   std::string node_;
   std::unique_ptr<Tpm> tpm_;
   std::unique_ptr<SevGuest> sev_guest_;
+  std::optional<BootSeal> seal_;  // TPM nodes
   std::unique_ptr<Attester> attester_;
   ClientIdentity identity_;
   std::unique_ptr<JoinTransport> transport_;
@@ -430,11 +482,34 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, tpm->ReadPcrs(selection));
   std::string out = "# berthd policy for this node's TPM and its current boot state\ntpm:\n";
   out += "  trusted_aks:\n    - name: " + name + "\n";
-  out += "      sha256: " + HexEncode(Sha256(spki)) + "\n  pcrs:\n";
+  out += "      sha256: " + HexEncode(Sha256(spki)) + "\n";
+  // The EK, for policies that pin it instead (credential activation proves the AK is its).
+  if (auto ek = tpm->EndorsementKey(); ek.ok()) {
+    auto ek_public = tpm::ParsePublic(ek->ek_public);
+    auto ek_key =
+        ek_public.ok() ? tpm::PublicToEvp(*ek_public) : Result<EvpPkeyPtr>(ek_public.status());
+    auto ek_spki = ek_key.ok() ? PublicKeyToSpkiDer(ek_key->get()) : Result<Bytes>(ek_key.status());
+    if (ek_spki.ok()) {
+      out += "  # or, instead of the AK, its endorsement key" +
+             std::string(ek->ek_certificate.empty() ? "" : " (it has an EK certificate)") +
+             ":\n  # trusted_eks:\n  #   - name: " + name +
+             "\n  #     sha256: " + HexEncode(Sha256(*ek_spki)) + "\n";
+    }
+  }
+  out += "  pcrs:\n";
   for (const auto& [bank, values] : pcrs) {
     out += "    " + std::string(DigestName(bank)) + ":\n";
     for (const auto& [index, value] : values) {
+      // PCR 15 is berth-agent's own: berthd replays its events instead of pinning a value.
+      if (index == seal::kPcr) continue;
       out += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
+    }
+  }
+  if (config.ok()) {
+    auto file = ReadFile(JoinRoot(options.root, options.enrolment_path), 1 << 20);
+    if (file.ok()) {
+      out += "  enrolment_configs:\n    - name: " + name +
+             "\n      sha256: " + HexEncode(Sha256(AsBytes(*file))) + "\n";
     }
   }
   return out;

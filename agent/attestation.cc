@@ -1,5 +1,7 @@
 #include "agent/attestation.h"
 
+#include <spdlog/spdlog.h>
+
 namespace berth::agent {
 
 Result<v1::Evidence> CollectTpmEvidence(Tpm& tpm, const std::vector<v1::PcrSelection>& selection,
@@ -35,10 +37,23 @@ Result<v1::Evidence> CollectTpmEvidence(Tpm& tpm, const std::vector<v1::PcrSelec
 
 namespace berth::agent {
 
+std::optional<Endorsement> TpmAttester::EndorsementOrNothing() {
+  auto ek = tpm_->EndorsementKey();
+  if (!ek.ok()) {
+    spdlog::warn("no endorsement key for credential activation: {}", ek.status().ToString());
+    return std::nullopt;
+  }
+  return std::move(*ek);
+}
+
 Result<v1::ChallengeRequest> TpmAttester::MakeChallengeRequest() {
   v1::ChallengeRequest request;
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm_->AttestationKeyPublic());
   request.set_ak_public(ToString(ak_public));
+  if (auto ek = EndorsementOrNothing(); ek.has_value()) {
+    request.set_ek_public(ToString(ek->ek_public));
+    request.set_ek_certificate(ToString(ek->ek_certificate));
+  }
   return request;
 }
 
@@ -47,6 +62,20 @@ Result<Attestation> TpmAttester::Attest(const v1::ChallengeResponse& challenge,
   Attestation out;
   BERTH_ASSIGN_OR_RETURN(out.evidence,
                          CollectTpmEvidence(*tpm_, selection_, binding, event_log_path_));
+  v1::TpmEvidence* tpm = out.evidence.mutable_tpm();
+  for (const auto& e : agent_events_) *tpm->add_agent_events() = e;
+  BERTH_ASSIGN_OR_RETURN(std::vector<Bytes> ak_chain, tpm_->AttestationKeyCertificateChain());
+  for (const Bytes& der : ak_chain) tpm->add_ak_certificate_chain(ToString(der));
+  if (auto ek = EndorsementOrNothing(); ek.has_value()) {
+    tpm->set_ek_public(ToString(ek->ek_public));
+    tpm->set_ek_certificate(ToString(ek->ek_certificate));
+  }
+  if (!challenge.credential_blob().empty() || !challenge.encrypted_secret().empty()) {
+    auto secret = tpm_->ActivateCredential(AsBytes(challenge.credential_blob()),
+                                           AsBytes(challenge.encrypted_secret()));
+    if (!secret.ok()) return secret.status().WithContext("credential activation");
+    out.activated_credential = std::move(*secret);
+  }
   return out;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,19 +37,32 @@ class Attester {
 
 // TPM evidence: the AK public, the current values of `selection`, a quote over them with
 // extraData = binding, and the event log at `event_log_path` when the file exists (a missing
-// log is normal on VMs without measured boot). `tpm` outlives the attester.
+// log is normal on VMs without measured boot), berth-agent's own PCR 15 events
+// (`agent_events`, boot_seal.h), the TPM's EK and EK certificate, and the platform's AK
+// certificate when it provisioned one. The challenge request
+// offers the AK and the EK; when berthd answers with a credential, Attest activates it.
+// `tpm` outlives the attester.
 class TpmAttester : public Attester {
  public:
-  TpmAttester(Tpm* tpm, std::vector<v1::PcrSelection> selection, std::string event_log_path)
-      : tpm_(tpm), selection_(std::move(selection)), event_log_path_(std::move(event_log_path)) {}
+  TpmAttester(Tpm* tpm, std::vector<v1::PcrSelection> selection, std::string event_log_path,
+              std::vector<v1::TpmAgentEvent> agent_events = {})
+      : tpm_(tpm),
+        selection_(std::move(selection)),
+        event_log_path_(std::move(event_log_path)),
+        agent_events_(std::move(agent_events)) {}
   Result<v1::ChallengeRequest> MakeChallengeRequest() override;
   Result<Attestation> Attest(const v1::ChallengeResponse& challenge,
                              std::span<const uint8_t> binding) override;
 
  private:
+  // The EK, or nothing (logged) when the TPM will not give one: a node whose AK berthd
+  // trusts directly needs none.
+  std::optional<Endorsement> EndorsementOrNothing();
+
   Tpm* tpm_;
   std::vector<v1::PcrSelection> selection_;
   std::string event_log_path_;
+  std::vector<v1::TpmAgentEvent> agent_events_;
 };
 
 // The TPM evidence itself (TpmAttester::Attest without a challenge to answer).

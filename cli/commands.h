@@ -38,5 +38,7 @@ int ExitFor(Context& ctx, const Status& status);
 void AddEnrolmentCommands(CLI::App& app, Context& ctx);
 void AddVerifyCommands(CLI::App& app, Context& ctx);
 void AddSnpCommands(CLI::App& app, Context& ctx);  // verify snp-report (snp_cmd.cc)
+void AddEventLogCommands(CLI::App& app, Context& ctx);
+void AddPolicyCommands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -9,6 +9,8 @@ int main(int argc, char** argv) {
   berth::cli::AddEnrolmentCommands(app, ctx);
   berth::cli::AddVerifyCommands(app, ctx);
   berth::cli::AddSnpCommands(app, ctx);
+  berth::cli::AddEventLogCommands(app, ctx);
+  berth::cli::AddPolicyCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

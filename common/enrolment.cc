@@ -11,7 +11,7 @@ namespace berth {
 std::vector<v1::PcrSelection> DefaultPcrSelection() {
   v1::PcrSelection s;
   s.set_bank(v1::HASH_ALGORITHM_SHA256);
-  for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}) s.add_pcrs(i);
+  for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15}) s.add_pcrs(i);
   return {s};
 }
 

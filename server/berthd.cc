@@ -72,7 +72,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   if (policy.sev_snp) {
     BERTH_ASSIGN_OR_RETURN(snp, SnpService::Create(config.snp, *policy.sev_snp, &clock));
   }
-  const bool accepts_tpm = !policy.trusted_aks.empty();  // the policy has a tpm: section
+  const bool accepts_tpm = policy.has_tpm;
   TpmEvidenceVerifier tpm_verifier(std::move(policy));
   EvidenceDispatcher verifier(accepts_tpm ? &tpm_verifier : nullptr,
                               snp ? snp->verifier() : nullptr);

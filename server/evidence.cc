@@ -1,5 +1,9 @@
 #include "server/evidence.h"
 
+#include <spdlog/spdlog.h>
+
+#include "server/tpm_boot.h"
+
 namespace berth::server {
 
 Result<tpm::PcrValues> PcrValuesFromEvidence(const v1::TpmEvidence& tpm) {
@@ -56,12 +60,10 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
   VerifiedEvidence out;
   Bytes ak_hash = Sha256(spki);
   out.ak_sha256_hex = HexEncode(ak_hash);
-  const TrustedAk* trusted = policy_.FindAk(ak_hash);
-  if (trusted == nullptr) {
-    return PermissionDenied("attestation key sha256:" + out.ak_sha256_hex +
-                            " is not in the policy's trusted_aks");
-  }
-  out.ak_name = trusted->name;
+  BERTH_ASSIGN_OR_RETURN(AkTrust trust,
+                         TrustAttestationKey(policy_, tpm, *ak_public, ak_hash, clock_->NowUnix()));
+  out.ak_name = trust.label;
+  out.credential = trust.credential;
 
   BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, PcrValuesFromEvidence(tpm));
   auto quote = tpm::VerifyQuote(ak.get(), AsBytes(tpm.quote()), AsBytes(tpm.signature()), pcrs,
@@ -69,9 +71,31 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
   if (!quote.ok()) {
     return quote.status().WithContext("TPM quote");
   }
-  BERTH_RETURN_IF_ERROR(policy_.CheckPcrs(quote->pcrs));
-  out.rule = "trusted_aks[" + trusted->name + "] + pcrs " + policy_.DescribePcrs();
+  BERTH_ASSIGN_OR_RETURN(std::string boot,
+                         CheckQuotedBoot(*quote, AsBytes(tpm.event_log()), &policy_));
+  BERTH_ASSIGN_OR_RETURN(std::string sealed, CheckSealedBoot(policy_.tpm_trust, tpm, quote->pcrs));
+  out.rule = trust.rule + (boot.empty() ? "" : " + " + boot) + " + " + sealed;
   return out;
+}
+
+std::optional<CredentialTarget> TpmEvidenceVerifier::CredentialTargetFor(
+    const v1::ChallengeRequest& request) {
+  const TpmTrustPolicy& t = policy_.tpm_trust;
+  if (request.ak_public().empty() || request.ek_public().empty() ||
+      (t.ek_ca_certs.empty() && t.trusted_eks.empty())) {
+    return std::nullopt;
+  }
+  auto ak = tpm::ParsePublic(AsBytes(request.ak_public()));
+  if (!ak.ok() || !tpm::CheckAttestationKeyAttributes(*ak).ok()) return std::nullopt;
+  auto ek =
+      TrustEndorsementKey(t, request.ek_public(), request.ek_certificate(), clock_->NowUnix());
+  if (!ek.ok()) {
+    spdlog::info("challenge without credential activation: {}", ek.status().message());
+    return std::nullopt;
+  }
+  auto ak_name = tpm::PublicName(*ak);
+  if (!ak_name.ok()) return std::nullopt;
+  return CredentialTarget{ek->pub, ek->name, std::move(*ak_name)};
 }
 
 }  // namespace berth::server

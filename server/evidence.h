@@ -6,8 +6,10 @@
 #include <string>
 
 #include "berth/v1/berth.pb.h"
+#include "common/clock.h"
 #include "common/tpm_quote.h"
 #include "server/policy.h"
+#include "server/tpm_identity.h"
 
 namespace berth::server {
 
@@ -16,6 +18,16 @@ struct VerifiedEvidence {
   std::string ak_sha256_hex;  // SHA-256 of the AK's DER SubjectPublicKeyInfo
   std::string ak_name;        // the policy's label for it
   std::string rule;           // which policy rule accepted it, e.g. "pcrs sha256:0,7"
+  // Set when the AK is trusted only through its EK: the ticket may be issued only if the
+  // caller returns the credential berthd made for these names (JoinLogic checks it).
+  std::optional<CredentialCheck> credential;
+};
+
+// The EK a Challenge should make a credential for, and the AK it is made over.
+struct CredentialTarget {
+  TPMT_PUBLIC ek;
+  Bytes ek_name;
+  Bytes ak_name;
 };
 
 class EvidenceVerifier {
@@ -26,19 +38,32 @@ class EvidenceVerifier {
   // refuses it. Messages name the failed check and never include secrets.
   virtual Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                           std::span<const uint8_t> binding) = 0;
+  // For Challenge: the EK to protect a credential for, when `request` presents an AK and an
+  // EK the policy trusts (tpm_identity.h). Nothing when it presents none, or one the policy
+  // does not trust (the join request is then refused with the reason, unless the AK is
+  // trusted another way). Kinds without credential activation keep the default.
+  virtual std::optional<CredentialTarget> CredentialTargetFor(const v1::ChallengeRequest& request) {
+    return std::nullopt;
+  }
 };
 
-// TPM evidence: AK attributes and allow-list, quote signature, extraData = binding,
-// pcrDigest against the PCR values sent, and the values against the policy.
+// TPM evidence: AK attributes and trust (tpm_identity.h), quote signature, extraData =
+// binding, pcrDigest against the PCR values sent, the boot against the policy (tpm_boot.h),
+// and berth-agent's sealing events (tpm_policy.h CheckSealedBoot). Certificates are checked
+// at `clock`'s time (null: the real clock) unless the policy fixes one.
 // Thread-safe: the policy is immutable.
 class TpmEvidenceVerifier : public EvidenceVerifier {
  public:
-  explicit TpmEvidenceVerifier(Policy policy) : policy_(std::move(policy)) {}
+  explicit TpmEvidenceVerifier(Policy policy, Clock* clock = nullptr)
+      : policy_(std::move(policy)), clock_(clock != nullptr ? clock : &real_clock_) {}
   Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                   std::span<const uint8_t> binding) override;
+  std::optional<CredentialTarget> CredentialTargetFor(const v1::ChallengeRequest& request) override;
 
  private:
   Policy policy_;
+  RealClock real_clock_;
+  Clock* clock_;
 };
 
 // Routes evidence to the verifier for its kind (TPM, SEV-SNP). A kind this berthd has no
@@ -50,6 +75,10 @@ class EvidenceDispatcher : public EvidenceVerifier {
       : tpm_(tpm), sev_snp_(sev_snp) {}
   Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                   std::span<const uint8_t> binding) override;
+  std::optional<CredentialTarget> CredentialTargetFor(
+      const v1::ChallengeRequest& request) override {
+    return tpm_ != nullptr ? tpm_->CredentialTargetFor(request) : std::nullopt;
+  }
 
  private:
   EvidenceVerifier* tpm_;

@@ -70,7 +70,8 @@ JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer
       master_secret_(std::move(master_secret)),
       nonces_(nonces),
       verifier_(verifier),
-      tokens_(tokens) {}
+      tokens_(tokens),
+      credentials_(master_secret_) {}
 
 Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& request,
                                                    const Peer& peer) {
@@ -78,18 +79,33 @@ Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& r
   Bytes nonce = nonces_->Issue();
   response.set_expires_unix(nonces_->ExpiresUnix(nonce));
   response.set_nonce(ToString(nonce));
+  // Credential activation, when the request presents an EK the policy trusts.
+  if (auto target = verifier_->CredentialTargetFor(request); target.has_value()) {
+    auto made = credentials_.Make(target->ek, target->ek_name, target->ak_name, nonce);
+    if (!made.ok()) return made.status().WithContext("making a credential for the node's EK");
+    response.set_credential_blob(ToString(made->credential_blob));
+    response.set_encrypted_secret(ToString(made->encrypted_secret));
+  }
   spdlog::debug("challenge issued to {}", peer.address);
   return response;
 }
 
 Result<VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
-                                                 const std::string& nonce, const Peer& peer) {
+                                                 const std::string& nonce, const Peer& peer,
+                                                 const std::string& activated_credential) {
   if (peer.spki_sha256.size() != 32) {
     return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
   }
   BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
   Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
-  return verifier_->Verify(evidence, binding);
+  BERTH_ASSIGN_OR_RETURN(VerifiedEvidence verified, verifier_->Verify(evidence, binding));
+  if (verified.credential.has_value()) {
+    const CredentialCheck& c = *verified.credential;
+    SecretBytes activated(activated_credential.data(), activated_credential.size());
+    BERTH_RETURN_IF_ERROR(
+        credentials_.Check(AsBytes(nonce), c.ak_name, c.ek_name, c.secret_size, activated));
+  }
+  return verified;
 }
 
 Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
@@ -112,7 +128,8 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   if (request.role() != v1::NODE_ROLE_WORKER) {
     return refuse(InvalidArgument("the request names no node role"));
   }
-  auto verified = VerifyCaller(request.evidence(), request.nonce(), peer);
+  auto verified =
+      VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
 
   v1::JoinTicket ticket;
@@ -149,7 +166,8 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   if (!IsValidDiskUuid(request.disk_uuid())) {
     return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
   }
-  auto verified = VerifyCaller(request.evidence(), request.nonce(), peer);
+  auto verified =
+      VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/secret.h"
 #include "server/bootstrap_token.h"
+#include "server/credential.h"
 #include "server/evidence.h"
 #include "server/nonce.h"
 
@@ -53,15 +54,17 @@ class JoinLogic {
   Result<v1::RejoinTicket> IssueRejoinTicket(const v1::RejoinRequest& request, const Peer& peer);
 
  private:
-  // Nonce, binding to `peer`, evidence: the checks every ticket needs.
+  // Nonce, binding to `peer`, evidence, and the activated credential when the AK is trusted
+  // through its EK: the checks every ticket needs.
   Result<VerifiedEvidence> VerifyCaller(const v1::Evidence& evidence, const std::string& nonce,
-                                        const Peer& peer);
+                                        const Peer& peer, const std::string& activated_credential);
 
   JoinOptions options_;
   SecretBytes master_secret_;
   NonceIssuer* nonces_;
   EvidenceVerifier* verifier_;
   TokenIssuer* tokens_;
+  CredentialIssuer credentials_;  // derived from the master secret
 };
 
 }  // namespace berth::server

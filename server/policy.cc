@@ -106,7 +106,7 @@ std::string Policy::DescribePcrs() const {
   return out;
 }
 
-Result<Policy> ParsePolicy(const std::string& yaml_text) {
+Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust) {
   Policy policy;
   try {
     YAML::Node root = YAML::Load(yaml_text);
@@ -122,29 +122,32 @@ Result<Policy> ParsePolicy(const std::string& yaml_text) {
     }
     YAML::Node tpm = root["tpm"];
     if (!tpm || !tpm.IsMap()) return InvalidArgument("policy: \"tpm\" must be a map");
+    policy.has_tpm = true;
     for (const auto& key : tpm) {
       std::string k = key.first.as<std::string>();
-      if (k != "trusted_aks" && k != "pcrs") {
+      if (k != "trusted_aks" && k != "pcrs" && !IsTpmTrustPolicyKey(k)) {
         return InvalidArgument("policy: unknown key \"tpm." + k + "\"");
       }
     }
     BERTH_RETURN_IF_ERROR(ParseTrustedAks(tpm["trusted_aks"], policy));
     BERTH_RETURN_IF_ERROR(ParsePcrs(tpm["pcrs"], policy));
+    BERTH_RETURN_IF_ERROR(ParseTpmTrustPolicy(tpm, policy.tpm_trust));
   } catch (const YAML::Exception& e) {
     return InvalidArgument(std::string("policy: YAML error: ") + e.what());
   }
-  if (policy.trusted_aks.empty()) {
+  if (require_ak_trust && policy.trusted_aks.empty() &&
+      !policy.tpm_trust.TrustsKeysByCertificateOrEk()) {
     return InvalidArgument("policy: tpm.trusted_aks is empty, so no node could join");
   }
-  if (policy.pcrs.empty()) {
+  if (policy.pcrs.empty() && !policy.tpm_trust.ConstrainsBoot()) {
     return InvalidArgument("policy: tpm.pcrs pins no PCR, so any booted software would pass");
   }
   return policy;
 }
 
-Result<Policy> LoadPolicy(const std::string& path) {
+Result<Policy> LoadPolicy(const std::string& path, bool require_ak_trust) {
   BERTH_ASSIGN_OR_RETURN(std::string text, ReadFile(path, 1 << 20));
-  auto policy = ParsePolicy(text);
+  auto policy = ParsePolicy(text, require_ak_trust);
   if (!policy.ok()) return policy.status().WithContext(path);
   return policy;
 }

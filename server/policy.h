@@ -10,7 +10,9 @@
 //         7: b5a1...
 //
 // `berth-agent --print-identity` prints both for a reference node. A policy must pin at
-// least one PCR: an empty one would accept any booted software.
+// least one PCR: an empty one would accept any booted software. More ways to trust keys and
+// boots (EK/AK certificates, PCR sets side by side, event-log allow-lists, EnrolmentConfig
+// pins) are in tpm_policy.h.
 //
 // SEV-SNP nodes are governed by a `sev_snp:` section (snp_policy.h), beside or instead of
 // `tpm:`.
@@ -22,6 +24,7 @@
 
 #include "common/tpm_quote.h"
 #include "server/snp_policy.h"
+#include "server/tpm_policy.h"
 
 namespace berth::server {
 
@@ -31,11 +34,13 @@ struct TrustedAk {
 };
 
 struct Policy {
+  bool has_tpm = false;  // the policy has a `tpm:` section: TPM evidence is accepted at all
   std::vector<TrustedAk> trusted_aks;
   tpm::PcrValues pcrs;  // expected values
   // The `sev_snp:` section (snp_policy.h); absent: SEV-SNP evidence is not accepted. A policy
   // needs a `tpm:` section, a `sev_snp:` section, or both.
   std::optional<SnpPolicy> sev_snp;
+  TpmTrustPolicy tpm_trust;  // EK/AK certificates, PCR sets, event log, configs (tpm_policy.h)
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;
@@ -46,7 +51,9 @@ struct Policy {
   std::string DescribePcrs() const;
 };
 
-Result<Policy> ParsePolicy(const std::string& yaml_text);
-Result<Policy> LoadPolicy(const std::string& path);
+// `require_ak_trust` = false accepts a policy that says nothing about which attestation keys
+// to trust, for offline checks of the boot alone (berthctl verify tpm-quote --policy).
+Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust = true);
+Result<Policy> LoadPolicy(const std::string& path, bool require_ak_trust = true);
 
 }  // namespace berth::server

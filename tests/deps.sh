@@ -12,7 +12,7 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
   libcurl4-openssl-dev libgtest-dev libgmock-dev libcpp-httplib-dev
   # real parts the tests run
-  swtpm swtpm-tools tpm2-tools etcd-server etcd-client
+  swtpm swtpm-tools gnutls-bin tpm2-tools etcd-server etcd-client
   # tools the tests call
   gnuplot-nox openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
   # the QEMU guest tests

@@ -107,7 +107,7 @@ TEST_F(EnrolmentCliTest, ShowSpellsOutTheDefaultPcrSelection) {
   BerthctlRun s = RunBerthctl({"enrolment", "show", path});
   EXPECT_EQ(s.exit_code, 0) << s.err;
   EXPECT_NE(s.out.find("\n# pcr_selection absent: the agent quotes sha256 PCRs "
-                       "0,1,2,3,4,5,6,7,8,9,14\n# valid\n"),
+                       "0,1,2,3,4,5,6,7,8,9,14,15\n# valid\n"),
             std::string::npos)
       << s.out;
 }

@@ -27,13 +27,13 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
 
 }  // namespace
 
-HostCluster::HostCluster() {
+HostCluster::HostCluster(const SwtpmOptions& tpm) {
   EXPECT_TRUE(MakeDirs(dir_.Join("join")).ok());
   EXPECT_TRUE(MakeDirs(dir_.Join("kube")).ok());
   EXPECT_TRUE(MakeDirs(node_root()).ok());
   join_pki_ = MakeTestPki(dir_.Join("join"));
   kube_pki_ = MakeTestPki(dir_.Join("kube"));
-  tpm_ = std::make_unique<Swtpm>(dir_.Join("tpm"));
+  tpm_ = std::make_unique<Swtpm>(dir_.Join("tpm"), tpm);
   EXPECT_TRUE(tpm_->ok()) << tpm_->error();
   // The "boot" of this node: firmware and kernel measurements land in PCRs 0 and 4.
   EXPECT_TRUE(tpm_->ExtendPcr(0, std::string(64, 'a')));

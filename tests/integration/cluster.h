@@ -23,7 +23,8 @@ struct AgentRun {
 
 class HostCluster {
  public:
-  HostCluster();
+  // `tpm` configures the node's swtpm (e.g. manufactured with an EK certificate).
+  explicit HostCluster(const SwtpmOptions& tpm = {});
   ~HostCluster();
 
   // Parts, started on demand so tests can order them (berthd late, API server failing...).

@@ -1,5 +1,6 @@
 #include "tests/testing/swtpm.h"
 
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <cstdlib>
@@ -10,10 +11,52 @@
 
 namespace berth::testing {
 
-Swtpm::Swtpm(const std::string& dir) : dir_(dir) {
+namespace {
+
+// swtpm_setup with its certificate tool (swtpm_localca) pointed at a CA in `ca_dir`: the
+// configuration files live there too, so nothing outside the test's directories is used.
+std::string Manufacture(const std::string& state_dir, const std::string& ca_dir) {
+  std::filesystem::create_directories(ca_dir);
+  MustWrite(ca_dir + "/swtpm-localca.conf", "statedir = " + ca_dir + "\nsigningkey = " + ca_dir +
+                                                "/signkey.pem\n" + "issuercert = " + ca_dir +
+                                                "/issuercert.pem\ncertserial = " + ca_dir +
+                                                "/certserial\n");
+  MustWrite(ca_dir + "/swtpm-localca.options",
+            "--platform-manufacturer berth-test\n--platform-version 2.1\n"
+            "--platform-model swtpm\n");
+  MustWrite(ca_dir + "/swtpm_setup.conf",
+            "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = " + ca_dir +
+                "/swtpm-localca.conf\ncreate_certs_tool_options = " + ca_dir +
+                "/swtpm-localca.options\n");
+  RealProcessRunner runner;
+  // "--pcr-banks -" leaves every bank active, like a fresh swtpm.
+  auto r =
+      runner.Run({"/usr/bin/swtpm_setup", "--tpm2", "--create-ek-cert", "--create-platform-cert",
+                  "--tpmstate", state_dir, "--config", ca_dir + "/swtpm_setup.conf", "--pcr-banks",
+                  "-", "--logfile", state_dir + "/../swtpm_setup.log"});
+  if (!r.ok()) return r.status().ToString();
+  if (!r->success()) {
+    auto log = ReadFile(state_dir + "/../swtpm_setup.log");
+    return "swtpm_setup failed (" + r->Describe() + "): " + (log.ok() ? *log : r->output);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string Swtpm::EkCaBundlePem(const std::string& ek_ca_dir) {
+  return MustRead(ek_ca_dir + "/swtpm-localca-rootca-cert.pem") +
+         MustRead(ek_ca_dir + "/issuercert.pem");
+}
+
+Swtpm::Swtpm(const std::string& dir, const SwtpmOptions& options) : dir_(dir) {
   std::filesystem::create_directories(dir + "/state");
   socket_ = dir + "/sock";
   pid_file_ = dir + "/swtpm.pid";
+  if (!options.ek_ca_dir.empty()) {
+    error_ = Manufacture(dir + "/state", options.ek_ca_dir);
+    if (!error_.empty()) return;
+  }
   RealProcessRunner runner;
   // swtpm needs absolute paths; its control socket must be "<socket>.ctrl" for the swtpm TCTI.
   auto r = runner.Run({"/usr/bin/swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + dir + "/state",
@@ -36,10 +79,27 @@ Swtpm::~Swtpm() {
   if (pid.ok()) {
     int p = std::atoi(TrimWhitespace(*pid).c_str());
     if (p > 0 && kill(p, SIGTERM) == 0) {
-      // Wait for swtpm to finish writing its state before the directory is removed.
-      WaitFor([p] { return kill(p, 0) != 0; }, std::chrono::seconds(5));
+      // Wait for swtpm to finish writing its state before the directory is removed. The
+      // daemonised swtpm is not our child: once it has exited it may linger as a zombie until
+      // PID 1 reaps it, which counts as gone.
+      auto exited = [p] {
+        auto stat = ReadFile("/proc/" + std::to_string(p) + "/stat");
+        if (!stat.ok()) return true;
+        size_t paren = stat->rfind(')');
+        return paren == std::string::npos || stat->substr(paren + 2, 1) == "Z";
+      };
+      WaitFor(exited, std::chrono::seconds(5));
     }
   }
+}
+
+bool Swtpm::ExtendPcrs(const std::vector<std::pair<int, std::string>>& extends) {
+  std::vector<std::string> argv = {"/usr/bin/tpm2_pcrextend"};
+  for (const auto& [index, hex] : extends) argv.push_back(std::to_string(index) + ":sha256=" + hex);
+  RealProcessRunner runner;
+  auto r = runner.Run(argv, {"TPM2TOOLS_TCTI=" + Tcti()});
+  if (r.ok() && !r->success()) ADD_FAILURE() << "tpm2_pcrextend: " << r->output;
+  return r.ok() && r->success();
 }
 
 bool Swtpm::ExtendPcr(int index, const std::string& sha256_hex) {

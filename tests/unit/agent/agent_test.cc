@@ -13,6 +13,7 @@
 #include "agent/kubeadm.h"
 #include "common/binding.h"
 #include "common/crypto.h"
+#include "common/sealed_boot.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 #include "tests/unit/agent/fakes.h"
@@ -154,12 +155,12 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_EQ(berthd_.challenge_requests[0].ak_public(), ToString(*ak));
   EXPECT_EQ(ev.ak_public(), ToString(*ak));
   EXPECT_EQ(ev.event_log(), event_log);
-  // The default selection: sha256 PCRs 0-9 and 14.
+  // The default selection: sha256 PCRs 0-9, 14 and 15.
   ASSERT_EQ(ev.pcrs_size(), 1);
   EXPECT_EQ(ev.pcrs(0).bank(), v1::HASH_ALGORITHM_SHA256);
   std::vector<uint32_t> indices;
   for (const auto& v : ev.pcrs(0).values()) indices.push_back(v.index());
-  EXPECT_EQ(indices, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+  EXPECT_EQ(indices, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15}));
   ExpectEvidenceBoundTo(request, berthd_.nonces_issued[0]);
 
   // kubeadm ran once, reading the private JoinConfiguration, which is gone now.
@@ -172,9 +173,10 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
   EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
 
-  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                                            "STATUS=requesting join ticket",
-                                            "STATUS=running kubeadm join", "READY=1"));
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
+                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
 }
 
@@ -284,8 +286,9 @@ TEST_F(RunAgentTest, PermissionDeniedIsFinalAfterOneAttempt) {
       "berthd refused this node's evidence; not retrying: PCR sha256:7 differs from the policy");
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
-  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                                            "STATUS=requesting join ticket"));
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket"));
   ExpectNothingJoined();
 }
 
@@ -324,10 +327,10 @@ TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshN
   EXPECT_EQ(notifier_.ready_count(), 1);
   EXPECT_THAT(notifier_.events,
               ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=requesting join ticket",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
                           "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
                           "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
-                          "STATUS=running kubeadm join", "READY=1"));
+                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
@@ -391,6 +394,14 @@ TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
+std::string EkSpkiHash(Tpm& tpm) {
+  auto ek = tpm.EndorsementKey();
+  EXPECT_TRUE(ek.ok());
+  auto pub = tpm::ParsePublic(ek->ek_public);
+  auto key = tpm::PublicToEvp(*pub);
+  return HexEncode(Sha256(*PublicKeyToSpkiDer(key->get())));
+}
+
 TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
   WriteEnrolment(ValidConfig());
   auto described = DescribeIdentity(options_, deps_);
@@ -414,14 +425,68 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
       "      sha256: " +
       HexEncode(Sha256(*spki)) +
       "\n"
+      "  # or, instead of the AK, its endorsement key:\n"
+      "  # trusted_eks:\n"
+      "  #   - name: node-1\n"
+      "  #     sha256: " +
+      EkSpkiHash(**tpm) +
+      "\n"
       "  pcrs:\n"
       "    sha256:\n";
+  // PCR 15 is berth-agent's own (replayed by berthd, never pinned); the EnrolmentConfig's
+  // hash is offered for tpm.enrolment_configs.
   for (uint32_t i : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}) {
     expected += "      " + std::to_string(i) + ": " + std::string(64, '0') + "\n";
   }
+  expected += "  enrolment_configs:\n    - name: node-1\n      sha256: " +
+              HexEncode(Sha256(AsBytes(ValidConfig().SerializeAsString()))) + "\n";
   EXPECT_EQ(*described, expected);
   EXPECT_TRUE(berthd_.calls.empty());
   ExpectNothingJoined();
+}
+
+// systemd restarts the agent within one boot (Restart=on-failure): the EnrolmentConfig is
+// measured into PCR 15 once, the restart attests with the same events, and the successful
+// join seals the boot with "keys released".
+TEST_F(RunAgentTest, ARestartInTheSameBootDoesNotMeasureTwiceAndTheJoinSealsTheBoot) {
+  const v1::EnrolmentConfig config = ValidConfig();
+  WriteEnrolment(config);
+  const std::string config_event =
+      ToString(seal::EnrolmentConfigEvent(AsBytes(config.SerializeAsString())));
+  berthd_.ticket_script.push_back(PermissionDenied("berthd said no this time"));
+  ASSERT_EQ(RunAgent(options_, deps_).code(), Code::kPermissionDenied);
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  const v1::TpmEvidence& first = berthd_.join_requests[0].evidence().tpm();
+  ASSERT_EQ(first.agent_events_size(), 1);
+  EXPECT_EQ(first.agent_events(0).pcr(), 15u);
+  EXPECT_EQ(first.agent_events(0).data(), config_event);
+  // The challenge and the evidence offer the TPM's EK (an ECC EK without a certificate here).
+  EXPECT_FALSE(berthd_.challenge_requests[0].ek_public().empty());
+  EXPECT_EQ(first.ek_public(), berthd_.challenge_requests[0].ek_public());
+
+  Status st = RunAgent(options_, deps_);  // the restart
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(berthd_.join_requests.size(), 2u);
+  const v1::TpmEvidence& second = berthd_.join_requests[1].evidence().tpm();
+  ASSERT_EQ(second.agent_events_size(), 1);
+  EXPECT_EQ(second.agent_events(0).data(), config_event);
+  EXPECT_THAT(notifier_.events, ::testing::Contains("STATUS=sealing the boot"));
+
+  // PCR 15 now says: config measured once, keys released.
+  {
+    auto tpm = OpenEsysTpm(swtpm_.Tcti());
+    ASSERT_TRUE(tpm.ok());
+    auto pcr = (*tpm)->ReadPcrs({Sha256Range(15, 15)});
+    ASSERT_TRUE(pcr.ok());
+    EXPECT_EQ(pcr->at(DigestAlg::kSha256).at(15),
+              seal::Replay(DigestAlg::kSha256,
+                           seal::PossibleHistories(AsBytes(config.SerializeAsString()))[2]));
+  }
+  // Anything that attests later in this boot shows the release (berthd refuses it).
+  ASSERT_TRUE(RunAgent(options_, deps_).ok());
+  const v1::TpmEvidence& third = berthd_.join_requests[2].evidence().tpm();
+  ASSERT_EQ(third.agent_events_size(), 2);
+  EXPECT_EQ(third.agent_events(1).data(), ToString(seal::KeysReleasedEvent()));
 }
 
 }  // namespace

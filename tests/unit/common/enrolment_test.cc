@@ -153,7 +153,7 @@ TEST(DefaultSelectionTest, Sha256BootPcrs) {
   ASSERT_EQ(sel.size(), 1u);
   EXPECT_EQ(sel[0].bank(), v1::HASH_ALGORITHM_SHA256);
   EXPECT_EQ(std::vector<uint32_t>(sel[0].pcrs().begin(), sel[0].pcrs().end()),
-            (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+            (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15}));
 }
 
 TEST_F(EnrolmentTest, BinaryFileLoadsAndValidates) {

@@ -62,7 +62,7 @@ TEST_F(EvidenceTest, MatchingQuoteIsAccepted) {
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_EQ(v->ak_sha256_hex, ak_hash_);
   EXPECT_EQ(v->ak_name, "node-a");
-  EXPECT_EQ(v->rule, "trusted_aks[node-a] + pcrs sha256:0,7");
+  EXPECT_EQ(v->rule, "trusted_aks[node-a] + pcrs sha256:0,7 + no enrolment config measured");
 }
 
 TEST_F(EvidenceTest, EvidenceBoundToAnotherChannelIsRefused) {
