@@ -99,6 +99,36 @@ TEST_F(DiskTest, FormatMakesABerthLuks2HeaderThatOpensOnlyWithItsKey) {
   EXPECT_THAT(dump->output, HasSubstr("Label:         \tberth-state"));
 }
 
+TEST_F(DiskTest, TheSubsystemLabelIsWrittenBesideTheLabelAndTheKeyStillOpens) {
+  std::string img = BlankImage("disk.img");
+  ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
+  EXPECT_EQ(disk_->ReadLuksHeader(img)->subsystem, "");
+  ASSERT_TRUE(disk_->WriteLuksSubsystem(img, "berth-fs:ext4").ok());
+  auto header = disk_->ReadLuksHeader(img);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(header->label, "berth-state");
+  EXPECT_EQ(header->subsystem, "berth-fs:ext4");
+  EXPECT_EQ(header->uuid, kUuid);
+  EXPECT_TRUE(header->is_berth());
+  EXPECT_TRUE(disk_->CheckKey(img, Key(1)).ok());
+  auto dump = runner_.Run({"/sbin/cryptsetup", "luksDump", img});
+  ASSERT_TRUE(dump.ok() && dump->success());
+  EXPECT_THAT(dump->output, HasSubstr("Subsystem:     \tberth-fs:ext4"));
+}
+
+TEST_F(DiskTest, Luks1HeadersAreReadButAreNotBerths) {
+  std::string img = BlankImage("disk.img");
+  SecretBytes other = Key(9);
+  testing::MustWrite(dir_.Join("other.key"), std::string(other.view()), 0600);
+  Run({"/sbin/cryptsetup", "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations",
+       "1000", "--key-file", dir_.Join("other.key"), img});
+  auto header = disk_->ReadLuksHeader(img);
+  ASSERT_TRUE(header.ok()) << header.status().ToString();
+  EXPECT_EQ(header->type, "LUKS1");
+  EXPECT_FALSE(header->is_berth());
+  EXPECT_EQ(disk_->WriteLuksSubsystem(img, "berth-fs:ext4").code(), Code::kInvalidArgument);
+}
+
 TEST_F(DiskTest, FormattingTwiceIsRefusedAndLeavesTheHeader) {
   std::string img = BlankImage("disk.img");
   ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
