@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "common/bytes.h"
+#include "common/crypto.h"
 #include "common/subprocess.h"
+#include "server/join_logic.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 
@@ -145,6 +147,45 @@ GuestTpm MakeGuestTpm(const std::string& dir) {
   EXPECT_NE(at, std::string::npos) << r->output;
   if (at != std::string::npos) tpm.policy_yaml = r->output.substr(at);
   return tpm;
+}
+
+GuestCluster::GuestCluster(const GuestTpm& tpm) {
+  MustWrite(host.dir().Join("policy.yaml"), tpm.policy_yaml);
+  ok = host.StartApiServer() && host.StartBerthd();
+}
+
+v1::EnrolmentConfig GuestCluster::Enrolment(const std::string& node) const {
+  v1::EnrolmentConfig c = host.BaseEnrolment();
+  c.clear_endpoints();
+  c.add_endpoints("10.0.2.2:" + std::to_string(host.berthd_port()));
+  c.set_tls_server_name("localhost");
+  c.set_node_name(node);
+  c.mutable_state_disk()->set_device("/dev/vda");
+  c.mutable_state_disk()->set_mount_point(kGuestMount);
+  return c;
+}
+
+std::string GuestCluster::BerthdLog() const { return MustRead(host.berthd_log()); }
+
+std::string GuestCluster::DiskKeyHex(const std::string& uuid) const {
+  std::string secret = MustRead(host.dir().Join("master.secret"));
+  auto key = server::DeriveDiskKey(SecretBytes(secret.data(), secret.size()), "berth-test", uuid);
+  WipeString(secret);
+  EXPECT_TRUE(key.ok());
+  return key.ok() ? HexEncode(key->span()) : "";
+}
+
+std::vector<std::string> GuestCluster::TokenHashes(const std::string& node) const {
+  std::vector<std::string> out;
+  for (const auto& r : host.ApiServerRecords()) {
+    if (r.value("code", 0) != 201 || !r.contains("object")) continue;
+    const auto& o = r["object"];
+    if (o["metadata"]["labels"].value("berth.dev/node", "") != node) continue;
+    std::string token =
+        std::string(o["data"]["token-id"]) + "." + std::string(o["data"]["token-secret"]);
+    out.push_back(HexEncode(Sha256(AsBytes(token))));
+  }
+  return out;
 }
 
 std::string Sha256File(const std::string& path) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "berth/v1/berth.pb.h"
+#include "tests/integration/cluster.h"
 
 namespace berth::testing {
 
@@ -71,6 +72,27 @@ struct GuestTpm {
 // quote them: all zero, since the guests' firmware (qboot) measures nothing. The policy is
 // written before the first boot, so no boot is spent on asking the guest.
 GuestTpm MakeGuestTpm(const std::string& dir);
+
+// Where the guests mount their state disk.
+inline constexpr char kGuestMount[] = "/var/lib/berth/state";
+
+// A berthd (with its kube-apiserver stand-in), every part a real process on the host, that
+// trusts the guest's TPM.
+struct GuestCluster {
+  explicit GuestCluster(const GuestTpm& tpm);
+  // The node's EnrolmentConfig: berthd at the host's loopback as the guest sees it
+  // (10.0.2.2), its certificate checked for the name it was issued to ("localhost"), the
+  // state disk /dev/vda mounted at kGuestMount.
+  v1::EnrolmentConfig Enrolment(const std::string& node) const;
+  std::string BerthdLog() const;
+  // The key berthd derives for a disk (hex), to check it never reaches a log.
+  std::string DiskKeyHex(const std::string& uuid) const;
+  // SHA-256 (hex) of every bootstrap token the API server stored for `node`, in order.
+  std::vector<std::string> TokenHashes(const std::string& node) const;
+
+  HostCluster host;
+  bool ok = false;  // the API server and berthd started
+};
 
 // The SHA-256 of a whole file, hex.
 std::string Sha256File(const std::string& path);

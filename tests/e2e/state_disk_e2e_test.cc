@@ -12,9 +12,7 @@
 #include "agent/disk.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
-#include "server/join_logic.h"
 #include "tests/e2e/guest.h"
-#include "tests/integration/cluster.h"
 
 namespace berth::testing {
 namespace {
@@ -27,52 +25,7 @@ using ::testing::Not;
 using ::testing::SizeIs;
 using ::testing::StartsWith;
 
-constexpr char kMount[] = "/var/lib/berth/state";
 constexpr char kProgressJoined[] = "{\"join_started\":true,\"joined\":true,\"version\":1}";
-
-// A berthd (with its kube-apiserver stand-in) that trusts the guest's TPM.
-struct Cluster {
-  explicit Cluster(const GuestTpm& tpm) {
-    MustWrite(host.dir().Join("policy.yaml"), tpm.policy_yaml);
-    ok = host.StartApiServer() && host.StartBerthd();
-  }
-  // The node's EnrolmentConfig: berthd at the host's loopback as the guest sees it (10.0.2.2),
-  // its certificate checked for the name it was issued to.
-  v1::EnrolmentConfig Enrolment(const std::string& node) const {
-    v1::EnrolmentConfig c = host.BaseEnrolment();
-    c.clear_endpoints();
-    c.add_endpoints("10.0.2.2:" + std::to_string(host.berthd_port()));
-    c.set_tls_server_name("localhost");
-    c.set_node_name(node);
-    c.mutable_state_disk()->set_device("/dev/vda");
-    c.mutable_state_disk()->set_mount_point(kMount);
-    return c;
-  }
-  std::string BerthdLog() const { return MustRead(host.berthd_log()); }
-  // The key berthd derives for a disk, to check it never reaches a log.
-  std::string DiskKeyHex(const std::string& uuid) const {
-    std::string secret = MustRead(host.dir().Join("master.secret"));
-    auto key = server::DeriveDiskKey(SecretBytes(secret.data(), secret.size()), "berth-test", uuid);
-    EXPECT_TRUE(key.ok());
-    return key.ok() ? HexEncode(key->span()) : "";
-  }
-  // SHA-256 (hex) of every bootstrap token the API server stored for `node`.
-  std::vector<std::string> TokenHashes(const std::string& node) const {
-    std::vector<std::string> out;
-    for (const auto& r : host.ApiServerRecords()) {
-      if (r.value("code", 0) != 201 || !r.contains("object")) continue;
-      const auto& o = r["object"];
-      if (o["metadata"]["labels"].value("berth.dev/node", "") != node) continue;
-      std::string token =
-          std::string(o["data"]["token-id"]) + "." + std::string(o["data"]["token-secret"]);
-      out.push_back(HexEncode(Sha256(AsBytes(token))));
-    }
-    return out;
-  }
-
-  HostCluster host;
-  bool ok = false;
-};
 
 class StateDiskE2eTest : public ::testing::Test {
  protected:
@@ -81,7 +34,7 @@ class StateDiskE2eTest : public ::testing::Test {
     ASSERT_TRUE(std::filesystem::exists(GuestInitramfs())) << GuestInitramfs();
     tpm_ = MakeGuestTpm(dir_.Join("tpm"));
     ASSERT_FALSE(tpm_.policy_yaml.empty());
-    cluster_ = std::make_unique<Cluster>(tpm_);
+    cluster_ = std::make_unique<GuestCluster>(tpm_);
     ASSERT_TRUE(cluster_->ok);
     ASSERT_TRUE(MakeDirs(dir_.Join("node")).ok());
     node_ = std::make_unique<GuestNode>(dir_.Join("node"), tpm_.state_dir);
@@ -104,7 +57,7 @@ class StateDiskE2eTest : public ::testing::Test {
   }
 
   // What every successful boot shows: the disk is a dm-crypt LUKS2 volume (aes-xts-plain64,
-  // 512-bit key) mounted at kMount, kubeadm's directories bind-mounted from it, progress
+  // 512-bit key) mounted at kGuestMount, kubeadm's directories bind-mounted from it, progress
   // recorded as joined.
   static void ExpectMountedAndJoined(const GuestBoot& boot) {
     EXPECT_EQ(boot.agent_exit(), 0) << boot.Describe();
@@ -125,7 +78,7 @@ class StateDiskE2eTest : public ::testing::Test {
 
   TempDir dir_;
   GuestTpm tpm_;
-  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<GuestCluster> cluster_;
   std::unique_ptr<GuestNode> node_;
 };
 
@@ -200,7 +153,7 @@ TEST_F(StateDiskE2eTest, ABerthdWithAnotherKeyStopsTheAgentAndTheDiskIsUntouched
 
   // Another cluster (another master secret, another CA) that trusts the same TPM: its berthd
   // grants the rejoin, with a key that cannot open this disk.
-  Cluster other(tpm_);
+  GuestCluster other(tpm_);
   ASSERT_TRUE(other.ok);
   GuestBootOptions o;
   o.enrolment = other.Enrolment("node-key");
