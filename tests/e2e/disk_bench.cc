@@ -87,6 +87,9 @@ int Run() {
   ok &= PrintMeasure("open, argon2id keyslot", crypt, "open-default");
   ok &=
       PrintMeasure("luksFormat --pbkdf argon2id, 1 GiB, 4 passes", crypt, "luksformat-argon2id-1g");
+  std::printf("    (keyslot as luksDump shows it: memory %s KiB, time cost %s)\n",
+              crypt.Report("argon2id-1g-memory").c_str(),
+              crypt.Report("argon2id-1g-time-cost").c_str());
   ok &= PrintMeasure("open, argon2id 1 GiB keyslot", crypt, "open-argon2id-1g");
   ok &= PrintMeasure("luksFormat --pbkdf pbkdf2 --pbkdf-force-iterations 1000", crypt,
                      "luksformat-pbkdf2");

@@ -139,9 +139,13 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   // The disk key never reached a log.
   const std::string key = cluster_->DiskKeyHex(header.uuid);
   ASSERT_EQ(key.size(), 64u);
+  auto raw = HexDecode(key);
+  ASSERT_TRUE(raw.ok());
+  const std::string raw_key = ToString(*raw);
   for (const std::string& log : {first.serial, second.serial, cluster_->BerthdLog()}) {
     EXPECT_THAT(log, Not(HasSubstr(key)));
     EXPECT_THAT(log, Not(HasSubstr(key.substr(0, 16))));
+    EXPECT_THAT(log, Not(HasSubstr(raw_key.substr(0, 8))));
   }
 }
 

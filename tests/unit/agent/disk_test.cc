@@ -200,6 +200,41 @@ TEST_F(DiskTest, LuksHeaderWithAnotherKeyIsNotOpenedByOurs) {
   EXPECT_EQ(Sha256File(img), before);
 }
 
+TEST(DiskErrorsTest, CryptsetupCodesMapToOneStatusEach) {
+  Status wrong = CryptsetupError("checking the key of /dev/vda", -EPERM, CryptOp::kTryKey);
+  EXPECT_EQ(wrong.code(), Code::kPermissionDenied);
+  EXPECT_EQ(wrong.message(), "checking the key of /dev/vda: no keyslot opens with this key");
+  // -EPERM from anything but a key attempt is an access problem, not a refusal.
+  Status access = CryptsetupError("formatting /dev/vda as LUKS2", -EPERM);
+  EXPECT_EQ(access.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(access.message(), "formatting /dev/vda as LUKS2: Operation not permitted");
+  EXPECT_EQ(CryptsetupError("x", -EACCES).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(CryptsetupError("x", -EROFS).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(CryptsetupError("x", -ENOENT).code(), Code::kNotFound);
+  EXPECT_EQ(CryptsetupError("x", -ENXIO).code(), Code::kNotFound);
+  EXPECT_EQ(CryptsetupError("x", -EINVAL).code(), Code::kInvalidArgument);
+  EXPECT_EQ(CryptsetupError("x", -ENOMEM).code(), Code::kResourceExhausted);
+  EXPECT_EQ(CryptsetupError("x", -EIO).code(), Code::kInternal);
+  Status busy = CryptsetupError("opening /dev/vda as berth-state", -EBUSY, CryptOp::kTryKey);
+  EXPECT_EQ(busy.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(busy.message(),
+            "opening /dev/vda as berth-state: Device or resource busy (device in use)");
+  Status missing = CryptsetupError("opening /dev/vda as berth-state", -ENOTSUP);
+  EXPECT_EQ(missing.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(missing.message(),
+              HasSubstr("is dm-crypt, or the cipher, missing from the kernel?"));
+}
+
+TEST(DiskErrorsTest, BlkidErrorsUseTheCallsErrnoWhenItSetOne) {
+  Status io = BlkidError("probing /dev/vda", -1, EIO);
+  EXPECT_EQ(io.code(), Code::kInternal);
+  EXPECT_EQ(io.message(), "probing /dev/vda (libblkid): Input/output error");
+  EXPECT_EQ(BlkidError("probing /dev/vda", -1, ENOENT).code(), Code::kNotFound);
+  Status bare = BlkidError("probing /dev/vda", -22, 0);
+  EXPECT_EQ(bare.code(), Code::kInternal);
+  EXPECT_EQ(bare.message(), "probing /dev/vda: libblkid error -22");
+}
+
 TEST_F(DiskTest, MissingDeviceIsNamed) {
   auto probe = disk_->Probe(dir_.Join("absent.img"));
   ASSERT_FALSE(probe.ok());
