@@ -27,8 +27,12 @@ AgentDeps RealAgentDeps() {
   static RealClock clock;
   static RealProcessRunner runner;
   static SdNotifier notifier;
+  static std::unique_ptr<Disk> disk = MakeLibDisk();
+  static std::unique_ptr<Mounter> mounter = MakeRealMounter();
   AgentDeps deps{&clock, &runner, &notifier, OpenEsysTpm, nullptr};
   deps.open_sev_guest = OpenSevGuestDevice;
+  deps.disk = disk.get();
+  deps.mounter = mounter.get();
   deps.make_transport = [](const ClientIdentity& id, const v1::EnrolmentConfig& config) {
     return MakeGrpcJoinTransport(id, config.cluster_ca_pem(), config.tls_server_name(),
                                  std::chrono::seconds(30));
@@ -348,10 +352,14 @@ class Boot {
     WipeString(*t.mutable_kubeadm()->mutable_token());
   }
 
+  // With a state disk, what kubeadm wrote there is flushed within the step, so a node whose
+  // step "kubeadm-join" finished keeps its kubelet.conf whatever happens next.
   Status KubeadmJoin(const v1::JoinTicket& ticket) {
     Status joined = Timed(Step::kKubeadmJoin, "running kubeadm join", [&] {
       SecretBytes join_config = RenderJoinConfiguration(ticket.kubeadm(), node_);
-      return RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root, join_config);
+      BERTH_RETURN_IF_ERROR(
+          RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root, join_config));
+      return disk_ ? disk_->Sync().WithContext("flushing the state disk") : OkStatus();
     });
     if (!joined.ok()) return joined.WithContext("joining the cluster");
     return OkStatus();

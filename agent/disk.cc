@@ -7,27 +7,45 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace berth::agent {
 
-Status BlkidError(std::string_view what, int rc) {
-  // libblkid returns -1 on error and sets errno for I/O problems (not always).
-  int err = errno;
+bool LuksHeader::is_berth() const { return type == "LUKS2" && label == kLuksLabel; }
+
+Status BlkidError(std::string_view what, int rc, int err) {
   if (err != 0) return ErrnoStatus(std::string(what) + " (libblkid)", err);
   return Internal(std::string(what) + ": libblkid error " + std::to_string(rc));
 }
 
-Status CryptsetupError(std::string_view what, int rc) {
-  int err = rc < 0 ? -rc : rc;
+Status CryptsetupError(std::string_view what, int rc, CryptOp op) {
+  const int err = rc < 0 ? -rc : rc;
   std::string msg = std::string(what) + ": " + std::strerror(err);
   switch (err) {
-    case EPERM: return PermissionDenied(std::string(what) + ": no keyslot opens with this key");
-    case ENOENT: return NotFound(msg);
-    case EINVAL: return InvalidArgument(msg);
-    case EBUSY: return FailedPrecondition(msg + " (device in use)");
-    case ENOMEM: return ResourceExhausted(msg);
-    default: return Internal(msg);
+    case EPERM:
+      if (op == CryptOp::kTryKey) {
+        return PermissionDenied(std::string(what) + ": no keyslot opens with this key");
+      }
+      return FailedPrecondition(std::move(msg));
+    case ENOENT:
+    case ENODEV:
+    case ENXIO:
+      return NotFound(std::move(msg));
+    case EINVAL:
+      return InvalidArgument(std::move(msg));
+    case EBUSY:
+      return FailedPrecondition(msg + " (device in use)");
+    case EACCES:
+    case EROFS:
+      return FailedPrecondition(std::move(msg));
+    case ENOTSUP:
+    case ENOSYS:
+      return FailedPrecondition(msg + " (is dm-crypt, or the cipher, missing from the kernel?)");
+    case ENOMEM:
+      return ResourceExhausted(std::move(msg));
+    default:
+      return Internal(std::move(msg));
   }
 }
 
@@ -63,11 +81,26 @@ Result<CryptPtr> CryptInit(const std::string& device) {
   return CryptPtr(cd);
 }
 
-Result<CryptPtr> CryptLoad(const std::string& device) {
+// `type`: CRYPT_LUKS2, or CRYPT_LUKS (a null pointer) for either version.
+Result<CryptPtr> CryptLoad(const std::string& device, const char* type = CRYPT_LUKS2) {
   BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptInit(device));
-  int rc = crypt_load(cd.get(), CRYPT_LUKS2, nullptr);
-  if (rc < 0) return CryptsetupError("reading the LUKS2 header of " + device, rc);
+  int rc = crypt_load(cd.get(), type, nullptr);
+  if (rc < 0) {
+    const bool luks2 = type != nullptr && std::string_view(type) == CRYPT_LUKS2;
+    return CryptsetupError(
+        std::string("reading the ") + (luks2 ? "LUKS2" : "LUKS") + " header of " + device, rc);
+  }
   return cd;
+}
+
+// libblkid calls return 0 (or a result >= 0) on success and a negative code on failure, and
+// set errno only sometimes: clear it first so BlkidError sees what this call set.
+template <typename Fn>
+Status BlkidCall(std::string_view what, Fn fn) {
+  errno = 0;
+  int rc = fn();
+  if (rc < 0) return BlkidError(what, rc, errno);
+  return OkStatus();
 }
 
 // True if the first MiB of `device` (or all of it, if smaller) is zero.
@@ -96,22 +129,28 @@ Result<bool> LeadingBytesAreZero(const std::string& device) {
 class LibDisk : public Disk {
  public:
   Result<ProbeResult> Probe(const std::string& device) override {
+    const std::string what = "probing " + device;
     errno = 0;
     std::unique_ptr<blkid_struct_probe, BlkidProbeFree> pr(
         blkid_new_probe_from_filename(device.c_str()));
-    if (!pr) return BlkidError("probing " + device, -1);
-    blkid_probe_enable_superblocks(pr.get(), 1);
-    blkid_probe_set_superblocks_flags(pr.get(), BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
-    blkid_probe_enable_partitions(pr.get(), 1);
-    blkid_probe_set_partitions_flags(pr.get(), BLKID_PARTS_MAGIC);
-    int rc = blkid_do_safeprobe(pr.get());
+    if (!pr) return BlkidError(what, -1, errno);
+    blkid_probe p = pr.get();
+    BERTH_RETURN_IF_ERROR(BlkidCall(what, [&] { return blkid_probe_enable_superblocks(p, 1); }));
+    BERTH_RETURN_IF_ERROR(BlkidCall(what, [&] {
+      return blkid_probe_set_superblocks_flags(p, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE);
+    }));
+    BERTH_RETURN_IF_ERROR(BlkidCall(what, [&] { return blkid_probe_enable_partitions(p, 1); }));
+    BERTH_RETURN_IF_ERROR(
+        BlkidCall(what, [&] { return blkid_probe_set_partitions_flags(p, BLKID_PARTS_MAGIC); }));
+    errno = 0;
+    int rc = blkid_do_safeprobe(p);
     ProbeResult result;
     if (rc == -2) {  // several signatures that contradict each other: certainly not blank
       result.kind = ProbeResult::Kind::kOther;
       result.signature = "several conflicting signatures";
       return result;
     }
-    if (rc < 0) return BlkidError("probing " + device, rc);
+    if (rc < 0) return BlkidError(what, rc, errno);
     if (rc == 0) {
       const char* value = nullptr;
       if (blkid_probe_lookup_value(pr.get(), "TYPE", &value, nullptr) == 0 && value != nullptr) {
@@ -138,13 +177,27 @@ class LibDisk : public Disk {
   }
 
   Result<LuksHeader> ReadLuksHeader(const std::string& device) override {
-    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device, CRYPT_LUKS));
     LuksHeader h;
+    const char* type = crypt_get_type(cd.get());
     const char* uuid = crypt_get_uuid(cd.get());
     const char* label = crypt_get_label(cd.get());
+    const char* subsystem = crypt_get_subsystem(cd.get());
+    h.type = type ? type : "";
     h.uuid = uuid ? uuid : "";
     h.label = label ? label : "";
+    h.subsystem = subsystem ? subsystem : "";
     return h;
+  }
+
+  Status WriteLuksSubsystem(const std::string& device, const std::string& subsystem) override {
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    // A copy: the pointer is into the header's JSON, which crypt_set_label replaces.
+    const char* current = crypt_get_label(cd.get());
+    const std::string label = current ? current : "";
+    int rc = crypt_set_label(cd.get(), label.c_str(), subsystem.c_str());
+    if (rc < 0) return CryptsetupError("writing the LUKS2 subsystem label of " + device, rc);
+    return OkStatus();
   }
 
   Status FormatIfBlank(const std::string& device, const std::string& uuid,
@@ -177,16 +230,40 @@ class LibDisk : public Disk {
     BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
     int rc = crypt_activate_by_passphrase(cd.get(), nullptr, CRYPT_ANY_SLOT,
                                           reinterpret_cast<const char*>(key.data()), key.size(), 0);
-    if (rc < 0) return CryptsetupError("checking the key of " + device, rc);
+    if (rc < 0) return CryptsetupError("checking the key of " + device, rc, CryptOp::kTryKey);
     return OkStatus();
   }
 
   Status Open(const std::string& device, const std::string& name, const SecretBytes& key) override {
     BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
-    if (crypt_status(cd.get(), name.c_str()) == CRYPT_ACTIVE) return OkStatus();
+    if (crypt_status(cd.get(), name.c_str()) == CRYPT_ACTIVE) {
+      // Active from an earlier run of the agent on this boot; but never hand out another
+      // device's mapping under this name.
+      return CheckActiveOn(name, device);
+    }
     int rc = crypt_activate_by_passphrase(cd.get(), name.c_str(), CRYPT_ANY_SLOT,
                                           reinterpret_cast<const char*>(key.data()), key.size(), 0);
-    if (rc < 0) return CryptsetupError("opening " + device + " as " + name, rc);
+    if (rc < 0) return CryptsetupError("opening " + device + " as " + name, rc, CryptOp::kTryKey);
+    return OkStatus();
+  }
+
+ private:
+  static Status CheckActiveOn(const std::string& name, const std::string& device) {
+    crypt_device* raw = nullptr;
+    int rc = crypt_init_by_name(&raw, name.c_str());
+    if (rc < 0) return CryptsetupError("reading the active mapping " + name, rc);
+    CryptPtr active(raw);
+    const char* backing = crypt_get_device_name(active.get());
+    char* want = realpath(device.c_str(), nullptr);
+    char* have = backing ? realpath(backing, nullptr) : nullptr;
+    bool same = want != nullptr && have != nullptr && std::strcmp(want, have) == 0;
+    std::string have_name = have ? have : (backing ? backing : "?");
+    free(want);
+    free(have);
+    if (!same) {
+      return FailedPrecondition("/dev/mapper/" + name + " is already active on " + have_name +
+                                ", not on " + device);
+    }
     return OkStatus();
   }
 };

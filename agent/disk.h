@@ -25,15 +25,32 @@ struct ProbeResult {
 };
 
 struct LuksHeader {
+  std::string type;  // "LUKS2" or "LUKS1"
   std::string uuid;
-  std::string label;
+  std::string label;      // empty for LUKS1, which has none
+  std::string subsystem;  // LUKS2's second label; berth records its filesystem there
+  // Whether this is a disk berth formats: LUKS2 with label kLuksLabel.
+  bool is_berth() const;
 };
 
-// libblkid return codes -> Status, in one place.
-Status BlkidError(std::string_view what, int rc);
-// libcryptsetup return codes (negative errno) -> Status, in one place. -EPERM from an
-// activation means no keyslot opened with the key: PERMISSION_DENIED.
-Status CryptsetupError(std::string_view what, int rc);
+// libblkid return codes -> Status, in one place. `err` is the errno the failed call left
+// (libblkid sets it for I/O errors, not always otherwise; 0 when it did not).
+Status BlkidError(std::string_view what, int rc, int err);
+
+// What a libcryptsetup call was doing: -EPERM means "no keyslot opens with this key" only
+// from calls that try a key.
+enum class CryptOp { kOther, kTryKey };
+// libcryptsetup return codes (negative errno) -> Status, in one place:
+//   -EPERM from kTryKey        PERMISSION_DENIED "<what>: no keyslot opens with this key"
+//   -ENOENT/-ENODEV/-ENXIO     NOT_FOUND
+//   -EINVAL                    INVALID_ARGUMENT (also: not a LUKS device of that type)
+//   -EBUSY                     FAILED_PRECONDITION (in use)
+//   -EACCES/-EPERM/-EROFS      FAILED_PRECONDITION (no access: not a policy refusal)
+//   -ENOTSUP/-ENOSYS           FAILED_PRECONDITION (the kernel lacks dm-crypt or a cipher)
+//   -ENOMEM                    RESOURCE_EXHAUSTED
+//   anything else              INTERNAL
+// Messages name `what` and the errno text, never a key.
+Status CryptsetupError(std::string_view what, int rc, CryptOp op = CryptOp::kOther);
 
 class Disk {
  public:
@@ -41,6 +58,7 @@ class Disk {
   // Blank means: libblkid finds no filesystem, RAID, LUKS or other superblock and no
   // partition table, *and* the first MiB is all zeroes (unrecognised data is data too).
   virtual Result<ProbeResult> Probe(const std::string& device) = 0;
+  // The LUKS header (LUKS2 or LUKS1) of `device`; INVALID_ARGUMENT if there is none.
   virtual Result<LuksHeader> ReadLuksHeader(const std::string& device) = 0;
   // Formats `device` as LUKS2 (aes-xts-plain64, 512-bit volume key, label kLuksLabel, header
   // UUID `uuid`) with `key` in a PBKDF2 keyslot at the minimum iteration count: the key has
@@ -50,8 +68,13 @@ class Disk {
                                const SecretBytes& key) = 0;
   // Whether `key` opens a keyslot, without activating anything (PERMISSION_DENIED if not).
   virtual Status CheckKey(const std::string& device, const SecretBytes& key) = 0;
-  // Activates /dev/mapper/<name>; already active with this device is success.
-  virtual Status Open(const std::string& device, const std::string& name, const SecretBytes& key) = 0;
+  // Sets the LUKS2 header's subsystem label (keeping the label). LUKS2 writes both header
+  // copies, so a crash leaves the old or the new value, never a broken header.
+  virtual Status WriteLuksSubsystem(const std::string& device, const std::string& subsystem) = 0;
+  // Activates /dev/mapper/<name>; already active on this device is success, active on
+  // another device is FAILED_PRECONDITION.
+  virtual Status Open(const std::string& device, const std::string& name,
+                      const SecretBytes& key) = 0;
 };
 
 std::unique_ptr<Disk> MakeLibDisk();

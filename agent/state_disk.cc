@@ -1,7 +1,10 @@
 #include "agent/state_disk.h"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -73,7 +76,11 @@ std::string StateDisk::mapper() const {
 
 Result<std::string> StateDisk::BerthUuid() {
   BERTH_ASSIGN_OR_RETURN(LuksHeader header, disk_->ReadLuksHeader(device_));
-  if (header.label != kLuksLabel) {
+  if (header.type != "LUKS2") {
+    return FailedPrecondition(device_ + " is a " + header.type +
+                              " disk, which berth never makes; leaving it alone");
+  }
+  if (!header.is_berth()) {
     return FailedPrecondition(device_ + " is a LUKS2 disk that berth did not make (label \"" +
                               header.label + "\"); leaving it alone");
   }
@@ -91,22 +98,32 @@ Status StateDisk::Unlock(const SecretBytes& key) {
 }
 
 Status StateDisk::MakeFilesystemIfBlank() {
-  BERTH_ASSIGN_OR_RETURN(ProbeResult probe, disk_->Probe(mapper()));
-  if (probe.kind == ProbeResult::Kind::kOther) {
-    return OkStatus();  // already has a filesystem (or something): mount decides
-  }
-  if (!probe.blank()) {
-    return FailedPrecondition("the unlocked volume holds " + probe.signature + ", not a filesystem");
-  }
   const std::string fs = config_.filesystem().empty() ? "ext4" : config_.filesystem();
-  BERTH_ASSIGN_OR_RETURN(ProcessResult r,
-                         runner_->Run({JoinRoot(root_, "/sbin/mkfs." + fs), "-q", "-L", kMapperName,
-                                       mapper()}));
-  if (!r.success()) {
-    return Internal("mkfs." + fs + " on " + mapper() + " failed (" + r.Describe() +
-                    "): " + TrimWhitespace(r.output));
+  const std::string record = kFilesystemRecordPrefix + fs;
+  BERTH_ASSIGN_OR_RETURN(LuksHeader header, disk_->ReadLuksHeader(device_));
+  if (header.subsystem == record) {
+    spdlog::info("{} holds the {} filesystem made on an earlier boot; not making one", mapper(),
+                 fs);
+    return OkStatus();
   }
-  return OkStatus();
+  if (!header.subsystem.empty()) {
+    return FailedPrecondition("the LUKS2 header of " + device_ + " records \"" + header.subsystem +
+                              "\", not \"" + record + "\"; leaving the volume alone");
+  }
+  BERTH_ASSIGN_OR_RETURN(ProbeResult probe, disk_->Probe(mapper()));
+  if (probe.kind == ProbeResult::Kind::kOther && probe.signature == fs) {
+    // mkfs finished on a boot that lost power before recording it.
+    spdlog::info("{} holds a {} filesystem not yet recorded; keeping it", mapper(), fs);
+  } else {
+    BERTH_ASSIGN_OR_RETURN(
+        ProcessResult r,
+        runner_->Run({JoinRoot(root_, "/sbin/mkfs." + fs), "-q", "-L", kMapperName, mapper()}));
+    if (!r.success()) {
+      return Internal("mkfs." + fs + " on " + mapper() + " failed (" + r.Describe() +
+                      "): " + TrimWhitespace(r.output));
+    }
+  }
+  return disk_->WriteLuksSubsystem(device_, record);
 }
 
 Status StateDisk::Mount() {
@@ -126,6 +143,16 @@ Status StateDisk::Mount() {
     BERTH_ASSIGN_OR_RETURN(bool bound, mounter_->IsMountPoint(target));
     if (!bound) BERTH_RETURN_IF_ERROR(mounter_->BindMount(source, target));
   }
+  return OkStatus();
+}
+
+Status StateDisk::Sync() {
+  int fd = open(mount_point_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open(" + mount_point_ + ")");
+  int rc = syncfs(fd);
+  int err = errno;
+  close(fd);
+  if (rc != 0) return ErrnoStatus("syncfs(" + mount_point_ + ")", err);
   return OkStatus();
 }
 

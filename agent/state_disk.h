@@ -29,6 +29,10 @@ std::unique_ptr<Mounter> MakeRealMounter();
 // knows it has joined).
 inline constexpr const char* kPersistentDirs[] = {"/etc/kubernetes", "/var/lib/kubelet"};
 inline constexpr char kMapperName[] = "berth-state";
+// The LUKS2 subsystem label berth writes once the volume holds its filesystem:
+// "berth-fs:<type>". Until then the volume holds nothing anyone wrote (what dm-crypt reads
+// from a blank disk is noise, not zeros), so only this record tells "not made yet" from "made".
+inline constexpr char kFilesystemRecordPrefix[] = "berth-fs:";
 
 // What the node has done, recorded on the state disk (<mount>/.berth/progress.json) with a
 // durable write after each milestone.
@@ -55,11 +59,15 @@ class StateDisk {
   }
   // Checks the key first, so a wrong key stops before anything is activated.
   Status Unlock(const SecretBytes& key);
-  // Makes the filesystem on the unlocked volume unless it already has one. Never touches a
-  // volume that holds any signature.
+  // Makes the filesystem on the unlocked volume unless the LUKS2 header records that it was
+  // made, and then records it. A volume whose header records it is never made again, even if
+  // its superblock is damaged (mount then fails: an operator decides, not the agent).
   Status MakeFilesystemIfBlank();
   // Mounts the volume (unless mounted) and bind-mounts the persistent directories.
   Status Mount();
+  // Flushes the state filesystem (syncfs): what other programs wrote there (kubeadm does not
+  // fsync kubelet.conf) is on the disk before the agent records that it is done.
+  Status Sync();
 
   Result<Progress> ReadProgress();
   Status WriteProgress(const Progress& progress);

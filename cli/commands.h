@@ -40,5 +40,6 @@ void AddVerifyCommands(CLI::App& app, Context& ctx);
 void AddSnpCommands(CLI::App& app, Context& ctx);  // verify snp-report (snp_cmd.cc)
 void AddEventLogCommands(CLI::App& app, Context& ctx);
 void AddPolicyCommands(CLI::App& app, Context& ctx);
+void AddDiskCommands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

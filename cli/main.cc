@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   berth::cli::AddSnpCommands(app, ctx);
   berth::cli::AddEventLogCommands(app, ctx);
   berth::cli::AddPolicyCommands(app, ctx);
+  berth::cli::AddDiskCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -17,6 +17,7 @@ packages=(
   gnuplot-nox openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
+  time  # GNU time: peak memory in the guest (qemu/bench-disk)
 )
 
 missing=()

@@ -99,6 +99,36 @@ TEST_F(DiskTest, FormatMakesABerthLuks2HeaderThatOpensOnlyWithItsKey) {
   EXPECT_THAT(dump->output, HasSubstr("Label:         \tberth-state"));
 }
 
+TEST_F(DiskTest, TheSubsystemLabelIsWrittenBesideTheLabelAndTheKeyStillOpens) {
+  std::string img = BlankImage("disk.img");
+  ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
+  EXPECT_EQ(disk_->ReadLuksHeader(img)->subsystem, "");
+  ASSERT_TRUE(disk_->WriteLuksSubsystem(img, "berth-fs:ext4").ok());
+  auto header = disk_->ReadLuksHeader(img);
+  ASSERT_TRUE(header.ok());
+  EXPECT_EQ(header->label, "berth-state");
+  EXPECT_EQ(header->subsystem, "berth-fs:ext4");
+  EXPECT_EQ(header->uuid, kUuid);
+  EXPECT_TRUE(header->is_berth());
+  EXPECT_TRUE(disk_->CheckKey(img, Key(1)).ok());
+  auto dump = runner_.Run({"/sbin/cryptsetup", "luksDump", img});
+  ASSERT_TRUE(dump.ok() && dump->success());
+  EXPECT_THAT(dump->output, HasSubstr("Subsystem:     \tberth-fs:ext4"));
+}
+
+TEST_F(DiskTest, Luks1HeadersAreReadButAreNotBerths) {
+  std::string img = BlankImage("disk.img");
+  SecretBytes other = Key(9);
+  testing::MustWrite(dir_.Join("other.key"), std::string(other.view()), 0600);
+  Run({"/sbin/cryptsetup", "luksFormat", "-q", "--type", "luks1", "--pbkdf-force-iterations",
+       "1000", "--key-file", dir_.Join("other.key"), img});
+  auto header = disk_->ReadLuksHeader(img);
+  ASSERT_TRUE(header.ok()) << header.status().ToString();
+  EXPECT_EQ(header->type, "LUKS1");
+  EXPECT_FALSE(header->is_berth());
+  EXPECT_EQ(disk_->WriteLuksSubsystem(img, "berth-fs:ext4").code(), Code::kInvalidArgument);
+}
+
 TEST_F(DiskTest, FormattingTwiceIsRefusedAndLeavesTheHeader) {
   std::string img = BlankImage("disk.img");
   ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
@@ -168,6 +198,41 @@ TEST_F(DiskTest, LuksHeaderWithAnotherKeyIsNotOpenedByOurs) {
   std::string before = Sha256File(img);
   EXPECT_EQ(disk_->CheckKey(img, Key(1)).code(), Code::kPermissionDenied);
   EXPECT_EQ(Sha256File(img), before);
+}
+
+TEST(DiskErrorsTest, CryptsetupCodesMapToOneStatusEach) {
+  Status wrong = CryptsetupError("checking the key of /dev/vda", -EPERM, CryptOp::kTryKey);
+  EXPECT_EQ(wrong.code(), Code::kPermissionDenied);
+  EXPECT_EQ(wrong.message(), "checking the key of /dev/vda: no keyslot opens with this key");
+  // -EPERM from anything but a key attempt is an access problem, not a refusal.
+  Status access = CryptsetupError("formatting /dev/vda as LUKS2", -EPERM);
+  EXPECT_EQ(access.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(access.message(), "formatting /dev/vda as LUKS2: Operation not permitted");
+  EXPECT_EQ(CryptsetupError("x", -EACCES).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(CryptsetupError("x", -EROFS).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(CryptsetupError("x", -ENOENT).code(), Code::kNotFound);
+  EXPECT_EQ(CryptsetupError("x", -ENXIO).code(), Code::kNotFound);
+  EXPECT_EQ(CryptsetupError("x", -EINVAL).code(), Code::kInvalidArgument);
+  EXPECT_EQ(CryptsetupError("x", -ENOMEM).code(), Code::kResourceExhausted);
+  EXPECT_EQ(CryptsetupError("x", -EIO).code(), Code::kInternal);
+  Status busy = CryptsetupError("opening /dev/vda as berth-state", -EBUSY, CryptOp::kTryKey);
+  EXPECT_EQ(busy.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(busy.message(),
+            "opening /dev/vda as berth-state: Device or resource busy (device in use)");
+  Status missing = CryptsetupError("opening /dev/vda as berth-state", -ENOTSUP);
+  EXPECT_EQ(missing.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(missing.message(),
+              HasSubstr("is dm-crypt, or the cipher, missing from the kernel?"));
+}
+
+TEST(DiskErrorsTest, BlkidErrorsUseTheCallsErrnoWhenItSetOne) {
+  Status io = BlkidError("probing /dev/vda", -1, EIO);
+  EXPECT_EQ(io.code(), Code::kInternal);
+  EXPECT_EQ(io.message(), "probing /dev/vda (libblkid): Input/output error");
+  EXPECT_EQ(BlkidError("probing /dev/vda", -1, ENOENT).code(), Code::kNotFound);
+  Status bare = BlkidError("probing /dev/vda", -22, 0);
+  EXPECT_EQ(bare.code(), Code::kInternal);
+  EXPECT_EQ(bare.message(), "probing /dev/vda: libblkid error -22");
 }
 
 TEST_F(DiskTest, MissingDeviceIsNamed) {

@@ -26,6 +26,7 @@ struct FakeDiskState {
   bool has_filesystem = false;
   bool open = false;
   std::vector<std::string> ops;
+  std::string subsystem;  // the LUKS2 subsystem label
 };
 
 class FakeDisk : public Disk {
@@ -42,7 +43,12 @@ class FakeDisk : public Disk {
     return r;
   }
   Result<LuksHeader> ReadLuksHeader(const std::string&) override {
-    return LuksHeader{s_->uuid, s_->label};
+    return LuksHeader{"LUKS2", s_->uuid, s_->label, s_->subsystem};
+  }
+  Status WriteLuksSubsystem(const std::string&, const std::string& subsystem) override {
+    s_->ops.push_back("subsystem=" + subsystem);
+    s_->subsystem = subsystem;
+    return OkStatus();
   }
   Status FormatIfBlank(const std::string& device, const std::string& uuid,
                        const SecretBytes& key) override {
@@ -184,7 +190,8 @@ TEST_F(StateDiskFlowTest, FirstBootFormatsWithTheTicketsKeyThenJoins) {
   EXPECT_EQ(disk_state_.uuid, uuid);
   EXPECT_EQ(disk_state_.key, std::string(32, 'k'));
   EXPECT_EQ(disk_state_.label, "berth-state");
-  EXPECT_THAT(disk_state_.ops, ElementsAre("format", "check-key", "open", "mkfs"));
+  EXPECT_THAT(disk_state_.ops,
+              ElementsAre("format", "check-key", "open", "mkfs", "subsystem=berth-fs:ext4"));
   EXPECT_THAT(mounter_.mounted,
               ElementsAre(root_.Join("var/lib/berth/state"), root_.Join("etc/kubernetes"),
                           root_.Join("var/lib/kubelet")));
@@ -258,12 +265,48 @@ TEST_F(StateDiskFlowTest, CrashAfterFormatResumesWithoutReformattingAndJoinsOnce
                               std::string(32, 'k')};
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open", "mkfs"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open", "mkfs", "subsystem=berth-fs:ext4"));
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueRejoinTicket@127.0.0.1:1",
                                          "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(berthd_.join_requests[0].disk_uuid(), "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c");
   EXPECT_EQ(runner_.argvs.size(), 1u);
   EXPECT_EQ(*ProgressFile(), "{\"join_started\":true,\"joined\":true,\"version\":1}\n");
+}
+
+TEST_F(StateDiskFlowTest, CrashAfterMkfsBeforeItWasRecordedKeepsTheFilesystem) {
+  disk_state_ = FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS",
+                              "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c", "berth-state",
+                              std::string(32, 'k'), /*has_filesystem=*/true};
+  Status st = Boot();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open", "subsystem=berth-fs:ext4"));
+}
+
+TEST_F(StateDiskFlowTest, ARecordedFilesystemIsNeverMadeAgainEvenIfItsSuperblockIsGone) {
+  // The header says the filesystem was made; the volume shows no signature (damage). Making
+  // a new one would lose the node's data: the agent leaves it to mount, which fails.
+  disk_state_ = FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS",
+                              "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c", "berth-state",
+                              std::string(32, 'k'), /*has_filesystem=*/false};
+  disk_state_.subsystem = "berth-fs:ext4";
+  Status st = Boot();
+  ASSERT_TRUE(st.ok()) << st.ToString();  // the fake mounter mounts even a damaged volume
+  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open"));
+  EXPECT_FALSE(disk_state_.has_filesystem);
+}
+
+TEST_F(StateDiskFlowTest, AnUnknownSubsystemRecordStopsBeforeMkfs) {
+  disk_state_ = FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS",
+                              "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c", "berth-state",
+                              std::string(32, 'k')};
+  disk_state_.subsystem = "berth-fs:xfs";
+  Status st = Boot();
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(
+      st.message(),
+      HasSubstr("records \"berth-fs:xfs\", not \"berth-fs:ext4\"; leaving the volume alone"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open"));
+  EXPECT_TRUE(mounter_.mounted.empty());
 }
 
 TEST_F(StateDiskFlowTest, CrashAfterKubeadmSucceededIsNotJoinedTwice) {

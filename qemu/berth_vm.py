@@ -1,0 +1,389 @@
+#!/usr/bin/python3
+"""Boots one QEMU guest for berth's tests and benchmarks, and watches its serial console.
+
+A library (class Vm) and a command (`berth_vm.py run ...`, see --help). One VM is:
+
+- a kernel + initrd (direct boot) or UEFI firmware (OVMF code + a copy of its variable store)
+  booting from the first disk. Direct boot of an uncompressed ELF kernel (qemu/guest-kernel
+  --vmlinux) uses QEMU's PVH entry and the qboot firmware: under TCG this boots in a third of
+  the time of a bzImage under SeaBIOS (no in-guest XZ decompression, no BIOS POST). qboot
+  measures nothing into the TPM (the kernel sends TPM2_Startup itself), so PCRs 0-7 stay
+  zero; measured boot is OVMF's job. (SeaBIOS with a PVH kernel and an initrd does not
+  work with a TPM in QEMU 7.2: QEMU places the initrd over the ACPI tables SeaBIOS grew for
+  the TPM's event log.) A bzImage boots under SeaBIOS, which does measure;
+- virtio disks (raw or qcow2 image files) in the order given: /dev/vda, /dev/vdb, ...;
+- optionally a config disk made from a directory (an ext4 image labelled berth-config,
+  read-only; qemu/guest/init mounts it);
+- optionally swtpm as the TPM (a TPM 2.0 TIS device on q35), with its state in a directory
+  that outlives the VM, so a "reboot" (the next VM on that directory) sees the same TPM;
+- QEMU user networking (the guest reaches the host's loopback at 10.0.2.2), with optional
+  host port forwards;
+- the serial console written to a log file, which is watched for markers: the run can wait
+  for a marker, or kill the VM the moment a marker appears (SIGKILL: a power cut).
+
+TCG by default; --accel kvm (or BERTH_QEMU_ACCEL=kvm) where KVM works (on some hosts /dev/kvm
+exists but QEMU cannot use it, so it is never picked on its own).
+
+The command prints one JSON line on stdout:
+  {"outcome": "poweroff" | "killed-at-marker" | "timeout" | "exited" | "error",
+   "seconds": ..., "exit_code": N, "marker": "...", "missing_markers": [...]}
+and exits 0 for "poweroff" and "killed-at-marker", 3 for "timeout", 4 when an
+--expect-marker never appeared, 1 otherwise (including QEMU or swtpm failing to start; the
+reason is on stderr). "poweroff" means the guest printed qemu/guest/init's poweroff marker
+and QEMU exited 0.
+
+Example (what the e2e tests run, tests/e2e/guest.cc):
+  qemu/berth_vm.py run --kernel build/tests/e2e/guest/vmlinux \
+      --initrd build/tests/e2e/guest/initramfs.cpio --disk /tmp/n/state.img \
+      --config-dir /tmp/n/config --swtpm-state /tmp/n/tpm --serial-log /tmp/n/serial.log \
+      --kill-at-marker "berth-fault: stopped after mkfs" --timeout 300
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+QBOOT = "/usr/share/qemu/qboot.rom"
+SWTPM = "/usr/bin/swtpm"
+MKFS_EXT4 = "/sbin/mkfs.ext4"
+POWEROFF_MARKER = "berth-guest: poweroff"
+
+
+class VmError(Exception):
+    pass
+
+
+def _die_with_parent():
+    """Runs in the child before exec: SIGKILL it if this process dies, so a killed runner
+    leaves no QEMU or swtpm behind."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def make_config_disk(directory, image, size_mib=16):
+    """An ext4 image labelled berth-config holding `directory`'s files (no root needed)."""
+    if os.path.exists(image):
+        os.unlink(image)
+    with open(image, "wb") as f:
+        f.truncate(size_mib << 20)
+    r = subprocess.run([MKFS_EXT4, "-q", "-F", "-L", "berth-config", "-E", "root_owner=0:0",
+                        "-d", directory, image], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise VmError(f"mkfs.ext4 -d {directory} failed: {r.stderr.strip()}")
+    return image
+
+
+class Vm:
+    """One QEMU process (and its swtpm). Not thread-safe; use from one thread.
+
+    Start with start(); then wait_for() markers, kill() it, or wait_exit(). close() (or the
+    context manager) stops whatever still runs.
+    """
+
+    def __init__(self, serial_log, kernel=None, initrd=None, append="", firmware=None,
+                 firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
+                 network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
+                 bios=None, extra_args=()):
+        if (kernel is None) == (firmware is None):
+            raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
+        self.serial_log = os.path.abspath(serial_log)
+        self.kernel, self.initrd, self.append = kernel, initrd, append
+        # Direct boot: qboot for an ELF (PVH) kernel, SeaBIOS (QEMU's default) otherwise.
+        if bios is None and kernel is not None and _is_elf(kernel):
+            bios = QBOOT
+        self.bios = bios
+        self.firmware, self.firmware_vars = firmware, firmware_vars
+        self.disks = list(disks)
+        self.config_dir = config_dir
+        self.swtpm_state = os.path.abspath(swtpm_state) if swtpm_state else None
+        self.hostfwds = list(hostfwds)
+        self.network = network
+        self.memory_mib, self.cpus = memory_mib, cpus
+        self.accel = accel or os.environ.get("BERTH_QEMU_ACCEL", "tcg")
+        self.qemu_log = qemu_log or self.serial_log + ".qemu"
+        self.extra_args = list(extra_args)
+        self.qemu = None
+        self.swtpm = None
+        self.rundir = None
+        self.started = None
+        self._seen = ""  # serial output read so far
+
+    # ---- starting ----
+
+    def _start_swtpm(self):
+        os.makedirs(self.swtpm_state, exist_ok=True)
+        ctrl = os.path.join(self.rundir, "swtpm.sock")
+        log = open(os.path.join(self.rundir, "swtpm.log"), "ab")
+        # No --flags startup-clear: the firmware sends TPM2_Startup, as on a real machine.
+        self.swtpm = subprocess.Popen(
+            [SWTPM, "socket", "--tpm2", "--tpmstate", "dir=" + self.swtpm_state,
+             "--ctrl", "type=unixio,path=" + ctrl, "--log", "level=1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ctrl):
+            if self.swtpm.poll() is not None or time.monotonic() > deadline:
+                raise VmError("swtpm did not start: " + self._tail(os.path.join(self.rundir, "swtpm.log")))
+            time.sleep(0.02)
+        return ctrl
+
+    def argv(self, tpm_ctrl=None, config_image=None):
+        a = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+             "-M", "q35", "-accel", self.accel, "-cpu", "max",
+             "-m", str(self.memory_mib), "-smp", str(self.cpus),
+             "-serial", "file:" + self.serial_log, "-monitor", "none",
+             "-device", "virtio-rng-pci"]
+        if self.bios:
+            a += ["-bios", self.bios]
+        if self.kernel:
+            a += ["-kernel", self.kernel]
+            if self.initrd:
+                a += ["-initrd", self.initrd]
+            a += ["-append", self.append]
+        else:
+            a += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={self.firmware}"]
+            if self.firmware_vars:
+                a += ["-drive", f"if=pflash,format=raw,unit=1,file={self.firmware_vars}"]
+        disks = list(self.disks)
+        if config_image:
+            disks.append({"path": config_image, "readonly": True, "serial": "berth-config"})
+        for i, d in enumerate(disks):
+            d = d if isinstance(d, dict) else parse_disk(d)
+            opts = [f"file={d['path']}", f"format={d.get('format', 'raw')}", "if=none",
+                    f"id=disk{i}", "cache=writeback"]
+            if d.get("readonly"):
+                opts.append("readonly=on")
+            a += ["-drive", ",".join(opts)]
+            dev = f"virtio-blk-pci,drive=disk{i}"
+            if d.get("serial"):
+                dev += f",serial={d['serial']}"
+            if i == 0 and self.firmware:
+                dev += ",bootindex=0"
+            a += ["-device", dev]
+        if self.network:
+            net = "user,id=net0"
+            for fwd in self.hostfwds:
+                net += ",hostfwd=" + fwd
+            a += ["-netdev", net, "-device", "virtio-net-pci,netdev=net0"]
+        if tpm_ctrl:
+            a += ["-chardev", f"socket,id=chrtpm,path={tpm_ctrl}",
+                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+                  "-device", "tpm-tis,tpmdev=tpm0"]
+        return a + self.extra_args
+
+    def start(self):
+        self.rundir = tempfile.mkdtemp(prefix="berth-vm-")
+        try:
+            config_image = None
+            if self.config_dir:
+                config_image = make_config_disk(self.config_dir,
+                                                os.path.join(self.rundir, "config.img"))
+            tpm_ctrl = self._start_swtpm() if self.swtpm_state else None
+            open(self.serial_log, "wb").close()
+            self._seen = ""
+            qlog = open(self.qemu_log, "wb")
+            self.started = time.monotonic()
+            self.qemu = subprocess.Popen(self.argv(tpm_ctrl, config_image), stdin=subprocess.DEVNULL,
+                                         stdout=qlog, stderr=subprocess.STDOUT,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        except Exception:
+            self.close()
+            raise
+        return self
+
+    # ---- watching ----
+
+    def serial(self):
+        """Everything the guest wrote on its serial console so far."""
+        try:
+            with open(self.serial_log, "rb") as f:
+                self._seen = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            pass
+        return self._seen
+
+    def running(self):
+        return self.qemu is not None and self.qemu.poll() is None
+
+    def wait_for(self, markers, timeout):
+        """Waits until one of `markers` is on the console; returns it, or None if QEMU exited
+        or `timeout` seconds passed first."""
+        if isinstance(markers, str):
+            markers = [markers]
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = self.running()  # read before the log: output precedes an exit
+            text = self.serial()
+            for m in markers:
+                if m in text:
+                    return m
+            if not alive or time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def wait_exit(self, timeout):
+        """Waits for QEMU to exit; returns its exit code, or None on timeout."""
+        try:
+            return self.qemu.wait(timeout=max(0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        """Pulls the plug: SIGKILL, no shutdown, nothing flushed by the guest. Returns whether
+        the VM was still running (False: it had exited on its own)."""
+        was_running = self.running()
+        if was_running:
+            self.qemu.kill()
+        if self.qemu is not None:
+            self.qemu.wait()
+        return was_running
+
+    def elapsed(self):
+        return time.monotonic() - self.started if self.started else 0.0
+
+    def close(self):
+        if self.qemu is not None and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
+        if self.swtpm is not None:
+            if self.swtpm.poll() is None:
+                self.swtpm.terminate()  # swtpm saves its state on SIGTERM
+                try:
+                    self.swtpm.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.swtpm.kill()
+                    self.swtpm.wait()
+            self.swtpm = None
+        if self.rundir:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            self.rundir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @staticmethod
+    def _tail(path, n=2000):
+        try:
+            with open(path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+
+
+def _is_elf(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def parse_disk(spec):
+    """PATH[,format=raw|qcow2][,readonly][,serial=S]"""
+    parts = spec.split(",")
+    d = {"path": os.path.abspath(parts[0])}
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k == "readonly":
+            d["readonly"] = v in ("", "on", "true", "1")
+        elif k in ("format", "serial"):
+            d[k] = v
+        else:
+            raise VmError(f"unknown disk option {k!r} in {spec!r}")
+    return d
+
+
+def run(args):
+    vm = Vm(args.serial_log, kernel=args.kernel, initrd=args.initrd, append=args.append,
+            firmware=args.firmware, firmware_vars=args.firmware_vars,
+            disks=[parse_disk(d) for d in args.disk], config_dir=args.config_dir,
+            swtpm_state=args.swtpm_state, hostfwds=args.hostfwd, network=not args.no_network,
+            memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
+            bios=args.bios, extra_args=args.qemu_arg)
+    result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        vm.start()
+        markers = list(args.kill_at_marker)
+        if markers:
+            m = vm.wait_for(markers, args.timeout)
+            if m is not None and vm.kill():
+                result.update(outcome="killed-at-marker", marker=m)
+        if result["outcome"] != "killed-at-marker":
+            code = vm.wait_exit(args.timeout - vm.elapsed())
+            if code is None:
+                vm.kill()
+                result["outcome"] = "timeout"
+            else:
+                result["exit_code"] = code
+                if code == 0 and POWEROFF_MARKER in vm.serial():
+                    result["outcome"] = "poweroff"
+        if result["outcome"] == "exited":
+            sys.stderr.write("berth_vm: QEMU exited without the guest powering off; its log:\n" +
+                             Vm._tail(vm.qemu_log) + "\n")
+    except KeyboardInterrupt:
+        result["outcome"] = "interrupted"
+    except VmError as e:
+        sys.stderr.write(f"berth_vm: {e}\n")
+        result["outcome"] = "error"
+    finally:
+        result["seconds"] = round(vm.elapsed(), 3)
+        vm.close()
+    missing = [m for m in args.expect_marker if m not in vm.serial()]
+    if missing:
+        result["missing_markers"] = missing
+    print(json.dumps(result), flush=True)
+    code = {"poweroff": 0, "killed-at-marker": 0, "timeout": 3}.get(result["outcome"], 1)
+    return 4 if code == 0 and missing else code
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="boot a guest until it powers off (or a marker, or a timeout)")
+    boot = r.add_argument_group("boot (one of --kernel or --firmware)")
+    boot.add_argument("--kernel", help="kernel for direct boot: an ELF vmlinux (PVH, qboot) or a bzImage (SeaBIOS)")
+    boot.add_argument("--bios", help="firmware for direct boot (default: qboot for an ELF kernel, else SeaBIOS)")
+    boot.add_argument("--initrd", help="initramfs for --kernel")
+    boot.add_argument("--append", default="console=ttyS0 panic=-1 quiet",
+                      help="kernel command line (default: %(default)s)")
+    boot.add_argument("--firmware", help="UEFI firmware code (e.g. OVMF_CODE_4M.fd), read-only")
+    boot.add_argument("--firmware-vars", help="a writable copy of the firmware's variable store")
+    r.add_argument("--disk", action="append", default=[],
+                   help="PATH[,format=raw|qcow2][,readonly][,serial=S]; repeatable, in order")
+    r.add_argument("--config-dir", help="attach this directory as the berth-config disk")
+    r.add_argument("--swtpm-state", help="swtpm state directory (created; kept across runs)")
+    r.add_argument("--hostfwd", action="append", default=[], help="e.g. tcp:127.0.0.1:2222-:22")
+    r.add_argument("--no-network", action="store_true")
+    r.add_argument("--memory", type=int, default=512, help="MiB (default %(default)s)")
+    r.add_argument("--cpus", type=int, default=1)
+    r.add_argument("--accel", choices=["kvm", "tcg"], help="default: $BERTH_QEMU_ACCEL or tcg")
+    r.add_argument("--serial-log", required=True)
+    r.add_argument("--qemu-log", help="QEMU's own output (default: SERIAL_LOG.qemu)")
+    r.add_argument("--timeout", type=float, default=300, help="seconds before the VM is killed")
+    r.add_argument("--kill-at-marker", action="append", default=[],
+                   help="SIGKILL the VM as soon as this text is on the console (repeatable)")
+    r.add_argument("--expect-marker", action="append", default=[],
+                   help="fail (exit 4) unless this text was on the console (repeatable)")
+    r.add_argument("--qemu-arg", action="append", default=[],
+                   help="an extra QEMU argument, passed as is (repeatable)")
+    args = p.parse_args()
+    if (args.kernel is None) == (args.firmware is None):
+        p.error("give exactly one of --kernel and --firmware")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

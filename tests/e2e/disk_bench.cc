@@ -1,0 +1,110 @@
+// The state disk benchmark (qemu/bench-disk runs it; not a test): berth-agent's disk steps on
+// a first and a later boot of a QEMU guest, beside `cryptsetup luksFormat` with its defaults
+// (argon2id) and with berth's keyslot parameters (PBKDF2, 1000 iterations), and `cryptsetup
+// open` of each, on the same virtual disk. Prints wall times (the agent's own step lines, GNU
+// time for cryptsetup) and peak RSS (GNU time). Under TCG every figure is that of an emulated
+// CPU: compare them with each other, not with hardware.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+
+#include "tests/e2e/guest.h"
+#include "tests/testing/testing.h"
+
+namespace berth::testing {
+namespace {
+
+constexpr int kMemoryMib = 2048;  // room for argon2id's default of up to 1 GiB
+constexpr int kDiskMib = 256;
+
+bool Check(bool ok, const std::string& what, const GuestBoot& boot) {
+  if (!ok) std::fprintf(stderr, "disk_bench: %s\n%s\n", what.c_str(), boot.Describe().c_str());
+  return ok;
+}
+
+void PrintSteps(const char* title, const GuestBoot& boot) {
+  std::printf("%s\n", title);
+  for (const auto& [step, ms] : StepDurations(boot.serial)) {
+    std::printf("  %-28s %8ld ms\n", step.c_str(), ms);
+  }
+  std::printf("  %-28s %8.0f ms   peak RSS %s KiB\n", "berth-agent, whole run",
+              std::atof(boot.Report("agent-seconds").c_str()) * 1000,
+              boot.Report("agent-max-rss-kib").c_str());
+}
+
+// "SECONDS MAX_RSS_KIB EXIT" -> a line of the table.
+bool PrintMeasure(const char* label, const GuestBoot& boot, const std::string& key) {
+  std::istringstream in(boot.Report(key));
+  double seconds = 0;
+  long rss = 0;
+  int rc = -1;
+  in >> seconds >> rss >> rc;
+  std::printf("  %-44s %8.0f ms   peak RSS %7ld KiB\n", label, seconds * 1000, rss);
+  return Check(rc == 0, key + " failed", boot);
+}
+
+int Run() {
+  TempDir dir;
+  GuestTpm tpm = MakeGuestTpm(dir.Join("tpm"));
+  if (tpm.policy_yaml.empty()) return 1;
+  GuestCluster cluster(tpm);
+  if (!cluster.ok) return 1;
+  MakeDirs(dir.Join("node")).ok();
+  GuestNode node(dir.Join("node"), tpm.state_dir, kDiskMib);
+
+  GuestBootOptions o;
+  o.enrolment = cluster.Enrolment("node-bench");
+  o.env = {"BERTH_TEST_MEASURE=1"};
+  o.memory_mib = kMemoryMib;
+  GuestBoot first = node.Boot(o);
+  if (!Check(first.agent_exit() == 0, "the first boot failed", first)) return 1;
+  GuestBoot later = node.Boot(o);
+  if (!Check(later.agent_exit() == 0, "the later boot failed", later)) return 1;
+
+  GuestBootOptions c;
+  c.enrolment = o.enrolment;
+  c.run_script = SourceDir() + "/tests/e2e/guest/bench-cryptsetup";
+  c.memory_mib = kMemoryMib;
+  c.timeout = std::chrono::seconds(600);
+  GuestBoot crypt = node.Boot(c);
+  if (!Check(crypt.outcome == "poweroff", "the cryptsetup boot failed", crypt)) return 1;
+
+  std::printf(
+      "berth state disk benchmark: QEMU TCG guest, 1 vCPU, %d MiB RAM, %d MiB virtio "
+      "disk, cryptsetup %s\n\n",
+      kMemoryMib, kDiskMib, crypt.Report("cryptsetup-version").c_str());
+  PrintSteps("first boot (blank disk): berth-agent steps", first);
+  std::printf("\n");
+  PrintSteps("later boot (rejoin): berth-agent steps", later);
+  std::printf("\ncryptsetup on the same disk\n");
+  bool ok = PrintMeasure("luksFormat, defaults", crypt, "luksformat-default");
+  std::printf("    (%s: time cost %s, memory %s KiB, threads %s)\n",
+              crypt.Report("default-pbkdf").c_str(), crypt.Report("default-time-cost").c_str(),
+              crypt.Report("default-memory").c_str(), crypt.Report("default-threads").c_str());
+  ok &= PrintMeasure("open, argon2id keyslot", crypt, "open-default");
+  ok &=
+      PrintMeasure("luksFormat --pbkdf argon2id, 1 GiB, 4 passes", crypt, "luksformat-argon2id-1g");
+  std::printf("    (keyslot as luksDump shows it: memory %s KiB, time cost %s)\n",
+              crypt.Report("argon2id-1g-memory").c_str(),
+              crypt.Report("argon2id-1g-time-cost").c_str());
+  ok &= PrintMeasure("open, argon2id 1 GiB keyslot", crypt, "open-argon2id-1g");
+  ok &= PrintMeasure("luksFormat --pbkdf pbkdf2 --pbkdf-force-iterations 1000", crypt,
+                     "luksformat-pbkdf2");
+  ok &= PrintMeasure("open, PBKDF2 keyslot", crypt, "open-pbkdf2");
+  std::printf("\nboot wall times (VM start to poweroff): first %.1f s, later %.1f s\n",
+              first.seconds, later.seconds);
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace berth::testing
+
+int main(int argc, char** argv) {
+  // The shared helpers report problems through gtest's assertions; outside a test they are
+  // printed, and the benchmark checks every outcome itself.
+  ::testing::InitGoogleTest(&argc, argv);
+  return berth::testing::Run();
+}
