@@ -68,6 +68,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
 
   RealClock clock;
   BERTH_ASSIGN_OR_RETURN(NonceIssuer nonces, NonceIssuer::Create(master, &clock, config.nonce_ttl));
+  RolePolicy roles = policy.roles;
   TpmEvidenceVerifier tpm_verifier(std::move(policy));
   EvidenceDispatcher verifier(&tpm_verifier, /*sev_snp=*/nullptr);
   auto kube = MakeCurlKubeClient(std::move(*creds));
@@ -76,7 +77,16 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
                       .api_server_endpoint = config.api_server_endpoint,
                       .ca_cert_hashes = hashes,
                       .kubernetes_version = config.kubernetes_version};
-  JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens);
+  std::unique_ptr<EtcdServices> etcd;
+  if (config.etcd.disabled) {
+    spdlog::warn("--no-etcd: no node records, so no revocation, no rejoin checks and no control "
+                 "planes");
+  } else {
+    BERTH_ASSIGN_OR_RETURN(etcd, EtcdServices::Start(config.etcd, std::move(roles), kube.get(),
+                                                     &clock, tls_cert, tls_key));
+  }
+  JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
+                  etcd ? etcd->registry() : nullptr);
   JoinServiceImpl service(&logic);
 
   grpc::SslServerCredentialsOptions ssl(

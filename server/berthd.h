@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "server/berthd_etcd.h"
 
 namespace berth::server {
 
@@ -25,6 +26,7 @@ struct BerthdConfig {
   std::string kubernetes_version;
   std::chrono::seconds nonce_ttl{120};
   std::chrono::seconds token_ttl{900};
+  BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)
 };
 
 // Validates the configuration and serves until `stop` becomes true (checked every 200 ms)

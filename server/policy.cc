@@ -112,7 +112,7 @@ Result<Policy> ParsePolicy(const std::string& yaml_text) {
     YAML::Node root = YAML::Load(yaml_text);
     if (!root.IsMap()) return InvalidArgument("policy: expected a YAML map with a \"tpm\" key");
     for (const auto& key : root) {
-      if (key.first.as<std::string>() != "tpm") {
+      if (key.first.as<std::string>() != "tpm" && key.first.as<std::string>() != "roles") {
         return InvalidArgument("policy: unknown key \"" + key.first.as<std::string>() + "\"");
       }
     }
@@ -126,6 +126,7 @@ Result<Policy> ParsePolicy(const std::string& yaml_text) {
     }
     BERTH_RETURN_IF_ERROR(ParseTrustedAks(tpm["trusted_aks"], policy));
     BERTH_RETURN_IF_ERROR(ParsePcrs(tpm["pcrs"], policy));
+    BERTH_RETURN_IF_ERROR(ParseRolePolicy(root["roles"], policy.trusted_aks, policy.roles));
   } catch (const YAML::Exception& e) {
     return InvalidArgument(std::string("policy: YAML error: ") + e.what());
   }

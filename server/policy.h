@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/tpm_quote.h"
+#include "server/role_policy.h"
 
 namespace berth::server {
 
@@ -28,6 +29,7 @@ struct TrustedAk {
 struct Policy {
   std::vector<TrustedAk> trusted_aks;
   tpm::PcrValues pcrs;  // expected values
+  RolePolicy roles;     // who may be a control plane (role_policy.h)
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;
