@@ -37,5 +37,6 @@ int ExitFor(Context& ctx, const Status& status);
 
 void AddEnrolmentCommands(CLI::App& app, Context& ctx);
 void AddVerifyCommands(CLI::App& app, Context& ctx);
+void AddNodesCommands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

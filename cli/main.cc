@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   berth::cli::AddEnrolmentCommands(app, ctx);
   berth::cli::AddVerifyCommands(app, ctx);
+  berth::cli::AddNodesCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
