@@ -70,11 +70,13 @@ int Exit(Context& ctx, const Status& st) {
 
 template <typename Response, typename Fn>
 Result<Response> Call(const AdminConnection& c, const char* method, Fn fn) {
-  BERTH_ASSIGN_OR_RETURN(auto stub, Connect(c));
+  auto stub = Connect(c);
+  // Unreadable files or a bad --server are the operator's input, whatever errno said.
+  if (!stub.ok()) return InvalidArgument(stub.status().message());
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   Response response;
-  grpc::Status st = fn(*stub, &ctx, &response);
+  grpc::Status st = fn(**stub, &ctx, &response);
   if (!st.ok()) return FromGrpcStatus(st, std::string(method) + " at " + c.server);
   return response;
 }
@@ -192,7 +194,8 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
       CLI::IsMember({"control-plane"}));
   authorize->add_option("--ak-sha256", *auth_ak, "only a node with this attestation key (hex)");
   AddConnectionFlags(authorize, *auth_conn);
-  authorize->callback([&ctx, auth_conn, auth_name, auth_ak] {
+  // Every option's storage is owned by its callback, so it outlives this function.
+  authorize->callback([&ctx, auth_conn, auth_name, auth_role, auth_ak] {
     auto r = Call<v1::AdminAuthorizeNodeResponse>(*auth_conn, "AuthorizeNode", [&](auto& stub, auto* c, auto* out) {
       v1::AdminAuthorizeNodeRequest request;
       request.set_name(*auth_name);
@@ -204,7 +207,7 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
       ctx.exit_code = Exit(ctx, r.status());
       return;
     }
-    *ctx.out << "authorized " << r->authorization().name() << " as control-plane\n";
+    *ctx.out << "authorized " << r->authorization().name() << " as " << *auth_role << "\n";
   });
 
   auto crl_conn = std::make_shared<AdminConnection>();

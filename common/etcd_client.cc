@@ -29,6 +29,7 @@ constexpr std::string_view kNotEnoughStarted =
     "etcdserver: re-configuration failed due to not enough started members";
 constexpr std::string_view kNotLeader = "etcdserver: not leader";
 constexpr std::string_view kNoSpace = "etcdserver: mvcc: database space exceeded";
+constexpr std::string_view kUnhealthy = "etcdserver: unhealthy cluster";
 
 }  // namespace
 
@@ -62,6 +63,10 @@ Status EtcdError(const grpc::Status& status, std::string_view what) {
   if (m == kNotEnoughStarted) return FailedPrecondition(msg + " (it would risk quorum)");
   if (m == kNotLeader) return Unavailable(msg);
   if (m == kNoSpace) return ResourceExhausted(msg);
+  if (m == kUnhealthy) {
+    return Unavailable(msg + " (etcd changes membership only once every member has been "
+                             "connected for 5 s)");
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::CANCELLED:
@@ -196,8 +201,8 @@ class GrpcClient : public Client {
     grpc::ChannelArguments args;
     // A member that was down comes back within seconds; gRPC's default reconnect backoff
     // (up to two minutes) would keep the channel failing long after.
+    // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left alone: gRPC uses it as the connect timeout.)
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     auto channel = grpc::CreateCustomChannel(target, creds_, args);
     Stubs s{etcdserverpb::KV::NewStub(channel), etcdserverpb::Cluster::NewStub(channel),
@@ -209,7 +214,9 @@ class GrpcClient : public Client {
   Result<Response> Failover(const char* method, Fn fn) {
     const size_t n = targets_.size();
     const size_t first = preferred_.load();
-    berth::Status last;
+    // What a member said beats "could not connect" when every endpoint fails.
+    berth::Status last, answered;
+    size_t unreachable = 0;
     for (size_t i = 0; i < n; ++i) {
       const size_t index = (first + i) % n;
       const std::string& target = targets_[index];
@@ -223,10 +230,17 @@ class GrpcClient : public Client {
       }
       last = EtcdError(st, std::string("etcd ") + method + " at " + target);
       if (!TryNextEndpoint(st)) return last;
+      if (st.error_message().rfind("etcdserver: ", 0) == 0) {
+        answered = last;
+      } else {
+        ++unreachable;
+      }
       spdlog::debug("{}; trying the next etcd endpoint", last.ToString());
     }
-    if (n > 1) return last.WithContext("no etcd endpoint answered (" + std::to_string(n) + " tried)");
-    return last;
+    if (n == 1) return last;
+    if (!answered.ok()) last = answered;
+    return last.WithContext("all " + std::to_string(n) + " etcd endpoints failed (" +
+                            std::to_string(unreachable) + " unreachable)");
   }
 
   const std::vector<std::string> targets_;

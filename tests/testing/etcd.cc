@@ -185,6 +185,13 @@ void EtcdCluster::StopExtra(const std::string& name) {
   }
 }
 
+bool EtcdCluster::ExtraRunning(const std::string& name) {
+  for (auto& [n, p] : extra_) {
+    if (n == name && p.running()) return true;
+  }
+  return false;
+}
+
 std::unique_ptr<etcd::Client> EtcdCluster::NewClient() const {
   etcd::ClientOptions o;
   o.endpoints = ClientUrls();

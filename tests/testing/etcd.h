@@ -52,6 +52,7 @@ class EtcdCluster {
   // variables) as berth-agent writes it; returns false if etcd could not be started.
   bool StartFromEnvironment(const std::string& env_file, const std::string& name);
   void StopExtra(const std::string& name);
+  bool ExtraRunning(const std::string& name);
 
   // A client of the running original members.
   std::unique_ptr<etcd::Client> NewClient() const;
