@@ -18,11 +18,19 @@ namespace berth::agent {
 
 namespace {
 
-struct X509ReqFree { void operator()(X509_REQ* r) const { X509_REQ_free(r); } };
-struct X509CrlFree { void operator()(X509_CRL* c) const { X509_CRL_free(c); } };
-struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
+struct X509ReqFree {
+  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
+};
+struct X509CrlFree {
+  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
 
-Status Bad(const std::string& what) { return InvalidArgument("malformed join ticket: etcd " + what); }
+Status Bad(const std::string& what) {
+  return InvalidArgument("malformed join ticket: etcd " + what);
+}
 
 std::string HostForUrl(const std::string& address) {
   return address.find(':') != std::string::npos ? "[" + address + "]" : address;
@@ -65,7 +73,8 @@ Result<Bytes> MakeCsr(EVP_PKEY* key, const std::string& common_name) {
   if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                                  reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
                                  -1, 0) != 1 ||
-      X509_REQ_set_pubkey(req.get(), key) != 1 || X509_REQ_sign(req.get(), key, EVP_sha256()) <= 0) {
+      X509_REQ_set_pubkey(req.get(), key) != 1 ||
+      X509_REQ_sign(req.get(), key, EVP_sha256()) <= 0) {
     return OpenSslError("making a CSR");
   }
   unsigned char* der = nullptr;
@@ -100,7 +109,8 @@ Result<std::vector<std::string>> DetectNodeAddresses() {
   if (getifaddrs(&list) != 0) return ErrnoStatus("getifaddrs");
   std::vector<std::string> v4, v6;
   for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    if (i->ifa_addr == nullptr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
+      continue;
     char buf[INET6_ADDRSTRLEN] = {0};
     if (i->ifa_addr->sa_family == AF_INET) {
       auto* a = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
@@ -117,7 +127,8 @@ Result<std::vector<std::string>> DetectNodeAddresses() {
   }
   freeifaddrs(list);
   v4.insert(v4.end(), v6.begin(), v6.end());
-  if (v4.empty()) return FailedPrecondition("this node has no global IP address for etcd to serve on");
+  if (v4.empty())
+    return FailedPrecondition("this node has no global IP address for etcd to serve on");
   return v4;
 }
 
@@ -130,10 +141,14 @@ Status ValidateEtcdMaterial(const v1::EtcdMaterial& m, const EtcdKeys& keys,
   auto ca = CertFromPem(m.ca_certificate());
   if (!ca.ok()) return Bad("CA certificate does not parse");
   if (X509_check_ca(ca->get()) == 0) return Bad("CA certificate is not a CA");
-  BERTH_RETURN_IF_ERROR(CheckCert(m.server_certificate(), "server", ca->get(), keys.server_key.get(), node_name));
-  BERTH_RETURN_IF_ERROR(CheckCert(m.peer_certificate(), "peer", ca->get(), keys.peer_key.get(), node_name));
-  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(m.crl().data(), static_cast<int>(m.crl().size())));
-  std::unique_ptr<X509_CRL, X509CrlFree> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  BERTH_RETURN_IF_ERROR(
+      CheckCert(m.server_certificate(), "server", ca->get(), keys.server_key.get(), node_name));
+  BERTH_RETURN_IF_ERROR(
+      CheckCert(m.peer_certificate(), "peer", ca->get(), keys.peer_key.get(), node_name));
+  std::unique_ptr<BIO, BioFree> bio(
+      BIO_new_mem_buf(m.crl().data(), static_cast<int>(m.crl().size())));
+  std::unique_ptr<X509_CRL, X509CrlFree> crl(
+      PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
   if (!crl) {
     ERR_clear_error();
     return Bad("CRL does not parse");

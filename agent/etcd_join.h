@@ -42,7 +42,7 @@ struct EtcdEndpoints {
   std::vector<std::string> addresses;
   int peer_port = 2380;
   int client_port = 2379;
-  std::string PeerUrl() const;    // https://<addresses[0]>:<peer_port> ([v6] bracketed)
+  std::string PeerUrl() const;  // https://<addresses[0]>:<peer_port> ([v6] bracketed)
   std::string ClientUrl() const;
 };
 

@@ -40,7 +40,8 @@ void AddConnectionFlags(CLI::App* cmd, AdminConnection& c) {
 }
 
 Result<std::unique_ptr<v1::AdminService::Stub>> Connect(const AdminConnection& c) {
-  if (!IsValidEndpoint(c.server)) return InvalidArgument("--server " + c.server + " is not host:port");
+  if (!IsValidEndpoint(c.server))
+    return InvalidArgument("--server " + c.server + " is not host:port");
   grpc::SslCredentialsOptions ssl;
   BERTH_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(c.ca));
   BERTH_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(c.cert));
@@ -93,15 +94,21 @@ std::string Time(int64_t unix_seconds) {
 
 std::string StateName(v1::NodeState s) {
   switch (s) {
-    case v1::NODE_STATE_JOINING: return "joining";
-    case v1::NODE_STATE_JOINED: return "joined";
-    case v1::NODE_STATE_REVOKED: return "revoked";
-    default: return "?";
+    case v1::NODE_STATE_JOINING:
+      return "joining";
+    case v1::NODE_STATE_JOINED:
+      return "joined";
+    case v1::NODE_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "?";
   }
 }
 
 std::string RoleName(v1::NodeRole r) {
-  return r == v1::NODE_ROLE_CONTROL_PLANE ? "control-plane" : r == v1::NODE_ROLE_WORKER ? "worker" : "?";
+  return r == v1::NODE_ROLE_CONTROL_PLANE ? "control-plane"
+         : r == v1::NODE_ROLE_WORKER      ? "worker"
+                                          : "?";
 }
 
 template <typename Message>
@@ -143,9 +150,10 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
   AddConnectionFlags(list, *list_conn);
   list->add_flag("--json", *json, "print the records as JSON");
   list->callback([&ctx, list_conn, json] {
-    auto r = Call<v1::AdminListNodesResponse>(*list_conn, "ListNodes", [](auto& stub, auto* c, auto* out) {
-      return stub.ListNodes(c, v1::AdminListNodesRequest(), out);
-    });
+    auto r = Call<v1::AdminListNodesResponse>(
+        *list_conn, "ListNodes", [](auto& stub, auto* c, auto* out) {
+          return stub.ListNodes(c, v1::AdminListNodesRequest(), out);
+        });
     if (!r.ok()) {
       ctx.exit_code = Exit(ctx, r.status());
       return;
@@ -160,26 +168,30 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
   auto revoke_conn = std::make_shared<AdminConnection>();
   auto revoke_name = std::make_shared<std::string>();
   CLI::App* revoke = nodes->add_subcommand(
-      "revoke", "revoke a node: no more tickets, its etcd certificates on the CRL, its etcd "
-                "member removed, its bootstrap tokens deleted");
+      "revoke",
+      "revoke a node: no more tickets, its etcd certificates on the CRL, its etcd "
+      "member removed, its bootstrap tokens deleted");
   revoke->add_option("name", *revoke_name, "node name")->required();
   AddConnectionFlags(revoke, *revoke_conn);
   revoke->callback([&ctx, revoke_conn, revoke_name] {
-    auto r = Call<v1::AdminRevokeNodeResponse>(*revoke_conn, "RevokeNode", [&](auto& stub, auto* c, auto* out) {
-      v1::AdminRevokeNodeRequest request;
-      request.set_name(*revoke_name);
-      return stub.RevokeNode(c, request, out);
-    });
+    auto r = Call<v1::AdminRevokeNodeResponse>(*revoke_conn, "RevokeNode",
+                                               [&](auto& stub, auto* c, auto* out) {
+                                                 v1::AdminRevokeNodeRequest request;
+                                                 request.set_name(*revoke_name);
+                                                 return stub.RevokeNode(c, request, out);
+                                               });
     if (!r.ok()) {
       ctx.exit_code = Exit(ctx, r.status());
       return;
     }
     *ctx.out << "revoked " << r->node().name() << " at " << Time(r->node().revoked_unix()) << "\n";
-    for (const auto& s : r->revoked_serials()) *ctx.out << "  certificate on the CRL: " << s << "\n";
+    for (const auto& s : r->revoked_serials())
+      *ctx.out << "  certificate on the CRL: " << s << "\n";
     if (r->removed_member_id() != 0) {
       *ctx.out << "  etcd member removed: " << etcd::MemberIdHex(r->removed_member_id()) << "\n";
     }
-    for (const auto& t : r->deleted_tokens()) *ctx.out << "  bootstrap token deleted: " << t << "\n";
+    for (const auto& t : r->deleted_tokens())
+      *ctx.out << "  bootstrap token deleted: " << t << "\n";
   });
 
   auto auth_conn = std::make_shared<AdminConnection>();
@@ -187,22 +199,25 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
   auto auth_role = std::make_shared<std::string>();
   auto auth_ak = std::make_shared<std::string>();
   CLI::App* authorize = nodes->add_subcommand(
-      "authorize", "authorize a node name (optionally only with one attestation key) to join "
-                   "as a control plane");
+      "authorize",
+      "authorize a node name (optionally only with one attestation key) to join "
+      "as a control plane");
   authorize->add_option("name", *auth_name, "node name")->required();
-  authorize->add_option("--role", *auth_role, "the role to grant")->required()->check(
-      CLI::IsMember({"control-plane"}));
+  authorize->add_option("--role", *auth_role, "the role to grant")
+      ->required()
+      ->check(CLI::IsMember({"control-plane"}));
   authorize->add_option("--ak-sha256", *auth_ak, "only a node with this attestation key (hex)");
   AddConnectionFlags(authorize, *auth_conn);
   // Every option's storage is owned by its callback, so it outlives this function.
   authorize->callback([&ctx, auth_conn, auth_name, auth_role, auth_ak] {
-    auto r = Call<v1::AdminAuthorizeNodeResponse>(*auth_conn, "AuthorizeNode", [&](auto& stub, auto* c, auto* out) {
-      v1::AdminAuthorizeNodeRequest request;
-      request.set_name(*auth_name);
-      request.set_role(v1::NODE_ROLE_CONTROL_PLANE);
-      request.set_ak_sha256(*auth_ak);
-      return stub.AuthorizeNode(c, request, out);
-    });
+    auto r = Call<v1::AdminAuthorizeNodeResponse>(*auth_conn, "AuthorizeNode",
+                                                  [&](auto& stub, auto* c, auto* out) {
+                                                    v1::AdminAuthorizeNodeRequest request;
+                                                    request.set_name(*auth_name);
+                                                    request.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+                                                    request.set_ak_sha256(*auth_ak);
+                                                    return stub.AuthorizeNode(c, request, out);
+                                                  });
     if (!r.ok()) {
       ctx.exit_code = Exit(ctx, r.status());
       return;
@@ -216,9 +231,10 @@ void AddNodesCommands(CLI::App& app, Context& ctx) {
   crl->add_option("--out", *crl_out, "write it to this file instead");
   AddConnectionFlags(crl, *crl_conn);
   crl->callback([&ctx, crl_conn, crl_out] {
-    auto r = Call<v1::AdminGetEtcdCrlResponse>(*crl_conn, "GetEtcdCrl", [](auto& stub, auto* c, auto* out) {
-      return stub.GetEtcdCrl(c, v1::AdminGetEtcdCrlRequest(), out);
-    });
+    auto r = Call<v1::AdminGetEtcdCrlResponse>(
+        *crl_conn, "GetEtcdCrl", [](auto& stub, auto* c, auto* out) {
+          return stub.GetEtcdCrl(c, v1::AdminGetEtcdCrlRequest(), out);
+        });
     if (!r.ok()) {
       ctx.exit_code = Exit(ctx, r.status());
       return;

@@ -64,8 +64,9 @@ Status EtcdError(const grpc::Status& status, std::string_view what) {
   if (m == kNotLeader) return Unavailable(msg);
   if (m == kNoSpace) return ResourceExhausted(msg);
   if (m == kUnhealthy) {
-    return Unavailable(msg + " (etcd changes membership only once every member has been "
-                             "connected for 5 s)");
+    return Unavailable(msg +
+                       " (etcd changes membership only once every member has been "
+                       "connected for 5 s)");
   }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
@@ -77,8 +78,9 @@ Status EtcdError(const grpc::Status& status, std::string_view what) {
       return Unavailable(msg);  // "too many requests": back off and retry
     case grpc::StatusCode::UNAUTHENTICATED:
     case grpc::StatusCode::PERMISSION_DENIED:
-      return Unavailable(msg + " (etcd refused berth's credentials; check the etcd client "
-                               "certificate and CA)");
+      return Unavailable(msg +
+                         " (etcd refused berth's credentials; check the etcd client "
+                         "certificate and CA)");
     default:
       return Internal(msg);
   }
@@ -133,14 +135,12 @@ class GrpcClient : public Client {
       : targets_(std::move(targets)), creds_(std::move(creds)), timeout_(timeout) {}
 
   Result<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& request) override {
-    return Failover<etcdserverpb::RangeResponse>("Range", [&](Stubs& s, auto* ctx, auto* out) {
-      return s.kv->Range(ctx, request, out);
-    });
+    return Failover<etcdserverpb::RangeResponse>(
+        "Range", [&](Stubs& s, auto* ctx, auto* out) { return s.kv->Range(ctx, request, out); });
   }
   Result<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest& request) override {
-    return Failover<etcdserverpb::PutResponse>("Put", [&](Stubs& s, auto* ctx, auto* out) {
-      return s.kv->Put(ctx, request, out);
-    });
+    return Failover<etcdserverpb::PutResponse>(
+        "Put", [&](Stubs& s, auto* ctx, auto* out) { return s.kv->Put(ctx, request, out); });
   }
   Result<etcdserverpb::DeleteRangeResponse> DeleteRange(
       const etcdserverpb::DeleteRangeRequest& request) override {
@@ -149,9 +149,8 @@ class GrpcClient : public Client {
         [&](Stubs& s, auto* ctx, auto* out) { return s.kv->DeleteRange(ctx, request, out); });
   }
   Result<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest& request) override {
-    return Failover<etcdserverpb::TxnResponse>("Txn", [&](Stubs& s, auto* ctx, auto* out) {
-      return s.kv->Txn(ctx, request, out);
-    });
+    return Failover<etcdserverpb::TxnResponse>(
+        "Txn", [&](Stubs& s, auto* ctx, auto* out) { return s.kv->Txn(ctx, request, out); });
   }
   Result<etcdserverpb::MemberListResponse> MemberList() override {
     etcdserverpb::MemberListRequest request;
@@ -179,8 +178,9 @@ class GrpcClient : public Client {
     etcdserverpb::MemberPromoteRequest request;
     request.set_id(id);
     return Failover<etcdserverpb::MemberPromoteResponse>(
-        "MemberPromote",
-        [&](Stubs& s, auto* ctx, auto* out) { return s.cluster->MemberPromote(ctx, request, out); });
+        "MemberPromote", [&](Stubs& s, auto* ctx, auto* out) {
+          return s.cluster->MemberPromote(ctx, request, out);
+        });
   }
   Result<etcdserverpb::StatusResponse> Status(const std::string& endpoint) override {
     BERTH_ASSIGN_OR_RETURN(std::string target, EndpointTarget(endpoint));

@@ -52,8 +52,8 @@ class Client {
 
   // Cluster membership.
   virtual Result<etcdserverpb::MemberListResponse> MemberList() = 0;
-  virtual Result<etcdserverpb::MemberAddResponse> MemberAdd(const std::vector<std::string>& peer_urls,
-                                                            bool learner) = 0;
+  virtual Result<etcdserverpb::MemberAddResponse> MemberAdd(
+      const std::vector<std::string>& peer_urls, bool learner) = 0;
   virtual Result<etcdserverpb::MemberRemoveResponse> MemberRemove(uint64_t id) = 0;
   virtual Result<etcdserverpb::MemberPromoteResponse> MemberPromote(uint64_t id) = 0;
 

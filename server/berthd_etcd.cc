@@ -26,8 +26,9 @@ namespace {
 
 Status CheckConfig(const BerthdEtcdConfig& c) {
   if (c.endpoints.empty()) {
-    return InvalidArgument("--etcd-endpoints is required (berthd keeps node records in etcd); "
-                           "--no-etcd runs without them, for workers only");
+    return InvalidArgument(
+        "--etcd-endpoints is required (berthd keeps node records in etcd); "
+        "--no-etcd runs without them, for workers only");
   }
   if (c.client_cert.empty() || c.client_key.empty()) {
     return InvalidArgument("--etcd-client-cert and --etcd-client-key are required");
@@ -39,10 +40,12 @@ Status CheckConfig(const BerthdEtcdConfig& c) {
     return InvalidArgument("--etcd-ca-cert and --etcd-ca-key go together");
   }
   if (!c.admin_listen.empty() && c.operator_ca.empty()) {
-    return InvalidArgument("--admin-listen needs --operator-ca: AdminService is served only to "
-                           "operators with a client certificate");
+    return InvalidArgument(
+        "--admin-listen needs --operator-ca: AdminService is served only to "
+        "operators with a client certificate");
   }
-  if (c.learner_timeout.count() < 10) return InvalidArgument("--etcd-learner-timeout must be at least 10 s");
+  if (c.learner_timeout.count() < 10)
+    return InvalidArgument("--etcd-learner-timeout must be at least 10 s");
   return OkStatus();
 }
 
@@ -80,12 +83,15 @@ Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig
   PromoterOptions promoter_options;
   promoter_options.learner_timeout = config.learner_timeout;
   promoter_options.busy_interval = config.promote_interval;
-  p.promoter = std::make_unique<Promoter>(p.membership.get(), p.store.get(), clock, promoter_options);
+  p.promoter =
+      std::make_unique<Promoter>(p.membership.get(), p.store.get(), clock, promoter_options);
 
   if (!config.admin_listen.empty()) {
     BERTH_ASSIGN_OR_RETURN(std::string operator_ca, ReadFile(config.operator_ca));
-    if (auto c = CertsFromPem(operator_ca); !c.ok()) return c.status().WithContext(config.operator_ca);
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    if (auto c = CertsFromPem(operator_ca); !c.ok())
+      return c.status().WithContext(config.operator_ca);
+    grpc::SslServerCredentialsOptions ssl(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     ssl.pem_root_certs = operator_ca;
     ssl.pem_key_cert_pairs.push_back({std::string(tls_key_pem.view()), tls_cert_pem});
     p.admin_service = std::make_unique<AdminServiceImpl>(p.admin.get());

@@ -21,10 +21,10 @@ struct BerthdEtcdConfig {
   // control planes). An explicit choice, never a default: without etcd a revoked node would
   // still be served.
   bool disabled = false;
-  std::vector<std::string> endpoints;  // https://host:port of etcd members
-  std::string trusted_ca;              // CA of the members' server certificates (default: ca_cert)
-  std::string client_cert, client_key; // berthd's etcd client certificate
-  std::string ca_cert, ca_key;         // the etcd CA berthd signs members' certificates with
+  std::vector<std::string> endpoints;   // https://host:port of etcd members
+  std::string trusted_ca;               // CA of the members' server certificates (default: ca_cert)
+  std::string client_cert, client_key;  // berthd's etcd client certificate
+  std::string ca_cert, ca_key;          // the etcd CA berthd signs members' certificates with
   std::chrono::seconds cert_validity{std::chrono::hours(24 * 365)};
   std::chrono::seconds learner_timeout{600};
   std::chrono::milliseconds promote_interval{1000};

@@ -3,10 +3,9 @@
 #include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-
-#include <openssl/err.h>
 
 #include <algorithm>
 #include <ctime>
@@ -21,12 +20,24 @@ namespace {
 constexpr size_t kMaxAddresses = 16;
 constexpr int64_t kCrlValiditySeconds = 30 * 24 * 3600;
 
-struct X509ReqFree { void operator()(X509_REQ* r) const { X509_REQ_free(r); } };
-struct X509CrlFree { void operator()(X509_CRL* c) const { X509_CRL_free(c); } };
-struct BnFree { void operator()(BIGNUM* b) const { BN_free(b); } };
-struct Asn1IntegerFree { void operator()(ASN1_INTEGER* a) const { ASN1_INTEGER_free(a); } };
-struct Asn1TimeFree { void operator()(ASN1_TIME* t) const { ASN1_TIME_free(t); } };
-struct BioFree { void operator()(BIO* b) const { BIO_free(b); } };
+struct X509ReqFree {
+  void operator()(X509_REQ* r) const { X509_REQ_free(r); }
+};
+struct X509CrlFree {
+  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+struct BnFree {
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
+struct Asn1IntegerFree {
+  void operator()(ASN1_INTEGER* a) const { ASN1_INTEGER_free(a); }
+};
+struct Asn1TimeFree {
+  void operator()(ASN1_TIME* t) const { ASN1_TIME_free(t); }
+};
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
 
 bool IsIpLiteral(const std::string& s) {
   unsigned char buf[16];
@@ -86,9 +97,11 @@ Result<EvpPkeyPtr> CheckEtcdCsr(std::span<const uint8_t> der, const std::string&
   if (der.empty()) return InvalidArgument(where + " is missing");
   if (der.size() > 64 * 1024) return InvalidArgument(where + " is larger than 64 KiB");
   const unsigned char* p = der.data();
-  std::unique_ptr<X509_REQ, X509ReqFree> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
+  std::unique_ptr<X509_REQ, X509ReqFree> req(
+      d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
   if (!req) return OpenSslError(where + ": not a DER PKCS#10 request", Code::kInvalidArgument);
-  if (p != der.data() + der.size()) return InvalidArgument(where + ": trailing data after the request");
+  if (p != der.data() + der.size())
+    return InvalidArgument(where + ": trailing data after the request");
   EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
   if (key == nullptr) return OpenSslError(where + ": no public key", Code::kInvalidArgument);
   BERTH_ASSIGN_OR_RETURN(std::string key_type, DescribeKey(key, which));
@@ -123,8 +136,8 @@ Result<CertSpec> EtcdMemberCertSpec(const std::string& node_name,
     return InvalidArgument("the request names " + std::to_string(addresses.size()) +
                            " node addresses; at most " + std::to_string(kMaxAddresses));
   }
-  CertSpec spec{.common_name = node_name, .server_auth = true, .client_auth = true,
-                .validity = validity};
+  CertSpec spec{
+      .common_name = node_name, .server_auth = true, .client_auth = true, .validity = validity};
   auto add = [](std::vector<std::string>& list, const std::string& v) {
     if (std::find(list.begin(), list.end(), v) == list.end()) list.push_back(v);
   };
@@ -220,7 +233,8 @@ Result<std::string> EtcdCa::MakeCrl(const std::vector<v1::EtcdRevokedCertificate
   }
   for (const auto& r : revoked) {
     BIGNUM* raw = nullptr;
-    if (r.serial().empty() || BN_hex2bn(&raw, r.serial().c_str()) != static_cast<int>(r.serial().size())) {
+    if (r.serial().empty() ||
+        BN_hex2bn(&raw, r.serial().c_str()) != static_cast<int>(r.serial().size())) {
       BN_free(raw);
       return DataLoss("revoked serial \"" + r.serial() + "\" stored in etcd is not hex");
     }
@@ -245,14 +259,17 @@ Result<std::string> EtcdCa::MakeCrl(const std::vector<v1::EtcdRevokedCertificate
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, cert_.get(), nullptr, nullptr, crl.get(), 0);
-  X509_EXTENSION* akid = X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always");
+  X509_EXTENSION* akid =
+      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always");
   if (akid == nullptr) return OpenSslError("building the CRL's authority key identifier");
   int added = X509_CRL_add_ext(crl.get(), akid, -1);
   X509_EXTENSION_free(akid);
   if (added != 1) return OpenSslError("adding the CRL's authority key identifier");
-  if (X509_CRL_sign(crl.get(), key_.get(), EVP_sha256()) <= 0) return OpenSslError("signing the CRL");
+  if (X509_CRL_sign(crl.get(), key_.get(), EVP_sha256()) <= 0)
+    return OpenSslError("signing the CRL");
   std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509_CRL(bio.get(), crl.get()) != 1) return OpenSslError("encoding the CRL");
+  if (!bio || PEM_write_bio_X509_CRL(bio.get(), crl.get()) != 1)
+    return OpenSslError("encoding the CRL");
   char* data = nullptr;
   long n = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<size_t>(n));

@@ -66,7 +66,8 @@ Result<LearnerResult> Membership::EnsureLearner(
       result.member = added->member();
       result.members.assign(added->members().begin(), added->members().end());
       result.added = true;
-      spdlog::info("etcd: added learner {} for {}", etcd::MemberIdHex(result.member.id()), peer_url);
+      spdlog::info("etcd: added learner {} for {}", etcd::MemberIdHex(result.member.id()),
+                   peer_url);
       return result;
     }
     if (added.status().code() != Code::kAlreadyExists) {
@@ -83,7 +84,8 @@ bool Membership::Answers(const Member& member) {
 
 Status Membership::Promote(uint64_t id) {
   BERTH_ASSIGN_OR_RETURN(std::vector<Member> members, List());
-  auto it = std::find_if(members.begin(), members.end(), [&](const Member& m) { return m.id() == id; });
+  auto it =
+      std::find_if(members.begin(), members.end(), [&](const Member& m) { return m.id() == id; });
   if (it == members.end()) return NotFound("etcd member " + etcd::MemberIdHex(id) + " not found");
   if (!it->islearner()) return OkStatus();  // promoted already (by another replica)
   if (it->name().empty()) return Unavailable(Describe(*it) + " has not started yet");
@@ -96,10 +98,10 @@ Status Membership::Promote(uint64_t id) {
   }
   const int after = voters + 1, quorum = after / 2 + 1;
   if (healthy + 1 < quorum) {
-    return FailedPrecondition("promoting " + Describe(*it) + " would make " + std::to_string(after) +
-                              " voters needing " + std::to_string(quorum) + " healthy, but only " +
-                              std::to_string(healthy) + " of " + std::to_string(voters) +
-                              " voters and the learner answer");
+    return FailedPrecondition("promoting " + Describe(*it) + " would make " +
+                              std::to_string(after) + " voters needing " + std::to_string(quorum) +
+                              " healthy, but only " + std::to_string(healthy) + " of " +
+                              std::to_string(voters) + " voters and the learner answer");
   }
   auto promoted = etcd_->MemberPromote(id);
   if (!promoted.ok()) {
@@ -118,7 +120,8 @@ Status Membership::Promote(uint64_t id) {
 
 Status Membership::Remove(uint64_t id) {
   BERTH_ASSIGN_OR_RETURN(std::vector<Member> members, List());
-  auto it = std::find_if(members.begin(), members.end(), [&](const Member& m) { return m.id() == id; });
+  auto it =
+      std::find_if(members.begin(), members.end(), [&](const Member& m) { return m.id() == id; });
   if (it == members.end()) return NotFound("etcd member " + etcd::MemberIdHex(id) + " not found");
   if (!it->islearner()) {
     int remaining = 0, healthy = 0;
@@ -128,7 +131,8 @@ Status Membership::Remove(uint64_t id) {
       if (Answers(m)) ++healthy;
     }
     if (remaining == 0) {
-      return FailedPrecondition(Describe(*it) + " is the last voting member; removing it would "
+      return FailedPrecondition(Describe(*it) +
+                                " is the last voting member; removing it would "
                                 "end the cluster");
     }
     const int quorum = remaining / 2 + 1;
@@ -190,10 +194,10 @@ Result<PromotionPass> Promoter::RunOnce() {
       }
       seen[m.id()] = added_at;
       if (now - added_at >= options_.learner_timeout.count()) {
-        spdlog::warn("etcd: learner {} ({}) has not started in {} s; removing it so other "
-                     "control planes can join",
-                     etcd::MemberIdHex(m.id()), m.peerurls_size() ? m.peerurls(0) : "?",
-                     now - added_at);
+        spdlog::warn(
+            "etcd: learner {} ({}) has not started in {} s; removing it so other "
+            "control planes can join",
+            etcd::MemberIdHex(m.id()), m.peerurls_size() ? m.peerurls(0) : "?", now - added_at);
         Status st = membership_->Remove(m.id());
         if (st.ok() || st.code() == Code::kNotFound) {
           pass.removed.push_back(m.id());

@@ -34,9 +34,9 @@ std::vector<std::string> InitialClusterEntries(const Member& member,
                                                const std::string& name_if_unnamed = "");
 
 struct LearnerResult {
-  Member member;                 // the node's member (a learner, or a voter already)
-  std::vector<Member> members;   // the whole cluster, the node's member included
-  bool added = false;            // false: an existing member was reused
+  Member member;                // the node's member (a learner, or a voter already)
+  std::vector<Member> members;  // the whole cluster, the node's member included
+  bool added = false;           // false: an existing member was reused
 };
 
 // Thread-safe.
@@ -77,12 +77,12 @@ struct PromoterOptions {
   std::chrono::seconds learner_timeout{600};
   std::chrono::milliseconds busy_interval{1000};  // while a learner is pending
   std::chrono::milliseconds idle_interval{5000};
-  std::chrono::milliseconds max_backoff{30000};   // after errors, doubling from busy_interval
+  std::chrono::milliseconds max_backoff{30000};  // after errors, doubling from busy_interval
 };
 
 struct PromotionPass {
   std::vector<uint64_t> promoted;
-  std::vector<uint64_t> removed;     // learners that never started, or of revoked nodes
+  std::vector<uint64_t> removed;           // learners that never started, or of revoked nodes
   std::vector<std::string> marked_joined;  // node records moved to JOINED
   bool learner_pending = false;
 };
@@ -106,7 +106,7 @@ class Promoter {
   NodeStore* store_;
   Clock* clock_;
   PromoterOptions options_;
-  std::mutex mu_;  // guards first_seen_ and stopping_
+  std::mutex mu_;                           // guards first_seen_ and stopping_
   std::map<uint64_t, int64_t> first_seen_;  // unstarted learners: when this berthd first saw them
   bool stopping_ = false;
   std::condition_variable wake_;

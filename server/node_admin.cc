@@ -34,11 +34,13 @@ std::string Join(const google::protobuf::RepeatedPtrField<std::string>& v) {
 
 Result<std::vector<std::string>> DeleteNodeTokens(KubeClient& kube, const std::string& node) {
   const std::string base = "/api/v1/namespaces/kube-system/secrets";
-  BERTH_ASSIGN_OR_RETURN(HttpResponse list,
-                         kube.Request("GET", base + "?labelSelector=berth.dev%2Fnode%3D" + node, ""));
+  BERTH_ASSIGN_OR_RETURN(
+      HttpResponse list,
+      kube.Request("GET", base + "?labelSelector=berth.dev%2Fnode%3D" + node, ""));
   if (list.status != 200) {
-    return Unavailable("listing the bootstrap tokens of node " + node + ": Kubernetes API answered " +
-                       std::to_string(list.status) + ": " + KubeErrorMessage(list));
+    return Unavailable("listing the bootstrap tokens of node " + node +
+                       ": Kubernetes API answered " + std::to_string(list.status) + ": " +
+                       KubeErrorMessage(list));
   }
   auto body = nlohmann::json::parse(list.body, nullptr, false);
   if (body.is_discarded() || !body.contains("items") || !body["items"].is_array()) {
@@ -144,8 +146,10 @@ Result<v1::AdminRevokeNodeResponse> NodeAdmin::RevokeNode(const std::string& nam
   }
   // 2. Bootstrap tokens.
   if (kube_ == nullptr) {
-    return done(FailedPrecondition("node " + name + " is revoked, but this berthd has no "
-                                   "Kubernetes client to delete its bootstrap tokens"), "");
+    return done(FailedPrecondition("node " + name +
+                                   " is revoked, but this berthd has no "
+                                   "Kubernetes client to delete its bootstrap tokens"),
+                "");
   }
   auto tokens = DeleteNodeTokens(*kube_, name);
   if (!tokens.ok()) {
@@ -161,17 +165,20 @@ Result<v1::AdminRevokeNodeResponse> NodeAdmin::RevokeNode(const std::string& nam
   if (!r.etcd_peer_url().empty() || r.etcd_member_id() != 0) {
     auto members = membership_->List();
     if (!members.ok()) {
-      return done(members.status().WithContext("node " + name + " is revoked, but its etcd "
+      return done(members.status().WithContext("node " + name +
+                                               " is revoked, but its etcd "
                                                "member could not be looked up; revoke again"),
                   "");
     }
     for (const auto& m : *members) {
       bool mine = m.id() == r.etcd_member_id();
-      for (const auto& u : m.peerurls()) mine |= !r.etcd_peer_url().empty() && u == r.etcd_peer_url();
+      for (const auto& u : m.peerurls())
+        mine |= !r.etcd_peer_url().empty() && u == r.etcd_peer_url();
       if (!mine) continue;
       Status removed = membership_->Remove(m.id());
       if (!removed.ok() && removed.code() != Code::kNotFound) {
-        return done(removed.WithContext("node " + name + " is revoked (record, CRL, tokens), but "
+        return done(removed.WithContext("node " + name +
+                                        " is revoked (record, CRL, tokens), but "
                                         "its etcd member was not removed; revoke again when the "
                                         "cluster allows it"),
                     "");
@@ -179,10 +186,10 @@ Result<v1::AdminRevokeNodeResponse> NodeAdmin::RevokeNode(const std::string& nam
       out.set_removed_member_id(m.id());
     }
   }
-  (void)done(OkStatus(), "serials=" + Join(out.revoked_serials()) + " tokens=" +
-                             Join(out.deleted_tokens()) + " etcd_member=" +
-                             (out.removed_member_id() ? etcd::MemberIdHex(out.removed_member_id())
-                                                      : "-"));
+  (void)done(OkStatus(),
+             "serials=" + Join(out.revoked_serials()) + " tokens=" + Join(out.deleted_tokens()) +
+                 " etcd_member=" +
+                 (out.removed_member_id() ? etcd::MemberIdHex(out.removed_member_id()) : "-"));
   return out;
 }
 
@@ -192,8 +199,8 @@ Result<v1::AdminGetEtcdCrlResponse> NodeAdmin::GetEtcdCrl() {
   }
   v1::AdminGetEtcdCrlResponse out;
   BERTH_ASSIGN_OR_RETURN(RevokedList revoked, store_->ListRevoked());
-  BERTH_ASSIGN_OR_RETURN(std::string crl,
-                         ca_->MakeCrl(revoked.entries, clock_->NowUnix(), revoked.newest_mod_revision));
+  BERTH_ASSIGN_OR_RETURN(std::string crl, ca_->MakeCrl(revoked.entries, clock_->NowUnix(),
+                                                       revoked.newest_mod_revision));
   out.set_crl(crl);
   for (auto& e : revoked.entries) *out.add_revoked() = std::move(e);
   return out;

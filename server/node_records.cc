@@ -8,26 +8,32 @@ namespace berth::server {
 
 std::string_view NodeStateName(v1::NodeState state) {
   switch (state) {
-    case v1::NODE_STATE_JOINING: return "joining";
-    case v1::NODE_STATE_JOINED: return "joined";
-    case v1::NODE_STATE_REVOKED: return "revoked";
-    default: return "unknown";
+    case v1::NODE_STATE_JOINING:
+      return "joining";
+    case v1::NODE_STATE_JOINED:
+      return "joined";
+    case v1::NODE_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "unknown";
   }
 }
 
 std::string_view NodeRoleName(v1::NodeRole role) {
   switch (role) {
-    case v1::NODE_ROLE_WORKER: return "worker";
-    case v1::NODE_ROLE_CONTROL_PLANE: return "control-plane";
-    default: return "unknown";
+    case v1::NODE_ROLE_WORKER:
+      return "worker";
+    case v1::NODE_ROLE_CONTROL_PLANE:
+      return "control-plane";
+    default:
+      return "unknown";
   }
 }
 
 Status CheckWritable(const v1::NodeRecord& record) {
   if (record.version() > kNodeRecordVersion) {
     return FailedPrecondition("the record of node " + record.name() + " has format " +
-                              std::to_string(record.version()) +
-                              ", newer than this berthd's " +
+                              std::to_string(record.version()) + ", newer than this berthd's " +
                               std::to_string(kNodeRecordVersion) + "; upgrade this berthd");
   }
   return OkStatus();
@@ -112,9 +118,9 @@ Result<v1::NodeRecord> ApplyRejoin(const v1::NodeRecord* current, const std::str
   BERTH_RETURN_IF_ERROR(CheckNotRevoked(*current));
   BERTH_RETURN_IF_ERROR(CheckSameAk(*current, ak_sha256));
   if (current->disk_uuid() != disk_uuid) {
-    return PermissionDenied("disk " + disk_uuid + " is not the disk recorded for node " + name +
-                            " (" + (current->disk_uuid().empty() ? "diskless" : current->disk_uuid()) +
-                            ")");
+    return PermissionDenied(
+        "disk " + disk_uuid + " is not the disk recorded for node " + name + " (" +
+        (current->disk_uuid().empty() ? "diskless" : current->disk_uuid()) + ")");
   }
   v1::NodeRecord r = *current;
   r.set_version(kNodeRecordVersion);

@@ -27,12 +27,14 @@ std::string HostOf(const std::string& target) {
 // A node's etcd URL: https://host:port with host among the node's addresses (so the
 // certificate berthd signs covers it).
 Status CheckNodeUrl(const std::string& url, const char* what, const v1::JoinRequest& request) {
-  if (url.empty()) return InvalidArgument("a control-plane join needs the node's etcd " + std::string(what));
+  if (url.empty())
+    return InvalidArgument("a control-plane join needs the node's etcd " + std::string(what));
   if (url.rfind("https://", 0) != 0) {
     return InvalidArgument("etcd " + std::string(what) + " " + url + " is not https://host:port");
   }
   auto target = etcd::EndpointTarget(url);
-  if (!target.ok()) return InvalidArgument("etcd " + std::string(what) + " " + url + " is not https://host:port");
+  if (!target.ok())
+    return InvalidArgument("etcd " + std::string(what) + " " + url + " is not https://host:port");
   const std::string host = HostOf(*target);
   const auto& addresses = request.node_addresses();
   if (host != request.node_name() &&
@@ -96,10 +98,11 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
     return AdmitControlPlane(request, evidence, current, disk, std::move(facts));
   }
   BERTH_ASSIGN_OR_RETURN(v1::NodeRecord next, ApplyJoin(record, facts));
-  BERTH_RETURN_IF_ERROR(store_->Commit({.record = next,
-                                        .expected_mod_revision = current ? current->mod_revision : 0,
-                                        .disk_uuid = request.disk_uuid(),
-                                        .disk_claim = disk}));
+  BERTH_RETURN_IF_ERROR(
+      store_->Commit({.record = next,
+                      .expected_mod_revision = current ? current->mod_revision : 0,
+                      .disk_uuid = request.disk_uuid(),
+                      .disk_claim = disk}));
   return JoinAdmission{.etcd = std::nullopt,
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
                                 " joins=" + std::to_string(next.joins())};
@@ -114,8 +117,9 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   BERTH_ASSIGN_OR_RETURN(facts.role_authorization,
                          AuthorizeControlPlane(name, evidence.ak_sha256_hex));
   if (ca_ == nullptr) {
-    return FailedPrecondition("this berthd has no etcd CA (--etcd-ca-cert, --etcd-ca-key), so it "
-                              "cannot admit control planes");
+    return FailedPrecondition(
+        "this berthd has no etcd CA (--etcd-ca-cert, --etcd-ca-key), so it "
+        "cannot admit control planes");
   }
   BERTH_RETURN_IF_ERROR(CheckNodeUrl(request.etcd_peer_url(), "peer URL", request));
   BERTH_RETURN_IF_ERROR(CheckNodeUrl(request.etcd_client_url(), "client URL", request));
@@ -123,8 +127,10 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
                                      request.node_addresses().end());
   // Fails on a bad address before anything is changed in etcd.
   BERTH_RETURN_IF_ERROR(EtcdMemberCertSpec(name, addresses, std::chrono::hours(1)).status());
-  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr server_key, CheckEtcdCsr(AsBytes(request.etcd_csr()), name, "server"));
-  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr peer_key, CheckEtcdCsr(AsBytes(request.etcd_peer_csr()), name, "peer"));
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr server_key,
+                         CheckEtcdCsr(AsBytes(request.etcd_csr()), name, "server"));
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr peer_key,
+                         CheckEtcdCsr(AsBytes(request.etcd_peer_csr()), name, "peer"));
 
   // The peer URL's member is this node's if its record says so, or if nobody else's record
   // claims it and it has not started under another name (a learner added for this node whose
@@ -152,11 +158,12 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   facts.cert_serials = {server_cert.log.serial(), peer_cert.log.serial()};
   const v1::NodeRecord* record = current ? &current->record : nullptr;
   BERTH_ASSIGN_OR_RETURN(v1::NodeRecord next, ApplyJoin(record, facts));
-  BERTH_RETURN_IF_ERROR(store_->Commit({.record = next,
-                                        .expected_mod_revision = current ? current->mod_revision : 0,
-                                        .disk_uuid = request.disk_uuid(),
-                                        .disk_claim = disk,
-                                        .issued = {server_cert.log, peer_cert.log}}));
+  BERTH_RETURN_IF_ERROR(
+      store_->Commit({.record = next,
+                      .expected_mod_revision = current ? current->mod_revision : 0,
+                      .disk_uuid = request.disk_uuid(),
+                      .disk_claim = disk,
+                      .issued = {server_cert.log, peer_cert.log}}));
 
   v1::EtcdMaterial material;
   material.set_ca_certificate(ca_->cert_pem());
@@ -166,29 +173,32 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   material.set_crl(crl);
   for (const auto& m : learner.members) {
     const bool self = m.id() == learner.member.id();
-    for (auto& entry : InitialClusterEntries(m, self ? name : "")) material.add_initial_cluster(entry);
+    for (auto& entry : InitialClusterEntries(m, self ? name : ""))
+      material.add_initial_cluster(entry);
   }
   material.set_member_name(name);
   material.set_member_id(learner.member.id());
-  return JoinAdmission{
-      .etcd = std::move(material),
-      .audit = "record=" + std::string(NodeStateName(next.state())) +
-               " authorized_by=\"" + facts.role_authorization + "\" etcd_member=" +
-               etcd::MemberIdHex(learner.member.id()) +
-               (learner.added ? " etcd_learner=added" : " etcd_learner=reused") +
-               " certs=" + server_cert.log.serial() + "," + peer_cert.log.serial()};
+  return JoinAdmission{.etcd = std::move(material),
+                       .audit = "record=" + std::string(NodeStateName(next.state())) +
+                                " authorized_by=\"" + facts.role_authorization +
+                                "\" etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
+                                (learner.added ? " etcd_learner=added" : " etcd_learner=reused") +
+                                " certs=" + server_cert.log.serial() + "," +
+                                peer_cert.log.serial()};
 }
 
 Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& request,
                                                   const VerifiedEvidence& evidence) {
   const std::string& name = request.node_name();
   BERTH_ASSIGN_OR_RETURN(std::optional<StoredNode> current, store_->Get(name));
-  BERTH_ASSIGN_OR_RETURN(v1::NodeRecord next,
-                         ApplyRejoin(current ? &current->record : nullptr, name,
-                                     request.disk_uuid(), evidence.ak_sha256_hex,
-                                     clock_->NowUnix()));
-  BERTH_RETURN_IF_ERROR(store_->Commit({.record = next, .expected_mod_revision = current->mod_revision}));
-  RejoinAdmission out{.etcd_crl = "", .audit = "record=" + std::string(NodeStateName(next.state()))};
+  BERTH_ASSIGN_OR_RETURN(
+      v1::NodeRecord next,
+      ApplyRejoin(current ? &current->record : nullptr, name, request.disk_uuid(),
+                  evidence.ak_sha256_hex, clock_->NowUnix()));
+  BERTH_RETURN_IF_ERROR(
+      store_->Commit({.record = next, .expected_mod_revision = current->mod_revision}));
+  RejoinAdmission out{.etcd_crl = "",
+                      .audit = "record=" + std::string(NodeStateName(next.state()))};
   if (next.role() == v1::NODE_ROLE_CONTROL_PLANE && ca_ != nullptr) {
     BERTH_ASSIGN_OR_RETURN(out.etcd_crl, CurrentEtcdCrl(*store_, *ca_, clock_->NowUnix()));
   }

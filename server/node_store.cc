@@ -25,8 +25,8 @@ Result<Message> FromJson(const std::string& key, const std::string& json) {
   options.ignore_unknown_fields = true;  // a newer format; its version field says so
   auto st = google::protobuf::util::JsonStringToMessage(json, &m, options);
   if (!st.ok()) {
-    return DataLoss("etcd key " + key + " does not hold a valid record: " +
-                    std::string(st.message()));
+    return DataLoss("etcd key " + key +
+                    " does not hold a valid record: " + std::string(st.message()));
   }
   return m;
 }
@@ -107,8 +107,10 @@ Status NodeStore::Commit(const NodeCommit& c) {
       AddPut(txn, disk_key, name);
     }
   }
-  for (const auto& cert : c.issued) AddPut(txn, prefix_ + "etcd/certs/" + cert.serial(), ToJson(cert));
-  for (const auto& cert : c.revoked) AddPut(txn, prefix_ + "etcd/crl/" + cert.serial(), ToJson(cert));
+  for (const auto& cert : c.issued)
+    AddPut(txn, prefix_ + "etcd/certs/" + cert.serial(), ToJson(cert));
+  for (const auto& cert : c.revoked)
+    AddPut(txn, prefix_ + "etcd/crl/" + cert.serial(), ToJson(cert));
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {
     return Aborted("the record of node " + name +
@@ -156,8 +158,7 @@ Result<RevokedList> NodeStore::ListRevoked() {
 }
 
 Result<std::vector<v1::EtcdIssuedCertificate>> NodeStore::ListIssued() {
-  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got,
-                         etcd_->Range(PrefixRange(prefix_ + "etcd/certs/")));
+  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(PrefixRange(prefix_ + "etcd/certs/")));
   std::vector<v1::EtcdIssuedCertificate> out;
   for (const auto& kv : got.kvs()) {
     BERTH_ASSIGN_OR_RETURN(auto e, FromJson<v1::EtcdIssuedCertificate>(kv.key(), kv.value()));

@@ -30,7 +30,8 @@ Status ParseRolePolicy(const YAML::Node& roles, const std::vector<TrustedAk>& tr
     const std::string where = "roles.control_plane[" + std::to_string(i) + "]";
     const YAML::Node& entry = list[i];
     if (!entry.IsMap()) {
-      return InvalidArgument("policy: " + where + ": expected {ak: <trusted_aks name>} or "
+      return InvalidArgument("policy: " + where +
+                             ": expected {ak: <trusted_aks name>} or "
                              "{ak_sha256: <hex>}, optionally with node: <name>");
     }
     for (const auto& key : entry) {

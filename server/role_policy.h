@@ -33,7 +33,8 @@ struct RolePolicy {
 
   // The first grant that authorizes `node` with attestation key `ak_sha256_hex` as a control
   // plane, or null.
-  const RoleGrant* FindControlPlane(const std::string& node, const std::string& ak_sha256_hex) const;
+  const RoleGrant* FindControlPlane(const std::string& node,
+                                    const std::string& ak_sha256_hex) const;
 };
 
 // Parses the `roles:` node (absent: no grants). `trusted_aks` resolves `ak:` names.

@@ -117,7 +117,8 @@ TEST_F(EtcdClientTest, MembershipCallsAndEtcdErrors) {
   WaitFor(
       [&] {
         added = client_->MemberAdd({peer}, /*learner=*/true);
-        return added.ok() || added.status().message().find("unhealthy cluster") == std::string::npos;
+        return added.ok() ||
+               added.status().message().find("unhealthy cluster") == std::string::npos;
       },
       std::chrono::seconds(15));
   ASSERT_TRUE(added.ok()) << added.status().ToString();
@@ -183,7 +184,8 @@ TEST(EtcdClientOptionsTest, RefusesPlainHttpAndBadEndpoints) {
             "INVALID_ARGUMENT: etcd endpoint http://10.0.0.1:2379 is plain http; berth talks to "
             "etcd over TLS only");
   EXPECT_EQ(etcd::EndpointTarget("https://10.0.0.1").status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(etcd::MakeGrpcClient({}).status().ToString(), "INVALID_ARGUMENT: no etcd endpoints given");
+  EXPECT_EQ(etcd::MakeGrpcClient({}).status().ToString(),
+            "INVALID_ARGUMENT: no etcd endpoints given");
   EXPECT_EQ(etcd::PrefixEnd("/a/"), "/a0");
   EXPECT_EQ(etcd::PrefixEnd(std::string("a\xff", 2)), "b");
   EXPECT_EQ(etcd::MemberIdHex(0x8e9e05c52164694dull), "8e9e05c52164694d");
@@ -202,9 +204,9 @@ TEST(EtcdErrorTest, MapsEtcdsErrorsToRetryClasses) {
                 "etcdserver: re-configuration failed due to not enough started members")
                 .code(),
             Code::kFailedPrecondition);
-  EXPECT_EQ(map(grpc::StatusCode::RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
-                .code(),
-            Code::kResourceExhausted);
+  EXPECT_EQ(
+      map(grpc::StatusCode::RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded").code(),
+      Code::kResourceExhausted);
   EXPECT_EQ(map(grpc::StatusCode::PERMISSION_DENIED, "etcdserver: permission denied").code(),
             Code::kUnavailable);
   EXPECT_EQ(map(grpc::StatusCode::INVALID_ARGUMENT, "etcdserver: key is not provided").ToString(),

@@ -1,13 +1,14 @@
 // Control planes joining etcd, with real etcd processes (a 3-member TLS cluster on loopback),
 // berthd processes keeping node records in it, the agent in-process starting real etcd
 // members from the PKI and environment it wrote, and berthctl against AdminService.
+#include "agent/etcd_join.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <thread>
 
-#include "agent/etcd_join.h"
 #include "server/etcd_pki.h"
 #include "server/node_store.h"
 #include "tests/integration/etcd_testbed.h"
@@ -87,6 +88,19 @@ void ExpectRecordsConsistent(EtcdTestbed& bed) {
   EXPECT_THAT(log_serials, UnorderedElementsAreArray(record_serials));
 }
 
+// The promotion loop records a node as joined just after it promoted it; the node's agent may
+// see itself a voter a moment before that.
+bool WaitForRecordState(EtcdTestbed& bed, const std::string& name, v1::NodeState state) {
+  auto client = bed.etcd().NewClient();
+  server::NodeStore store(client.get());
+  return WaitFor(
+      [&] {
+        auto r = store.Get(name);
+        return r.ok() && r->has_value() && (*r)->record.state() == state;
+      },
+      std::chrono::seconds(30));
+}
+
 std::string FileSerial(const std::string& path) {
   auto cert = CertFromPem(MustRead(path));
   EXPECT_TRUE(cert.ok()) << path;
@@ -126,7 +140,8 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
     SCOPED_TRACE(n->name);
     // kubeadm's layout, keys 0600, made on the node: the key matches the certificate.
     const std::string pki = n->Path("/etc/kubernetes/pki/etcd");
-    for (const char* f : {"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "crl.pem"}) {
+    for (const char* f :
+         {"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "crl.pem"}) {
       EXPECT_TRUE(std::filesystem::exists(pki + "/" + f)) << f;
     }
     EXPECT_FALSE(std::filesystem::exists(pki + "/ca.key"));
@@ -142,7 +157,8 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
     EXPECT_THAT(env, HasSubstr("ETCD_INITIAL_CLUSTER_STATE=existing\n"));
     EXPECT_THAT(env, HasSubstr("ETCD_NAME=" + n->name + "\n"));
     // The progress record: PKI written, joined.
-    auto progress = nlohmann::json::parse(MustRead(n->Path("/var/lib/berth/state/.berth/progress.json")));
+    auto progress =
+        nlohmann::json::parse(MustRead(n->Path("/var/lib/berth/state/.berth/progress.json")));
     EXPECT_EQ(progress["pki_written"], true);
     EXPECT_EQ(progress["joined"], true);
   }
@@ -162,6 +178,8 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
   }
 
   // The records, as an operator sees them.
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-1", v1::NODE_STATE_JOINED));
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
   auto list = bed.ListNodes();
   ASSERT_EQ(list["nodes"].size(), 2u);
   for (const auto& n : list["nodes"]) {
@@ -171,8 +189,8 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
     EXPECT_EQ(n["ak_sha256"], node.ak_sha256);
     EXPECT_EQ(n["disk_uuid"], node.disk.uuid);
     EXPECT_EQ(n["etcd_peer_url"], node.PeerUrl());
-    EXPECT_EQ(n["role_authorization"], "policy roles.control_plane[" +
-                                           std::string(node.name == "cp-1" ? "0" : "1") + "]");
+    EXPECT_EQ(n["role_authorization"],
+              "policy roles.control_plane[" + std::string(node.name == "cp-1" ? "0" : "1") + "]");
     EXPECT_THAT(n["etcd_cert_serials"].get<std::vector<std::string>>(),
                 UnorderedElementsAre(FileSerial(node.Path("/etc/kubernetes/pki/etcd/server.crt")),
                                      FileSerial(node.Path("/etc/kubernetes/pki/etcd/peer.crt"))));
@@ -198,7 +216,8 @@ TEST(EtcdJoinTest, SecondLearnerWaitsAndARetriedJoinAddsNoSecondMember) {
 
   // The reply is lost; cp-1 asks again (new challenge, new keys): the same member.
   auto keys_again = agent::MakeEtcdKeys("cp-1");
-  auto again = bed.RequestJoinTicket(cp1, true, bed.BerthdEndpoint(), bed.BerthdEndpoint(), &*keys_again);
+  auto again =
+      bed.RequestJoinTicket(cp1, true, bed.BerthdEndpoint(), bed.BerthdEndpoint(), &*keys_again);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->etcd().member_id(), member);
   EXPECT_EQ(MemberCount(bed), 4);
@@ -222,13 +241,14 @@ TEST(EtcdJoinTest, SecondLearnerWaitsAndARetriedJoinAddsNoSecondMember) {
   ASSERT_TRUE(bed.StartNodeEtcd(cp1, *again, *keys_again));
   agent2.join();
   ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n" << MustRead(bed.BerthdLog());
-  EXPECT_THAT(second.notifications,
-              Contains(AllOf(HasSubstr("waiting for berthd (UNAVAILABLE"), HasSubstr(bed.BerthdEndpoint()))));
+  EXPECT_THAT(second.notifications, Contains(AllOf(HasSubstr("waiting for berthd (UNAVAILABLE"),
+                                                   HasSubstr(bed.BerthdEndpoint()))));
   EXPECT_EQ(MemberCount(bed), 5);
   ASSERT_EQ(MembersAt(bed, cp1.PeerUrl()).size(), 1u);
   EXPECT_EQ(MembersAt(bed, cp1.PeerUrl())[0].id(), member);
   EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
   EXPECT_TRUE(IsVoter(bed, cp2.PeerUrl()));
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
   auto list = bed.ListNodes();
   for (const auto& n : list["nodes"]) {
     EXPECT_EQ(n["state"], "NODE_STATE_JOINED") << n.dump();
@@ -277,12 +297,7 @@ TEST(EtcdJoinTest, MemberStoppedDuringJoinsRetriesCleanlyOrCompletes) {
   ASSERT_TRUE(bed.StartNodeEtcd(cp2, *ticket, *keys));
   EXPECT_TRUE(WaitFor([&] { return IsVoter(bed, cp2.PeerUrl()); }, std::chrono::seconds(60)))
       << MustRead(bed.BerthdLog());
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        auto r = store.Get("cp-2");
-        return r.ok() && r->has_value() && (*r)->record.state() == v1::NODE_STATE_JOINED;
-      },
-      std::chrono::seconds(30)));
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
   ASSERT_TRUE(bed.etcd().Restart(2));
   EXPECT_TRUE(bed.etcd().WaitHealthy(std::chrono::seconds(30)));
   EXPECT_EQ(MemberCount(bed), 5);
@@ -324,8 +339,8 @@ TEST(EtcdJoinTest, RevokedNodeIsRefusedItsMemberGoneItsCertificatesOnTheCrlItsTo
   const std::string crl = bed.dir().Join("crl.pem");
   ProcessResult got = bed.Berthctl({"nodes", "crl", "--out", crl});
   ASSERT_EQ(got.exit_code, 0) << got.output;
-  auto text = RealProcessRunner().Run({"/usr/bin/openssl", "crl", "-in", crl, "-noout", "-text",
-                                       "-CAfile", bed.etcd().ca_cert()});
+  auto text = RealProcessRunner().Run(
+      {"/usr/bin/openssl", "crl", "-in", crl, "-noout", "-text", "-CAfile", bed.etcd().ca_cert()});
   ASSERT_TRUE(text.ok());
   EXPECT_THAT(text->output, HasSubstr("verify OK"));
   EXPECT_THAT(text->output, HasSubstr("Serial Number: " + Upper(server_serial)));
@@ -438,7 +453,8 @@ TEST(EtcdJoinTest, ControlPlaneNotAuthorizedIsPermissionDeniedUntilAnOperatorAut
   EXPECT_EQ(MembersAt(bed, node.PeerUrl()).size(), 1u);
   auto list = bed.ListNodes();
   EXPECT_EQ(list["authorizations"][0]["authorized_by"], "CN=alice");
-  EXPECT_THAT(std::string(list["nodes"][0]["role_authorization"]), HasSubstr("operator CN=alice at "));
+  EXPECT_THAT(std::string(list["nodes"][0]["role_authorization"]),
+              HasSubstr("operator CN=alice at "));
 }
 
 }  // namespace

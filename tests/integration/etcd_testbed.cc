@@ -48,7 +48,8 @@ class FakeDisk : public agent::Disk {
   Result<agent::LuksHeader> ReadLuksHeader(const std::string&) override {
     return agent::LuksHeader{s_->uuid, agent::kLuksLabel};
   }
-  Status FormatIfBlank(const std::string&, const std::string& uuid, const SecretBytes& key) override {
+  Status FormatIfBlank(const std::string&, const std::string& uuid,
+                       const SecretBytes& key) override {
     if (s_->kind != agent::ProbeResult::Kind::kBlank) return FailedPrecondition("not blank");
     s_->kind = agent::ProbeResult::Kind::kLuks;
     s_->uuid = uuid;
@@ -87,7 +88,8 @@ class FakeMounter : public agent::Mounter {
 // mkfs marks the fake disk; everything else (the kubeadm stand-in) really runs.
 class NodeRunner : public ProcessRunner {
  public:
-  NodeRunner(FakeDiskState* disk, std::vector<std::string> env) : disk_(disk), env_(std::move(env)) {}
+  NodeRunner(FakeDiskState* disk, std::vector<std::string> env)
+      : disk_(disk), env_(std::move(env)) {}
   Result<ProcessResult> Run(const std::vector<std::string>& argv,
                             const std::vector<std::string>& env) override {
     if (argv[0].ends_with("/sbin/mkfs.ext4")) {
@@ -207,11 +209,11 @@ EtcdTestbed::EtcdTestbed() {
   MustWrite(operator_key_, std::string((*PrivateKeyToPem(key->get())).view()), 0600);
   MustWrite(dir_.Join("master.secret"), ToString(RandomBytes(32)), 0600);
 
-  auto p = Subprocess::Start({kPython, SourceDir() + "/tests/standins/kube_apiserver.py", "--cert",
-                              kube_pki_.server_pem, "--key", kube_pki_.server_key, "--token",
-                              kAdminToken, "--port", "0", "--port-file", dir_.Join("apiserver.port"),
-                              "--record", dir_.Join("apiserver.jsonl")},
-                             dir_.Join("apiserver.log"));
+  auto p = Subprocess::Start(
+      {kPython, SourceDir() + "/tests/standins/kube_apiserver.py", "--cert", kube_pki_.server_pem,
+       "--key", kube_pki_.server_key, "--token", kAdminToken, "--port", "0", "--port-file",
+       dir_.Join("apiserver.port"), "--record", dir_.Join("apiserver.jsonl")},
+      dir_.Join("apiserver.log"));
   if (!p.ok()) {
     error_ = p.status().ToString();
     return;
@@ -225,10 +227,12 @@ EtcdTestbed::EtcdTestbed() {
   MustWrite(dir_.Join("kubeconfig"),
             "apiVersion: v1\nkind: Config\ncurrent-context: berth\n"
             "clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:" +
-                std::to_string(apiserver_port_) + "\n    certificate-authority: " +
-                kube_pki_.ca_pem + "\n"
+                std::to_string(apiserver_port_) +
+                "\n    certificate-authority: " + kube_pki_.ca_pem +
+                "\n"
                 "contexts:\n- name: berth\n  context: {cluster: test, user: berthd}\n"
-                "users:\n- name: berthd\n  user:\n    token: " + std::string(kAdminToken) + "\n",
+                "users:\n- name: berthd\n  user:\n    token: " +
+                std::string(kAdminToken) + "\n",
             0600);
 }
 
@@ -291,23 +295,43 @@ bool EtcdTestbed::StartBerthd(int replica) {
   const std::string tag = "berthd-" + std::to_string(replica);
   std::string endpoints;
   for (const auto& u : etcd_->ClientUrls()) endpoints += (endpoints.empty() ? "" : ",") + u;
-  std::vector<std::string> argv = {
-      BuildDir() + "/server/berthd",
-      "--listen", "127.0.0.1:0",
-      "--port-file", dir_.Join(tag + ".port"),
-      "--tls-cert", join_pki_.server_pem, "--tls-key", join_pki_.server_key,
-      "--policy", policy,
-      "--master-secret-file", dir_.Join("master.secret"),
-      "--cluster-id", "berth-test",
-      "--kubeconfig", dir_.Join("kubeconfig"),
-      "--api-server-endpoint", "127.0.0.1:6443",
-      "--kubernetes-version", "v1.31.0",
-      "--etcd-endpoints", endpoints,
-      "--etcd-client-cert", etcd_->client_cert(), "--etcd-client-key", etcd_->client_key(),
-      "--etcd-ca-cert", etcd_->ca_cert(), "--etcd-ca-key", etcd_->ca_key(),
-      "--admin-listen", "127.0.0.1:0",
-      "--admin-port-file", dir_.Join(tag + ".admin-port"),
-      "--operator-ca", dir_.Join("operator/ca.pem")};
+  std::vector<std::string> argv = {BuildDir() + "/server/berthd",
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--port-file",
+                                   dir_.Join(tag + ".port"),
+                                   "--tls-cert",
+                                   join_pki_.server_pem,
+                                   "--tls-key",
+                                   join_pki_.server_key,
+                                   "--policy",
+                                   policy,
+                                   "--master-secret-file",
+                                   dir_.Join("master.secret"),
+                                   "--cluster-id",
+                                   "berth-test",
+                                   "--kubeconfig",
+                                   dir_.Join("kubeconfig"),
+                                   "--api-server-endpoint",
+                                   "127.0.0.1:6443",
+                                   "--kubernetes-version",
+                                   "v1.31.0",
+                                   "--etcd-endpoints",
+                                   endpoints,
+                                   "--etcd-client-cert",
+                                   etcd_->client_cert(),
+                                   "--etcd-client-key",
+                                   etcd_->client_key(),
+                                   "--etcd-ca-cert",
+                                   etcd_->ca_cert(),
+                                   "--etcd-ca-key",
+                                   etcd_->ca_key(),
+                                   "--admin-listen",
+                                   "127.0.0.1:0",
+                                   "--admin-port-file",
+                                   dir_.Join(tag + ".admin-port"),
+                                   "--operator-ca",
+                                   dir_.Join("operator/ca.pem")};
   auto p = Subprocess::Start(argv, BerthdLog(replica));
   if (!p.ok()) return false;
   berthd_[replica] = std::move(*p);
@@ -347,11 +371,11 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_wait = std::chrono::seconds(90);
 
   RealClock clock;
-  NodeRunner runner(&node.disk,
-                    {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
-                     "BERTH_STANDIN_KUBEADM_APISERVER=https://127.0.0.1:" + std::to_string(apiserver_port_),
-                     "BERTH_STANDIN_KUBEADM_CA=" + kube_pki_.ca_pem,
-                     "BERTH_STANDIN_KUBEADM_ADMIN_TOKEN=" + std::string(kAdminToken)});
+  NodeRunner runner(&node.disk, {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
+                                 "BERTH_STANDIN_KUBEADM_APISERVER=https://127.0.0.1:" +
+                                     std::to_string(apiserver_port_),
+                                 "BERTH_STANDIN_KUBEADM_CA=" + kube_pki_.ca_pem,
+                                 "BERTH_STANDIN_KUBEADM_ADMIN_TOKEN=" + std::string(kAdminToken)});
   RecordingNotifier notifier;
   FakeDisk disk(&node.disk);
   FakeMounter mounter;
@@ -375,13 +399,15 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
                                                       const std::string& ticket_endpoint,
                                                       agent::EtcdKeys* keys) {
   BERTH_ASSIGN_OR_RETURN(agent::ClientIdentity id, agent::MakeClientIdentity(node.name));
-  auto transport = agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
+  auto transport =
+      agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
   BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
                          transport->Challenge(challenge_endpoint, v1::ChallengeRequest()));
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<agent::Tpm> tpm, agent::OpenEsysTpm(node.tpm->Tcti()));
   Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), id.spki_sha256);
-  BERTH_ASSIGN_OR_RETURN(v1::Evidence evidence,
-                         agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
+  BERTH_ASSIGN_OR_RETURN(
+      v1::Evidence evidence,
+      agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
   tpm.reset();
   v1::JoinRequest r;
   *r.mutable_evidence() = evidence;
@@ -405,15 +431,18 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
   return transport->IssueJoinTicket(ticket_endpoint, r);
 }
 
-Result<v1::RejoinTicket> EtcdTestbed::RequestRejoinTicket(TestNode& node, const std::string& endpoint) {
+Result<v1::RejoinTicket> EtcdTestbed::RequestRejoinTicket(TestNode& node,
+                                                          const std::string& endpoint) {
   BERTH_ASSIGN_OR_RETURN(agent::ClientIdentity id, agent::MakeClientIdentity(node.name));
-  auto transport = agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
+  auto transport =
+      agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
   BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
                          transport->Challenge(endpoint, v1::ChallengeRequest()));
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<agent::Tpm> tpm, agent::OpenEsysTpm(node.tpm->Tcti()));
   Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), id.spki_sha256);
-  BERTH_ASSIGN_OR_RETURN(v1::Evidence evidence,
-                         agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
+  BERTH_ASSIGN_OR_RETURN(
+      v1::Evidence evidence,
+      agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
   tpm.reset();
   v1::RejoinRequest r;
   *r.mutable_evidence() = evidence;
@@ -428,8 +457,8 @@ bool EtcdTestbed::StartNodeEtcd(TestNode& node, const v1::JoinTicket& ticket,
   agent::EtcdEndpoints e{.addresses = {"127.0.0.1"},
                          .peer_port = node.etcd_peer_port,
                          .client_port = node.etcd_client_port};
-  Status st = agent::WriteEtcdFiles(node.root, ticket.etcd(), keys, e,
-                                    node.root + kMountPoint + "/etcd");
+  Status st =
+      agent::WriteEtcdFiles(node.root, ticket.etcd(), keys, e, node.root + kMountPoint + "/etcd");
   if (!st.ok()) {
     ADD_FAILURE() << st.ToString();
     return false;
@@ -442,9 +471,10 @@ bool EtcdTestbed::NodeEtcdRunning(const std::string& name) { return etcd_->Extra
 ProcessResult EtcdTestbed::Berthctl(const std::vector<std::string>& args, int replica) {
   std::vector<std::string> argv = {BuildDir() + "/cli/berthctl"};
   argv.insert(argv.end(), args.begin(), args.end());
-  for (const std::string& a : {std::string("--server"), "127.0.0.1:" + std::to_string(admin_ports_.at(replica)),
-                               std::string("--ca"), join_pki_.ca_pem, std::string("--cert"),
-                               operator_cert_, std::string("--key"), operator_key_}) {
+  for (const std::string& a :
+       {std::string("--server"), "127.0.0.1:" + std::to_string(admin_ports_.at(replica)),
+        std::string("--ca"), join_pki_.ca_pem, std::string("--cert"), operator_cert_,
+        std::string("--key"), operator_key_}) {
     argv.push_back(a);
   }
   auto r = RealProcessRunner().Run(argv);

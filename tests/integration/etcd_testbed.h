@@ -9,11 +9,10 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/agent.h"
 #include "agent/etcd_join.h"
@@ -36,8 +35,8 @@ struct TestNode {
   std::string name;
   std::string root;
   std::unique_ptr<Swtpm> tpm;
-  std::string ak_sha256;     // hex SHA-256 of the AK's SPKI
-  std::string policy_pcrs;   // the "  pcrs:" section berth-agent --print-identity printed
+  std::string ak_sha256;    // hex SHA-256 of the AK's SPKI
+  std::string policy_pcrs;  // the "  pcrs:" section berth-agent --print-identity printed
   FakeDiskState disk;
   int etcd_peer_port = 0, etcd_client_port = 0;
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }

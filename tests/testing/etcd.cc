@@ -32,7 +32,8 @@ EtcdCluster::EtcdCluster(const std::string& dir, int members) : dir_(dir) {
     error_ = "generating keys failed";
     return;
   }
-  auto ca = IssueCert({.common_name = "berth test etcd CA", .is_ca = true,
+  auto ca = IssueCert({.common_name = "berth test etcd CA",
+                       .is_ca = true,
                        .validity = std::chrono::hours(24 * 365)},
                       ca_key->get(), nullptr, ca_key->get());
   auto member = IssueCert({.common_name = "etcd-member",
@@ -61,7 +62,8 @@ EtcdCluster::EtcdCluster(const std::string& dir, int members) : dir_(dir) {
   MustWrite(client_key_, std::string((*PrivateKeyToPem(client_key->get())).view()), 0600);
 
   members_.resize(static_cast<size_t>(members));
-  for (int i = 0; i < members; ++i) members_[static_cast<size_t>(i)].name = "etcd-" + std::to_string(i);
+  for (int i = 0; i < members; ++i)
+    members_[static_cast<size_t>(i)].name = "etcd-" + std::to_string(i);
   std::string error;
   for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
     if (StartAll(error)) return;
@@ -104,21 +106,15 @@ bool EtcdCluster::StartAll(std::string& error) {
 
 bool EtcdCluster::StartMember(Member& m, const std::string& initial_cluster) {
   std::vector<std::string> argv = {
-      kEtcdBinary,
-      "--name", m.name,
-      "--data-dir", m.dir,
-      "--listen-client-urls", "https://127.0.0.1:" + std::to_string(m.client_port),
-      "--advertise-client-urls", "https://127.0.0.1:" + std::to_string(m.client_port),
-      "--listen-peer-urls", "https://127.0.0.1:" + std::to_string(m.peer_port),
-      "--initial-advertise-peer-urls", "https://127.0.0.1:" + std::to_string(m.peer_port),
-      "--initial-cluster", initial_cluster,
-      "--initial-cluster-state", "new",
-      "--initial-cluster-token", "berth-test",
-      "--cert-file", member_cert_, "--key-file", member_key_,
-      "--trusted-ca-file", ca_cert_, "--client-cert-auth",
-      "--peer-cert-file", member_cert_, "--peer-key-file", member_key_,
-      "--peer-trusted-ca-file", ca_cert_, "--peer-client-cert-auth",
-      "--logger", "zap", "--log-outputs", "stderr",
+      kEtcdBinary, "--name", m.name, "--data-dir", m.dir, "--listen-client-urls",
+      "https://127.0.0.1:" + std::to_string(m.client_port), "--advertise-client-urls",
+      "https://127.0.0.1:" + std::to_string(m.client_port), "--listen-peer-urls",
+      "https://127.0.0.1:" + std::to_string(m.peer_port), "--initial-advertise-peer-urls",
+      "https://127.0.0.1:" + std::to_string(m.peer_port), "--initial-cluster", initial_cluster,
+      "--initial-cluster-state", "new", "--initial-cluster-token", "berth-test", "--cert-file",
+      member_cert_, "--key-file", member_key_, "--trusted-ca-file", ca_cert_, "--client-cert-auth",
+      "--peer-cert-file", member_cert_, "--peer-key-file", member_key_, "--peer-trusted-ca-file",
+      ca_cert_, "--peer-client-cert-auth", "--logger", "zap", "--log-outputs", "stderr",
       // Test data is thrown away; fsync only makes a loaded machine slower.
       "--unsafe-no-fsync"};
   auto p = Subprocess::Start(argv, m.dir + ".log");

@@ -57,18 +57,32 @@ bool FakeEtcd::CompareHolds(const pb::Compare& c) const {
   const Kv& kv = it == kv_.end() ? zero : it->second;
   int r = 0;
   switch (c.target()) {
-    case pb::Compare::VERSION: r = Cmp(kv.version, c.version()); break;
-    case pb::Compare::CREATE: r = Cmp(kv.create, c.create_revision()); break;
-    case pb::Compare::MOD: r = Cmp(kv.mod, c.mod_revision()); break;
-    case pb::Compare::VALUE: r = Cmp(kv.value, c.value()); break;
-    default: return false;
+    case pb::Compare::VERSION:
+      r = Cmp(kv.version, c.version());
+      break;
+    case pb::Compare::CREATE:
+      r = Cmp(kv.create, c.create_revision());
+      break;
+    case pb::Compare::MOD:
+      r = Cmp(kv.mod, c.mod_revision());
+      break;
+    case pb::Compare::VALUE:
+      r = Cmp(kv.value, c.value());
+      break;
+    default:
+      return false;
   }
   switch (c.result()) {
-    case pb::Compare::EQUAL: return r == 0;
-    case pb::Compare::GREATER: return r > 0;
-    case pb::Compare::LESS: return r < 0;
-    case pb::Compare::NOT_EQUAL: return r != 0;
-    default: return false;
+    case pb::Compare::EQUAL:
+      return r == 0;
+    case pb::Compare::GREATER:
+      return r > 0;
+    case pb::Compare::LESS:
+      return r < 0;
+    case pb::Compare::NOT_EQUAL:
+      return r != 0;
+    default:
+      return false;
   }
 }
 
@@ -234,9 +248,11 @@ Result<pb::MemberPromoteResponse> FakeEtcd::MemberPromote(uint64_t id) {
   };
   auto it = std::find_if(members_.begin(), members_.end(),
                          [&](const MemberState& m) { return m.member.id() == id; });
-  if (it == members_.end()) return fail(grpc::StatusCode::NOT_FOUND, "etcdserver: member not found");
+  if (it == members_.end())
+    return fail(grpc::StatusCode::NOT_FOUND, "etcdserver: member not found");
   if (!it->member.islearner()) {
-    return fail(grpc::StatusCode::FAILED_PRECONDITION, "etcdserver: can only promote a learner member");
+    return fail(grpc::StatusCode::FAILED_PRECONDITION,
+                "etcdserver: can only promote a learner member");
   }
   if (!it->in_sync) {
     return fail(grpc::StatusCode::FAILED_PRECONDITION,

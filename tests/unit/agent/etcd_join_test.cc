@@ -45,7 +45,8 @@ class MaterialTest : public ::testing::Test {
   }
 
   std::string Sign(EVP_PKEY* key, const std::string& cn, X509* ca, EVP_PKEY* ca_key) {
-    auto cert = IssueCert({.common_name = cn, .server_auth = true, .client_auth = true}, key, ca, ca_key);
+    auto cert =
+        IssueCert({.common_name = cn, .server_auth = true, .client_auth = true}, key, ca, ca_key);
     return *CertToPem(cert->get());
   }
 
@@ -112,8 +113,9 @@ TEST_F(MaterialTest, EachBadPartIsNamed) {
   };
   v1::EtcdMaterial m = material_;
   m.set_member_name("cp-2");
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd member name \"cp-2\" is not "
-                      "this node's name");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd member name \"cp-2\" is not "
+            "this node's name");
   m = material_;
   m.set_member_id(0);
   EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd member ID is missing");
@@ -121,13 +123,15 @@ TEST_F(MaterialTest, EachBadPartIsNamed) {
   auto other = MakeEtcdKeys("cp-1");
   m = material_;
   m.set_server_certificate(Material(*other, "cp-1").server_certificate());
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd server certificate is not for "
-                      "this node's server key");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd server certificate is not for "
+            "this node's server key");
   // Swapped: the peer certificate carries the server key.
   m = material_;
   m.set_peer_certificate(material_.server_certificate());
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd peer certificate is not for "
-                      "this node's peer key");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd peer certificate is not for "
+            "this node's peer key");
   // Signed by another CA.
   EvpPkeyPtr rogue = std::move(GenerateP256Key()).value();
   X509Ptr rogue_ca = std::move(IssueCert({.common_name = "etcd-ca", .is_ca = true}, rogue.get(),
@@ -135,23 +139,27 @@ TEST_F(MaterialTest, EachBadPartIsNamed) {
                          .value();
   m = material_;
   m.set_server_certificate(Sign(keys_.server_key.get(), "cp-1", rogue_ca.get(), rogue.get()));
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd server certificate is not "
-                      "signed by the etcd CA in the ticket");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd server certificate is not "
+            "signed by the etcd CA in the ticket");
   m = material_;
   m.set_peer_certificate(Sign(keys_.peer_key.get(), "cp-9", ca_.get(), ca_key_.get()));
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd peer certificate names "
-                      "\"cp-9\", not this node");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd peer certificate names "
+            "\"cp-9\", not this node");
   m = material_;
   m.set_crl(Crl(rogue.get()));
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd CRL is not signed by the etcd CA");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd CRL is not signed by the etcd CA");
   m = material_;
   m.set_crl("nope");
   EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd CRL does not parse");
   m = material_;
   m.clear_initial_cluster();
   m.add_initial_cluster("etcd-0=https://10.0.0.1:2380");
-  EXPECT_EQ(check(m), "INVALID_ARGUMENT: malformed join ticket: etcd initial cluster does not list "
-                      "this node at https://10.0.0.5:2380");
+  EXPECT_EQ(check(m),
+            "INVALID_ARGUMENT: malformed join ticket: etcd initial cluster does not list "
+            "this node at https://10.0.0.5:2380");
   m.add_initial_cluster("cp-1=" + kPeerUrl + ",evil=https://6.6.6.6:2380");
   EXPECT_THAT(check(m), HasSubstr("is not name=https://host:port"));
 }
@@ -185,26 +193,27 @@ TEST_F(MaterialTest, FilesAreWrittenInKubeadmsLayoutWithKeys0600) {
 
 TEST_F(MaterialTest, EnvironmentJoinsTheExistingCluster) {
   EtcdEndpoints e{.addresses = {"10.0.0.5", "fd00::5"}, .peer_port = 2380, .client_port = 2379};
-  EXPECT_EQ(RenderEtcdEnvironment("/", material_, e, "/var/lib/berth/state/etcd"),
-            "# Written by berth-agent from its join ticket (docs/etcd.md); etcd reads ETCD_* as flags.\n"
-            "ETCD_NAME=cp-1\n"
-            "ETCD_DATA_DIR=/var/lib/berth/state/etcd\n"
-            "ETCD_INITIAL_CLUSTER=etcd-0=https://10.0.0.1:2380,cp-1=https://10.0.0.5:2380\n"
-            "ETCD_INITIAL_CLUSTER_STATE=existing\n"
-            "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.0.0.5:2380\n"
-            "ETCD_LISTEN_PEER_URLS=https://10.0.0.5:2380\n"
-            "ETCD_ADVERTISE_CLIENT_URLS=https://10.0.0.5:2379\n"
-            "ETCD_LISTEN_CLIENT_URLS=https://10.0.0.5:2379,https://127.0.0.1:2379\n"
-            "ETCD_TRUSTED_CA_FILE=/etc/kubernetes/pki/etcd/ca.crt\n"
-            "ETCD_CERT_FILE=/etc/kubernetes/pki/etcd/server.crt\n"
-            "ETCD_KEY_FILE=/etc/kubernetes/pki/etcd/server.key\n"
-            "ETCD_CLIENT_CERT_AUTH=true\n"
-            "ETCD_CLIENT_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n"
-            "ETCD_PEER_TRUSTED_CA_FILE=/etc/kubernetes/pki/etcd/ca.crt\n"
-            "ETCD_PEER_CERT_FILE=/etc/kubernetes/pki/etcd/peer.crt\n"
-            "ETCD_PEER_KEY_FILE=/etc/kubernetes/pki/etcd/peer.key\n"
-            "ETCD_PEER_CLIENT_CERT_AUTH=true\n"
-            "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n");
+  EXPECT_EQ(
+      RenderEtcdEnvironment("/", material_, e, "/var/lib/berth/state/etcd"),
+      "# Written by berth-agent from its join ticket (docs/etcd.md); etcd reads ETCD_* as flags.\n"
+      "ETCD_NAME=cp-1\n"
+      "ETCD_DATA_DIR=/var/lib/berth/state/etcd\n"
+      "ETCD_INITIAL_CLUSTER=etcd-0=https://10.0.0.1:2380,cp-1=https://10.0.0.5:2380\n"
+      "ETCD_INITIAL_CLUSTER_STATE=existing\n"
+      "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.0.0.5:2380\n"
+      "ETCD_LISTEN_PEER_URLS=https://10.0.0.5:2380\n"
+      "ETCD_ADVERTISE_CLIENT_URLS=https://10.0.0.5:2379\n"
+      "ETCD_LISTEN_CLIENT_URLS=https://10.0.0.5:2379,https://127.0.0.1:2379\n"
+      "ETCD_TRUSTED_CA_FILE=/etc/kubernetes/pki/etcd/ca.crt\n"
+      "ETCD_CERT_FILE=/etc/kubernetes/pki/etcd/server.crt\n"
+      "ETCD_KEY_FILE=/etc/kubernetes/pki/etcd/server.key\n"
+      "ETCD_CLIENT_CERT_AUTH=true\n"
+      "ETCD_CLIENT_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n"
+      "ETCD_PEER_TRUSTED_CA_FILE=/etc/kubernetes/pki/etcd/ca.crt\n"
+      "ETCD_PEER_CERT_FILE=/etc/kubernetes/pki/etcd/peer.crt\n"
+      "ETCD_PEER_KEY_FILE=/etc/kubernetes/pki/etcd/peer.key\n"
+      "ETCD_PEER_CLIENT_CERT_AUTH=true\n"
+      "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n");
   EtcdEndpoints v6{.addresses = {"fd00::5"}, .peer_port = 12380, .client_port = 12379};
   EXPECT_EQ(v6.PeerUrl(), "https://[fd00::5]:12380");
   EXPECT_EQ(v6.ClientUrl(), "https://[fd00::5]:12379");
@@ -223,14 +232,18 @@ class ScriptedStatus : public etcd::Client {
     if (script.size() > 1) script.pop_front();
     return next;
   }
-  Result<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest&) override { return No(); }
+  Result<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest&) override {
+    return No();
+  }
   Result<etcdserverpb::PutResponse> Put(const etcdserverpb::PutRequest&) override { return No(); }
-  Result<etcdserverpb::DeleteRangeResponse> DeleteRange(const etcdserverpb::DeleteRangeRequest&) override {
+  Result<etcdserverpb::DeleteRangeResponse> DeleteRange(
+      const etcdserverpb::DeleteRangeRequest&) override {
     return No();
   }
   Result<etcdserverpb::TxnResponse> Txn(const etcdserverpb::TxnRequest&) override { return No(); }
   Result<etcdserverpb::MemberListResponse> MemberList() override { return No(); }
-  Result<etcdserverpb::MemberAddResponse> MemberAdd(const std::vector<std::string>&, bool) override {
+  Result<etcdserverpb::MemberAddResponse> MemberAdd(const std::vector<std::string>&,
+                                                    bool) override {
     return No();
   }
   Result<etcdserverpb::MemberRemoveResponse> MemberRemove(uint64_t) override { return No(); }
@@ -272,8 +285,9 @@ TEST(WaitForEtcdMemberTest, GivesUpAfterTheTimeoutSayingWhatItSaw) {
   FakeClock clock(1000);
   Status st = WaitForEtcdMember(etcd, "https://10.0.0.5:2379", 7, clock, std::chrono::seconds(10),
                                 [](const std::string&) {});
-  EXPECT_EQ(st.ToString(), "UNAVAILABLE: etcd at https://10.0.0.5:2379 is not a voting member after "
-                           "10 s (learner, waiting for promotion)");
+  EXPECT_EQ(st.ToString(),
+            "UNAVAILABLE: etcd at https://10.0.0.5:2379 is not a voting member after "
+            "10 s (learner, waiting for promotion)");
   // Another member answering at that URL is a mistake, not a wait.
   etcdserverpb::StatusResponse other = learner;
   other.mutable_header()->set_member_id(8);
@@ -299,13 +313,15 @@ TEST(ControlPlaneJoinConfigurationTest, AddsTheEndpointAndSkipsKubeadmsEtcdPhase
   ControlPlaneJoin cp{.advertise_address = "10.0.0.5"};
   SecretBytes text = RenderJoinConfiguration(GoodKubeadmJoin(), "cp-1", &cp);
   YAML::Node doc = YAML::Load(std::string(text.view()));
-  EXPECT_EQ(doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"].as<std::string>(), "10.0.0.5");
+  EXPECT_EQ(doc["controlPlane"]["localAPIEndpoint"]["advertiseAddress"].as<std::string>(),
+            "10.0.0.5");
   EXPECT_EQ(doc["controlPlane"]["localAPIEndpoint"]["bindPort"].as<int>(), 6443);
   EXPECT_EQ(doc["skipPhases"].as<std::vector<std::string>>(),
             std::vector<std::string>{"control-plane-join/etcd"});
   EXPECT_EQ(doc["nodeRegistration"]["name"].as<std::string>(), "cp-1");
   // A worker's configuration has neither.
-  YAML::Node worker = YAML::Load(std::string(RenderJoinConfiguration(GoodKubeadmJoin(), "w").view()));
+  YAML::Node worker =
+      YAML::Load(std::string(RenderJoinConfiguration(GoodKubeadmJoin(), "w").view()));
   EXPECT_FALSE(worker["controlPlane"]);
   EXPECT_FALSE(worker["skipPhases"]);
 }

@@ -25,8 +25,10 @@ EvpPkeyPtr P256() { return std::move(GenerateP256Key()).value(); }
 Bytes CsrWithOrganization(EVP_PKEY* key, const std::string& cn) {
   X509_REQ* req = X509_REQ_new();
   X509_NAME* name = X509_REQ_get_subject_name(req);
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("evil"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("evil"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
   X509_REQ_set_pubkey(req, key);
   X509_REQ_sign(req, key, EVP_sha256());
   unsigned char* der = nullptr;
@@ -54,8 +56,9 @@ TEST(CheckEtcdCsrTest, RefusesAnotherCommonName) {
   EvpPkeyPtr key = P256();
   EXPECT_EQ(CheckEtcdCsr(Csr(key.get(), "cp-2"), "cp-1", "server").status().ToString(),
             "INVALID_ARGUMENT: etcd server CSR: CN \"cp-2\" is not the node name \"cp-1\"");
-  EXPECT_EQ(CheckEtcdCsr(CsrWithOrganization(key.get(), "cp-1"), "cp-1", "peer").status().ToString(),
-            "INVALID_ARGUMENT: etcd peer CSR: the subject must be exactly CN=cp-1");
+  EXPECT_EQ(
+      CheckEtcdCsr(CsrWithOrganization(key.get(), "cp-1"), "cp-1", "peer").status().ToString(),
+      "INVALID_ARGUMENT: etcd peer CSR: the subject must be exactly CN=cp-1");
 }
 
 TEST(CheckEtcdCsrTest, RefusesASmallRsaKey) {
@@ -90,9 +93,10 @@ TEST(CheckEtcdCsrTest, RefusesABadSignature) {
   EvpPkeyPtr key = P256();
   Bytes csr = Csr(key.get(), "cp-1");
   csr[csr.size() - 5] ^= 0x01;  // inside the signature BIT STRING
-  EXPECT_EQ(CheckEtcdCsr(csr, "cp-1", "server").status().ToString(),
-            "INVALID_ARGUMENT: etcd server CSR: its signature does not verify with the EC P-256 key "
-            "it carries");
+  EXPECT_EQ(
+      CheckEtcdCsr(csr, "cp-1", "server").status().ToString(),
+      "INVALID_ARGUMENT: etcd server CSR: its signature does not verify with the EC P-256 key "
+      "it carries");
 }
 
 TEST(CheckEtcdCsrTest, RefusesGarbageTrailingDataAndNothing) {
@@ -111,14 +115,16 @@ class EtcdCaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ca_key_ = P256();
-    auto ca = IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                        ca_key_.get(), nullptr, ca_key_.get());
+    auto ca =
+        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
+                  ca_key_.get(), nullptr, ca_key_.get());
     ASSERT_TRUE(ca.ok());
     ca_pem_ = *CertToPem(ca->get());
     ca_path_ = dir_.Join("ca.crt");
     key_path_ = dir_.Join("ca.key");
     berth::testing::MustWrite(ca_path_, ca_pem_);
-    berth::testing::MustWrite(key_path_, std::string((*PrivateKeyToPem(ca_key_.get())).view()), 0600);
+    berth::testing::MustWrite(key_path_, std::string((*PrivateKeyToPem(ca_key_.get())).view()),
+                              0600);
     auto loaded = EtcdCa::Load(ca_path_, key_path_, std::chrono::hours(24 * 365));
     ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
     ca_ = std::move(*loaded);
@@ -140,13 +146,15 @@ class EtcdCaTest : public ::testing::Test {
 
 TEST_F(EtcdCaTest, SignsServerAndPeerCertificatesEtcdAccepts) {
   EvpPkeyPtr key = P256();
-  auto issued = ca_->Issue("peer", key.get(), "cp-1", {"10.0.0.7", "cp-1.example", "fd00::7"},
-                           1'800'000'000);
+  auto issued =
+      ca_->Issue("peer", key.get(), "cp-1", {"10.0.0.7", "cp-1.example", "fd00::7"}, 1'800'000'000);
   ASSERT_TRUE(issued.ok()) << issued.status().ToString();
   berth::testing::MustWrite(dir_.Join("peer.crt"), issued->pem);
   // openssl verifies the chain for both purposes etcd uses the certificate for.
-  EXPECT_THAT(OpenSsl("verify -CAfile ca.crt -purpose sslserver peer.crt"), HasSubstr("peer.crt: OK"));
-  EXPECT_THAT(OpenSsl("verify -CAfile ca.crt -purpose sslclient peer.crt"), HasSubstr("peer.crt: OK"));
+  EXPECT_THAT(OpenSsl("verify -CAfile ca.crt -purpose sslserver peer.crt"),
+              HasSubstr("peer.crt: OK"));
+  EXPECT_THAT(OpenSsl("verify -CAfile ca.crt -purpose sslclient peer.crt"),
+              HasSubstr("peer.crt: OK"));
   std::string text = OpenSsl("x509 -in peer.crt -noout -text");
   EXPECT_THAT(text, HasSubstr("Subject: CN = cp-1"));
   EXPECT_THAT(text, HasSubstr("TLS Web Server Authentication, TLS Web Client Authentication"));
@@ -160,17 +168,19 @@ TEST_F(EtcdCaTest, SignsServerAndPeerCertificatesEtcdAccepts) {
   EXPECT_EQ(issued->log.node(), "cp-1");
   EXPECT_EQ(issued->log.kind(), "peer");
   EXPECT_EQ(issued->log.issued_unix(), 1'800'000'000);
-  EXPECT_NEAR(issued->log.not_after_unix() - issued->log.not_before_unix(),
-              365 * 24 * 3600 + 300, 2);
+  EXPECT_NEAR(issued->log.not_after_unix() - issued->log.not_before_unix(), 365 * 24 * 3600 + 300,
+              2);
   EXPECT_EQ(issued->log.spki_sha256(), HexEncode(*CertSpkiSha256(cert->get())));
 }
 
 TEST_F(EtcdCaTest, RefusesAddressesThatAreNeitherIpNorName) {
   EvpPkeyPtr key = P256();
-  EXPECT_EQ(ca_->Issue("server", key.get(), "cp-1", {"10.0.0.7", "bad address!"}, 0).status().ToString(),
-            "INVALID_ARGUMENT: node address \"bad address!\" is neither an IP address nor a DNS name");
+  EXPECT_EQ(
+      ca_->Issue("server", key.get(), "cp-1", {"10.0.0.7", "bad address!"}, 0).status().ToString(),
+      "INVALID_ARGUMENT: node address \"bad address!\" is neither an IP address nor a DNS name");
   std::vector<std::string> many(17, "10.0.0.1");
-  EXPECT_EQ(ca_->Issue("server", key.get(), "cp-1", many, 0).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ca_->Issue("server", key.get(), "cp-1", many, 0).status().code(),
+            Code::kInvalidArgument);
 }
 
 TEST_F(EtcdCaTest, CrlListsRevokedSerialsAndVerifiesWithTheCa) {
@@ -199,9 +209,10 @@ TEST_F(EtcdCaTest, CrlListsRevokedSerialsAndVerifiesWithTheCa) {
   // A revoked certificate fails verification against the CRL; openssl says why.
   berth::testing::MustWrite(dir_.Join("a.crt"), a->pem);
   RealProcessRunner runner;
-  auto v = runner.Run({"/bin/sh", "-c", "cd " + dir_.path() +
-                                            " && openssl verify -crl_check -CAfile ca.crt "
-                                            "-CRLfile crl.pem a.crt 2>&1"});
+  auto v = runner.Run({"/bin/sh", "-c",
+                       "cd " + dir_.path() +
+                           " && openssl verify -crl_check -CAfile ca.crt "
+                           "-CRLfile crl.pem a.crt 2>&1"});
   ASSERT_TRUE(v.ok());
   EXPECT_THAT(v->output, HasSubstr("certificate revoked"));
 
@@ -218,14 +229,16 @@ TEST_F(EtcdCaTest, LoadRefusesANonCaOrAMismatchedKey) {
   EvpPkeyPtr leaf_key = P256();
   auto leaf = IssueCert({.common_name = "leaf"}, leaf_key.get(), nullptr, leaf_key.get());
   berth::testing::MustWrite(dir_.Join("leaf.crt"), *CertToPem(leaf->get()));
-  berth::testing::MustWrite(dir_.Join("leaf.key"), std::string((*PrivateKeyToPem(leaf_key.get())).view()), 0600);
+  berth::testing::MustWrite(dir_.Join("leaf.key"),
+                            std::string((*PrivateKeyToPem(leaf_key.get())).view()), 0600);
   EXPECT_EQ(EtcdCa::Load(dir_.Join("leaf.crt"), dir_.Join("leaf.key"), std::chrono::hours(1))
                 .status()
                 .ToString(),
             "INVALID_ARGUMENT: etcd CA " + dir_.Join("leaf.crt") + ", " + dir_.Join("leaf.key") +
                 ": the certificate is not a CA certificate");
-  EXPECT_THAT(EtcdCa::Load(ca_path_, dir_.Join("leaf.key"), std::chrono::hours(1)).status().ToString(),
-              HasSubstr("the key is not the CA certificate's key"));
+  EXPECT_THAT(
+      EtcdCa::Load(ca_path_, dir_.Join("leaf.key"), std::chrono::hours(1)).status().ToString(),
+      HasSubstr("the key is not the CA certificate's key"));
   EXPECT_EQ(EtcdCa::Load(ca_path_, dir_.Join("missing.key"), std::chrono::hours(1)).status().code(),
             Code::kNotFound);
 }

@@ -16,17 +16,27 @@ const std::string kAk(64, 'a');
 const std::string kOtherAk(64, 'b');
 
 JoinFacts Worker(int64_t now = 1000) {
-  return JoinFacts{.name = "node-1", .role = v1::NODE_ROLE_WORKER, .disk_uuid = "disk-1",
-                   .ak_sha256 = kAk, .policy_rule = "rule-a", .now_unix = now};
+  return JoinFacts{.name = "node-1",
+                   .role = v1::NODE_ROLE_WORKER,
+                   .disk_uuid = "disk-1",
+                   .ak_sha256 = kAk,
+                   .policy_rule = "rule-a",
+                   .now_unix = now};
 }
 
 JoinFacts ControlPlane(uint64_t member, bool voter, std::vector<std::string> serials, int64_t now) {
-  JoinFacts f{.name = "cp-1", .role = v1::NODE_ROLE_CONTROL_PLANE, .disk_uuid = "disk-c",
-              .ak_sha256 = kAk, .policy_rule = "rule-a",
+  JoinFacts f{.name = "cp-1",
+              .role = v1::NODE_ROLE_CONTROL_PLANE,
+              .disk_uuid = "disk-c",
+              .ak_sha256 = kAk,
+              .policy_rule = "rule-a",
               .role_authorization = "policy roles.control_plane[0]",
-              .etcd_peer_url = "https://10.0.0.5:2380", .etcd_client_url = "https://10.0.0.5:2379",
-              .etcd_member_id = member, .etcd_member_is_voter = voter,
-              .cert_serials = std::move(serials), .now_unix = now};
+              .etcd_peer_url = "https://10.0.0.5:2380",
+              .etcd_client_url = "https://10.0.0.5:2379",
+              .etcd_member_id = member,
+              .etcd_member_is_voter = voter,
+              .cert_serials = std::move(serials),
+              .now_unix = now};
   return f;
 }
 
@@ -90,7 +100,8 @@ TEST(NodeRecordTest, RevokedNodeIsRefusedJoinAndRejoin) {
   EXPECT_EQ(revoked.revoked_by(), "CN=alice");
   // Revoking again keeps the first revocation.
   EXPECT_EQ(ApplyRevoke(revoked, "CN=bob", 1'900'000'000).revoked_by(), "CN=alice");
-  const std::string why = "PERMISSION_DENIED: node node-1 was revoked at 2027-01-15T08:00:00Z by CN=alice";
+  const std::string why =
+      "PERMISSION_DENIED: node node-1 was revoked at 2027-01-15T08:00:00Z by CN=alice";
   EXPECT_EQ(ApplyJoin(&revoked, Worker()).status().ToString(), why);
   EXPECT_EQ(ApplyRejoin(&revoked, "node-1", "disk-1", kAk, 2000).status().ToString(), why);
 }
@@ -125,7 +136,8 @@ TEST(NodeRecordTest, NewerFormatIsNotRewritten) {
   r->set_version(kNodeRecordVersion + 1);
   EXPECT_THAT(ApplyJoin(&*r, Worker()).status().ToString(),
               HasSubstr("FAILED_PRECONDITION: the record of node node-1 has format 2"));
-  EXPECT_EQ(ApplyRejoin(&*r, "node-1", "disk-1", kAk, 1).status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(ApplyRejoin(&*r, "node-1", "disk-1", kAk, 1).status().code(),
+            Code::kFailedPrecondition);
 }
 
 TEST(NodeRecordTest, AControlPlaneWithAMemberCannotBecomeAWorker) {
@@ -149,12 +161,13 @@ const char kPolicyHead[] =
     "      0: 0000000000000000000000000000000000000000000000000000000000000000\n";
 
 TEST(RolePolicyTest, GrantsByTrustedAkNameOrFingerprintOptionallyPinnedToANodeName) {
-  auto p = ParsePolicy(std::string(kPolicyHead) +
-                       "roles:\n"
-                       "  control_plane:\n"
-                       "    - ak: cp-a\n"
-                       "    - ak_sha256: CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC\n"
-                       "      node: cp-c\n");
+  auto p = ParsePolicy(
+      std::string(kPolicyHead) +
+      "roles:\n"
+      "  control_plane:\n"
+      "    - ak: cp-a\n"
+      "    - ak_sha256: CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC\n"
+      "      node: cp-c\n");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   ASSERT_EQ(p->roles.control_plane.size(), 2u);
   const RoleGrant* a = p->roles.FindControlPlane("any-name", kAk);
@@ -186,7 +199,8 @@ TEST(RolePolicyTest, RefusesNameOnlyUnknownKeysAndUnknownAks) {
             "tpm.trusted_aks");
   EXPECT_EQ(parse("roles:\n  control_plane:\n    - ak_sha256: abcd\n"),
             "INVALID_ARGUMENT: policy: roles.control_plane[0].ak_sha256: expected 64 hex digits");
-  EXPECT_EQ(parse("roles:\n  workers: []\n"), "INVALID_ARGUMENT: policy: unknown key \"roles.workers\"");
+  EXPECT_EQ(parse("roles:\n  workers: []\n"),
+            "INVALID_ARGUMENT: policy: unknown key \"roles.workers\"");
   EXPECT_EQ(parse("roles:\n  control_plane:\n    - ak: cp-a\n      rack: 7\n"),
             "INVALID_ARGUMENT: policy: unknown key \"roles.control_plane[0].rack\"");
   EXPECT_EQ(parse("roles:\n  control_plane:\n    - ak: cp-a\n      node: Not_A_Name\n"),

@@ -55,19 +55,23 @@ class RegistryTest : public ::testing::Test {
       voters_.push_back(etcd_.AddVoter("etcd-" + std::to_string(i), PeerUrl(i), ClientUrl(i)));
     }
     auto ca_key = GenerateP256Key();
-    auto ca_cert = IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                             ca_key->get(), nullptr, ca_key->get());
+    auto ca_cert =
+        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
+                  ca_key->get(), nullptr, ca_key->get());
     auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
                               std::chrono::hours(24));
     ASSERT_TRUE(ca.ok()) << ca.status().ToString();
     ca_ = std::move(*ca);
-    roles_.control_plane.push_back({.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
+    roles_.control_plane.push_back(
+        {.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
     registry_ = std::make_unique<NodeRegistry>(&store_, &membership_, ca_.get(), roles_, &clock_);
     admin_ = std::make_unique<NodeAdmin>(&store_, &membership_, ca_.get(), &kube_, &clock_);
   }
 
   static std::string PeerUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2380"; }
-  static std::string ClientUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2379"; }
+  static std::string ClientUrl(int i) {
+    return "https://10.0.0." + std::to_string(i + 1) + ":2379";
+  }
 
   v1::JoinRequest Worker(const std::string& name = "node-1", const std::string& disk = kDisk) {
     v1::JoinRequest r;
@@ -183,7 +187,8 @@ TEST_F(RegistryTest, StaleWriteIsAbortedNotClobbered) {
   // Another replica writes the record in between.
   v1::NodeRecord other = (*read)->record;
   other.set_joins(99);
-  ASSERT_TRUE(store_.Commit({.record = other, .expected_mod_revision = (*read)->mod_revision}).ok());
+  ASSERT_TRUE(
+      store_.Commit({.record = other, .expected_mod_revision = (*read)->mod_revision}).ok());
   v1::NodeRecord mine = (*read)->record;
   mine.set_joins(2);
   Status st = store_.Commit({.record = mine, .expected_mod_revision = (*read)->mod_revision});
@@ -251,8 +256,9 @@ TEST_F(RegistryTest, OperatorAuthorizationGrantsTheRoleOptionallyPinnedToAnAk) {
   grant.set_role(v1::NODE_ROLE_CONTROL_PLANE);
   grant.set_ak_sha256(std::string(64, 'C'));  // another node's AK
   ASSERT_TRUE(admin_->AuthorizeNode(grant, "CN=alice").ok());
-  EXPECT_EQ(registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6"), Evidence(kOtherAk)).status().code(),
-            Code::kPermissionDenied);
+  EXPECT_EQ(
+      registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6"), Evidence(kOtherAk)).status().code(),
+      Code::kPermissionDenied);
   grant.set_ak_sha256(kOtherAk);
   ASSERT_TRUE(admin_->AuthorizeNode(grant, "CN=alice").ok());
   auto admitted = registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6"), Evidence(kOtherAk));
@@ -271,11 +277,12 @@ TEST_F(RegistryTest, SecondControlPlaneWaitsWhileALearnerIsPending) {
   const uint64_t learner = Learners().at(0).id();
   auto second = registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6", kDisk2), Evidence());
   EXPECT_EQ(second.status().code(), Code::kUnavailable);
-  EXPECT_THAT(second.status().message(),
-              HasSubstr("another control plane is joining: etcd member " +
-                        etcd::MemberIdHex(learner) + " at https://10.0.0.5:2380 is still an etcd "
-                        "learner, and etcd takes one learner at a time; retry once it has been "
-                        "promoted"));
+  EXPECT_THAT(
+      second.status().message(),
+      HasSubstr("another control plane is joining: etcd member " + etcd::MemberIdHex(learner) +
+                " at https://10.0.0.5:2380 is still an etcd "
+                "learner, and etcd takes one learner at a time; retry once it has been "
+                "promoted"));
   EXPECT_EQ(etcd_.Members().size(), 4u);
   auto none = store_.Get("cp-2");
   ASSERT_TRUE(none.ok());
@@ -311,7 +318,8 @@ TEST_F(RegistryTest, RecordWriteFailureLeavesOnlyTheLearnerWhichTheRetryReuses) 
 
 TEST_F(RegistryTest, UnhealthyClusterRefusesTheLearnerAndNothingIsWritten) {
   // etcd refuses reconfiguration while a member is disconnected.
-  etcd_.Fail("MemberAdd", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: unhealthy cluster"));
+  etcd_.Fail("MemberAdd",
+             grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: unhealthy cluster"));
   auto failed = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
   EXPECT_EQ(failed.status().code(), Code::kUnavailable);
   EXPECT_THAT(failed.status().message(), HasSubstr("etcdserver: unhealthy cluster"));
@@ -416,7 +424,8 @@ TEST_F(RegistryTest, PromoterNeverPromotesWithoutAHealthyQuorumOfTheBiggerCluste
 TEST_F(RegistryTest, PromoterRemovesALearnerThatNeverStarted) {
   auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
   const uint64_t id = admitted->etcd->member_id();
-  Promoter promoter(&membership_, &store_, &clock_, PromoterOptions{.learner_timeout = std::chrono::seconds(600)});
+  Promoter promoter(&membership_, &store_, &clock_,
+                    PromoterOptions{.learner_timeout = std::chrono::seconds(600)});
   clock_.Advance(std::chrono::seconds(599));
   EXPECT_THAT(promoter.RunOnce()->removed, IsEmpty());
   clock_.Advance(std::chrono::seconds(1));
@@ -478,10 +487,13 @@ TEST_F(RegistryTest, RevokeRecordsCrlDeletesTokensAndRemovesTheMember) {
   EXPECT_EQ(revoked->removed_member_id(), id);
   EXPECT_EQ(etcd_.Members().size(), 3u);
   EXPECT_THAT(revoked->deleted_tokens(), ElementsAre("bootstrap-token-abc123"));
-  EXPECT_THAT(kube_.requests,
-              ElementsAre("GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1",
-                          "DELETE /api/v1/namespaces/kube-system/secrets/bootstrap-token-abc123"));
-  EXPECT_THAT(revoked->revoked_serials(), ElementsAre(r.etcd_cert_serials(0), r.etcd_cert_serials(1)));
+  EXPECT_THAT(
+      kube_.requests,
+      ElementsAre(
+          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1",
+          "DELETE /api/v1/namespaces/kube-system/secrets/bootstrap-token-abc123"));
+  EXPECT_THAT(revoked->revoked_serials(),
+              ElementsAre(r.etcd_cert_serials(0), r.etcd_cert_serials(1)));
   auto crl = admin_->GetEtcdCrl();
   ASSERT_TRUE(crl.ok());
   ASSERT_EQ(crl->revoked_size(), 2);
@@ -567,7 +579,8 @@ TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
   auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
   AcceptingVerifier verifier;
   CountingTokens tokens;
-  JoinLogic logic(JoinOptions{.cluster_id = "c", .api_server_endpoint = "10.0.0.1:6443",
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
                               .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
                   std::move(master), &*nonces, &verifier, &tokens, registry_.get());
   Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
@@ -592,8 +605,10 @@ TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
   verifier.ak = kAk;
   ASSERT_TRUE(store_.Get("cp-1").ok());
   auto stored = *store_.Get("cp-1");
-  ASSERT_TRUE(store_.Commit({.record = ApplyRevoke(stored->record, "CN=alice", kNow),
-                             .expected_mod_revision = stored->mod_revision}).ok());
+  ASSERT_TRUE(store_
+                  .Commit({.record = ApplyRevoke(stored->record, "CN=alice", kNow),
+                           .expected_mod_revision = stored->mod_revision})
+                  .ok());
   v1::RejoinRequest rejoin;
   rejoin.set_node_name("cp-1");
   rejoin.set_disk_uuid(kDisk);
