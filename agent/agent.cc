@@ -420,12 +420,14 @@ class Boot {
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
   // whose kubelet.conf exists has joined, whatever the record says.
   Status JoinOnce(const v1::JoinTicket& ticket, Progress progress) {
+    // A control plane's etcd first, also when kubeadm already ran before a restart: this boot
+    // has not started etcd yet, and the ticket's certificates are for this boot's keys.
+    if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
     const std::string kubelet_conf = JoinRoot(options_.root, "/etc/kubernetes/kubelet.conf");
     if (progress.join_started && ReadFile(kubelet_conf, 1 << 20).ok()) {
       spdlog::info("kubeadm join completed before a restart ({} exists); not joining again",
                    kubelet_conf);
     } else {
-      if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
       progress.join_started = true;
       BERTH_RETURN_IF_ERROR(disk_->WriteProgress(progress).WithContext("recording progress"));
       BERTH_RETURN_IF_ERROR(KubeadmJoin(ticket));

@@ -188,26 +188,50 @@ class GrpcClient : public Client {
     etcdserverpb::StatusResponse response;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout_);
-    grpc::Status st = StubsFor(target).maintenance->Status(&ctx, request, &response);
-    if (!st.ok()) return EtcdError(st, "etcd Status at " + target);
+    std::shared_ptr<Stubs> stubs = StubsFor(target);
+    grpc::Status st = stubs->maintenance->Status(&ctx, request, &response);
+    if (!st.ok()) {
+      ForgetIfUnreachable(target, stubs, st);
+      return EtcdError(st, "etcd Status at " + target);
+    }
     return response;
   }
 
  private:
-  Stubs& StubsFor(const std::string& target) {
+  // A channel whose connection attempt failed can stay stuck (observed with a member that
+  // accepted TCP while it was still starting); the next call gets a new channel instead.
+  // Callers pace their retries, so this does not spin.
+  void ForgetIfUnreachable(const std::string& target, const std::shared_ptr<Stubs>& stubs,
+                           const grpc::Status& st) {
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return;
+    }
+    if (st.error_message().rfind("etcdserver: ", 0) == 0) return;  // the member answered
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = stubs_.find(target);
+    if (it != stubs_.end() && it->second == stubs) stubs_.erase(it);
+  }
+
+  std::shared_ptr<Stubs> StubsFor(const std::string& target) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = stubs_.find(target);
     if (it != stubs_.end()) return it->second;
     grpc::ChannelArguments args;
     // A member that was down comes back within seconds; gRPC's default reconnect backoff
     // (up to two minutes) would keep the channel failing long after.
-    // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left alone: gRPC uses it as the connect timeout.)
+    // gRPC takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the connect timeout (default 20 s): a
+    // member that accepts TCP before it serves would hold a connection attempt that long.
+    // Too short fails TLS handshakes on a loaded machine, so 3 s.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 3000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     auto channel = grpc::CreateCustomChannel(target, creds_, args);
-    Stubs s{etcdserverpb::KV::NewStub(channel), etcdserverpb::Cluster::NewStub(channel),
-            etcdserverpb::Maintenance::NewStub(channel)};
-    return stubs_.emplace(target, std::move(s)).first->second;
+    auto s = std::make_shared<Stubs>(Stubs{etcdserverpb::KV::NewStub(channel),
+                                           etcdserverpb::Cluster::NewStub(channel),
+                                           etcdserverpb::Maintenance::NewStub(channel)});
+    stubs_.emplace(target, s);
+    return s;
   }
 
   template <typename Response, typename Fn>
@@ -223,11 +247,13 @@ class GrpcClient : public Client {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + timeout_);
       Response response;
-      grpc::Status st = fn(StubsFor(target), &ctx, &response);
+      std::shared_ptr<Stubs> stubs = StubsFor(target);
+      grpc::Status st = fn(*stubs, &ctx, &response);
       if (st.ok()) {
         preferred_.store(index);
         return response;
       }
+      ForgetIfUnreachable(target, stubs, st);
       last = EtcdError(st, std::string("etcd ") + method + " at " + target);
       if (!TryNextEndpoint(st)) return last;
       if (st.error_message().rfind("etcdserver: ", 0) == 0) {
@@ -248,7 +274,7 @@ class GrpcClient : public Client {
   const std::chrono::milliseconds timeout_;
   std::atomic<size_t> preferred_{0};
   std::mutex mu_;
-  std::map<std::string, Stubs> stubs_;
+  std::map<std::string, std::shared_ptr<Stubs>> stubs_;  // guarded by mu_
 };
 
 }  // namespace

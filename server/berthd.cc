@@ -79,6 +79,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
                       .kubernetes_version = config.kubernetes_version};
   std::unique_ptr<EtcdServices> etcd;
   if (config.etcd.disabled) {
+    BERTH_RETURN_IF_ERROR(CheckNoEtcd(config.etcd));
     spdlog::warn("--no-etcd: no node records, so no revocation, no rejoin checks and no control "
                  "planes");
   } else {

@@ -51,6 +51,14 @@ Status CheckConfig(const BerthdEtcdConfig& c) {
 
 }  // namespace
 
+Status CheckNoEtcd(const BerthdEtcdConfig& c) {
+  if (!c.endpoints.empty() || !c.ca_cert.empty() || !c.client_cert.empty() ||
+      !c.admin_listen.empty()) {
+    return InvalidArgument("--no-etcd cannot be combined with --etcd-* or --admin-listen");
+  }
+  return OkStatus();
+}
+
 Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig& config,
                                                           RolePolicy roles, KubeClient* kube,
                                                           Clock* clock,

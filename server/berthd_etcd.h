@@ -33,6 +33,10 @@ struct BerthdEtcdConfig {
   std::string operator_ca;      // operators' client certificates must chain to it
 };
 
+// With --no-etcd, no other etcd or AdminService flag may be given (INVALID_ARGUMENT): they would
+// be silently ignored.
+Status CheckNoEtcd(const BerthdEtcdConfig& config);
+
 class EtcdServices {
  public:
   // Checks the configuration, reads the certificates and keys (the etcd CA key stays in this

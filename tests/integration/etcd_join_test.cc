@@ -196,6 +196,17 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
                                      FileSerial(node.Path("/etc/kubernetes/pki/etcd/peer.crt"))));
   }
   ExpectRecordsConsistent(bed);
+
+  // cp-1 reboots: its etcd is down until the agent, rejoining, starts it from its state disk.
+  bed.etcd().StopExtra("cp-1");
+  AgentOutcome reboot = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(reboot.status.ok()) << reboot.status.ToString();
+  EXPECT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+  EXPECT_EQ(MemberCount(bed), 5);
+  EXPECT_THAT(reboot.notifications, Contains("STATUS=etcd: voting member"));
+  EXPECT_EQ(bed.KubeadmRecords().size(), 2u);  // no second kubeadm join
+  EXPECT_TRUE(bed.ListNodes()["nodes"][0].contains("last_rejoin_unix"));
 }
 
 TEST(EtcdJoinTest, SecondLearnerWaitsAndARetriedJoinAddsNoSecondMember) {
