@@ -33,6 +33,9 @@ AgentDeps RealAgentDeps() {
   deps.open_sev_guest = OpenSevGuestDevice;
   deps.disk = disk.get();
   deps.mounter = mounter.get();
+  static SystemdEtcdService etcd_service(&runner);
+  deps.etcd = &etcd_service;
+  deps.make_etcd_client = etcd::MakeGrpcClient;
   deps.make_transport = [](const ClientIdentity& id, const v1::EnrolmentConfig& config) {
     return MakeGrpcJoinTransport(id, config.cluster_ca_pem(), config.tls_server_name(),
                                  std::chrono::seconds(30));
@@ -67,6 +70,8 @@ enum class Step {
   kUnlockDisk,
   kMakeFilesystem,
   kMount,
+  kWriteEtcdPki,
+  kStartEtcd,
   kKubeadmJoin,
   kOpenSevGuest,
   kReleaseKeys,
@@ -84,6 +89,8 @@ std::string_view StepName(Step step) {
     case Step::kUnlockDisk: return "unlock";
     case Step::kMakeFilesystem: return "mkfs";
     case Step::kMount: return "mount";
+    case Step::kWriteEtcdPki: return "write-etcd-pki";
+    case Step::kStartEtcd: return "start-etcd";
     case Step::kKubeadmJoin: return "kubeadm-join";
     case Step::kOpenSevGuest: return "open-sev-guest";
     case Step::kReleaseKeys: return "release-keys";
@@ -199,6 +206,7 @@ class Boot {
     BERTH_RETURN_IF_ERROR(OpenAttester());
     BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
     transport_ = deps_.make_transport(identity_, config_);
+    if (ControlPlane()) BERTH_RETURN_IF_ERROR(PrepareControlPlane());
 
     if (!config_.has_state_disk()) return JoinDiskless();
     if (deps_.disk == nullptr || deps_.mounter == nullptr) {
@@ -258,6 +266,31 @@ class Boot {
     }
   }
 
+  bool ControlPlane() const { return config_.role() == v1::NODE_ROLE_CONTROL_PLANE; }
+
+  // A control plane's etcd keeps its data on the state disk, and serves on the node's address.
+  Status PrepareControlPlane() {
+    if (!config_.has_state_disk()) {
+      return FailedPrecondition("a control-plane node needs a state disk: its etcd data must "
+                                "survive a reboot");
+    }
+    if (deps_.etcd == nullptr || !deps_.make_etcd_client) {
+      return FailedPrecondition("a control-plane node needs a way to start etcd");
+    }
+    etcd_endpoints_.peer_port = options_.etcd_peer_port;
+    etcd_endpoints_.client_port = options_.etcd_client_port;
+    if (!options_.node_addresses.empty()) {
+      etcd_endpoints_.addresses = options_.node_addresses;
+    } else {
+      BERTH_ASSIGN_OR_RETURN(etcd_endpoints_.addresses, DetectNodeAddresses());
+    }
+    return OkStatus();
+  }
+
+  std::string EtcdDataDir() const {
+    return JoinRoot(options_.root, config_.state_disk().mount_point()) + "/" + kEtcdDataSubdir;
+  }
+
   // Challenge, evidence bound to the nonce and this boot's TLS key, then `call` with them;
   // retried across endpoints while berthd is unavailable.
   template <typename T>
@@ -296,6 +329,11 @@ class Boot {
   }
 
   Result<v1::JoinTicket> RequestJoinTicket(const std::string& disk_uuid) {
+    if (ControlPlane() && etcd_keys_ == nullptr) {
+      // Made on this node for this join; only the CSRs leave it.
+      BERTH_ASSIGN_OR_RETURN(EtcdKeys keys, MakeEtcdKeys(node_));
+      etcd_keys_ = std::make_unique<EtcdKeys>(std::move(keys));
+    }
     auto ticket = Timed(Step::kRequestTicket, "requesting join ticket", [&] {
       return Attested<v1::JoinTicket>(
           "join ticket", [&](const std::string& endpoint, Attestation attestation,
@@ -307,6 +345,13 @@ class Boot {
             request.set_node_name(node_);
             request.set_role(config_.role());
             request.set_disk_uuid(disk_uuid);
+            if (ControlPlane()) {
+              for (const auto& a : etcd_endpoints_.addresses) request.add_node_addresses(a);
+              request.set_etcd_csr(ToString(etcd_keys_->server_csr));
+              request.set_etcd_peer_csr(ToString(etcd_keys_->peer_csr));
+              request.set_etcd_peer_url(etcd_endpoints_.PeerUrl());
+              request.set_etcd_client_url(etcd_endpoints_.ClientUrl());
+            }
             auto ticket = transport_->IssueJoinTicket(endpoint, request);
             WipeString(*request.mutable_activated_credential());
             return ticket;
@@ -314,6 +359,12 @@ class Boot {
     });
     if (!ticket.ok()) return ticket.status();
     Status valid = ValidateJoinTicket(*ticket, !disk_uuid.empty());
+    if (valid.ok() && ControlPlane()) {
+      valid = ticket->has_etcd() ? ValidateEtcdMaterial(ticket->etcd(), *etcd_keys_, node_,
+                                                        etcd_endpoints_.PeerUrl())
+                                 : InvalidArgument("malformed join ticket: no etcd section for a "
+                                                   "control plane");
+    }
     if (!valid.ok()) {
       Scrub(*ticket);
       return valid;
@@ -344,6 +395,7 @@ class Boot {
       return InvalidArgument("malformed rejoin ticket: disk key has " + std::to_string(size) +
                              " bytes, expected 32");
     }
+    rejoin_crl_ = ticket->etcd_crl();
     return SecretBytes::TakeFrom(*ticket->mutable_disk_key());
   }
 
@@ -356,12 +408,53 @@ class Boot {
   // step "kubeadm-join" finished keeps its kubelet.conf whatever happens next.
   Status KubeadmJoin(const v1::JoinTicket& ticket) {
     Status joined = Timed(Step::kKubeadmJoin, "running kubeadm join", [&] {
-      SecretBytes join_config = RenderJoinConfiguration(ticket.kubeadm(), node_);
+      ControlPlaneJoin cp{.advertise_address = AdvertiseAddress()};
+      SecretBytes join_config =
+          RenderJoinConfiguration(ticket.kubeadm(), node_, ControlPlane() ? &cp : nullptr);
       BERTH_RETURN_IF_ERROR(
           RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root, join_config));
       return disk_ ? disk_->Sync().WithContext("flushing the state disk") : OkStatus();
     });
     if (!joined.ok()) return joined.WithContext("joining the cluster");
+    return OkStatus();
+  }
+
+  // The first IP literal among the node's addresses (kubeadm wants an IP).
+  std::string AdvertiseAddress() const {
+    for (const auto& a : etcd_endpoints_.addresses) {
+      if (a.find_first_not_of("0123456789.") == std::string::npos || a.find(':') != std::string::npos) {
+        return a;
+      }
+    }
+    return etcd_endpoints_.addresses.empty() ? "" : etcd_endpoints_.addresses[0];
+  }
+
+  // Writes the etcd PKI and environment (recorded as pki_written), then starts etcd.
+  Status SetUpEtcd(const v1::EtcdMaterial& material, Progress& progress) {
+    Status st = Timed(Step::kWriteEtcdPki, "writing etcd PKI", [&] {
+      return WriteEtcdFiles(options_.root, material, *etcd_keys_, etcd_endpoints_, EtcdDataDir());
+    });
+    if (!st.ok()) return st.WithContext("writing the etcd PKI");
+    progress.pki_written = true;
+    BERTH_RETURN_IF_ERROR(disk_->WriteProgress(progress).WithContext("recording progress"));
+    return StartEtcd(material.member_id());
+  }
+
+  // Starts the node's etcd and waits until it is a voting member (berthd promotes it).
+  Status StartEtcd(uint64_t member_id) {
+    Status st = Timed(Step::kStartEtcd, "starting etcd", [&]() -> Status {
+      BERTH_RETURN_IF_ERROR(deps_.etcd->Start());
+      const std::string url = etcd_endpoints_.ClientUrl();
+      BERTH_ASSIGN_OR_RETURN(etcd::ClientOptions o, LocalEtcdClientOptions(options_.root, url));
+      BERTH_ASSIGN_OR_RETURN(std::unique_ptr<etcd::Client> client,
+                             deps_.make_etcd_client(std::move(o)));
+      return WaitForEtcdMember(*client, url, member_id, *deps_.clock, options_.etcd_wait,
+                               [&](const std::string& state) {
+                                 spdlog::info("etcd member at {}: {}", url, state);
+                                 deps_.notifier->Status("etcd: " + state);
+                               });
+    });
+    if (!st.ok()) return st.WithContext("starting etcd");
     return OkStatus();
   }
 
@@ -402,6 +495,9 @@ class Boot {
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
   // whose kubelet.conf exists has joined, whatever the record says.
   Status JoinOnce(const v1::JoinTicket& ticket, Progress progress) {
+    // A control plane's etcd first, also when kubeadm already ran before a restart: this boot
+    // has not started etcd yet, and the ticket's certificates are for this boot's keys.
+    if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
     const std::string kubelet_conf = JoinRoot(options_.root, "/etc/kubernetes/kubelet.conf");
     if (progress.join_started && ReadFile(kubelet_conf, 1 << 20).ok()) {
       spdlog::info("kubeadm join completed before a restart ({} exists); not joining again",
@@ -435,7 +531,15 @@ class Boot {
     BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
     BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
     BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
-    if (progress.joined) return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
+    if (progress.joined) {
+      if (ControlPlane() && progress.pki_written) {
+        if (!rejoin_crl_.empty()) {
+          BERTH_RETURN_IF_ERROR(WriteEtcdCrl(options_.root, rejoin_crl_).WithContext("updating the etcd CRL"));
+        }
+        BERTH_RETURN_IF_ERROR(StartEtcd(0));
+      }
+      return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
+    }
     // Formatted on an earlier boot that did not get as far as joining: join now.
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
     SecretBytes second_key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
@@ -461,6 +565,10 @@ class Boot {
   ClientIdentity identity_;
   std::unique_ptr<JoinTransport> transport_;
   std::unique_ptr<StateDisk> disk_;
+  // Control planes.
+  EtcdEndpoints etcd_endpoints_;
+  std::unique_ptr<EtcdKeys> etcd_keys_;
+  std::string rejoin_crl_;
 };
 
 }  // namespace

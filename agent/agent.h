@@ -4,6 +4,8 @@
 //     berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
 //                  -> (not yet joined: RequestTicket -> KubeadmJoin)
 //     diskless:    RequestTicket -> KubeadmJoin
+//   control planes (state disk required), before KubeadmJoin: WriteEtcdPki -> StartEtcd (waits
+//   until the node's etcd is a voting member); on later boots: StartEtcd
 // Progress is recorded on the state disk, so a crash at any point resumes: the disk is never
 // formatted twice (a LUKS header is never overwritten) and kubeadm never joins twice.
 // Each step logs one line with its duration and reports itself to systemd. Every OS touchpoint
@@ -15,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/etcd_join.h"
 #include "agent/join_client.h"
 #include "agent/sev_guest.h"
 #include "agent/state_disk.h"
@@ -35,6 +38,12 @@ struct AgentOptions {
   std::chrono::milliseconds call_timeout{30000};
   std::string sev_guest = kSevGuestDevice;  // SEV-SNP nodes: the guest device (not inside root)
   uint32_t snp_vmpl = 0;                    // SEV-SNP nodes: the VMPL reports are requested at
+  // Control planes (docs/etcd.md): where the node's etcd serves, and how long to wait for it
+  // to become a voting member.
+  std::vector<std::string> node_addresses;  // empty: the node's global addresses
+  int etcd_peer_port = 2380;
+  int etcd_client_port = 2379;
+  std::chrono::seconds etcd_wait{900};
 };
 
 // systemd's view of the agent (sd_notify); a fake records it in tests.
@@ -62,6 +71,9 @@ struct AgentDeps {
   Mounter* mounter = nullptr;
   // The SEV-SNP guest device (needed only when the EnrolmentConfig asks for SEV-SNP).
   std::function<Result<std::unique_ptr<SevGuest>>(const std::string& path)> open_sev_guest;
+  // Control planes: starting the node's etcd, and a client to watch it become a member.
+  EtcdService* etcd = nullptr;
+  std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;
 };
 
 // The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.

@@ -33,7 +33,8 @@ Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key) {
   return OkStatus();
 }
 
-SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name) {
+SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name,
+                                    const ControlPlaneJoin* control_plane) {
   // Values are double-quoted: kubeadm converts YAML to JSON without type hints, so a plain
   // scalar such as a node named "123" or "no" would reach it as a number or a boolean.
   YAML::Emitter out;
@@ -50,7 +51,18 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
   out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
   out << YAML::Key << "nodeRegistration" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << node_name;
-  out << YAML::EndMap << YAML::EndMap;
+  out << YAML::EndMap;
+  if (control_plane != nullptr) {
+    out << YAML::Key << "controlPlane" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "localAPIEndpoint" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "advertiseAddress" << YAML::Value << YAML::DoubleQuoted
+        << control_plane->advertise_address;
+    out << YAML::Key << "bindPort" << YAML::Value << control_plane->bind_port;
+    out << YAML::EndMap << YAML::EndMap;
+    out << YAML::Key << "skipPhases" << YAML::Value << YAML::BeginSeq
+        << YAML::DoubleQuoted << "control-plane-join/etcd" << YAML::EndSeq;
+  }
+  out << YAML::EndMap;
   SecretBytes config(out.c_str(), out.size());
   // The emitter's buffer held the token too.
   WipeMemory(const_cast<char*>(out.c_str()), out.size());

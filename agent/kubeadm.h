@@ -19,9 +19,18 @@ inline constexpr char kJoinConfigPath[] = "/run/berth/kubeadm-join.yaml";
 // named a disk (then a 32-byte key must be present, otherwise none).
 Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key);
 
+// A control plane's part of the JoinConfiguration (docs/etcd.md).
+struct ControlPlaneJoin {
+  std::string advertise_address;  // an IP address of the node
+  int bind_port = 6443;
+};
+
 // kubeadm.k8s.io/v1beta4 JoinConfiguration (YAML). It holds the bootstrap token, so it is a
-// secret.
-SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name);
+// secret. With `control_plane`, it adds controlPlane.localAPIEndpoint and skips kubeadm's
+// control-plane-join/etcd phase: berth has made the node an etcd member already, and kubeadm
+// adding it again would fail (or add a second member).
+SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name,
+                                    const ControlPlaneJoin* control_plane = nullptr);
 
 // Writes the configuration to <root>/run/berth/kubeadm-join.yaml (0600), runs
 // `<kubeadm> join --config <file>`, and removes the file whatever the outcome.

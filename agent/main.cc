@@ -18,11 +18,17 @@ int main(int argc, char** argv) {
   app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str()->check(CLI::PositiveNumber);
+  int64_t etcd_wait = o.etcd_wait.count();
+  app.add_option("--node-address", o.node_addresses, "control planes: address etcd serves on (repeatable; default: the node's global addresses)");
+  app.add_option("--etcd-peer-port", o.etcd_peer_port, "control planes: etcd peer port")->capture_default_str();
+  app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
+  app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
   o.retry.initial_backoff = std::chrono::milliseconds(initial_ms);
   o.retry.max_backoff = std::chrono::milliseconds(max_ms);
+  o.etcd_wait = std::chrono::seconds(etcd_wait);
   berth::InitLogging("berth-agent", verbose);
   berth::agent::AgentDeps deps = berth::agent::RealAgentDeps();
   if (print_identity) {

@@ -170,6 +170,7 @@ Result<Progress> StateDisk::ReadProgress() {
   }
   p.join_started = j.value("join_started", false);
   p.joined = j.value("joined", false);
+  p.pki_written = j.value("pki_written", false);
   return p;
 }
 
@@ -179,6 +180,7 @@ Status StateDisk::WriteProgress(const Progress& progress) {
   nlohmann::json j = {{"version", 1},
                       {"join_started", progress.join_started},
                       {"joined", progress.joined}};
+  if (progress.pki_written) j["pki_written"] = true;  // control planes only
   return WriteFileAtomic(dir + "/progress.json", j.dump() + "\n", 0600);
 }
 

@@ -39,6 +39,7 @@ inline constexpr char kFilesystemRecordPrefix[] = "berth-fs:";
 struct Progress {
   bool join_started = false;  // kubeadm join was started at least once
   bool joined = false;        // kubeadm join completed
+  bool pki_written = false;   // control planes: the etcd PKI and environment are on disk
 };
 
 // A random RFC 4122 version-4 UUID, lowercase.

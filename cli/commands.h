@@ -41,5 +41,6 @@ void AddSnpCommands(CLI::App& app, Context& ctx);  // verify snp-report (snp_cmd
 void AddEventLogCommands(CLI::App& app, Context& ctx);
 void AddPolicyCommands(CLI::App& app, Context& ctx);
 void AddDiskCommands(CLI::App& app, Context& ctx);
+void AddNodesCommands(CLI::App& app, Context& ctx);
 
 }  // namespace berth::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   berth::cli::AddEventLogCommands(app, ctx);
   berth::cli::AddPolicyCommands(app, ctx);
   berth::cli::AddDiskCommands(app, ctx);
+  berth::cli::AddNodesCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -73,6 +73,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
     BERTH_ASSIGN_OR_RETURN(snp, SnpService::Create(config.snp, *policy.sev_snp, &clock));
   }
   const bool accepts_tpm = policy.has_tpm;
+  RolePolicy roles = policy.roles;
   TpmEvidenceVerifier tpm_verifier(std::move(policy));
   EvidenceDispatcher verifier(accepts_tpm ? &tpm_verifier : nullptr,
                               snp ? snp->verifier() : nullptr);
@@ -82,7 +83,17 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
                       .api_server_endpoint = config.api_server_endpoint,
                       .ca_cert_hashes = hashes,
                       .kubernetes_version = config.kubernetes_version};
-  JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens);
+  std::unique_ptr<EtcdServices> etcd;
+  if (config.etcd.disabled) {
+    BERTH_RETURN_IF_ERROR(CheckNoEtcd(config.etcd));
+    spdlog::warn("--no-etcd: no node records, so no revocation, no rejoin checks and no control "
+                 "planes");
+  } else {
+    BERTH_ASSIGN_OR_RETURN(etcd, EtcdServices::Start(config.etcd, std::move(roles), kube.get(),
+                                                     &clock, tls_cert, tls_key));
+  }
+  JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
+                  etcd ? etcd->registry() : nullptr);
   JoinServiceImpl service(&logic);
 
   grpc::SslServerCredentialsOptions ssl(

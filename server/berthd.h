@@ -9,6 +9,7 @@
 
 #include "common/status.h"
 #include "server/snp_service.h"
+#include "server/berthd_etcd.h"
 
 namespace berth::server {
 
@@ -27,6 +28,7 @@ struct BerthdConfig {
   std::chrono::seconds nonce_ttl{120};
   std::chrono::seconds token_ttl{900};
   SnpServerConfig snp;            // SEV-SNP certificates and verification time (snp_service.h)
+  BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)
 };
 
 // Validates the configuration and serves until `stop` becomes true (checked every 200 ms)

@@ -5,6 +5,7 @@
 #include "common/binding.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "server/node_records.h"
 
 namespace berth::server {
 
@@ -65,13 +66,14 @@ bool IsValidDiskUuid(std::string_view uuid) {
 }
 
 JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
-                     EvidenceVerifier* verifier, TokenIssuer* tokens)
+                     EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes)
     : options_(std::move(options)),
       master_secret_(std::move(master_secret)),
       nonces_(nonces),
       verifier_(verifier),
       tokens_(tokens),
-      credentials_(master_secret_) {}
+      credentials_(master_secret_),
+      nodes_(nodes) {}
 
 Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& request,
                                                    const Peer& peer) {
@@ -121,11 +123,11 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   if (!request.disk_uuid().empty() && !IsValidDiskUuid(request.disk_uuid())) {
     return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
   }
-  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE && nodes_ == nullptr) {
     return refuse(FailedPrecondition(
         "control-plane joins need etcd membership, which this berthd does not manage"));
   }
-  if (request.role() != v1::NODE_ROLE_WORKER) {
+  if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return refuse(InvalidArgument("the request names no node role"));
   }
   auto verified =
@@ -133,6 +135,13 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   if (!verified.ok()) return refuse(verified.status());
 
   v1::JoinTicket ticket;
+  std::string recorded;
+  if (nodes_ != nullptr) {
+    auto admitted = nodes_->AdmitJoin(request, *verified);
+    if (!admitted.ok()) return refuse(admitted.status());
+    if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
+    recorded = " " + admitted->audit;
+  }
   if (!request.disk_uuid().empty()) {
     auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
     if (!key.ok()) return refuse(key.status());
@@ -147,9 +156,11 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   for (const auto& h : options_.ca_cert_hashes) kubeadm->add_ca_cert_hashes(h);
   kubeadm->set_kubernetes_version(options_.kubernetes_version);
   Audit("IssueJoinTicket", peer, node, OkStatus(),
-        "role=worker ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
+        "role=" + std::string(NodeRoleName(request.role())) + " ak=sha256:" +
+            verified->ak_sha256_hex + " rule=\"" + verified->rule +
             "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
-            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix));
+            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix) +
+            recorded);
   return ticket;
 }
 
@@ -169,13 +180,20 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   auto verified =
       VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
+  v1::RejoinTicket ticket;
+  std::string recorded;
+  if (nodes_ != nullptr) {
+    auto admitted = nodes_->AdmitRejoin(request, *verified);
+    if (!admitted.ok()) return refuse(admitted.status());
+    ticket.set_etcd_crl(admitted->etcd_crl);
+    recorded = " " + admitted->audit;
+  }
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
-  v1::RejoinTicket ticket;
   ticket.set_disk_key(std::string(key->view()));
   Audit("IssueRejoinTicket", peer, node, OkStatus(),
         "ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
-            "\" disk_uuid=" + request.disk_uuid());
+            "\" disk_uuid=" + request.disk_uuid() + recorded);
   return ticket;
 }
 

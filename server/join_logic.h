@@ -15,6 +15,7 @@
 #include "server/bootstrap_token.h"
 #include "server/credential.h"
 #include "server/evidence.h"
+#include "server/node_registry.h"
 #include "server/nonce.h"
 
 namespace berth::server {
@@ -46,8 +47,10 @@ bool IsValidDiskUuid(std::string_view uuid);
 // Thread-safe once constructed; the collaborators must be thread-safe and outlive it.
 class JoinLogic {
  public:
+  // `nodes`: node records in etcd (docs/etcd.md); null runs without them (berthd --no-etcd):
+  // workers only, rejoins unchecked.
   JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
-            EvidenceVerifier* verifier, TokenIssuer* tokens);
+            EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr);
 
   Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
   Result<v1::JoinTicket> IssueJoinTicket(const v1::JoinRequest& request, const Peer& peer);
@@ -65,6 +68,7 @@ class JoinLogic {
   EvidenceVerifier* verifier_;
   TokenIssuer* tokens_;
   CredentialIssuer credentials_;  // derived from the master secret
+  NodeRegistry* nodes_;
 };
 
 }  // namespace berth::server

@@ -26,10 +26,24 @@ int main(int argc, char** argv) {
   app.add_option("--snp-kds-url", c.snp.kds_url, "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com (default: never fetch)");
   app.add_option("--snp-verify-at", c.snp.verify_at, "check SEV-SNP certificate validity at this RFC 3339 time instead of now (tests)");
   app.add_option("--insecure-test-snp-ark", c.snp.insecure_test_arks, "PRODUCT=FILE: trust FILE as the ARK of PRODUCT instead of AMD's (test chains only)");
+  // etcd (docs/etcd.md)
+  int64_t learner_timeout = c.etcd.learner_timeout.count();
+  app.add_flag("--no-etcd", c.etcd.disabled, "run without node records in etcd (workers only; no revocation)");
+  app.add_option("--etcd-endpoints", c.etcd.endpoints, "etcd members, https://host:port (comma-separated or repeated)")->delimiter(',');
+  app.add_option("--etcd-trusted-ca", c.etcd.trusted_ca, "CA of the etcd members' certificates (default: --etcd-ca-cert)");
+  app.add_option("--etcd-client-cert", c.etcd.client_cert, "berthd's etcd client certificate (PEM)");
+  app.add_option("--etcd-client-key", c.etcd.client_key, "berthd's etcd client key (PEM)");
+  app.add_option("--etcd-ca-cert", c.etcd.ca_cert, "the etcd CA that signs control planes' etcd certificates (PEM)");
+  app.add_option("--etcd-ca-key", c.etcd.ca_key, "its private key (PEM; never leaves this host)");
+  app.add_option("--etcd-learner-timeout", learner_timeout, "seconds before a learner that never started is removed")->capture_default_str();
+  app.add_option("--admin-listen", c.etcd.admin_listen, "address:port to serve AdminService on (mutual TLS)");
+  app.add_option("--admin-port-file", c.etcd.admin_port_file, "write the AdminService port here once listening");
+  app.add_option("--operator-ca", c.etcd.operator_ca, "CA of operators' client certificates (PEM)");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
   c.nonce_ttl = std::chrono::seconds(nonce_ttl);
   c.token_ttl = std::chrono::seconds(token_ttl);
+  c.etcd.learner_timeout = std::chrono::seconds(learner_timeout);
   berth::InitLogging("berthd", verbose);
   berth::Status status = berth::server::RunBerthd(c);
   if (!status.ok()) {

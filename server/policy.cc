@@ -112,34 +112,37 @@ Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust) 
     YAML::Node root = YAML::Load(yaml_text);
     if (!root.IsMap()) return InvalidArgument("policy: expected a YAML map with a \"tpm\" key");
     for (const auto& key : root) {
-      if (key.first.as<std::string>() != "tpm" && key.first.as<std::string>() != "sev_snp") {
+      const std::string k = key.first.as<std::string>();
+      if (k != "tpm" && k != "sev_snp" && k != "roles") {
         return InvalidArgument("policy: unknown key \"" + key.first.as<std::string>() + "\"");
       }
     }
     if (root["sev_snp"]) {
       BERTH_ASSIGN_OR_RETURN(policy.sev_snp, ParseSnpPolicy(root["sev_snp"]));
-      if (!root["tpm"]) return policy;  // an SEV-SNP-only policy
     }
-    YAML::Node tpm = root["tpm"];
-    if (!tpm || !tpm.IsMap()) return InvalidArgument("policy: \"tpm\" must be a map");
-    policy.has_tpm = true;
-    for (const auto& key : tpm) {
-      std::string k = key.first.as<std::string>();
-      if (k != "trusted_aks" && k != "pcrs" && !IsTpmTrustPolicyKey(k)) {
-        return InvalidArgument("policy: unknown key \"tpm." + k + "\"");
+    if (root["tpm"] || !root["sev_snp"]) {  // a policy is for TPM nodes unless it is SNP-only
+      YAML::Node tpm = root["tpm"];
+      if (!tpm || !tpm.IsMap()) return InvalidArgument("policy: \"tpm\" must be a map");
+      policy.has_tpm = true;
+      for (const auto& key : tpm) {
+        std::string k = key.first.as<std::string>();
+        if (k != "trusted_aks" && k != "pcrs" && !IsTpmTrustPolicyKey(k)) {
+          return InvalidArgument("policy: unknown key \"tpm." + k + "\"");
+        }
       }
+      BERTH_RETURN_IF_ERROR(ParseTrustedAks(tpm["trusted_aks"], policy));
+      BERTH_RETURN_IF_ERROR(ParsePcrs(tpm["pcrs"], policy));
+      BERTH_RETURN_IF_ERROR(ParseTpmTrustPolicy(tpm, policy.tpm_trust));
     }
-    BERTH_RETURN_IF_ERROR(ParseTrustedAks(tpm["trusted_aks"], policy));
-    BERTH_RETURN_IF_ERROR(ParsePcrs(tpm["pcrs"], policy));
-    BERTH_RETURN_IF_ERROR(ParseTpmTrustPolicy(tpm, policy.tpm_trust));
+    BERTH_RETURN_IF_ERROR(ParseRolePolicy(root["roles"], policy.trusted_aks, policy.roles));
   } catch (const YAML::Exception& e) {
     return InvalidArgument(std::string("policy: YAML error: ") + e.what());
   }
-  if (require_ak_trust && policy.trusted_aks.empty() &&
+  if (policy.has_tpm && require_ak_trust && policy.trusted_aks.empty() &&
       !policy.tpm_trust.TrustsKeysByCertificateOrEk()) {
     return InvalidArgument("policy: tpm.trusted_aks is empty, so no node could join");
   }
-  if (policy.pcrs.empty() && !policy.tpm_trust.ConstrainsBoot()) {
+  if (policy.has_tpm && policy.pcrs.empty() && !policy.tpm_trust.ConstrainsBoot()) {
     return InvalidArgument("policy: tpm.pcrs pins no PCR, so any booted software would pass");
   }
   return policy;

@@ -25,6 +25,7 @@
 #include "common/tpm_quote.h"
 #include "server/snp_policy.h"
 #include "server/tpm_policy.h"
+#include "server/role_policy.h"
 
 namespace berth::server {
 
@@ -41,6 +42,7 @@ struct Policy {
   // needs a `tpm:` section, a `sev_snp:` section, or both.
   std::optional<SnpPolicy> sev_snp;
   TpmTrustPolicy tpm_trust;  // EK/AK certificates, PCR sets, event log, configs (tpm_policy.h)
+  RolePolicy roles;     // who may be a control plane (role_policy.h)
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;

@@ -104,7 +104,9 @@ bool HostCluster::StartBerthd(int port, const std::vector<std::string>& extra_fl
                                    "--cluster-id", "berth-test",
                                    "--kubeconfig", dir_.Join("kubeconfig"),
                                    "--api-server-endpoint", "127.0.0.1:6443",
-                                   "--kubernetes-version", "v1.31.0"};
+                                   "--kubernetes-version", "v1.31.0",
+                                   // Workers without node records; etcd_join_test.cc covers etcd.
+                                   "--no-etcd"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   auto p = Subprocess::Start(argv, berthd_log());
   if (!p.ok()) return false;

@@ -102,6 +102,22 @@ bool Swtpm::ExtendPcrs(const std::vector<std::pair<int, std::string>>& extends) 
   return r.ok() && r->success();
 }
 
+bool Swtpm::Reboot() {
+  RealProcessRunner runner;
+  auto init = runner.Run({"/usr/bin/swtpm_ioctl", "--unix", socket_ + ".ctrl", "-i"});
+  if (!init.ok() || !init->success()) {
+    ADD_FAILURE() << "swtpm_ioctl -i: " << (init.ok() ? init->output : init.status().ToString());
+    return false;
+  }
+  auto startup = runner.Run({"/usr/bin/tpm2_startup", "-c"}, {"TPM2TOOLS_TCTI=" + Tcti()});
+  if (!startup.ok() || !startup->success()) {
+    ADD_FAILURE() << "tpm2_startup -c: "
+                  << (startup.ok() ? startup->output : startup.status().ToString());
+    return false;
+  }
+  return true;
+}
+
 bool Swtpm::ExtendPcr(int index, const std::string& sha256_hex) {
   RealProcessRunner runner;
   auto r = runner.Run({"/usr/bin/tpm2_pcrextend", std::to_string(index) + ":sha256=" + sha256_hex},

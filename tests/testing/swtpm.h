@@ -32,6 +32,9 @@ class Swtpm {
   bool ExtendPcr(int index, const std::string& sha256_hex);
   // Extends several (PCR, sha256 hex digest) pairs in order, with one tpm2_pcrextend call.
   bool ExtendPcrs(const std::vector<std::pair<int, std::string>>& extends);
+  // A reboot of the machine this TPM sits in: _TPM_Init and TPM2_Startup(CLEAR), so every PCR
+  // is back at its reset value (the caller measures the new boot). Keys and NV stay.
+  bool Reboot();
 
   // The local CA of an EK-manufactured TPM: its root and intermediate certificates (PEM),
   // the manufacturer CA bundle berthd is configured with.

@@ -1,0 +1,472 @@
+// Control planes joining etcd, with real etcd processes (a 3-member TLS cluster on loopback),
+// berthd processes keeping node records in it, the agent in-process starting real etcd
+// members from the PKI and environment it wrote, and berthctl against AdminService.
+#include "agent/etcd_join.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "server/etcd_pki.h"
+#include "server/node_store.h"
+#include "tests/integration/etcd_testbed.h"
+
+namespace berth::testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
+
+// Members at `peer_url` (exactly one is expected whenever a node joined).
+std::vector<etcdserverpb::Member> MembersAt(EtcdTestbed& bed, const std::string& peer_url) {
+  std::vector<etcdserverpb::Member> out;
+  auto list = bed.etcd().Members();
+  EXPECT_TRUE(list.ok()) << list.status().ToString();
+  if (!list.ok()) return out;
+  for (const auto& m : list->members()) {
+    for (const auto& u : m.peerurls()) {
+      if (u == peer_url) out.push_back(m);
+    }
+  }
+  return out;
+}
+
+int MemberCount(EtcdTestbed& bed) {
+  auto list = bed.etcd().Members();
+  return list.ok() ? list->members_size() : -1;
+}
+
+bool IsVoter(EtcdTestbed& bed, const std::string& peer_url) {
+  auto m = MembersAt(bed, peer_url);
+  return m.size() == 1 && !m[0].islearner();
+}
+
+// A direct ticket request, retried while berthd says UNAVAILABLE (etcd refuses to reconfigure
+// until its members have been connected for 5 s), as the agent would.
+Result<v1::JoinTicket> RequestUntilAnswered(EtcdTestbed& bed, TestNode& node, bool control_plane,
+                                            agent::EtcdKeys* keys) {
+  const std::string ep = bed.BerthdEndpoint();
+  Result<v1::JoinTicket> t = Unavailable("not asked");
+  WaitFor(
+      [&] {
+        t = bed.RequestJoinTicket(node, control_plane, ep, ep, keys);
+        if (t.ok() || !IsRetryable(t.status())) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        return false;
+      },
+      std::chrono::seconds(40));
+  return t;
+}
+
+// Every node record's certificates are in the issued-certificate log and vice versa; every
+// record in state joined with a peer URL is a voting member there. (Nothing half-written.)
+void ExpectRecordsConsistent(EtcdTestbed& bed) {
+  auto client = bed.etcd().NewClient();
+  server::NodeStore store(client.get());
+  auto nodes = store.List();
+  auto issued = store.ListIssued();
+  ASSERT_TRUE(nodes.ok() && issued.ok());
+  std::vector<std::string> record_serials, log_serials;
+  for (const auto& n : *nodes) {
+    for (const auto& s : n.record.etcd_cert_serials()) record_serials.push_back(s);
+    if (n.record.state() == v1::NODE_STATE_JOINED && !n.record.etcd_peer_url().empty()) {
+      auto m = MembersAt(bed, n.record.etcd_peer_url());
+      ASSERT_EQ(m.size(), 1u) << n.record.name();
+      EXPECT_FALSE(m[0].islearner()) << n.record.name();
+      EXPECT_EQ(m[0].id(), n.record.etcd_member_id()) << n.record.name();
+    }
+  }
+  for (const auto& c : *issued) log_serials.push_back(c.serial());
+  EXPECT_THAT(log_serials, UnorderedElementsAreArray(record_serials));
+}
+
+// The promotion loop records a node as joined just after it promoted it; the node's agent may
+// see itself a voter a moment before that.
+bool WaitForRecordState(EtcdTestbed& bed, const std::string& name, v1::NodeState state) {
+  auto client = bed.etcd().NewClient();
+  server::NodeStore store(client.get());
+  return WaitFor(
+      [&] {
+        auto r = store.Get(name);
+        return r.ok() && r->has_value() && (*r)->record.state() == state;
+      },
+      std::chrono::seconds(30));
+}
+
+std::string FileSerial(const std::string& path) {
+  auto cert = CertFromPem(MustRead(path));
+  EXPECT_TRUE(cert.ok()) << path;
+  return cert.ok() ? server::SerialHex(cert->get()) : "";
+}
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp1 = bed.AddNode("cp-1", /*control_plane=*/true);
+  TestNode& cp2 = bed.AddNode("cp-2", true);
+  ASSERT_TRUE(bed.StartBerthd());
+  HealthWatch health(bed.etcd());
+
+  AgentOutcome first = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  EXPECT_EQ(MemberCount(bed), 4);
+  ASSERT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+  EXPECT_EQ(MembersAt(bed, cp1.PeerUrl())[0].name(), "cp-1");
+
+  AgentOutcome second = bed.RunAgent(cp2, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  EXPECT_EQ(MemberCount(bed), 5);
+  EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+  EXPECT_TRUE(IsVoter(bed, cp2.PeerUrl()));
+  EXPECT_TRUE(bed.etcd().Healthy());
+  std::vector<std::string> failures = health.Stop();
+  EXPECT_THAT(failures, IsEmpty());
+  EXPECT_GT(health.polls(), 20);
+
+  for (TestNode* n : {&cp1, &cp2}) {
+    SCOPED_TRACE(n->name);
+    // kubeadm's layout, keys 0600, made on the node: the key matches the certificate.
+    const std::string pki = n->Path("/etc/kubernetes/pki/etcd");
+    for (const char* f :
+         {"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "crl.pem"}) {
+      EXPECT_TRUE(std::filesystem::exists(pki + "/" + f)) << f;
+    }
+    EXPECT_FALSE(std::filesystem::exists(pki + "/ca.key"));
+    EXPECT_EQ(std::filesystem::status(pki + "/server.key").permissions(),
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    EXPECT_EQ(std::filesystem::status(pki + "/peer.key").permissions(),
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto cert = CertFromPem(MustRead(pki + "/peer.crt"));
+    auto key = PrivateKeyFromPem(MustRead(pki + "/peer.key"));
+    ASSERT_TRUE(cert.ok() && key.ok());
+    EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(cert->get()), key->get()), 1);
+    std::string env = MustRead(n->Path(agent::kEtcdEnvPath));
+    EXPECT_THAT(env, HasSubstr("ETCD_INITIAL_CLUSTER_STATE=existing\n"));
+    EXPECT_THAT(env, HasSubstr("ETCD_NAME=" + n->name + "\n"));
+    // The progress record: PKI written, joined.
+    auto progress =
+        nlohmann::json::parse(MustRead(n->Path("/var/lib/berth/state/.berth/progress.json")));
+    EXPECT_EQ(progress["pki_written"], true);
+    EXPECT_EQ(progress["joined"], true);
+  }
+  // The second node's initial cluster listed the first one.
+  EXPECT_THAT(MustRead(cp2.Path(agent::kEtcdEnvPath)), HasSubstr("cp-1=" + cp1.PeerUrl()));
+  // cp-1 watched itself go from learner to voter.
+  EXPECT_THAT(first.notifications, Contains("STATUS=etcd: voting member"));
+  EXPECT_THAT(first.notifications, Contains("READY=1"));
+
+  // kubeadm joined each as a control plane, without its own etcd phase.
+  auto kubeadm = bed.KubeadmRecords();
+  ASSERT_EQ(kubeadm.size(), 2u);
+  for (const auto& k : kubeadm) {
+    EXPECT_EQ(k["ok"], true) << k.dump();
+    EXPECT_EQ(k["config"][0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"], "127.0.0.1");
+    EXPECT_EQ(k["config"][0]["skipPhases"], nlohmann::json::array({"control-plane-join/etcd"}));
+  }
+
+  // The records, as an operator sees them.
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-1", v1::NODE_STATE_JOINED));
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
+  auto list = bed.ListNodes();
+  ASSERT_EQ(list["nodes"].size(), 2u);
+  for (const auto& n : list["nodes"]) {
+    TestNode& node = n["name"] == "cp-1" ? cp1 : cp2;
+    EXPECT_EQ(n["state"], "NODE_STATE_JOINED");
+    EXPECT_EQ(n["role"], "NODE_ROLE_CONTROL_PLANE");
+    EXPECT_EQ(n["ak_sha256"], node.ak_sha256);
+    EXPECT_EQ(n["disk_uuid"], node.disk.uuid);
+    EXPECT_EQ(n["etcd_peer_url"], node.PeerUrl());
+    EXPECT_EQ(n["role_authorization"],
+              "policy roles.control_plane[" + std::string(node.name == "cp-1" ? "0" : "1") + "]");
+    EXPECT_THAT(n["etcd_cert_serials"].get<std::vector<std::string>>(),
+                UnorderedElementsAre(FileSerial(node.Path("/etc/kubernetes/pki/etcd/server.crt")),
+                                     FileSerial(node.Path("/etc/kubernetes/pki/etcd/peer.crt"))));
+  }
+  ExpectRecordsConsistent(bed);
+
+  // cp-1 reboots: its etcd is down until the agent, rejoining, starts it from its state disk.
+  bed.etcd().StopExtra("cp-1");
+  AgentOutcome reboot = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(reboot.status.ok()) << reboot.status.ToString();
+  EXPECT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+  EXPECT_EQ(MemberCount(bed), 5);
+  EXPECT_THAT(reboot.notifications, Contains("STATUS=etcd: voting member"));
+  EXPECT_EQ(bed.KubeadmRecords().size(), 2u);  // no second kubeadm join
+  EXPECT_TRUE(bed.ListNodes()["nodes"][0].contains("last_rejoin_unix"));
+}
+
+TEST(EtcdJoinTest, SecondLearnerWaitsAndARetriedJoinAddsNoSecondMember) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp1 = bed.AddNode("cp-1", true);
+  TestNode& cp2 = bed.AddNode("cp-2", true);
+  ASSERT_TRUE(bed.StartBerthd());
+
+  // cp-1 is admitted as a learner; its etcd has not started yet.
+  auto keys = agent::MakeEtcdKeys("cp-1");
+  ASSERT_TRUE(keys.ok());
+  auto ticket = RequestUntilAnswered(bed, cp1, true, &*keys);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString() << "\n" << MustRead(bed.BerthdLog());
+  const uint64_t member = ticket->etcd().member_id();
+  ASSERT_EQ(MembersAt(bed, cp1.PeerUrl()).size(), 1u);
+  EXPECT_TRUE(MembersAt(bed, cp1.PeerUrl())[0].islearner());
+
+  // The reply is lost; cp-1 asks again (new challenge, new keys): the same member.
+  auto keys_again = agent::MakeEtcdKeys("cp-1");
+  auto again =
+      bed.RequestJoinTicket(cp1, true, bed.BerthdEndpoint(), bed.BerthdEndpoint(), &*keys_again);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->etcd().member_id(), member);
+  EXPECT_EQ(MemberCount(bed), 4);
+
+  // cp-2 boots meanwhile: berthd tells it to wait, and its agent retries.
+  AgentOutcome second;
+  std::thread agent2([&] { second = bed.RunAgent(cp2, true, {bed.BerthdEndpoint()}); });
+  bool told_to_wait = WaitFor(
+      [&] {
+        std::string log = MustRead(bed.BerthdLog());
+        return log.find("decision=refused node=cp-2") != std::string::npos &&
+               log.find("code=UNAVAILABLE reason=\"another control plane is joining: etcd member " +
+                        etcd::MemberIdHex(member)) != std::string::npos;
+      },
+      std::chrono::seconds(60));
+  EXPECT_TRUE(told_to_wait) << MustRead(bed.BerthdLog());
+  EXPECT_EQ(MemberCount(bed), 4);
+  EXPECT_TRUE(MembersAt(bed, cp2.PeerUrl()).empty());
+
+  // cp-1 starts its etcd from the ticket it did receive; once promoted, cp-2 gets in.
+  ASSERT_TRUE(bed.StartNodeEtcd(cp1, *again, *keys_again));
+  agent2.join();
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  EXPECT_THAT(second.notifications, Contains(AllOf(HasSubstr("waiting for berthd (UNAVAILABLE"),
+                                                   HasSubstr(bed.BerthdEndpoint()))));
+  EXPECT_EQ(MemberCount(bed), 5);
+  ASSERT_EQ(MembersAt(bed, cp1.PeerUrl()).size(), 1u);
+  EXPECT_EQ(MembersAt(bed, cp1.PeerUrl())[0].id(), member);
+  EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+  EXPECT_TRUE(IsVoter(bed, cp2.PeerUrl()));
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
+  auto list = bed.ListNodes();
+  for (const auto& n : list["nodes"]) {
+    EXPECT_EQ(n["state"], "NODE_STATE_JOINED") << n.dump();
+    if (n["name"] == "cp-1") {
+      EXPECT_EQ(n["joins"], 2) << n.dump();
+    }
+  }
+  ExpectRecordsConsistent(bed);
+}
+
+TEST(EtcdJoinTest, MemberStoppedDuringJoinsRetriesCleanlyOrCompletes) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp1 = bed.AddNode("cp-1", true);
+  TestNode& cp2 = bed.AddNode("cp-2", true);
+  ASSERT_TRUE(bed.StartBerthd());
+
+  // A member is down when cp-1 joins: etcd refuses to change membership ("unhealthy cluster"),
+  // berthd answers UNAVAILABLE with nothing written, and the agent retries.
+  bed.etcd().Stop(0);  // berthd's first endpoint, too
+  AgentOutcome first;
+  std::thread agent1([&] { first = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()}); });
+  bool refused = WaitFor(
+      [&] {
+        std::string log = MustRead(bed.BerthdLog());
+        return log.find("decision=refused node=cp-1") != std::string::npos &&
+               log.find("unhealthy cluster") != std::string::npos;
+      },
+      std::chrono::seconds(60));
+  EXPECT_TRUE(refused) << MustRead(bed.BerthdLog());
+  auto client = bed.etcd().NewClient();
+  server::NodeStore store(client.get());
+  EXPECT_FALSE(store.Get("cp-1")->has_value());
+  EXPECT_TRUE(store.ListIssued()->empty());
+  EXPECT_EQ(MemberCount(bed), 3);
+  ASSERT_TRUE(bed.etcd().Restart(0));
+  agent1.join();
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  EXPECT_TRUE(IsVoter(bed, cp1.PeerUrl()));
+
+  // A member stops after cp-2 became a learner: the rest are a quorum, so the join completes.
+  auto keys = agent::MakeEtcdKeys("cp-2");
+  auto ticket = RequestUntilAnswered(bed, cp2, true, &*keys);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  bed.etcd().Stop(2);
+  ASSERT_TRUE(bed.StartNodeEtcd(cp2, *ticket, *keys));
+  EXPECT_TRUE(WaitFor([&] { return IsVoter(bed, cp2.PeerUrl()); }, std::chrono::seconds(60)))
+      << MustRead(bed.BerthdLog());
+  EXPECT_TRUE(WaitForRecordState(bed, "cp-2", v1::NODE_STATE_JOINED));
+  ASSERT_TRUE(bed.etcd().Restart(2));
+  EXPECT_TRUE(bed.etcd().WaitHealthy(std::chrono::seconds(30)));
+  EXPECT_EQ(MemberCount(bed), 5);
+  ExpectRecordsConsistent(bed);
+}
+
+TEST(EtcdJoinTest, RevokedNodeIsRefusedItsMemberGoneItsCertificatesOnTheCrlItsTokenDeleted) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp1 = bed.AddNode("cp-1", true);
+  ASSERT_TRUE(bed.StartBerthd());
+  AgentOutcome joined = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(joined.status.ok()) << joined.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  const uint64_t member = MembersAt(bed, cp1.PeerUrl()).at(0).id();
+  const std::string server_serial = FileSerial(cp1.Path("/etc/kubernetes/pki/etcd/server.crt"));
+  const std::string peer_serial = FileSerial(cp1.Path("/etc/kubernetes/pki/etcd/peer.crt"));
+  auto created = bed.ApiServerRecords();
+  ASSERT_EQ(created.size(), 1u);
+  const std::string token_secret = created[0]["object"]["metadata"]["name"];
+  EXPECT_EQ(created[0]["object"]["metadata"]["labels"]["berth.dev/node"], "cp-1");
+
+  ProcessResult revoked = bed.Berthctl({"nodes", "revoke", "cp-1"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output << MustRead(bed.BerthdLog());
+  EXPECT_THAT(revoked.output, HasSubstr("revoked cp-1 at "));
+  EXPECT_THAT(revoked.output, HasSubstr("etcd member removed: " + etcd::MemberIdHex(member)));
+  EXPECT_THAT(revoked.output, HasSubstr("bootstrap token deleted: " + token_secret));
+  EXPECT_THAT(revoked.output, HasSubstr("certificate on the CRL: " + server_serial));
+  EXPECT_THAT(revoked.output, HasSubstr("certificate on the CRL: " + peer_serial));
+  EXPECT_THAT(MustRead(bed.BerthdLog()),
+              HasSubstr("audit call=RevokeNode decision=done operator=\"CN=alice\" node=cp-1"));
+
+  // Its member is gone, and etcd stopped the removed member by itself.
+  EXPECT_TRUE(MembersAt(bed, cp1.PeerUrl()).empty());
+  EXPECT_EQ(MemberCount(bed), 3);
+  EXPECT_TRUE(WaitFor([&] { return !bed.NodeEtcdRunning("cp-1"); }, std::chrono::seconds(30)));
+  EXPECT_TRUE(bed.etcd().Healthy());
+
+  // Its certificates are on the CRL, signed by the etcd CA; openssl refuses them with it.
+  const std::string crl = bed.dir().Join("crl.pem");
+  ProcessResult got = bed.Berthctl({"nodes", "crl", "--out", crl});
+  ASSERT_EQ(got.exit_code, 0) << got.output;
+  auto text = RealProcessRunner().Run(
+      {"/usr/bin/openssl", "crl", "-in", crl, "-noout", "-text", "-CAfile", bed.etcd().ca_cert()});
+  ASSERT_TRUE(text.ok());
+  EXPECT_THAT(text->output, HasSubstr("verify OK"));
+  EXPECT_THAT(text->output, HasSubstr("Serial Number: " + Upper(server_serial)));
+  EXPECT_THAT(text->output, HasSubstr("Serial Number: " + Upper(peer_serial)));
+  auto verify = RealProcessRunner().Run({"/usr/bin/openssl", "verify", "-crl_check", "-CAfile",
+                                         bed.etcd().ca_cert(), "-CRLfile", crl,
+                                         cp1.Path("/etc/kubernetes/pki/etcd/peer.crt")});
+  ASSERT_TRUE(verify.ok());
+  EXPECT_THAT(verify->output, HasSubstr("certificate revoked"));
+
+  // Its bootstrap token is deleted.
+  auto api = bed.ApiServerRecords();
+  ASSERT_EQ(api.size(), 2u);
+  EXPECT_EQ(api[1]["method"], "DELETE");
+  EXPECT_EQ(api[1]["path"], "/api/v1/namespaces/kube-system/secrets/" + token_secret);
+  EXPECT_EQ(api[1]["code"], 200);
+
+  auto list = bed.ListNodes();
+  ASSERT_EQ(list["nodes"].size(), 1u);
+  EXPECT_EQ(list["nodes"][0]["state"], "NODE_STATE_REVOKED");
+  EXPECT_EQ(list["nodes"][0]["revoked_by"], "CN=alice");
+
+  // It reboots: the rejoin is refused, and so is a fresh join. No member, no token.
+  AgentOutcome reboot = bed.RunAgent(cp1, true, {bed.BerthdEndpoint()});
+  EXPECT_EQ(reboot.status.code(), Code::kPermissionDenied) << reboot.status.ToString();
+  EXPECT_THAT(reboot.status.message(), HasSubstr("node cp-1 was revoked at "));
+  EXPECT_THAT(reboot.notifications, Not(Contains("READY=1")));
+  auto fresh = bed.RequestJoinTicket(cp1, true, bed.BerthdEndpoint(), bed.BerthdEndpoint());
+  EXPECT_EQ(fresh.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(MemberCount(bed), 3);
+  EXPECT_EQ(bed.ApiServerRecords().size(), 2u);
+  // Revoking again is harmless (idempotent).
+  EXPECT_EQ(bed.Berthctl({"nodes", "revoke", "cp-1"}).exit_code, 0);
+  EXPECT_EQ(bed.Berthctl({"nodes", "revoke", "nobody"}).exit_code, 1);
+}
+
+TEST(EtcdJoinTest, TwoReplicasAnswerTheSameAndWorkerJoinsAreRecorded) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& w1 = bed.AddNode("worker-1", false);
+  TestNode& w2 = bed.AddNode("worker-2", false);
+  ASSERT_TRUE(bed.StartBerthd(0));
+  ASSERT_TRUE(bed.StartBerthd(1));
+
+  // Challenged by replica 0, answered by replica 1.
+  auto ticket = bed.RequestJoinTicket(w1, false, bed.BerthdEndpoint(0), bed.BerthdEndpoint(1));
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString() << "\n" << MustRead(bed.BerthdLog(1));
+  EXPECT_EQ(ticket->disk_key().size(), 32u);
+  EXPECT_FALSE(ticket->has_etcd());
+  EXPECT_THAT(MustRead(bed.BerthdLog(1)),
+              HasSubstr("audit call=IssueJoinTicket decision=granted node=worker-1"));
+  // Either replica sees the same record.
+  auto from0 = bed.ListNodes(0), from1 = bed.ListNodes(1);
+  EXPECT_EQ(from0, from1);
+  ASSERT_EQ(from0["nodes"].size(), 1u);
+  EXPECT_EQ(from0["nodes"][0]["name"], "worker-1");
+  EXPECT_EQ(from0["nodes"][0]["state"], "NODE_STATE_JOINED");
+  EXPECT_EQ(from0["nodes"][0]["ak_sha256"], w1.ak_sha256);
+  // A rejoin at the other replica gets the same disk key.
+  auto rejoin = bed.RequestRejoinTicket(w1, bed.BerthdEndpoint(0));
+  ASSERT_TRUE(rejoin.ok()) << rejoin.status().ToString();
+  EXPECT_EQ(rejoin->disk_key(), ticket->disk_key());
+
+  // The whole agent on replica 1, then a reboot on replica 0: both recorded.
+  AgentOutcome boot = bed.RunAgent(w2, false, {bed.BerthdEndpoint(1)});
+  ASSERT_TRUE(boot.status.ok()) << boot.status.ToString();
+  AgentOutcome reboot = bed.RunAgent(w2, false, {bed.BerthdEndpoint(0)});
+  ASSERT_TRUE(reboot.status.ok()) << reboot.status.ToString();
+  auto list = bed.ListNodes(1);
+  ASSERT_EQ(list["nodes"].size(), 2u);
+  const auto& rec = list["nodes"][1];
+  EXPECT_EQ(rec["name"], "worker-2");
+  EXPECT_EQ(rec["state"], "NODE_STATE_JOINED");
+  EXPECT_EQ(rec["disk_uuid"], w2.disk.uuid);
+  EXPECT_EQ(rec["ak_sha256"], w2.ak_sha256);
+  EXPECT_TRUE(rec.contains("last_rejoin_unix")) << rec.dump();
+
+  // Revoked through one replica, refused by the other.
+  ASSERT_EQ(bed.Berthctl({"nodes", "revoke", "worker-1"}, 1).exit_code, 0);
+  auto refused = bed.RequestRejoinTicket(w1, bed.BerthdEndpoint(0));
+  EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(), HasSubstr("node worker-1 was revoked"));
+  EXPECT_EQ(MemberCount(bed), 3);
+}
+
+TEST(EtcdJoinTest, ControlPlaneNotAuthorizedIsPermissionDeniedUntilAnOperatorAuthorizesIt) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& node = bed.AddNode("cp-x", /*control_plane=*/false);  // trusted, but a worker
+  ASSERT_TRUE(bed.StartBerthd());
+
+  AgentOutcome out = bed.RunAgent(node, /*control_plane=*/true, {bed.BerthdEndpoint()});
+  EXPECT_EQ(out.status.code(), Code::kPermissionDenied) << out.status.ToString();
+  EXPECT_THAT(out.status.message(), HasSubstr("is not authorized to be a control plane"));
+  std::string log = MustRead(bed.BerthdLog());
+  EXPECT_THAT(log, HasSubstr("decision=refused node=cp-x"));
+  EXPECT_EQ(MemberCount(bed), 3);
+  EXPECT_TRUE(bed.ApiServerRecords().empty());  // no token
+  EXPECT_FALSE(std::filesystem::exists(node.Path("/etc/kubernetes/pki")));
+  EXPECT_TRUE(bed.ListNodes()["nodes"].is_null());
+  EXPECT_EQ(node.disk.kind, agent::ProbeResult::Kind::kBlank);  // the disk was not touched
+
+  // An operator authorizes it, pinned to its attestation key: it is admitted as a learner.
+  ProcessResult granted = bed.Berthctl(
+      {"nodes", "authorize", "cp-x", "--role", "control-plane", "--ak-sha256", node.ak_sha256});
+  ASSERT_EQ(granted.exit_code, 0) << granted.Describe() << ": " << granted.output;
+  auto keys = agent::MakeEtcdKeys("cp-x");
+  auto ticket = RequestUntilAnswered(bed, node, true, &*keys);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  EXPECT_EQ(MembersAt(bed, node.PeerUrl()).size(), 1u);
+  auto list = bed.ListNodes();
+  EXPECT_EQ(list["authorizations"][0]["authorized_by"], "CN=alice");
+  EXPECT_THAT(std::string(list["nodes"][0]["role_authorization"]),
+              HasSubstr("operator CN=alice at "));
+}
+
+}  // namespace
+}  // namespace berth::testing

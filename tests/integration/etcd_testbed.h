@@ -1,0 +1,139 @@
+// Control planes joining etcd on one host, every part real except the two stand-ins
+// (tests/standins/): a 3-member etcd cluster (Debian's etcd 3.4, TLS) on loopback, the
+// kube-apiserver stand-in, berthd processes with node records in that etcd and AdminService
+// behind an operator CA, and nodes with their own swtpm whose berth-agent runs in-process
+// (RunAgent with injected parts: a fake disk and mounts, since the host has no device-mapper,
+// and an etcd starter that runs a real etcd from the environment file the agent wrote).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/agent.h"
+#include "agent/etcd_join.h"
+#include "berth/v1/nodes.pb.h"
+#include "common/subprocess.h"
+#include "tests/testing/etcd.h"
+#include "tests/testing/swtpm.h"
+#include "tests/testing/testing.h"
+
+namespace berth::testing {
+
+// A disk that remembers what was done to it across "boots" (the real one is tested in QEMU).
+struct FakeDiskState {
+  agent::ProbeResult::Kind kind = agent::ProbeResult::Kind::kBlank;
+  std::string uuid, key;
+  std::string subsystem;  // the LUKS2 subsystem label (the agent records the filesystem there)
+  bool has_filesystem = false;
+};
+
+struct TestNode {
+  std::string name;
+  std::string root;
+  std::unique_ptr<Swtpm> tpm;
+  int boots = 0;            // RunAgent calls so far; each one is a boot
+  std::string ak_sha256;    // hex SHA-256 of the AK's SPKI
+  std::string policy_pcrs;  // the "  pcrs:" section berth-agent --print-identity printed
+  FakeDiskState disk;
+  int etcd_peer_port = 0, etcd_client_port = 0;
+  std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
+  std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }
+  std::string Path(const std::string& rel) const { return root + rel; }
+};
+
+// What an agent run leaves behind.
+struct AgentOutcome {
+  Status status;
+  std::vector<std::string> notifications;  // STATUS=... / READY=1
+};
+
+// Polls etcd every 100 ms while running (linearizable read through every original member and
+// Status of each) and records every failure, so a test can say the cluster stayed healthy.
+class HealthWatch {
+ public:
+  explicit HealthWatch(const EtcdCluster& cluster);
+  ~HealthWatch();
+  // Stops polling; returns the failures seen ("<when ms>: <what>") and the number of polls.
+  std::vector<std::string> Stop();
+  int polls() const { return polls_; }
+
+ private:
+  const EtcdCluster& cluster_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> polls_{0};
+  std::vector<std::string> failures_;
+  std::thread thread_;
+};
+
+class EtcdTestbed {
+ public:
+  EtcdTestbed();
+  ~EtcdTestbed();
+
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+  // A node with its own (booted) swtpm. Must be added before StartBerthd (the policy lists
+  // every node's AK; `control_plane` puts it in the policy's roles.control_plane).
+  TestNode& AddNode(const std::string& name, bool control_plane);
+  TestNode& node(const std::string& name) { return *nodes_.at(name); }
+
+  // Writes the policy and starts berthd replica `i` (0, 1, ...). Returns false on failure.
+  bool StartBerthd(int replica = 0);
+  std::string BerthdEndpoint(int replica = 0) const;
+  std::string BerthdLog(int replica = 0) const;
+  int admin_port(int replica = 0) const { return admin_ports_.at(replica); }
+
+  EtcdCluster& etcd() { return *etcd_; }
+
+  // The agent of `node`, in-process, as it would run on the node at boot; role from
+  // `control_plane`. Blocks until it returns.
+  AgentOutcome RunAgent(TestNode& node, bool control_plane,
+                        const std::vector<std::string>& endpoints);
+
+  // One step at a time, as the agent would (challenge at `challenge_endpoint`, ticket from
+  // `ticket_endpoint`, over one TLS identity), for tests that need control of the timing.
+  // Control planes send CSRs for `keys` (made if null) and the node's etcd URLs.
+  Result<v1::JoinTicket> RequestJoinTicket(TestNode& node, bool control_plane,
+                                           const std::string& challenge_endpoint,
+                                           const std::string& ticket_endpoint,
+                                           agent::EtcdKeys* keys = nullptr);
+  Result<v1::RejoinTicket> RequestRejoinTicket(TestNode& node, const std::string& endpoint);
+
+  // Writes `ticket`'s etcd PKI under the node's root (as the agent does) and starts its etcd.
+  bool StartNodeEtcd(TestNode& node, const v1::JoinTicket& ticket, const agent::EtcdKeys& keys);
+  bool NodeEtcdRunning(const std::string& name);
+
+  // berthctl <args> against replica `replica`'s AdminService with the operator certificate.
+  ProcessResult Berthctl(const std::vector<std::string>& args, int replica = 0);
+  // `berthctl nodes list --json`, parsed.
+  nlohmann::json ListNodes(int replica = 0);
+
+  std::vector<nlohmann::json> ApiServerRecords() const;
+  std::vector<nlohmann::json> KubeadmRecords() const;
+
+  const TempDir& dir() const { return dir_; }
+  std::string JoinCaPem() const { return join_pki_.ca_pem_text; }
+
+ private:
+  std::string WritePolicy();
+
+  TempDir dir_;
+  std::string error_;
+  std::unique_ptr<EtcdCluster> etcd_;
+  TestPki join_pki_, kube_pki_;
+  std::string operator_cert_, operator_key_;
+  Subprocess apiserver_;
+  int apiserver_port_ = 0;
+  std::map<int, Subprocess> berthd_;
+  std::map<int, int> berthd_ports_, admin_ports_;
+  std::map<std::string, std::unique_ptr<TestNode>> nodes_;
+  std::vector<std::string> control_planes_;
+};
+
+}  // namespace berth::testing
