@@ -64,6 +64,12 @@ Result<Bytes> CertToDer(X509* cert);
 // SHA-256 over the certificate's DER SubjectPublicKeyInfo (kubeadm's caCertHashes and the
 // channel binding both use it).
 Result<Bytes> CertSpkiSha256(X509* cert);
+// The same for a certificate that is only to be identified, not used: reads the SPKI straight
+// out of the DER (no key decoding), so it is cheap enough for every call a server answers.
+// INVALID_ARGUMENT when the input is not a PEM / DER certificate.
+Result<Bytes> CertPemSpkiSha256(std::string_view pem);
+// The DER SubjectPublicKeyInfo inside a DER certificate, as it is encoded there.
+Result<Bytes> CertDerSpki(std::span<const uint8_t> der);
 
 struct CertSpec {
   std::string common_name;

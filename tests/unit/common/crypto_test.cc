@@ -2,6 +2,9 @@
 #include "common/crypto.h"
 
 #include <gtest/gtest.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
 #include <openssl/x509v3.h>
 
 #include <set>
@@ -245,6 +248,120 @@ TEST(RealCertTest, GceAkCertificateHoldsTheAk) {
   auto ak = PublicKeyFromPem(testing::MustRead(dir + "ak_pub.pem"));
   ASSERT_TRUE(ak.ok()) << ak.status().ToString();
   EXPECT_EQ(*CertSpkiSha256(cert->get()), Sha256(*PublicKeyToSpkiDer(ak->get())));
+}
+
+
+// PublicKeyToSpkiDer writes EC and RSA keys by hand: the bytes must be OpenSSL's own.
+Bytes OpenSslSpki(EVP_PKEY* key) {
+  unsigned char* der = nullptr;
+  int n = i2d_PUBKEY(key, &der);
+  EXPECT_GT(n, 0);
+  Bytes out(der, der + n);
+  OPENSSL_free(der);
+  return out;
+}
+
+EvpPkeyPtr GenerateKey(const char* type, const char* param, const char* value) {
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr);
+  EVP_PKEY* key = nullptr;
+  EXPECT_EQ(EVP_PKEY_keygen_init(ctx), 1);
+  OSSL_PARAM params[2] = {OSSL_PARAM_construct_end(), OSSL_PARAM_construct_end()};
+  unsigned int bits = 0;
+  if (std::string(type) == "RSA") {
+    bits = static_cast<unsigned int>(std::stoul(value));
+    params[0] = OSSL_PARAM_construct_uint(param, &bits);
+  } else {
+    params[0] = OSSL_PARAM_construct_utf8_string(param, const_cast<char*>(value), 0);
+  }
+  EXPECT_EQ(EVP_PKEY_CTX_set_params(ctx, params), 1);
+  EXPECT_EQ(EVP_PKEY_generate(ctx, &key), 1);
+  EVP_PKEY_CTX_free(ctx);
+  return EvpPkeyPtr(key);
+}
+
+TEST(SpkiTest, HandWrittenDerEqualsOpenSslsForEcAndRsaKeys) {
+  std::vector<EvpPkeyPtr> keys;
+  for (const char* curve : {"P-256", "P-384", "P-521"}) {
+    for (int i = 0; i < 8; ++i) keys.push_back(GenerateKey("EC", "group", curve));
+  }
+  for (const char* bits : {"1024", "2048", "3072", "2056"}) {
+    keys.push_back(GenerateKey("RSA", "bits", bits));
+  }
+  // A public-only key, as berthd holds them.
+  keys.push_back(std::move(PublicKeyFromPem(*PublicKeyToPem(keys.back().get())).value()));
+  for (const auto& key : keys) {
+    EXPECT_EQ(HexEncode(*PublicKeyToSpkiDer(key.get())), HexEncode(OpenSslSpki(key.get())));
+  }
+  // Ed25519 takes OpenSSL's encoder, and round-trips.
+  EvpPkeyPtr ed(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
+  EXPECT_EQ(*PublicKeyToSpkiDer(ed.get()), OpenSslSpki(ed.get()));
+}
+
+TEST(SpkiTest, RsaExponentThreeAndHighBitModulus) {
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr);
+  ASSERT_EQ(EVP_PKEY_keygen_init(ctx), 1);
+  unsigned int bits = 2048;
+  BIGNUM* e = BN_new();
+  BN_set_word(e, 3);
+  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM_BLD_push_uint(bld, "bits", bits);
+  OSSL_PARAM_BLD_push_BN(bld, "e", e);
+  OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
+  ASSERT_EQ(EVP_PKEY_CTX_set_params(ctx, params), 1);
+  EVP_PKEY* key = nullptr;
+  ASSERT_EQ(EVP_PKEY_generate(ctx, &key), 1);
+  EvpPkeyPtr owned(key);
+  EXPECT_EQ(HexEncode(*PublicKeyToSpkiDer(key)), HexEncode(OpenSslSpki(key)));
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  BN_free(e);
+  EVP_PKEY_CTX_free(ctx);
+}
+
+// CertPemSpkiSha256 reads the SPKI out of the DER without decoding the key: it must agree with
+// the full parse for every certificate, generated and real.
+TEST_F(CertTest, PemSpkiHashAgreesWithTheFullParse) {
+  for (X509* cert : {leaf_.get(), ca_.get()}) {
+    auto pem = CertToPem(cert);
+    ASSERT_TRUE(pem.ok());
+    EXPECT_EQ(*CertPemSpkiSha256(*pem), *CertSpkiSha256(cert));
+  }
+  auto rsa = GenerateKey("RSA", "bits", "2048");
+  CertSpec spec{.common_name = "rsa"};
+  auto cert = IssueCert(spec, rsa.get(), nullptr, rsa.get());
+  ASSERT_TRUE(cert.ok());
+  EXPECT_EQ(*CertPemSpkiSha256(*CertToPem(cert->get())), *CertSpkiSha256(cert->get()));
+}
+
+TEST(RealCertTest, PemSpkiHashAgreesOnTheRealCertificates) {
+  BERTH_REQUIRE_TESTDATA();
+  for (const char* rel : {"tpm-gce-cos85-nonce9009/ak_cert.der", "snp-virtee-milan/vcek_milan.der"}) {
+    SCOPED_TRACE(rel);
+    auto der = ToBytes(testing::MustRead(testing::Testdata(rel)));
+    auto cert = CertFromDer(der);
+    ASSERT_TRUE(cert.ok()) << cert.status().ToString();
+    auto pem = CertToPem(cert->get());
+    EXPECT_EQ(*CertPemSpkiSha256(*pem), *CertSpkiSha256(cert->get()));
+    EXPECT_EQ(Sha256(*CertDerSpki(der)), *CertSpkiSha256(cert->get()));
+  }
+}
+
+TEST(SpkiTest, MalformedCertificatesAreInvalidArgument) {
+  auto key = GenerateKey("EC", "group", "P-256");
+  CertSpec spec{.common_name = "x"};
+  auto cert = IssueCert(spec, key.get(), nullptr, key.get());
+  Bytes der = *CertToDer(cert->get());
+  EXPECT_EQ(CertDerSpki(Bytes(der.begin(), der.begin() + 40)).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CertDerSpki(Bytes{0x02, 0x01, 0x00}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CertDerSpki(Bytes{}).status().code(), Code::kInvalidArgument);
+  Bytes indefinite = {0x30, 0x80, 0x30, 0x80, 0x00, 0x00, 0x00, 0x00};
+  EXPECT_EQ(CertDerSpki(indefinite).status().code(), Code::kInvalidArgument);
+  // A length that runs past the end.
+  Bytes overlong = der;
+  overlong[2] = 0x7f;
+  EXPECT_EQ(CertDerSpki(overlong).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CertPemSpkiSha256("not a certificate").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CertPemSpkiSha256(*PublicKeyToPem(key.get())).status().code(), Code::kInvalidArgument);
 }
 
 }  // namespace
