@@ -104,6 +104,9 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
   server.Get("/version", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"major":"1","minor":"31","gitVersion":"v1.31.0"})", "application/json");
   });
+  // berthd keeps its connections alive (a pool of curl handles); so does a real API server.
+  server.set_keep_alive_max_count(1 << 30);
+  server.set_keep_alive_timeout(300);
   int port = server.bind_to_any_port("127.0.0.1");
   if (port <= 0) return Fail(Unavailable("cannot listen on 127.0.0.1"));
   if (!port_file.empty()) {

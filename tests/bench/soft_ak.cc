@@ -1,5 +1,7 @@
 #include "tests/bench/soft_ak.h"
 
+#include "common/sealed_boot.h"
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
@@ -53,9 +55,17 @@ Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs
   BERTH_ASSIGN_OR_RETURN(ak.public_area_, tpm::MarshalPublic(p));
   BERTH_ASSIGN_OR_RETURN(ak.name_, tpm::PublicName(p));
   ak.pcr_indices_ = pcrs;
+  // PCR 15 holds what berth-agent measured in this boot: the EnrolmentConfig, keys not yet
+  // released (common/sealed_boot.h). berthd replays the events sent with the quote.
+  if (std::find(pcrs.begin(), pcrs.end(), seal::kPcr) == pcrs.end()) {
+    ak.pcr_indices_.push_back(seal::kPcr);
+    std::sort(ak.pcr_indices_.begin(), ak.pcr_indices_.end());
+  }
+  ak.seal_event_ = seal::EnrolmentConfigEvent(AsBytes("berth-bench enrolment config"));
   Bytes concatenated;
-  for (uint32_t i : pcrs) {
-    Bytes value = Sha256(AsBytes("berth-bench pcr " + std::to_string(i)));
+  for (uint32_t i : ak.pcr_indices_) {
+    Bytes value = i == seal::kPcr ? seal::Replay(DigestAlg::kSha256, {ak.seal_event_})
+                                  : Sha256(AsBytes("berth-bench pcr " + std::to_string(i)));
     concatenated.insert(concatenated.end(), value.begin(), value.end());
     ak.pcr_values_[DigestAlg::kSha256][i] = std::move(value);
   }
@@ -68,6 +78,7 @@ Result<std::string> SoftAk::PolicyYaml() const {
   std::string out = "tpm:\n  trusted_aks:\n    - name: berth-bench\n      sha256: " +
                     HexEncode(Sha256(spki)) + "\n  pcrs:\n    sha256:\n";
   for (const auto& [index, value] : pcr_values_.at(DigestAlg::kSha256)) {
+    if (index == seal::kPcr) continue;  // berthd replays PCR 15 from the agent's events
     out += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
   }
   return out;
@@ -134,6 +145,9 @@ Result<v1::Evidence> SoftAk::Quote(std::span<const uint8_t> extra_data) const {
     v->set_index(index);
     v->set_digest(ToString(value));
   }
+  v1::TpmAgentEvent* event = tpm->add_agent_events();
+  event->set_pcr(seal::kPcr);
+  event->set_data(ToString(seal_event_));
   return evidence;
 }
 

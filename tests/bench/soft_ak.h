@@ -20,7 +20,8 @@ namespace berth::bench {
 class SoftAk {
  public:
   // A fresh ECDSA P-256 key, and the PCR values of the simulated boot (sha256 bank,
-  // `pcrs` indices, each SHA-256("berth-bench pcr <i>")).
+  // `pcrs` indices, each SHA-256("berth-bench pcr <i>"), plus PCR 15 sealed as berth-agent
+  // seals it before it asks for a ticket).
   static Result<SoftAk> Create(const std::vector<uint32_t>& pcrs);
   // The same, with an existing P-256 private key (so a policy written earlier still fits).
   static Result<SoftAk> FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs);
@@ -42,6 +43,7 @@ class SoftAk {
   std::vector<uint32_t> pcr_indices_;
   tpm::PcrValues pcr_values_;
   Bytes pcr_digest_;
+  Bytes seal_event_;  // PCR 15: the EnrolmentConfig measured, as berth-agent does
 };
 
 }  // namespace berth::bench
