@@ -45,7 +45,8 @@ std::string Indented(const std::string& text, int spaces) {
 // A TPM as a manufacturer ships it: swtpm_setup with EK certificates from the CA in
 // `ca_dir`, its state in dir/state (what the VM's swtpm then runs on).
 std::string ManufactureTpm(const std::string& dir, const std::string& ca_dir) {
-  Swtpm tpm(dir, {.ek_ca_dir = ca_dir});  // stopped, state saved, when it goes out of scope
+  // stopped, state saved, when it goes out of scope
+  Swtpm tpm(dir, {.ek_ca_dir = ca_dir, .pcr_banks = "sha256"});
   EXPECT_TRUE(tpm.ok()) << tpm.error();
   return dir + "/state";
 }
