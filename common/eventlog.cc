@@ -351,8 +351,10 @@ bool HasPrefix(std::string_view s, std::string_view prefix) {
 }
 
 // Tagged events of the Linux EFI stub (drivers/firmware/efi/libstub/efi-stub-helper.c).
-constexpr uint32_t kLinuxEventTagLoadOptions = 0x8F3B22EC;
-constexpr uint32_t kLinuxEventTagInitrd = 0x8F3B22ED;
+// (INITRD_EVENT_TAG_ID, LOAD_OPTIONS_EVENT_TAG_ID; the events' own text says so: "Linux initrd",
+// "LOADED_IMAGE::LoadOptions".)
+constexpr uint32_t kLinuxEventTagInitrd = 0x8F3B22EC;
+constexpr uint32_t kLinuxEventTagLoadOptions = 0x8F3B22ED;
 
 std::optional<uint32_t> TaggedEventId(const Event& e) {
   if (e.type != kEvEventTag || e.data.size() < 8) return std::nullopt;

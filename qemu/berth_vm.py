@@ -4,7 +4,9 @@
 A library (class Vm) and a command (`berth_vm.py run ...`, see --help). One VM is:
 
 - a kernel + initrd (direct boot) or UEFI firmware (OVMF code + a copy of its variable store)
-  booting from the first disk. Direct boot of an uncompressed ELF kernel (qemu/guest-kernel
+  booting from the first disk. --ovmf is Debian's OVMF (OVMF_CODE_4M.fd, no Secure Boot) with
+  a fresh copy of its empty variable store for this boot: the node image's boots (image/,
+  docs/image.md), where the firmware measures what it boots into the TPM. Direct boot of an uncompressed ELF kernel (qemu/guest-kernel
   --vmlinux) uses QEMU's PVH entry and the qboot firmware: under TCG this boots in a third of
   the time of a bzImage under SeaBIOS (no in-guest XZ decompression, no BIOS POST). qboot
   measures nothing into the TPM (the kernel sends TPM2_Startup itself), so PCRs 0-7 stay
@@ -55,6 +57,10 @@ QBOOT = "/usr/share/qemu/qboot.rom"
 SWTPM = "/usr/bin/swtpm"
 MKFS_EXT4 = "/sbin/mkfs.ext4"
 POWEROFF_MARKER = "berth-guest: poweroff"
+# What the kernel prints when systemd powers the node image off.
+KERNEL_POWEROFF_MARKER = "reboot: Power down"
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 
 class VmError(Exception):
@@ -91,7 +97,7 @@ class Vm:
     def __init__(self, serial_log, kernel=None, initrd=None, append="", firmware=None,
                  firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
                  network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
-                 bios=None, extra_args=()):
+                 bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER):
         if (kernel is None) == (firmware is None):
             raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
         self.serial_log = os.path.abspath(serial_log)
@@ -100,7 +106,10 @@ class Vm:
         if bios is None and kernel is not None and _is_elf(kernel):
             bios = QBOOT
         self.bios = bios
+        # firmware_vars "fresh": a copy of OVMF's empty variable store, made per boot.
         self.firmware, self.firmware_vars = firmware, firmware_vars
+        self.netdev_opts = netdev_opts
+        self.poweroff_marker = poweroff_marker
         self.disks = list(disks)
         self.config_dir = config_dir
         self.swtpm_state = os.path.abspath(swtpm_state) if swtpm_state else None
@@ -169,7 +178,7 @@ class Vm:
                 dev += ",bootindex=0"
             a += ["-device", dev]
         if self.network:
-            net = "user,id=net0"
+            net = "user,id=net0" + ("," + self.netdev_opts if self.netdev_opts else "")
             for fwd in self.hostfwds:
                 net += ",hostfwd=" + fwd
             a += ["-netdev", net, "-device", "virtio-net-pci,netdev=net0"]
@@ -186,6 +195,9 @@ class Vm:
             if self.config_dir:
                 config_image = make_config_disk(self.config_dir,
                                                 os.path.join(self.rundir, "config.img"))
+            if self.firmware_vars == "fresh":
+                self.firmware_vars = os.path.join(self.rundir, "OVMF_VARS.fd")
+                shutil.copyfile(OVMF_VARS, self.firmware_vars)
             tpm_ctrl = self._start_swtpm() if self.swtpm_state else None
             open(self.serial_log, "wb").close()
             self._seen = ""
@@ -302,12 +314,17 @@ def parse_disk(spec):
 
 
 def run(args):
+    firmware, firmware_vars, marker = args.firmware, args.firmware_vars, args.poweroff_marker
+    if args.ovmf:
+        firmware, firmware_vars = OVMF_CODE, "fresh"
+        marker = marker or KERNEL_POWEROFF_MARKER
     vm = Vm(args.serial_log, kernel=args.kernel, initrd=args.initrd, append=args.append,
-            firmware=args.firmware, firmware_vars=args.firmware_vars,
+            firmware=firmware, firmware_vars=firmware_vars,
             disks=[parse_disk(d) for d in args.disk], config_dir=args.config_dir,
             swtpm_state=args.swtpm_state, hostfwds=args.hostfwd, network=not args.no_network,
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
-            bios=args.bios, extra_args=args.qemu_arg)
+            bios=args.bios, extra_args=args.qemu_arg, netdev_opts=args.netdev_opts,
+            poweroff_marker=marker or POWEROFF_MARKER)
     result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
 
     def on_signal(signum, frame):
@@ -328,7 +345,7 @@ def run(args):
                 result["outcome"] = "timeout"
             else:
                 result["exit_code"] = code
-                if code == 0 and POWEROFF_MARKER in vm.serial():
+                if code == 0 and vm.poweroff_marker in vm.serial():
                     result["outcome"] = "poweroff"
         if result["outcome"] == "exited":
             sys.stderr.write("berth_vm: QEMU exited without the guest powering off; its log:\n" +
@@ -361,12 +378,19 @@ def main():
                       help="kernel command line (default: %(default)s)")
     boot.add_argument("--firmware", help="UEFI firmware code (e.g. OVMF_CODE_4M.fd), read-only")
     boot.add_argument("--firmware-vars", help="a writable copy of the firmware's variable store")
+    boot.add_argument("--ovmf", action="store_true",
+                      help="UEFI boot with Debian's OVMF (%s) and a fresh copy of its variables" % OVMF_CODE)
     r.add_argument("--disk", action="append", default=[],
                    help="PATH[,format=raw|qcow2][,readonly][,serial=S]; repeatable, in order")
     r.add_argument("--config-dir", help="attach this directory as the berth-config disk")
     r.add_argument("--swtpm-state", help="swtpm state directory (created; kept across runs)")
     r.add_argument("--hostfwd", action="append", default=[], help="e.g. tcp:127.0.0.1:2222-:22")
     r.add_argument("--no-network", action="store_true")
+    r.add_argument("--netdev-opts", default="",
+                   help="more options of the user network, e.g. net=10.0.2.0/24,host=10.0.2.2")
+    r.add_argument("--poweroff-marker",
+                   help="console text that makes a clean exit a \"poweroff\" (default: %r; with "
+                        "--ovmf: %r)" % (POWEROFF_MARKER, KERNEL_POWEROFF_MARKER))
     r.add_argument("--memory", type=int, default=512, help="MiB (default %(default)s)")
     r.add_argument("--cpus", type=int, default=1)
     r.add_argument("--accel", choices=["kvm", "tcg"], help="default: $BERTH_QEMU_ACCEL or tcg")
@@ -380,8 +404,10 @@ def main():
     r.add_argument("--qemu-arg", action="append", default=[],
                    help="an extra QEMU argument, passed as is (repeatable)")
     args = p.parse_args()
-    if (args.kernel is None) == (args.firmware is None):
-        p.error("give exactly one of --kernel and --firmware")
+    if args.ovmf and args.firmware:
+        p.error("--ovmf or --firmware, not both")
+    if (args.kernel is None) == (args.firmware is None and not args.ovmf):
+        p.error("give exactly one of --kernel, --firmware and --ovmf")
     return run(args)
 
 

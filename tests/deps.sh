@@ -18,6 +18,8 @@ packages=(
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
   time  # GNU time: peak memory in the guest (qemu/bench-disk)
+  # the node image (image/build, docs/image.md) and its QEMU boots: OVMF measures what it boots
+  debootstrap squashfs-tools mtools systemd-boot-efi binutils ovmf
 )
 
 missing=()

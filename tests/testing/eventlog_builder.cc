@@ -111,7 +111,7 @@ EventLogBuilder& EventLogBuilder::GrubCommandLine(const std::string& cmdline) {
 
 EventLogBuilder& EventLogBuilder::LinuxInitrd(const std::string& initrd) {
   Bytes data;
-  U32(data, 0x8F3B22ED);  // TCG_PCClientTaggedEvent: id, size, "Linux initrd"
+  U32(data, 0x8F3B22EC);  // TCG_PCClientTaggedEvent: id, size, "Linux initrd"
   Bytes text = ToBytes(std::string("Linux initrd", 13));
   U32(data, static_cast<uint32_t>(text.size()));
   Append(data, text);

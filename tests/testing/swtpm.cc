@@ -15,7 +15,8 @@ namespace {
 
 // swtpm_setup with its certificate tool (swtpm_localca) pointed at a CA in `ca_dir`: the
 // configuration files live there too, so nothing outside the test's directories is used.
-std::string Manufacture(const std::string& state_dir, const std::string& ca_dir) {
+std::string Manufacture(const std::string& state_dir, const std::string& ca_dir,
+                        const std::string& pcr_banks) {
   std::filesystem::create_directories(ca_dir);
   MustWrite(ca_dir + "/swtpm-localca.conf", "statedir = " + ca_dir + "\nsigningkey = " + ca_dir +
                                                 "/signkey.pem\n" + "issuercert = " + ca_dir +
@@ -33,7 +34,7 @@ std::string Manufacture(const std::string& state_dir, const std::string& ca_dir)
   auto r =
       runner.Run({"/usr/bin/swtpm_setup", "--tpm2", "--create-ek-cert", "--create-platform-cert",
                   "--tpmstate", state_dir, "--config", ca_dir + "/swtpm_setup.conf", "--pcr-banks",
-                  "-", "--logfile", state_dir + "/../swtpm_setup.log"});
+                  pcr_banks, "--logfile", state_dir + "/../swtpm_setup.log"});
   if (!r.ok()) return r.status().ToString();
   if (!r->success()) {
     auto log = ReadFile(state_dir + "/../swtpm_setup.log");
@@ -54,7 +55,7 @@ Swtpm::Swtpm(const std::string& dir, const SwtpmOptions& options) : dir_(dir) {
   socket_ = dir + "/sock";
   pid_file_ = dir + "/swtpm.pid";
   if (!options.ek_ca_dir.empty()) {
-    error_ = Manufacture(dir + "/state", options.ek_ca_dir);
+    error_ = Manufacture(dir + "/state", options.ek_ca_dir, options.pcr_banks);
     if (!error_.empty()) return;
   }
   RealProcessRunner runner;

@@ -16,6 +16,10 @@ struct SwtpmOptions {
   // local CA (swtpm_localca) whose state is in this directory (absolute). The CA is made on
   // first use; TPMs manufactured with the same directory share it, as a manufacturer's do.
   std::string ek_ca_dir;
+  // With ek_ca_dir: the PCR banks to leave active (swtpm_setup --pcr-banks), "-" for all. The
+  // node image tests use "sha256": firmware hashes what it boots once per active bank, and
+  // under TCG every bank costs seconds.
+  std::string pcr_banks = "-";
 };
 
 class Swtpm {

@@ -133,8 +133,9 @@ TEST(ClassifyTest, RealBootChainsYieldTheirComponents) {
                         "76 boot_applications \\EFI\\ubuntu\\grubx64.efi",
                         "151 kernels /vmlinuz-6.9.0-rc7+",
                         "152 kernel_cmdlines kernel_cmdline: /vmlinuz-6.9.0-rc7+ root",
-                        "154 initrds /initrd.img-6.9.0-rc7+", "155 initrds Linux EFI stub: initrd",
-                        "156 kernel_cmdlines Linux EFI stub: LoadOptions (command lin"));
+                        "154 initrds /initrd.img-6.9.0-rc7+",
+                        "155 kernel_cmdlines Linux EFI stub: LoadOptions (command lin",
+                        "156 initrds Linux EFI stub: initrd"));
 
   // Red Hat's GRUB names what it loads instead of giving paths.
   auto rhel =

@@ -1,0 +1,71 @@
+// A node booted from the node image (image/, docs/image.md) in QEMU with OVMF and swtpm, for
+// the image e2e tests: its own ESP disk (the image's UKI, its EnrolmentConfig, the test
+// report's options), the shared read-only root disk, its state disk and TPM state, which
+// persist across its boots. Each boot is one run of `qemu/berth_vm.py run --ovmf`; the image
+// is built with --test, so berth-test-report.service prints the node's state on the serial
+// console ("berth-test: KEY=VALUE") once berth-agent has finished, and powers off.
+// Not thread-safe.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "berth/v1/berth.pb.h"
+
+namespace berth::testing {
+
+// The image the e2e tests boot: BERTH_IMAGE_DIR, else <build>/image (the image_build test
+// makes it).
+std::string ImageDir();
+
+struct ImageBootOptions {
+  // Without one the ESP has no EnrolmentConfig and berth-agent does not start
+  // (ConditionPathExists): the reference boot.
+  const v1::EnrolmentConfig* enrolment = nullptr;
+  // Lines of the ESP's /berth-test/options (WRITE=..., IDENTITY=1; see image/test/).
+  std::vector<std::string> options;
+  // Another UKI to boot instead of the image's (e.g. with another command line).
+  std::string uki;
+  // More options of QEMU's user network, and host forwards.
+  std::string netdev_opts;
+  std::vector<std::string> hostfwds;
+  int memory_mib = 1024;
+  std::chrono::seconds timeout{600};
+};
+
+struct ImageBoot {
+  std::string outcome;  // berth_vm.py's: "poweroff", "timeout", ...
+  double seconds = 0;
+  std::string serial;
+  // "berth-test: KEY=VALUE" lines: the last value of each key.
+  std::map<std::string, std::string> reports;
+  // "berth-test: begin NAME" ... "berth-test: end NAME" blocks.
+  std::map<std::string, std::string> blocks;
+  // Every "berth-test: kubeadm-join={...}" line (the kubeadm stand-in's joins in this boot).
+  std::vector<std::string> kubeadm_joins;
+
+  std::string Report(const std::string& key) const;
+  std::string Describe() const;
+};
+
+class ImageNode {
+ public:
+  // `dir` (absolute, existing) holds the node's ESP, state disk (`disk_mib` MiB of zeros)
+  // and serial logs; `tpm_state` its swtpm state directory.
+  ImageNode(std::string dir, std::string tpm_state, int disk_mib = 256);
+  ImageBoot Boot(const ImageBootOptions& options);
+  const std::string& disk() const { return disk_; }
+
+ private:
+  std::string dir_, tpm_state_, disk_;
+  int boots_ = 0;
+};
+
+// The node's EnrolmentConfig for image nodes: `base` with the state disk (the virtio disk
+// with serial berth-state, mounted at /var/lib/berth/state) and a PCR selection with the
+// UKI's PCR 11 (systemd-stub's measurements of its sections) next to the default ones.
+v1::EnrolmentConfig ImageEnrolment(v1::EnrolmentConfig base);
+
+}  // namespace berth::testing
