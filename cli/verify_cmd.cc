@@ -8,12 +8,16 @@
 #include "cli/input.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
+#include "server/policy.h"
+#include "server/tpm_boot.h"
 
 namespace berth::cli {
 namespace {
 
 // TPM structures are a few hundred bytes; a file far larger is not one of them.
 constexpr size_t kMaxTpmStructureSize = 64 << 10;
+// berthd's limit on an event log in a join request (server/evidence.cc).
+constexpr size_t kMaxEventLogSize = 1 << 20;
 
 std::vector<std::string_view> Fields(std::string_view line) {
   std::vector<std::string_view> out;
@@ -162,6 +166,17 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
   BERTH_ASSIGN_OR_RETURN(std::string signature,
                          ReadInputFile("--signature", o.signature, kMaxTpmStructureSize));
   BERTH_ASSIGN_OR_RETURN(std::string pcr_text, ReadInputFile("--pcrs", o.pcrs));
+  std::optional<std::string> event_log;
+  if (!o.eventlog.empty()) {
+    BERTH_ASSIGN_OR_RETURN(event_log, ReadInputFile("--eventlog", o.eventlog, kMaxEventLogSize));
+  }
+  std::optional<server::Policy> policy;
+  if (!o.policy.empty()) {
+    auto loaded = server::LoadPolicy(o.policy, /*require_ak_trust=*/false);
+    // LoadPolicy's errors name the file already.
+    if (!loaded.ok()) return BadInput("--policy", loaded.status());
+    policy = std::move(*loaded);
+  }
 
   // Every file is parsed before any check runs, so malformed input is named as such (exit 2)
   // rather than surfacing as a failed check. The checks themselves run in VerifyQuote, on the
@@ -198,7 +213,18 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
     if (verified.status().code() == Code::kPermissionDenied) return FailedCheck(verified.status());
     return BadInput("--quote " + o.quote, verified.status());
   }
-  *ctx.out << "valid\n";
+  if (!event_log.has_value() && !policy.has_value()) {
+    *ctx.out << "valid\n";
+    return OkStatus();
+  }
+  std::optional<std::span<const uint8_t>> log;
+  if (event_log.has_value()) log = AsBytes(*event_log);
+  auto boot = server::CheckQuotedBoot(*verified, log, policy.has_value() ? &*policy : nullptr);
+  if (!boot.ok()) {
+    if (boot.status().code() == Code::kPermissionDenied) return FailedCheck(boot.status());
+    return BadInput("--eventlog " + o.eventlog, boot.status());
+  }
+  *ctx.out << "valid\nboot: " << *boot << "\n";
   return OkStatus();
 }
 
@@ -273,6 +299,12 @@ void AddVerifyCommands(CLI::App& app, Context& ctx) {
       cmd->add_option("--nonce-text", flags->nonce_text, "expected extraData as text bytes")
           ->type_name("TEXT");
   nonce_hex->excludes(nonce_text);
+  cmd->add_option("--eventlog", flags->options.eventlog,
+                  "also replay this measured-boot event log to the quoted PCRs")
+      ->type_name("FILE");
+  cmd->add_option("--policy", flags->options.policy,
+                  "also check the boot against this berthd policy (pcrs, pcr_sets, event rules)")
+      ->type_name("FILE");
   cmd->footer(
       "PCRS file: one PCR a line, \"INDEX HEX\" for the bank the quote selects, e.g.\n"
       "  2 3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969\n"
@@ -288,7 +320,9 @@ void AddVerifyCommands(CLI::App& app, Context& ctx) {
       "\n"
       "Checks, in berthd's order: the AK's attributes (TPMT_PUBLIC only: a restricted,\n"
       "fixedTPM signing key), the signature over the raw TPMS_ATTEST, magic and type,\n"
-      "extraData, a value for every quoted PCR, pcrDigest.\n"
+      "extraData, a value for every quoted PCR, pcrDigest; then, with --eventlog and/or\n"
+      "--policy, the boot: the log replayed to the quoted PCRs, the policy's pinned PCRs,\n"
+      "PCR sets and event rules (\"valid\" is then followed by \"boot: <rules>\").\n"
       "Exit 0 prints \"valid\"; 1 prints \"invalid: <the failed check>\" on stderr; 2 means\n"
       "unreadable or malformed input (the message names the file).");
   cmd->callback([flags, nonce_hex, nonce_text, &ctx] {

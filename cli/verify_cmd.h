@@ -23,13 +23,21 @@ struct VerifyTpmQuoteOptions {
   // The expected extraData; both unset: any extraData is accepted. At most one is set.
   std::optional<std::string> nonce_hex;   // --nonce: hex ("" = the quote must have none)
   std::optional<std::string> nonce_text;  // --nonce-text: the bytes of this text
+  // The boot, as berthd checks it (server/tpm_boot.h CheckQuotedBoot), once the quote is
+  // valid: the measured-boot event log replayed to the quoted PCRs, and a berthd policy's
+  // pcrs / pcr_sets / event rules (its AK trust settings are not needed offline). Either,
+  // both or neither.
+  std::string eventlog;  // raw TCG log (binary_bios_measurements)
+  std::string policy;    // berthd policy YAML
 };
 
 // Verifies the quote. Exit 0 and "valid" on ctx.out when every check passes; exit 1 and one
 // line on ctx.err naming the check that failed ("invalid: ..."): the AK's attributes (when
 // given as a TPMT_PUBLIC), the signature, magic and type, extraData, a quoted PCR missing
 // from the file, pcrDigest; exit 2 and a message naming the file for unreadable or
-// malformed input.
+// malformed input. With --eventlog / --policy the boot is checked too: "valid" is followed by
+// "boot: <the rules that accepted it>", and a boot the log or policy refuses exits 1 naming
+// the PCR or the event.
 int VerifyTpmQuote(const VerifyTpmQuoteOptions& options, Context& ctx);
 
 // Parses a PCR values file: one PCR a line, `INDEX HEX` or `BANK INDEX HEX` (also

@@ -448,5 +448,99 @@ TEST(VerifyHelpTest, HelpExplainsNoncesAndPcrFiles) {
   EXPECT_NE(help.out.find("\"sha1 0 HEX\""), std::string::npos) << help.out;
 }
 
+// ---- the boot: --eventlog and --policy, on a real firmware event log ----
+
+// A quote over the PCRs a real host's event log replays to (gdc-host.bin: SHA-256 only,
+// PCRs 0-9 and 14), signed by the test's key: the log and the quote agree as on that host.
+class QuotedBootCliTest : public SyntheticQuoteCliTest {
+ protected:
+  void SetUp() override {
+    log_ = Testdata("eventlogs-gotpmtools/gdc-host.bin");
+    std::istringstream expected(MustRead(Testdata("eventlogs-gotpmtools/gdc-host.expected_pcrs.txt")));
+    for (std::string bank, index, hex; expected >> bank >> index >> hex;) {
+      replayed_[DigestAlg::kSha256][static_cast<uint32_t>(std::stoul(index))] = *HexDecode(hex);
+    }
+    ASSERT_EQ(replayed_[DigestAlg::kSha256].size(), 11u);
+  }
+  // The quote's arguments for the PCRs the log measures (0-9 and 14), with `values`.
+  std::vector<std::string> Quote(const tpm::PcrValues& values) {
+    return Files({.selection = {{DigestAlg::kSha256, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}}},
+                  .pcr_values = values});
+  }
+  std::string log_;
+  tpm::PcrValues replayed_;
+};
+
+TEST_F(QuotedBootCliTest, ALogThatReplaysToTheQuotedPcrsIsValid) {
+  auto r = RunBerthctl(With(Quote(replayed_), {"--eventlog", log_}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "valid\nboot: event log replayed to quoted sha256:0,1,2,3,4,5,6,7,8,9,14\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_F(QuotedBootCliTest, AQuotedPcrTheLogDoesNotReplayToIsAFailedCheck) {
+  tpm::PcrValues other = replayed_;
+  other[DigestAlg::kSha256][4][0] ^= 0x01;
+  auto r = RunBerthctl(With(Quote(other), {"--eventlog", log_}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err,
+            "invalid: the event log does not match the quoted PCR sha256:4: the log replays to "
+            "ded8b5d91a09c328b9859d8c9db5a346f1065224616b0ba66d6c83dba2b465e8, the quote holds "
+            "dfd8b5d91a09c328b9859d8c9db5a346f1065224616b0ba66d6c83dba2b465e8\n");
+}
+
+TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRefusesIt) {
+  const std::string policy = dir_.Join("policy.yaml");
+  auto from = RunBerthctl({"policy", "from", "--eventlog", log_, "--out", policy});
+  ASSERT_EQ(from.exit_code, 0) << from.err;
+  auto args = With(Quote(replayed_), {"--eventlog", log_, "--policy", policy});
+  auto r = RunBerthctl(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // What `policy from` derived: pins for the PCRs without classified events, the log's boot
+  // applications, kernel, command lines and initrd, all matched by the same boot.
+  EXPECT_EQ(r.out,
+            "valid\nboot: pcrs sha256:0,1,2,3,5,6,14 + event log replayed to quoted "
+            "sha256:0,1,2,3,4,5,6,7,8,9,14 "
+            "boot_applications[event 54: \\efi\\Dell\\System_Services\\System_Services.efi] "
+            "boot_applications[event 71: \\EFI\\ubuntu\\shimx64.efi] "
+            "boot_applications[event 76: \\EFI\\ubuntu\\grubx64.efi] "
+            "kernels[event 151: /vmlinuz-6.9.0-rc7+] "
+            "kernel_cmdlines[event 152: kernel_cmdline: /vmlinuz-6.9.0-rc7+ "
+            "root=/dev/mapper/ubuntu--vg-ubuntu--lv ro...] "
+            "initrds[event 154: /initrd.img-6.9.0-rc7+] "
+            "kernel_cmdlines[event 155: Linux EFI stub: LoadOptions (command line)] "
+            "initrds[event 154: /initrd.img-6.9.0-rc7+] secure_boot_variables\n");
+  EXPECT_EQ(r.err, "");
+
+  // The same boot under a policy pinning PCR 0 to another value.
+  const std::string pinned = Write("pinned.yaml", "tpm:\n  pcrs:\n    sha256:\n      0: \"" +
+                                                      std::string(64, '0') + "\"\n");
+  auto refused = RunBerthctl(With(Quote(replayed_), {"--policy", pinned}));
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_EQ(refused.out, "");
+  EXPECT_EQ(refused.err,
+            "invalid: PCR sha256:0 is "
+            "dab77c454bd12c27ff6b6ce1f9adca90b7a330c1cef0b5cd01cb89fb3bd0dffa, policy expects " +
+                std::string(64, '0') + "\n");
+}
+
+TEST_F(QuotedBootCliTest, AnUnparseableLogOrPolicyIsBadInputNamingTheFile) {
+  const std::string junk = Write("junk.bin", std::string(100, '\x5a'));
+  auto r = RunBerthctl(With(Quote(replayed_), {"--eventlog", junk}));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "--eventlog " + junk +
+                       ": malformed event log: event #0 at byte 0: event data of 1515870810 bytes "
+                       "runs past the end of the log\n");
+
+  const std::string bad = Write("bad.yaml", "tpm: [unclosed\n");
+  r = RunBerthctl(With(Quote(replayed_), {"--policy", bad}));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.err, "--policy: " + bad +
+                       ": policy: YAML error: yaml-cpp: error at line 2, column 1: end of "
+                       "sequence flow not found\n");
+  EXPECT_EQ(r.out, "");
+}
+
 }  // namespace
 }  // namespace berth::cli

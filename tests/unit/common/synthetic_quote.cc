@@ -70,6 +70,9 @@ Result<SyntheticQuote> MakeSyntheticQuote(const SyntheticQuoteSpec& spec, EVP_PK
       for (uint32_t index = 0; index < 24; ++index) {
         if ((s.pcrSelect[index / 8] & (1u << (index % 8))) == 0) continue;
         Bytes value(DigestSize(bank), static_cast<uint8_t>(index + 1));
+        if (auto b = spec.pcr_values.find(bank); b != spec.pcr_values.end()) {
+          if (auto v = b->second.find(index); v != b->second.end()) value = v->second;
+        }
         concatenated.insert(concatenated.end(), value.begin(), value.end());
         out.pcrs[bank][index] = value;
       }

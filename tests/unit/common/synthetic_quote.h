@@ -25,12 +25,14 @@ struct SyntheticQuoteSpec {
       {DigestAlg::kSha256, {0, 7}}};
   uint16_t sig_alg = TPM2_ALG_RSASSA;  // RSASSA or RSAPSS with an RSA key, ECDSA with EC
   DigestAlg sig_hash = DigestAlg::kSha256;
+  // The selected PCRs' values; a PCR not given here is DigestSize bytes of index+1.
+  tpm::PcrValues pcr_values;
 };
 
 struct SyntheticQuote {
   Bytes attest;         // marshalled TPMS_ATTEST
   Bytes signature;      // marshalled TPMT_SIGNATURE
-  tpm::PcrValues pcrs;  // the selected PCRs: PCR i of a bank is DigestSize bytes of i+1
+  tpm::PcrValues pcrs;  // the selected PCRs' values (spec.pcr_values, else bytes of i+1)
 };
 
 // Marshals a TPMS_ATTEST as `spec` says (pcrDigest = H_sig(selected values)) and signs it
