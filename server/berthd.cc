@@ -38,6 +38,10 @@ Status CheckConfig(const BerthdConfig& c) {
   }
   if (c.nonce_ttl.count() < 2) return InvalidArgument("--nonce-ttl must be at least 2 s");
   if (c.token_ttl.count() < 60) return InvalidArgument("--token-ttl must be at least 60 s");
+  if (c.gate.max_in_flight < 1) return InvalidArgument("--max-inflight-joins must be at least 1");
+  if (c.gate.max_per_source < 0) {
+    return InvalidArgument("--max-joins-per-source must be 0 (no limit) or more");
+  }
   return OkStatus();
 }
 
@@ -98,7 +102,8 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   }
   JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
                   etcd ? etcd->registry() : nullptr);
-  JoinServiceImpl service(&logic);
+  JoinGate gate(config.gate);
+  JoinServiceImpl service(&logic, &gate);
 
   grpc::SslServerCredentialsOptions ssl(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
@@ -109,6 +114,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   // (channelz, bandwidth probes) that long-lived channels want (BENCHMARKS.md).
   builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.SetMaxReceiveMessageSize(kMaxJoinRequestBytes);
   builder.AddListeningPort(config.listen, grpc::SslServerCredentials(ssl), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

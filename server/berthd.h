@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "server/snp_service.h"
 #include "server/berthd_etcd.h"
+#include "server/join_gate.h"
 
 namespace berth::server {
 
@@ -29,6 +30,7 @@ struct BerthdConfig {
   std::chrono::seconds token_ttl{900};
   SnpServerConfig snp;            // SEV-SNP certificates and verification time (snp_service.h)
   BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)
+  JoinGateLimits gate;    // concurrent ticket calls, overall and per source (join_gate.h)
 };
 
 // Validates the configuration and serves until `stop` becomes true (checked every 200 ms)

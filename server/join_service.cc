@@ -3,6 +3,12 @@
 #include <grpc/grpc_security_constants.h>
 #include <grpcpp/security/auth_context.h>
 
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
 #include "common/crypto.h"
 #include "common/rpc.h"
 
@@ -32,6 +38,23 @@ grpc::Status Reply(Result<Response> result, Response* response) {
 
 }  // namespace
 
+Result<JoinGate::Pass> JoinServiceImpl::Admit(const grpc::ServerContext& context) {
+  auto pass = gate_->Enter(context.peer());
+  if (!pass.ok()) {
+    // One line per ten seconds at most: under overload, a line per refusal would be a flood.
+    int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
+    int64_t last = last_shed_log_.load();
+    if (now - last >= 10 && last_shed_log_.compare_exchange_strong(last, now)) {
+      JoinGate::Counts c = gate_->counts();
+      spdlog::warn("shedding load: {} (refused so far: {} at capacity, {} per source)",
+                   pass.status().message(), c.refused_busy, c.refused_per_source);
+    }
+  }
+  return pass;
+}
+
 grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
                                         const v1::ChallengeRequest* request,
                                         v1::ChallengeResponse* response) {
@@ -41,12 +64,24 @@ grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
 grpc::Status JoinServiceImpl::IssueJoinTicket(grpc::ServerContext* context,
                                               const v1::JoinRequest* request,
                                               v1::JoinTicket* response) {
+  std::optional<JoinGate::Pass> pass;
+  if (gate_ != nullptr) {
+    auto admitted = Admit(*context);
+    if (!admitted.ok()) return ToGrpcStatus(admitted.status());
+    pass.emplace(std::move(*admitted));
+  }
   return Reply(logic_->IssueJoinTicket(*request, PeerFromContext(*context)), response);
 }
 
 grpc::Status JoinServiceImpl::IssueRejoinTicket(grpc::ServerContext* context,
                                                 const v1::RejoinRequest* request,
                                                 v1::RejoinTicket* response) {
+  std::optional<JoinGate::Pass> pass;
+  if (gate_ != nullptr) {
+    auto admitted = Admit(*context);
+    if (!admitted.ok()) return ToGrpcStatus(admitted.status());
+    pass.emplace(std::move(*admitted));
+  }
   return Reply(logic_->IssueRejoinTicket(*request, PeerFromContext(*context)), response);
 }
 

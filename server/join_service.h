@@ -2,14 +2,27 @@
 // forwards to JoinLogic. No logic lives here.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+
 #include "berth/v1/berth.grpc.pb.h"
+#include "server/join_gate.h"
 #include "server/join_logic.h"
 
 namespace berth::server {
 
+// The largest request berthd reads (gRPC's max receive size): the biggest part of a join is
+// the firmware's event log, tens of KiB on the machines seen, some hundreds with many boot
+// entries; SEV-SNP certificates are a few KiB. Anything larger is refused by gRPC with
+// RESOURCE_EXHAUSTED before it is parsed.
+inline constexpr int kMaxJoinRequestBytes = 2 << 20;
+
 class JoinServiceImpl final : public v1::JoinService::Service {
  public:
-  explicit JoinServiceImpl(JoinLogic* logic) : logic_(logic) {}
+  // `gate` (may be null: no limits) admits the ticket calls; Challenge is cheap and always
+  // answered.
+  explicit JoinServiceImpl(JoinLogic* logic, JoinGate* gate = nullptr)
+      : logic_(logic), gate_(gate) {}
 
   grpc::Status Challenge(grpc::ServerContext* context, const v1::ChallengeRequest* request,
                          v1::ChallengeResponse* response) override;
@@ -19,7 +32,11 @@ class JoinServiceImpl final : public v1::JoinService::Service {
                                  v1::RejoinTicket* response) override;
 
  private:
+  Result<JoinGate::Pass> Admit(const grpc::ServerContext& context);
+
   JoinLogic* logic_;
+  JoinGate* gate_;
+  std::atomic<int64_t> last_shed_log_{0};  // steady-clock seconds of the last refusal log line
 };
 
 // The caller as TLS saw it: the SHA-256 of its client certificate's SPKI (empty when it
