@@ -59,57 +59,13 @@ void NodeLoop(const LoadOptions& options, const SoftAk& ak, int index,
               NodeStats& stats) {
   for (int64_t seq = 0; !stop; ++seq) {
     std::string name = "bench-" + std::to_string(index) + "-" + std::to_string(seq);
-    auto identity = agent::MakeClientIdentity(name);
-    if (!identity.ok()) {
-      stats.errors["client-key"]++;
-      continue;
-    }
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = options.ca_pem;
-    ssl.pem_private_key = std::string(identity->key_pem.view());
-    ssl.pem_cert_chain = identity->cert_pem;
-    grpc::ChannelArguments args;
-    if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own, like a node
-    auto channel = grpc::CreateCustomChannel(options.endpoint, grpc::SslCredentials(ssl), args);
-    WipeString(ssl.pem_private_key);
-    auto stub = v1::JoinService::NewStub(channel);
-
     bool counted = measuring.load();
-    Clock::time_point start = Clock::now();
-    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
-    grpc::ClientContext challenge_ctx;
-    challenge_ctx.set_deadline(deadline);
-    v1::ChallengeRequest challenge_request;
-    challenge_request.set_ak_public(ToString(ak.public_area()));
-    v1::ChallengeResponse challenge;
-    grpc::Status st = stub->Challenge(&challenge_ctx, challenge_request, &challenge);
-    if (st.ok()) {
-      Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), identity->spki_sha256);
-      auto evidence = ak.Quote(binding);
-      if (!evidence.ok()) {
-        stats.errors["quote"]++;
-        continue;
-      }
-      v1::JoinRequest request;
-      *request.mutable_evidence() = std::move(*evidence);
-      request.set_nonce(challenge.nonce());
-      request.set_node_name(name);
-      request.set_role(v1::NODE_ROLE_WORKER);
-      if (options.with_disk) request.set_disk_uuid(agent::NewDiskUuid());
-      grpc::ClientContext join_ctx;
-      join_ctx.set_deadline(deadline);
-      v1::JoinTicket ticket;
-      st = stub->IssueJoinTicket(&join_ctx, request, &ticket);
-      WipeString(*ticket.mutable_disk_key());
-      WipeString(*ticket.mutable_kubeadm()->mutable_token());
-    }
-    double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    JoinAttempt attempt = JoinOnce(options, ak, name);
     if (!counted || !measuring) continue;  // warm-up, or finished after the window closed
-    if (st.ok()) {
-      stats.latencies_ms.push_back(ms);
+    if (attempt.status.ok()) {
+      stats.latencies_ms.push_back(attempt.ms);
     } else {
-      stats.errors[std::string(CodeName(static_cast<Code>(st.error_code())))]++;
+      stats.errors[attempt.error_class]++;
     }
   }
 }
@@ -153,6 +109,63 @@ Result<LoadResult> RunLoad(const LoadOptions& options, const SoftAk& ak) {
   std::sort(result.latencies_ms.begin(), result.latencies_ms.end());
   result.joins = static_cast<int64_t>(result.latencies_ms.size());
   return result;
+}
+
+JoinAttempt JoinOnce(const LoadOptions& options, const SoftAk& ak, const std::string& name) {
+  JoinAttempt out;
+  auto identity = agent::MakeClientIdentity(name);
+  if (!identity.ok()) {
+    out.status = identity.status();
+    out.error_class = "client-key";
+    return out;
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.ca_pem;
+  ssl.pem_private_key = std::string(identity->key_pem.view());
+  ssl.pem_cert_chain = identity->cert_pem;
+  grpc::ChannelArguments args;
+  if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own, like a node
+  auto channel = grpc::CreateCustomChannel(options.endpoint, grpc::SslCredentials(ssl), args);
+  WipeString(ssl.pem_private_key);
+  auto stub = v1::JoinService::NewStub(channel);
+
+  Clock::time_point start = Clock::now();
+  auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
+  grpc::ClientContext challenge_ctx;
+  challenge_ctx.set_deadline(deadline);
+  v1::ChallengeRequest challenge_request;
+  challenge_request.set_ak_public(ToString(ak.public_area()));
+  v1::ChallengeResponse challenge;
+  grpc::Status st = stub->Challenge(&challenge_ctx, challenge_request, &challenge);
+  if (st.ok()) {
+    Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), identity->spki_sha256);
+    auto evidence = ak.Quote(binding);
+    if (!evidence.ok()) {
+      out.status = evidence.status();
+      out.error_class = "quote";
+      return out;
+    }
+    v1::JoinRequest request;
+    *request.mutable_evidence() = std::move(*evidence);
+    request.set_nonce(challenge.nonce());
+    request.set_node_name(name);
+    request.set_role(v1::NODE_ROLE_WORKER);
+    if (options.with_disk) request.set_disk_uuid(agent::NewDiskUuid());
+    grpc::ClientContext join_ctx;
+    join_ctx.set_deadline(deadline);
+    v1::JoinTicket ticket;
+    st = stub->IssueJoinTicket(&join_ctx, request, &ticket);
+    WipeString(*ticket.mutable_disk_key());
+    WipeString(*ticket.mutable_kubeadm()->mutable_token());
+  }
+  out.ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  out.finished = Clock::now();
+  if (!st.ok()) {
+    out.status = Status(static_cast<Code>(st.error_code()), st.error_message());
+    out.error_class = std::string(CodeName(static_cast<Code>(st.error_code())));
+  }
+  return out;
 }
 
 // ---- the crypto floor ----

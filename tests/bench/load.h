@@ -35,6 +35,16 @@ struct LoadResult {
   double Percentile(double p) const;   // p in [0, 100]
 };
 
+// One node's join: a fresh TLS key and connection, Challenge, a quote bound to the nonce and
+// the key, IssueJoinTicket (a worker, named `name`). The ticket's secrets are wiped unread.
+struct JoinAttempt {
+  Status status;                // OK, or the first failed call's gRPC status
+  std::string error_class;      // the status's code name ("client-key"/"quote": local failures)
+  double ms = 0;                // from the first call to the answer
+  std::chrono::steady_clock::time_point finished;
+};
+JoinAttempt JoinOnce(const LoadOptions& options, const SoftAk& ak, const std::string& name);
+
 // Runs `options.concurrency` threads, each a node joining over and over: a fresh TLS key and
 // connection (as a booting node has), Challenge, a quote bound to the nonce and the key,
 // IssueJoinTicket. Latency runs from the connection's first call to the ticket.

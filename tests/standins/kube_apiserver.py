@@ -41,6 +41,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 
@@ -335,6 +336,8 @@ def make_handler(args, store):
                 return self.reply(503, status_body(503, "ServiceUnavailable",
                                                    "the server is currently unable to handle the request"),
                                   headers=[("Retry-After", "1")])
+            if args.delay_ms and self.command in ("POST", "PUT", "PATCH", "DELETE"):
+                time.sleep(args.delay_ms / 1000.0)  # outside the lock: requests overlap
             auth = self.authentication()
             if auth == "bad" or (auth == "anonymous" and url.path not in PUBLIC_PATHS):
                 return self.fail(401, "Unauthorized", "Unauthorized")
@@ -530,6 +533,8 @@ def main():
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", help="write the bound port here once listening (atomically)")
     p.add_argument("--record", help="JSONL file: one line per mutating request")
+    p.add_argument("--delay-ms", type=int, default=0,
+                   help="answer every mutating request this much later (an API server under load)")
     p.add_argument("--fail-first", type=int, default=0, help="answer the first N requests with 503")
     p.add_argument("--cluster-info-kubeconfig", help="served as cluster-info's kubeconfig key")
     p.add_argument("--version", default="v1.31.0", help="reported by /version")
