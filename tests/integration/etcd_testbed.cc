@@ -189,7 +189,7 @@ std::vector<std::string> HealthWatch::Stop() {
 
 // ---- EtcdTestbed ----
 
-EtcdTestbed::EtcdTestbed() {
+EtcdTestbed::EtcdTestbed(const EtcdTestbedOptions& options) : options_(options) {
   etcd_ = std::make_unique<EtcdCluster>(dir_.path(), 3);
   if (!etcd_->ok()) {
     error_ = etcd_->error();
@@ -216,7 +216,8 @@ EtcdTestbed::EtcdTestbed() {
   auto p = Subprocess::Start(
       {kPython, SourceDir() + "/tests/standins/kube_apiserver.py", "--cert", kube_pki_.server_pem,
        "--key", kube_pki_.server_key, "--token", kAdminToken, "--port", "0", "--port-file",
-       dir_.Join("apiserver.port"), "--record", dir_.Join("apiserver.jsonl")},
+       dir_.Join("apiserver.port"), "--record", dir_.Join("apiserver.jsonl"), "--delay-ms",
+       std::to_string(options_.api_delay_ms)},
       dir_.Join("apiserver.log"));
   if (!p.ok()) {
     error_ = p.status().ToString();
@@ -293,6 +294,10 @@ TestNode& EtcdTestbed::AddNode(const std::string& name, bool control_plane) {
 }
 
 std::string EtcdTestbed::WritePolicy() {
+  if (!options_.policy.empty()) {
+    MustWrite(dir_.Join("policy.yaml"), options_.policy);
+    return dir_.Join("policy.yaml");
+  }
   std::string policy = "tpm:\n  trusted_aks:\n";
   std::string pcrs;
   for (const auto& [name, node] : nodes_) {
@@ -309,14 +314,14 @@ std::string EtcdTestbed::WritePolicy() {
   return path;
 }
 
-bool EtcdTestbed::StartBerthd(int replica) {
+bool EtcdTestbed::StartBerthd(int replica, int port) {
   const std::string policy = WritePolicy();
   const std::string tag = "berthd-" + std::to_string(replica);
   std::string endpoints;
   for (const auto& u : etcd_->ClientUrls()) endpoints += (endpoints.empty() ? "" : ",") + u;
   std::vector<std::string> argv = {BuildDir() + "/server/berthd",
                                    "--listen",
-                                   "127.0.0.1:0",
+                                   "127.0.0.1:" + std::to_string(port),
                                    "--port-file",
                                    dir_.Join(tag + ".port"),
                                    "--tls-cert",
@@ -351,6 +356,8 @@ bool EtcdTestbed::StartBerthd(int replica) {
                                    dir_.Join(tag + ".admin-port"),
                                    "--operator-ca",
                                    dir_.Join("operator/ca.pem")};
+  std::remove(dir_.Join(tag + ".port").c_str());
+  std::remove(dir_.Join(tag + ".admin-port").c_str());
   auto p = Subprocess::Start(argv, BerthdLog(replica));
   if (!p.ok()) return false;
   berthd_[replica] = std::move(*p);
@@ -362,6 +369,8 @@ bool EtcdTestbed::StartBerthd(int replica) {
   }
   return true;
 }
+
+void EtcdTestbed::KillBerthd(int replica) { berthd_.at(replica).Stop(SIGKILL); }
 
 std::string EtcdTestbed::BerthdEndpoint(int replica) const {
   return "127.0.0.1:" + std::to_string(berthd_ports_.at(replica));

@@ -70,9 +70,14 @@ class HealthWatch {
   std::thread thread_;
 };
 
+struct EtcdTestbedOptions {
+  int api_delay_ms = 0;  // the API server stand-in answers writes this much later (--delay-ms)
+  std::string policy;    // berthd's policy instead of the one made from the nodes' AKs
+};
+
 class EtcdTestbed {
  public:
-  EtcdTestbed();
+  explicit EtcdTestbed(const EtcdTestbedOptions& options = {});
   ~EtcdTestbed();
 
   bool ok() const { return error_.empty(); }
@@ -83,8 +88,12 @@ class EtcdTestbed {
   TestNode& AddNode(const std::string& name, bool control_plane);
   TestNode& node(const std::string& name) { return *nodes_.at(name); }
 
-  // Writes the policy and starts berthd replica `i` (0, 1, ...). Returns false on failure.
-  bool StartBerthd(int replica = 0);
+  // Writes the policy and starts berthd replica `i` (0, 1, ...) listening on `port` (0: any).
+  // Returns false on failure.
+  bool StartBerthd(int replica = 0, int port = 0);
+  // SIGKILL, as a crash would; StartBerthd(replica, its old port) restarts it where it was.
+  void KillBerthd(int replica = 0);
+  int berthd_port(int replica = 0) const { return berthd_ports_.at(replica); }
   std::string BerthdEndpoint(int replica = 0) const;
   std::string BerthdLog(int replica = 0) const;
   int admin_port(int replica = 0) const { return admin_ports_.at(replica); }
@@ -124,6 +133,7 @@ class EtcdTestbed {
   std::string WritePolicy();
 
   TempDir dir_;
+  EtcdTestbedOptions options_;
   std::string error_;
   std::unique_ptr<EtcdCluster> etcd_;
   TestPki join_pki_, kube_pki_;

@@ -1,5 +1,7 @@
 #include "tests/testing/etcd.h"
 
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -138,6 +140,8 @@ std::string EtcdCluster::PeerUrl(int i) const {
 std::string EtcdCluster::Name(int i) const { return members_.at(static_cast<size_t>(i)).name; }
 
 void EtcdCluster::Stop(int i) { members_.at(static_cast<size_t>(i)).process.Stop(); }
+
+void EtcdCluster::Kill(int i) { members_.at(static_cast<size_t>(i)).process.Stop(SIGKILL); }
 
 bool EtcdCluster::Restart(int i) {
   Member& m = members_.at(static_cast<size_t>(i));

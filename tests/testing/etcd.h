@@ -45,6 +45,8 @@ class EtcdCluster {
 
   // Stops member i (SIGTERM) and starts it again from its data directory.
   void Stop(int i);
+  // Kills member i (SIGKILL: no shutdown, as a crash or a power cut); Restart brings it back.
+  void Kill(int i);
   bool Restart(int i);
   bool running(int i);
 
