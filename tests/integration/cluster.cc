@@ -27,12 +27,18 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
 
 }  // namespace
 
-HostCluster::HostCluster(const SwtpmOptions& tpm) {
+HostCluster::HostCluster(const SwtpmOptions& tpm, const HostClusterNetwork& network)
+    : network_(network) {
   EXPECT_TRUE(MakeDirs(dir_.Join("join")).ok());
   EXPECT_TRUE(MakeDirs(dir_.Join("kube")).ok());
   EXPECT_TRUE(MakeDirs(node_root()).ok());
-  join_pki_ = MakeTestPki(dir_.Join("join"));
-  kube_pki_ = MakeTestPki(dir_.Join("kube"));
+  std::vector<std::string> berthd_ips, host_ips;
+  if (!network_.netns.empty()) {
+    berthd_ips = {network_.berthd_ip};
+    host_ips = {network_.host_ip};
+  }
+  join_pki_ = MakeTestPki(dir_.Join("join"), "localhost", berthd_ips);
+  kube_pki_ = MakeTestPki(dir_.Join("kube"), "localhost", host_ips);
   tpm_ = std::make_unique<Swtpm>(dir_.Join("tpm"), tpm);
   EXPECT_TRUE(tpm_->ok()) << tpm_->error();
   // The "boot" of this node: firmware and kernel measurements land in PCRs 0 and 4.
@@ -41,7 +47,9 @@ HostCluster::HostCluster(const SwtpmOptions& tpm) {
   MustWrite(dir_.Join("master.secret"), ToString(RandomBytes(32)), 0600);
   MustWrite(dir_.Join("kubeconfig"),
             "apiVersion: v1\nkind: Config\ncurrent-context: berth\n"
-            "clusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:PORT\n"
+            "clusters:\n- name: test\n  cluster:\n    server: https://" +
+                (network_.netns.empty() ? std::string("127.0.0.1") : network_.host_ip) +
+                ":PORT\n"
             "    certificate-authority: " + kube_pki_.ca_pem + "\n"
             "contexts:\n- name: berth\n  context: {cluster: test, user: berthd}\n"
             "users:\n- name: berthd\n  user:\n    token: " + std::string(kAdminToken) + "\n");
@@ -62,6 +70,8 @@ bool HostCluster::StartApiServer(const std::vector<std::string>& extra_flags) {
                                    "--port", "0",
                                    "--port-file", dir_.Join("apiserver.port"),
                                    "--record", dir_.Join("apiserver.jsonl")};
+  // berthd in its namespace reaches the API server at the host's end of the veth pair.
+  if (!network_.netns.empty()) argv.insert(argv.end(), {"--listen", "0.0.0.0"});
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   auto p = Subprocess::Start(argv, dir_.Join("apiserver.log"));
   if (!p.ok()) return false;
@@ -94,8 +104,9 @@ bool HostCluster::WritePolicyFromNode() {
 
 bool HostCluster::StartBerthd(int port, const std::vector<std::string>& extra_flags) {
   std::filesystem::remove(dir_.Join("berthd.port"));
+  const std::string listen_ip = network_.netns.empty() ? "127.0.0.1" : network_.berthd_ip;
   std::vector<std::string> argv = {BuildDir() + "/server/berthd",
-                                   "--listen", "127.0.0.1:" + std::to_string(port),
+                                   "--listen", listen_ip + ":" + std::to_string(port),
                                    "--port-file", dir_.Join("berthd.port"),
                                    "--tls-cert", join_pki_.server_pem,
                                    "--tls-key", join_pki_.server_key,
@@ -108,6 +119,7 @@ bool HostCluster::StartBerthd(int port, const std::vector<std::string>& extra_fl
                                    // Workers without node records; etcd_join_test.cc covers etcd.
                                    "--no-etcd"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  if (!network_.netns.empty()) argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", network_.netns});
   auto p = Subprocess::Start(argv, berthd_log());
   if (!p.ok()) return false;
   berthd_ = std::move(*p);
@@ -125,7 +137,8 @@ v1::EnrolmentConfig HostCluster::BaseEnrolment() const {
   v1::EnrolmentConfig c;
   c.set_version(1);
   c.set_cluster_id("berth-test");
-  c.add_endpoints("127.0.0.1:" + std::to_string(berthd_port_));
+  c.add_endpoints((network_.netns.empty() ? std::string("127.0.0.1") : network_.berthd_ip) + ":" +
+                  std::to_string(berthd_port_));
   c.set_cluster_ca_pem(join_pki_.ca_pem_text);
   c.set_role(v1::NODE_ROLE_WORKER);
   c.set_attestation(v1::ATTESTATION_KIND_TPM);

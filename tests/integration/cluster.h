@@ -21,10 +21,17 @@ struct AgentRun {
   std::string log;  // stdout+stderr
 };
 
+// berthd in a network namespace of its own (made by the test), reached over a veth pair.
+struct HostClusterNetwork {
+  std::string netns;      // berthd runs here (ip netns exec)
+  std::string berthd_ip;  // its address in the namespace: nodes connect to it
+  std::string host_ip;    // the host's end of the pair: berthd reaches the API server at it
+};
+
 class HostCluster {
  public:
   // `tpm` configures the node's swtpm (e.g. manufactured with an EK certificate).
-  explicit HostCluster(const SwtpmOptions& tpm = {});
+  explicit HostCluster(const SwtpmOptions& tpm = {}, const HostClusterNetwork& network = {});
   ~HostCluster();
 
   // Parts, started on demand so tests can order them (berthd late, API server failing...).
@@ -57,6 +64,7 @@ class HostCluster {
 
  private:
   TempDir dir_;
+  HostClusterNetwork network_;
   std::unique_ptr<Swtpm> tpm_;
   TestPki join_pki_;  // the cluster CA pinned in EnrolmentConfig, berthd's server cert
   TestPki kube_pki_;  // the Kubernetes CA and the API server's cert

@@ -337,6 +337,8 @@ def make_handler(args, store):
                                                    "the server is currently unable to handle the request"),
                                   headers=[("Retry-After", "1")])
             if args.delay_ms and self.command in ("POST", "PUT", "PATCH", "DELETE"):
+                sys.stderr.write("delaying %s %s by %d ms\n" % (self.command, url.path, args.delay_ms))
+                sys.stderr.flush()
                 time.sleep(args.delay_ms / 1000.0)  # outside the lock: requests overlap
             auth = self.authentication()
             if auth == "bad" or (auth == "anonymous" and url.path not in PUBLIC_PATHS):

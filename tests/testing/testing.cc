@@ -90,7 +90,8 @@ int UnusedPort() {
   return ntohs(addr.sin_port);
 }
 
-TestPki MakeTestPki(const std::string& dir, const std::string& server_name) {
+TestPki MakeTestPki(const std::string& dir, const std::string& server_name,
+                    const std::vector<std::string>& extra_ips) {
   TestPki pki;
   auto ca_key = GenerateP256Key();
   auto server_key = GenerateP256Key();
@@ -103,6 +104,8 @@ TestPki MakeTestPki(const std::string& dir, const std::string& server_name) {
                        .dns_names = {server_name, "localhost"},
                        .ip_addresses = {"127.0.0.1"},
                        .server_auth = true};
+  server_spec.ip_addresses.insert(server_spec.ip_addresses.end(), extra_ips.begin(),
+                                  extra_ips.end());
   auto server = IssueCert(server_spec, server_key->get(), ca->get(), ca_key->get());
   EXPECT_TRUE(server.ok()) << server.status().ToString();
   pki.ca_pem = dir + "/ca.pem";

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/crypto.h"
 
@@ -49,6 +50,8 @@ struct TestPki {
   std::string ca_pem, ca_key, server_pem, server_key;  // paths
   std::string ca_pem_text;
 };
-TestPki MakeTestPki(const std::string& dir, const std::string& server_name = "localhost");
+// `extra_ips` are added to the server certificate's IP addresses.
+TestPki MakeTestPki(const std::string& dir, const std::string& server_name = "localhost",
+                    const std::vector<std::string>& extra_ips = {});
 
 }  // namespace berth::testing
