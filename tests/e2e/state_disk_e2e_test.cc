@@ -20,6 +20,7 @@ namespace {
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
 using ::testing::Not;
 using ::testing::SizeIs;
@@ -250,6 +251,46 @@ TEST_P(PowerCutTest, TheNextBootResumesIntoAJoinedNode) {
 
 INSTANTIATE_TEST_SUITE_P(AfterEachFirstBootStep, PowerCutTest,
                          ::testing::Values("format", "mkfs", "mount", "kubeadm-join"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
+
+// The agent is SIGKILLed right after one step of the first boot and started again in the same
+// boot (systemd's Restart=on-abnormal): the volume may be open, mounted, PCR 15 extended. The
+// restarted agent ends with a joined node, one kubeadm join, and the data written then
+// survives a reboot.
+class AgentKillTest : public StateDiskE2eTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(AgentKillTest, TheRestartedAgentFinishesTheJoinInTheSameBoot) {
+  const std::string step = GetParam();
+  const std::string node = "node-kill-" + step;
+  const std::string data = HexEncode(RandomBytes(16));
+  GuestBoot boot = Boot(node, {"BERTH_KILL_AFTER=" + step, "BERTH_TEST_WRITE=" + data});
+  ASSERT_EQ(boot.outcome, "poweroff") << boot.Describe();
+  EXPECT_EQ(boot.Report("agent-killed"), "137") << boot.Describe();
+  ASSERT_THAT(boot.serial, HasSubstr("berth-fault: stopped after " + step));
+  ExpectMountedAndJoined(boot);
+  EXPECT_EQ(boot.Report("wrote"), data);
+  ASSERT_THAT(boot.kubeadm, SizeIs(1)) << boot.Describe();
+  EXPECT_THAT(boot.kubeadm[0], StartsWith("join ok node=" + node + " "));
+  agent::LuksHeader header = Header();
+  ASSERT_TRUE(header.is_berth()) << header.type << " " << header.label;
+
+  GuestBoot reboot = Boot(node);
+  ASSERT_EQ(reboot.outcome, "poweroff") << reboot.Describe();
+  ExpectMountedAndJoined(reboot);
+  EXPECT_EQ(reboot.Report("data"), data);
+  EXPECT_EQ(Header().uuid, header.uuid);
+  EXPECT_TRUE(Ran(reboot, "request-rejoin-ticket"));
+  EXPECT_THAT(reboot.kubeadm, IsEmpty());
+}
+
+INSTANTIATE_TEST_SUITE_P(AfterEachFirstBootStep, AgentKillTest,
+                         ::testing::Values("measure-enrolment", "request-ticket", "format",
+                                           "unlock", "mkfs", "mount", "kubeadm-join",
+                                           "release-keys"),
                          [](const auto& info) {
                            std::string name = info.param;
                            name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
