@@ -4,12 +4,15 @@
 
 #include "berth/v1/berth.grpc.pb.h"
 #include "server/join_logic.h"
+#include "server/metrics.h"
 
 namespace berth::server {
 
 class JoinServiceImpl final : public v1::JoinService::Service {
  public:
-  explicit JoinServiceImpl(JoinLogic* logic) : logic_(logic) {}
+  // `metrics` (may be null) counts each call's outcome and latency.
+  explicit JoinServiceImpl(JoinLogic* logic, Metrics* metrics = nullptr)
+      : logic_(logic), metrics_(metrics) {}
 
   grpc::Status Challenge(grpc::ServerContext* context, const v1::ChallengeRequest* request,
                          v1::ChallengeResponse* response) override;
@@ -20,6 +23,7 @@ class JoinServiceImpl final : public v1::JoinService::Service {
 
  private:
   JoinLogic* logic_;
+  Metrics* metrics_;
 };
 
 // The caller as TLS saw it: the SHA-256 of its client certificate's SPKI (empty when it
