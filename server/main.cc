@@ -1,8 +1,10 @@
 // berthd: flags -> BerthdConfig -> RunBerthd. Nothing else lives here.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "common/log.h"
 #include "server/berthd.h"
+#include "server/ec2_tags.h"
 #include "server/golden_ticket.h"
 
 int main(int argc, char** argv) {
@@ -59,6 +61,9 @@ int main(int argc, char** argv) {
   app.add_option("--sns-min-signature-version", c.sns.min_signature_version, "lowest SignatureVersion accepted (2: SHA256withRSA only)")->capture_default_str();
   app.add_option("--sns-max-age", sns_max_age, "oldest message Timestamp accepted, seconds")->capture_default_str();
   app.add_option("--ec2-preauth-ttl", preauth_ttl, "how long an EC2 running event pre-authorizes a join, seconds")->capture_default_str();
+  std::vector<std::string> required_tags;
+  app.add_option("--ec2-require-tag", required_tags, "KEY=VALUE: pre-authorize only instances with this tag (repeatable; AWS credentials from the environment)");
+  app.add_option("--ec2-endpoint", c.sns.ec2_endpoint, "EC2 API endpoint for DescribeTags (default https://ec2.{region}.amazonaws.com)");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
   c.nonce_ttl = std::chrono::seconds(nonce_ttl);
@@ -67,6 +72,12 @@ int main(int argc, char** argv) {
   c.approval_hold = std::chrono::milliseconds(approval_hold_ms);
   c.sns.max_age = std::chrono::seconds(sns_max_age);
   c.sns.preauth_ttl = std::chrono::seconds(preauth_ttl);
+  auto tags = berth::server::ParseRequiredTags(required_tags);
+  if (!tags.ok()) {
+    std::fprintf(stderr, "berthd: %s\n", tags.status().ToString().c_str());
+    return 2;
+  }
+  c.sns.required_tags = std::move(*tags);
   c.golden_tickets = berth::server::MakeGoldenTickets;  // the flavour this binary links
   berth::InitLogging("berthd", verbose);
   berth::Status status = berth::server::RunBerthd(c);

@@ -36,9 +36,13 @@ class CurlFetcher : public HttpsFetcher {
  public:
   CurlFetcher(std::string ca_file, long timeout_ms)
       : ca_file_(std::move(ca_file)), timeout_ms_(timeout_ms) {}
-  Result<std::string> Get(const std::string& url) override {
+  Result<std::string> Get(const std::string& url,
+                          const std::vector<std::string>& headers) override {
     CURL* c = curl_easy_init();
     if (c == nullptr) return Internal("curl_easy_init failed");
+    curl_slist* list = nullptr;
+    for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+    if (list != nullptr) curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     std::string body;
     char error[CURL_ERROR_SIZE] = {0};
     curl_easy_setopt(c, CURLOPT_URL, url.c_str());
@@ -55,6 +59,7 @@ class CurlFetcher : public HttpsFetcher {
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(list);
     if (rc != CURLE_OK) {
       return Unavailable("GET " + url + ": " +
                          (error[0] ? std::string(error) : curl_easy_strerror(rc)));

@@ -45,6 +45,10 @@ struct SnsConfig {
   std::chrono::seconds max_age{3600};  // SNS retries a delivery for up to an hour
   std::chrono::seconds max_skew{300};
   std::chrono::seconds preauth_ttl{3600};  // --ec2-preauth-ttl
+  // --ec2-require-tag KEY=VALUE: a "running" instance is pre-authorized only with all of these
+  // tags (asked from EC2, ec2_tags.h); empty: every instance.
+  std::map<std::string, std::string> required_tags;
+  std::string ec2_endpoint;  // --ec2-endpoint: DescribeTags endpoint (default: EC2's regional)
 };
 
 struct SnsMessage {
@@ -66,7 +70,9 @@ Result<std::string> SnsStringToSign(const SnsMessage& message);
 class HttpsFetcher {
  public:
   virtual ~HttpsFetcher() = default;
-  virtual Result<std::string> Get(const std::string& url) = 0;
+  // `headers` are extra request headers ("Name: value").
+  virtual Result<std::string> Get(const std::string& url,
+                                  const std::vector<std::string>& headers = {}) = 0;
 };
 // libcurl, https only, `ca_file` as the trust store (empty: the system's).
 std::unique_ptr<HttpsFetcher> MakeCurlHttpsFetcher(std::string ca_file, long timeout_ms = 10000);

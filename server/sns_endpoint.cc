@@ -145,6 +145,24 @@ SnsReply SnsHandler::OnEc2(const SnsMessage& m, const Ec2StateChange& e) {
   const std::string key = Ec2PreauthorizationKey(e.instance_id);
   if (e.state == "running") {
     v1::SnsEc2Preauthorization p;
+    if (!config_.required_tags.empty()) {
+      if (tags_ == nullptr) {
+        return done({500, "instance tags are required and this berthd cannot ask EC2 for them"},
+                    "failed", "");
+      }
+      auto tags = tags_->Tags(e.region, e.instance_id);
+      if (!tags.ok()) return done({503, tags.status().message()}, "failed", "");
+      for (const auto& [key, want] : config_.required_tags) {
+        auto it = tags->find(key);
+        if (it == tags->end() || it->second != want) {
+          return done({200, "instance " + e.instance_id + " is not pre-authorized: its tag " + key +
+                                (it == tags->end() ? " is missing" : " is \"" + it->second + "\"") +
+                                ", not \"" + want + "\""},
+                      "filtered", " tag=" + key);
+        }
+      }
+      for (const auto& [key, value] : *tags) (*p.mutable_tags())[key] = value;
+    }
     p.set_version(1);
     p.set_instance_id(e.instance_id);
     p.set_region(e.region);
@@ -190,6 +208,7 @@ SnsReply SnsHandler::OnEc2(const SnsMessage& m, const Ec2StateChange& e) {
 struct SnsEndpoint::Impl {
   std::unique_ptr<HttpsFetcher> fetcher;
   std::unique_ptr<SnsVerifier> verifier;
+  std::unique_ptr<Ec2TagSource> tags;
   std::unique_ptr<SnsHandler> handler;
   std::unique_ptr<httplib::SSLServer> server;
   std::thread thread;
@@ -209,6 +228,12 @@ Result<std::unique_ptr<SnsEndpoint>> SnsEndpoint::Start(const SnsConfig& config,
   BERTH_ASSIGN_OR_RETURN(impl.verifier, SnsVerifier::Create(config, impl.fetcher.get(), clock));
   impl.handler = std::make_unique<SnsHandler>(config, impl.verifier.get(), impl.fetcher.get(),
                                               store, admin, clock, metrics);
+  if (!config.required_tags.empty()) {
+    BERTH_ASSIGN_OR_RETURN(AwsCredentials credentials, AwsCredentialsFromEnvironment());
+    impl.tags = MakeEc2TagSource(std::move(credentials), config.ec2_endpoint, impl.fetcher.get(),
+                                 clock);
+    impl.handler->set_tag_source(impl.tags.get());
+  }
   impl.server =
       std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
   if (!impl.server->is_valid()) {

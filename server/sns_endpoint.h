@@ -8,7 +8,8 @@
 //     Action=ConfirmSubscription; berthd GETs it (confirming the subscription);
 //   UnsubscribeConfirmation: logged;
 //   Notification with an EventBridge "EC2 Instance State-change Notification" (source aws.ec2):
-//     "running"    -> the instance is pre-authorized for one join (admission.h);
+//     "running"    -> the instance is pre-authorized for one join (admission.h), when it has
+//                     every --ec2-require-tag (asked from EC2, ec2_tags.h);
 //     "terminated" -> its pre-authorization is deleted and every node that joined as that
 //                     instance is revoked (node_admin.h: record, tokens, etcd member);
 //     other states and other messages are acknowledged and ignored.
@@ -20,6 +21,7 @@
 #include <string>
 
 #include "common/clock.h"
+#include "server/ec2_tags.h"
 #include "server/metrics.h"
 #include "server/node_admin.h"
 #include "server/node_store.h"
@@ -53,6 +55,11 @@ class SnsHandler {
         clock_(clock),
         metrics_(metrics) {}
 
+  // Where the tags of "running" instances come from when `config.required_tags` is set
+  // (ec2_tags.h); it outlives the handler. Without one, such a configuration refuses every
+  // instance (fail closed).
+  void set_tag_source(Ec2TagSource* tags) { tags_ = tags; }
+
   // `type_header` is x-amz-sns-message-type (may be empty).
   SnsReply Handle(const std::string& type_header, const std::string& body);
 
@@ -67,6 +74,7 @@ class SnsHandler {
   NodeAdmin* admin_;
   Clock* clock_;
   Metrics* metrics_;
+  Ec2TagSource* tags_ = nullptr;
 };
 
 class SnsEndpoint {

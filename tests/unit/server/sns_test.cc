@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/bootstrap_token.h"
+#include "server/ec2_tags.h"
 #include "server/metrics.h"
 #include "server/sns_endpoint.h"
 #include "tests/unit/server/lifecycle_fixture.h"
@@ -30,14 +31,17 @@ const std::string kInstance = "i-0123456789abcdef0";
 
 class FakeFetcher : public HttpsFetcher {
  public:
-  Result<std::string> Get(const std::string& url) override {
+  Result<std::string> Get(const std::string& url,
+                          const std::vector<std::string>& request_headers) override {
     gets.push_back(url);
+    headers.push_back(request_headers);
     auto it = bodies.find(url);
     if (it == bodies.end()) return Unavailable("GET " + url + ": HTTP 404");
     return it->second;
   }
   std::map<std::string, std::string> bodies;
   std::vector<std::string> gets;
+  std::vector<std::vector<std::string>> headers;
 };
 
 std::string Base64(const Bytes& b) {
@@ -361,6 +365,125 @@ TEST_F(SnsTest, MalformedEc2EventIsRefusedAndNonEc2EventsAreIgnored) {
   spoofed["source"] = "custom.app";
   EXPECT_EQ(Post(Message("Notification", spoofed.dump())).status, 400);
   EXPECT_FALSE(store_.GetValue(Ec2PreauthorizationKey(kInstance))->has_value());
+}
+
+// ---- instance tags (--ec2-require-tag) ----
+
+class FakeTags : public Ec2TagSource {
+ public:
+  Result<std::map<std::string, std::string>> Tags(const std::string& region,
+                                                  const std::string& instance_id) override {
+    asked.push_back(region + "/" + instance_id);
+    return answer;
+  }
+  Result<std::map<std::string, std::string>> answer = std::map<std::string, std::string>{};
+  std::vector<std::string> asked;
+};
+
+TEST_F(SnsTest, RunningInstancesArePreauthorizedOnlyWithTheRequiredTags) {
+  config_.required_tags = {{"berth-cluster", "prod"}};
+  MakeHandler();
+  FakeTags tags;
+  handler_->set_tag_source(&tags);
+  tags.answer = std::map<std::string, std::string>{{"berth-cluster", "staging"}, {"Name", "x"}};
+  SnsReply r = Post(Message("Notification", Ec2Event(kInstance, "running")));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body,
+            "instance " + kInstance +
+                " is not pre-authorized: its tag berth-cluster is \"staging\", not \"prod\"");
+  EXPECT_FALSE(store_.GetValue(Ec2PreauthorizationKey(kInstance))->has_value());
+  tags.answer = std::map<std::string, std::string>{{"Name", "x"}};
+  EXPECT_THAT(Post(Message("Notification", Ec2Event(kInstance, "running"))).body,
+              HasSubstr("its tag berth-cluster is missing"));
+  EXPECT_FALSE(store_.GetValue(Ec2PreauthorizationKey(kInstance))->has_value());
+
+  // EC2 unreachable: 503 and the message is forgotten, so SNS's retry is processed.
+  nlohmann::json later = Message("Notification", Ec2Event(kInstance, "running"));
+  tags.answer = Unavailable("EC2 DescribeTags: timeout");
+  EXPECT_EQ(Post(later).status, 503);
+  tags.answer = std::map<std::string, std::string>{{"berth-cluster", "prod"}, {"Name", "n1"}};
+  r = Post(later);
+  EXPECT_EQ(r.status, 200) << r.body;
+  auto stored = store_.GetValue(Ec2PreauthorizationKey(kInstance));
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  v1::SnsEc2Preauthorization p;
+  ASSERT_TRUE(RecordFromJson((*stored)->key, (*stored)->value, &p).ok());
+  EXPECT_EQ(p.tags().at("berth-cluster"), "prod");
+  EXPECT_EQ(p.tags().at("Name"), "n1");
+  EXPECT_EQ(tags.asked.back(), "eu-west-1/" + kInstance);
+  EXPECT_THAT(metrics_.Exposition(),
+              HasSubstr("berth_ec2_events_total{state=\"running\",action=\"filtered\"} 2\n"));
+}
+
+TEST_F(SnsTest, RequiredTagsWithoutATagSourceRefuseEveryInstance) {
+  config_.required_tags = {{"berth-cluster", "prod"}};
+  MakeHandler();
+  EXPECT_EQ(Post(Message("Notification", Ec2Event(kInstance, "running"))).status, 500);
+  EXPECT_FALSE(store_.GetValue(Ec2PreauthorizationKey(kInstance))->has_value());
+}
+
+TEST(Ec2TagsTest, SigV4MatchesAwsDocumentedExample) {
+  // docs.aws.amazon.com, "Signature Calculations for the Authorization Header", GET Object.
+  SigV4Request r;
+  r.path = "/test.txt";
+  r.headers = {
+      {"host", "examplebucket.s3.amazonaws.com"},
+      {"range", "bytes=0-9"},
+      {"x-amz-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"x-amz-date", "20130524T000000Z"}};
+  AwsCredentials c;
+  c.access_key_id = "AKIAIOSFODNN7EXAMPLE";
+  std::string secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+  c.secret_access_key = SecretBytes::TakeFrom(secret);
+  EXPECT_EQ(SigV4Authorization(r, c, "us-east-1", "s3"),
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+            "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+  EXPECT_EQ(AwsUriEncode("a b/c~d"), "a%20b%2Fc~d");
+}
+
+TEST(Ec2TagsTest, DescribeTagsIsSignedAndItsAnswerParsed) {
+  FakeFetcher fetcher;
+  FakeClock clock(1'369'353'600);  // 2013-05-24T00:00:00Z
+  AwsCredentials c;
+  c.access_key_id = "AKIAIOSFODNN7EXAMPLE";
+  std::string secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+  c.secret_access_key = SecretBytes::TakeFrom(secret);
+  c.session_token = "session-token";
+  const std::string url =
+      "https://ec2.eu-west-1.amazonaws.com/?Action=DescribeTags&Filter.1.Name=resource-id&"
+      "Filter.1.Value.1=" +
+      kInstance + "&Version=2016-11-15";
+  fetcher.bodies[url] =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      "<DescribeTagsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\n"
+      "  <requestId>7a62c49f-347e-4fc4-9331-6e8eEXAMPLE</requestId>\n  <tagSet>\n"
+      "    <item><resourceId>" +
+      kInstance +
+      "</resourceId><resourceType>instance</resourceType>"
+      "<key>berth-cluster</key><value>prod &amp; co</value></item>\n"
+      "    <item><resourceId>" +
+      kInstance +
+      "</resourceId><resourceType>instance</resourceType>"
+      "<key>empty</key><value/></item>\n  </tagSet>\n</DescribeTagsResponse>\n";
+  auto source = MakeEc2TagSource(std::move(c), "", &fetcher, &clock);
+  auto tags = source->Tags("eu-west-1", kInstance);
+  ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+  EXPECT_EQ(*tags,
+            (std::map<std::string, std::string>{{"berth-cluster", "prod & co"}, {"empty", ""}}));
+  ASSERT_EQ(fetcher.headers.size(), 1u);
+  const auto& h = fetcher.headers[0];
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_THAT(h[0], ::testing::StartsWith(
+                        "Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/"
+                        "eu-west-1/ec2/aws4_request, SignedHeaders=host;x-amz-date;"
+                        "x-amz-security-token, Signature="));
+  EXPECT_EQ(h[1], "X-Amz-Date: 20130524T000000Z");
+  EXPECT_EQ(h[2], "X-Amz-Security-Token: session-token");
+  EXPECT_EQ(source->Tags("us-east-1", kInstance).status().code(), Code::kUnavailable);
+  EXPECT_EQ(ParseDescribeTagsResponse("<Error/>").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ParseRequiredTags({"a=b", "c="})->at("c"), "");
+  EXPECT_EQ(ParseRequiredTags({"=b"}).status().code(), Code::kInvalidArgument);
 }
 
 TEST(SnsVerifierTest, ConfigurationWithoutAPinIsRefused) {
