@@ -356,7 +356,8 @@ class Boot {
           "join ticket", [&](const std::string& endpoint, Attestation attestation,
                              const std::string& nonce) {
             v1::JoinRequest request;
-            *request.mutable_evidence() = std::move(attestation.evidence);
+            // A golden-ticket join carries the ticket instead of evidence, not an empty one.
+            if (!golden_.has_value()) *request.mutable_evidence() = std::move(attestation.evidence);
             request.set_activated_credential(std::string(attestation.activated_credential.view()));
             request.set_nonce(nonce);
             request.set_node_name(node_);
