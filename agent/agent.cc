@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <regex>
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
@@ -203,7 +204,14 @@ class Boot {
     config_ = prepared->config;
     config_file_ = prepared->file;
     node_ = prepared->node_name;
-    BERTH_RETURN_IF_ERROR(OpenAttester());
+    if (config_.has_golden_ticket()) {
+      // Debug enrolment instead of attestation (golden_ticket.h); release builds refuse.
+      if (deps_.read_golden_ticket == nullptr) return GoldenTicketRefused();
+      BERTH_ASSIGN_OR_RETURN(golden_, deps_.read_golden_ticket(config_, node_, deps_.clock->NowUnix()));
+    } else {
+      BERTH_RETURN_IF_ERROR(OpenAttester());
+    }
+    ec2_instance_id_ = Ec2InstanceId();
     BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
     transport_ = deps_.make_transport(identity_, config_);
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(PrepareControlPlane());
@@ -299,6 +307,7 @@ class Boot {
                                                    const std::string& nonce)>& call) {
     std::function<Result<T>(const std::string&)> attempt =
         [&](const std::string& endpoint) -> Result<T> {
+      if (golden_.has_value()) return call(endpoint, Attestation{}, "");  // no evidence to bind
       BERTH_ASSIGN_OR_RETURN(v1::ChallengeRequest challenge_request,
                              attester_->MakeChallengeRequest());
       BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
@@ -308,16 +317,24 @@ class Boot {
       if (!attestation.ok()) return attestation.status().WithContext("collecting evidence");
       return call(endpoint, std::move(*attestation), challenge.nonce());
     };
+    std::optional<std::chrono::milliseconds> hinted;
+    auto server_delay = [&] {
+      hinted = transport_->TakeRetryAfter();
+      return hinted;
+    };
     auto on_retry = [&](const std::string& endpoint, const Status& st,
                         std::chrono::milliseconds d) {
       spdlog::warn("{} from {} failed, retrying in {} ms: {}", what, endpoint, d.count(),
                    st.ToString());
-      deps_.notifier->Status("waiting for berthd (" + std::string(CodeName(st.code())) +
-                             " from " + endpoint + ")");
+      // berthd said when to call again: it is waiting for something (an operator's approval),
+      // and its message says what.
+      deps_.notifier->Status(hinted ? "waiting: " + st.message()
+                                    : "waiting for berthd (" + std::string(CodeName(st.code())) +
+                                          " from " + endpoint + ")");
     };
     std::vector<std::string> endpoints(config_.endpoints().begin(), config_.endpoints().end());
-    Result<T> result =
-        CallWithRetry<T>(endpoints, options_.retry, *deps_.clock, attempt, on_retry);
+    Result<T> result = CallWithRetry<T>(endpoints, options_.retry, *deps_.clock, attempt,
+                                        on_retry, server_delay);
     if (!result.ok()) {
       const Status& st = result.status();
       if (st.code() == Code::kPermissionDenied) {
@@ -339,12 +356,15 @@ class Boot {
           "join ticket", [&](const std::string& endpoint, Attestation attestation,
                              const std::string& nonce) {
             v1::JoinRequest request;
-            *request.mutable_evidence() = std::move(attestation.evidence);
+            // A golden-ticket join carries the ticket instead of evidence, not an empty one.
+            if (!golden_.has_value()) *request.mutable_evidence() = std::move(attestation.evidence);
             request.set_activated_credential(std::string(attestation.activated_credential.view()));
             request.set_nonce(nonce);
             request.set_node_name(node_);
             request.set_role(config_.role());
             request.set_disk_uuid(disk_uuid);
+            if (golden_.has_value()) *request.mutable_golden_ticket() = *golden_;
+            request.set_ec2_instance_id(ec2_instance_id_);
             if (ControlPlane()) {
               for (const auto& a : etcd_endpoints_.addresses) request.add_node_addresses(a);
               request.set_etcd_csr(ToString(etcd_keys_->server_csr));
@@ -402,6 +422,7 @@ class Boot {
   static void Scrub(v1::JoinTicket& t) {
     WipeString(*t.mutable_disk_key());
     WipeString(*t.mutable_kubeadm()->mutable_token());
+    WipeString(*t.mutable_discovery_kubeconfig());
   }
 
   // With a state disk, what kubeadm wrote there is flushed within the step, so a node whose
@@ -409,10 +430,16 @@ class Boot {
   Status KubeadmJoin(const v1::JoinTicket& ticket) {
     Status joined = Timed(Step::kKubeadmJoin, "running kubeadm join", [&] {
       ControlPlaneJoin cp{.advertise_address = AdvertiseAddress()};
+      // berthd --discovery file: kubeadm reads the cluster and the token from a kubeconfig,
+      // written beside the JoinConfiguration.
+      const bool file = !ticket.discovery_kubeconfig().empty();
       SecretBytes join_config =
-          RenderJoinConfiguration(ticket.kubeadm(), node_, ControlPlane() ? &cp : nullptr);
-      BERTH_RETURN_IF_ERROR(
-          RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root, join_config));
+          RenderJoinConfiguration(ticket.kubeadm(), node_, ControlPlane() ? &cp : nullptr,
+                                  file ? JoinRoot(options_.root, kDiscoveryKubeconfigPath) : "");
+      SecretBytes discovery(ticket.discovery_kubeconfig().data(),
+                            ticket.discovery_kubeconfig().size());
+      BERTH_RETURN_IF_ERROR(RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root,
+                                           join_config, file ? &discovery : nullptr));
       return disk_ ? disk_->Sync().WithContext("flushing the state disk") : OkStatus();
     });
     if (!joined.ok()) return joined.WithContext("joining the cluster");
@@ -527,6 +554,10 @@ class Boot {
   }
 
   Status LaterBoot() {
+    if (golden_.has_value()) {
+      return FailedPrecondition("a golden ticket admits one first join, and this node's state "
+                                "disk is already a berth disk: a later boot needs attestation");
+    }
     BERTH_ASSIGN_OR_RETURN(std::string uuid, disk_->BerthUuid());
     BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
     BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
@@ -569,6 +600,19 @@ class Boot {
   EtcdEndpoints etcd_endpoints_;
   std::unique_ptr<EtcdKeys> etcd_keys_;
   std::string rejoin_crl_;
+  std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
+  std::string ec2_instance_id_;
+
+  // The EC2 instance ID to claim: the option, else the DMI board asset tag (Nitro instances
+  // carry their instance ID there), else none.
+  std::string Ec2InstanceId() const {
+    if (!options_.ec2_instance_id.empty()) return options_.ec2_instance_id;
+    auto tag = ReadFile(JoinRoot(options_.root, kDmiAssetTagPath), 256);
+    if (!tag.ok()) return "";
+    std::string id = TrimWhitespace(*tag);
+    static const std::regex kId("^i-([0-9a-f]{8}|[0-9a-f]{17})$");
+    return std::regex_match(id, kId) ? id : "";
+  }
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "agent/etcd_join.h"
+#include "agent/golden_ticket.h"
 #include "agent/join_client.h"
 #include "agent/sev_guest.h"
 #include "agent/state_disk.h"
@@ -44,7 +45,13 @@ struct AgentOptions {
   int etcd_peer_port = 2380;
   int etcd_client_port = 2379;
   std::chrono::seconds etcd_wait{900};
+  // The EC2 instance this node claims to be (docs/lifecycle.md "Cloud events"); empty: the
+  // DMI board asset tag under root, when it is an instance ID (Nitro instances carry it there).
+  std::string ec2_instance_id;
 };
+
+// Where Linux exposes the DMI board asset tag, which holds the instance ID on EC2 Nitro.
+inline constexpr char kDmiAssetTagPath[] = "/sys/devices/virtual/dmi/id/board_asset_tag";
 
 // systemd's view of the agent (sd_notify); a fake records it in tests.
 class Notifier {
@@ -74,6 +81,9 @@ struct AgentDeps {
   // Control planes: starting the node's etcd, and a client to watch it become a member.
   EtcdService* etcd = nullptr;
   std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;
+  // Golden tickets (golden_ticket.h): the reader of the flavour berth-agent links. Null: a
+  // release build, which refuses an EnrolmentConfig that carries one.
+  GoldenTicketReader read_golden_ticket = nullptr;
 };
 
 // The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.

@@ -66,7 +66,30 @@ class GrpcJoinTransport : public JoinTransport {
                                   });
   }
 
+  std::optional<std::chrono::milliseconds> TakeRetryAfter() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto out = retry_after_;
+    retry_after_.reset();
+    return out;
+  }
+
  private:
+  void RememberRetryAfter(const grpc::ClientContext& ctx) {
+    std::optional<std::chrono::milliseconds> hint;
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find(kRetryAfterMetadata); it != trailers.end()) {
+      std::string value(it->second.data(), it->second.size());
+      char* end = nullptr;
+      long ms = std::strtol(value.c_str(), &end, 10);
+      // At most a minute: a server cannot park a node for longer than its own backoff would.
+      if (!value.empty() && *end == '\0' && ms >= 0 && ms <= 60000) {
+        hint = std::chrono::milliseconds(ms);
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    retry_after_ = hint;
+  }
+
   v1::JoinService::Stub& StubFor(const std::string& endpoint) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = stubs_.find(endpoint);
@@ -86,6 +109,7 @@ class GrpcJoinTransport : public JoinTransport {
     ctx.set_deadline(std::chrono::system_clock::now() + timeout_);
     Response response;
     grpc::Status status = fn(StubFor(endpoint), &ctx, &response);
+    RememberRetryAfter(ctx);
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
       // A channel that failed to connect waits out gRPC's own reconnect backoff (tens of
       // seconds); the agent's loop already paces retries, so the next call gets a new channel.
@@ -101,6 +125,7 @@ class GrpcJoinTransport : public JoinTransport {
   std::chrono::milliseconds timeout_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::JoinService::Stub>> stubs_;
+  std::optional<std::chrono::milliseconds> retry_after_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace

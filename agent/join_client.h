@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <random>
 #include <string>
@@ -35,6 +36,9 @@ class JoinTransport {
                                                  const v1::JoinRequest& request) = 0;
   virtual Result<v1::RejoinTicket> IssueRejoinTicket(const std::string& endpoint,
                                                      const v1::RejoinRequest& request) = 0;
+  // berthd's "call again after this long" on the last failed call (kRetryAfterMetadata), taken
+  // once: a node pending approval calls again at once instead of backing off.
+  virtual std::optional<std::chrono::milliseconds> TakeRetryAfter() { return std::nullopt; }
 };
 
 // gRPC over TLS: berthd's certificate must chain to `cluster_ca_pem` and name
@@ -58,24 +62,32 @@ std::chrono::milliseconds BackoffDelay(const RetryPolicy& policy, int attempt, s
 // Runs `attempt(endpoint)` against each endpoint in turn until it succeeds. A retryable
 // status (IsRetryable) moves on to the next endpoint after a backoff delay; any other status
 // is returned at once. `on_retry` is told about each failure (for logs and sd_notify).
-// No endpoints at all is kInvalidArgument, without a call.
+// `server_delay`, when given, is asked after each retryable failure whether the server said
+// when to call again; that delay replaces the backoff (and does not grow it), and the call goes
+// to the same endpoint. No endpoints at all is kInvalidArgument, without a call.
 template <typename T>
-Result<T> CallWithRetry(const std::vector<std::string>& endpoints, const RetryPolicy& policy,
-                        Clock& clock,
-                        const std::function<Result<T>(const std::string& endpoint)>& attempt,
-                        const std::function<void(const std::string&, const Status&,
-                                                 std::chrono::milliseconds)>& on_retry) {
+Result<T> CallWithRetry(
+    const std::vector<std::string>& endpoints, const RetryPolicy& policy, Clock& clock,
+    const std::function<Result<T>(const std::string& endpoint)>& attempt,
+    const std::function<void(const std::string&, const Status&, std::chrono::milliseconds)>&
+        on_retry,
+    const std::function<std::optional<std::chrono::milliseconds>()>& server_delay = {}) {
   if (endpoints.empty()) return InvalidArgument("no endpoints to call");
   std::mt19937_64 rng(std::random_device{}());
   Status last = Unavailable("no endpoints");
+  size_t next = 0;
+  int backoffs = 0;
   for (int n = 0; policy.max_attempts == 0 || n < policy.max_attempts; ++n) {
-    const std::string& endpoint = endpoints[static_cast<size_t>(n) % endpoints.size()];
+    const std::string& endpoint = endpoints[next % endpoints.size()];
     Result<T> result = attempt(endpoint);
     if (result.ok()) return result;
     last = result.status();
     if (!IsRetryable(last)) return last;
     if (policy.max_attempts != 0 && n + 1 >= policy.max_attempts) break;
-    auto delay = BackoffDelay(policy, n, rng);
+    std::optional<std::chrono::milliseconds> hinted;
+    if (server_delay) hinted = server_delay();
+    if (!hinted) ++next;
+    auto delay = hinted ? *hinted : BackoffDelay(policy, backoffs++, rng);
     on_retry(endpoint, last, delay);
     clock.Sleep(delay);
   }

@@ -30,11 +30,35 @@ Status ValidateJoinTicket(const v1::JoinTicket& ticket, bool want_disk_key) {
   for (const auto& h : k.ca_cert_hashes()) {
     if (!std::regex_match(h, kHash)) return bad("CA certificate hash \"" + h + "\" is not sha256:<hex>");
   }
+  if (!ticket.discovery_kubeconfig().empty()) {
+    // kubeadm trusts the CA in it: it must be a kubeconfig with an https cluster, a CA and the
+    // ticket's token as its user.
+    try {
+      YAML::Node kc = YAML::Load(ticket.discovery_kubeconfig());
+      YAML::Node cluster = kc["clusters"] && kc["clusters"].IsSequence() && kc["clusters"].size() == 1
+                               ? kc["clusters"][0]["cluster"]
+                               : YAML::Node();
+      if (!cluster || !cluster["server"] ||
+          !cluster["server"].as<std::string>().starts_with("https://") ||
+          !cluster["certificate-authority-data"]) {
+        return bad("the discovery kubeconfig has no https cluster with a CA");
+      }
+      YAML::Node user = kc["users"] && kc["users"].IsSequence() && kc["users"].size() == 1
+                            ? kc["users"][0]["user"]
+                            : YAML::Node();
+      if (!user || !user["token"] || user["token"].as<std::string>() != k.token()) {
+        return bad("the discovery kubeconfig's user is not the ticket's bootstrap token");
+      }
+    } catch (const YAML::Exception&) {
+      return bad("the discovery kubeconfig is not YAML");
+    }
+  }
   return OkStatus();
 }
 
 SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name,
-                                    const ControlPlaneJoin* control_plane) {
+                                    const ControlPlaneJoin* control_plane,
+                                    const std::string& discovery_file) {
   // Values are double-quoted: kubeadm converts YAML to JSON without type hints, so a plain
   // scalar such as a node named "123" or "no" would reach it as a number or a boolean.
   YAML::Emitter out;
@@ -42,13 +66,19 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
   out << YAML::Key << "apiVersion" << YAML::Value << "kubeadm.k8s.io/v1beta4";
   out << YAML::Key << "kind" << YAML::Value << "JoinConfiguration";
   out << YAML::Key << "discovery" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "bootstrapToken" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "apiServerEndpoint" << YAML::Value << YAML::DoubleQuoted
-      << join.api_server_endpoint();
-  out << YAML::Key << "token" << YAML::Value << YAML::DoubleQuoted << join.token();
-  out << YAML::Key << "caCertHashes" << YAML::Value << YAML::BeginSeq;
-  for (const auto& h : join.ca_cert_hashes()) out << YAML::DoubleQuoted << h;
-  out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
+  if (!discovery_file.empty()) {
+    out << YAML::Key << "file" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "kubeConfigPath" << YAML::Value << YAML::DoubleQuoted << discovery_file;
+    out << YAML::EndMap << YAML::EndMap;
+  } else {
+    out << YAML::Key << "bootstrapToken" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "apiServerEndpoint" << YAML::Value << YAML::DoubleQuoted
+        << join.api_server_endpoint();
+    out << YAML::Key << "token" << YAML::Value << YAML::DoubleQuoted << join.token();
+    out << YAML::Key << "caCertHashes" << YAML::Value << YAML::BeginSeq;
+    for (const auto& h : join.ca_cert_hashes()) out << YAML::DoubleQuoted << h;
+    out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;
+  }
   out << YAML::Key << "nodeRegistration" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << node_name;
   out << YAML::EndMap;
@@ -70,14 +100,19 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
 }
 
 Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const std::string& root,
-                      const SecretBytes& config) {
+                      const SecretBytes& config, const SecretBytes* discovery_kubeconfig) {
   const std::string path = JoinRoot(root, kJoinConfigPath);
+  const std::string discovery_path = JoinRoot(root, kDiscoveryKubeconfigPath);
   BERTH_RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/')), 0700));
-  BERTH_RETURN_IF_ERROR(WriteFileAtomic(path, config.span(), 0600));
-  auto result = runner.Run({kubeadm, "join", "--config", path});
+  if (discovery_kubeconfig != nullptr) {
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(discovery_path, discovery_kubeconfig->span(), 0600));
+  }
+  Status written = WriteFileAtomic(path, config.span(), 0600);
+  auto result = written.ok() ? runner.Run({kubeadm, "join", "--config", path})
+                             : Result<ProcessResult>(written);
   // kubeadm has read the token by now; it must not outlive the call on disk.
-  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus("removing " + path);
+  for (const std::string& p : {path, discovery_path}) {
+    if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("removing " + p);
   }
   if (!result.ok()) return result.status().WithContext("running kubeadm");
   if (!result->success()) {

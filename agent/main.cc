@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include "agent/agent.h"
+#include "agent/golden_ticket.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--etcd-peer-port", o.etcd_peer_port, "control planes: etcd peer port")->capture_default_str();
   app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
   app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--ec2-instance-id", o.ec2_instance_id, "EC2 instance ID to claim (default: the DMI board asset tag, as Nitro instances carry it)");
   app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   o.etcd_wait = std::chrono::seconds(etcd_wait);
   berth::InitLogging("berth-agent", verbose);
   berth::agent::AgentDeps deps = berth::agent::RealAgentDeps();
+  deps.read_golden_ticket = berth::agent::ReadGoldenTicket;  // the flavour this binary links
   if (print_identity) {
     auto identity = berth::agent::DescribeIdentity(o, deps);
     if (!identity.ok()) {

@@ -42,5 +42,6 @@ void AddEventLogCommands(CLI::App& app, Context& ctx);
 void AddPolicyCommands(CLI::App& app, Context& ctx);
 void AddDiskCommands(CLI::App& app, Context& ctx);
 void AddNodesCommands(CLI::App& app, Context& ctx);
+void AddLifecycleCommands(CLI::App& app, Context& ctx);  // approve, deny, golden-ticket
 
 }  // namespace berth::cli

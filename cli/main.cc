@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   berth::cli::AddPolicyCommands(app, ctx);
   berth::cli::AddDiskCommands(app, ctx);
   berth::cli::AddNodesCommands(app, ctx);
+  berth::cli::AddLifecycleCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -57,4 +57,28 @@ grpc::Status AdminServiceImpl::GetEtcdCrl(grpc::ServerContext* context,
   return Serve(context, response, [&](const std::string&) { return admin_->GetEtcdCrl(); });
 }
 
+grpc::Status AdminServiceImpl::ApproveNode(grpc::ServerContext* context,
+                                           const v1::ApprovalApproveRequest* request,
+                                           v1::ApprovalApproveResponse* response) {
+  return Serve(context, response,
+               [&](const std::string& by) { return admin_->ApproveNode(*request, by); });
+}
+
+grpc::Status AdminServiceImpl::DenyNode(grpc::ServerContext* context,
+                                        const v1::ApprovalDenyRequest* request,
+                                        v1::ApprovalDenyResponse* response) {
+  return Serve(context, response,
+               [&](const std::string& by) { return admin_->DenyNode(request->name(), by); });
+}
+
+grpc::Status AdminServiceImpl::IssueGoldenTicket(grpc::ServerContext* context,
+                                                 const v1::GoldenTicketIssueRequest* request,
+                                                 v1::GoldenTicketIssueResponse* response) {
+  return Serve(context, response,
+               [&](const std::string& by) -> Result<v1::GoldenTicketIssueResponse> {
+                 if (golden_ == nullptr) return GoldenTicketsCompiledOut("issue", by);
+                 return golden_->Issue(*request, by);
+               });
+}
+
 }  // namespace berth::server

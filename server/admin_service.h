@@ -4,6 +4,7 @@
 #pragma once
 
 #include "berth/v1/nodes.grpc.pb.h"
+#include "server/golden_ticket.h"
 #include "server/node_admin.h"
 
 namespace berth::server {
@@ -21,9 +22,20 @@ class AdminServiceImpl final : public v1::AdminService::Service {
                              v1::AdminAuthorizeNodeResponse* response) override;
   grpc::Status GetEtcdCrl(grpc::ServerContext* context, const v1::AdminGetEtcdCrlRequest* request,
                           v1::AdminGetEtcdCrlResponse* response) override;
+  grpc::Status ApproveNode(grpc::ServerContext* context, const v1::ApprovalApproveRequest* request,
+                           v1::ApprovalApproveResponse* response) override;
+  grpc::Status DenyNode(grpc::ServerContext* context, const v1::ApprovalDenyRequest* request,
+                        v1::ApprovalDenyResponse* response) override;
+  grpc::Status IssueGoldenTicket(grpc::ServerContext* context,
+                                 const v1::GoldenTicketIssueRequest* request,
+                                 v1::GoldenTicketIssueResponse* response) override;
+
+  // Golden tickets (golden_ticket.h); null: a release build, which refuses to issue them.
+  void set_golden_tickets(GoldenTickets* golden) { golden_ = golden; }
 
  private:
   NodeAdmin* admin_;
+  GoldenTickets* golden_ = nullptr;
 };
 
 // "CN=alice" from the verified client certificate, or "" when there is none (then the call is

@@ -13,6 +13,9 @@
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "server/join_service.h"
+#include "server/metrics.h"
+#include "server/policy_holder.h"
+#include "server/sns_endpoint.h"
 
 namespace berth::server {
 
@@ -21,7 +24,19 @@ namespace {
 constexpr size_t kMinMasterSecret = 32;
 
 std::atomic<bool> g_signalled{false};
+std::atomic<bool> g_reload{false};
 void OnSignal(int) { g_signalled = true; }
+void OnHangup(int) { g_reload = true; }
+
+// What a berthd without node records cannot honour (the policy's admission section).
+Status CheckPolicyServable(const Policy& policy, bool have_etcd) {
+  if (!have_etcd && (policy.admission.approval_required || policy.admission.ec2_preauthorized_only)) {
+    return FailedPrecondition(
+        "the policy's admission section (approval, EC2 pre-authorization) needs node records "
+        "in etcd, and this berthd runs with --no-etcd");
+  }
+  return OkStatus();
+}
 
 Status CheckConfig(const BerthdConfig& c) {
   auto need = [](const std::string& value, const char* flag) {
@@ -42,6 +57,16 @@ Status CheckConfig(const BerthdConfig& c) {
   if (c.gate.max_per_source < 0) {
     return InvalidArgument("--max-joins-per-source must be 0 (no limit) or more");
   }
+  if (c.discovery != "token" && c.discovery != "file") {
+    return InvalidArgument("--discovery must be \"token\" or \"file\"");
+  }
+  if (c.approval_hold.count() < 0 || c.approval_hold > std::chrono::seconds(25)) {
+    return InvalidArgument("--approval-hold must be 0-25 s (below the agent's 30 s call timeout)");
+  }
+  if (!c.sns.listen.empty() && c.etcd.disabled) {
+    return InvalidArgument("--sns-listen needs etcd (pre-authorizations, revocations, replay "
+                           "protection live there); it cannot run with --no-etcd");
+  }
   return OkStatus();
 }
 
@@ -52,7 +77,13 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   // on every call berthd answers, and a debugging aid rather than a safety net.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
-  BERTH_ASSIGN_OR_RETURN(Policy policy, LoadPolicy(config.policy));
+  BERTH_ASSIGN_OR_RETURN(Policy loaded, LoadPolicy(config.policy));
+  BERTH_RETURN_IF_ERROR(CheckPolicyServable(loaded, !config.etcd.disabled).WithContext(config.policy));
+  // Every consumer reads the policy through this holder, so a reload reaches all of them.
+  PolicyHolder policy(std::move(loaded), config.policy);
+  Metrics metrics;
+  policy.SetValidator([&](const Policy& p) { return CheckPolicyServable(p, !config.etcd.disabled); });
+  policy.SetObserver([&](bool ok) { metrics.CountPolicyReload(ok); });
   BERTH_ASSIGN_OR_RETURN(SecretBytes master, ReadSecretFile(config.master_secret_file));
   if (master.size() < kMinMasterSecret) {
     return InvalidArgument(config.master_secret_file + ": the master secret must be at least " +
@@ -76,16 +107,13 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
 
   RealClock clock;
   BERTH_ASSIGN_OR_RETURN(NonceIssuer nonces, NonceIssuer::Create(master, &clock, config.nonce_ttl));
-  std::unique_ptr<SnpService> snp;
-  if (policy.sev_snp) {
-    BERTH_ASSIGN_OR_RETURN(snp, SnpService::Create(config.snp, *policy.sev_snp, &clock));
-  }
-  const bool accepts_tpm = policy.has_tpm;
-  RolePolicy roles = policy.roles;
-  TpmEvidenceVerifier tpm_verifier(std::move(policy));
-  EvidenceDispatcher verifier(accepts_tpm ? &tpm_verifier : nullptr,
-                              snp ? snp->verifier() : nullptr);
-  auto kube = MakeCurlKubeClient(std::move(*creds));
+  // Both verifiers always exist: whether a kind is accepted is the current policy's to say.
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<SnpService> snp,
+                         SnpService::Create(config.snp, &policy, &clock));
+  TpmEvidenceVerifier tpm_verifier(&policy);
+  EvidenceDispatcher verifier(&tpm_verifier, snp->verifier());
+  auto raw_kube = MakeCurlKubeClient(std::move(*creds));
+  auto kube = MeteredKubeClient(raw_kube.get(), &metrics);
   KubeTokenIssuer tokens(kube.get(), &clock, config.token_ttl);
   JoinOptions options{.cluster_id = config.cluster_id,
                       .api_server_endpoint = config.api_server_endpoint,
@@ -97,13 +125,42 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
     spdlog::warn("--no-etcd: no node records, so no revocation, no rejoin checks and no control "
                  "planes");
   } else {
-    BERTH_ASSIGN_OR_RETURN(etcd, EtcdServices::Start(config.etcd, std::move(roles), kube.get(),
-                                                     &clock, tls_cert, tls_key));
+    AdmissionOptions admission;
+    admission.approval_hold = config.approval_hold;
+    BERTH_ASSIGN_OR_RETURN(
+        etcd, EtcdServices::Start(config.etcd, &policy, kube.get(), &clock, tls_cert, tls_key,
+                                  &metrics, admission, config.golden_tickets,
+                                  GoldenTicketOptions{.cluster_id = config.cluster_id}));
+  }
+  std::unique_ptr<DiscoveryKubeconfigs> discovery;
+  if (config.discovery == "file") {
+    discovery = std::make_unique<DiscoveryKubeconfigs>(kube.get(), hashes, &clock);
   }
   JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
-                  etcd ? etcd->registry() : nullptr);
+                  etcd ? etcd->registry() : nullptr, etcd ? etcd->golden() : nullptr,
+                  discovery.get());
   JoinGate gate(config.gate);
-  JoinServiceImpl service(&logic, &gate);
+  JoinServiceImpl service(&logic, &metrics, &gate);
+  PolicyWatcher watcher(&policy);
+  BERTH_RETURN_IF_ERROR(watcher.Start().WithContext("watching the policy file"));
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!config.metrics_listen.empty()) {
+    BERTH_ASSIGN_OR_RETURN(metrics_server, MetricsServer::Start(config.metrics_listen, &metrics));
+    if (!config.metrics_port_file.empty()) {
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(config.metrics_port_file,
+                                            std::to_string(metrics_server->port()) + "\n", 0644));
+    }
+  }
+  std::unique_ptr<SnsEndpoint> sns;
+  if (!config.sns.listen.empty()) {
+    SnsConfig sns_config = config.sns;
+    if (sns_config.tls_cert.empty()) {
+      sns_config.tls_cert = config.tls_cert;
+      sns_config.tls_key = config.tls_key;
+    }
+    BERTH_ASSIGN_OR_RETURN(sns, SnsEndpoint::Start(sns_config, etcd->store(), etcd->admin(),
+                                                   &clock, &metrics));
+  }
 
   grpc::SslServerCredentialsOptions ssl(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
@@ -132,14 +189,17 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   if (handle_signals) {
     signal(SIGTERM, OnSignal);
     signal(SIGINT, OnSignal);
+    signal(SIGHUP, OnHangup);
   }
   while (!g_signalled && !(stop != nullptr && *stop)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (g_reload.exchange(false)) (void)policy.Reload("SIGHUP");
   }
   sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
   spdlog::info("berthd shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  watcher.Stop();
   return OkStatus();
 }
 

@@ -11,6 +11,8 @@
 #include "server/snp_service.h"
 #include "server/berthd_etcd.h"
 #include "server/join_gate.h"
+#include "server/golden_ticket.h"
+#include "server/sns.h"
 
 namespace berth::server {
 
@@ -31,6 +33,15 @@ struct BerthdConfig {
   SnpServerConfig snp;            // SEV-SNP certificates and verification time (snp_service.h)
   BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)
   JoinGateLimits gate;    // concurrent ticket calls, overall and per source (join_gate.h)
+  // Node lifecycle (docs/lifecycle.md).
+  std::string metrics_listen;     // host:port of the Prometheus endpoint; empty: none
+  std::string metrics_port_file;  // written with its bound port
+  std::string discovery = "token";  // kubeadm discovery: "token" or "file" (a kubeconfig)
+  std::chrono::milliseconds approval_hold{20000};  // how long a pending node's call is held
+  // Golden tickets: main.cc passes the factory of the flavour it links (golden_ticket.h);
+  // null behaves as a release build.
+  GoldenTicketsFactory golden_tickets = nullptr;
+  SnsConfig sns;  // the Amazon SNS endpoint (sns.h); empty listen: none
 };
 
 // Validates the configuration and serves until `stop` becomes true (checked every 200 ms)

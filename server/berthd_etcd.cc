@@ -12,7 +12,9 @@
 namespace berth::server {
 
 struct EtcdServices::Parts {
+  std::unique_ptr<etcd::Client> raw_client;
   std::unique_ptr<etcd::Client> client;
+  std::unique_ptr<GoldenTickets> golden;
   std::unique_ptr<NodeStore> store;
   std::unique_ptr<Membership> membership;
   std::unique_ptr<EtcdCa> ca;
@@ -59,11 +61,14 @@ Status CheckNoEtcd(const BerthdEtcdConfig& c) {
   return OkStatus();
 }
 
-Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig& config,
-                                                          RolePolicy roles, KubeClient* kube,
-                                                          Clock* clock,
-                                                          const std::string& tls_cert_pem,
-                                                          const SecretBytes& tls_key_pem) {
+NodeStore* EtcdServices::store() { return parts_->store.get(); }
+NodeAdmin* EtcdServices::admin() { return parts_->admin.get(); }
+GoldenTickets* EtcdServices::golden() { return parts_->golden.get(); }
+
+Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(
+    const BerthdEtcdConfig& config, const PolicyHolder* policy, KubeClient* kube, Clock* clock,
+    const std::string& tls_cert_pem, const SecretBytes& tls_key_pem, Metrics* metrics,
+    AdmissionOptions admission, GoldenTicketsFactory golden, GoldenTicketOptions golden_options) {
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
   std::unique_ptr<EtcdServices> s(new EtcdServices());
   s->parts_ = std::make_unique<Parts>();
@@ -77,7 +82,9 @@ Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig
   BERTH_ASSIGN_OR_RETURN(options.key_pem, ReadSecretFile(config.client_key));
   auto client = etcd::MakeGrpcClient(std::move(options));
   if (!client.ok()) return client.status().WithContext("etcd client");
-  p.client = std::move(*client);
+  p.raw_client = std::move(*client);
+  p.client = metrics != nullptr ? MeteredEtcdClient(p.raw_client.get(), metrics)
+                                : std::move(p.raw_client);
   p.store = std::make_unique<NodeStore>(p.client.get());
   p.membership = std::make_unique<Membership>(p.client.get());
   if (!config.ca_cert.empty()) {
@@ -86,7 +93,8 @@ Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig
     spdlog::warn("no etcd CA (--etcd-ca-cert/--etcd-ca-key): control-plane joins are refused");
   }
   s->registry_ = std::make_unique<NodeRegistry>(p.store.get(), p.membership.get(), p.ca.get(),
-                                                std::move(roles), clock);
+                                                policy, clock, admission);
+  if (golden != nullptr) p.golden = golden(p.store.get(), clock, std::move(golden_options));
   p.admin = std::make_unique<NodeAdmin>(p.store.get(), p.membership.get(), p.ca.get(), kube, clock);
   PromoterOptions promoter_options;
   promoter_options.learner_timeout = config.learner_timeout;
@@ -103,6 +111,7 @@ Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(const BerthdEtcdConfig
     ssl.pem_root_certs = operator_ca;
     ssl.pem_key_cert_pairs.push_back({std::string(tls_key_pem.view()), tls_cert_pem});
     p.admin_service = std::make_unique<AdminServiceImpl>(p.admin.get());
+    p.admin_service->set_golden_tickets(p.golden.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort(config.admin_listen, grpc::SslServerCredentials(ssl), &s->admin_port_);
     builder.RegisterService(p.admin_service.get());

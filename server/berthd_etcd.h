@@ -12,6 +12,10 @@
 #include "common/secret.h"
 #include "server/kube_client.h"
 #include "server/node_registry.h"
+#include "server/golden_ticket.h"
+#include "server/metrics.h"
+#include "server/node_admin.h"
+#include "server/policy_holder.h"
 #include "server/role_policy.h"
 
 namespace berth::server {
@@ -43,13 +47,20 @@ class EtcdServices {
   // process), starts the promotion loop and, if configured, the AdminService with berthd's
   // TLS certificate. etcd itself may be unreachable at this point: calls then fail with
   // UNAVAILABLE until it answers. `kube` and `clock` outlive the returned object.
-  static Result<std::unique_ptr<EtcdServices>> Start(const BerthdEtcdConfig& config,
-                                                     RolePolicy roles, KubeClient* kube,
-                                                     Clock* clock, const std::string& tls_cert_pem,
-                                                     const SecretBytes& tls_key_pem);
+  // `policy` (roles, admission) and `metrics` (may be null: etcd errors are not counted)
+  // outlive it. `golden` (null: a release build) makes the golden tickets AdminService issues
+  // and joins consume.
+  static Result<std::unique_ptr<EtcdServices>> Start(
+      const BerthdEtcdConfig& config, const PolicyHolder* policy, KubeClient* kube, Clock* clock,
+      const std::string& tls_cert_pem, const SecretBytes& tls_key_pem, Metrics* metrics = nullptr,
+      AdmissionOptions admission = {}, GoldenTicketsFactory golden = nullptr,
+      GoldenTicketOptions golden_options = {});
   ~EtcdServices();
 
   NodeRegistry* registry() { return registry_.get(); }
+  NodeStore* store();
+  NodeAdmin* admin();
+  GoldenTickets* golden();  // null in release builds
   int admin_port() const { return admin_port_; }
 
  private:

@@ -51,6 +51,9 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
                                : "the request carries no evidence");
   }
   const v1::TpmEvidence& tpm = evidence.tpm();
+  const std::shared_ptr<const Policy> snapshot = holder_->Current();
+  const Policy& policy = *snapshot;
+  if (!policy.has_tpm) return PermissionDenied("TPM evidence is not accepted by this berthd's policy");
 
   auto ak_public = tpm::ParsePublic(AsBytes(tpm.ak_public()));
   if (!ak_public.ok()) return ak_public.status().WithContext("attestation key");
@@ -61,7 +64,7 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
   Bytes ak_hash = Sha256(spki);
   out.ak_sha256_hex = HexEncode(ak_hash);
   BERTH_ASSIGN_OR_RETURN(AkTrust trust,
-                         TrustAttestationKey(policy_, tpm, *ak_public, ak_hash, clock_->NowUnix()));
+                         TrustAttestationKey(policy, tpm, *ak_public, ak_hash, clock_->NowUnix()));
   out.ak_name = trust.label;
   out.credential = trust.credential;
 
@@ -72,15 +75,17 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
     return quote.status().WithContext("TPM quote");
   }
   BERTH_ASSIGN_OR_RETURN(std::string boot,
-                         CheckQuotedBoot(*quote, AsBytes(tpm.event_log()), &policy_));
-  BERTH_ASSIGN_OR_RETURN(std::string sealed, CheckSealedBoot(policy_.tpm_trust, tpm, quote->pcrs));
+                         CheckQuotedBoot(*quote, AsBytes(tpm.event_log()), &policy));
+  BERTH_ASSIGN_OR_RETURN(std::string sealed, CheckSealedBoot(policy.tpm_trust, tpm, quote->pcrs));
   out.rule = trust.rule + (boot.empty() ? "" : " + " + boot) + " + " + sealed;
   return out;
 }
 
 std::optional<CredentialTarget> TpmEvidenceVerifier::CredentialTargetFor(
     const v1::ChallengeRequest& request) {
-  const TpmTrustPolicy& t = policy_.tpm_trust;
+  const std::shared_ptr<const Policy> snapshot = holder_->Current();
+  if (!snapshot->has_tpm) return std::nullopt;
+  const TpmTrustPolicy& t = snapshot->tpm_trust;
   if (request.ak_public().empty() || request.ek_public().empty() ||
       (t.ek_ca_certs.empty() && t.trusted_eks.empty())) {
     return std::nullopt;

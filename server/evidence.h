@@ -9,9 +9,20 @@
 #include "common/clock.h"
 #include "common/tpm_quote.h"
 #include "server/policy.h"
+#include "server/policy_holder.h"
 #include "server/tpm_identity.h"
 
 namespace berth::server {
+
+// What a golden ticket (debug enrolment, golden_ticket.h) established instead of evidence, and
+// the write that consumes it together with the node's record.
+struct GoldenUse {
+  std::string ticket_id;
+  std::string role_grant;  // "golden ticket <id> issued by CN=alice": authorizes its role
+  std::string key;         // the ticket's etcd key, relative to the store's prefix
+  int64_t mod_revision = 0;
+  std::string used_record;  // its record, marked used by this node
+};
 
 // What verified evidence established, for the decision and its audit line.
 struct VerifiedEvidence {
@@ -21,6 +32,8 @@ struct VerifiedEvidence {
   // Set when the AK is trusted only through its EK: the ticket may be issued only if the
   // caller returns the credential berthd made for these names (JoinLogic checks it).
   std::optional<CredentialCheck> credential;
+  // Set instead of verified evidence for a golden-ticket join (debug builds only).
+  std::optional<GoldenUse> golden;
 };
 
 // The EK a Challenge should make a credential for, and the AK it is made over.
@@ -51,17 +64,26 @@ class EvidenceVerifier {
 // binding, pcrDigest against the PCR values sent, the boot against the policy (tpm_boot.h),
 // and berth-agent's sealing events (tpm_policy.h CheckSealedBoot). Certificates are checked
 // at `clock`'s time (null: the real clock) unless the policy fixes one.
-// Thread-safe: the policy is immutable.
+// Thread-safe: each verification reads one snapshot of the policy from its holder (berthd's
+// live policy, policy_holder.h), so a reload never changes a verification half-way.
 class TpmEvidenceVerifier : public EvidenceVerifier {
  public:
+  // A fixed policy (tests, offline tools).
   explicit TpmEvidenceVerifier(Policy policy, Clock* clock = nullptr)
-      : policy_(std::move(policy)), clock_(clock != nullptr ? clock : &real_clock_) {}
+      : owned_(std::make_unique<PolicyHolder>(std::move(policy))),
+        holder_(owned_.get()),
+        clock_(clock != nullptr ? clock : &real_clock_) {}
+  // The current policy of `holder`, which outlives the verifier. A policy without a `tpm:`
+  // section refuses TPM evidence.
+  explicit TpmEvidenceVerifier(const PolicyHolder* holder, Clock* clock = nullptr)
+      : holder_(holder), clock_(clock != nullptr ? clock : &real_clock_) {}
   Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                   std::span<const uint8_t> binding) override;
   std::optional<CredentialTarget> CredentialTargetFor(const v1::ChallengeRequest& request) override;
 
  private:
-  Policy policy_;
+  std::unique_ptr<PolicyHolder> owned_;
+  const PolicyHolder* holder_;
   RealClock real_clock_;
   Clock* clock_;
 };

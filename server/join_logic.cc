@@ -66,14 +66,17 @@ bool IsValidDiskUuid(std::string_view uuid) {
 }
 
 JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
-                     EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes)
+                     EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes,
+                     GoldenTickets* golden, DiscoveryKubeconfigs* discovery)
     : options_(std::move(options)),
       master_secret_(std::move(master_secret)),
       nonces_(nonces),
       verifier_(verifier),
       tokens_(tokens),
       credentials_(master_secret_),
-      nodes_(nodes) {}
+      nodes_(nodes),
+      golden_(golden),
+      discovery_(discovery) {}
 
 Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& request,
                                                    const Peer& peer) {
@@ -110,8 +113,21 @@ Result<VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
   return verified;
 }
 
+Result<VerifiedEvidence> JoinLogic::VerifyGoldenTicket(const v1::JoinRequest& request,
+                                                       const Peer& peer) {
+  if (golden_ == nullptr) return GoldenTicketsCompiledOut("accept", peer.address);
+  if (nodes_ == nullptr) {
+    return FailedPrecondition("golden tickets are single-use through etcd, and this berthd runs "
+                              "without it (--no-etcd)");
+  }
+  if (peer.spki_sha256.size() != 32) {
+    return Unauthenticated("the call carries no TLS client certificate");
+  }
+  return golden_->Verify(request, peer.address, peer.spki_sha256);
+}
+
 Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
-                                                  const Peer& peer) {
+                                                  const Peer& peer, ReplyHints* hints) {
   const std::string& node = request.node_name();
   auto refuse = [&](Status status) {
     Audit("IssueJoinTicket", peer, node, status, "");
@@ -130,15 +146,28 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return refuse(InvalidArgument("the request names no node role"));
   }
-  auto verified =
-      VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
+  auto verified = request.has_golden_ticket()
+                      ? VerifyGoldenTicket(request, peer)
+                      : VerifyCaller(request.evidence(), request.nonce(), peer,
+                                     request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
 
   v1::JoinTicket ticket;
   std::string recorded;
   if (nodes_ != nullptr) {
-    auto admitted = nodes_->AdmitJoin(request, *verified);
+    auto admitted = nodes_->AdmitJoin(request, *verified, peer.address);
     if (!admitted.ok()) return refuse(admitted.status());
+    if (admitted->pending) {
+      if (hints != nullptr) {
+        hints->pending = true;
+        hints->retry_after = std::chrono::milliseconds(0);
+      }
+      spdlog::info(
+          "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
+          "reason=\"{}\"",
+          node, peer.address, verified->ak_sha256_hex, Quoted(admitted->pending_reason));
+      return Unavailable(admitted->pending_reason);
+    }
     if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
     recorded = " " + admitted->audit;
   }
@@ -155,12 +184,22 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   kubeadm->set_token(std::string(joined.view()));
   for (const auto& h : options_.ca_cert_hashes) kubeadm->add_ca_cert_hashes(h);
   kubeadm->set_kubernetes_version(options_.kubernetes_version);
+  std::string discovery = "token";
+  if (discovery_ != nullptr) {
+    auto kubeconfig = discovery_->Build(node, joined);
+    if (!kubeconfig.ok()) {
+      WipeString(*kubeadm->mutable_token());
+      return refuse(kubeconfig.status());
+    }
+    ticket.set_discovery_kubeconfig(std::string(kubeconfig->view()));
+    discovery = "file";
+  }
   Audit("IssueJoinTicket", peer, node, OkStatus(),
         "role=" + std::string(NodeRoleName(request.role())) + " ak=sha256:" +
             verified->ak_sha256_hex + " rule=\"" + verified->rule +
             "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
             " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix) +
-            recorded);
+            " discovery=" + discovery + recorded);
   return ticket;
 }
 

@@ -14,7 +14,9 @@
 #include "common/secret.h"
 #include "server/bootstrap_token.h"
 #include "server/credential.h"
+#include "server/discovery.h"
 #include "server/evidence.h"
+#include "server/golden_ticket.h"
 #include "server/node_registry.h"
 #include "server/nonce.h"
 
@@ -33,6 +35,15 @@ struct JoinOptions {
   std::string kubernetes_version;            // informational, may be empty
 };
 
+// What the transport passes back to the node besides the answer (the gRPC adapter sends it as
+// trailing metadata).
+struct ReplyHints {
+  // "Call again after this long" for answers that mean "not yet" rather than "unavailable":
+  // a node pending approval calls again at once (berth-retry-after-ms).
+  std::optional<std::chrono::milliseconds> retry_after;
+  bool pending = false;  // the answer is "pending operator approval" (metrics)
+};
+
 // DESIGN.md: HKDF-SHA256(master secret, salt = cluster id, info = "berth-disk-v1" || UUID).
 Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
                                   const std::string& disk_uuid);
@@ -49,11 +60,17 @@ class JoinLogic {
  public:
   // `nodes`: node records in etcd (docs/etcd.md); null runs without them (berthd --no-etcd):
   // workers only, rejoins unchecked.
+  // `golden`: golden tickets (debug builds; null in release builds, which refuse them).
+  // `discovery`: kubeconfigs for kubeadm's discovery.file (null: bootstrap-token discovery).
   JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
-            EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr);
+            EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr,
+            GoldenTickets* golden = nullptr, DiscoveryKubeconfigs* discovery = nullptr);
 
   Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
-  Result<v1::JoinTicket> IssueJoinTicket(const v1::JoinRequest& request, const Peer& peer);
+  // A node pending operator approval is answered UNAVAILABLE with `hints` asking it to call
+  // again at once (admission.h).
+  Result<v1::JoinTicket> IssueJoinTicket(const v1::JoinRequest& request, const Peer& peer,
+                                         ReplyHints* hints = nullptr);
   Result<v1::RejoinTicket> IssueRejoinTicket(const v1::RejoinRequest& request, const Peer& peer);
 
  private:
@@ -61,6 +78,8 @@ class JoinLogic {
   // through its EK: the checks every ticket needs.
   Result<VerifiedEvidence> VerifyCaller(const v1::Evidence& evidence, const std::string& nonce,
                                         const Peer& peer, const std::string& activated_credential);
+  // A golden ticket instead of evidence (golden_ticket.h).
+  Result<VerifiedEvidence> VerifyGoldenTicket(const v1::JoinRequest& request, const Peer& peer);
 
   JoinOptions options_;
   SecretBytes master_secret_;
@@ -69,6 +88,8 @@ class JoinLogic {
   TokenIssuer* tokens_;
   CredentialIssuer credentials_;  // derived from the master secret
   NodeRegistry* nodes_;
+  GoldenTickets* golden_;
+  DiscoveryKubeconfigs* discovery_;
 };
 
 }  // namespace berth::server

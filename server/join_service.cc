@@ -36,6 +36,25 @@ grpc::Status Reply(Result<Response> result, Response* response) {
   return grpc::Status::OK;
 }
 
+// Counts a call's outcome and latency when it ends.
+class Observe {
+ public:
+  Observe(Metrics* metrics, std::string_view call)
+      : metrics_(metrics), call_(call), start_(std::chrono::steady_clock::now()) {}
+  template <typename T>
+  void Done(const Result<T>& result, bool pending = false) {
+    if (metrics_ == nullptr) return;
+    metrics_->CountRequest(call_, RequestOutcome(result.status(), pending));
+    metrics_->ObserveRequestSeconds(
+        call_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+
+ private:
+  Metrics* metrics_;
+  std::string_view call_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 }  // namespace
 
 Result<JoinGate::Pass> JoinServiceImpl::Admit(const grpc::ServerContext& context) {
@@ -58,7 +77,10 @@ Result<JoinGate::Pass> JoinServiceImpl::Admit(const grpc::ServerContext& context
 grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
                                         const v1::ChallengeRequest* request,
                                         v1::ChallengeResponse* response) {
-  return Reply(logic_->Challenge(*request, PeerFromContext(*context)), response);
+  Observe observe(metrics_, "Challenge");
+  auto result = logic_->Challenge(*request, PeerFromContext(*context));
+  observe.Done(result);
+  return Reply(std::move(result), response);
 }
 
 grpc::Status JoinServiceImpl::IssueJoinTicket(grpc::ServerContext* context,
@@ -70,7 +92,14 @@ grpc::Status JoinServiceImpl::IssueJoinTicket(grpc::ServerContext* context,
     if (!admitted.ok()) return ToGrpcStatus(admitted.status());
     pass.emplace(std::move(*admitted));
   }
-  return Reply(logic_->IssueJoinTicket(*request, PeerFromContext(*context)), response);
+  Observe observe(metrics_, "IssueJoinTicket");
+  ReplyHints hints;
+  auto result = logic_->IssueJoinTicket(*request, PeerFromContext(*context), &hints);
+  observe.Done(result, hints.pending);
+  if (hints.retry_after.has_value()) {
+    context->AddTrailingMetadata(kRetryAfterMetadata, std::to_string(hints.retry_after->count()));
+  }
+  return Reply(std::move(result), response);
 }
 
 grpc::Status JoinServiceImpl::IssueRejoinTicket(grpc::ServerContext* context,
@@ -82,7 +111,10 @@ grpc::Status JoinServiceImpl::IssueRejoinTicket(grpc::ServerContext* context,
     if (!admitted.ok()) return ToGrpcStatus(admitted.status());
     pass.emplace(std::move(*admitted));
   }
-  return Reply(logic_->IssueRejoinTicket(*request, PeerFromContext(*context)), response);
+  Observe observe(metrics_, "IssueRejoinTicket");
+  auto result = logic_->IssueRejoinTicket(*request, PeerFromContext(*context));
+  observe.Done(result);
+  return Reply(std::move(result), response);
 }
 
 }  // namespace berth::server

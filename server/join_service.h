@@ -8,6 +8,7 @@
 #include "berth/v1/berth.grpc.pb.h"
 #include "server/join_gate.h"
 #include "server/join_logic.h"
+#include "server/metrics.h"
 
 namespace berth::server {
 
@@ -19,10 +20,10 @@ inline constexpr int kMaxJoinRequestBytes = 2 << 20;
 
 class JoinServiceImpl final : public v1::JoinService::Service {
  public:
-  // `gate` (may be null: no limits) admits the ticket calls; Challenge is cheap and always
-  // answered.
-  explicit JoinServiceImpl(JoinLogic* logic, JoinGate* gate = nullptr)
-      : logic_(logic), gate_(gate) {}
+  // `metrics` (may be null) counts each call's outcome and latency; `gate` (may be null: no
+  // limits) admits the ticket calls (Challenge is cheap and always answered).
+  explicit JoinServiceImpl(JoinLogic* logic, Metrics* metrics = nullptr, JoinGate* gate = nullptr)
+      : logic_(logic), metrics_(metrics), gate_(gate) {}
 
   grpc::Status Challenge(grpc::ServerContext* context, const v1::ChallengeRequest* request,
                          v1::ChallengeResponse* response) override;
@@ -35,6 +36,7 @@ class JoinServiceImpl final : public v1::JoinService::Service {
   Result<JoinGate::Pass> Admit(const grpc::ServerContext& context);
 
   JoinLogic* logic_;
+  Metrics* metrics_;
   JoinGate* gate_;
   std::atomic<int64_t> last_shed_log_{0};  // steady-clock seconds of the last refusal log line
 };

@@ -1,8 +1,11 @@
 // berthd: flags -> BerthdConfig -> RunBerthd. Nothing else lives here.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "common/log.h"
 #include "server/berthd.h"
+#include "server/ec2_tags.h"
+#include "server/golden_ticket.h"
 
 int main(int argc, char** argv) {
   berth::server::BerthdConfig c;
@@ -41,11 +44,43 @@ int main(int argc, char** argv) {
   app.add_option("--admin-listen", c.etcd.admin_listen, "address:port to serve AdminService on (mutual TLS)");
   app.add_option("--admin-port-file", c.etcd.admin_port_file, "write the AdminService port here once listening");
   app.add_option("--operator-ca", c.etcd.operator_ca, "CA of operators' client certificates (PEM)");
+  // Node lifecycle (docs/lifecycle.md)
+  int64_t approval_hold_ms = c.approval_hold.count(), sns_max_age = c.sns.max_age.count(),
+          preauth_ttl = c.sns.preauth_ttl.count();
+  app.add_option("--metrics-listen", c.metrics_listen, "host:port to serve Prometheus metrics on (plain HTTP)");
+  app.add_option("--metrics-port-file", c.metrics_port_file, "write the metrics port here once listening");
+  app.add_option("--discovery", c.discovery, "kubeadm discovery for nodes: token or file (a kubeconfig from cluster-info)")->capture_default_str();
+  app.add_option("--approval-hold-ms", approval_hold_ms, "how long a node pending approval is held before it is told to call again")->capture_default_str();
+  app.add_option("--sns-listen", c.sns.listen, "host:port of the HTTPS endpoint for Amazon SNS notifications");
+  app.add_option("--sns-port-file", c.sns.port_file, "write the SNS endpoint's port here once listening");
+  app.add_option("--sns-tls-cert", c.sns.tls_cert, "its certificate (default: --tls-cert)");
+  app.add_option("--sns-tls-key", c.sns.tls_key, "its key (default: --tls-key)");
+  app.add_option("--sns-topic-arn", c.sns.topic_arns, "accept messages of this topic (repeatable)");
+  app.add_option("--sns-cert-host-pattern", c.sns.cert_host_pattern, "regex the SigningCertURL/SubscribeURL host[:port] must match")->capture_default_str();
+  app.add_option("--sns-signing-cert-sha256", c.sns.cert_sha256, "pinned SNS signing certificate, SHA-256 of its DER (repeatable)");
+  app.add_option("--sns-signing-ca", c.sns.signing_ca, "or: CA bundle (PEM) the SNS signing certificate must chain to");
+  app.add_option("--sns-fetch-ca", c.sns.fetch_ca, "CA bundle for fetching certificates and SubscribeURLs (default: the system's)");
+  app.add_option("--sns-min-signature-version", c.sns.min_signature_version, "lowest SignatureVersion accepted (2: SHA256withRSA only)")->capture_default_str();
+  app.add_option("--sns-max-age", sns_max_age, "oldest message Timestamp accepted, seconds")->capture_default_str();
+  app.add_option("--ec2-preauth-ttl", preauth_ttl, "how long an EC2 running event pre-authorizes a join, seconds")->capture_default_str();
+  std::vector<std::string> required_tags;
+  app.add_option("--ec2-require-tag", required_tags, "KEY=VALUE: pre-authorize only instances with this tag (repeatable; AWS credentials from the environment)");
+  app.add_option("--ec2-endpoint", c.sns.ec2_endpoint, "EC2 API endpoint for DescribeTags (default https://ec2.{region}.amazonaws.com)");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);
   c.nonce_ttl = std::chrono::seconds(nonce_ttl);
   c.token_ttl = std::chrono::seconds(token_ttl);
   c.etcd.learner_timeout = std::chrono::seconds(learner_timeout);
+  c.approval_hold = std::chrono::milliseconds(approval_hold_ms);
+  c.sns.max_age = std::chrono::seconds(sns_max_age);
+  c.sns.preauth_ttl = std::chrono::seconds(preauth_ttl);
+  auto tags = berth::server::ParseRequiredTags(required_tags);
+  if (!tags.ok()) {
+    std::fprintf(stderr, "berthd: %s\n", tags.status().ToString().c_str());
+    return 2;
+  }
+  c.sns.required_tags = std::move(*tags);
+  c.golden_tickets = berth::server::MakeGoldenTickets;  // the flavour this binary links
   berth::InitLogging("berthd", verbose);
   berth::Status status = berth::server::RunBerthd(c);
   if (!status.ok()) {

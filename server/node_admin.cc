@@ -193,6 +193,61 @@ Result<v1::AdminRevokeNodeResponse> NodeAdmin::RevokeNode(const std::string& nam
   return out;
 }
 
+Result<v1::ApprovalApproveResponse> NodeAdmin::ApproveNode(
+    const v1::ApprovalApproveRequest& request, const std::string& by) {
+  const std::string& name = request.name();
+  std::string ak;
+  auto done = [&](Status st, const std::string& details) {
+    Audit("ApproveNode", by, name, st, details);
+    return st;
+  };
+  if (!request.ak_sha256().empty()) {
+    auto bytes = HexDecode(request.ak_sha256());
+    if (!bytes.ok() || bytes->size() != 32) {
+      return done(InvalidArgument("--ak-sha256 must be 64 hex digits"), "");
+    }
+    ak = HexEncode(*bytes);
+  }
+  for (int attempt = 0;; ++attempt) {
+    auto current = store_->Get(name);
+    if (!current.ok()) return done(current.status(), "");
+    if (!current->has_value()) return done(NotFound("no node named " + name + " is recorded"), "");
+    auto next = ApplyApproval((*current)->record, ak, by, clock_->NowUnix());
+    if (!next.ok()) return done(next.status(), "");
+    Status st = store_->Commit({.record = *next, .expected_mod_revision = (*current)->mod_revision});
+    if (st.ok()) {
+      v1::ApprovalApproveResponse out;
+      *out.mutable_node() = *next;
+      (void)done(OkStatus(), "ak=sha256:" + next->ak_sha256());
+      return out;
+    }
+    if (st.code() != Code::kAborted || attempt == 2) return done(st, "");
+  }
+}
+
+Result<v1::ApprovalDenyResponse> NodeAdmin::DenyNode(const std::string& name,
+                                                     const std::string& by) {
+  auto current = store_->Get(name);
+  if (!current.ok()) return current.status();
+  if (!current->has_value()) {
+    Status st = NotFound("no node named " + name + " is recorded");
+    Audit("DenyNode", by, name, st, "");
+    return st;
+  }
+  if ((*current)->record.state() != v1::NODE_STATE_PENDING) {
+    Status st = FailedPrecondition("node " + name + " is " +
+                                   std::string(NodeStateName((*current)->record.state())) +
+                                   ", not pending approval; berthctl nodes revoke revokes it");
+    Audit("DenyNode", by, name, st, "");
+    return st;
+  }
+  BERTH_ASSIGN_OR_RETURN(v1::AdminRevokeNodeResponse revoked, RevokeNode(name, by));
+  Audit("DenyNode", by, name, OkStatus(), "ak=sha256:" + revoked.node().ak_sha256());
+  v1::ApprovalDenyResponse out;
+  *out.mutable_node() = revoked.node();
+  return out;
+}
+
 Result<v1::AdminGetEtcdCrlResponse> NodeAdmin::GetEtcdCrl() {
   if (ca_ == nullptr) {
     return FailedPrecondition("this berthd has no etcd CA (--etcd-ca-cert, --etcd-ca-key)");

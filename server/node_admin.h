@@ -39,6 +39,12 @@ class NodeAdmin {
   Result<v1::AdminAuthorizeNodeResponse> AuthorizeNode(const v1::AdminAuthorizeNodeRequest& request,
                                                        const std::string& by);
   Result<v1::AdminGetEtcdCrlResponse> GetEtcdCrl();
+  // Approval (docs/lifecycle.md): a pending node may join (only with `ak_sha256` when given:
+  // the key the operator looked at), or never does (deny = revoke, for pending nodes only).
+  // NOT_FOUND for an unknown node, FAILED_PRECONDITION for one that is not pending.
+  Result<v1::ApprovalApproveResponse> ApproveNode(const v1::ApprovalApproveRequest& request,
+                                                  const std::string& by);
+  Result<v1::ApprovalDenyResponse> DenyNode(const std::string& name, const std::string& by);
 
  private:
   NodeStore* store_;

@@ -14,6 +14,8 @@ std::string_view NodeStateName(v1::NodeState state) {
       return "joined";
     case v1::NODE_STATE_REVOKED:
       return "revoked";
+    case v1::NODE_STATE_PENDING:
+      return "pending";
     default:
       return "unknown";
   }
@@ -117,6 +119,11 @@ Result<v1::NodeRecord> ApplyRejoin(const v1::NodeRecord* current, const std::str
   BERTH_RETURN_IF_ERROR(CheckWritable(*current));
   BERTH_RETURN_IF_ERROR(CheckNotRevoked(*current));
   BERTH_RETURN_IF_ERROR(CheckSameAk(*current, ak_sha256));
+  if (current->state() == v1::NODE_STATE_PENDING) {
+    return FailedPrecondition("node " + name +
+                              " is pending operator approval and has not joined yet: a node "
+                              "joins before it rejoins");
+  }
   if (current->disk_uuid() != disk_uuid) {
     return PermissionDenied(
         "disk " + disk_uuid + " is not the disk recorded for node " + name + " (" +
@@ -133,6 +140,42 @@ v1::NodeRecord ApplyPromoted(const v1::NodeRecord& current, uint64_t member_id) 
   v1::NodeRecord r = current;
   r.set_state(v1::NODE_STATE_JOINED);
   r.set_etcd_member_id(member_id);
+  return r;
+}
+
+v1::NodeRecord MakePendingRecord(const JoinFacts& f, const std::string& peer) {
+  v1::NodeRecord r;
+  r.set_version(kNodeRecordVersion);
+  r.set_name(f.name);
+  r.set_role(f.role);
+  r.set_state(v1::NODE_STATE_PENDING);
+  r.set_disk_uuid(f.disk_uuid);
+  r.set_ak_sha256(f.ak_sha256);
+  r.set_ek_certificate_sha256(f.ek_certificate_sha256);
+  r.set_policy_rule(f.policy_rule);
+  r.set_pending_since_unix(f.now_unix);
+  r.set_pending_peer(peer);
+  return r;
+}
+
+Result<v1::NodeRecord> ApplyApproval(const v1::NodeRecord& current, const std::string& ak_sha256,
+                                     const std::string& by, int64_t now_unix) {
+  BERTH_RETURN_IF_ERROR(CheckWritable(current));
+  if (current.state() != v1::NODE_STATE_PENDING) {
+    return FailedPrecondition("node " + current.name() + " is " +
+                              std::string(NodeStateName(current.state())) +
+                              ", not pending approval");
+  }
+  if (!ak_sha256.empty() && ak_sha256 != current.ak_sha256()) {
+    return FailedPrecondition("node " + current.name() +
+                              " is pending with attestation key sha256:" + current.ak_sha256() +
+                              ", not " + ak_sha256 + "; nothing was approved");
+  }
+  v1::NodeRecord r = current;
+  if (r.approved_unix() == 0) {
+    r.set_approved_unix(now_unix);
+    r.set_approved_by(by);
+  }
   return r;
 }
 

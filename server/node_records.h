@@ -6,6 +6,9 @@
 //   JOINING --learner promoted--> JOINED
 //   JOINED/JOINING --join again (same AK)--> the same, last_join updated
 //   any --revoke--> REVOKED (final: no join, no rejoin, no token; certificates on the CRL)
+//   with approval required (docs/lifecycle.md): (none) --first attested join--> PENDING
+//   PENDING --operator approves (same AK)--> PENDING, approved --join--> JOINED | JOINING
+//   PENDING --operator denies--> REVOKED
 #pragma once
 
 #include <cstdint>
@@ -20,7 +23,7 @@ namespace berth::server {
 // The record format this berthd writes. It refuses to rewrite records of a newer format.
 inline constexpr uint32_t kNodeRecordVersion = 1;
 
-std::string_view NodeStateName(v1::NodeState state);  // "joining", "joined", "revoked"
+std::string_view NodeStateName(v1::NodeState state);  // "joining", "joined", "revoked", "pending"
 std::string_view NodeRoleName(v1::NodeRole role);     // "worker", "control-plane"
 
 // What a granted join establishes about a node.
@@ -63,6 +66,16 @@ v1::NodeRecord ApplyPromoted(const v1::NodeRecord& current, uint64_t member_id);
 // Revocation: state REVOKED, when and by whom. Idempotent (a revoked record keeps its first
 // revocation time).
 v1::NodeRecord ApplyRevoke(const v1::NodeRecord& current, const std::string& by, int64_t now_unix);
+
+// A node seen for the first time that waits for an operator's approval: the record binds its
+// name to the attestation identity it was seen with (`facts.ak_sha256`), which is what the
+// operator approves.
+v1::NodeRecord MakePendingRecord(const JoinFacts& facts, const std::string& peer);
+
+// An operator's approval of a pending node. FAILED_PRECONDITION for a node that is not pending,
+// or (with `ak_sha256`) one pending with another attestation key.
+Result<v1::NodeRecord> ApplyApproval(const v1::NodeRecord& current, const std::string& ak_sha256,
+                                     const std::string& by, int64_t now_unix);
 
 // FAILED_PRECONDITION when `record` is of a newer format than this berthd writes.
 Status CheckWritable(const v1::NodeRecord& record);

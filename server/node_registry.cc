@@ -53,12 +53,37 @@ Result<std::string> CurrentEtcdCrl(NodeStore& store, const EtcdCa& ca, int64_t n
 }
 
 NodeRegistry::NodeRegistry(NodeStore* store, Membership* membership, const EtcdCa* ca,
-                           RolePolicy roles, Clock* clock)
-    : store_(store), membership_(membership), ca_(ca), roles_(std::move(roles)), clock_(clock) {}
+                           const PolicyHolder* policy, Clock* clock, AdmissionOptions admission)
+    : store_(store),
+      membership_(membership),
+      ca_(ca),
+      policy_(policy),
+      clock_(clock),
+      admission_(store, clock, admission) {}
+
+namespace {
+
+// The parts of a join that admission adds to the record and its transaction.
+void ApplyAdmission(const AdmissionOutcome& admitted, const VerifiedEvidence& evidence,
+                    v1::NodeRecord& next, NodeCommit& commit) {
+  if (!admitted.ec2_instance_id.empty()) next.set_ec2_instance_id(admitted.ec2_instance_id);
+  commit.also = admitted.consume;
+  if (evidence.golden.has_value()) {
+    next.set_golden_ticket_id(evidence.golden->ticket_id);
+    commit.also.push_back(GuardedPut{evidence.golden->key, evidence.golden->mod_revision,
+                                     evidence.golden->used_record});
+  }
+  commit.record = next;
+}
+
+}  // namespace
 
 Result<std::string> NodeRegistry::AuthorizeControlPlane(const std::string& node,
-                                                        const std::string& ak_sha256) {
-  if (const RoleGrant* grant = roles_.FindControlPlane(node, ak_sha256); grant != nullptr) {
+                                                        const VerifiedEvidence& evidence) {
+  if (evidence.golden.has_value()) return evidence.golden->role_grant;
+  const std::string& ak_sha256 = evidence.ak_sha256_hex;
+  const std::shared_ptr<const Policy> policy = policy_->Current();
+  if (const RoleGrant* grant = policy->roles.FindControlPlane(node, ak_sha256); grant != nullptr) {
     return "policy " + grant->where;
   }
   BERTH_ASSIGN_OR_RETURN(auto granted, store_->GetAuthorization(node));
@@ -74,11 +99,13 @@ Result<std::string> NodeRegistry::AuthorizeControlPlane(const std::string& node,
 }
 
 Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
-                                              const VerifiedEvidence& evidence) {
+                                              const VerifiedEvidence& evidence,
+                                              const std::string& peer) {
   const std::string& name = request.node_name();
   BERTH_ASSIGN_OR_RETURN(std::optional<StoredNode> current, store_->Get(name));
   const v1::NodeRecord* record = current ? &current->record : nullptr;
   BERTH_RETURN_IF_ERROR(CheckMayJoin(record, name, evidence.ak_sha256_hex, request.role()));
+  const std::shared_ptr<const Policy> policy = policy_->Current();
   std::optional<DiskClaim> disk;
   if (!request.disk_uuid().empty()) {
     BERTH_ASSIGN_OR_RETURN(disk, store_->GetDiskClaim(request.disk_uuid()));
@@ -94,28 +121,43 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                   .ek_certificate_sha256 = EkCertificateSha256(request),
                   .policy_rule = evidence.rule,
                   .now_unix = clock_->NowUnix()};
+  // A control plane nobody authorized is refused before it waits for an approval.
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE && policy->admission.approval_required) {
+    BERTH_RETURN_IF_ERROR(AuthorizeControlPlane(name, evidence).status());
+  }
+  BERTH_ASSIGN_OR_RETURN(
+      AdmissionOutcome admitted,
+      admission_.Admit(policy->admission, request, evidence, facts, peer, current));
+  if (admitted.pending) {
+    return JoinAdmission{.etcd = std::nullopt,
+                         .audit = "record=pending",
+                         .pending = true,
+                         .pending_reason = admitted.reason};
+  }
+  record = current ? &current->record : nullptr;
   if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
-    return AdmitControlPlane(request, evidence, current, disk, std::move(facts));
+    return AdmitControlPlane(request, evidence, current, disk, std::move(facts), admitted);
   }
   BERTH_ASSIGN_OR_RETURN(v1::NodeRecord next, ApplyJoin(record, facts));
-  BERTH_RETURN_IF_ERROR(
-      store_->Commit({.record = next,
-                      .expected_mod_revision = current ? current->mod_revision : 0,
-                      .disk_uuid = request.disk_uuid(),
-                      .disk_claim = disk}));
+  NodeCommit commit{.record = next,
+                    .expected_mod_revision = current ? current->mod_revision : 0,
+                    .disk_uuid = request.disk_uuid(),
+                    .disk_claim = disk};
+  ApplyAdmission(admitted, evidence, next, commit);
+  BERTH_RETURN_IF_ERROR(store_->Commit(commit));
   return JoinAdmission{.etcd = std::nullopt,
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
-                                " joins=" + std::to_string(next.joins())};
+                                " joins=" + std::to_string(next.joins()) + admitted.audit};
 }
 
 Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& request,
                                                       const VerifiedEvidence& evidence,
                                                       const std::optional<StoredNode>& current,
                                                       const std::optional<DiskClaim>& disk,
-                                                      JoinFacts facts) {
+                                                      JoinFacts facts,
+                                                      const AdmissionOutcome& admitted) {
   const std::string& name = request.node_name();
-  BERTH_ASSIGN_OR_RETURN(facts.role_authorization,
-                         AuthorizeControlPlane(name, evidence.ak_sha256_hex));
+  BERTH_ASSIGN_OR_RETURN(facts.role_authorization, AuthorizeControlPlane(name, evidence));
   if (ca_ == nullptr) {
     return FailedPrecondition(
         "this berthd has no etcd CA (--etcd-ca-cert, --etcd-ca-key), so it "
@@ -158,12 +200,13 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   facts.cert_serials = {server_cert.log.serial(), peer_cert.log.serial()};
   const v1::NodeRecord* record = current ? &current->record : nullptr;
   BERTH_ASSIGN_OR_RETURN(v1::NodeRecord next, ApplyJoin(record, facts));
-  BERTH_RETURN_IF_ERROR(
-      store_->Commit({.record = next,
-                      .expected_mod_revision = current ? current->mod_revision : 0,
-                      .disk_uuid = request.disk_uuid(),
-                      .disk_claim = disk,
-                      .issued = {server_cert.log, peer_cert.log}}));
+  NodeCommit commit{.record = next,
+                    .expected_mod_revision = current ? current->mod_revision : 0,
+                    .disk_uuid = request.disk_uuid(),
+                    .disk_claim = disk,
+                    .issued = {server_cert.log, peer_cert.log}};
+  ApplyAdmission(admitted, evidence, next, commit);
+  BERTH_RETURN_IF_ERROR(store_->Commit(commit));
 
   v1::EtcdMaterial material;
   material.set_ca_certificate(ca_->cert_pem());
@@ -184,7 +227,7 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
                                 "\" etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
                                 (learner.added ? " etcd_learner=added" : " etcd_learner=reused") +
                                 " certs=" + server_cert.log.serial() + "," +
-                                peer_cert.log.serial()};
+                                peer_cert.log.serial() + admitted.audit};
 }
 
 Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& request,

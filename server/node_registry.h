@@ -21,6 +21,8 @@
 #include "server/membership.h"
 #include "server/node_records.h"
 #include "server/node_store.h"
+#include "server/admission.h"
+#include "server/policy_holder.h"
 #include "server/role_policy.h"
 
 namespace berth::server {
@@ -28,6 +30,10 @@ namespace berth::server {
 struct JoinAdmission {
   std::optional<v1::EtcdMaterial> etcd;  // control planes
   std::string audit;                     // key=value pairs for the audit line
+  // Not admitted yet (pending operator approval): the node is answered UNAVAILABLE with
+  // `pending_reason` and calls again; nothing else was done.
+  bool pending = false;
+  std::string pending_reason;
 };
 
 struct RejoinAdmission {
@@ -42,14 +48,18 @@ Result<std::string> CurrentEtcdCrl(NodeStore& store, const EtcdCa& ca, int64_t n
 // joins are refused (FAILED_PRECONDITION).
 class NodeRegistry {
  public:
-  NodeRegistry(NodeStore* store, Membership* membership, const EtcdCa* ca, RolePolicy roles,
-               Clock* clock);
+  // `policy` is read for the roles and admission sections at every join (policy_holder.h).
+  NodeRegistry(NodeStore* store, Membership* membership, const EtcdCa* ca,
+               const PolicyHolder* policy, Clock* clock, AdmissionOptions admission = {});
 
   // Records a granted join. Refuses: a revoked node or a name recorded with another AK
   // (PERMISSION_DENIED); a disk another node joined with (PERMISSION_DENIED); a control plane
   // that neither the policy nor an operator authorized (PERMISSION_DENIED); bad CSRs or URLs
   // (INVALID_ARGUMENT); another learner pending (UNAVAILABLE); a concurrent change (ABORTED).
-  Result<JoinAdmission> AdmitJoin(const v1::JoinRequest& request, const VerifiedEvidence& evidence);
+  // With the policy's admission section, first-seen nodes may be held for approval or need an
+  // EC2 pre-authorization (admission.h); `peer` is where the node called from.
+  Result<JoinAdmission> AdmitJoin(const v1::JoinRequest& request, const VerifiedEvidence& evidence,
+                                  const std::string& peer = "");
 
   // Records a granted rejoin (node_records.h ApplyRejoin says who is refused).
   Result<RejoinAdmission> AdmitRejoin(const v1::RejoinRequest& request,
@@ -57,17 +67,20 @@ class NodeRegistry {
 
  private:
   // "policy roles.control_plane[0]" / "operator CN=alice at ..." or PERMISSION_DENIED.
-  Result<std::string> AuthorizeControlPlane(const std::string& node, const std::string& ak_sha256);
+  Result<std::string> AuthorizeControlPlane(const std::string& node,
+                                            const VerifiedEvidence& evidence);
   Result<JoinAdmission> AdmitControlPlane(const v1::JoinRequest& request,
                                           const VerifiedEvidence& evidence,
                                           const std::optional<StoredNode>& current,
-                                          const std::optional<DiskClaim>& disk, JoinFacts facts);
+                                          const std::optional<DiskClaim>& disk, JoinFacts facts,
+                                          const AdmissionOutcome& admitted);
 
   NodeStore* store_;
   Membership* membership_;
   const EtcdCa* ca_;
-  RolePolicy roles_;
+  const PolicyHolder* policy_;
   Clock* clock_;
+  Admission admission_;
 };
 
 }  // namespace berth::server

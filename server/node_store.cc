@@ -55,6 +55,26 @@ void AddPut(pb::TxnRequest& txn, const std::string& key, const std::string& valu
 
 }  // namespace
 
+std::string RecordToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+Status RecordFromJson(const std::string& key, const std::string& json,
+                      google::protobuf::Message* message) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  auto st = google::protobuf::util::JsonStringToMessage(json, message, options);
+  if (!st.ok()) {
+    return DataLoss("etcd key " + key +
+                    " does not hold a valid record: " + std::string(st.message()));
+  }
+  return OkStatus();
+}
+
 NodeStore::NodeStore(etcd::Client* etcd, std::string prefix)
     : etcd_(etcd), prefix_(std::move(prefix)) {}
 
@@ -111,12 +131,60 @@ Status NodeStore::Commit(const NodeCommit& c) {
     AddPut(txn, prefix_ + "etcd/certs/" + cert.serial(), ToJson(cert));
   for (const auto& cert : c.revoked)
     AddPut(txn, prefix_ + "etcd/crl/" + cert.serial(), ToJson(cert));
+  for (const auto& put : c.also) {
+    *txn.add_compare() = ModRevisionIs(prefix_ + put.key, put.expected_mod_revision);
+    AddPut(txn, prefix_ + put.key, put.value);
+  }
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {
     return Aborted("the record of node " + name +
                    " changed while this request was handled (another berthd replica?); retry");
   }
   return OkStatus();
+}
+
+Result<std::optional<StoredValue>> NodeStore::GetValue(const std::string& key) {
+  pb::RangeRequest r;
+  r.set_key(prefix_ + key);
+  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(r));
+  if (got.kvs_size() == 0) return std::optional<StoredValue>();
+  return std::optional<StoredValue>(
+      StoredValue{key, got.kvs(0).value(), got.kvs(0).mod_revision()});
+}
+
+Result<std::vector<StoredValue>> NodeStore::ListValues(const std::string& key_prefix) {
+  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(PrefixRange(prefix_ + key_prefix)));
+  std::vector<StoredValue> out;
+  for (const auto& kv : got.kvs()) {
+    out.push_back(StoredValue{kv.key().substr(prefix_.size()), kv.value(), kv.mod_revision()});
+  }
+  return out;
+}
+
+Status NodeStore::PutIfAbsent(const std::string& key, const std::string& value) {
+  pb::TxnRequest txn;
+  *txn.add_compare() = ModRevisionIs(prefix_ + key, 0);
+  AddPut(txn, prefix_ + key, value);
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
+  if (!done.succeeded()) return AlreadyExists("etcd key " + prefix_ + key + " exists");
+  return OkStatus();
+}
+
+Status NodeStore::PutGuarded(const GuardedPut& put) {
+  pb::TxnRequest txn;
+  *txn.add_compare() = ModRevisionIs(prefix_ + put.key, put.expected_mod_revision);
+  AddPut(txn, prefix_ + put.key, put.value);
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
+  if (!done.succeeded()) {
+    return Aborted("etcd key " + prefix_ + put.key + " changed while it was being updated");
+  }
+  return OkStatus();
+}
+
+Status NodeStore::DeleteValue(const std::string& key) {
+  pb::DeleteRangeRequest d;
+  d.set_key(prefix_ + key);
+  return etcd_->DeleteRange(d).status();
 }
 
 Result<std::optional<v1::NodeAuthorization>> NodeStore::GetAuthorization(const std::string& name) {

@@ -21,6 +21,12 @@
 
 namespace berth::server {
 
+// Records are stored as protobuf JSON with the proto field names.
+std::string RecordToJson(const google::protobuf::Message& message);
+// DATA_LOSS naming `key` when `json` is not a valid record.
+Status RecordFromJson(const std::string& key, const std::string& json,
+                      google::protobuf::Message* message);
+
 inline constexpr char kDefaultBerthPrefix[] = "/berth/v1/";
 
 struct StoredNode {
@@ -30,6 +36,22 @@ struct StoredNode {
 
 struct DiskClaim {
   std::string node;
+  int64_t mod_revision = 0;
+};
+
+// A key written in the same transaction as a node's record, only if it is still at the
+// revision it was read at (0: must not exist): a golden ticket or an EC2 pre-authorization
+// consumed by the join. `key` is relative to the store's prefix.
+struct GuardedPut {
+  std::string key;
+  int64_t expected_mod_revision = 0;
+  std::string value;
+};
+
+// A value under the prefix and its revision.
+struct StoredValue {
+  std::string key;  // relative to the prefix
+  std::string value;
   int64_t mod_revision = 0;
 };
 
@@ -43,6 +65,7 @@ struct NodeCommit {
   std::optional<DiskClaim> disk_claim;
   std::vector<v1::EtcdIssuedCertificate> issued;
   std::vector<v1::EtcdRevokedCertificate> revoked;
+  std::vector<GuardedPut> also;
 };
 
 struct RevokedList {
@@ -68,6 +91,16 @@ class NodeStore {
 
   Result<RevokedList> ListRevoked();
   Result<std::vector<v1::EtcdIssuedCertificate>> ListIssued();
+
+  // Other records under the prefix (golden tickets, EC2 pre-authorizations, the SNS replay
+  // set), by key relative to the prefix.
+  Result<std::optional<StoredValue>> GetValue(const std::string& key);
+  Result<std::vector<StoredValue>> ListValues(const std::string& key_prefix);
+  // ALREADY_EXISTS when the key exists (the value is not changed).
+  Status PutIfAbsent(const std::string& key, const std::string& value);
+  // ABORTED when the key is no longer at `expected_mod_revision`.
+  Status PutGuarded(const GuardedPut& put);
+  Status DeleteValue(const std::string& key);
 
   const std::string& prefix() const { return prefix_; }
   std::string NodeKey(const std::string& name) const { return prefix_ + "nodes/" + name; }

@@ -113,7 +113,7 @@ Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust) 
     if (!root.IsMap()) return InvalidArgument("policy: expected a YAML map with a \"tpm\" key");
     for (const auto& key : root) {
       const std::string k = key.first.as<std::string>();
-      if (k != "tpm" && k != "sev_snp" && k != "roles") {
+      if (k != "tpm" && k != "sev_snp" && k != "roles" && k != "admission") {
         return InvalidArgument("policy: unknown key \"" + key.first.as<std::string>() + "\"");
       }
     }
@@ -135,6 +135,7 @@ Result<Policy> ParsePolicy(const std::string& yaml_text, bool require_ak_trust) 
       BERTH_RETURN_IF_ERROR(ParseTpmTrustPolicy(tpm, policy.tpm_trust));
     }
     BERTH_RETURN_IF_ERROR(ParseRolePolicy(root["roles"], policy.trusted_aks, policy.roles));
+    BERTH_RETURN_IF_ERROR(ParseAdmissionPolicy(root["admission"], policy.admission));
   } catch (const YAML::Exception& e) {
     return InvalidArgument(std::string("policy: YAML error: ") + e.what());
   }

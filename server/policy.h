@@ -26,6 +26,7 @@
 #include "server/snp_policy.h"
 #include "server/tpm_policy.h"
 #include "server/role_policy.h"
+#include "server/admission_policy.h"
 
 namespace berth::server {
 
@@ -43,6 +44,7 @@ struct Policy {
   std::optional<SnpPolicy> sev_snp;
   TpmTrustPolicy tpm_trust;  // EK/AK certificates, PCR sets, event log, configs (tpm_policy.h)
   RolePolicy roles;     // who may be a control plane (role_policy.h)
+  AdmissionPolicy admission;  // approval, EC2 pre-authorization (admission_policy.h)
 
   // The trusted AK with this SPKI hash, or null.
   const TrustedAk* FindAk(std::span<const uint8_t> spki_sha256) const;

@@ -6,6 +6,17 @@ namespace berth::server {
 
 Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
                                                        SnpPolicy policy, Clock* clock) {
+  return Create(config, std::move(policy), nullptr, clock);
+}
+
+Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
+                                                       const PolicyHolder* holder, Clock* clock) {
+  return Create(config, SnpPolicy{}, holder, clock);
+}
+
+Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
+                                                       SnpPolicy policy,
+                                                       const PolicyHolder* holder, Clock* clock) {
   auto service = std::unique_ptr<SnpService>(new SnpService());
   BERTH_ASSIGN_OR_RETURN(service->anchors_, SnpTrustAnchors::Amd());
   for (const std::string& entry : config.insecure_test_arks) {
@@ -48,8 +59,13 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
     BERTH_RETURN_IF_ERROR(MakeDirs(config.cert_cache, 0755).WithContext("--snp-cert-cache"));
   }
   service->store_ = std::make_unique<SnpCertStore>(config.cert_cache, service->kds_.get());
-  service->verifier_ = std::make_unique<SnpVerifier>(std::move(policy), &service->anchors_,
-                                                     service->store_.get(), options);
+  if (holder != nullptr) {
+    service->verifier_ = std::make_unique<SnpVerifier>(holder, &service->anchors_,
+                                                       service->store_.get(), options);
+  } else {
+    service->verifier_ = std::make_unique<SnpVerifier>(std::move(policy), &service->anchors_,
+                                                       service->store_.get(), options);
+  }
   return service;
 }
 

@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "server/snp_certs.h"
+#include "server/policy_holder.h"
 #include "server/snp_policy.h"
 #include "server/snp_verifier.h"
 
@@ -28,9 +29,15 @@ class SnpService {
   // INVALID_ARGUMENT naming the flag for an unusable configuration.
   static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
                                                     Clock* clock);
+  // berthd: verifies against the `sev_snp:` section of `holder`'s current policy (reloaded
+  // without restarts); `holder` outlives the service.
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config,
+                                                    const PolicyHolder* holder, Clock* clock);
   EvidenceVerifier* verifier() { return verifier_.get(); }
 
  private:
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
+                                                    const PolicyHolder* holder, Clock* clock);
   SnpTrustAnchors anchors_;
   std::unique_ptr<SnpKds> kds_;
   std::unique_ptr<SnpCertStore> store_;

@@ -402,7 +402,7 @@ int64_t SnpVerifier::Now() const {
 }
 
 Result<SourcedCert> SnpVerifier::FindLeaf(const v1::SevSnpEvidence& evidence,
-                                          const snp::Report& report, snp::Product& product) {
+                                          const snp::Report& report, snp::Product& product, const SnpPolicy& policy) {
   const bool vlek = report.signing_key == snp::SigningKey::kVlek;
   if (!evidence.vcek().empty()) {
     auto cert = CertFromDer(AsBytes(evidence.vcek()));
@@ -430,7 +430,7 @@ Result<SourcedCert> SnpVerifier::FindLeaf(const v1::SevSnpEvidence& evidence,
   } else {
     // A version-2 report does not name its product; Turin only makes version 3 and later.
     for (snp::Product p : {snp::Product::kMilan, snp::Product::kGenoa}) {
-      if (policy_.CheckProduct(p).ok()) candidates.push_back(p);
+      if (policy.CheckProduct(p).ok()) candidates.push_back(p);
     }
   }
   Status last = NotFound("no candidate product");
@@ -451,7 +451,23 @@ Result<SourcedCert> SnpVerifier::FindLeaf(const v1::SevSnpEvidence& evidence,
                             last.message());
 }
 
+Result<std::shared_ptr<const SnpPolicy>> SnpVerifier::CurrentPolicy() const {
+  if (holder_ == nullptr) return fixed_;
+  std::shared_ptr<const Policy> policy = holder_->Current();
+  if (!policy->sev_snp.has_value()) {
+    return PermissionDenied("SEV-SNP evidence is not accepted by this berthd's policy");
+  }
+  // Shares ownership of the whole policy, so the section lives as long as the snapshot.
+  return std::shared_ptr<const SnpPolicy>(policy, &*policy->sev_snp);
+}
+
 Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& evidence) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<const SnpPolicy> policy, CurrentPolicy());
+  return Authenticate(evidence, *policy);
+}
+
+Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& evidence,
+                                                    const SnpPolicy& policy) {
   SnpVerifiedReport out;
   auto report = snp::ParseReport(AsBytes(evidence.report()));
   if (!report.ok()) return report.status().WithContext("SEV-SNP report");
@@ -462,9 +478,9 @@ Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& ev
   }
   const bool vlek = r.signing_key == snp::SigningKey::kVlek;
   snp::Product product = r.product();
-  if (product != snp::Product::kUnknown) BERTH_RETURN_IF_ERROR(policy_.CheckProduct(product));
+  if (product != snp::Product::kUnknown) BERTH_RETURN_IF_ERROR(policy.CheckProduct(product));
 
-  BERTH_ASSIGN_OR_RETURN(SourcedCert leaf, FindLeaf(evidence, r, product));
+  BERTH_ASSIGN_OR_RETURN(SourcedCert leaf, FindLeaf(evidence, r, product, policy));
   auto info = snp::ParseEndorsementKeyInfo(leaf.cert.get());
   if (!info.ok()) return info.status().WithContext(LeafName(vlek));
   if (leaf.source == CertSource::kSent) {
@@ -486,7 +502,7 @@ Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& ev
                             " names an AMD product, and no pinned " + IntermediateName(vlek) +
                             " issued the " + LeafName(vlek));
   }
-  BERTH_RETURN_IF_ERROR(policy_.CheckProduct(product));
+  BERTH_RETURN_IF_ERROR(policy.CheckProduct(product));
   X509* ark = anchors_->ark(product);
   if (ark == nullptr) {
     return PermissionDenied("chain: no ARK is pinned for " +
@@ -546,7 +562,9 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
   if (evidence.kind_case() != v1::Evidence::kSevSnp) {
     return InvalidArgument("the evidence is not SEV-SNP evidence");
   }
-  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(evidence.sev_snp()));
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<const SnpPolicy> snapshot, CurrentPolicy());
+  const SnpPolicy& policy = *snapshot;
+  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(evidence.sev_snp(), policy));
   const snp::Report& r = verified.report;
   Bytes expected = SnpReportData(binding);
   if (!std::equal(r.report_data.begin(), r.report_data.end(), expected.begin(), expected.end())) {
@@ -554,11 +572,11 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
         "report_data: does not equal the channel binding of this call "
         "(challenge nonce and TLS client key)");
   }
-  BERTH_RETURN_IF_ERROR(policy_.Check(r, verified.product));
+  BERTH_RETURN_IF_ERROR(policy.Check(r, verified.product));
   VerifiedEvidence out;
   out.ak_sha256_hex = verified.leaf_spki_sha256_hex;
   out.ak_name = "snp-chip-" + HexEncode(std::span<const uint8_t>(r.chip_id).first(8));
-  out.rule = policy_.Describe() + ", product " + std::string(snp::ProductName(verified.product)) +
+  out.rule = policy.Describe() + ", product " + std::string(snp::ProductName(verified.product)) +
              ", measurement " + HexEncode(r.measurement).substr(0, 16) + "..., " +
              std::string(snp::SigningKeyName(r.signing_key)) + " " +
              std::string(CertSourceName(verified.leaf_source));

@@ -24,6 +24,7 @@
 #include "common/snp_report.h"
 #include "server/evidence.h"
 #include "server/snp_certs.h"
+#include "server/policy_holder.h"
 #include "server/snp_policy.h"
 
 namespace berth::server {
@@ -117,7 +118,15 @@ class SnpVerifier : public EvidenceVerifier {
  public:
   SnpVerifier(SnpPolicy policy, const SnpTrustAnchors* anchors, SnpCertStore* store,
               SnpVerifierOptions options)
-      : policy_(std::move(policy)), anchors_(anchors), store_(store), options_(options) {}
+      : fixed_(std::make_shared<const SnpPolicy>(std::move(policy))),
+        anchors_(anchors),
+        store_(store),
+        options_(options) {}
+  // berthd: the `sev_snp:` section of `holder`'s current policy, one snapshot per verification
+  // (policy_holder.h); a policy without one refuses SEV-SNP evidence. `holder` outlives it.
+  SnpVerifier(const PolicyHolder* holder, const SnpTrustAnchors* anchors, SnpCertStore* store,
+              SnpVerifierOptions options)
+      : holder_(holder), anchors_(anchors), store_(store), options_(options) {}
 
   Result<VerifiedEvidence> Verify(const v1::Evidence& evidence,
                                   std::span<const uint8_t> binding) override;
@@ -128,11 +137,16 @@ class SnpVerifier : public EvidenceVerifier {
 
  private:
   int64_t Now() const;
+  // The policy in force, or PERMISSION_DENIED when it has no `sev_snp:` section.
+  Result<std::shared_ptr<const SnpPolicy>> CurrentPolicy() const;
+  Result<SnpVerifiedReport> Authenticate(const v1::SevSnpEvidence& evidence,
+                                         const SnpPolicy& policy);
   // The leaf (VCEK/VLEK) for `report`, sent or found; fixes `product` when it was unknown.
   Result<SourcedCert> FindLeaf(const v1::SevSnpEvidence& evidence, const snp::Report& report,
-                               snp::Product& product);
+                               snp::Product& product, const SnpPolicy& policy);
 
-  SnpPolicy policy_;
+  std::shared_ptr<const SnpPolicy> fixed_;
+  const PolicyHolder* holder_ = nullptr;
   const SnpTrustAnchors* anchors_;
   SnpCertStore* store_;
   SnpVerifierOptions options_;

@@ -147,6 +147,7 @@ v1::EnrolmentConfig Enrolment(const TestNode& node, bool control_plane,
   c.set_node_name(node.name);
   c.mutable_state_disk()->set_device("/dev/vdb");
   c.mutable_state_disk()->set_mount_point(kMountPoint);
+  if (node.golden) *c.mutable_golden_ticket() = *node.golden;
   return c;
 }
 
@@ -301,14 +302,18 @@ std::string EtcdTestbed::WritePolicy() {
   std::string policy = "tpm:\n  trusted_aks:\n";
   std::string pcrs;
   for (const auto& [name, node] : nodes_) {
-    policy += "    - name: " + name + "\n      sha256: " + node->ak_sha256 + "\n";
     pcrs = node->policy_pcrs;
+    if (left_out_of_policy.count(name) != 0) continue;
+    policy += "    - name: " + name + "\n      sha256: " + node->ak_sha256 + "\n";
   }
   policy += pcrs;
   if (!control_planes_.empty()) {
     policy += "roles:\n  control_plane:\n";
-    for (const auto& name : control_planes_) policy += "    - ak: " + name + "\n";
+    for (const auto& name : control_planes_) {
+      if (left_out_of_policy.count(name) == 0) policy += "    - ak: " + name + "\n";
+    }
   }
+  policy += policy_extra;
   const std::string path = dir_.Join("policy.yaml");
   MustWrite(path, policy);
   return path;
@@ -319,7 +324,7 @@ bool EtcdTestbed::StartBerthd(int replica, int port) {
   const std::string tag = "berthd-" + std::to_string(replica);
   std::string endpoints;
   for (const auto& u : etcd_->ClientUrls()) endpoints += (endpoints.empty() ? "" : ",") + u;
-  std::vector<std::string> argv = {BuildDir() + "/server/berthd",
+  std::vector<std::string> argv = {BuildDir() + "/" + berthd_binary,
                                    "--listen",
                                    "127.0.0.1:" + std::to_string(port),
                                    "--port-file",
@@ -355,7 +360,12 @@ bool EtcdTestbed::StartBerthd(int replica, int port) {
                                    "--admin-port-file",
                                    dir_.Join(tag + ".admin-port"),
                                    "--operator-ca",
-                                   dir_.Join("operator/ca.pem")};
+                                   dir_.Join("operator/ca.pem"),
+                                   "--metrics-listen",
+                                   "127.0.0.1:0",
+                                   "--metrics-port-file",
+                                   dir_.Join(tag + ".metrics-port")};
+  argv.insert(argv.end(), berthd_flags.begin(), berthd_flags.end());
   std::remove(dir_.Join(tag + ".port").c_str());
   std::remove(dir_.Join(tag + ".admin-port").c_str());
   auto p = Subprocess::Start(argv, BerthdLog(replica));
@@ -363,7 +373,9 @@ bool EtcdTestbed::StartBerthd(int replica, int port) {
   berthd_[replica] = std::move(*p);
   berthd_ports_[replica] = WaitForPortFile(dir_.Join(tag + ".port"), std::chrono::seconds(20));
   admin_ports_[replica] = WaitForPortFile(dir_.Join(tag + ".admin-port"), std::chrono::seconds(5));
-  if (berthd_ports_[replica] == 0 || admin_ports_[replica] == 0) {
+  metrics_ports_[replica] =
+      WaitForPortFile(dir_.Join(tag + ".metrics-port"), std::chrono::seconds(5));
+  if (berthd_ports_[replica] == 0 || admin_ports_[replica] == 0 || metrics_ports_[replica] == 0) {
     ADD_FAILURE() << "berthd did not start:\n" << MustRead(BerthdLog(replica));
     return false;
   }
@@ -398,6 +410,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_peer_port = node.etcd_peer_port;
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);
+  o.ec2_instance_id = node.ec2_instance_id;
 
   RealClock clock;
   NodeRunner runner(&node.disk, {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
@@ -417,6 +430,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   deps.mounter = &mounter;
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
+  deps.read_golden_ticket = golden_reader;
   AgentOutcome out;
   out.status = agent::RunAgent(o, deps);
   out.notifications = notifier.events;
@@ -431,17 +445,22 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
   BERTH_ASSIGN_OR_RETURN(agent::ClientIdentity id, agent::MakeClientIdentity(node.name));
   auto transport =
       agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
-  BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
-                         transport->Challenge(challenge_endpoint, v1::ChallengeRequest()));
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<agent::Tpm> tpm, agent::OpenEsysTpm(node.tpm->Tcti()));
-  Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), id.spki_sha256);
-  BERTH_ASSIGN_OR_RETURN(
-      v1::Evidence evidence,
-      agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
-  tpm.reset();
   v1::JoinRequest r;
-  *r.mutable_evidence() = evidence;
-  r.set_nonce(challenge.nonce());
+  if (node.golden) {
+    *r.mutable_golden_ticket() = *node.golden;  // instead of a challenge and evidence
+  } else {
+    BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
+                           transport->Challenge(challenge_endpoint, v1::ChallengeRequest()));
+    BERTH_ASSIGN_OR_RETURN(std::unique_ptr<agent::Tpm> tpm, agent::OpenEsysTpm(node.tpm->Tcti()));
+    Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), id.spki_sha256);
+    BERTH_ASSIGN_OR_RETURN(
+        v1::Evidence evidence,
+        agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
+    tpm.reset();
+    *r.mutable_evidence() = evidence;
+    r.set_nonce(challenge.nonce());
+  }
+  r.set_ec2_instance_id(node.ec2_instance_id);
   r.set_node_name(node.name);
   r.set_role(control_plane ? v1::NODE_ROLE_CONTROL_PLANE : v1::NODE_ROLE_WORKER);
   if (node.disk.uuid.empty()) node.disk.uuid = agent::NewDiskUuid();

@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,6 +18,7 @@
 
 #include "agent/agent.h"
 #include "agent/etcd_join.h"
+#include "agent/golden_ticket.h"
 #include "berth/v1/nodes.pb.h"
 #include "common/subprocess.h"
 #include "tests/testing/etcd.h"
@@ -44,6 +47,10 @@ struct TestNode {
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
   std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }
   std::string Path(const std::string& rel) const { return root + rel; }
+  // Lifecycle (docs/lifecycle.md): a golden ticket to join with instead of evidence, and the
+  // EC2 instance the node claims to be.
+  std::optional<v1::GoldenTicket> golden;
+  std::string ec2_instance_id;
 };
 
 // What an agent run leaves behind.
@@ -94,6 +101,18 @@ class EtcdTestbed {
   // SIGKILL, as a crash would; StartBerthd(replica, its old port) restarts it where it was.
   void KillBerthd(int replica = 0);
   int berthd_port(int replica = 0) const { return berthd_ports_.at(replica); }
+  // Lifecycle tests (docs/lifecycle.md), set before StartBerthd: text appended to the policy,
+  // nodes left out of its trusted AKs, extra berthd flags, the berthd binary (relative to the
+  // build directory), and the golden-ticket reader the in-process agent gets.
+  std::string policy_extra;
+  std::set<std::string> left_out_of_policy;
+  std::vector<std::string> berthd_flags;
+  std::string berthd_binary = "server/berthd";
+  agent::GoldenTicketReader golden_reader = nullptr;
+  // (Re)writes the policy file berthd reads (in place) from the members above; its path.
+  std::string WritePolicy();
+  pid_t berthd_pid(int replica = 0) { return berthd_.at(replica).pid(); }
+  int metrics_port(int replica = 0) const { return metrics_ports_.at(replica); }
   std::string BerthdEndpoint(int replica = 0) const;
   std::string BerthdLog(int replica = 0) const;
   int admin_port(int replica = 0) const { return admin_ports_.at(replica); }
@@ -130,7 +149,6 @@ class EtcdTestbed {
   std::string JoinCaPem() const { return join_pki_.ca_pem_text; }
 
  private:
-  std::string WritePolicy();
 
   TempDir dir_;
   EtcdTestbedOptions options_;
@@ -141,7 +159,7 @@ class EtcdTestbed {
   Subprocess apiserver_;
   int apiserver_port_ = 0;
   std::map<int, Subprocess> berthd_;
-  std::map<int, int> berthd_ports_, admin_ports_;
+  std::map<int, int> berthd_ports_, admin_ports_, metrics_ports_;
   std::map<std::string, std::unique_ptr<TestNode>> nodes_;
   std::vector<std::string> control_planes_;
 };

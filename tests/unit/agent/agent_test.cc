@@ -334,6 +334,97 @@ TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshN
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
+TEST_F(RunAgentTest, PendingApprovalWaitsSayingSoAndCallsTheSameEndpointAgainAtOnce) {
+  v1::EnrolmentConfig config = ValidConfig();
+  config.add_endpoints("127.0.0.1:2");
+  WriteEnrolment(config);
+  const std::string pending =
+      "node node-1 is pending operator approval (attestation key sha256:0123...); an operator "
+      "approves it with berthctl nodes approve node-1";
+  berthd_.ticket_script.push_back(Unavailable(pending));
+  berthd_.ticket_script.push_back(Unavailable(pending));
+  berthd_.retry_after_script = {milliseconds(0), milliseconds(0)};
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  // berthd held the call and asked for another at once: same endpoint, no backoff.
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
+                                         "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
+                                         "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  EXPECT_EQ(clock_.slept_ms(), 0);
+  EXPECT_THAT(notifier_.events,
+              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
+                          "STATUS=waiting: " + pending, "STATUS=waiting: " + pending,
+                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
+}
+
+TEST_F(RunAgentTest, ReleaseAgentRefusesAGoldenTicketBeforeAnythingElse) {
+  v1::EnrolmentConfig config = ValidConfig();
+  config.mutable_golden_ticket()->set_id(std::string(32, 'a'));
+  config.mutable_golden_ticket()->set_secret(std::string(32, 's'));
+  WriteEnrolment(config);
+  ASSERT_EQ(deps_.read_golden_ticket, nullptr);  // what a release berth-agent links
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("this berth-agent is a release build "
+                                      "(BERTH_GOLDEN_TICKETS=OFF) that does not read them"));
+  EXPECT_TRUE(tctis_opened_.empty());
+  EXPECT_TRUE(berthd_.calls.empty());
+  ExpectNothingJoined();
+}
+
+Result<v1::GoldenTicket> AcceptAnyTicket(const v1::EnrolmentConfig& config, const std::string&,
+                                         int64_t) {
+  return config.golden_ticket();
+}
+
+TEST_F(RunAgentTest, GoldenTicketJoinsWithoutOpeningTheTpmOrAskingForAChallenge) {
+  v1::EnrolmentConfig config = ValidConfig();
+  config.mutable_golden_ticket()->set_id(std::string(32, 'a'));
+  config.mutable_golden_ticket()->set_secret(std::string(32, 's'));
+  WriteEnrolment(config);
+  deps_.read_golden_ticket = AcceptAnyTicket;  // a debug build's reader (tested itself elsewhere)
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(tctis_opened_.empty());
+  EXPECT_THAT(berthd_.calls, ElementsAre("IssueJoinTicket@127.0.0.1:1"));
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  EXPECT_EQ(berthd_.join_requests[0].golden_ticket().id(), std::string(32, 'a'));
+  EXPECT_FALSE(berthd_.join_requests[0].has_evidence());
+  EXPECT_TRUE(berthd_.join_requests[0].nonce().empty());
+  EXPECT_EQ(notifier_.ready_count(), 1);
+}
+
+TEST_F(RunAgentTest, DiscoveryKubeconfigIsWrittenForKubeadmAndRemovedAfterTheJoin) {
+  WriteEnrolment(ValidConfig());
+  berthd_.ticket.set_discovery_kubeconfig(
+      "apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n  cluster:\n"
+      "    server: https://10.0.0.10:6443\n    certificate-authority-data: Q0E=\n"
+      "users:\n- name: tls-bootstrap-token-user\n  user:\n    token: abcdef.0123456789abcdef\n");
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(runner_.seen_configs.size(), 1u);
+  const std::string& join = runner_.seen_configs[0].content;
+  EXPECT_THAT(join, HasSubstr("file:"));
+  EXPECT_THAT(join, HasSubstr("kubeConfigPath: \"" + root_.path() + kDiscoveryKubeconfigPath +
+                              "\""));
+  EXPECT_THAT(join, Not(HasSubstr("bootstrapToken")));
+  EXPECT_FALSE(std::filesystem::exists(root_.path() + kDiscoveryKubeconfigPath));
+  EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+}
+
+TEST_F(RunAgentTest, DiscoveryKubeconfigWithAnotherTokenIsAMalformedTicket) {
+  WriteEnrolment(ValidConfig());
+  berthd_.ticket.set_discovery_kubeconfig(
+      "clusters:\n- cluster:\n    server: https://10.0.0.10:6443\n"
+      "    certificate-authority-data: Q0E=\nusers:\n- user:\n    token: other.0123456789abcdef\n");
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("the discovery kubeconfig's user is not the ticket's bootstrap token"));
+  EXPECT_TRUE(runner_.argvs.empty());
+}
+
 TEST_F(RunAgentTest, ExpiredNonceStartsOverWithAFreshChallenge) {
   WriteEnrolment(ValidConfig());
   berthd_.ticket_script.push_back(Aborted("nonce expired 3 s ago; ask for a fresh challenge"));

@@ -5,7 +5,9 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,6 +90,10 @@ struct FakeBerthd {
 
   std::deque<Status> challenge_script;  // errors to return before issuing nonces
   std::deque<Result<v1::JoinTicket>> ticket_script;
+  // berthd's "call again after" hint (kRetryAfterMetadata) sent with each scripted ticket
+  // answer, in order; nullopt: none.
+  std::deque<std::optional<std::chrono::milliseconds>> retry_after_script;
+  std::optional<std::chrono::milliseconds> last_retry_after;
   v1::JoinTicket ticket;
   std::vector<v1::RejoinRequest> rejoin_requests;
   Result<v1::RejoinTicket> rejoin = Status(Code::kNotFound, "the fake berthd knows no nodes");
@@ -122,6 +128,11 @@ class FakeJoinTransport : public JoinTransport {
                                          const v1::JoinRequest& request) override {
     berthd_->calls.push_back("IssueJoinTicket@" + endpoint);
     berthd_->join_requests.push_back(request);
+    berthd_->last_retry_after.reset();
+    if (!berthd_->retry_after_script.empty()) {
+      berthd_->last_retry_after = berthd_->retry_after_script.front();
+      berthd_->retry_after_script.pop_front();
+    }
     if (!berthd_->ticket_script.empty()) {
       Result<v1::JoinTicket> next = berthd_->ticket_script.front();
       berthd_->ticket_script.pop_front();
@@ -135,6 +146,12 @@ class FakeJoinTransport : public JoinTransport {
     berthd_->calls.push_back("IssueRejoinTicket@" + endpoint);
     berthd_->rejoin_requests.push_back(request);
     return berthd_->rejoin;
+  }
+
+  std::optional<std::chrono::milliseconds> TakeRetryAfter() override {
+    auto out = berthd_->last_retry_after;
+    berthd_->last_retry_after.reset();
+    return out;
   }
 
  private:

@@ -64,7 +64,11 @@ class RegistryTest : public ::testing::Test {
     ca_ = std::move(*ca);
     roles_.control_plane.push_back(
         {.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
-    registry_ = std::make_unique<NodeRegistry>(&store_, &membership_, ca_.get(), roles_, &clock_);
+    Policy policy;
+    policy.roles = roles_;
+    policy_ = std::make_unique<PolicyHolder>(std::move(policy));
+    registry_ =
+        std::make_unique<NodeRegistry>(&store_, &membership_, ca_.get(), policy_.get(), &clock_);
     admin_ = std::make_unique<NodeAdmin>(&store_, &membership_, ca_.get(), &kube_, &clock_);
   }
 
@@ -128,6 +132,7 @@ class RegistryTest : public ::testing::Test {
   FakeKube kube_;
   std::unique_ptr<EtcdCa> ca_;
   RolePolicy roles_;
+  std::unique_ptr<PolicyHolder> policy_;
   std::unique_ptr<NodeRegistry> registry_;
   std::unique_ptr<NodeAdmin> admin_;
   std::vector<uint64_t> voters_;
@@ -358,7 +363,7 @@ TEST_F(RegistryTest, BadCsrsAndUrlsAreRefusedBeforeEtcdIsTouched) {
 }
 
 TEST_F(RegistryTest, WithoutAnEtcdCaControlPlanesAreRefused) {
-  NodeRegistry no_ca(&store_, &membership_, nullptr, roles_, &clock_);
+  NodeRegistry no_ca(&store_, &membership_, nullptr, policy_.get(), &clock_);
   EXPECT_EQ(no_ca.AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence()).status().code(),
             Code::kFailedPrecondition);
   EXPECT_EQ(CallsOf("MemberAdd"), 0);
