@@ -559,6 +559,23 @@ class Boot {
                                 "disk is already a berth disk: a later boot needs attestation");
     }
     BERTH_ASSIGN_OR_RETURN(std::string uuid, disk_->BerthUuid());
+    if (seal_.has_value() && seal_->keys_released()) {
+      // PCR 15 says an earlier run in this boot got its keys and sealed the boot (the last
+      // step), and berthd refuses a second attestation in a sealed boot. The earlier run was
+      // killed after that: if it left the node joined and mounted there is nothing to redo.
+      BERTH_ASSIGN_OR_RETURN(bool mounted, disk_->IsMounted());
+      if (mounted) {
+        BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
+        if (progress.joined) {
+          BERTH_RETURN_IF_ERROR(disk_->Mount());  // the bind mounts, if those were not made
+          if (ControlPlane() && progress.pki_written) BERTH_RETURN_IF_ERROR(StartEtcd(0));
+          return Ready("node joined by an earlier run in this boot; state disk " + uuid +
+                       " mounted");
+        }
+      }
+      return FailedPrecondition("this boot already released its keys (PCR 15) but the state "
+                                "disk is not mounted as joined: reboot the node");
+    }
     BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
     BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
     BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());

@@ -236,9 +236,10 @@ class LibDisk : public Disk {
 
   Status Open(const std::string& device, const std::string& name, const SecretBytes& key) override {
     BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
-    if (crypt_status(cd.get(), name.c_str()) == CRYPT_ACTIVE) {
-      // Active from an earlier run of the agent on this boot; but never hand out another
-      // device's mapping under this name.
+    crypt_status_info status = crypt_status(cd.get(), name.c_str());
+    if (status == CRYPT_ACTIVE || status == CRYPT_BUSY) {
+      // Active from an earlier run of the agent on this boot (BUSY: and mounted, the earlier
+      // run got that far); but never hand out another device's mapping under this name.
       return CheckActiveOn(name, device);
     }
     int rc = crypt_activate_by_passphrase(cd.get(), name.c_str(), CRYPT_ANY_SLOT,

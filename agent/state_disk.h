@@ -66,6 +66,9 @@ class StateDisk {
   Status MakeFilesystemIfBlank();
   // Mounts the volume (unless mounted) and bind-mounts the persistent directories.
   Status Mount();
+  // Whether the state filesystem is mounted where the EnrolmentConfig says (an earlier run of
+  // the agent in this boot mounted it).
+  Result<bool> IsMounted() { return mounter_->IsMountPoint(mount_point_); }
   // Flushes the state filesystem (syncfs): what other programs wrote there (kubeadm does not
   // fsync kubelet.conf) is on the disk before the agent records that it is done.
   Status Sync();
