@@ -18,6 +18,8 @@ packages=(
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
   time  # GNU time: peak memory in the guest (qemu/bench-disk)
+  # the fuzz targets (tests/fuzz/run): clang, its sanitizer/libFuzzer runtimes, llvm-symbolizer
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()
