@@ -2,6 +2,9 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/unknown_field_set.h>
+
+#include <vector>
 
 #include "common/bytes.h"
 #include "common/crypto.h"
@@ -151,8 +154,30 @@ Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text) {
 }
 
 std::string EnrolmentToText(const v1::EnrolmentConfig& config) {
+  // Fields this berth does not know (a newer writer, or a damaged file) would print as
+  // "5: ..." lines, which no text parser reads back: `show` output must stay a valid input of
+  // `write`. They are named in a comment instead, the top level and nested messages alike.
+  google::protobuf::TextFormat::Printer printer;
+  printer.SetHideUnknownFields(true);
   std::string out;
-  google::protobuf::TextFormat::PrintToString(config, &out);
+  printer.PrintToString(config, &out);
+  std::vector<std::string> unknown;
+  auto collect = [&](const google::protobuf::Message& m, const std::string& where) {
+    const auto& fields = m.GetReflection()->GetUnknownFields(m);
+    for (int i = 0; i < fields.field_count(); ++i) {
+      unknown.push_back(where + std::to_string(fields.field(i).number()));
+    }
+  };
+  collect(config, "");
+  if (config.has_state_disk()) collect(config.state_disk(), "state_disk.");
+  for (int i = 0; i < config.pcr_selection_size(); ++i) {
+    collect(config.pcr_selection(i), "pcr_selection[" + std::to_string(i) + "].");
+  }
+  if (!unknown.empty()) {
+    std::string list;
+    for (const auto& u : unknown) list += (list.empty() ? "" : ", ") + u;
+    out += "# fields unknown to this berth, not shown: " + list + "\n";
+  }
   return out;
 }
 

@@ -31,6 +31,8 @@ Result<v1::EnrolmentConfig> ParseEnrolmentText(const std::string& text);
 // Parses without validating, for callers that complete the config first (berthctl's
 // --cluster-ca) and validate after.
 Result<v1::EnrolmentConfig> ParseEnrolmentTextUnvalidated(const std::string& text);
+// Always parses back; fields unknown to this berth are left out and named in a closing
+// "# fields unknown to this berth, not shown: ..." comment.
 std::string EnrolmentToText(const v1::EnrolmentConfig& config);
 
 // A Kubernetes node name: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.',

@@ -20,6 +20,8 @@ packages=(
   time  # GNU time: peak memory in the guest (qemu/bench-disk)
   # the node image (image/build, docs/image.md) and its QEMU boots: OVMF measures what it boots
   debootstrap squashfs-tools mtools systemd-boot-efi binutils ovmf
+  # the fuzz targets (tests/fuzz/run): clang, its sanitizer/libFuzzer runtimes, llvm-symbolizer
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()

@@ -1,6 +1,7 @@
 // The EnrolmentConfig: every validation rule, the binary file, and the text format.
 #include "common/enrolment.h"
 
+#include <google/protobuf/unknown_field_set.h>
 #include <gtest/gtest.h>
 
 #include "common/bytes.h"
@@ -210,6 +211,29 @@ TEST_F(EnrolmentTest, TextRoundTrip) {
   auto parsed = ParseEnrolmentText(text);
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
   EXPECT_EQ(parsed->SerializeAsString(), c.SerializeAsString());
+}
+
+// Found by fuzz_enrolment: a binary config carrying fields this berth does not know (here 99
+// at the top level and 9 in state_disk) printed them as "99: 5" lines, so `berthctl enrolment
+// show` wrote text that `write` refused ("Expected identifier, got: 99").
+TEST_F(EnrolmentTest, TextOfAConfigWithUnknownFieldsParsesBackAndNamesThem) {
+  v1::EnrolmentConfig c = valid_;
+  c.mutable_state_disk()->set_device("/dev/vdb");
+  v1::StateDiskConfig* disk = c.mutable_state_disk();
+  disk->GetReflection()->MutableUnknownFields(disk)->AddVarint(9, 7);
+  std::string binary = c.SerializeAsString() + std::string("\x98\x06\x05", 3);   // 99: 5
+  v1::EnrolmentConfig read;
+  ASSERT_TRUE(read.ParseFromString(binary));
+  std::string text = EnrolmentToText(read);
+  EXPECT_EQ(text.find("99:"), std::string::npos) << text;
+  EXPECT_NE(text.find("\n# fields unknown to this berth, not shown: 99, state_disk.9\n"),
+            std::string::npos)
+      << text;
+  auto parsed = ParseEnrolmentTextUnvalidated(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString() << "\n" << text;
+  v1::EnrolmentConfig known = valid_;
+  known.mutable_state_disk()->set_device("/dev/vdb");
+  EXPECT_EQ(parsed->SerializeAsString(), known.SerializeAsString());
 }
 
 TEST_F(EnrolmentTest, TextErrorsNameTheLineOrTheField) {

@@ -54,7 +54,10 @@ Result<SyntheticQuote> MakeSyntheticQuote(const SyntheticQuoteSpec& spec, EVP_PK
   attest.magic = spec.magic;
   attest.type = spec.type;
   attest.extraData.size = static_cast<uint16_t>(spec.extra_data.size());
-  std::memcpy(attest.extraData.buffer, spec.extra_data.data(), spec.extra_data.size());
+  // An empty vector's data() may be null, which memcpy must not get even for 0 bytes (UBSan).
+  if (!spec.extra_data.empty()) {
+    std::memcpy(attest.extraData.buffer, spec.extra_data.data(), spec.extra_data.size());
+  }
   if (spec.type == TPM2_ST_ATTEST_QUOTE) {
     TPMS_QUOTE_INFO& q = attest.attested.quote;
     Bytes concatenated;
