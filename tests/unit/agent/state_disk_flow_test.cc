@@ -156,7 +156,9 @@ class StateDiskFlowTest : public ::testing::Test {
   }
 
   // A reboot: the disk and the state directory persist, the mounts and the calls do not.
+  // A boot: the TPM restarts (PCRs reset, PCR 15 unsealed), nothing is mounted or open.
   Status Boot() {
+    EXPECT_TRUE(swtpm_.Reboot());
     mounter_ = FakeMounter();
     disk_state_.open = false;
     berthd_.calls.clear();
@@ -203,6 +205,31 @@ TEST_F(StateDiskFlowTest, FirstBootFormatsWithTheTicketsKeyThenJoins) {
   EXPECT_EQ(runner_.argvs.size(), 1u);
   EXPECT_EQ(*ProgressFile(), "{\"join_started\":true,\"joined\":true,\"version\":1}\n");
   EXPECT_EQ(notifier_.ready_count(), 1);
+}
+
+// The agent restarted in the same boot after it sealed the boot (killed after release-keys):
+// the node is joined and mounted, so it asks berthd nothing (berthd must refuse a second
+// attestation in a sealed boot) and reports ready.
+TEST_F(StateDiskFlowTest, ARestartAfterTheBootWasSealedKeepsTheJoinedNode) {
+  ASSERT_TRUE(Boot().ok());
+  berthd_.calls.clear();
+  runner_.argvs.clear();
+  notifier_.events.clear();
+  disk_state_.ops.clear();
+  Status st = RunAgent(options_, deps_);  // no reboot: TPM, mounts and volume as they were
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(berthd_.calls.empty());
+  EXPECT_TRUE(runner_.argvs.empty());  // no kubeadm
+  EXPECT_EQ(notifier_.ready_count(), 1);
+
+  // Not mounted (say, unmounted by hand) in a sealed boot: a clear stop, nothing touched.
+  mounter_ = FakeMounter();
+  st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.ToString(),
+            "FAILED_PRECONDITION: this boot already released its keys (PCR 15) but the state disk "
+            "is not mounted as joined: reboot the node");
+  EXPECT_TRUE(berthd_.calls.empty());
+  EXPECT_TRUE(disk_state_.ops.empty());
 }
 
 TEST_F(StateDiskFlowTest, LaterBootRejoinsUnlocksAndDoesNotJoinAgain) {
