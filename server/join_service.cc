@@ -89,7 +89,12 @@ grpc::Status JoinServiceImpl::IssueJoinTicket(grpc::ServerContext* context,
   std::optional<JoinGate::Pass> pass;
   if (gate_ != nullptr) {
     auto admitted = Admit(*context);
-    if (!admitted.ok()) return ToGrpcStatus(admitted.status());
+    if (!admitted.ok()) {
+      if (metrics_ != nullptr) {
+        metrics_->CountRequest("IssueJoinTicket", "shed");  // refused by the gate (join_gate.h)
+      }
+      return ToGrpcStatus(admitted.status());
+    }
     pass.emplace(std::move(*admitted));
   }
   Observe observe(metrics_, "IssueJoinTicket");
@@ -108,7 +113,12 @@ grpc::Status JoinServiceImpl::IssueRejoinTicket(grpc::ServerContext* context,
   std::optional<JoinGate::Pass> pass;
   if (gate_ != nullptr) {
     auto admitted = Admit(*context);
-    if (!admitted.ok()) return ToGrpcStatus(admitted.status());
+    if (!admitted.ok()) {
+      if (metrics_ != nullptr) {
+        metrics_->CountRequest("IssueRejoinTicket", "shed");  // refused by the gate (join_gate.h)
+      }
+      return ToGrpcStatus(admitted.status());
+    }
     pass.emplace(std::move(*admitted));
   }
   Observe observe(metrics_, "IssueRejoinTicket");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 
 #include "agent/join_client.h"
 #include "berth/v1/berth.grpc.pb.h"
@@ -64,8 +65,22 @@ class OverloadTest : public ::testing::Test {
   bench::LoadOptions options_;
 };
 
+// One series of berthd's /metrics, or -1 when it is not there.
+double Metric(int port, const std::string& series) {
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::string& body = res->body;
+  size_t at = body.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  at += series.size() + 2;
+  return std::stod(body.substr(at, body.find('\n', at) - at));
+}
+
 TEST_F(OverloadTest, TheExcessIsRefusedAtOnceAndServedWhenTheLoadPasses) {
-  Start({"--max-inflight-joins", "3", "--max-joins-per-source", "0"});
+  const std::string metrics_port_file = cluster_.dir().Join("metrics.port");
+  Start({"--max-inflight-joins", "3", "--max-joins-per-source", "0", "--metrics-listen",
+         "127.0.0.1:0", "--metrics-port-file", metrics_port_file});
   std::vector<JoinAttempt> outcomes = JoinAtOnce(10);
 
   // Seven refusals, all answered before any admitted join finished; then the three joins.
@@ -87,6 +102,13 @@ TEST_F(OverloadTest, TheExcessIsRefusedAtOnceAndServedWhenTheLoadPasses) {
   EXPECT_NE(MustRead(cluster_.berthd_log())
                 .find("shedding load: berthd is at capacity (3 joins in progress); retry later"),
             std::string::npos);
+  // Operators see the shedding in the metrics.
+  const int metrics_port = std::stoi(MustRead(metrics_port_file));
+  EXPECT_EQ(Metric(metrics_port, "berth_requests_total{call=\"IssueJoinTicket\",outcome=\"shed\"}"),
+            7);
+  EXPECT_EQ(
+      Metric(metrics_port, "berth_requests_total{call=\"IssueJoinTicket\",outcome=\"granted\"}"),
+      5);
 }
 
 TEST_F(OverloadTest, OneSourceGetsItsShareAndNoMore) {
