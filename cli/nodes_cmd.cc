@@ -23,6 +23,7 @@
 #include "common/enrolment.h"
 #include "common/etcd_client.h"
 #include "common/rpc.h"
+#include "server/node_records.h"
 
 namespace berth::cli {
 
@@ -46,25 +47,6 @@ std::string Time(int64_t unix_seconds) {
   return buf;
 }
 
-std::string StateName(v1::NodeState s) {
-  switch (s) {
-    case v1::NODE_STATE_JOINING:
-      return "joining";
-    case v1::NODE_STATE_JOINED:
-      return "joined";
-    case v1::NODE_STATE_REVOKED:
-      return "revoked";
-    default:
-      return "?";
-  }
-}
-
-std::string RoleName(v1::NodeRole r) {
-  return r == v1::NODE_ROLE_CONTROL_PLANE ? "control-plane"
-         : r == v1::NODE_ROLE_WORKER      ? "worker"
-                                          : "?";
-}
-
 template <typename Message>
 std::string Json(const Message& m) {
   std::string out;
@@ -80,14 +62,15 @@ void PrintNodes(std::ostream& out, const v1::AdminListNodesResponse& r) {
       << std::setw(38) << "DISK" << std::setw(18) << "AK" << std::setw(18) << "ETCD-MEMBER"
       << "LAST-JOIN\n";
   for (const auto& n : r.nodes()) {
-    out << std::setw(24) << n.name() << std::setw(15) << RoleName(n.role()) << std::setw(9)
-        << StateName(n.state()) << std::setw(38) << (n.disk_uuid().empty() ? "-" : n.disk_uuid())
-        << std::setw(18) << (n.ak_sha256().empty() ? "-" : n.ak_sha256().substr(0, 16))
-        << std::setw(18) << (n.etcd_member_id() ? etcd::MemberIdHex(n.etcd_member_id()) : "-")
+    out << std::setw(24) << n.name() << std::setw(15) << server::NodeRoleName(n.role())
+        << std::setw(9) << server::NodeStateName(n.state()) << std::setw(38)
+        << (n.disk_uuid().empty() ? "-" : n.disk_uuid()) << std::setw(18)
+        << (n.ak_sha256().empty() ? "-" : n.ak_sha256().substr(0, 16)) << std::setw(18)
+        << (n.etcd_member_id() ? etcd::MemberIdHex(n.etcd_member_id()) : "-")
         << Time(n.last_join_unix()) << "\n";
   }
   for (const auto& a : r.authorizations()) {
-    out << "authorized: " << a.name() << " as " << RoleName(a.role())
+    out << "authorized: " << a.name() << " as " << server::NodeRoleName(a.role())
         << (a.ak_sha256().empty() ? "" : " (AK " + a.ak_sha256().substr(0, 16) + ")") << " by "
         << a.authorized_by() << " at " << Time(a.authorized_unix()) << "\n";
   }
