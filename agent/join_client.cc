@@ -94,7 +94,7 @@ class GrpcJoinTransport : public JoinTransport {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = stubs_.find(endpoint);
     if (it != stubs_.end()) return *it->second;
-    grpc::ChannelArguments args;
+    grpc::ChannelArguments args = ClientChannelArguments();
     if (!server_name_.empty()) args.SetSslTargetNameOverride(server_name_);
     auto channel = grpc::CreateCustomChannel(endpoint, credentials_, args);
     auto stub = v1::JoinService::NewStub(channel);

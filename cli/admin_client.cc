@@ -2,6 +2,7 @@
 
 #include "common/bytes.h"
 #include "common/enrolment.h"
+#include "common/rpc.h"
 
 namespace berth::cli {
 
@@ -21,7 +22,7 @@ Result<std::unique_ptr<v1::AdminService::Stub>> Connect(const AdminConnection& c
   BERTH_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadFile(c.cert));
   BERTH_ASSIGN_OR_RETURN(SecretBytes key, ReadSecretFile(c.key));
   ssl.pem_private_key = std::string(key.view());
-  grpc::ChannelArguments args;
+  grpc::ChannelArguments args = ClientChannelArguments();
   if (!c.tls_server_name.empty()) args.SetSslTargetNameOverride(c.tls_server_name);
   auto channel = grpc::CreateCustomChannel(c.server, grpc::SslCredentials(ssl), args);
   WipeString(ssl.pem_private_key);

@@ -10,6 +10,7 @@
 
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "common/rpc.h"
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 
 namespace berth::etcd {
@@ -217,7 +218,7 @@ class GrpcClient : public Client {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = stubs_.find(target);
     if (it != stubs_.end()) return it->second;
-    grpc::ChannelArguments args;
+    grpc::ChannelArguments args = ClientChannelArguments();
     // A member that was down comes back within seconds; gRPC's default reconnect backoff
     // (up to two minutes) would keep the channel failing long after.
     // gRPC takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the connect timeout (default 20 s): a

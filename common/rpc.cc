@@ -12,4 +12,10 @@ Status FromGrpcStatus(const grpc::Status& status, std::string_view what) {
   return Status(static_cast<Code>(status.error_code()), std::string(what) + ": " + status.error_message());
 }
 
+grpc::ChannelArguments ClientChannelArguments() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  return args;
+}
+
 }  // namespace berth
