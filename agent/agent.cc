@@ -12,6 +12,7 @@
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
 #include "agent/kubeadm.h"
+#include "agent/privileges.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
 #include "common/log.h"
@@ -37,6 +38,7 @@ AgentDeps RealAgentDeps() {
   static SystemdEtcdService etcd_service(&runner);
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
+  deps.drop_privileges = [] { return DropCapabilitiesExcept(kJoinCapabilities); };
   deps.make_transport = [](const ClientIdentity& id, const v1::EnrolmentConfig& config) {
     return MakeGrpcJoinTransport(id, config.cluster_ca_pem(), config.tls_server_name(),
                                  std::chrono::seconds(30));
@@ -76,6 +78,7 @@ enum class Step {
   kKubeadmJoin,
   kOpenSevGuest,
   kReleaseKeys,
+  kDropPrivileges,
 };
 
 std::string_view StepName(Step step) {
@@ -95,6 +98,7 @@ std::string_view StepName(Step step) {
     case Step::kKubeadmJoin: return "kubeadm-join";
     case Step::kOpenSevGuest: return "open-sev-guest";
     case Step::kReleaseKeys: return "release-keys";
+    case Step::kDropPrivileges: return "drop-privileges";
   }
   return "?";
 }
@@ -498,9 +502,18 @@ class Boot {
     return OkStatus();
   }
 
+  // What the rest of the boot does needs root's file access only (privileges.h).
+  Status DropPrivileges() {
+    if (!deps_.drop_privileges) return OkStatus();
+    Status st = Timed(Step::kDropPrivileges, "dropping privileges", deps_.drop_privileges);
+    if (!st.ok()) return st.WithContext("dropping privileges");
+    return OkStatus();
+  }
+
   Status JoinDiskless() {
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(""));
-    Status joined = KubeadmJoin(ticket);
+    Status joined = DropPrivileges();
+    if (joined.ok()) joined = KubeadmJoin(ticket);
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     BERTH_RETURN_IF_ERROR(joined);
@@ -516,7 +529,7 @@ class Boot {
     if (!st.ok()) return st.WithContext("making the state filesystem");
     st = Timed(Step::kMount, "mounting state disk", [&] { return disk_->Mount(); });
     if (!st.ok()) return st.WithContext("mounting the state disk");
-    return OkStatus();
+    return DropPrivileges();
   }
 
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
@@ -568,6 +581,7 @@ class Boot {
         BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
         if (progress.joined) {
           BERTH_RETURN_IF_ERROR(disk_->Mount());  // the bind mounts, if those were not made
+          BERTH_RETURN_IF_ERROR(DropPrivileges());
           if (ControlPlane() && progress.pki_written) BERTH_RETURN_IF_ERROR(StartEtcd(0));
           return Ready("node joined by an earlier run in this boot; state disk " + uuid +
                        " mounted");

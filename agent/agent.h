@@ -4,6 +4,8 @@
 //     berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
 //                  -> (not yet joined: RequestTicket -> KubeadmJoin)
 //     diskless:    RequestTicket -> KubeadmJoin
+//   after Mount (diskless: after RequestTicket), DropPrivileges: only root's file access is
+//   kept, for the agent and for kubeadm (privileges.h)
 //   control planes (state disk required), before KubeadmJoin: WriteEtcdPki -> StartEtcd (waits
 //   until the node's etcd is a voting member); on later boots: StartEtcd
 // Progress is recorded on the state disk, so a crash at any point resumes: the disk is never
@@ -84,6 +86,10 @@ struct AgentDeps {
   // Golden tickets (golden_ticket.h): the reader of the flavour berth-agent links. Null: a
   // release build, which refuses an EnrolmentConfig that carries one.
   GoldenTicketReader read_golden_ticket = nullptr;
+  // Least privilege (privileges.h): called once the state disk is mounted, or on a diskless
+  // node once the ticket is in hand, before anything else runs. Null: nothing is dropped
+  // (tests of the flow that run in the test process).
+  std::function<Status()> drop_privileges;
 };
 
 // The production dependencies: real clock, processes, sd_notify, ESYS, gRPC.

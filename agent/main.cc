@@ -1,8 +1,9 @@
-// berth-agent: flags -> AgentOptions -> RunAgent (or DescribeIdentity). Nothing else.
+// berth-agent: flags -> AgentOptions -> RunAgent (or DescribeIdentity), undumpable. Nothing else.
 #include <CLI/CLI.hpp>
 
 #include "agent/agent.h"
 #include "agent/golden_ticket.h"
+#include "agent/privileges.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -32,6 +33,11 @@ int main(int argc, char** argv) {
   o.retry.max_backoff = std::chrono::milliseconds(max_ms);
   o.etcd_wait = std::chrono::seconds(etcd_wait);
   berth::InitLogging("berth-agent", verbose);
+  // Before any key is in memory: no core dump of it, no ptrace by non-root.
+  if (berth::Status st = berth::agent::MakeUndumpable(); !st.ok()) {
+    spdlog::critical("berth-agent: {}", st.ToString());
+    return 1;
+  }
   berth::agent::AgentDeps deps = berth::agent::RealAgentDeps();
   deps.read_golden_ticket = berth::agent::ReadGoldenTicket;  // the flavour this binary links
   if (print_identity) {

@@ -167,6 +167,9 @@ TEST_F(ImageE2eTest, FirstBootRebootAndTamperedBoot) {
   EXPECT_EQ(join["node"], "image-node-1");
   EXPECT_EQ(join["config_mode"], "0600");
   EXPECT_EQ(join["ca_cert_hashes"], 1);
+  // Run by the agent with root's file access only (agent/privileges.h), from a systemd service.
+  EXPECT_EQ(join["cap_bnd"], "000000000000001f");
+  EXPECT_EQ(join["cap_eff"], "000000000000001f");
   EXPECT_EQ(TokenHashes(host, "image-node-1"),
             std::vector<std::string>{join["token_sha256"].get<std::string>()});
   const std::string kubelet_conf = first.Report("kubelet-conf-sha256");

@@ -19,6 +19,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
@@ -106,7 +107,7 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   for (const auto& [step, ms] : StepDurations(first.serial)) steps.push_back(step);
   EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "probe-disk",
                                  "request-ticket", "format", "unlock", "mkfs", "mount",
-                                 "kubeadm-join", "release-keys"));
+                                 "drop-privileges", "kubeadm-join", "release-keys"));
 
   // kubeadm joined once, with the bootstrap token berthd created for this node.
   ASSERT_THAT(first.kubeadm, SizeIs(1)) << first.Describe();
@@ -114,7 +115,10 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   ASSERT_THAT(tokens, SizeIs(1));
   EXPECT_EQ(first.kubeadm[0],
             "join ok node=node-first endpoint=127.0.0.1:6443 token-sha256=" + tokens[0] +
-                " ca-cert-hashes=1 kubelet-conf-sha256=" + first.Report("kubelet-conf-sha256"));
+                " ca-cert-hashes=1 kubelet-conf-sha256=" + first.Report("kubelet-conf-sha256") +
+                // The agent ran it with root's file access only, and nothing it starts can
+                // regain more (agent/privileges.h).
+                " cap-bnd=000000000000001f cap-eff=000000000000001f");
 
   // A reboot: rejoin with the header's UUID, unlock and mount the same disk; no format, no
   // mkfs, no kubeadm; the data is there.
@@ -128,7 +132,7 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   for (const auto& [step, ms] : StepDurations(second.serial)) steps.push_back(step);
   EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "probe-disk",
                                  "request-rejoin-ticket", "unlock", "mkfs", "mount",
-                                 "release-keys"));
+                                 "drop-privileges", "release-keys"));
   EXPECT_THAT(second.serial,
               HasSubstr("holds the ext4 filesystem made on an earlier boot; not making one"));
   EXPECT_THAT(second.serial,
@@ -275,6 +279,8 @@ TEST_P(AgentKillTest, TheRestartedAgentFinishesTheJoinInTheSameBoot) {
   EXPECT_EQ(boot.Report("wrote"), data);
   ASSERT_THAT(boot.kubeadm, SizeIs(1)) << boot.Describe();
   EXPECT_THAT(boot.kubeadm[0], StartsWith("join ok node=" + node + " "));
+  // Whichever run of the agent started kubeadm had dropped to root's file access first.
+  EXPECT_THAT(boot.kubeadm[0], EndsWith(" cap-bnd=000000000000001f cap-eff=000000000000001f"));
   agent::LuksHeader header = Header();
   ASSERT_TRUE(header.is_berth()) << header.type << " " << header.label;
 

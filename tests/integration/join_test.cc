@@ -51,6 +51,12 @@ TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
   ASSERT_EQ(kubeadm.size(), 1u);
   EXPECT_EQ(kubeadm[0]["ok"], true) << kubeadm[0].dump();
   EXPECT_EQ(kubeadm[0]["config_mode"], "0600");
+  // The agent (run as root here) dropped all but root's file access before running kubeadm,
+  // and kubeadm cannot regain the rest (agent/privileges.h).
+  EXPECT_EQ(kubeadm[0]["capabilities"]["CapBnd"], "000000000000001f") << kubeadm[0].dump();
+  EXPECT_EQ(kubeadm[0]["capabilities"]["CapEff"], "000000000000001f");
+  EXPECT_EQ(kubeadm[0]["capabilities"]["CapInh"], "0000000000000000");
+  EXPECT_EQ(kubeadm[0]["capabilities"]["CapAmb"], "0000000000000000");
   const auto& config = kubeadm[0]["config"][0];
   EXPECT_EQ(config["apiVersion"], "kubeadm.k8s.io/v1beta4");
   EXPECT_EQ(config["kind"], "JoinConfiguration");
@@ -62,7 +68,8 @@ TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
   EXPECT_THAT(std::string(bt["caCertHashes"][0]), ::testing::StartsWith("sha256:"));
 
   // One log line per step, with its duration; the token never reaches a log.
-  for (const char* step : {"read-enrolment", "open-tpm", "request-ticket", "kubeadm-join"}) {
+  for (const char* step :
+       {"read-enrolment", "open-tpm", "request-ticket", "drop-privileges", "kubeadm-join"}) {
     EXPECT_THAT(run.log, HasSubstr(std::string("step=") + step + " result=ok duration_ms="));
   }
   EXPECT_THAT(run.log, Not(HasSubstr(std::string(secret["data"]["token-secret"]))));
