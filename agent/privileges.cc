@@ -158,11 +158,13 @@ Status DropCapabilitiesExcept(std::span<const int> keep) {
 
   // Each thread drops its own: a real-time signal no library here uses.
   const int signal = SIGRTMIN + 3;
-  struct sigaction action = {}, previous = {};
+  struct sigaction action = {};
   action.sa_handler = OnDropSignal;
   action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
-  if (sigaction(signal, &action, &previous) != 0) return ErrnoStatus("sigaction");
+  if (sigaction(signal, &action, nullptr) != 0) return ErrnoStatus("sigaction");
+  g_answered.store(0);
+  int sent = 0;  // over all rounds: a thread slow to answer may be signalled twice
 
   // A thread may start another while this runs (the new one inherits its creator's sets at
   // that moment), so rounds repeat until a round finds every thread done.
@@ -200,8 +202,6 @@ Status DropCapabilitiesExcept(std::span<const int> keep) {
           CapabilityNames((first_pending->bounding | first_pending->permitted) & ~keep_mask)));
       break;
     }
-    g_answered.store(0);
-    int sent = 0;
     for (pid_t tid : pending) {
       if (tid == self) continue;
       if (syscall(SYS_tgkill, getpid(), tid, signal) == 0) ++sent;  // ESRCH: it has exited
@@ -217,7 +217,10 @@ Status DropCapabilitiesExcept(std::span<const int> keep) {
       break;
     }
   }
-  sigaction(signal, &previous, nullptr);
+  // Ignored from now on rather than back to its default (which ends the process): a signal
+  // still queued for a thread that answered an earlier one must not kill the agent.
+  action.sa_handler = SIG_IGN;
+  sigaction(signal, &action, nullptr);
   return outcome;
 }
 
