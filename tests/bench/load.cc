@@ -17,6 +17,7 @@
 #include "berth/v1/berth.grpc.pb.h"
 #include "common/binding.h"
 #include "common/bytes.h"
+#include "common/rpc.h"
 
 namespace berth::bench {
 
@@ -123,7 +124,7 @@ JoinAttempt JoinOnce(const LoadOptions& options, const SoftAk& ak, const std::st
   ssl.pem_root_certs = options.ca_pem;
   ssl.pem_private_key = std::string(identity->key_pem.view());
   ssl.pem_cert_chain = identity->cert_pem;
-  grpc::ChannelArguments args;
+  grpc::ChannelArguments args = ClientChannelArguments();  // as the agent's
   if (!options.server_name.empty()) args.SetSslTargetNameOverride(options.server_name);
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own, like a node
   auto channel = grpc::CreateCustomChannel(options.endpoint, grpc::SslCredentials(ssl), args);

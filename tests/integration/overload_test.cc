@@ -14,6 +14,7 @@
 
 #include "agent/join_client.h"
 #include "berth/v1/berth.grpc.pb.h"
+#include "common/rpc.h"
 #include "server/join_service.h"
 #include "tests/bench/load.h"
 #include "tests/bench/soft_ak.h"
@@ -133,7 +134,7 @@ TEST_F(OverloadTest, AnOversizedRequestIsRefusedUnread) {
   ssl.pem_root_certs = options_.ca_pem;
   ssl.pem_private_key = std::string(identity->key_pem.view());
   ssl.pem_cert_chain = identity->cert_pem;
-  grpc::ChannelArguments args;
+  grpc::ChannelArguments args = ClientChannelArguments();  // as the agent's
   args.SetSslTargetNameOverride("localhost");
   auto stub = v1::JoinService::NewStub(
       grpc::CreateCustomChannel(options_.endpoint, grpc::SslCredentials(ssl), args));
