@@ -74,7 +74,10 @@ EtcdCluster::EtcdCluster(const std::string& dir, int members) : dir_(dir) {
 }
 
 EtcdCluster::~EtcdCluster() {
-  for (auto& [name, p] : extra_) p.Stop();
+  {
+    std::lock_guard lock(extra_mu_);
+    for (auto& [name, p] : extra_) p.Stop();
+  }
   for (auto& m : members_) m.process.Stop();
 }
 
@@ -175,17 +178,20 @@ bool EtcdCluster::StartFromEnvironment(const std::string& env_file, const std::s
     ADD_FAILURE() << p.status().ToString();
     return false;
   }
+  std::lock_guard lock(extra_mu_);
   extra_.emplace_back(name, std::move(*p));
   return true;
 }
 
 void EtcdCluster::StopExtra(const std::string& name) {
+  std::lock_guard lock(extra_mu_);
   for (auto& [n, p] : extra_) {
     if (n == name) p.Stop();
   }
 }
 
 bool EtcdCluster::ExtraRunning(const std::string& name) {
+  std::lock_guard lock(extra_mu_);
   for (auto& [n, p] : extra_) {
     if (n == name && p.running()) return true;
   }

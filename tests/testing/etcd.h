@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,8 @@ class EtcdCluster {
   std::string dir_, error_;
   std::string ca_cert_, ca_key_, client_cert_, client_key_, member_cert_, member_key_;
   std::vector<Member> members_;
+  // Started by the test's thread, checked by an agent's (its etcd service): under extra_mu_.
+  std::mutex extra_mu_;
   std::vector<std::pair<std::string, Subprocess>> extra_;
   std::string initial_cluster_;
 };
