@@ -105,6 +105,10 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
     res.set_content(R"({"major":"1","minor":"31","gitVersion":"v1.31.0"})", "application/json");
   });
   // berthd keeps its connections alive (a pool of curl handles); so does a real API server.
+  // httplib serves each kept-alive connection on one thread of its pool (8 by default): with
+  // fewer threads than berthd's connections, the rest would wait for a handshake until curl's
+  // connect timeout.
+  server.new_task_queue = [] { return new httplib::ThreadPool(512); };
   server.set_keep_alive_max_count(1 << 30);
   server.set_keep_alive_timeout(300);
   int port = server.bind_to_any_port("127.0.0.1");
@@ -232,6 +236,9 @@ int main(int argc, char** argv) {
               static_cast<double>(r->joins) / r->seconds);
   std::printf("  errors           %lld", static_cast<long long>(errors));
   for (const auto& [code, n] : r->errors) std::printf("  %s=%lld", code.c_str(), static_cast<long long>(n));
+  for (const auto& [code, message] : r->first_error) {
+    std::printf("\n    first %s: %s", code.c_str(), message.c_str());
+  }
   std::printf("\n  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r->Percentile(50),
               r->Percentile(90), r->Percentile(99), r->latencies_ms.empty() ? 0 : r->latencies_ms.back());
   if (r->berthd_cpu_seconds >= 0 && r->joins > 0) {

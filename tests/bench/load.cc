@@ -52,6 +52,7 @@ using Clock = std::chrono::steady_clock;
 struct NodeStats {
   std::vector<double> latencies_ms;
   std::map<std::string, int64_t> errors;
+  std::map<std::string, std::string> first_error;
 };
 
 // One simulated node, joining again and again until `stop`.
@@ -67,6 +68,7 @@ void NodeLoop(const LoadOptions& options, const SoftAk& ak, int index,
       stats.latencies_ms.push_back(attempt.ms);
     } else {
       stats.errors[attempt.error_class]++;
+      stats.first_error.emplace(attempt.error_class, attempt.status.message());
     }
   }
 }
@@ -106,6 +108,7 @@ Result<LoadResult> RunLoad(const LoadOptions& options, const SoftAk& ak) {
     result.latencies_ms.insert(result.latencies_ms.end(), s.latencies_ms.begin(),
                                s.latencies_ms.end());
     for (const auto& [code, n] : s.errors) result.errors[code] += n;
+    for (const auto& [code, message] : s.first_error) result.first_error.emplace(code, message);
   }
   std::sort(result.latencies_ms.begin(), result.latencies_ms.end());
   result.joins = static_cast<int64_t>(result.latencies_ms.size());

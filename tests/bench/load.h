@@ -29,6 +29,7 @@ struct LoadOptions {
 struct LoadResult {
   int64_t joins = 0;                   // completed in the measured window
   std::map<std::string, int64_t> errors;  // gRPC status name -> count
+  std::map<std::string, std::string> first_error;  // gRPC status name -> its first message
   double seconds = 0;                  // measured window
   std::vector<double> latencies_ms;    // one per successful join in the window, sorted
   double berthd_cpu_seconds = -1;      // in the measured window; -1 when not measured
