@@ -16,6 +16,7 @@
 #include "server/metrics.h"
 #include "server/policy_holder.h"
 #include "server/sns_endpoint.h"
+#include "server/tls_tickets.h"
 
 namespace berth::server {
 
@@ -77,6 +78,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   // on every call berthd answers, and a debugging aid rather than a safety net.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
+  BERTH_RETURN_IF_ERROR(DisableTlsSessionTickets());  // before any TLS server is made
   BERTH_ASSIGN_OR_RETURN(Policy loaded, LoadPolicy(config.policy));
   BERTH_RETURN_IF_ERROR(CheckPolicyServable(loaded, !config.etcd.disabled).WithContext(config.policy));
   // Every consumer reads the policy through this holder, so a reload reaches all of them.
