@@ -208,6 +208,10 @@ class LibDisk : public Disk {
                                 "): refusing to format it");
     }
     BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptInit(device));
+    // LUKS2 fills its whole keyslots area with random bytes when formatting; kKeyslotsAreaBytes
+    // has room for berth's keyslot, an operator's recovery key and a `cryptsetup reencrypt`.
+    int rc = crypt_set_metadata_size(cd.get(), 0 /* the default 16 KiB */, kKeyslotsAreaBytes);
+    if (rc < 0) return CryptsetupError("sizing the LUKS2 keyslots area of " + device, rc);
     crypt_pbkdf_type pbkdf{};
     pbkdf.type = CRYPT_KDF_PBKDF2;
     pbkdf.hash = "sha256";
@@ -217,8 +221,8 @@ class LibDisk : public Disk {
     params.pbkdf = &pbkdf;
     params.label = kLuksLabel;
     params.sector_size = 4096;
-    int rc = crypt_format(cd.get(), CRYPT_LUKS2, "aes", "xts-plain64", uuid.c_str(), nullptr,
-                          64 /* 512-bit volume key for AES-256-XTS */, &params);
+    rc = crypt_format(cd.get(), CRYPT_LUKS2, "aes", "xts-plain64", uuid.c_str(), nullptr,
+                      64 /* 512-bit volume key for AES-256-XTS */, &params);
     if (rc < 0) return CryptsetupError("formatting " + device + " as LUKS2", rc);
     rc = crypt_keyslot_add_by_volume_key(cd.get(), CRYPT_ANY_SLOT, nullptr, 0,
                                          reinterpret_cast<const char*>(key.data()), key.size());
@@ -239,9 +243,13 @@ class LibDisk : public Disk {
     crypt_status_info status = crypt_status(cd.get(), name.c_str());
     if (status == CRYPT_ACTIVE || status == CRYPT_BUSY) {
       // Active from an earlier run of the agent on this boot (BUSY: and mounted, the earlier
-      // run got that far); but never hand out another device's mapping under this name.
-      return CheckActiveOn(name, device);
+      // run got that far); but never hand out another device's mapping under this name, nor
+      // accept a key that does not open the header.
+      BERTH_RETURN_IF_ERROR(CheckActiveOn(name, device));
+      return CheckKey(device, key);
     }
+    // One keyslot opening, not a check and then an activation: a wrong key fails here with
+    // -EPERM before anything is activated.
     int rc = crypt_activate_by_passphrase(cd.get(), name.c_str(), CRYPT_ANY_SLOT,
                                           reinterpret_cast<const char*>(key.data()), key.size(), 0);
     if (rc < 0) return CryptsetupError("opening " + device + " as " + name, rc, CryptOp::kTryKey);

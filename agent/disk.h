@@ -4,6 +4,7 @@
 // activation would be needed.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,10 @@ namespace berth::agent {
 
 // The label berth writes into the LUKS2 header of every state disk it formats.
 inline constexpr char kLuksLabel[] = "berth-state";
+// The LUKS2 keyslots area berth formats: 4 MiB, sixteen keyslots of a 512-bit key. The default,
+// 16 MiB, holds 64 and takes four times as long to fill with random bytes; below 4 MiB
+// cryptsetup warns that the keyslot count is very limited.
+inline constexpr uint64_t kKeyslotsAreaBytes = 4 << 20;
 
 struct ProbeResult {
   enum class Kind { kBlank, kLuks, kOther };
@@ -61,9 +66,10 @@ class Disk {
   // The LUKS header (LUKS2 or LUKS1) of `device`; INVALID_ARGUMENT if there is none.
   virtual Result<LuksHeader> ReadLuksHeader(const std::string& device) = 0;
   // Formats `device` as LUKS2 (aes-xts-plain64, 512-bit volume key, label kLuksLabel, header
-  // UUID `uuid`) with `key` in a PBKDF2 keyslot at the minimum iteration count: the key has
-  // full entropy, so a slow KDF buys nothing. Probes again first and refuses (FAILED_PRECONDITION)
-  // unless the device is blank: this is the one place a disk is ever formatted.
+  // UUID `uuid`, a keyslots area of kKeyslotsAreaBytes) with `key` in a PBKDF2 keyslot at the
+  // minimum iteration count: the key has full entropy, so a slow KDF buys nothing. Probes again
+  // first and refuses (FAILED_PRECONDITION) unless the device is blank: this is the one place a
+  // disk is ever formatted.
   virtual Status FormatIfBlank(const std::string& device, const std::string& uuid,
                                const SecretBytes& key) = 0;
   // Whether `key` opens a keyslot, without activating anything (PERMISSION_DENIED if not).
@@ -71,8 +77,9 @@ class Disk {
   // Sets the LUKS2 header's subsystem label (keeping the label). LUKS2 writes both header
   // copies, so a crash leaves the old or the new value, never a broken header.
   virtual Status WriteLuksSubsystem(const std::string& device, const std::string& subsystem) = 0;
-  // Activates /dev/mapper/<name>; already active on this device is success, active on
-  // another device is FAILED_PRECONDITION.
+  // Activates /dev/mapper/<name> with `key` (PERMISSION_DENIED, and nothing activated, if no
+  // keyslot opens with it); already active on this device is success if `key` opens the
+  // header, active on another device is FAILED_PRECONDITION.
   virtual Status Open(const std::string& device, const std::string& name,
                       const SecretBytes& key) = 0;
 };

@@ -88,13 +88,12 @@ Result<std::string> StateDisk::BerthUuid() {
 }
 
 Status StateDisk::Unlock(const SecretBytes& key) {
-  Status check = disk_->CheckKey(device_, key);
-  if (check.code() == Code::kPermissionDenied) {
+  Status opened = disk_->Open(device_, kMapperName, key);
+  if (opened.code() == Code::kPermissionDenied) {
     return PermissionDenied("the disk key from berthd does not open " + device_ +
                             "; the disk was not touched");
   }
-  BERTH_RETURN_IF_ERROR(check);
-  return disk_->Open(device_, kMapperName, key);
+  return opened;
 }
 
 Status StateDisk::MakeFilesystemIfBlank() {
@@ -115,9 +114,16 @@ Status StateDisk::MakeFilesystemIfBlank() {
     // mkfs finished on a boot that lost power before recording it.
     spdlog::info("{} holds a {} filesystem not yet recorded; keeping it", mapper(), fs);
   } else {
-    BERTH_ASSIGN_OR_RETURN(
-        ProcessResult r,
-        runner_->Run({JoinRoot(root_, "/sbin/mkfs." + fs), "-q", "-L", kMapperName, mapper()}));
+    std::vector<std::string> argv = {JoinRoot(root_, "/sbin/mkfs." + fs), "-q"};
+    if (fs == "ext4") {
+      // The journal is not zeroed first (on a large disk, a gigabyte of writes through
+      // dm-crypt). That is only a risk where old journal blocks could be replayed after a
+      // crash; on a volume just formatted under a fresh random volume key, every block never
+      // written reads as noise, which fails jbd2's magic, sequence and checksum checks.
+      argv.insert(argv.end(), {"-E", "lazy_journal_init=1"});
+    }
+    argv.insert(argv.end(), {"-L", kMapperName, mapper()});
+    BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner_->Run(argv));
     if (!r.success()) {
       return Internal("mkfs." + fs + " on " + mapper() + " failed (" + r.Describe() +
                       "): " + TrimWhitespace(r.output));

@@ -58,7 +58,7 @@ class StateDisk {
   Status FormatIfBlank(const std::string& uuid, const SecretBytes& key) {
     return disk_->FormatIfBlank(device_, uuid, key);
   }
-  // Checks the key first, so a wrong key stops before anything is activated.
+  // Opens the volume; a wrong key is PERMISSION_DENIED with nothing activated.
   Status Unlock(const SecretBytes& key);
   // Makes the filesystem on the unlocked volume unless the LUKS2 header records that it was
   // made, and then records it. A volume whose header records it is never made again, even if

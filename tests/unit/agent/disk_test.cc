@@ -97,6 +97,9 @@ TEST_F(DiskTest, FormatMakesABerthLuks2HeaderThatOpensOnlyWithItsKey) {
   EXPECT_THAT(dump->output, HasSubstr("PBKDF:      pbkdf2"));
   EXPECT_THAT(dump->output, HasSubstr("Iterations: 1000"));
   EXPECT_THAT(dump->output, HasSubstr("Label:         \tberth-state"));
+  EXPECT_THAT(dump->output, HasSubstr("Metadata area: \t16384 [bytes]"));
+  EXPECT_THAT(dump->output, HasSubstr("Keyslots area: \t4194304 [bytes]"));
+  EXPECT_THAT(dump->output, HasSubstr("offset: 5242880 [bytes]"));  // the data, from 5 MiB
 }
 
 TEST_F(DiskTest, TheSubsystemLabelIsWrittenBesideTheLabelAndTheKeyStillOpens) {

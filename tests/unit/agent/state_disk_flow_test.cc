@@ -27,6 +27,7 @@ struct FakeDiskState {
   bool open = false;
   std::vector<std::string> ops;
   std::string subsystem;  // the LUKS2 subsystem label
+  std::vector<std::string> mkfs_argv;
 };
 
 class FakeDisk : public Disk {
@@ -98,6 +99,7 @@ class NodeRunner : public FakeProcessRunner {
                             const std::vector<std::string>& env = {}) override {
     if (argv[0].ends_with("/sbin/mkfs.ext4")) {
       disk_->ops.push_back("mkfs");
+      disk_->mkfs_argv = argv;
       disk_->has_filesystem = true;
       return ProcessResult{.exit_code = 0};
     }
@@ -192,8 +194,10 @@ TEST_F(StateDiskFlowTest, FirstBootFormatsWithTheTicketsKeyThenJoins) {
   EXPECT_EQ(disk_state_.uuid, uuid);
   EXPECT_EQ(disk_state_.key, std::string(32, 'k'));
   EXPECT_EQ(disk_state_.label, "berth-state");
-  EXPECT_THAT(disk_state_.ops,
-              ElementsAre("format", "check-key", "open", "mkfs", "subsystem=berth-fs:ext4"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("format", "open", "mkfs", "subsystem=berth-fs:ext4"));
+  EXPECT_THAT(disk_state_.mkfs_argv,
+              ElementsAre(root_.Join("sbin/mkfs.ext4"), "-q", "-E", "lazy_journal_init=1", "-L",
+                          "berth-state", root_.Join("dev/mapper/berth-state")));
   EXPECT_THAT(mounter_.mounted,
               ElementsAre(root_.Join("var/lib/berth/state"), root_.Join("etc/kubernetes"),
                           root_.Join("var/lib/kubelet")));
@@ -242,7 +246,7 @@ TEST_F(StateDiskFlowTest, LaterBootRejoinsUnlocksAndDoesNotJoinAgain) {
   ASSERT_EQ(berthd_.rejoin_requests.size(), 1u);
   EXPECT_EQ(berthd_.rejoin_requests[0].disk_uuid(), uuid);
   EXPECT_EQ(berthd_.rejoin_requests[0].node_name(), "node-1");
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open"));  // no format, no mkfs
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open"));                 // no format, no mkfs
   EXPECT_TRUE(runner_.argvs.empty());                                // no kubeadm
   EXPECT_EQ(notifier_.ready_count(), 1);
 }
@@ -257,7 +261,7 @@ TEST_F(StateDiskFlowTest, WrongKeyStopsBeforeTheDiskIsOpened) {
   EXPECT_EQ(st.code(), Code::kPermissionDenied);
   EXPECT_THAT(st.message(), HasSubstr("the disk key from berthd does not open " +
                                       root_.Join("dev/vdb") + "; the disk was not touched"));
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open"));  // refused: nothing activated
   EXPECT_FALSE(disk_state_.open);
   EXPECT_TRUE(mounter_.mounted.empty());
   EXPECT_EQ(notifier_.ready_count(), 0);
@@ -292,7 +296,7 @@ TEST_F(StateDiskFlowTest, CrashAfterFormatResumesWithoutReformattingAndJoinsOnce
                               std::string(32, 'k')};
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open", "mkfs", "subsystem=berth-fs:ext4"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open", "mkfs", "subsystem=berth-fs:ext4"));
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueRejoinTicket@127.0.0.1:1",
                                          "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(berthd_.join_requests[0].disk_uuid(), "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c");
@@ -306,7 +310,7 @@ TEST_F(StateDiskFlowTest, CrashAfterMkfsBeforeItWasRecordedKeepsTheFilesystem) {
                               std::string(32, 'k'), /*has_filesystem=*/true};
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open", "subsystem=berth-fs:ext4"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open", "subsystem=berth-fs:ext4"));
 }
 
 TEST_F(StateDiskFlowTest, ARecordedFilesystemIsNeverMadeAgainEvenIfItsSuperblockIsGone) {
@@ -318,7 +322,7 @@ TEST_F(StateDiskFlowTest, ARecordedFilesystemIsNeverMadeAgainEvenIfItsSuperblock
   disk_state_.subsystem = "berth-fs:ext4";
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();  // the fake mounter mounts even a damaged volume
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open"));
   EXPECT_FALSE(disk_state_.has_filesystem);
 }
 
@@ -332,7 +336,7 @@ TEST_F(StateDiskFlowTest, AnUnknownSubsystemRecordStopsBeforeMkfs) {
   EXPECT_THAT(
       st.message(),
       HasSubstr("records \"berth-fs:xfs\", not \"berth-fs:ext4\"; leaving the volume alone"));
-  EXPECT_THAT(disk_state_.ops, ElementsAre("check-key", "open"));
+  EXPECT_THAT(disk_state_.ops, ElementsAre("open"));
   EXPECT_TRUE(mounter_.mounted.empty());
 }
 
