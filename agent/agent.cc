@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <regex>
+#include <sstream>
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
@@ -23,7 +25,30 @@ namespace berth::agent {
 void SdNotifier::Status(const std::string& status) {
   sd_notifyf(0, "STATUS=%s", status.c_str());
 }
-void SdNotifier::Ready() { sd_notify(0, "READY=1\nSTATUS=node joined"); }
+void SdNotifier::Ready() {
+  sd_notify(0, "READY=1\nSTATUS=node joined");
+  spdlog::info("ready ms_since_exec={}", MillisSinceExec());
+}
+
+int64_t MillisSinceExec() {
+  auto stat = ReadFile("/proc/self/stat", 4096);
+  if (!stat.ok()) return -1;
+  // Field 22, starttime; the command name (field 2) is in parentheses and may hold spaces.
+  size_t paren = stat->rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(stat->substr(paren + 1));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) {
+    if (!(fields >> field)) return -1;
+  }
+  char* end = nullptr;
+  long long start_ticks = std::strtoll(field.c_str(), &end, 10);
+  long ticks_per_second = sysconf(_SC_CLK_TCK);
+  timespec now{};
+  if (*end != '\0' || ticks_per_second <= 0 || clock_gettime(CLOCK_BOOTTIME, &now) != 0) return -1;
+  int64_t start_ms = start_ticks * 1000 / ticks_per_second;
+  return int64_t{now.tv_sec} * 1000 + now.tv_nsec / 1'000'000 - start_ms;
+}
 
 AgentDeps RealAgentDeps() {
   static RealClock clock;
@@ -66,6 +91,7 @@ enum class Step {
   kReadEnrolment,
   kOpenTpm,
   kMeasureEnrolment,
+  kMakeIdentity,
   kProbeDisk,
   kRequestTicket,
   kRequestRejoinTicket,
@@ -86,6 +112,7 @@ std::string_view StepName(Step step) {
     case Step::kReadEnrolment: return "read-enrolment";
     case Step::kOpenTpm: return "open-tpm";
     case Step::kMeasureEnrolment: return "measure-enrolment";
+    case Step::kMakeIdentity: return "make-identity";
     case Step::kProbeDisk: return "probe-disk";
     case Step::kRequestTicket: return "request-ticket";
     case Step::kRequestRejoinTicket: return "request-rejoin-ticket";
@@ -216,8 +243,13 @@ class Boot {
       BERTH_RETURN_IF_ERROR(OpenAttester());
     }
     ec2_instance_id_ = Ec2InstanceId();
-    BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
-    transport_ = deps_.make_transport(identity_, config_);
+    // This boot's TLS key (the quote binds it) and the channel to berthd.
+    Status made = Timed(Step::kMakeIdentity, "creating this boot's TLS identity", [&]() -> Status {
+      BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
+      transport_ = deps_.make_transport(identity_, config_);
+      return OkStatus();
+    });
+    BERTH_RETURN_IF_ERROR(made);
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(PrepareControlPlane());
 
     if (!config_.has_state_disk()) return JoinDiskless();

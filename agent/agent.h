@@ -1,5 +1,5 @@
 // The agent's boot flow (DESIGN.md "Node flow"), as explicit, timed steps:
-//   ReadEnrolment -> OpenTpm -> ProbeDisk
+//   ReadEnrolment -> OpenTpm -> MeasureEnrolment -> MakeIdentity -> ProbeDisk
 //     blank disk:  RequestTicket -> FormatDisk -> UnlockDisk -> MakeFilesystem -> Mount -> KubeadmJoin
 //     berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
 //                  -> (not yet joined: RequestTicket -> KubeadmJoin)
@@ -62,11 +62,17 @@ class Notifier {
   virtual void Status(const std::string& status) = 0;
   virtual void Ready() = 0;
 };
+// systemd's: STATUS= and READY=1; READY is also logged with the time since exec
+// ("ready ms_since_exec=N"), the node's figure for how long the agent kept it waiting.
 class SdNotifier : public Notifier {
  public:
   void Status(const std::string& status) override;
   void Ready() override;
 };
+
+// Milliseconds since this process was exec'd (its start time in /proc/self/stat against
+// CLOCK_BOOTTIME, at the kernel's clock-tick resolution); -1 if that cannot be read.
+int64_t MillisSinceExec();
 
 struct AgentDeps {
   Clock* clock;

@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   o.retry.max_backoff = std::chrono::milliseconds(max_ms);
   o.etcd_wait = std::chrono::seconds(etcd_wait);
   berth::InitLogging("berth-agent", verbose);
+  // Loading the shared libraries and their static initialisers: part of every node's boot.
+  spdlog::info("started ms_since_exec={}", berth::agent::MillisSinceExec());
   // Before any key is in memory: no core dump of it, no ptrace by non-root.
   if (berth::Status st = berth::agent::MakeUndumpable(); !st.ok()) {
     spdlog::critical("berth-agent: {}", st.ToString());

@@ -25,11 +25,20 @@ bool Check(bool ok, const std::string& what, const GuestBoot& boot) {
   return ok;
 }
 
+// The steps, then the figure: exec to READY less the network round trips to berthd
+// (the ticket requests) and kubeadm.
 void PrintSteps(const char* title, const GuestBoot& boot) {
   std::printf("%s\n", title);
+  long started = MillisSinceExec(boot.serial, "started");
+  long ready = MillisSinceExec(boot.serial, "ready");
+  std::printf("  %-28s %8ld ms\n", "exec to main", started);
+  long excluded = 0;
   for (const auto& [step, ms] : StepDurations(boot.serial)) {
     std::printf("  %-28s %8ld ms\n", step.c_str(), ms);
+    if (step.starts_with("request-") || step == "kubeadm-join") excluded += ms;
   }
+  std::printf("  %-28s %8ld ms\n", "exec to READY", ready);
+  std::printf("  %-28s %8ld ms\n", "  less tickets and kubeadm", ready - excluded);
   std::printf("  %-28s %8.0f ms   peak RSS %s KiB\n", "berth-agent, whole run",
               std::atof(boot.Report("agent-seconds").c_str()) * 1000,
               boot.Report("agent-max-rss-kib").c_str());

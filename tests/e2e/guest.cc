@@ -212,4 +212,12 @@ std::vector<std::pair<std::string, long>> StepDurations(const std::string& seria
   return out;
 }
 
+long MillisSinceExec(const std::string& serial, const std::string& event) {
+  std::smatch m;
+  if (!std::regex_search(serial, m, std::regex(" " + event + " ms_since_exec=([0-9]+)"))) {
+    return -1;
+  }
+  return std::stol(m[1].str());
+}
+
 }  // namespace berth::testing

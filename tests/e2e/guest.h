@@ -99,5 +99,7 @@ std::string Sha256File(const std::string& path);
 
 // The values of "step=STEP result=ok duration_ms=N" lines in a console log, in order.
 std::vector<std::pair<std::string, long>> StepDurations(const std::string& serial);
+// The agent's "<event> ms_since_exec=N" line (event: started, ready); -1 if absent.
+long MillisSinceExec(const std::string& serial, const std::string& event);
 
 }  // namespace berth::testing

@@ -105,9 +105,9 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   // Every first-boot step ran once, in order, each on one timed line.
   std::vector<std::string> steps;
   for (const auto& [step, ms] : StepDurations(first.serial)) steps.push_back(step);
-  EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "probe-disk",
-                                 "request-ticket", "format", "unlock", "mkfs", "mount",
-                                 "drop-privileges", "kubeadm-join", "release-keys"));
+  EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "make-identity",
+                                 "probe-disk", "request-ticket", "format", "unlock", "mkfs",
+                                 "mount", "drop-privileges", "kubeadm-join", "release-keys"));
 
   // kubeadm joined once, with the bootstrap token berthd created for this node.
   ASSERT_THAT(first.kubeadm, SizeIs(1)) << first.Describe();
@@ -130,8 +130,8 @@ TEST_F(StateDiskE2eTest, FirstBootFormatsAndMountsAndARebootRejoinsTheSameDisk) 
   EXPECT_EQ(second.Report("kubelet-conf-sha256"), first.Report("kubelet-conf-sha256"));
   steps.clear();
   for (const auto& [step, ms] : StepDurations(second.serial)) steps.push_back(step);
-  EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "probe-disk",
-                                 "request-rejoin-ticket", "unlock", "mkfs", "mount",
+  EXPECT_THAT(steps, ElementsAre("read-enrolment", "open-tpm", "measure-enrolment", "make-identity",
+                                 "probe-disk", "request-rejoin-ticket", "unlock", "mkfs", "mount",
                                  "drop-privileges", "release-keys"));
   EXPECT_THAT(second.serial,
               HasSubstr("holds the ext4 filesystem made on an earlier boot; not making one"));

@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <regex>
 #include <thread>
 
 #include "agent/attestation.h"
@@ -77,6 +78,13 @@ TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
               Not(HasSubstr(std::string(secret["data"]["token-secret"]))));
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("audit call=IssueJoinTicket decision=granted node=node-1"));
+  // When the agent started and when it was ready, in milliseconds since exec.
+  std::smatch started, ready;
+  ASSERT_TRUE(std::regex_search(run.log, started, std::regex("started ms_since_exec=(\\d+)\n")))
+      << run.log;
+  ASSERT_TRUE(std::regex_search(run.log, ready, std::regex("ready ms_since_exec=(\\d+)\n")));
+  EXPECT_LE(std::stoll(started[1]), std::stoll(ready[1]));
+  EXPECT_LT(started.position(0), ready.position(0));
   // The JoinConfiguration held the token: it is gone once kubeadm has run.
   EXPECT_THAT(cluster_.NodeFiles(), ElementsAre("efi", "efi/berth", "efi/berth/enrolment.binpb",
                                                 "run", "run/berth"));

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "agent/attestation.h"
 #include "agent/kubeadm.h"
@@ -173,10 +174,12 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
   EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
 
-  EXPECT_THAT(notifier_.events,
-              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
-                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
+  EXPECT_THAT(
+      notifier_.events,
+      ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                  "STATUS=measuring EnrolmentConfig", "STATUS=creating this boot's TLS identity",
+                  "STATUS=requesting join ticket", "STATUS=running kubeadm join",
+                  "STATUS=sealing the boot", "READY=1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
 }
 
@@ -286,9 +289,10 @@ TEST_F(RunAgentTest, PermissionDeniedIsFinalAfterOneAttempt) {
       "berthd refused this node's evidence; not retrying: PCR sha256:7 differs from the policy");
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
-  EXPECT_THAT(notifier_.events,
-              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket"));
+  EXPECT_THAT(notifier_.events, ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                                            "STATUS=measuring EnrolmentConfig",
+                                            "STATUS=creating this boot's TLS identity",
+                                            "STATUS=requesting join ticket"));
   ExpectNothingJoined();
 }
 
@@ -325,12 +329,14 @@ TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshN
 
   EXPECT_EQ(runner_.argvs.size(), 1u);
   EXPECT_EQ(notifier_.ready_count(), 1);
-  EXPECT_THAT(notifier_.events,
-              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
-                          "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
-                          "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
-                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
+  EXPECT_THAT(
+      notifier_.events,
+      ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                  "STATUS=measuring EnrolmentConfig", "STATUS=creating this boot's TLS identity",
+                  "STATUS=requesting join ticket",
+                  "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
+                  "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
+                  "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
@@ -352,11 +358,13 @@ TEST_F(RunAgentTest, PendingApprovalWaitsSayingSoAndCallsTheSameEndpointAgainAtO
                                          "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
                                          "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(clock_.slept_ms(), 0);
-  EXPECT_THAT(notifier_.events,
-              ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
-                          "STATUS=measuring EnrolmentConfig", "STATUS=requesting join ticket",
-                          "STATUS=waiting: " + pending, "STATUS=waiting: " + pending,
-                          "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
+  EXPECT_THAT(
+      notifier_.events,
+      ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
+                  "STATUS=measuring EnrolmentConfig", "STATUS=creating this boot's TLS identity",
+                  "STATUS=requesting join ticket", "STATUS=waiting: " + pending,
+                  "STATUS=waiting: " + pending, "STATUS=running kubeadm join",
+                  "STATUS=sealing the boot", "READY=1"));
 }
 
 TEST_F(RunAgentTest, ReleaseAgentRefusesAGoldenTicketBeforeAnythingElse) {
@@ -578,6 +586,19 @@ TEST_F(RunAgentTest, ARestartInTheSameBootDoesNotMeasureTwiceAndTheJoinSealsTheB
   const v1::TpmEvidence& third = berthd_.join_requests[2].evidence().tpm();
   ASSERT_EQ(third.agent_events_size(), 2);
   EXPECT_EQ(third.agent_events(1).data(), ToString(seal::KeysReleasedEvent()));
+}
+
+// The agent logs when it started and when it was ready, counted from exec: the time it was
+// in memory before it got anywhere. A clock-tick resolution (10 ms at USER_HZ 100).
+TEST(MillisSinceExecTest, CountsFromThisProcessesExecAndAdvancesWithTheClock) {
+  int64_t before = MillisSinceExec();
+  ASSERT_GE(before, 0);
+  auto uptime = ReadFile("/proc/uptime");
+  ASSERT_TRUE(uptime.ok());
+  EXPECT_LE(before, static_cast<int64_t>(std::stod(*uptime) * 1000) + 10);
+  std::this_thread::sleep_for(milliseconds(200));
+  int64_t after = MillisSinceExec();
+  EXPECT_GE(after - before, 200);
 }
 
 }  // namespace
