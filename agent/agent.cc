@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <regex>
-#include <sstream>
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
@@ -31,18 +30,10 @@ void SdNotifier::Ready() {
 }
 
 int64_t MillisSinceExec() {
-  auto stat = ReadFile("/proc/self/stat", 4096);
-  if (!stat.ok()) return -1;
-  // Field 22, starttime; the command name (field 2) is in parentheses and may hold spaces.
-  size_t paren = stat->rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream fields(stat->substr(paren + 1));
-  std::string field;
-  for (int i = 3; i <= 22; ++i) {
-    if (!(fields >> field)) return -1;
-  }
+  auto stat = ReadProcStat("self");
+  if (!stat.ok() || stat->size() <= 22) return -1;
   char* end = nullptr;
-  long long start_ticks = std::strtoll(field.c_str(), &end, 10);
+  long long start_ticks = std::strtoll((*stat)[22].c_str(), &end, 10);
   long ticks_per_second = sysconf(_SC_CLK_TCK);
   timespec now{};
   if (*end != '\0' || ticks_per_second <= 0 || clock_gettime(CLOCK_BOOTTIME, &now) != 0) return -1;

@@ -9,7 +9,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sstream>
 #include <thread>
+
+#include "common/bytes.h"
 
 extern char** environ;
 
@@ -166,6 +169,23 @@ ProcessResult Subprocess::Stop(int sig, std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return result_;
+}
+
+Result<std::vector<std::string>> ReadProcStat(const std::string& pid) {
+  const std::string path = "/proc/" + pid + "/stat";
+  BERTH_ASSIGN_OR_RETURN(std::string stat, ReadFile(path, 4096));
+  // The command name is in parentheses and may hold spaces and parentheses: it ends at the
+  // last ')'.
+  size_t open = stat.find('(');
+  size_t close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    return InvalidArgument(path + " is not in proc(5)'s format");
+  }
+  std::vector<std::string> fields = {"", TrimWhitespace(stat.substr(0, open)),
+                                     stat.substr(open + 1, close - open - 1)};
+  std::istringstream rest(stat.substr(close + 1));
+  for (std::string f; rest >> f;) fields.push_back(std::move(f));
+  return fields;
 }
 
 }  // namespace berth

@@ -58,4 +58,9 @@ class Subprocess {
   ProcessResult result_;
 };
 
+// The fields of /proc/<pid>/stat ("self" for this process), numbered as proc(5) numbers
+// them: [1] the pid, [2] the command name (without its parentheses, which it may contain),
+// [14] utime, [22] starttime; [0] is empty.
+Result<std::vector<std::string>> ReadProcStat(const std::string& pid);
+
 }  // namespace berth

@@ -31,17 +31,9 @@ double LoadResult::Percentile(double p) const {
 }
 
 Result<double> ProcessCpuSeconds(pid_t pid) {
-  BERTH_ASSIGN_OR_RETURN(std::string stat, ReadFile("/proc/" + std::to_string(pid) + "/stat"));
-  // The command name (field 2) is in parentheses and may hold spaces: count from the last ')'.
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos) return InvalidArgument("unexpected /proc/<pid>/stat format");
-  std::istringstream fields(stat.substr(close + 2));
-  std::string f;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i == 14) utime = std::stod(f);
-    if (i == 15) stime = std::stod(f);
-  }
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> stat, ReadProcStat(std::to_string(pid)));
+  if (stat.size() <= 15) return InvalidArgument("unexpected /proc/<pid>/stat format");
+  double utime = std::stod(stat[14]), stime = std::stod(stat[15]);
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
