@@ -102,17 +102,17 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                                               const VerifiedEvidence& evidence,
                                               const std::string& peer) {
   const std::string& name = request.node_name();
-  BERTH_ASSIGN_OR_RETURN(std::optional<StoredNode> current, store_->Get(name));
+  // The record and the disk's claim in one round trip (~0.5 ms of berthd's CPU per etcd call).
+  BERTH_ASSIGN_OR_RETURN(NodeStore::JoinView view,
+                         store_->GetForJoin(name, request.disk_uuid()));
+  std::optional<StoredNode> current = std::move(view.node);
   const v1::NodeRecord* record = current ? &current->record : nullptr;
   BERTH_RETURN_IF_ERROR(CheckMayJoin(record, name, evidence.ak_sha256_hex, request.role()));
   const std::shared_ptr<const Policy> policy = policy_->Current();
-  std::optional<DiskClaim> disk;
-  if (!request.disk_uuid().empty()) {
-    BERTH_ASSIGN_OR_RETURN(disk, store_->GetDiskClaim(request.disk_uuid()));
-    if (disk.has_value() && disk->node != name) {
-      return PermissionDenied("disk " + request.disk_uuid() + " joined the cluster as node " +
-                              disk->node + ", not " + name);
-    }
+  const std::optional<DiskClaim> disk = std::move(view.disk);
+  if (disk.has_value() && disk->node != name) {
+    return PermissionDenied("disk " + request.disk_uuid() + " joined the cluster as node " +
+                            disk->node + ", not " + name);
   }
   JoinFacts facts{.name = name,
                   .role = request.role(),

@@ -109,6 +109,32 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
   return std::optional<DiskClaim>(DiskClaim{got.kvs(0).value(), got.kvs(0).mod_revision()});
 }
 
+Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
+                                                   const std::string& disk_uuid) {
+  pb::TxnRequest txn;  // no comparisons: the reads always run
+  txn.add_success()->mutable_request_range()->set_key(NodeKey(name));
+  if (!disk_uuid.empty()) txn.add_success()->mutable_request_range()->set_key(DiskKey(disk_uuid));
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
+  if (got.responses_size() != txn.success_size()) {
+    return Internal("etcd answered " + std::to_string(got.responses_size()) +
+                    " reads of a transaction of " + std::to_string(txn.success_size()));
+  }
+  JoinView view;
+  const pb::RangeResponse& node = got.responses(0).response_range();
+  if (node.kvs_size() > 0) {
+    StoredNode stored;
+    BERTH_ASSIGN_OR_RETURN(stored.record,
+                           FromJson<v1::NodeRecord>(node.kvs(0).key(), node.kvs(0).value()));
+    stored.mod_revision = node.kvs(0).mod_revision();
+    view.node = std::move(stored);
+  }
+  if (!disk_uuid.empty() && got.responses(1).response_range().kvs_size() > 0) {
+    const auto& kv = got.responses(1).response_range().kvs(0);
+    view.disk = DiskClaim{kv.value(), kv.mod_revision()};
+  }
+  return view;
+}
+
 Status NodeStore::Commit(const NodeCommit& c) {
   const std::string& name = c.record.name();
   pb::TxnRequest txn;

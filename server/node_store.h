@@ -80,6 +80,13 @@ class NodeStore {
   Result<std::optional<StoredNode>> Get(const std::string& name);
   Result<std::vector<StoredNode>> List();
   Result<std::optional<DiskClaim>> GetDiskClaim(const std::string& disk_uuid);
+  // What a join reads: the node's record and, if `disk_uuid` is not empty, the disk's claim,
+  // in one etcd round trip (a transaction of two reads, so both at the same revision).
+  struct JoinView {
+    std::optional<StoredNode> node;
+    std::optional<DiskClaim> disk;
+  };
+  Result<JoinView> GetForJoin(const std::string& name, const std::string& disk_uuid);
 
   // Applies `commit` atomically. ABORTED when the record or the disk claim changed since they
   // were read (another replica got there first); UNAVAILABLE when etcd cannot be reached.

@@ -158,6 +158,38 @@ TEST_F(RegistryTest, WorkerJoinWritesItsRecordAndClaimsItsDisk) {
   EXPECT_EQ(json["first_join_unix"], std::to_string(kNow));  // int64 is a JSON string
   EXPECT_EQ(json["policy_rule"], "pcrs sha256:0");
   EXPECT_EQ(CallsOf("MemberAdd"), 0);
+  // Two etcd round trips: one transaction reads the record and the disk claim, one writes.
+  EXPECT_EQ(CallsOf("Txn"), 2);
+  EXPECT_EQ(CallsOf("Range"), 0);
+}
+
+TEST_F(RegistryTest, AJoinReadsTheRecordAndTheDiskClaimTogether) {
+  auto none = store_.GetForJoin("node-1", kDisk);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->node.has_value());
+  EXPECT_FALSE(none->disk.has_value());
+  ASSERT_TRUE(registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk)).ok());
+
+  auto both = store_.GetForJoin("node-1", kDisk);
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  ASSERT_TRUE(both->node.has_value());
+  EXPECT_EQ(both->node->record.name(), "node-1");
+  EXPECT_EQ(both->node->mod_revision, (*store_.Get("node-1"))->mod_revision);
+  ASSERT_TRUE(both->disk.has_value());
+  EXPECT_EQ(both->disk->node, "node-1");
+  EXPECT_EQ(both->disk->mod_revision, (*store_.GetDiskClaim(kDisk))->mod_revision);
+
+  auto diskless = store_.GetForJoin("node-1", "");
+  ASSERT_TRUE(diskless.ok());
+  EXPECT_TRUE(diskless->node.has_value());
+  EXPECT_FALSE(diskless->disk.has_value());
+  auto other = store_.GetForJoin("node-2", kDisk);  // another node, this disk
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->node.has_value());
+  EXPECT_EQ(other->disk->node, "node-1");
+
+  etcd_.Fail("Txn", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"));
+  EXPECT_EQ(store_.GetForJoin("node-1", kDisk).status().code(), Code::kUnavailable);
 }
 
 TEST_F(RegistryTest, DiskOfAnotherNodeIsRefused) {
@@ -309,6 +341,7 @@ TEST_F(RegistryTest, RetryAfterALostReplyReusesTheMember) {
 }
 
 TEST_F(RegistryTest, RecordWriteFailureLeavesOnlyTheLearnerWhichTheRetryReuses) {
+  etcd_.Fail("Txn", grpc::Status::OK);  // the reads go through; the write fails
   etcd_.Fail("Txn", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"));
   auto failed = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
   EXPECT_EQ(failed.status().code(), Code::kUnavailable);
