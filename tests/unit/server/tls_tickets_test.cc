@@ -6,10 +6,11 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
+#include <cstdlib>
 #include <memory>
+#include <string_view>
 
 #include "common/crypto.h"
-#include "tests/testing/testing.h"
 
 namespace berth::server {
 namespace {
@@ -63,23 +64,12 @@ int TicketsGiven(SSL_CTX* server) {
   return g_tickets;
 }
 
-// The system's openssl.cnf, with settings of its own for every TLS context: they must stay.
-constexpr char kSystemConfig[] = R"(openssl_conf = init
-[init]
-ssl_conf = ssl
-[ssl]
-system_default = tls
-[tls]
-MinProtocol = TLSv1.3
-CipherString = DEFAULT:@SECLEVEL=3
-)";
-
 TEST(TlsTicketsTest, AfterTheSettingNoServerIssuesTicketsAndTheSystemSettingsStay) {
-  // Before OpenSSL reads its configuration (nothing in this process has made a TLS context).
-  testing::TempDir dir;
-  testing::MustWrite(dir.Join("openssl.cnf"), kSystemConfig);
-  ASSERT_EQ(setenv("OPENSSL_CONF", dir.Join("openssl.cnf").c_str(), 1), 0);
-
+  // The system's openssl.cnf, with settings of its own for every TLS context (SECLEVEL 3, TLS
+  // 1.3 at least): ctest sets OPENSSL_CONF to testdata/openssl-system.cnf.
+  const char* conf = std::getenv("OPENSSL_CONF");
+  ASSERT_TRUE(conf != nullptr && std::string_view(conf).ends_with("/openssl-system.cnf"))
+      << "run through ctest, which sets OPENSSL_CONF";
   CtxPtr before = MakeServer();
   ASSERT_EQ(SSL_CTX_get_security_level(before.get()), 3);  // the system's file was read
   EXPECT_EQ(SSL_CTX_get_num_tickets(before.get()), 2u);    // OpenSSL's default
