@@ -88,6 +88,8 @@ GuestBoot GuestNode::Boot(const GuestBootOptions& options) {
                                    tpm_state_,
                                    "--memory",
                                    std::to_string(options.memory_mib),
+                                   "--cpus",
+                                   std::to_string(options.cpus),
                                    "--serial-log",
                                    serial,
                                    "--timeout",

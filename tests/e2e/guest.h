@@ -24,6 +24,7 @@ struct GuestBootOptions {
   // The guest's script (a file on the host); default tests/e2e/guest/run-agent.
   std::string run_script;
   int memory_mib = 512;
+  int cpus = 1;
   std::chrono::seconds timeout{300};
 };
 
