@@ -87,6 +87,12 @@ Result<std::string> StateDisk::BerthUuid() {
   return header.uuid;
 }
 
+Status StateDisk::FormatIfBlank(const std::string& uuid, const SecretBytes& key) {
+  BERTH_RETURN_IF_ERROR(disk_->FormatIfBlank(device_, uuid, key));
+  formatted_here_ = true;
+  return OkStatus();
+}
+
 Status StateDisk::Unlock(const SecretBytes& key) {
   Status opened = disk_->Open(device_, kMapperName, key);
   if (opened.code() == Code::kPermissionDenied) {
@@ -99,21 +105,26 @@ Status StateDisk::Unlock(const SecretBytes& key) {
 Status StateDisk::MakeFilesystemIfBlank() {
   const std::string fs = config_.filesystem().empty() ? "ext4" : config_.filesystem();
   const std::string record = kFilesystemRecordPrefix + fs;
-  BERTH_ASSIGN_OR_RETURN(LuksHeader header, disk_->ReadLuksHeader(device_));
-  if (header.subsystem == record) {
-    spdlog::info("{} holds the {} filesystem made on an earlier boot; not making one", mapper(),
-                 fs);
-    return OkStatus();
+  // Only a volume formatted on an earlier boot can hold a filesystem already: made and
+  // recorded, or made by a boot that lost power before recording it.
+  bool make = formatted_here_;
+  if (!formatted_here_) {
+    BERTH_ASSIGN_OR_RETURN(LuksHeader header, disk_->ReadLuksHeader(device_));
+    if (header.subsystem == record) {
+      spdlog::info("{} holds the {} filesystem made on an earlier boot; not making one", mapper(),
+                   fs);
+      return OkStatus();
+    }
+    if (!header.subsystem.empty()) {
+      return FailedPrecondition("the LUKS2 header of " + device_ + " records \"" +
+                                header.subsystem + "\", not \"" + record +
+                                "\"; leaving the volume alone");
+    }
+    BERTH_ASSIGN_OR_RETURN(ProbeResult probe, disk_->Probe(mapper()));
+    make = !(probe.kind == ProbeResult::Kind::kOther && probe.signature == fs);
+    if (!make) spdlog::info("{} holds a {} filesystem not yet recorded; keeping it", mapper(), fs);
   }
-  if (!header.subsystem.empty()) {
-    return FailedPrecondition("the LUKS2 header of " + device_ + " records \"" + header.subsystem +
-                              "\", not \"" + record + "\"; leaving the volume alone");
-  }
-  BERTH_ASSIGN_OR_RETURN(ProbeResult probe, disk_->Probe(mapper()));
-  if (probe.kind == ProbeResult::Kind::kOther && probe.signature == fs) {
-    // mkfs finished on a boot that lost power before recording it.
-    spdlog::info("{} holds a {} filesystem not yet recorded; keeping it", mapper(), fs);
-  } else {
+  if (make) {
     std::vector<std::string> argv = {JoinRoot(root_, "/sbin/mkfs." + fs), "-q"};
     if (fs == "ext4") {
       // The journal is not zeroed first (on a large disk, a gigabyte of writes through

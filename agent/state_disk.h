@@ -55,14 +55,14 @@ class StateDisk {
   Result<ProbeResult> Probe() { return disk_->Probe(device_); }
   // The UUID of a berth LUKS2 disk; FAILED_PRECONDITION for a LUKS2 disk berth did not make.
   Result<std::string> BerthUuid();
-  Status FormatIfBlank(const std::string& uuid, const SecretBytes& key) {
-    return disk_->FormatIfBlank(device_, uuid, key);
-  }
+  Status FormatIfBlank(const std::string& uuid, const SecretBytes& key);
   // Opens the volume; a wrong key is PERMISSION_DENIED with nothing activated.
   Status Unlock(const SecretBytes& key);
   // Makes the filesystem on the unlocked volume unless the LUKS2 header records that it was
   // made, and then records it. A volume whose header records it is never made again, even if
-  // its superblock is damaged (mount then fails: an operator decides, not the agent).
+  // its superblock is damaged (mount then fails: an operator decides, not the agent). On a
+  // volume this StateDisk formatted, there is nothing to look for first: its header records
+  // nothing yet, and under a volume key made moments ago every block reads as noise.
   Status MakeFilesystemIfBlank();
   // Mounts the volume (unless mounted) and bind-mounts the persistent directories.
   Status Mount();
@@ -83,6 +83,7 @@ class StateDisk {
   Disk* disk_;
   Mounter* mounter_;
   ProcessRunner* runner_;
+  bool formatted_here_ = false;  // FormatIfBlank formatted the disk
 };
 
 }  // namespace berth::agent

@@ -26,6 +26,7 @@ struct FakeDiskState {
   bool has_filesystem = false;
   bool open = false;
   std::vector<std::string> ops;
+  std::vector<std::string> reads;  // "probe DEVICE", "header": what was looked at
   std::string subsystem;  // the LUKS2 subsystem label
   std::vector<std::string> mkfs_argv;
 };
@@ -34,6 +35,7 @@ class FakeDisk : public Disk {
  public:
   explicit FakeDisk(FakeDiskState* s) : s_(s) {}
   Result<ProbeResult> Probe(const std::string& device) override {
+    s_->reads.push_back("probe " + device.substr(device.find("/dev/")));
     ProbeResult r;
     if (device.ends_with("/dev/mapper/berth-state")) {
       if (s_->has_filesystem) r = {ProbeResult::Kind::kOther, "ext4"};
@@ -44,6 +46,7 @@ class FakeDisk : public Disk {
     return r;
   }
   Result<LuksHeader> ReadLuksHeader(const std::string&) override {
+    s_->reads.push_back("header");
     return LuksHeader{"LUKS2", s_->uuid, s_->label, s_->subsystem};
   }
   Status WriteLuksSubsystem(const std::string&, const std::string& subsystem) override {
@@ -56,7 +59,7 @@ class FakeDisk : public Disk {
     s_->ops.push_back("format");
     if (s_->kind != ProbeResult::Kind::kBlank) return FailedPrecondition("not blank");
     *s_ = FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS", uuid, kLuksLabel,
-                        std::string(key.view()), false, false, s_->ops};
+                        std::string(key.view()), false, false, s_->ops, s_->reads};
     return OkStatus();
   }
   Status CheckKey(const std::string&, const SecretBytes& key) override {
@@ -195,6 +198,9 @@ TEST_F(StateDiskFlowTest, FirstBootFormatsWithTheTicketsKeyThenJoins) {
   EXPECT_EQ(disk_state_.key, std::string(32, 'k'));
   EXPECT_EQ(disk_state_.label, "berth-state");
   EXPECT_THAT(disk_state_.ops, ElementsAre("format", "open", "mkfs", "subsystem=berth-fs:ext4"));
+  // Formatted by this run: its header records nothing and its volume holds nothing, so mkfs
+  // looks at neither first.
+  EXPECT_THAT(disk_state_.reads, ElementsAre("probe /dev/vdb"));
   EXPECT_THAT(disk_state_.mkfs_argv,
               ElementsAre(root_.Join("sbin/mkfs.ext4"), "-q", "-E", "lazy_journal_init=1", "-L",
                           "berth-state", root_.Join("dev/mapper/berth-state")));
@@ -297,6 +303,9 @@ TEST_F(StateDiskFlowTest, CrashAfterFormatResumesWithoutReformattingAndJoinsOnce
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_THAT(disk_state_.ops, ElementsAre("open", "mkfs", "subsystem=berth-fs:ext4"));
+  // Formatted on the earlier boot: mkfs reads the header's record and probes the volume first.
+  EXPECT_THAT(disk_state_.reads,
+              ElementsAre("probe /dev/vdb", "header", "header", "probe /dev/mapper/berth-state"));
   EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueRejoinTicket@127.0.0.1:1",
                                          "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
   EXPECT_EQ(berthd_.join_requests[0].disk_uuid(), "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c");
