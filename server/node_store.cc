@@ -9,26 +9,22 @@ namespace {
 namespace pb = etcdserverpb;
 
 template <typename Message>
-std::string ToJson(const Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  // The messages are berth's own and always serialize; a failure would be a bug caught in tests.
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  return out;
-}
-
-template <typename Message>
 Result<Message> FromJson(const std::string& key, const std::string& json) {
   Message m;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;  // a newer format; its version field says so
-  auto st = google::protobuf::util::JsonStringToMessage(json, &m, options);
-  if (!st.ok()) {
-    return DataLoss("etcd key " + key +
-                    " does not hold a valid record: " + std::string(st.message()));
-  }
+  BERTH_RETURN_IF_ERROR(RecordFromJson(key, json, &m));
   return m;
+}
+
+// A node's record as etcd holds it, with the revision a later write compares against.
+Result<StoredNode> StoredNodeFromKv(const mvccpb::KeyValue& kv) {
+  StoredNode node;
+  BERTH_ASSIGN_OR_RETURN(node.record, FromJson<v1::NodeRecord>(kv.key(), kv.value()));
+  node.mod_revision = kv.mod_revision();
+  return node;
+}
+
+DiskClaim DiskClaimFromKv(const mvccpb::KeyValue& kv) {
+  return DiskClaim{kv.value(), kv.mod_revision()};
 }
 
 pb::RangeRequest PrefixRange(const std::string& prefix) {
@@ -83,9 +79,7 @@ Result<std::optional<StoredNode>> NodeStore::Get(const std::string& name) {
   r.set_key(NodeKey(name));
   BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(r));
   if (got.kvs_size() == 0) return std::optional<StoredNode>();
-  StoredNode node;
-  BERTH_ASSIGN_OR_RETURN(node.record, FromJson<v1::NodeRecord>(r.key(), got.kvs(0).value()));
-  node.mod_revision = got.kvs(0).mod_revision();
+  BERTH_ASSIGN_OR_RETURN(StoredNode node, StoredNodeFromKv(got.kvs(0)));
   return std::optional<StoredNode>(std::move(node));
 }
 
@@ -93,9 +87,7 @@ Result<std::vector<StoredNode>> NodeStore::List() {
   BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(PrefixRange(prefix_ + "nodes/")));
   std::vector<StoredNode> out;
   for (const auto& kv : got.kvs()) {
-    StoredNode node;
-    BERTH_ASSIGN_OR_RETURN(node.record, FromJson<v1::NodeRecord>(kv.key(), kv.value()));
-    node.mod_revision = kv.mod_revision();
+    BERTH_ASSIGN_OR_RETURN(StoredNode node, StoredNodeFromKv(kv));
     out.push_back(std::move(node));
   }
   return out;
@@ -106,7 +98,7 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
   r.set_key(DiskKey(disk_uuid));
   BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(r));
   if (got.kvs_size() == 0) return std::optional<DiskClaim>();
-  return std::optional<DiskClaim>(DiskClaim{got.kvs(0).value(), got.kvs(0).mod_revision()});
+  return std::optional<DiskClaim>(DiskClaimFromKv(got.kvs(0)));
 }
 
 Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
@@ -122,15 +114,10 @@ Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
   JoinView view;
   const pb::RangeResponse& node = got.responses(0).response_range();
   if (node.kvs_size() > 0) {
-    StoredNode stored;
-    BERTH_ASSIGN_OR_RETURN(stored.record,
-                           FromJson<v1::NodeRecord>(node.kvs(0).key(), node.kvs(0).value()));
-    stored.mod_revision = node.kvs(0).mod_revision();
-    view.node = std::move(stored);
+    BERTH_ASSIGN_OR_RETURN(view.node, StoredNodeFromKv(node.kvs(0)));
   }
   if (!disk_uuid.empty() && got.responses(1).response_range().kvs_size() > 0) {
-    const auto& kv = got.responses(1).response_range().kvs(0);
-    view.disk = DiskClaim{kv.value(), kv.mod_revision()};
+    view.disk = DiskClaimFromKv(got.responses(1).response_range().kvs(0));
   }
   return view;
 }
@@ -140,7 +127,7 @@ Status NodeStore::Commit(const NodeCommit& c) {
   pb::TxnRequest txn;
   const std::string key = NodeKey(name);
   *txn.add_compare() = ModRevisionIs(key, c.expected_mod_revision);
-  AddPut(txn, key, ToJson(c.record));
+  AddPut(txn, key, RecordToJson(c.record));
   if (!c.disk_uuid.empty()) {
     const std::string disk_key = DiskKey(c.disk_uuid);
     if (c.disk_claim.has_value()) {
@@ -154,9 +141,9 @@ Status NodeStore::Commit(const NodeCommit& c) {
     }
   }
   for (const auto& cert : c.issued)
-    AddPut(txn, prefix_ + "etcd/certs/" + cert.serial(), ToJson(cert));
+    AddPut(txn, prefix_ + "etcd/certs/" + cert.serial(), RecordToJson(cert));
   for (const auto& cert : c.revoked)
-    AddPut(txn, prefix_ + "etcd/crl/" + cert.serial(), ToJson(cert));
+    AddPut(txn, prefix_ + "etcd/crl/" + cert.serial(), RecordToJson(cert));
   for (const auto& put : c.also) {
     *txn.add_compare() = ModRevisionIs(prefix_ + put.key, put.expected_mod_revision);
     AddPut(txn, prefix_ + put.key, put.value);
@@ -236,7 +223,7 @@ Result<std::vector<v1::NodeAuthorization>> NodeStore::ListAuthorizations() {
 Status NodeStore::PutAuthorization(const v1::NodeAuthorization& authorization) {
   pb::PutRequest put;
   put.set_key(prefix_ + "authorizations/" + authorization.name());
-  put.set_value(ToJson(authorization));
+  put.set_value(RecordToJson(authorization));
   return etcd_->Put(put).status();
 }
 
