@@ -108,6 +108,11 @@ Result<ThreadCapabilities> ReadStatus(const std::string& path, pid_t tid) {
   return caps;
 }
 
+// One thread's capability sets (NOT_FOUND once the thread has exited).
+Result<ThreadCapabilities> ReadThread(pid_t tid) {
+  return ReadStatus(fmt::format("/proc/self/task/{}/status", tid), tid);
+}
+
 std::vector<pid_t> ThreadIds() {
   std::vector<pid_t> tids;
   DIR* dir = opendir("/proc/self/task");
@@ -147,7 +152,7 @@ uint64_t CapabilityMask(std::span<const int> caps) {
 Result<std::vector<ThreadCapabilities>> ReadThreadCapabilities() {
   std::vector<ThreadCapabilities> threads;
   for (pid_t tid : ThreadIds()) {
-    auto caps = ReadStatus(fmt::format("/proc/self/task/{}/status", tid), tid);
+    auto caps = ReadThread(tid);
     if (!caps.ok()) {
       if (caps.status().code() == Code::kNotFound) continue;  // the thread has exited
       return caps.status();
@@ -161,8 +166,7 @@ Result<std::vector<ThreadCapabilities>> ReadThreadCapabilities() {
 Status DropCapabilitiesExcept(std::span<const int> keep) {
   const uint64_t keep_mask = CapabilityMask(keep);
   const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
-  BERTH_ASSIGN_OR_RETURN(const ThreadCapabilities mine,
-                         ReadStatus(fmt::format("/proc/self/task/{}/status", self), self));
+  BERTH_ASSIGN_OR_RETURN(const ThreadCapabilities mine, ReadThread(self));
   // Without CAP_SETPCAP the bounding set cannot shrink. A process that holds nothing beyond
   // `keep` (not root) cannot give its children more than it has either (the agent's unit sets
   // NoNewPrivileges), so there is nothing to do.
@@ -204,7 +208,7 @@ Status DropCapabilitiesExcept(std::span<const int> keep) {
   Status outcome = OkStatus();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (int round = 0;; ++round) {
-    auto mine_now = ReadStatus(fmt::format("/proc/self/task/{}/status", self), self);
+    auto mine_now = ReadThread(self);
     if (!mine_now.ok()) {
       outcome = mine_now.status();
       break;
