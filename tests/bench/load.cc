@@ -247,16 +247,22 @@ Result<CryptoFloor> MeasureCryptoFloor(const std::string& server_cert_pem,
   if (!server_ctx || !client_ctx) return OpenSslError("SSL_CTX_new");
   SSL_CTX_set_min_proto_version(server_ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_min_proto_version(client_ctx.get(), TLS1_3_VERSION);
-  SSL_CTX_use_certificate(server_ctx.get(), server_cert.get());
-  SSL_CTX_use_PrivateKey(server_ctx.get(), server_key.get());
+  if (SSL_CTX_use_certificate(server_ctx.get(), server_cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(server_ctx.get(), server_key.get()) != 1 ||
+      SSL_CTX_check_private_key(server_ctx.get()) != 1) {
+    ERR_clear_error();
+    return InvalidArgument("berthd's key does not match its certificate");
+  }
   // As berthd: a client certificate is required but not chain-verified (it is the binding
   // key); its CertificateVerify signature is still checked by TLS.
   SSL_CTX_set_verify(server_ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                      AcceptAnyClientCert);
   SSL_CTX_set_session_cache_mode(server_ctx.get(), SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(server_ctx.get(), 0);
-  SSL_CTX_use_certificate(client_ctx.get(), client_cert.get());
-  SSL_CTX_use_PrivateKey(client_ctx.get(), client_key.get());
+  if (SSL_CTX_use_certificate(client_ctx.get(), client_cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(client_ctx.get(), client_key.get()) != 1) {
+    return OpenSslError("the client's certificate and key");
+  }
   SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_NONE, nullptr);
 
   auto handshakes = [&](int group) -> Result<double> {
