@@ -29,8 +29,6 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-using Clock = std::chrono::steady_clock;
-
 // One series of berthd's /metrics, or -1 when it is not there.
 double Metric(int port, const std::string& series) {
   httplib::Client client("127.0.0.1", port);
@@ -58,7 +56,7 @@ bool LogHas(EtcdTestbed& bed, const std::string& text, int replica = 0) {
 const std::string kPendingSeries =
     "berth_requests_total{call=\"IssueJoinTicket\",outcome=\"pending\"}";
 
-TEST(LifecycleTest, PendingNodeJoinsWithinASecondOfApprovalAndADeniedOneNever) {
+TEST(LifecycleTest, PendingNodeJoinsOnceApprovedAndADeniedOneNever) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& approved = bed.AddNode("w-approved", false);
@@ -86,7 +84,10 @@ TEST(LifecycleTest, PendingNodeJoinsWithinASecondOfApprovalAndADeniedOneNever) {
   ASSERT_EQ(deny.exit_code, 0) << deny.output;
   EXPECT_THAT(deny.output, HasSubstr("denied w-denied: revoked"));
 
-  const auto t0 = Clock::now();
+  // That a call held when the approval lands is admitted at berthd's next re-read of the
+  // record, not at the end of the hold, is tested on a fake clock (admission_test.cc,
+  // ApprovalWhileTheCallIsHeldAdmitsItAtTheNextPoll): a wall-clock bound here would fail on
+  // a loaded machine.
   ProcessResult approve =
       bed.Berthctl({"nodes", "approve", "w-approved", "--ak-sha256", approved.ak_sha256});
   ASSERT_EQ(approve.exit_code, 0) << approve.output;
@@ -96,9 +97,8 @@ TEST(LifecycleTest, PendingNodeJoinsWithinASecondOfApprovalAndADeniedOneNever) {
         joined = Record(bed, "w-approved");
         return joined && joined->state() == v1::NODE_STATE_JOINED;
       },
-      std::chrono::seconds(10)));
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
-  EXPECT_LT(took.count(), 1000) << "joined " << took.count() << " ms after `nodes approve` began";
+      std::chrono::seconds(30)))
+      << MustRead(bed.BerthdLog());
   EXPECT_THAT(joined->approved_by(), HasSubstr("alice"));
 
   a.join();
