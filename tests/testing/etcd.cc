@@ -101,7 +101,18 @@ bool EtcdCluster::StartAll(std::string& error) {
       return false;
     }
   }
-  if (WaitHealthy(std::chrono::seconds(30))) return true;
+  if (WaitHealthy(std::chrono::seconds(30))) {
+    // WaitHealthy passes over members that are not running (tests stop some on purpose);
+    // here each must be. A port UnusedPort() handed out can be taken by another test's
+    // process before etcd binds it: that member exits, and the next attempt picks new ports.
+    for (int i = 0; i < size(); ++i) {
+      if (!running(i)) {
+        error = Name(i) + " exited while the cluster started:\n" + LogTail(i);
+        return false;
+      }
+    }
+    return true;
+  }
   std::ostringstream why;
   why << "etcd cluster of " << size() << " did not become healthy:";
   for (int i = 0; i < size(); ++i) why << "\n--- " << Name(i) << ":\n" << LogTail(i);
