@@ -30,8 +30,9 @@ std::optional<v1::NodeRecord> Record(EtcdTestbed& bed, const std::string& name) 
 }
 
 // berthd records the node in etcd, then asks the API server for its bootstrap token; the API
-// server here answers writes 5 s late, so once the record is there the join is in berthd's
-// hands. berthd is killed then, and restarted on its port: the agent's retry gets the ticket,
+// server here answers writes 5 s late, so once it has the request the join is in berthd's
+// hands. berthd is killed then (not as soon as the record is in etcd: the kill could come
+// before the request is sent), and restarted on its port: the agent's retry gets the ticket,
 // kubeadm runs once, and the record is the one join.
 TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
   EtcdTestbed bed({.api_delay_ms = 5000});
@@ -42,9 +43,14 @@ TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
 
   AgentOutcome boot;
   std::thread agent([&] { boot = bed.RunAgent(node, false, {bed.BerthdEndpoint()}); });
-  bool in_flight =
-      WaitFor([&] { return Record(bed, "worker-1").has_value(); }, std::chrono::seconds(60));
+  bool in_flight = WaitFor(
+      [&] {
+        return MustRead(bed.dir().Join("apiserver.log")).find("delaying POST") !=
+               std::string::npos;
+      },
+      std::chrono::seconds(60));
   EXPECT_TRUE(in_flight) << MustRead(bed.BerthdLog());
+  EXPECT_TRUE(Record(bed, "worker-1").has_value());  // written before the token was asked for
   bed.KillBerthd();
   EXPECT_EQ(bed.KubeadmRecords().size(), 0u);  // the agent had no ticket yet
   ASSERT_TRUE(bed.StartBerthd(0, port));
