@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <thread>
 
 #include "common/bytes.h"
@@ -77,17 +78,52 @@ int WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout) 
   return port;
 }
 
-int UnusedPort() {
+namespace {
+
+// Binds 127.0.0.1:`port` (0: the kernel's choice) and returns the port bound, or 0.
+int BindLoopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  int bound = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    socklen_t len = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      bound = ntohs(addr.sin_port);
+    }
+  }
   close(fd);
-  return ntohs(addr.sin_port);
+  return bound;
+}
+
+// The lowest port the kernel hands out as a connection's source port.
+int FirstEphemeralPort() {
+  auto range = ReadFile("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = range.ok() ? std::atoi(range->c_str()) : 0;
+  return first > 0 ? first : 32768;
+}
+
+}  // namespace
+
+// Below the ephemeral range: a port bind(0) gave would be the kind the kernel also gives
+// outgoing connections as their source port, and the load and fault tests running beside this
+// one open thousands of those; one of them could take the port before its server binds it.
+// Random, so that tests running side by side rarely try the same one.
+int UnusedPort() {
+  constexpr int kLowest = 10000;
+  static const int first_ephemeral = FirstEphemeralPort();
+  if (first_ephemeral - kLowest >= 1000) {
+    thread_local std::mt19937 random(std::random_device{}());
+    std::uniform_int_distribution<int> pick(kLowest, first_ephemeral - 1);
+    for (int i = 0; i < 100; ++i) {
+      int port = pick(random);
+      if (BindLoopback(port) == port) return port;
+    }
+  }
+  return BindLoopback(0);
 }
 
 TestPki MakeTestPki(const std::string& dir, const std::string& server_name,

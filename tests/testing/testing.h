@@ -41,7 +41,8 @@ void MustWrite(const std::string& path, const std::string& content, mode_t mode 
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 // Waits for a port file written by a server started with --port 0 and returns the port.
 int WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout);
-// A TCP port on 127.0.0.1 that nothing listens on right now.
+// A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's range of
+// connection source ports (so no outgoing connection takes it before a server binds it).
 int UnusedPort();
 
 // A throwaway cluster CA and a server certificate for 127.0.0.1/localhost, as PEM files in
