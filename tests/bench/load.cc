@@ -223,10 +223,9 @@ Result<double> OneHandshake(SSL_CTX* server_ctx, SSL_CTX* client_ctx, int group)
   if (SSL_get0_peer_certificate(server.get()) == nullptr) {
     return Internal("the handshake finished without the client certificate");
   }
-  if (SSL_get_negotiated_group(server.get()) != group) {
-    return Internal(std::string("the handshake used ECDHE group ") +
-                    OBJ_nid2sn(SSL_get_negotiated_group(server.get())) + ", not " +
-                    OBJ_nid2sn(group));
+  if (int negotiated = SSL_get_negotiated_group(server.get()); negotiated != group) {
+    return Internal(std::string("the handshake used ECDHE group ") + OBJ_nid2sn(negotiated) +
+                    ", not " + OBJ_nid2sn(group));
   }
   return server_cpu;
 }

@@ -59,7 +59,8 @@ bool PrintMeasure(const char* label, const GuestBoot& boot, const std::string& k
 // BENCH_CPUS: the guest's vCPUs (default 1).
 int Cpus() {
   const char* env = std::getenv("BENCH_CPUS");
-  return env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : 1;
+  int cpus = env != nullptr ? std::atoi(env) : 0;
+  return cpus > 0 ? cpus : 1;
 }
 
 int Run() {
