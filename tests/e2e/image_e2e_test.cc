@@ -89,7 +89,7 @@ class ImageE2eTest : public ::testing::Test {
   // start), which prints its firmware event log; berthd's policy accepts exactly that boot,
   // and TPMs with an EK certificate from the manufacturer CA.
   std::string ReferencePolicy() {
-    MakeDirs(dir_.Join("reference"));
+    EXPECT_TRUE(MakeDirs(dir_.Join("reference")).ok());
     ImageNode reference(dir_.Join("reference"),
                         ManufactureTpm(dir_.Join("reference-tpm"), dir_.Join("manufacturer")));
     ImageBoot boot = reference.Boot({.options = {"IDENTITY=1"}});
@@ -142,7 +142,7 @@ TEST_F(ImageE2eTest, FirstBootRebootAndTamperedBoot) {
   config.set_tls_server_name("localhost");
   config.set_node_name("image-node-1");
 
-  MakeDirs(dir_.Join("node"));
+  ASSERT_TRUE(MakeDirs(dir_.Join("node")).ok());
   ImageNode node(dir_.Join("node"), ManufactureTpm(dir_.Join("node-tpm"), dir_.Join("manufacturer")));
 
   // ---- first boot: blank disk ----

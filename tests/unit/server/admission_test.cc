@@ -117,7 +117,9 @@ TEST_F(LifecycleTest, DeniedPendingNodeNeverJoins) {
 TEST_F(LifecycleTest, RevokedWhileTheCallIsHeldIsRefusedInThatCall) {
   SetPolicy(Approval(), Hold());
   clock_.on_sleep = [&](int n) {
-    if (n == 1) ASSERT_TRUE(admin_->RevokeNode("w1", "CN=alice").ok());
+    if (n == 1) {
+      ASSERT_TRUE(admin_->RevokeNode("w1", "CN=alice").ok());
+    }
   };
   auto refused = registry_->AdmitJoin(Worker("w1"), Evidence(kLcOtherAk), kPeer);
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied) << refused.status().ToString();
