@@ -109,6 +109,10 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
   // fewer threads than berthd's connections, the rest would wait for a handshake until curl's
   // connect timeout.
   server.new_task_queue = [] { return new httplib::ThreadPool(512); };
+  // httplib writes a response's headers and body separately and leaves Nagle's algorithm on
+  // by default: the body then waits for the client's delayed ACK of the headers (40 ms on
+  // Linux). kube-apiserver (Go) sets TCP_NODELAY on every connection.
+  server.set_tcp_nodelay(true);
   server.set_keep_alive_max_count(1 << 30);
   server.set_keep_alive_timeout(300);
   int port = server.bind_to_any_port("127.0.0.1");
