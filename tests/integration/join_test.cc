@@ -137,7 +137,7 @@ TEST_F(JoinTest, UnknownAttestationKeyIsRefused) {
 // A client that speaks the protocol step by step, to replay and delay evidence.
 class ManualClient {
  public:
-  ManualClient(HostCluster& cluster) : cluster_(cluster) {
+  explicit ManualClient(HostCluster& cluster) {
     identity_ = std::move(agent::MakeClientIdentity("node-1")).value();
     transport_ = agent::MakeGrpcJoinTransport(identity_, cluster.join_pki().ca_pem_text, "",
                                               std::chrono::seconds(10));
@@ -166,7 +166,6 @@ class ManualClient {
   }
 
  private:
-  HostCluster& cluster_;
   agent::ClientIdentity identity_;
   std::unique_ptr<agent::JoinTransport> transport_;
   std::unique_ptr<agent::Tpm> tpm_;
