@@ -43,12 +43,8 @@ TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
 
   AgentOutcome boot;
   std::thread agent([&] { boot = bed.RunAgent(node, false, {bed.BerthdEndpoint()}); });
-  bool in_flight = WaitFor(
-      [&] {
-        return MustRead(bed.dir().Join("apiserver.log")).find("delaying POST") !=
-               std::string::npos;
-      },
-      std::chrono::seconds(60));
+  bool in_flight =
+      WaitForText(bed.dir().Join("apiserver.log"), "delaying POST", std::chrono::seconds(60));
   EXPECT_TRUE(in_flight) << MustRead(bed.BerthdLog());
   EXPECT_TRUE(Record(bed, "worker-1").has_value());  // written before the token was asked for
   bed.KillBerthd();

@@ -207,12 +207,8 @@ TEST_F(JoinTest, AgentRetriesUntilBerthdComesUp) {
   auto agent = Subprocess::Start(cluster_.AgentArgv(), cluster_.dir().Join("agent.log"),
                                  cluster_.AgentEnv());
   ASSERT_TRUE(agent.ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto log = ReadFile(cluster_.dir().Join("agent.log"));
-        return log.ok() && log->find("retrying in") != std::string::npos;
-      },
-      std::chrono::seconds(30)));
+  ASSERT_TRUE(
+      WaitForText(cluster_.dir().Join("agent.log"), "retrying in", std::chrono::seconds(30)));
   ASSERT_TRUE(cluster_.StartBerthd(port));
   ProcessResult result = agent->Wait(std::chrono::seconds(60));
   std::string log = MustRead(cluster_.dir().Join("agent.log"));

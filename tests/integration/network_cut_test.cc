@@ -67,12 +67,8 @@ TEST(NetworkCutTest, ANodeWhoseLinkToBerthdIsCutMidJoinJoinsOnceWhenItIsBack) {
 
   AgentRun run;
   std::thread agent([&] { run = cluster.RunAgent(); });
-  bool in_flight = WaitFor(
-      [&] {
-        return MustRead(cluster.dir().Join("apiserver.log")).find("delaying POST") !=
-               std::string::npos;
-      },
-      std::chrono::seconds(60));
+  bool in_flight = WaitForText(cluster.dir().Join("apiserver.log"), "delaying POST",
+                               std::chrono::seconds(60));
   EXPECT_TRUE(in_flight) << MustRead(cluster.berthd_log());
   ASSERT_TRUE(net.Cut());
   std::this_thread::sleep_for(std::chrono::seconds(35));  // beyond the agent's call timeout

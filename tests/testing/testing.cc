@@ -65,6 +65,16 @@ bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeou
   return cond();
 }
 
+bool WaitForText(const std::string& path, std::string_view text,
+                 std::chrono::milliseconds timeout) {
+  return WaitFor(
+      [&] {
+        auto r = ReadFile(path);
+        return r.ok() && r->find(text) != std::string::npos;
+      },
+      timeout);
+}
+
 int WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout) {
   int port = 0;
   WaitFor(

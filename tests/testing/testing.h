@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/crypto.h"
@@ -39,6 +40,9 @@ void MustWrite(const std::string& path, const std::string& content, mode_t mode 
 
 // Polls `cond` every 20 ms until it holds or `timeout` passes. Returns whether it held.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+// Polls the file at `path` (a log a process is writing; it need not exist yet) until it
+// contains `text` or `timeout` passes. Returns whether it did.
+bool WaitForText(const std::string& path, std::string_view text, std::chrono::milliseconds timeout);
 // Waits for a port file written by a server started with --port 0 and returns the port.
 int WaitForPortFile(const std::string& path, std::chrono::milliseconds timeout);
 // A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's range of
