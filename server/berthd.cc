@@ -1,6 +1,5 @@
 #include "server/berthd.h"
 
-#include <absl/synchronization/mutex.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "server/join_server.h"
 #include "server/join_service.h"
 #include "server/metrics.h"
 #include "server/policy_holder.h"
@@ -74,11 +74,9 @@ Status CheckConfig(const BerthdConfig& c) {
 }  // namespace
 
 Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool handle_signals) {
-  // gRPC's absl mutexes check lock order on every acquisition unless told not to: measurable
-  // on every call berthd answers, and a debugging aid rather than a safety net.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
-  BERTH_RETURN_IF_ERROR(DisableTlsSessionTickets());  // before any TLS server is made
+  // Before any TLS server is made (the SNS endpoint's too); StartJoinServer checks it again.
+  BERTH_RETURN_IF_ERROR(DisableTlsSessionTickets());
   BERTH_ASSIGN_OR_RETURN(Policy loaded, LoadPolicy(config.policy));
   BERTH_RETURN_IF_ERROR(CheckPolicyServable(loaded, !config.etcd.disabled).WithContext(config.policy));
   // Every consumer reads the policy through this holder, so a reload reaches all of them.
@@ -164,23 +162,9 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
                                                    &clock, &metrics));
   }
 
-  grpc::SslServerCredentialsOptions ssl(
-      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
-  ssl.pem_key_cert_pairs.push_back({std::string(tls_key.view()), tls_cert});
-  int port = 0;
-  grpc::ServerBuilder builder;
-  // Every node is a new connection that makes two calls: skip the per-connection bookkeeping
-  // (channelz, bandwidth probes) that long-lived channels want (BENCHMARKS.md).
-  builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  builder.SetMaxReceiveMessageSize(kMaxJoinRequestBytes);
-  builder.AddListeningPort(config.listen, grpc::SslServerCredentials(ssl), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  WipeString(ssl.pem_key_cert_pairs.front().private_key);
-  if (server == nullptr || port == 0) {
-    return Unavailable("cannot listen on " + config.listen);
-  }
+  BERTH_ASSIGN_OR_RETURN(JoinServer serving,
+                         StartJoinServer(config.listen, tls_cert, tls_key, &service));
+  const int port = serving.port;
   if (!config.port_file.empty()) {
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(config.port_file, std::to_string(port) + "\n", 0644));
   }
@@ -199,8 +183,8 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   }
   sd_notify(0, "STOPPING=1\nSTATUS=shutting down");
   spdlog::info("berthd shutting down");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  server->Wait();
+  serving.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  serving.server->Wait();
   watcher.Stop();
   return OkStatus();
 }
