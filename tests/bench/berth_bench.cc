@@ -6,12 +6,16 @@
 //       a fast stand-in for kube-apiserver's bootstrap-token Secrets (so the API server is not
 //       what the benchmark measures); NOT kube-apiserver
 //   berth-bench run --endpoint H:P --ca CA --ak-key ak.pem --concurrency N --duration S
-//                   [--berthd-pid PID] [--histogram out.png] [--server-cert C --server-key K]
-//       N simulated nodes joining over real TLS; joins/s, latency percentiles, errors, berthd's
-//       CPU per join beside the crypto floor measured on this machine
+//                   [--server-pid PID] [--histogram out.png] [--server-cert C --server-key K]
+//       N simulated nodes joining over real TLS; joins/s, latency percentiles, errors, the
+//       server's (berthd's) CPU per join beside the crypto floor measured on this machine
 //   berth-bench floor --server-cert C --server-key K
 //       the crypto floor alone
+//   berth-bench null-server --cert C --key K --port-file F
+//       a JoinService that verifies nothing, served as berthd serves its own: the CPU of
+//       berthd's transport alone (tests/bench/null_join.h); NOT berthd, it admits anyone
 #include <httplib.h>
+#include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -21,7 +25,9 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/subprocess.h"
+#include "server/join_server.h"
 #include "tests/bench/load.h"
+#include "tests/bench/null_join.h"
 
 namespace berth::bench {
 namespace {
@@ -126,6 +132,36 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
   return 0;
 }
 
+// Serves NullJoinService on 127.0.0.1 until SIGTERM or SIGINT.
+int NullServer(const std::string& cert, const std::string& key, const std::string& port_file) {
+  // Blocked before gRPC starts its threads, which inherit the mask: only sigwait sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  auto cert_pem = ReadFile(cert);
+  if (!cert_pem.ok()) return Fail(cert_pem.status());
+  auto key_pem = ReadSecretFile(key);
+  if (!key_pem.ok()) return Fail(key_pem.status());
+  NullJoinService service;
+  auto serving = server::StartJoinServer("127.0.0.1:0", *cert_pem, *key_pem, &service);
+  if (!serving.ok()) return Fail(serving.status());
+  if (!port_file.empty()) {
+    Status st = WriteFileAtomic(port_file, std::to_string(serving->port) + "\n", 0644);
+    if (!st.ok()) return Fail(st);
+  }
+  std::fprintf(stderr, "berth-bench null-server (verifies nothing, NOT berthd) on 127.0.0.1:%d\n",
+               serving->port);
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  serving->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  std::fprintf(stderr, "berth-bench null-server: %lld challenges, %lld tickets\n",
+               static_cast<long long>(service.challenges()),
+               static_cast<long long>(service.tickets()));
+  return 0;
+}
+
 // A latency histogram as a PNG, drawn by gnuplot.
 Status DrawHistogram(const LoadResult& r, int concurrency, const std::string& png) {
   std::string data = png + ".dat";
@@ -138,7 +174,7 @@ Status DrawHistogram(const LoadResult& r, int concurrency, const std::string& pn
   std::string script =
       "set terminal png size 900,500\n"
       "set output '" + png + "'\n"
-      "set title 'berthd join latency, " + std::to_string(concurrency) + " concurrent nodes, " +
+      "set title 'join latency, " + std::to_string(concurrency) + " concurrent nodes, " +
       std::to_string(r.joins) + " joins'\n"
       "set xlabel 'latency (ms), Challenge + IssueJoinTicket incl. TLS handshake'\n"
       "set ylabel 'joins'\nset style fill solid 0.6\nset boxwidth " + std::to_string(bin) + "\n"
@@ -196,10 +232,16 @@ int main(int argc, char** argv) {
   run->add_option("--concurrency", load.concurrency)->capture_default_str();
   run->add_option("--duration", duration, "measured seconds")->capture_default_str();
   run->add_option("--warmup", warmup, "seconds before measuring")->capture_default_str();
-  run->add_option("--berthd-pid", load.berthd_pid, "read berthd's CPU time from /proc");
+  run->add_option("--server-pid", load.server_pid, "read the server's CPU time from /proc");
   run->add_option("--histogram", histogram, "write a latency histogram PNG here");
   run->add_option("--server-cert", cert, "berthd's certificate, to measure the crypto floor");
   run->add_option("--server-key", key, "berthd's key, to measure the crypto floor");
+
+  auto* null_cmd =
+      app.add_subcommand("null-server", "a JoinService that verifies nothing (NOT berthd)");
+  null_cmd->add_option("--cert", cert)->required();
+  null_cmd->add_option("--key", key)->required();
+  null_cmd->add_option("--port-file", port_file);
 
   auto* floor_cmd = app.add_subcommand("floor", "the crypto floor of a join on this machine");
   floor_cmd->add_option("--server-cert", cert)->required();
@@ -210,6 +252,7 @@ int main(int argc, char** argv) {
 
   if (*keygen) return Keygen(ak_key, policy);
   if (*api) return KubeApi(cert, key, token, port_file);
+  if (*null_cmd) return NullServer(cert, key, port_file);
 
   auto read_floor = [&]() -> Result<CryptoFloor> {
     BERTH_ASSIGN_OR_RETURN(std::string c, ReadFile(cert));
@@ -246,14 +289,16 @@ int main(int argc, char** argv) {
   }
   std::printf("\n  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r->Percentile(50),
               r->Percentile(90), r->Percentile(99), r->latencies_ms.empty() ? 0 : r->latencies_ms.back());
-  if (r->berthd_cpu_seconds >= 0 && r->joins > 0) {
-    double per_join_us = r->berthd_cpu_seconds / static_cast<double>(r->joins) * 1e6;
-    std::printf("  berthd CPU       %.2f s, %.1f us per join\n", r->berthd_cpu_seconds, per_join_us);
+  if (r->server_cpu_seconds >= 0 && r->joins > 0) {
+    double per_join_us = r->server_cpu_seconds / static_cast<double>(r->joins) * 1e6;
+    std::printf("  server CPU       %.2f s, %.1f us per join\n", r->server_cpu_seconds,
+                per_join_us);
     if (!cert.empty() && !key.empty()) {
       auto f = read_floor();
       if (!f.ok()) return Fail(f.status());
       PrintFloor(*f);
-      std::printf("  berthd CPU per join / worker join floor = %.2f\n", per_join_us / f->WorkerJoinUs());
+      std::printf("  server CPU per join / worker join floor = %.2f\n",
+                  per_join_us / f->WorkerJoinUs());
     }
   }
   if (!histogram.empty()) {

@@ -80,8 +80,8 @@ Result<LoadResult> RunLoad(const LoadOptions& options, const SoftAk& ak) {
   }
   std::this_thread::sleep_for(options.warmup);
   double cpu_start = -1;
-  if (options.berthd_pid > 0) {
-    auto cpu = ProcessCpuSeconds(options.berthd_pid);
+  if (options.server_pid > 0) {
+    auto cpu = ProcessCpuSeconds(options.server_pid);
     if (cpu.ok()) cpu_start = *cpu;
   }
   Clock::time_point start = Clock::now();
@@ -91,8 +91,8 @@ Result<LoadResult> RunLoad(const LoadOptions& options, const SoftAk& ak) {
   Clock::time_point end = Clock::now();
   LoadResult result;
   if (cpu_start >= 0) {
-    auto cpu = ProcessCpuSeconds(options.berthd_pid);
-    if (cpu.ok()) result.berthd_cpu_seconds = *cpu - cpu_start;
+    auto cpu = ProcessCpuSeconds(options.server_pid);
+    if (cpu.ok()) result.server_cpu_seconds = *cpu - cpu_start;
   }
   stop = true;
   for (auto& t : threads) t.join();

@@ -22,7 +22,7 @@ struct LoadOptions {
   int concurrency = 64;        // simulated nodes in flight at once (closed loop)
   std::chrono::seconds warmup{2};
   std::chrono::seconds duration{10};
-  pid_t berthd_pid = 0;        // when set, berthd's CPU time is read from /proc/<pid>/stat
+  pid_t server_pid = 0;        // when set, the server's CPU time is read from /proc/<pid>/stat
   bool with_disk = true;       // each join names a fresh disk UUID (berthd derives a key)
 };
 
@@ -32,7 +32,7 @@ struct LoadResult {
   std::map<std::string, std::string> first_error;  // gRPC status name -> its first message
   double seconds = 0;                  // measured window
   std::vector<double> latencies_ms;    // one per successful join in the window, sorted
-  double berthd_cpu_seconds = -1;      // in the measured window; -1 when not measured
+  double server_cpu_seconds = -1;      // in the measured window; -1 when not measured
   double Percentile(double p) const;   // p in [0, 100]
 };
 
