@@ -159,7 +159,8 @@ TEST_F(ImageE2eTest, FirstBootRebootAndTamperedBoot) {
   config.set_node_name("image-node-1");
 
   ASSERT_TRUE(MakeDirs(dir_.Join("node")).ok());
-  ImageNode node(dir_.Join("node"), ManufactureTpm(dir_.Join("node-tpm"), dir_.Join("manufacturer")));
+  ImageNode node(dir_.Join("node"),
+                 ManufactureTpm(dir_.Join("node-tpm"), dir_.Join("manufacturer")));
 
   // ---- first boot: blank disk ----
   ImageBoot first = node.Boot({.enrolment = &config, .options = {"WRITE=written-on-first-boot"}});

@@ -256,8 +256,9 @@ TEST_F(JoinTest, MissingEnrolmentConfigIsNamed) {
   ASSERT_TRUE(cluster_.StartBerthd());
   AgentRun run = cluster_.RunAgent();
   EXPECT_EQ(run.result.exit_code, 1);
-  EXPECT_THAT(run.log, HasSubstr("NOT_FOUND: reading enrolment config: open(" + cluster_.node_root() +
-                                 "/efi/berth/enrolment.binpb): No such file or directory"));
+  EXPECT_THAT(run.log,
+              HasSubstr("NOT_FOUND: reading enrolment config: open(" + cluster_.node_root() +
+                        "/efi/berth/enrolment.binpb): No such file or directory"));
   EXPECT_TRUE(cluster_.NodeFiles().empty());
   EXPECT_TRUE(cluster_.ApiServerRecords().empty());
 }
