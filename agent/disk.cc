@@ -214,7 +214,12 @@ class LibDisk : public Disk {
     if (rc < 0) return CryptsetupError("sizing the LUKS2 keyslots area of " + device, rc);
     crypt_pbkdf_type pbkdf{};
     pbkdf.type = CRYPT_KDF_PBKDF2;
-    pbkdf.hash = "sha256";
+    // The hash of the keyslot's KDF, its anti-forensic split and the volume key's digest.
+    // SHA-512, not cryptsetup's SHA-256: the split hashes each of its 4,000 stripes of the
+    // 64-byte volume key in digest-sized blocks, each block with a hash context of its own
+    // (an OpenSSL fetch each), so one block of SHA-512 per stripe instead of two of SHA-256
+    // halves the work at format and at every unlock (docs/state-disk.md, "Benchmark").
+    pbkdf.hash = "sha512";
     pbkdf.iterations = 1000;  // libcryptsetup's minimum for PBKDF2
     pbkdf.flags = CRYPT_PBKDF_NO_BENCHMARK;
     crypt_params_luks2 params{};

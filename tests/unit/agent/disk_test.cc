@@ -19,6 +19,7 @@ namespace berth::agent {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kUuid[] = "0b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
 
@@ -87,8 +88,8 @@ TEST_F(DiskTest, FormatMakesABerthLuks2HeaderThatOpensOnlyWithItsKey) {
   EXPECT_EQ(wrong.code(), Code::kPermissionDenied);
   EXPECT_EQ(wrong.message(), "checking the key of " + img + ": no keyslot opens with this key");
 
-  // What cryptsetup itself reads back: LUKS2, aes-xts-plain64, 512-bit key, PBKDF2 at the
-  // minimum iterations.
+  // What cryptsetup itself reads back: LUKS2, aes-xts-plain64, 512-bit key, PBKDF2-SHA512 at
+  // the minimum iterations, the anti-forensic split and the key's digest on SHA-512 too.
   auto dump = runner_.Run({"/sbin/cryptsetup", "luksDump", img});
   ASSERT_TRUE(dump.ok() && dump->success());
   EXPECT_THAT(dump->output, HasSubstr("Version:       \t2"));
@@ -96,10 +97,34 @@ TEST_F(DiskTest, FormatMakesABerthLuks2HeaderThatOpensOnlyWithItsKey) {
   EXPECT_THAT(dump->output, HasSubstr("Key:        512 bits"));
   EXPECT_THAT(dump->output, HasSubstr("PBKDF:      pbkdf2"));
   EXPECT_THAT(dump->output, HasSubstr("Iterations: 1000"));
+  EXPECT_THAT(dump->output, HasSubstr("\tHash:       sha512\n\tIterations: 1000"));
+  EXPECT_THAT(dump->output, HasSubstr("AF hash:    sha512"));
+  EXPECT_THAT(dump->output, Not(HasSubstr("sha256")));  // keyslot, split and digest alike
   EXPECT_THAT(dump->output, HasSubstr("Label:         \tberth-state"));
   EXPECT_THAT(dump->output, HasSubstr("Metadata area: \t16384 [bytes]"));
   EXPECT_THAT(dump->output, HasSubstr("Keyslots area: \t4194304 [bytes]"));
   EXPECT_THAT(dump->output, HasSubstr("offset: 5242880 [bytes]"));  // the data, from 5 MiB
+}
+
+// Agents before 2026-11-24 formatted with SHA-256 (cryptsetup's default hash); the keyslot
+// records its own hash, so those disks open as before, with their key and no other.
+TEST_F(DiskTest, ADiskFormattedWithSha256StillOpensWithItsKey) {
+  std::string img = BlankImage("disk.img");
+  SecretBytes key = Key(1);
+  testing::MustWrite(dir_.Join("berth.key"), std::string(key.view()), 0600);
+  Run({"/sbin/cryptsetup", "luksFormat", "-q", "--type", "luks2", "--cipher", "aes-xts-plain64",
+       "--key-size", "512", "--sector-size", "4096", "--pbkdf", "pbkdf2", "--hash", "sha256",
+       "--pbkdf-force-iterations", "1000", "--label", "berth-state", "--uuid", kUuid,
+       "--key-file", dir_.Join("berth.key"), img});
+  auto dump = runner_.Run({"/sbin/cryptsetup", "luksDump", img});
+  ASSERT_TRUE(dump.ok() && dump->success());
+  ASSERT_THAT(dump->output, HasSubstr("AF hash:    sha256"));
+
+  auto header = disk_->ReadLuksHeader(img);
+  ASSERT_TRUE(header.ok()) << header.status().ToString();
+  EXPECT_TRUE(header->is_berth());
+  EXPECT_TRUE(disk_->CheckKey(img, key).ok());
+  EXPECT_EQ(disk_->CheckKey(img, Key(2)).code(), Code::kPermissionDenied);
 }
 
 TEST_F(DiskTest, TheSubsystemLabelIsWrittenBesideTheLabelAndTheKeyStillOpens) {
