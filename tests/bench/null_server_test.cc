@@ -4,73 +4,63 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/crypto.h"
+#include "common/bytes.h"
 #include "server/join_server.h"
 #include "tests/bench/load.h"
 #include "tests/bench/null_join.h"
+#include "tests/testing/testing.h"
 
 namespace berth::bench {
 namespace {
 
-struct ServerIdentity {
-  std::string cert_pem;
-  SecretBytes key_pem;
+class NullServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(ak_.ok()) << ak_.status().ToString();
+    auto key = ReadSecretFile(pki_.server_key);
+    ASSERT_TRUE(key.ok()) << key.status().ToString();
+    serving_ = server::StartJoinServer("127.0.0.1:0", testing::MustRead(pki_.server_pem), *key,
+                                       &service_);
+    ASSERT_TRUE(serving_.ok()) << serving_.status().ToString();
+    ASSERT_GT(serving_->port, 0);
+  }
+  void TearDown() override {
+    if (serving_.ok()) serving_->server->Shutdown();
+  }
+  // A simulated node, trusting the CA in `ca_pem`.
+  JoinAttempt Join(const std::string& name, const std::string& ca_pem) {
+    LoadOptions options{.endpoint = "127.0.0.1:" + std::to_string(serving_->port),
+                        .ca_pem = ca_pem,
+                        .server_name = "localhost"};
+    return JoinOnce(options, *ak_, name);
+  }
+
+  testing::TempDir dir_;
+  testing::TestPki pki_ = testing::MakeTestPki(dir_.path());  // berthd's cluster CA
+  Result<SoftAk> ak_ = SoftAk::Create({0, 7});
+  NullJoinService service_;
+  Result<server::JoinServer> serving_ = Internal("not started");
 };
 
-ServerIdentity MakeServer() {
-  auto key = GenerateP256Key();
-  EXPECT_TRUE(key.ok());
-  CertSpec spec{.common_name = "berthd", .dns_names = {"localhost"}, .server_auth = true};
-  auto cert = IssueCert(spec, key->get(), nullptr, key->get());
-  EXPECT_TRUE(cert.ok()) << cert.status().ToString();
-  auto cert_pem = CertToPem(cert->get());
-  auto key_pem = PrivateKeyToPem(key->get());
-  EXPECT_TRUE(cert_pem.ok() && key_pem.ok());
-  return {*cert_pem, std::move(*key_pem)};
-}
-
-TEST(NullServerTest, AJoinMakesBothCallsOverBerthdsTransport) {
-  ServerIdentity identity = MakeServer();
-  NullJoinService service;
-  auto serving = server::StartJoinServer("127.0.0.1:0", identity.cert_pem, identity.key_pem,
-                                         &service);
-  ASSERT_TRUE(serving.ok()) << serving.status().ToString();
-  ASSERT_GT(serving->port, 0);
-  auto ak = SoftAk::Create({0, 7});
-  ASSERT_TRUE(ak.ok()) << ak.status().ToString();
-  LoadOptions options{.endpoint = "127.0.0.1:" + std::to_string(serving->port),
-                      .ca_pem = identity.cert_pem,
-                      .server_name = "localhost"};
-
-  JoinAttempt first = JoinOnce(options, *ak, "node-a");
-  JoinAttempt second = JoinOnce(options, *ak, "node-b");
+TEST_F(NullServerTest, AJoinMakesBothCallsOverBerthdsTransport) {
+  JoinAttempt first = Join("node-a", pki_.ca_pem_text);
+  JoinAttempt second = Join("node-b", pki_.ca_pem_text);
 
   EXPECT_TRUE(first.status.ok()) << first.status.ToString();
   EXPECT_TRUE(second.status.ok()) << second.status.ToString();
-  EXPECT_EQ(service.challenges(), 2);
-  EXPECT_EQ(service.tickets(), 2);
-  serving->server->Shutdown();
+  EXPECT_EQ(service_.challenges(), 2);
+  EXPECT_EQ(service_.tickets(), 2);
 }
 
-TEST(NullServerTest, AClientThatDoesNotTrustTheServerGetsNoTicket) {
-  ServerIdentity identity = MakeServer();
-  ServerIdentity stranger = MakeServer();
-  NullJoinService service;
-  auto serving = server::StartJoinServer("127.0.0.1:0", identity.cert_pem, identity.key_pem,
-                                         &service);
-  ASSERT_TRUE(serving.ok()) << serving.status().ToString();
-  auto ak = SoftAk::Create({0});
-  ASSERT_TRUE(ak.ok());
-  LoadOptions options{.endpoint = "127.0.0.1:" + std::to_string(serving->port),
-                      .ca_pem = stranger.cert_pem,
-                      .server_name = "localhost"};
+TEST_F(NullServerTest, AClientThatDoesNotTrustTheServerGetsNoTicket) {
+  testing::TempDir other;
+  const std::string stranger_ca = testing::MakeTestPki(other.path()).ca_pem_text;
 
-  JoinAttempt attempt = JoinOnce(options, *ak, "node-a");
+  JoinAttempt attempt = Join("node-a", stranger_ca);
 
   EXPECT_EQ(attempt.status.code(), Code::kUnavailable) << attempt.status.ToString();
-  EXPECT_EQ(service.challenges(), 0);
-  EXPECT_EQ(service.tickets(), 0);
-  serving->server->Shutdown();
+  EXPECT_EQ(service_.challenges(), 0);
+  EXPECT_EQ(service_.tickets(), 0);
 }
 
 }  // namespace

@@ -11,34 +11,18 @@
 
 #include "agent/join_client.h"
 #include "berth/v1/berth.grpc.pb.h"
-#include "common/crypto.h"
+#include "common/bytes.h"
+#include "tests/testing/testing.h"
 
 namespace berth::server {
 namespace {
 
-struct ServerIdentity {
-  std::string cert_pem;
-  SecretBytes key_pem;
-};
-
-ServerIdentity MakeServerIdentity() {
-  auto key = GenerateP256Key();
-  EXPECT_TRUE(key.ok());
-  CertSpec spec{.common_name = "berthd", .dns_names = {"localhost"}, .server_auth = true};
-  auto cert = IssueCert(spec, key->get(), nullptr, key->get());
-  EXPECT_TRUE(cert.ok()) << cert.status().ToString();
-  auto cert_pem = CertToPem(cert->get());
-  auto key_pem = PrivateKeyToPem(key->get());
-  EXPECT_TRUE(cert_pem.ok() && key_pem.ok());
-  return {*cert_pem, std::move(*key_pem)};
-}
-
-// A Challenge call from a client that trusts `server_cert_pem`, presenting `client` (or no
+// A Challenge call from a client that trusts `ca_pem`, presenting `client` (or no
 // certificate): the gRPC status it gets.
-grpc::StatusCode CallChallenge(int port, const std::string& server_cert_pem,
+grpc::StatusCode CallChallenge(int port, const std::string& ca_pem,
                                const agent::ClientIdentity* client) {
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = server_cert_pem;
+  ssl.pem_root_certs = ca_pem;
   if (client != nullptr) {
     ssl.pem_private_key = std::string(client->key_pem.view());
     ssl.pem_cert_chain = client->cert_pem;
@@ -55,21 +39,31 @@ grpc::StatusCode CallChallenge(int port, const std::string& server_cert_pem,
   return stub->Challenge(&ctx, v1::ChallengeRequest(), &response).error_code();
 }
 
-TEST(StartJoinServerTest, TakesAnyClientCertificateAndNoCallWithoutOne) {
-  ServerIdentity identity = MakeServerIdentity();
+class StartJoinServerTest : public ::testing::Test {
+ protected:
+  Result<JoinServer> Start(const std::string& listen, grpc::Service* service) {
+    BERTH_ASSIGN_OR_RETURN(SecretBytes key, ReadSecretFile(pki_.server_key));
+    return StartJoinServer(listen, testing::MustRead(pki_.server_pem), key, service);
+  }
+
+  testing::TempDir dir_;
+  testing::TestPki pki_ = testing::MakeTestPki(dir_.path());  // berthd's cluster CA
+};
+
+TEST_F(StartJoinServerTest, TakesAnyClientCertificateAndNoCallWithoutOne) {
   v1::JoinService::Service service;  // every call UNIMPLEMENTED: it got through TLS
-  auto serving = StartJoinServer("127.0.0.1:0", identity.cert_pem, identity.key_pem, &service);
+  auto serving = Start("127.0.0.1:0", &service);
   ASSERT_TRUE(serving.ok()) << serving.status().ToString();
   ASSERT_GT(serving->port, 0);
   auto node = agent::MakeClientIdentity("node-a");
   ASSERT_TRUE(node.ok()) << node.status().ToString();
 
-  EXPECT_EQ(CallChallenge(serving->port, identity.cert_pem, &*node), grpc::UNIMPLEMENTED);
-  EXPECT_EQ(CallChallenge(serving->port, identity.cert_pem, nullptr), grpc::UNAVAILABLE);
+  EXPECT_EQ(CallChallenge(serving->port, pki_.ca_pem_text, &*node), grpc::UNIMPLEMENTED);
+  EXPECT_EQ(CallChallenge(serving->port, pki_.ca_pem_text, nullptr), grpc::UNAVAILABLE);
   serving->server->Shutdown();
 }
 
-TEST(StartJoinServerTest, APortThatIsTakenIsNamed) {
+TEST_F(StartJoinServerTest, APortThatIsTakenIsNamed) {
   // A listener without SO_REUSEPORT: gRPC's own (with it) cannot share the port.
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
@@ -81,10 +75,9 @@ TEST(StartJoinServerTest, APortThatIsTakenIsNamed) {
   socklen_t len = sizeof(addr);
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const std::string listen_on = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-  ServerIdentity identity = MakeServerIdentity();
   v1::JoinService::Service service;
 
-  auto serving = StartJoinServer(listen_on, identity.cert_pem, identity.key_pem, &service);
+  auto serving = Start(listen_on, &service);
 
   EXPECT_EQ(serving.status().code(), Code::kUnavailable);
   EXPECT_EQ(serving.status().message(), "cannot listen on " + listen_on);
