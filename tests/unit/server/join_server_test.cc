@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include "agent/join_client.h"
 #include "berth/v1/berth.grpc.pb.h"
 #include "common/bytes.h"
@@ -39,6 +41,21 @@ grpc::StatusCode CallChallenge(int port, const std::string& ca_pem,
   return stub->Challenge(&ctx, v1::ChallengeRequest(), &response).error_code();
 }
 
+// Answers Challenge and counts the calls that reached it through TLS.
+class CountingJoinService final : public v1::JoinService::Service {
+ public:
+  grpc::Status Challenge(grpc::ServerContext*, const v1::ChallengeRequest*,
+                         v1::ChallengeResponse* response) override {
+    calls_++;
+    response->set_nonce("nonce");
+    return grpc::Status::OK;
+  }
+  int calls() const { return calls_; }
+
+ private:
+  std::atomic<int> calls_{0};
+};
+
 class StartJoinServerTest : public ::testing::Test {
  protected:
   Result<JoinServer> Start(const std::string& listen, grpc::Service* service) {
@@ -51,15 +68,17 @@ class StartJoinServerTest : public ::testing::Test {
 };
 
 TEST_F(StartJoinServerTest, TakesAnyClientCertificateAndNoCallWithoutOne) {
-  v1::JoinService::Service service;  // every call UNIMPLEMENTED: it got through TLS
+  CountingJoinService service;
   auto serving = Start("127.0.0.1:0", &service);
   ASSERT_TRUE(serving.ok()) << serving.status().ToString();
   ASSERT_GT(serving->port, 0);
   auto node = agent::MakeClientIdentity("node-a");
   ASSERT_TRUE(node.ok()) << node.status().ToString();
 
-  EXPECT_EQ(CallChallenge(serving->port, pki_.ca_pem_text, &*node), grpc::UNIMPLEMENTED);
+  EXPECT_EQ(CallChallenge(serving->port, pki_.ca_pem_text, &*node), grpc::OK);
+  EXPECT_EQ(service.calls(), 1);
   EXPECT_EQ(CallChallenge(serving->port, pki_.ca_pem_text, nullptr), grpc::UNAVAILABLE);
+  EXPECT_EQ(service.calls(), 1);  // the call without a certificate never reached it
   serving->server->Shutdown();
 }
 
@@ -75,7 +94,7 @@ TEST_F(StartJoinServerTest, APortThatIsTakenIsNamed) {
   socklen_t len = sizeof(addr);
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const std::string listen_on = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-  v1::JoinService::Service service;
+  CountingJoinService service;
 
   auto serving = Start(listen_on, &service);
 
