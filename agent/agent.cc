@@ -17,7 +17,7 @@
 #include "agent/snp_attester.h"
 #include "common/binding.h"
 #include "common/log.h"
-#include "common/sealed_boot.h"
+#include "common/tpm/sealed_boot.h"
 
 namespace berth::agent {
 
@@ -229,7 +229,8 @@ class Boot {
     if (config_.has_golden_ticket()) {
       // Debug enrolment instead of attestation (golden_ticket.h); release builds refuse.
       if (deps_.read_golden_ticket == nullptr) return GoldenTicketRefused();
-      BERTH_ASSIGN_OR_RETURN(golden_, deps_.read_golden_ticket(config_, node_, deps_.clock->NowUnix()));
+      BERTH_ASSIGN_OR_RETURN(golden_,
+                             deps_.read_golden_ticket(config_, node_, deps_.clock->NowUnix()));
     } else {
       BERTH_RETURN_IF_ERROR(OpenAttester());
     }
@@ -245,7 +246,8 @@ class Boot {
 
     if (!config_.has_state_disk()) return JoinDiskless();
     if (deps_.disk == nullptr || deps_.mounter == nullptr) {
-      return FailedPrecondition("the EnrolmentConfig names a state disk but no disk access was given");
+      return FailedPrecondition(
+          "the EnrolmentConfig names a state disk but no disk access was given");
     }
     disk_ = std::make_unique<StateDisk>(config_.state_disk(), options_.root, deps_.disk,
                                         deps_.mounter, deps_.runner);
@@ -476,7 +478,8 @@ class Boot {
   // The first IP literal among the node's addresses (kubeadm wants an IP).
   std::string AdvertiseAddress() const {
     for (const auto& a : etcd_endpoints_.addresses) {
-      if (a.find_first_not_of("0123456789.") == std::string::npos || a.find(':') != std::string::npos) {
+      if (a.find_first_not_of("0123456789.") == std::string::npos ||
+          a.find(':') != std::string::npos) {
         return a;
       }
     }
@@ -545,7 +548,8 @@ class Boot {
 
   // Unlock, filesystem, mount: the same on every boot once the disk is formatted.
   Status UnlockAndMount(const SecretBytes& key) {
-    Status st = Timed(Step::kUnlockDisk, "unlocking state disk", [&] { return disk_->Unlock(key); });
+    Status st =
+        Timed(Step::kUnlockDisk, "unlocking state disk", [&] { return disk_->Unlock(key); });
     if (!st.ok()) return st.WithContext("unlocking the state disk");
     st = Timed(Step::kMakeFilesystem, "making state filesystem",
               [&] { return disk_->MakeFilesystemIfBlank(); });
@@ -619,7 +623,8 @@ class Boot {
     if (progress.joined) {
       if (ControlPlane() && progress.pki_written) {
         if (!rejoin_crl_.empty()) {
-          BERTH_RETURN_IF_ERROR(WriteEtcdCrl(options_.root, rejoin_crl_).WithContext("updating the etcd CRL"));
+          BERTH_RETURN_IF_ERROR(
+              WriteEtcdCrl(options_.root, rejoin_crl_).WithContext("updating the etcd CRL"));
         }
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
       }

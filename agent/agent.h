@@ -1,7 +1,7 @@
 // The agent's boot flow (DESIGN.md "Node flow"), as explicit, timed steps:
 //   ReadEnrolment -> OpenTpm -> MeasureEnrolment -> MakeIdentity -> ProbeDisk
-//     blank disk:  RequestTicket -> FormatDisk -> UnlockDisk -> MakeFilesystem -> Mount -> KubeadmJoin
-//     berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
+//     blank disk:  RequestTicket -> FormatDisk -> UnlockDisk -> MakeFilesystem -> Mount ->
+//     KubeadmJoin berth LUKS:  RequestRejoinTicket -> UnlockDisk -> MakeFilesystem -> Mount
 //                  -> (not yet joined: RequestTicket -> KubeadmJoin)
 //     diskless:    RequestTicket -> KubeadmJoin
 //   after Mount (diskless: after RequestTicket), DropPrivileges: only root's file access is
@@ -21,10 +21,10 @@
 
 #include "agent/etcd_join.h"
 #include "agent/golden_ticket.h"
+#include "agent/hw/sev_guest.h"
+#include "agent/hw/tpm.h"
 #include "agent/join_client.h"
-#include "agent/sev_guest.h"
 #include "agent/state_disk.h"
-#include "agent/tpm.h"
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
 #include "common/enrolment.h"

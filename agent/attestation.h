@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/tpm.h"
+#include "agent/hw/tpm.h"
 #include "berth/v1/berth.pb.h"
 #include "common/secret.h"
 

@@ -1,6 +1,6 @@
 #include "agent/boot_seal.h"
 
-#include "common/sealed_boot.h"
+#include "common/tpm/sealed_boot.h"
 
 namespace berth::agent {
 

@@ -1,4 +1,4 @@
-// Sealing the boot on the node (common/sealed_boot.h, docs/attestation.md): berth-agent
+// Sealing the boot on the node (common/tpm/sealed_boot.h, docs/attestation.md): berth-agent
 // measures the EnrolmentConfig it read into PCR 15 before it quotes, and extends PCR 15 with
 // "keys released" once the ticket's secrets are used, so that nothing running later in the
 // same boot can attest its way to them again.
@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "agent/tpm.h"
+#include "agent/hw/tpm.h"
 #include "berth/v1/berth.pb.h"
 #include "common/bytes.h"
 #include "common/status.h"

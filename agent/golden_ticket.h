@@ -1,4 +1,4 @@
-// The node's side of golden tickets (debug enrolment; server/golden_ticket.h,
+// The node's side of golden tickets (debug enrolment; server/nodes/golden_ticket.h,
 // docs/lifecycle.md): a ticket in the EnrolmentConfig replaces attestation for one first join.
 //
 // Compiled in only when the build enables it (-DBERTH_GOLDEN_TICKETS=ON): ReadGoldenTicket is

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "common/binding.h"
-#include "common/snp_report.h"
+#include "common/snp/report.h"
 
 namespace berth::agent {
 

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "agent/attestation.h"
-#include "agent/sev_guest.h"
+#include "agent/hw/sev_guest.h"
 
 namespace berth::agent {
 

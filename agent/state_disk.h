@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/disk.h"
+#include "agent/hw/disk.h"
 #include "berth/v1/berth.pb.h"
 #include "common/secret.h"
 #include "common/subprocess.h"

@@ -16,7 +16,7 @@
 
 #include <memory>
 
-#include "agent/disk.h"
+#include "agent/hw/disk.h"
 #include "cli/commands.h"
 
 namespace berth::cli {

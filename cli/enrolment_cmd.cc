@@ -11,7 +11,8 @@
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
-#include "common/tpm_quote.h"
+#include "common/time.h"
+#include "common/tpm/quote.h"
 
 namespace berth::cli {
 namespace {
@@ -42,11 +43,8 @@ std::string SubjectOf(X509* cert) {
 }
 
 std::string NotAfterOf(X509* cert) {
-  std::tm tm{};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return "?";
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  auto unix = Asn1TimeUnix(X509_get0_notAfter(cert));
+  return unix.ok() ? Rfc3339(*unix) : "?";
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
-// berthctl eventlog: TCG measured-boot logs (common/eventlog.h).
+// berthctl eventlog: TCG measured-boot logs (common/tpm/eventlog.h).
 //   berthctl eventlog replay FILE   "bank index hex" for every PCR the log extends
 //   berthctl eventlog show FILE     one line per event: index, PCR, type, class, digest, what
 #include "cli/commands.h"
 #include "common/bytes.h"
-#include "common/eventlog.h"
+#include "common/tpm/eventlog.h"
 
 namespace berth::cli {
 

@@ -22,8 +22,9 @@
 #include "common/bytes.h"
 #include "common/enrolment.h"
 #include "common/etcd_client.h"
+#include "common/node_names.h"
 #include "common/rpc.h"
-#include "server/node_records.h"
+#include "common/time.h"
 
 namespace berth::cli {
 
@@ -39,12 +40,7 @@ Result<Response> Call(const AdminConnection& c, const char* method, Fn fn) {
 
 std::string Time(int64_t unix_seconds) {
   if (unix_seconds == 0) return "-";
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return Rfc3339(unix_seconds);
 }
 
 template <typename Message>
@@ -62,15 +58,15 @@ void PrintNodes(std::ostream& out, const v1::AdminListNodesResponse& r) {
       << std::setw(38) << "DISK" << std::setw(18) << "AK" << std::setw(18) << "ETCD-MEMBER"
       << "LAST-JOIN\n";
   for (const auto& n : r.nodes()) {
-    out << std::setw(24) << n.name() << std::setw(15) << server::NodeRoleName(n.role())
-        << std::setw(9) << server::NodeStateName(n.state()) << std::setw(38)
+    out << std::setw(24) << n.name() << std::setw(15) << NodeRoleName(n.role())
+        << std::setw(9) << NodeStateName(n.state()) << std::setw(38)
         << (n.disk_uuid().empty() ? "-" : n.disk_uuid()) << std::setw(18)
         << (n.ak_sha256().empty() ? "-" : n.ak_sha256().substr(0, 16)) << std::setw(18)
         << (n.etcd_member_id() ? etcd::MemberIdHex(n.etcd_member_id()) : "-")
         << Time(n.last_join_unix()) << "\n";
   }
   for (const auto& a : r.authorizations()) {
-    out << "authorized: " << a.name() << " as " << server::NodeRoleName(a.role())
+    out << "authorized: " << a.name() << " as " << NodeRoleName(a.role())
         << (a.ak_sha256().empty() ? "" : " (AK " + a.ak_sha256().substr(0, 16) + ")") << " by "
         << a.authorized_by() << " at " << Time(a.authorized_unix()) << "\n";
   }

@@ -1,12 +1,12 @@
 // berthctl policy: writing berthd policies from reference material.
 //   berthctl policy from --eventlog FILE [--bank sha256] [--out policy.yaml]
-// writes a policy that accepts exactly the boot the log records (server/tpm_policy.h
+// writes a policy that accepts exactly the boot the log records (verify/tpm_policy.h
 // PolicyFromEventLog), for the operator to edit: add how AKs are trusted, and the digests of
 // the other approved kernels, initrds and command lines.
 #include "cli/commands.h"
 #include "common/bytes.h"
-#include "common/eventlog.h"
-#include "server/tpm_policy.h"
+#include "common/tpm/eventlog.h"
+#include "verify/tpm_policy.h"
 
 namespace berth::cli {
 
@@ -30,7 +30,7 @@ void AddPolicyCommands(CLI::App& app, Context& ctx) {
       if (!raw.ok()) return InvalidArgument("--eventlog: " + raw.status().message());
       auto log = eventlog::ParseEventLog(AsBytes(*raw));
       if (!log.ok()) return InvalidArgument(args->eventlog + ": " + log.status().message());
-      auto policy = server::PolicyFromEventLog(*log, *bank, args->eventlog);
+      auto policy = verify::PolicyFromEventLog(*log, *bank, args->eventlog);
       if (!policy.ok()) return InvalidArgument(policy.status().message());
       if (args->out.empty()) {
         *ctx.out << *policy;

@@ -5,9 +5,10 @@
 #include <optional>
 
 #include "cli/commands.h"
-#include "common/snp_report.h"
-#include "server/policy.h"
-#include "server/snp_verifier.h"
+#include "common/snp/report.h"
+#include "common/time.h"
+#include "verify/policy.h"
+#include "verify/snp_verifier.h"
 
 namespace berth::cli {
 
@@ -37,7 +38,7 @@ std::string Hex64(uint64_t v) {
 }
 
 Result<std::string> VerifySnpReportCommand(const SnpReportArgs& a) {
-  server::SnpOfflineInput in;
+  verify::SnpOfflineInput in;
   auto report = ReadFile(a.report, 1 << 20);
   if (!report.ok())
     return InvalidArgument("--report " + a.report + ": " + report.status().message());
@@ -59,20 +60,20 @@ Result<std::string> VerifySnpReportCommand(const SnpReportArgs& a) {
   if (a.at.empty()) {
     in.at_unix = static_cast<int64_t>(std::time(nullptr));
   } else {
-    auto at = server::ParseRfc3339(a.at);
+    auto at = ParseRfc3339(a.at);
     if (!at.ok()) return at.status().WithContext("--at");
     in.at_unix = *at;
   }
-  std::optional<server::Policy> policy;
+  std::optional<verify::Policy> policy;
   if (!a.policy.empty()) {
-    auto p = server::LoadPolicy(a.policy);
+    auto p = verify::LoadPolicy(a.policy);
     if (!p.ok()) return InvalidArgument("--policy " + p.status().message());
     if (!p->sev_snp) return InvalidArgument("--policy " + a.policy + ": no sev_snp section");
     policy = std::move(*p);
     in.policy = &*policy->sev_snp;
   }
-  BERTH_ASSIGN_OR_RETURN(server::SnpTrustAnchors anchors, server::SnpTrustAnchors::Amd());
-  BERTH_ASSIGN_OR_RETURN(server::SnpVerifiedReport v, server::VerifySnpReportOffline(in, anchors));
+  BERTH_ASSIGN_OR_RETURN(verify::SnpTrustAnchors anchors, verify::SnpTrustAnchors::Amd());
+  BERTH_ASSIGN_OR_RETURN(verify::SnpVerifiedReport v, verify::VerifySnpReportOffline(in, anchors));
   const snp::Report& r = v.report;
   const bool vlek = r.signing_key == snp::SigningKey::kVlek;
   std::string out = "valid\n";

@@ -8,15 +8,15 @@
 #include "cli/input.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
-#include "server/policy.h"
-#include "server/tpm_boot.h"
+#include "verify/policy.h"
+#include "verify/tpm_boot.h"
 
 namespace berth::cli {
 namespace {
 
 // TPM structures are a few hundred bytes; a file far larger is not one of them.
 constexpr size_t kMaxTpmStructureSize = 64 << 10;
-// berthd's limit on an event log in a join request (server/evidence.cc).
+// berthd's limit on an event log in a join request (verify/evidence.cc).
 constexpr size_t kMaxEventLogSize = 1 << 20;
 
 std::vector<std::string_view> Fields(std::string_view line) {
@@ -170,9 +170,9 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
   if (!o.eventlog.empty()) {
     BERTH_ASSIGN_OR_RETURN(event_log, ReadInputFile("--eventlog", o.eventlog, kMaxEventLogSize));
   }
-  std::optional<server::Policy> policy;
+  std::optional<verify::Policy> policy;
   if (!o.policy.empty()) {
-    auto loaded = server::LoadPolicy(o.policy, /*require_ak_trust=*/false);
+    auto loaded = verify::LoadPolicy(o.policy, /*require_ak_trust=*/false);
     // LoadPolicy's errors name the file already.
     if (!loaded.ok()) return BadInput("--policy", loaded.status());
     policy = std::move(*loaded);
@@ -219,7 +219,7 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
   }
   std::optional<std::span<const uint8_t>> log;
   if (event_log.has_value()) log = AsBytes(*event_log);
-  auto boot = server::CheckQuotedBoot(*verified, log, policy.has_value() ? &*policy : nullptr);
+  auto boot = verify::CheckQuotedBoot(*verified, log, policy.has_value() ? &*policy : nullptr);
   if (!boot.ok()) {
     if (boot.status().code() == Code::kPermissionDenied) return FailedCheck(boot.status());
     return BadInput("--eventlog " + o.eventlog, boot.status());

@@ -1,5 +1,5 @@
 // `berthctl verify tpm-quote`: offline verification of a TPM 2.0 quote, the same checks
-// berthd makes (common/tpm_quote.h), so an operator can see why a node is refused.
+// berthd makes (common/tpm/quote.h), so an operator can see why a node is refused.
 //
 // The functions take the parsed options and a Context, write to ctx.out / ctx.err and return
 // the exit code (commands.h); AddVerifyCommands only binds flags to them.
@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "cli/commands.h"
-#include "common/tpm_quote.h"
+#include "common/tpm/quote.h"
 
 namespace berth::cli {
 
@@ -23,7 +23,7 @@ struct VerifyTpmQuoteOptions {
   // The expected extraData; both unset: any extraData is accepted. At most one is set.
   std::optional<std::string> nonce_hex;   // --nonce: hex ("" = the quote must have none)
   std::optional<std::string> nonce_text;  // --nonce-text: the bytes of this text
-  // The boot, as berthd checks it (server/tpm_boot.h CheckQuotedBoot), once the quote is
+  // The boot, as berthd checks it (verify/tpm_boot.h CheckQuotedBoot), once the quote is
   // valid: the measured-boot event log replayed to the quoted PCRs, and a berthd policy's
   // pcrs / pcr_sets / event rules (its AK trust settings are not needed offline). Either,
   // both or neither.

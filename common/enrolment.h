@@ -13,7 +13,7 @@ inline constexpr char kDefaultEnrolmentPath[] = "/efi/berth/enrolment.binpb";
 
 // The default quote selection when the config names none: sha256 PCRs 0-9 and 14 (firmware,
 // boot loader, kernel, command line and shim/MOK state) and 15 (berth-agent's own
-// measurements: the EnrolmentConfig and "keys released", common/sealed_boot.h).
+// measurements: the EnrolmentConfig and "keys released", common/tpm/sealed_boot.h).
 std::vector<v1::PcrSelection> DefaultPcrSelection();
 
 // Validates every field and returns a message naming the first problem found.

@@ -11,12 +11,12 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
-#include "server/join_server.h"
-#include "server/join_service.h"
+#include "server/join/join_server.h"
+#include "server/join/join_service.h"
+#include "server/join/tls_tickets.h"
 #include "server/metrics.h"
-#include "server/policy_holder.h"
-#include "server/sns_endpoint.h"
-#include "server/tls_tickets.h"
+#include "server/nodes/sns_endpoint.h"
+#include "server/policy_watcher.h"
 
 namespace berth::server {
 
@@ -30,8 +30,9 @@ void OnSignal(int) { g_signalled = true; }
 void OnHangup(int) { g_reload = true; }
 
 // What a berthd without node records cannot honour (the policy's admission section).
-Status CheckPolicyServable(const Policy& policy, bool have_etcd) {
-  if (!have_etcd && (policy.admission.approval_required || policy.admission.ec2_preauthorized_only)) {
+Status CheckPolicyServable(const verify::Policy& policy, bool have_etcd) {
+  if (!have_etcd &&
+      (policy.admission.approval_required || policy.admission.ec2_preauthorized_only)) {
     return FailedPrecondition(
         "the policy's admission section (approval, EC2 pre-authorization) needs node records "
         "in etcd, and this berthd runs with --no-etcd");
@@ -77,12 +78,14 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
   // Before any TLS server is made (the SNS endpoint's too); StartJoinServer checks it again.
   BERTH_RETURN_IF_ERROR(DisableTlsSessionTickets());
-  BERTH_ASSIGN_OR_RETURN(Policy loaded, LoadPolicy(config.policy));
-  BERTH_RETURN_IF_ERROR(CheckPolicyServable(loaded, !config.etcd.disabled).WithContext(config.policy));
+  BERTH_ASSIGN_OR_RETURN(verify::Policy loaded, verify::LoadPolicy(config.policy));
+  BERTH_RETURN_IF_ERROR(
+      CheckPolicyServable(loaded, !config.etcd.disabled).WithContext(config.policy));
   // Every consumer reads the policy through this holder, so a reload reaches all of them.
-  PolicyHolder policy(std::move(loaded), config.policy);
+  verify::PolicyHolder policy(std::move(loaded), config.policy);
   Metrics metrics;
-  policy.SetValidator([&](const Policy& p) { return CheckPolicyServable(p, !config.etcd.disabled); });
+  policy.SetValidator(
+      [&](const verify::Policy& p) { return CheckPolicyServable(p, !config.etcd.disabled); });
   policy.SetObserver([&](bool ok) { metrics.CountPolicyReload(ok); });
   BERTH_ASSIGN_OR_RETURN(SecretBytes master, ReadSecretFile(config.master_secret_file));
   if (master.size() < kMinMasterSecret) {
@@ -110,8 +113,8 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   // Both verifiers always exist: whether a kind is accepted is the current policy's to say.
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<SnpService> snp,
                          SnpService::Create(config.snp, &policy, &clock));
-  TpmEvidenceVerifier tpm_verifier(&policy);
-  EvidenceDispatcher verifier(&tpm_verifier, snp->verifier());
+  verify::TpmEvidenceVerifier tpm_verifier(&policy);
+  verify::EvidenceDispatcher verifier(&tpm_verifier, snp->verifier());
   auto raw_kube = MakeCurlKubeClient(std::move(*creds));
   auto kube = MeteredKubeClient(raw_kube.get(), &metrics);
   KubeTokenIssuer tokens(kube.get(), &clock, config.token_ttl);
@@ -139,7 +142,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
                   etcd ? etcd->registry() : nullptr, etcd ? etcd->golden() : nullptr,
                   discovery.get());
-  JoinGate gate(config.gate);
+  LoadGate gate(config.gate);
   JoinServiceImpl service(&logic, &metrics, &gate);
   PolicyWatcher watcher(&policy);
   BERTH_RETURN_IF_ERROR(watcher.Start().WithContext("watching the policy file"));

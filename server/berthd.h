@@ -8,11 +8,11 @@
 #include <string>
 
 #include "common/status.h"
-#include "server/snp_service.h"
 #include "server/berthd_etcd.h"
-#include "server/join_gate.h"
-#include "server/golden_ticket.h"
-#include "server/sns.h"
+#include "server/cloud/sns.h"
+#include "server/join/load_gate.h"
+#include "server/nodes/golden_ticket.h"
+#include "server/snp_service.h"
 
 namespace berth::server {
 
@@ -32,7 +32,7 @@ struct BerthdConfig {
   std::chrono::seconds token_ttl{900};
   SnpServerConfig snp;            // SEV-SNP certificates and verification time (snp_service.h)
   BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)
-  JoinGateLimits gate;    // concurrent ticket calls, overall and per source (join_gate.h)
+  JoinGateLimits gate;  // concurrent ticket calls, overall and per source (server/join/load_gate.h)
   // Node lifecycle (docs/lifecycle.md).
   std::string metrics_listen;     // host:port of the Prometheus endpoint; empty: none
   std::string metrics_port_file;  // written with its bound port

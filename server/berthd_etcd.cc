@@ -5,9 +5,9 @@
 
 #include "common/bytes.h"
 #include "common/crypto.h"
-#include "server/admin_service.h"
-#include "server/membership.h"
-#include "server/node_admin.h"
+#include "server/nodes/admin.h"
+#include "server/nodes/admin_service.h"
+#include "server/nodes/membership.h"
 
 namespace berth::server {
 
@@ -66,8 +66,8 @@ NodeAdmin* EtcdServices::admin() { return parts_->admin.get(); }
 GoldenTickets* EtcdServices::golden() { return parts_->golden.get(); }
 
 Result<std::unique_ptr<EtcdServices>> EtcdServices::Start(
-    const BerthdEtcdConfig& config, const PolicyHolder* policy, KubeClient* kube, Clock* clock,
-    const std::string& tls_cert_pem, const SecretBytes& tls_key_pem, Metrics* metrics,
+    const BerthdEtcdConfig& config, const verify::PolicyHolder* policy, KubeClient* kube,
+    Clock* clock, const std::string& tls_cert_pem, const SecretBytes& tls_key_pem, Metrics* metrics,
     AdmissionOptions admission, GoldenTicketsFactory golden, GoldenTicketOptions golden_options) {
   BERTH_RETURN_IF_ERROR(CheckConfig(config));
   std::unique_ptr<EtcdServices> s(new EtcdServices());

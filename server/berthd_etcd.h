@@ -10,13 +10,13 @@
 
 #include "common/clock.h"
 #include "common/secret.h"
-#include "server/kube_client.h"
-#include "server/node_registry.h"
-#include "server/golden_ticket.h"
+#include "server/cloud/kube_client.h"
 #include "server/metrics.h"
-#include "server/node_admin.h"
-#include "server/policy_holder.h"
-#include "server/role_policy.h"
+#include "server/nodes/admin.h"
+#include "server/nodes/golden_ticket.h"
+#include "server/nodes/registry.h"
+#include "verify/policy_holder.h"
+#include "verify/role_policy.h"
 
 namespace berth::server {
 
@@ -51,10 +51,10 @@ class EtcdServices {
   // outlive it. `golden` (null: a release build) makes the golden tickets AdminService issues
   // and joins consume.
   static Result<std::unique_ptr<EtcdServices>> Start(
-      const BerthdEtcdConfig& config, const PolicyHolder* policy, KubeClient* kube, Clock* clock,
-      const std::string& tls_cert_pem, const SecretBytes& tls_key_pem, Metrics* metrics = nullptr,
-      AdmissionOptions admission = {}, GoldenTicketsFactory golden = nullptr,
-      GoldenTicketOptions golden_options = {});
+      const BerthdEtcdConfig& config, const verify::PolicyHolder* policy, KubeClient* kube,
+      Clock* clock, const std::string& tls_cert_pem, const SecretBytes& tls_key_pem,
+      Metrics* metrics = nullptr, AdmissionOptions admission = {},
+      GoldenTicketsFactory golden = nullptr, GoldenTicketOptions golden_options = {});
   ~EtcdServices();
 
   NodeRegistry* registry() { return registry_.get(); }

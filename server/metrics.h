@@ -22,7 +22,7 @@
 
 #include "common/etcd_client.h"
 #include "common/status.h"
-#include "server/kube_client.h"
+#include "server/cloud/kube_client.h"
 
 namespace berth::server {
 

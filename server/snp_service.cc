@@ -2,23 +2,28 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/time.h"
+#include "server/cloud/amd_kds.h"
+
 namespace berth::server {
 
 Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
-                                                       SnpPolicy policy, Clock* clock) {
+                                                       verify::SnpPolicy policy, Clock* clock) {
   return Create(config, std::move(policy), nullptr, clock);
 }
 
 Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
-                                                       const PolicyHolder* holder, Clock* clock) {
-  return Create(config, SnpPolicy{}, holder, clock);
+                                                       const verify::PolicyHolder* holder,
+                                                       Clock* clock) {
+  return Create(config, verify::SnpPolicy{}, holder, clock);
 }
 
 Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& config,
-                                                       SnpPolicy policy,
-                                                       const PolicyHolder* holder, Clock* clock) {
+                                                       verify::SnpPolicy policy,
+                                                       const verify::PolicyHolder* holder,
+                                                       Clock* clock) {
   auto service = std::unique_ptr<SnpService>(new SnpService());
-  BERTH_ASSIGN_OR_RETURN(service->anchors_, SnpTrustAnchors::Amd());
+  BERTH_ASSIGN_OR_RETURN(service->anchors_, verify::SnpTrustAnchors::Amd());
   for (const std::string& entry : config.insecure_test_arks) {
     size_t eq = entry.find('=');
     snp::Product product = eq == std::string::npos ? snp::Product::kUnknown
@@ -39,7 +44,7 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
         "this is for test chains only, never for production",
         snp::ProductName(product), path, service->anchors_.ark_sha256_hex(product));
   }
-  SnpVerifierOptions options;
+  verify::SnpVerifierOptions options;
   options.clock = clock;
   if (!config.verify_at.empty()) {
     auto at = ParseRfc3339(config.verify_at);
@@ -58,13 +63,13 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
   if (!config.cert_cache.empty()) {
     BERTH_RETURN_IF_ERROR(MakeDirs(config.cert_cache, 0755).WithContext("--snp-cert-cache"));
   }
-  service->store_ = std::make_unique<SnpCertStore>(config.cert_cache, service->kds_.get());
+  service->store_ = std::make_unique<verify::SnpCertStore>(config.cert_cache, service->kds_.get());
   if (holder != nullptr) {
-    service->verifier_ = std::make_unique<SnpVerifier>(holder, &service->anchors_,
+    service->verifier_ = std::make_unique<verify::SnpVerifier>(holder, &service->anchors_,
                                                        service->store_.get(), options);
   } else {
-    service->verifier_ = std::make_unique<SnpVerifier>(std::move(policy), &service->anchors_,
-                                                       service->store_.get(), options);
+    service->verifier_ = std::make_unique<verify::SnpVerifier>(
+        std::move(policy), &service->anchors_, service->store_.get(), options);
   }
   return service;
 }

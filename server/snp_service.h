@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "common/clock.h"
-#include "server/snp_certs.h"
-#include "server/policy_holder.h"
-#include "server/snp_policy.h"
-#include "server/snp_verifier.h"
+#include "verify/policy_holder.h"
+#include "verify/snp_certs.h"
+#include "verify/snp_policy.h"
+#include "verify/snp_verifier.h"
 
 namespace berth::server {
 
@@ -27,21 +27,24 @@ struct SnpServerConfig {
 class SnpService {
  public:
   // INVALID_ARGUMENT naming the flag for an unusable configuration.
-  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
-                                                    Clock* clock);
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config,
+                                                    verify::SnpPolicy policy, Clock* clock);
   // berthd: verifies against the `sev_snp:` section of `holder`'s current policy (reloaded
   // without restarts); `holder` outlives the service.
   static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config,
-                                                    const PolicyHolder* holder, Clock* clock);
-  EvidenceVerifier* verifier() { return verifier_.get(); }
+                                                    const verify::PolicyHolder* holder,
+                                                    Clock* clock);
+  verify::EvidenceVerifier* verifier() { return verifier_.get(); }
 
  private:
-  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config, SnpPolicy policy,
-                                                    const PolicyHolder* holder, Clock* clock);
-  SnpTrustAnchors anchors_;
-  std::unique_ptr<SnpKds> kds_;
-  std::unique_ptr<SnpCertStore> store_;
-  std::unique_ptr<SnpVerifier> verifier_;
+  static Result<std::unique_ptr<SnpService>> Create(const SnpServerConfig& config,
+                                                    verify::SnpPolicy policy,
+                                                    const verify::PolicyHolder* holder,
+                                                    Clock* clock);
+  verify::SnpTrustAnchors anchors_;
+  std::unique_ptr<verify::SnpKds> kds_;
+  std::unique_ptr<verify::SnpCertStore> store_;
+  std::unique_ptr<verify::SnpVerifier> verifier_;
 };
 
 }  // namespace berth::server

@@ -25,7 +25,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "common/subprocess.h"
-#include "server/join_server.h"
+#include "server/join/join_server.h"
 #include "tests/bench/load.h"
 #include "tests/bench/null_join.h"
 
@@ -68,8 +68,9 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
   auto authorised = [&](const httplib::Request& req, httplib::Response& res) {
     if (req.get_header_value("Authorization") == "Bearer " + token) return true;
     res.status = 401;
-    res.set_content(R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401})",
-                    "application/json");
+    res.set_content(
+        R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401})",
+        "application/json");
     return false;
   };
   server.Post(R"(/api/v1/namespaces/([a-z0-9-]+)/secrets)",
@@ -77,7 +78,8 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
                 if (!authorised(req, res)) return;
                 auto body = nlohmann::json::parse(req.body, nullptr, false);
                 // berthd sends stringData; kube-apiserver would merge it into data.
-                const char* field = body.is_object() && body.contains("stringData") ? "stringData" : "data";
+                const char* field =
+                    body.is_object() && body.contains("stringData") ? "stringData" : "data";
                 const bool ok = body.is_object() && body.value("kind", "") == "Secret" &&
                                 body.value("type", "") == "bootstrap.kubernetes.io/token" &&
                                 body["metadata"].is_object() && body[field].is_object() &&
@@ -85,8 +87,9 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
                                 body[field].contains("token-secret");
                 if (!ok) {
                   res.status = 422;
-                  res.set_content(R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Invalid","code":422})",
-                                  "application/json");
+                  res.set_content(
+                      R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Invalid","code":422})",
+                      "application/json");
                   return;
                 }
                 int64_t n;
@@ -104,8 +107,9 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
   server.Delete(R"(/api/v1/namespaces/([a-z0-9-]+)/secrets/(.+))",
                 [&](const httplib::Request& req, httplib::Response& res) {
                   if (!authorised(req, res)) return;
-                  res.set_content(R"({"kind":"Status","apiVersion":"v1","status":"Success","code":200})",
-                                  "application/json");
+                  res.set_content(
+                      R"({"kind":"Status","apiVersion":"v1","status":"Success","code":200})",
+                      "application/json");
                 });
   server.Get("/version", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"major":"1","minor":"31","gitVersion":"v1.31.0"})", "application/json");
@@ -127,7 +131,8 @@ int KubeApi(const std::string& cert, const std::string& key, const std::string& 
     Status st = WriteFileAtomic(port_file, std::to_string(port) + "\n", 0644);
     if (!st.ok()) return Fail(st);
   }
-  std::fprintf(stderr, "berth-bench kube-api (a stand-in, not kube-apiserver) on 127.0.0.1:%d\n", port);
+  std::fprintf(stderr, "berth-bench kube-api (a stand-in, not kube-apiserver) on 127.0.0.1:%d\n",
+               port);
   server.listen_after_bind();
   return 0;
 }
@@ -218,7 +223,8 @@ int main(int argc, char** argv) {
   keygen->add_option("--ak-key", ak_key)->required();
   keygen->add_option("--policy", policy)->required();
 
-  auto* api = app.add_subcommand("kube-api", "fast stand-in for bootstrap-token Secrets (not kube-apiserver)");
+  auto* api = app.add_subcommand("kube-api",
+                                 "fast stand-in for bootstrap-token Secrets (not kube-apiserver)");
   api->add_option("--cert", cert)->required();
   api->add_option("--key", key)->required();
   api->add_option("--token", token)->required();
@@ -283,12 +289,14 @@ int main(int argc, char** argv) {
   std::printf("  joins            %lld (%.0f joins/s)\n", static_cast<long long>(r->joins),
               static_cast<double>(r->joins) / r->seconds);
   std::printf("  errors           %lld", static_cast<long long>(errors));
-  for (const auto& [code, n] : r->errors) std::printf("  %s=%lld", code.c_str(), static_cast<long long>(n));
+  for (const auto& [code, n] : r->errors)
+    std::printf("  %s=%lld", code.c_str(), static_cast<long long>(n));
   for (const auto& [code, message] : r->first_error) {
     std::printf("\n    first %s: %s", code.c_str(), message.c_str());
   }
   std::printf("\n  latency ms       p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", r->Percentile(50),
-              r->Percentile(90), r->Percentile(99), r->latencies_ms.empty() ? 0 : r->latencies_ms.back());
+              r->Percentile(90), r->Percentile(99),
+              r->latencies_ms.empty() ? 0 : r->latencies_ms.back());
   if (r->server_cpu_seconds >= 0 && r->joins > 0) {
     double per_join_us = r->server_cpu_seconds / static_cast<double>(r->joins) * 1e6;
     std::printf("  server CPU       %.2f s, %.1f us per join\n", r->server_cpu_seconds,

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "server/nonce.h"
+#include "server/join/nonce.h"
 
 namespace berth::bench {
 

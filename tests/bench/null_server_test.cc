@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "common/bytes.h"
-#include "server/join_server.h"
+#include "server/join/join_server.h"
 #include "tests/bench/load.h"
 #include "tests/bench/null_join.h"
 #include "tests/testing/testing.h"

@@ -7,10 +7,10 @@
 
 #include "agent/join_client.h"
 #include "common/binding.h"
-#include "server/evidence.h"
-#include "server/join_logic.h"
-#include "server/policy.h"
+#include "server/join/join_logic.h"
 #include "tests/bench/soft_ak.h"
+#include "verify/evidence.h"
+#include "verify/policy.h"
 
 namespace berth::bench {
 namespace {
@@ -19,7 +19,7 @@ const std::vector<uint32_t> kPcrs = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14};
 
 struct Fixture {
   SoftAk ak = SoftAk::Create(kPcrs).value();
-  server::Policy policy = server::ParsePolicy(ak.PolicyYaml().value()).value();
+  verify::Policy policy = verify::ParsePolicy(ak.PolicyYaml().value()).value();
   agent::ClientIdentity client = agent::MakeClientIdentity("bench-node").value();
   SecretBytes master = SecretBytes(RandomBytes(32).data(), 32);
   RealClock clock;
@@ -63,7 +63,8 @@ void BM_QuoteSignature(benchmark::State& state) {
   v1::Evidence evidence = F().ak.Quote(Bytes(32, 7)).value();
   auto sig = tpm::ParseSignature(AsBytes(evidence.tpm().signature()));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(tpm::VerifySignature(key->get(), AsBytes(evidence.tpm().quote()), *sig));
+    benchmark::DoNotOptimize(
+        tpm::VerifySignature(key->get(), AsBytes(evidence.tpm().quote()), *sig));
   }
 }
 BENCHMARK(BM_QuoteSignature);
@@ -78,7 +79,7 @@ void BM_Nonce(benchmark::State& state) {
 BENCHMARK(BM_Nonce);
 
 void BM_VerifyTpmEvidence(benchmark::State& state) {
-  server::TpmEvidenceVerifier verifier(F().policy, &F().clock);
+  verify::TpmEvidenceVerifier verifier(F().policy, &F().clock);
   Bytes binding = ComputeBinding(Bytes(56, 1), F().client.spki_sha256);
   v1::Evidence evidence = F().ak.Quote(binding).value();
   for (auto _ : state) {
@@ -100,8 +101,8 @@ BENCHMARK(BM_DeriveDiskKey);
 // Challenge + IssueJoinTicket through JoinLogic, tokens minted locally, no node records:
 // everything berthd does for a worker join except TLS, gRPC and the two remote calls.
 void BM_WorkerJoinLogic(benchmark::State& state) {
-  server::TpmEvidenceVerifier tpm(F().policy, &F().clock);
-  server::EvidenceDispatcher verifier(&tpm, nullptr);
+  verify::TpmEvidenceVerifier tpm(F().policy, &F().clock);
+  verify::EvidenceDispatcher verifier(&tpm, nullptr);
   auto nonces = server::NonceIssuer::Create(F().master, &F().clock, std::chrono::seconds(60));
   LocalTokens tokens;
   server::JoinLogic logic({.cluster_id = "bench", .api_server_endpoint = "10.0.0.1:6443",

@@ -1,6 +1,7 @@
 #include "tests/bench/soft_ak.h"
 
-#include "common/sealed_boot.h"
+#include "common/tpm/sealed_boot.h"
+#include "common/tpm/templates.h"
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -16,7 +17,8 @@ namespace {
 Status SetEccPoint(EVP_PKEY* key, TPMT_PUBLIC& pub) {
   unsigned char point[65];
   size_t len = 0;
-  if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point, &len) != 1 ||
+  if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof point, &len) !=
+          1 ||
       len != sizeof point || point[0] != 0x04) {
     return OpenSslError("reading the P-256 public point");
   }
@@ -41,22 +43,13 @@ Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs
   }
   ak.key_ = std::move(key);
   TPMT_PUBLIC& p = ak.public_;
-  p.type = TPM2_ALG_ECC;
-  p.nameAlg = TPM2_ALG_SHA256;
-  p.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                       TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
-  p.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
-  p.parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
-  p.parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
-  p.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
-  p.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+  p = tpm::AkTemplate();  // what berth-agent makes in a TPM
   BERTH_RETURN_IF_ERROR(SetEccPoint(ak.key_.get(), p));
   BERTH_ASSIGN_OR_RETURN(ak.public_area_, tpm::MarshalPublic(p));
   BERTH_ASSIGN_OR_RETURN(ak.name_, tpm::PublicName(p));
   ak.pcr_indices_ = pcrs;
   // PCR 15 holds what berth-agent measured in this boot: the EnrolmentConfig, keys not yet
-  // released (common/sealed_boot.h). berthd replays the events sent with the quote.
+  // released (common/tpm/sealed_boot.h). berthd replays the events sent with the quote.
   if (std::find(pcrs.begin(), pcrs.end(), seal::kPcr) == pcrs.end()) {
     ak.pcr_indices_.push_back(seal::kPcr);
     std::sort(ak.pcr_indices_.begin(), ak.pcr_indices_.end());
@@ -90,7 +83,8 @@ Result<v1::Evidence> SoftAk::Quote(std::span<const uint8_t> extra_data) const {
   attest.type = TPM2_ST_ATTEST_QUOTE;
   attest.qualifiedSigner.size = static_cast<uint16_t>(name_.size());
   std::memcpy(attest.qualifiedSigner.name, name_.data(), name_.size());
-  if (extra_data.size() > sizeof attest.extraData.buffer) return InvalidArgument("extraData too long");
+  if (extra_data.size() > sizeof attest.extraData.buffer)
+    return InvalidArgument("extraData too long");
   attest.extraData.size = static_cast<uint16_t>(extra_data.size());
   std::memcpy(attest.extraData.buffer, extra_data.data(), extra_data.size());
   attest.clockInfo.clock = 1000;
@@ -106,7 +100,8 @@ Result<v1::Evidence> SoftAk::Quote(std::span<const uint8_t> extra_data) const {
 
   Bytes attest_bytes(sizeof(TPMS_ATTEST));
   size_t offset = 0;
-  TSS2_RC rc = Tss2_MU_TPMS_ATTEST_Marshal(&attest, attest_bytes.data(), attest_bytes.size(), &offset);
+  TSS2_RC rc =
+      Tss2_MU_TPMS_ATTEST_Marshal(&attest, attest_bytes.data(), attest_bytes.size(), &offset);
   if (rc != TSS2_RC_SUCCESS) return tpm::TssError("marshalling TPMS_ATTEST", rc);
   attest_bytes.resize(offset);
 
@@ -117,7 +112,8 @@ Result<v1::Evidence> SoftAk::Quote(std::span<const uint8_t> extra_data) const {
     return OpenSslError("signing the quote");
   }
   Bytes der(der_len);
-  if (EVP_DigestSign(ctx.get(), der.data(), &der_len, attest_bytes.data(), attest_bytes.size()) != 1) {
+  if (EVP_DigestSign(ctx.get(), der.data(), &der_len, attest_bytes.data(), attest_bytes.size()) !=
+      1) {
     return OpenSslError("signing the quote");
   }
   const unsigned char* p = der.data();
@@ -127,10 +123,10 @@ Result<v1::Evidence> SoftAk::Quote(std::span<const uint8_t> extra_data) const {
   TPMT_SIGNATURE sig{};
   sig.sigAlg = TPM2_ALG_ECDSA;
   sig.signature.ecdsa.hash = TPM2_ALG_SHA256;
-  sig.signature.ecdsa.signatureR.size =
-      static_cast<uint16_t>(BN_bn2binpad(ECDSA_SIG_get0_r(es.get()), sig.signature.ecdsa.signatureR.buffer, 32));
-  sig.signature.ecdsa.signatureS.size =
-      static_cast<uint16_t>(BN_bn2binpad(ECDSA_SIG_get0_s(es.get()), sig.signature.ecdsa.signatureS.buffer, 32));
+  sig.signature.ecdsa.signatureR.size = static_cast<uint16_t>(
+      BN_bn2binpad(ECDSA_SIG_get0_r(es.get()), sig.signature.ecdsa.signatureR.buffer, 32));
+  sig.signature.ecdsa.signatureS.size = static_cast<uint16_t>(
+      BN_bn2binpad(ECDSA_SIG_get0_s(es.get()), sig.signature.ecdsa.signatureS.buffer, 32));
   BERTH_ASSIGN_OR_RETURN(Bytes sig_bytes, tpm::MarshalSignature(sig));
 
   v1::Evidence evidence;

@@ -13,7 +13,7 @@
 
 #include "berth/v1/berth.pb.h"
 #include "common/crypto.h"
-#include "common/tpm_quote.h"
+#include "common/tpm/quote.h"
 
 namespace berth::bench {
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "agent/disk.h"
+#include "agent/hw/disk.h"
 #include "cli/commands.h"
 #include "common/subprocess.h"
 #include "tests/testing/testing.h"

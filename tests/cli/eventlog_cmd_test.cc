@@ -7,11 +7,11 @@
 #include <set>
 #include <sstream>
 
-#include "common/eventlog.h"
 #include "common/subprocess.h"
-#include "server/policy.h"
-#include "server/tpm_boot.h"
+#include "common/tpm/eventlog.h"
 #include "tests/testing/testing.h"
+#include "verify/policy.h"
+#include "verify/tpm_boot.h"
 
 namespace berth::cli {
 namespace {
@@ -123,7 +123,7 @@ TEST(PolicyFromCommandTest, WritesAPolicyThatAcceptsExactlyThatBoot) {
   EXPECT_EQ(Berthctl({"policy", "from", "--eventlog", gce + "event_log.bin"}).output, yaml);
 
   // The written policy accepts the GCE boot, checked against its signed quote.
-  auto policy = server::LoadPolicy(dir.Join("policy.yaml"), /*require_ak_trust=*/false);
+  auto policy = verify::LoadPolicy(dir.Join("policy.yaml"), /*require_ak_trust=*/false);
   ASSERT_TRUE(policy.ok()) << policy.status().ToString();
   auto ak = PublicKeyFromPem(testing::MustRead(gce + "ak_pub.pem"));
   tpm::PcrValues pcrs;
@@ -138,11 +138,11 @@ TEST(PolicyFromCommandTest, WritesAPolicyThatAcceptsExactlyThatBoot) {
                        std::span<const uint8_t>(nonce));
   ASSERT_TRUE(quote.ok());
   const std::string log = testing::MustRead(gce + "event_log.bin");
-  auto accepted = server::CheckQuotedBoot(*quote, AsBytes(log), &*policy);
+  auto accepted = verify::CheckQuotedBoot(*quote, AsBytes(log), &*policy);
   EXPECT_TRUE(accepted.ok()) << accepted.status().ToString();
 
   // ... and another boot's log does not replay to the GCE quote.
-  auto other = server::CheckQuotedBoot(
+  auto other = verify::CheckQuotedBoot(
       *quote,
       AsBytes(testing::MustRead(Testdata("eventlogs-gotpmtools/ubuntu-2404-amd-sevsnp.bin"))),
       &*policy);

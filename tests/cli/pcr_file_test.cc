@@ -6,7 +6,7 @@
 #include "cli/verify_cmd.h"
 #include "common/bytes.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/common/synthetic_quote.h"
+#include "tests/unit/common/tpm/synthetic_quote.h"
 
 namespace berth::cli {
 namespace {

@@ -8,8 +8,8 @@
 #include "common/bytes.h"
 #include "tests/cli/berthctl_run.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/common/real_quotes.h"
-#include "tests/unit/common/synthetic_quote.h"
+#include "tests/unit/common/tpm/real_quotes.h"
+#include "tests/unit/common/tpm/synthetic_quote.h"
 
 namespace berth::cli {
 namespace {
@@ -456,7 +456,8 @@ class QuotedBootCliTest : public SyntheticQuoteCliTest {
  protected:
   void SetUp() override {
     log_ = Testdata("eventlogs-gotpmtools/gdc-host.bin");
-    std::istringstream expected(MustRead(Testdata("eventlogs-gotpmtools/gdc-host.expected_pcrs.txt")));
+    std::istringstream expected(
+        MustRead(Testdata("eventlogs-gotpmtools/gdc-host.expected_pcrs.txt")));
     for (std::string bank, index, hex; expected >> bank >> index >> hex;) {
       replayed_[DigestAlg::kSha256][static_cast<uint32_t>(std::stoul(index))] = *HexDecode(hex);
     }

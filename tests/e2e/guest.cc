@@ -13,7 +13,7 @@
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/subprocess.h"
-#include "server/join_logic.h"
+#include "server/join/join_logic.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 

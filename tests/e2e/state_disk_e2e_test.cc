@@ -9,7 +9,7 @@
 
 #include <filesystem>
 
-#include "agent/disk.h"
+#include "agent/hw/disk.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "tests/e2e/guest.h"

@@ -8,7 +8,8 @@
 #include <cstdint>
 
 #include "berth/v1/berth.pb.h"
-#include "server/join_logic.h"
+#include "server/join/join_logic.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace {

@@ -9,11 +9,12 @@
 #include "berth/v1/berth.pb.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
-#include "common/snp_report.h"
-#include "common/tpm_credential.h"
-#include "common/tpm_quote.h"
-#include "server/etcd_pki.h"
-#include "server/nonce.h"
+#include "common/snp/report.h"
+#include "common/tpm/credential.h"
+#include "common/tpm/quote.h"
+#include "server/join/nonce.h"
+#include "server/nodes/etcd_pki.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace fs = std::filesystem;
@@ -238,15 +239,17 @@ int main(int argc, char** argv) {
       R"("Timestamp":"2025-01-01T00:00:00.000Z","SignatureVersion":"2",)"
       R"("Signature":"EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0QHVCkhRS7fUQvi2egU3N858fiTDN6bkkOxYDVrY0Ad8L10Hs3zH81mtnPk5uvvolIC1CXGu43obcgFxeL3khZl8IKvO61GWB6jI9b5+gLPoBc1Q=",)"
       R"("SigningCertURL":"https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem")";
-  Write("fuzz_sns_message", "notification-running",
-        R"({"Type":"Notification",)" + sns_common +
-            R"(,"Subject":"EC2","Message":"{\"detail-type\":\"EC2 Instance State-change Notification\",\"source\":\"aws.ec2\",\"detail\":{\"instance-id\":\"i-0123456789abcdef0\",\"state\":\"running\"}}",)"
-            R"("UnsubscribeURL":"https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"})");
-  Write("fuzz_sns_message", "subscription-confirmation",
-        R"({"Type":"SubscriptionConfirmation",)" + sns_common +
-            R"(,"Token":"2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3beb71854e285d6ad02428b09ceece29417f1f02d609c582afbacc99c583a916b9981dd2728f4ae6fdb82efd087cc3b7849e05798d2d2785c03b0879594eeac82c01f235d0e717736",)"
-            R"("Message":"You have chosen to subscribe to the topic.",)"
-            R"("SubscribeURL":"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:eu-west-1:123456789012:berth&Token=2336412f"})");
+  Write(
+      "fuzz_sns_message", "notification-running",
+      R"({"Type":"Notification",)" + sns_common +
+          R"(,"Subject":"EC2","Message":"{\"detail-type\":\"EC2 Instance State-change Notification\",\"source\":\"aws.ec2\",\"detail\":{\"instance-id\":\"i-0123456789abcdef0\",\"state\":\"running\"}}",)"
+          R"("UnsubscribeURL":"https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"})");
+  Write(
+      "fuzz_sns_message", "subscription-confirmation",
+      R"({"Type":"SubscriptionConfirmation",)" + sns_common +
+          R"(,"Token":"2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3beb71854e285d6ad02428b09ceece29417f1f02d609c582afbacc99c583a916b9981dd2728f4ae6fdb82efd087cc3b7849e05798d2d2785c03b0879594eeac82c01f235d0e717736",)"
+          R"("Message":"You have chosen to subscribe to the topic.",)"
+          R"("SubscribeURL":"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:eu-west-1:123456789012:berth&Token=2336412f"})");
 
   std::cout << "fuzz_seeds: " << written << " seeds in " << out_dir.string() << "\n";
   return 0;

@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "common/crypto.h"
-#include "common/snp_report.h"
+#include "common/snp/report.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "common/crypto.h"
-#include "common/snp_report.h"
+#include "common/snp/report.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

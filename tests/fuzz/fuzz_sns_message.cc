@@ -7,7 +7,8 @@
 #include <string>
 
 #include "common/clock.h"
-#include "server/sns.h"
+#include "server/cloud/sns.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace {

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "common/crypto.h"
-#include "common/tpm_quote.h"
-#include "server/policy.h"
+#include "common/tpm/quote.h"
+#include "verify/policy.h"
 
 namespace berth::fuzz {
 
@@ -127,13 +127,13 @@ EvidenceWorld::EvidenceWorld() {
   std::string yaml = "tpm:\n  trusted_aks:\n    - name: gce\n      sha256: " + ak_hash +
                      "\n  pcrs:\n    sha256:\n      0: " + pcr0 + "\nsev_snp:\n  measurements: [" +
                      kVirteeMeasurement + "]\n";
-  server::Policy policy = Must(server::ParsePolicy(yaml), "policy");
-  server::SnpPolicy snp_policy = *policy.sev_snp;
-  tpm_ = std::make_unique<server::TpmEvidenceVerifier>(std::move(policy), &clock_);
-  anchors_ = Must(server::SnpTrustAnchors::Amd(), "AMD anchors");
-  snp_ = std::make_unique<server::SnpVerifier>(std::move(snp_policy), &anchors_, nullptr,
-                                               server::SnpVerifierOptions{.verify_at_unix = kNow});
-  dispatcher_ = std::make_unique<server::EvidenceDispatcher>(tpm_.get(), snp_.get());
+  verify::Policy policy = Must(verify::ParsePolicy(yaml), "policy");
+  verify::SnpPolicy snp_policy = *policy.sev_snp;
+  tpm_ = std::make_unique<verify::TpmEvidenceVerifier>(std::move(policy), &clock_);
+  anchors_ = Must(verify::SnpTrustAnchors::Amd(), "AMD anchors");
+  snp_ = std::make_unique<verify::SnpVerifier>(std::move(snp_policy), &anchors_, nullptr,
+                                               verify::SnpVerifierOptions{.verify_at_unix = kNow});
+  dispatcher_ = std::make_unique<verify::EvidenceDispatcher>(tpm_.get(), snp_.get());
 }
 
 }  // namespace berth::fuzz

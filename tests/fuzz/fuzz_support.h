@@ -14,8 +14,9 @@
 #include "common/bytes.h"
 #include "common/clock.h"
 #include "common/secret.h"
-#include "server/evidence.h"
-#include "server/snp_verifier.h"
+#include "tests/fakes/fake_clock.h"
+#include "verify/evidence.h"
+#include "verify/snp_verifier.h"
 
 namespace berth::fuzz {
 
@@ -55,15 +56,15 @@ agent::EtcdKeys FixedEtcdKeys();
 class EvidenceWorld {
  public:
   static EvidenceWorld& Get();
-  server::EvidenceVerifier& verifier() { return *dispatcher_; }
+  verify::EvidenceVerifier& verifier() { return *dispatcher_; }
 
  private:
   EvidenceWorld();
   FakeClock clock_{kNow};
-  std::unique_ptr<server::TpmEvidenceVerifier> tpm_;
-  server::SnpTrustAnchors anchors_;
-  std::unique_ptr<server::SnpVerifier> snp_;
-  std::unique_ptr<server::EvidenceDispatcher> dispatcher_;
+  std::unique_ptr<verify::TpmEvidenceVerifier> tpm_;
+  verify::SnpTrustAnchors anchors_;
+  std::unique_ptr<verify::SnpVerifier> snp_;
+  std::unique_ptr<verify::EvidenceDispatcher> dispatcher_;
 };
 
 // The real TPM evidence of the GCE machine (sha256 quote, PCRs, event log, AK), as the agent

@@ -4,8 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/tpm_credential.h"
-#include "common/tpm_quote.h"
+#include "common/tpm/credential.h"
+#include "common/tpm/quote.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {

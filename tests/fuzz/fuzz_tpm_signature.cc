@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/tpm_quote.h"
+#include "common/tpm/quote.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace {

@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "server/etcd_pki.h"
-#include "server/node_store.h"
+#include "server/nodes/etcd_pki.h"
+#include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
 
 namespace berth::testing {

@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "agent/attestation.h"
+#include "agent/hw/tpm.h"
 #include "agent/join_client.h"
-#include "agent/tpm.h"
 #include "common/binding.h"
 #include "common/bytes.h"
 #include "common/crypto.h"

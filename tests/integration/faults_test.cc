@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "server/node_store.h"
+#include "server/nodes/store.h"
 #include "tests/bench/load.h"
 #include "tests/bench/soft_ak.h"
 #include "tests/integration/etcd_testbed.h"

@@ -18,8 +18,9 @@
 #include "agent/join_client.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
-#include "server/bootstrap_token.h"
-#include "server/node_store.h"
+#include "common/time.h"
+#include "server/join/bootstrap_token.h"
+#include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
 
 namespace berth::testing {
@@ -291,7 +292,7 @@ std::string SignedEc2Notification(EVP_PKEY* key, const std::string& cert_url,
           {"source", "aws.ec2"},   {"account", "123456789012"},
           {"region", "eu-west-1"}, {"detail", {{"instance-id", kInstance}, {"state", state}}}}
           .dump();
-  const std::string timestamp = server::Rfc3339(time(nullptr));
+  const std::string timestamp = Rfc3339(time(nullptr));
   const std::string text = "Message\n" + message + "\nMessageId\n" + message_id + "\nTimestamp\n" +
                            timestamp + "\nTopicArn\n" + kTopic + "\nType\nNotification\n";
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);

@@ -15,7 +15,7 @@
 #include "agent/join_client.h"
 #include "berth/v1/berth.grpc.pb.h"
 #include "common/rpc.h"
-#include "server/join_service.h"
+#include "server/join/join_service.h"
 #include "tests/bench/load.h"
 #include "tests/bench/soft_ak.h"
 #include "tests/integration/cluster.h"
@@ -120,7 +120,8 @@ TEST_F(OverloadTest, OneSourceGetsItsShareAndNoMore) {
               "RESOURCE_EXHAUSTED: too many joins in progress from 127.0.0.1 (at most 2); retry "
               "later");
   }
-  for (size_t i = 3; i < 5; ++i) EXPECT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.ToString();
+  for (size_t i = 3; i < 5; ++i)
+    EXPECT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.ToString();
   EXPECT_EQ(cluster_.ApiServerRecords().size(), 2u);
 }
 

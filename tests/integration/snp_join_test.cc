@@ -10,9 +10,9 @@
 #include "agent/agent.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
+#include "tests/fakes/agent_fakes.h"
+#include "tests/fakes/fake_sev_guest.h"
 #include "tests/integration/cluster.h"
-#include "tests/testing/fake_sev_guest.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::testing {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "common/eventlog.h"
+#include "common/tpm/eventlog.h"
 
 namespace berth::testing {
 

@@ -14,7 +14,7 @@
 
 #include "common/bytes.h"
 #include "common/crypto.h"
-#include "common/tpm_quote.h"
+#include "common/tpm/quote.h"
 
 namespace berth::testing {
 

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "common/crypto.h"
-#include "common/snp_report.h"
+#include "common/snp/report.h"
 
 namespace berth::testing {
 

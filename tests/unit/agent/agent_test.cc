@@ -14,10 +14,11 @@
 #include "agent/kubeadm.h"
 #include "common/binding.h"
 #include "common/crypto.h"
-#include "common/sealed_boot.h"
+#include "common/tpm/sealed_boot.h"
+#include "tests/fakes/agent_fakes.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {
@@ -429,7 +430,8 @@ TEST_F(RunAgentTest, DiscoveryKubeconfigWithAnotherTokenIsAMalformedTicket) {
       "    certificate-authority-data: Q0E=\nusers:\n- user:\n    token: other.0123456789abcdef\n");
   Status st = RunAgent(options_, deps_);
   EXPECT_EQ(st.code(), Code::kInvalidArgument);
-  EXPECT_THAT(st.message(), HasSubstr("the discovery kubeconfig's user is not the ticket's bootstrap token"));
+  EXPECT_THAT(st.message(),
+              HasSubstr("the discovery kubeconfig's user is not the ticket's bootstrap token"));
   EXPECT_TRUE(runner_.argvs.empty());
 }
 

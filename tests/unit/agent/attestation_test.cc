@@ -7,9 +7,9 @@
 
 #include "common/binding.h"
 #include "common/crypto.h"
+#include "tests/fakes/agent_fakes.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {

@@ -6,10 +6,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/sealed_boot.h"
+#include "common/tpm/sealed_boot.h"
+#include "tests/fakes/agent_fakes.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {

@@ -8,12 +8,12 @@
 
 #include <cstring>
 
-#include "agent/tpm.h"
+#include "agent/hw/tpm.h"
 #include "common/crypto.h"
 #include "common/subprocess.h"
-#include "common/tpm_certs.h"
-#include "common/tpm_credential.h"
-#include "common/tpm_quote.h"
+#include "common/tpm/certs.h"
+#include "common/tpm/credential.h"
+#include "common/tpm/quote.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 

@@ -14,8 +14,9 @@
 #include <deque>
 
 #include "agent/kubeadm.h"
+#include "tests/fakes/agent_fakes.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {

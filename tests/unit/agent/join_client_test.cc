@@ -1,4 +1,5 @@
 #include "agent/join_client.h"
+#include "tests/fakes/fake_clock.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -9,8 +9,8 @@
 #include <functional>
 #include <set>
 
+#include "tests/fakes/agent_fakes.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {

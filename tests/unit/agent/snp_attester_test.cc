@@ -8,11 +8,12 @@
 
 #include "agent/agent.h"
 #include "common/binding.h"
-#include "server/policy.h"
-#include "server/snp_verifier.h"
-#include "tests/testing/fake_sev_guest.h"
+#include "tests/fakes/agent_fakes.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_sev_guest.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
+#include "verify/policy.h"
+#include "verify/snp_verifier.h"
 
 namespace berth::agent {
 namespace {
@@ -156,12 +157,12 @@ TEST_F(SnpAttesterTest, AgentJoinsWithSnpEvidenceBerthdAccepts) {
   ASSERT_TRUE(request.evidence().has_sev_snp());
   EXPECT_EQ(notifier.ready_count(), 1);
 
-  server::SnpTrustAnchors anchors;
+  verify::SnpTrustAnchors anchors;
   ASSERT_TRUE(anchors.PinArk(snp::Product::kMilan, X509Ptr(X509_dup(chain_->ark()))).ok());
-  server::SnpPolicy policy;
+  verify::SnpPolicy policy;
   policy.measurements = {spec_.measurement};
   RealClock real_clock;
-  server::SnpVerifier verifier(policy, &anchors, nullptr, {.clock = &real_clock});
+  verify::SnpVerifier verifier(policy, &anchors, nullptr, {.clock = &real_clock});
   Bytes binding = ComputeBinding(AsBytes(request.nonce()), berthd.client_spki_sha256s.at(0));
   auto verified = verifier.Verify(request.evidence(), binding);
   EXPECT_TRUE(verified.ok()) << verified.status().ToString();
@@ -207,7 +208,7 @@ TEST(SnpIdentityTest, PrintsAPolicySnippetThatBerthdParses) {
                 "\n"
                 "  min_tcb: {bootloader: 3, tee: 2, snp: 9, microcode: 120, fmc: 1}\n"
                 "  max_vmpl: 0\n  products: [Turin]\n");
-  auto policy = server::ParsePolicy(*text);
+  auto policy = verify::ParsePolicy(*text);
   ASSERT_TRUE(policy.ok()) << policy.status().ToString();
   EXPECT_EQ(policy->sev_snp->min_tcb, tcb);
 }

@@ -7,9 +7,10 @@
 #include <filesystem>
 
 #include "agent/agent.h"
+#include "tests/fakes/agent_fakes.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
-#include "tests/unit/agent/fakes.h"
 
 namespace berth::agent {
 namespace {
@@ -286,11 +287,13 @@ TEST_F(StateDiskFlowTest, NonBlankForeignDiskIsRefusedBeforeAskingBerthd) {
 }
 
 TEST_F(StateDiskFlowTest, LuksDiskBerthDidNotMakeIsLeftAlone) {
-  disk_state_ = FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS", "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c",
-                              "someone-else", std::string(32, 'k')};
+  disk_state_ =
+      FakeDiskState{ProbeResult::Kind::kLuks, "crypto_LUKS", "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c",
+                    "someone-else", std::string(32, 'k')};
   Status st = Boot();
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
-  EXPECT_THAT(st.message(), HasSubstr("is a LUKS2 disk that berth did not make (label \"someone-else\")"));
+  EXPECT_THAT(st.message(),
+              HasSubstr("is a LUKS2 disk that berth did not make (label \"someone-else\")"));
   EXPECT_TRUE(berthd_.calls.empty());
   EXPECT_TRUE(disk_state_.ops.empty());
 }

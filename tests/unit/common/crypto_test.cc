@@ -10,7 +10,7 @@
 #include <set>
 
 #include "tests/testing/testing.h"
-#include "tests/unit/common/real_quotes.h"
+#include "tests/unit/common/tpm/real_quotes.h"
 
 namespace berth {
 namespace {
@@ -335,7 +335,8 @@ TEST_F(CertTest, PemSpkiHashAgreesWithTheFullParse) {
 
 TEST(RealCertTest, PemSpkiHashAgreesOnTheRealCertificates) {
   BERTH_REQUIRE_TESTDATA();
-  for (const char* rel : {"tpm-gce-cos85-nonce9009/ak_cert.der", "snp-virtee-milan/vcek_milan.der"}) {
+  for (const char* rel :
+       {"tpm-gce-cos85-nonce9009/ak_cert.der", "snp-virtee-milan/vcek_milan.der"}) {
     SCOPED_TRACE(rel);
     auto der = ToBytes(testing::MustRead(testing::Testdata(rel)));
     auto cert = CertFromDer(der);
@@ -351,7 +352,8 @@ TEST(SpkiTest, MalformedCertificatesAreInvalidArgument) {
   CertSpec spec{.common_name = "x"};
   auto cert = IssueCert(spec, key.get(), nullptr, key.get());
   Bytes der = *CertToDer(cert->get());
-  EXPECT_EQ(CertDerSpki(Bytes(der.begin(), der.begin() + 40)).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CertDerSpki(Bytes(der.begin(), der.begin() + 40)).status().code(),
+            Code::kInvalidArgument);
   EXPECT_EQ(CertDerSpki(Bytes{0x02, 0x01, 0x00}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(CertDerSpki(Bytes{}).status().code(), Code::kInvalidArgument);
   Bytes indefinite = {0x30, 0x80, 0x30, 0x80, 0x00, 0x00, 0x00, 0x00};

@@ -1,0 +1,242 @@
+#include "server/join/join_logic.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/binding.h"
+#include "common/crypto.h"
+#include "common/enrolment.h"
+#include "common/time.h"
+#include "server/nodes/records.h"
+
+namespace berth::server {
+
+namespace {
+
+// Escapes a value for a double-quoted logfmt field.
+std::string Quoted(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+// One logfmt-style audit line per decision.
+void Audit(std::string_view call, const Peer& peer, std::string_view node, const Status& status,
+           std::string_view details) {
+  std::string peer_key = peer.spki_sha256.empty() ? "-" : HexEncode(peer.spki_sha256).substr(0, 16);
+  if (status.ok()) {
+    spdlog::info("audit call={} decision=granted node={} peer={} peer_key={} {}", call,
+                 node.empty() ? "-" : node, peer.address, peer_key, details);
+  } else {
+    spdlog::warn("audit call={} decision=refused node={} peer={} peer_key={} code={} reason=\"{}\"",
+                 call, node.empty() ? "-" : node, peer.address, peer_key, CodeName(status.code()),
+                 Quoted(status.message()));
+  }
+}
+
+}  // namespace
+
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid) {
+  std::string info = "berth-disk-v1" + disk_uuid;
+  return HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes(info), 32);
+}
+
+Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem) {
+  auto certs = CertsFromPem(ca_pem);
+  if (!certs.ok()) return certs.status().WithContext("Kubernetes cluster CA");
+  if (certs->empty()) return InvalidArgument("Kubernetes cluster CA: no certificate found");
+  std::vector<std::string> hashes;
+  for (auto& cert : *certs) {
+    BERTH_ASSIGN_OR_RETURN(Bytes hash, CertSpkiSha256(cert.get()));
+    hashes.push_back("sha256:" + HexEncode(hash));
+  }
+  return hashes;
+}
+
+bool IsValidDiskUuid(std::string_view uuid) {
+  if (uuid.size() != 36) return false;
+  for (size_t i = 0; i < uuid.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    char c = uuid[i];
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
+                     verify::EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes,
+                     GoldenTickets* golden, DiscoveryKubeconfigs* discovery)
+    : options_(std::move(options)),
+      master_secret_(std::move(master_secret)),
+      nonces_(nonces),
+      verifier_(verifier),
+      tokens_(tokens),
+      credentials_(master_secret_),
+      nodes_(nodes),
+      golden_(golden),
+      discovery_(discovery) {}
+
+Result<v1::ChallengeResponse> JoinLogic::Challenge(const v1::ChallengeRequest& request,
+                                                   const Peer& peer) {
+  v1::ChallengeResponse response;
+  Bytes nonce = nonces_->Issue();
+  response.set_expires_unix(nonces_->ExpiresUnix(nonce));
+  response.set_nonce(ToString(nonce));
+  // Credential activation, when the request presents an EK the policy trusts.
+  if (auto target = verifier_->CredentialTargetFor(request); target.has_value()) {
+    auto made = credentials_.Make(target->ek, target->ek_name, target->ak_name, nonce);
+    if (!made.ok()) return made.status().WithContext("making a credential for the node's EK");
+    response.set_credential_blob(ToString(made->credential_blob));
+    response.set_encrypted_secret(ToString(made->encrypted_secret));
+  }
+  spdlog::debug("challenge issued to {}", peer.address);
+  return response;
+}
+
+Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
+                                                 const std::string& nonce, const Peer& peer,
+                                                 const std::string& activated_credential) {
+  if (peer.spki_sha256.size() != 32) {
+    return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
+  }
+  BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
+  Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
+  BERTH_ASSIGN_OR_RETURN(verify::VerifiedEvidence verified, verifier_->Verify(evidence, binding));
+  if (verified.credential.has_value()) {
+    const verify::CredentialCheck& c = *verified.credential;
+    SecretBytes activated(activated_credential.data(), activated_credential.size());
+    BERTH_RETURN_IF_ERROR(
+        credentials_.Check(AsBytes(nonce), c.ak_name, c.ek_name, c.secret_size, activated));
+  }
+  return verified;
+}
+
+Result<verify::VerifiedEvidence> JoinLogic::VerifyGoldenTicket(const v1::JoinRequest& request,
+                                                       const Peer& peer) {
+  if (golden_ == nullptr) return GoldenTicketsCompiledOut("accept", peer.address);
+  if (nodes_ == nullptr) {
+    return FailedPrecondition("golden tickets are single-use through etcd, and this berthd runs "
+                              "without it (--no-etcd)");
+  }
+  if (peer.spki_sha256.size() != 32) {
+    return Unauthenticated("the call carries no TLS client certificate");
+  }
+  return golden_->Verify(request, peer.address, peer.spki_sha256);
+}
+
+Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
+                                                  const Peer& peer, ReplyHints* hints) {
+  const std::string& node = request.node_name();
+  auto refuse = [&](Status status) {
+    Audit("IssueJoinTicket", peer, node, status, "");
+    return status;
+  };
+  if (!IsValidNodeName(node)) {
+    return refuse(
+        InvalidArgument("node name \"" + node + "\" is not a valid Kubernetes node name"));
+  }
+  if (!request.disk_uuid().empty() && !IsValidDiskUuid(request.disk_uuid())) {
+    return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
+  }
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE && nodes_ == nullptr) {
+    return refuse(FailedPrecondition(
+        "control-plane joins need etcd membership, which this berthd does not manage"));
+  }
+  if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
+    return refuse(InvalidArgument("the request names no node role"));
+  }
+  auto verified = request.has_golden_ticket()
+                      ? VerifyGoldenTicket(request, peer)
+                      : VerifyCaller(request.evidence(), request.nonce(), peer,
+                                     request.activated_credential());
+  if (!verified.ok()) return refuse(verified.status());
+
+  v1::JoinTicket ticket;
+  std::string recorded;
+  if (nodes_ != nullptr) {
+    auto admitted = nodes_->AdmitJoin(request, *verified, peer.address);
+    if (!admitted.ok()) return refuse(admitted.status());
+    if (admitted->pending) {
+      if (hints != nullptr) {
+        hints->pending = true;
+        hints->retry_after = std::chrono::milliseconds(0);
+      }
+      spdlog::info(
+          "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
+          "reason=\"{}\"",
+          node, peer.address, verified->ak_sha256_hex, Quoted(admitted->pending_reason));
+      return Unavailable(admitted->pending_reason);
+    }
+    if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
+    recorded = " " + admitted->audit;
+  }
+  if (!request.disk_uuid().empty()) {
+    auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
+    if (!key.ok()) return refuse(key.status());
+    ticket.set_disk_key(std::string(key->view()));
+  }
+  auto token = tokens_->Issue(node);
+  if (!token.ok()) return refuse(token.status());
+  SecretBytes joined = token->Joined();
+  auto* kubeadm = ticket.mutable_kubeadm();
+  kubeadm->set_api_server_endpoint(options_.api_server_endpoint);
+  kubeadm->set_token(std::string(joined.view()));
+  for (const auto& h : options_.ca_cert_hashes) kubeadm->add_ca_cert_hashes(h);
+  kubeadm->set_kubernetes_version(options_.kubernetes_version);
+  std::string discovery = "token";
+  if (discovery_ != nullptr) {
+    auto kubeconfig = discovery_->Build(node, joined);
+    if (!kubeconfig.ok()) {
+      WipeString(*kubeadm->mutable_token());
+      return refuse(kubeconfig.status());
+    }
+    ticket.set_discovery_kubeconfig(std::string(kubeconfig->view()));
+    discovery = "file";
+  }
+  Audit("IssueJoinTicket", peer, node, OkStatus(),
+        "role=" + std::string(NodeRoleName(request.role())) + " ak=sha256:" +
+            verified->ak_sha256_hex + " rule=\"" + verified->rule +
+            "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
+            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix) +
+            " discovery=" + discovery + recorded);
+  return ticket;
+}
+
+Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& request,
+                                                      const Peer& peer) {
+  const std::string& node = request.node_name();
+  auto refuse = [&](Status status) {
+    Audit("IssueRejoinTicket", peer, node, status, "");
+    return status;
+  };
+  if (!IsValidNodeName(node)) {
+    return refuse(
+        InvalidArgument("node name \"" + node + "\" is not a valid Kubernetes node name"));
+  }
+  if (!IsValidDiskUuid(request.disk_uuid())) {
+    return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
+  }
+  auto verified =
+      VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
+  if (!verified.ok()) return refuse(verified.status());
+  v1::RejoinTicket ticket;
+  std::string recorded;
+  if (nodes_ != nullptr) {
+    auto admitted = nodes_->AdmitRejoin(request, *verified);
+    if (!admitted.ok()) return refuse(admitted.status());
+    ticket.set_etcd_crl(admitted->etcd_crl);
+    recorded = " " + admitted->audit;
+  }
+  auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
+  if (!key.ok()) return refuse(key.status());
+  ticket.set_disk_key(std::string(key->view()));
+  Audit("IssueRejoinTicket", peer, node, OkStatus(),
+        "ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
+            "\" disk_uuid=" + request.disk_uuid() + recorded);
+  return ticket;
+}
+
+}  // namespace berth::server

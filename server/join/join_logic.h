@@ -1,0 +1,97 @@
+// The join service's logic, one method per RPC, free of any transport type (the gRPC adapter
+// in join_service.cc only unpacks calls and forwards here).
+//
+// Every decision is one structured audit line ("audit" logger): the call, the node, the peer,
+// the evidence (AK fingerprint), the policy rule that accepted it or the reason it was refused.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "berth/v1/berth.pb.h"
+#include "common/clock.h"
+#include "common/secret.h"
+#include "server/join/bootstrap_token.h"
+#include "server/join/credential_issuer.h"
+#include "server/join/discovery.h"
+#include "server/join/nonce.h"
+#include "server/nodes/golden_ticket.h"
+#include "server/nodes/registry.h"
+#include "verify/evidence.h"
+
+namespace berth::server {
+
+// Who is calling, as the transport established it.
+struct Peer {
+  Bytes spki_sha256;    // SHA-256 of the TLS client certificate's SubjectPublicKeyInfo
+  std::string address;  // for audit lines
+};
+
+struct JoinOptions {
+  std::string cluster_id;                    // HKDF salt of disk keys
+  std::string api_server_endpoint;           // host:port that kubeadm joins
+  std::vector<std::string> ca_cert_hashes;   // "sha256:<hex>"
+  std::string kubernetes_version;            // informational, may be empty
+};
+
+// What the transport passes back to the node besides the answer (the gRPC adapter sends it as
+// trailing metadata).
+struct ReplyHints {
+  // "Call again after this long" for answers that mean "not yet" rather than "unavailable":
+  // a node pending approval calls again at once (berth-retry-after-ms).
+  std::optional<std::chrono::milliseconds> retry_after;
+  bool pending = false;  // the answer is "pending operator approval" (metrics)
+};
+
+// DESIGN.md: HKDF-SHA256(master secret, salt = cluster id, info = "berth-disk-v1" || UUID).
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid);
+
+// kubeadm's caCertHashes for a CA bundle: "sha256:" + hex SHA-256 of each certificate's DER
+// SubjectPublicKeyInfo.
+Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem);
+
+// A LUKS2 UUID as cryptsetup prints it: 8-4-4-4-12 lowercase hex.
+bool IsValidDiskUuid(std::string_view uuid);
+
+// Thread-safe once constructed; the collaborators must be thread-safe and outlive it.
+class JoinLogic {
+ public:
+  // `nodes`: node records in etcd (docs/etcd.md); null runs without them (berthd --no-etcd):
+  // workers only, rejoins unchecked.
+  // `golden`: golden tickets (debug builds; null in release builds, which refuse them).
+  // `discovery`: kubeconfigs for kubeadm's discovery.file (null: bootstrap-token discovery).
+  JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,
+            verify::EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr,
+            GoldenTickets* golden = nullptr, DiscoveryKubeconfigs* discovery = nullptr);
+
+  Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
+  // A node pending operator approval is answered UNAVAILABLE with `hints` asking it to call
+  // again at once (admission.h).
+  Result<v1::JoinTicket> IssueJoinTicket(const v1::JoinRequest& request, const Peer& peer,
+                                         ReplyHints* hints = nullptr);
+  Result<v1::RejoinTicket> IssueRejoinTicket(const v1::RejoinRequest& request, const Peer& peer);
+
+ private:
+  // Nonce, binding to `peer`, evidence, and the activated credential when the AK is trusted
+  // through its EK: the checks every ticket needs.
+  Result<verify::VerifiedEvidence> VerifyCaller(const v1::Evidence& evidence,
+                                                const std::string& nonce, const Peer& peer,
+                                                const std::string& activated_credential);
+  // A golden ticket instead of evidence (golden_ticket.h).
+  Result<verify::VerifiedEvidence> VerifyGoldenTicket(const v1::JoinRequest& request,
+                                                      const Peer& peer);
+
+  JoinOptions options_;
+  SecretBytes master_secret_;
+  NonceIssuer* nonces_;
+  verify::EvidenceVerifier* verifier_;
+  TokenIssuer* tokens_;
+  CredentialIssuer credentials_;  // derived from the master secret
+  NodeRegistry* nodes_;
+  GoldenTickets* golden_;
+  DiscoveryKubeconfigs* discovery_;
+};
+
+}  // namespace berth::server

@@ -1,0 +1,665 @@
+// The join path's use of etcd, with an in-memory etcd (tests/fakes/fake_etcd.h): node records
+// written in transactions, role authorization, control-plane learners and certificates, the
+// promotion loop, quorum-safe removal, and revocation. The same paths run against real etcd
+// processes in tests/integration/etcd_join_test.cc.
+#include "server/nodes/registry.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/etcd_join.h"
+#include "common/binding.h"
+#include "server/join/join_logic.h"
+#include "server/nodes/admin.h"
+#include "server/nodes/records.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_etcd.h"
+#include "tests/testing/testing.h"
+
+namespace berth::server {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::UnorderedElementsAre;
+
+const std::string kAk(64, 'a');       // authorized for control plane by the policy
+const std::string kOtherAk(64, 'b');  // a trusted worker
+const std::string kDisk = "0b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
+const std::string kDisk2 = "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
+constexpr int64_t kNow = 1'800'000'000;
+
+// Kubernetes API double: a SecretList for GET, 200 for DELETE; records every request.
+class FakeKube : public KubeClient {
+ public:
+  Result<HttpResponse> Request(const std::string& method, const std::string& path,
+                               const std::string&) override {
+    requests.push_back(method + " " + path);
+    if (method == "GET") return HttpResponse{200, list_body};
+    return HttpResponse{delete_status, "{}"};
+  }
+  std::string list_body = R"({"kind":"SecretList","items":[]})";
+  long delete_status = 200;
+  std::vector<std::string> requests;
+};
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 0; i < 3; ++i) {
+      voters_.push_back(etcd_.AddVoter("etcd-" + std::to_string(i), PeerUrl(i), ClientUrl(i)));
+    }
+    auto ca_key = GenerateP256Key();
+    auto ca_cert =
+        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
+                  ca_key->get(), nullptr, ca_key->get());
+    auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
+                              std::chrono::hours(24));
+    ASSERT_TRUE(ca.ok()) << ca.status().ToString();
+    ca_ = std::move(*ca);
+    roles_.control_plane.push_back(
+        {.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
+    verify::Policy policy;
+    policy.roles = roles_;
+    policy_ = std::make_unique<verify::PolicyHolder>(std::move(policy));
+    registry_ =
+        std::make_unique<NodeRegistry>(&store_, &membership_, ca_.get(), policy_.get(), &clock_);
+    admin_ = std::make_unique<NodeAdmin>(&store_, &membership_, ca_.get(), &kube_, &clock_);
+  }
+
+  static std::string PeerUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2380"; }
+  static std::string ClientUrl(int i) {
+    return "https://10.0.0." + std::to_string(i + 1) + ":2379";
+  }
+
+  v1::JoinRequest Worker(const std::string& name = "node-1", const std::string& disk = kDisk) {
+    v1::JoinRequest r;
+    r.set_node_name(name);
+    r.set_role(v1::NODE_ROLE_WORKER);
+    r.set_disk_uuid(disk);
+    return r;
+  }
+
+  // A control-plane request with fresh keys made as the agent makes them.
+  v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
+                               const std::string& disk = kDisk) {
+    auto keys = agent::MakeEtcdKeys(name);
+    EXPECT_TRUE(keys.ok());
+    v1::JoinRequest r;
+    r.set_node_name(name);
+    r.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+    r.set_disk_uuid(disk);
+    r.add_node_addresses(address);
+    r.set_etcd_csr(ToString(keys->server_csr));
+    r.set_etcd_peer_csr(ToString(keys->peer_csr));
+    r.set_etcd_peer_url("https://" + address + ":2380");
+    r.set_etcd_client_url("https://" + address + ":2379");
+    return r;
+  }
+
+  static verify::VerifiedEvidence Evidence(const std::string& ak = kAk) {
+    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
+  }
+
+  v1::NodeRecord Record(const std::string& name) {
+    auto got = store_.Get(name);
+    EXPECT_TRUE(got.ok() && got->has_value()) << name;
+    return got.ok() && got->has_value() ? (*got)->record : v1::NodeRecord();
+  }
+
+  int CallsOf(const std::string& method) {
+    auto calls = etcd_.calls();
+    return static_cast<int>(std::count(calls.begin(), calls.end(), method));
+  }
+
+  std::vector<etcdserverpb::Member> Learners() {
+    std::vector<etcdserverpb::Member> out;
+    for (const auto& m : etcd_.Members()) {
+      if (m.islearner()) out.push_back(m);
+    }
+    return out;
+  }
+
+  berth::testing::FakeEtcd etcd_;
+  NodeStore store_{&etcd_};
+  Membership membership_{&etcd_};
+  FakeClock clock_{kNow};
+  FakeKube kube_;
+  std::unique_ptr<EtcdCa> ca_;
+  verify::RolePolicy roles_;
+  std::unique_ptr<verify::PolicyHolder> policy_;
+  std::unique_ptr<NodeRegistry> registry_;
+  std::unique_ptr<NodeAdmin> admin_;
+  std::vector<uint64_t> voters_;
+};
+
+// ---- workers ----
+
+TEST_F(RegistryTest, WorkerJoinWritesItsRecordAndClaimsItsDisk) {
+  auto admitted = registry_->AdmitJoin(Worker(), Evidence(kOtherAk));
+  ASSERT_TRUE(admitted.ok()) << admitted.status().ToString();
+  EXPECT_FALSE(admitted->etcd.has_value());
+  EXPECT_EQ(admitted->audit, "record=joined joins=1");
+  auto kv = etcd_.Dump("/berth/v1/");
+  ASSERT_EQ(kv.size(), 2u);
+  EXPECT_EQ(kv["/berth/v1/disks/" + kDisk], "node-1");
+  auto json = nlohmann::json::parse(kv["/berth/v1/nodes/node-1"]);
+  EXPECT_EQ(json["version"], 1);
+  EXPECT_EQ(json["name"], "node-1");
+  EXPECT_EQ(json["role"], "NODE_ROLE_WORKER");
+  EXPECT_EQ(json["state"], "NODE_STATE_JOINED");
+  EXPECT_EQ(json["disk_uuid"], kDisk);
+  EXPECT_EQ(json["ak_sha256"], kOtherAk);
+  EXPECT_EQ(json["first_join_unix"], std::to_string(kNow));  // int64 is a JSON string
+  EXPECT_EQ(json["policy_rule"], "pcrs sha256:0");
+  EXPECT_EQ(CallsOf("MemberAdd"), 0);
+  // Two etcd round trips: one transaction reads the record and the disk claim, one writes.
+  EXPECT_EQ(CallsOf("Txn"), 2);
+  EXPECT_EQ(CallsOf("Range"), 0);
+}
+
+TEST_F(RegistryTest, AJoinReadsTheRecordAndTheDiskClaimTogether) {
+  auto none = store_.GetForJoin("node-1", kDisk);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->node.has_value());
+  EXPECT_FALSE(none->disk.has_value());
+  ASSERT_TRUE(registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk)).ok());
+
+  auto both = store_.GetForJoin("node-1", kDisk);
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  ASSERT_TRUE(both->node.has_value());
+  EXPECT_EQ(both->node->record.name(), "node-1");
+  EXPECT_EQ(both->node->mod_revision, (*store_.Get("node-1"))->mod_revision);
+  ASSERT_TRUE(both->disk.has_value());
+  EXPECT_EQ(both->disk->node, "node-1");
+  EXPECT_EQ(both->disk->mod_revision, (*store_.GetDiskClaim(kDisk))->mod_revision);
+
+  auto diskless = store_.GetForJoin("node-1", "");
+  ASSERT_TRUE(diskless.ok());
+  EXPECT_TRUE(diskless->node.has_value());
+  EXPECT_FALSE(diskless->disk.has_value());
+  auto other = store_.GetForJoin("node-2", kDisk);  // another node, this disk
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->node.has_value());
+  EXPECT_EQ(other->disk->node, "node-1");
+
+  etcd_.Fail("Txn", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"));
+  EXPECT_EQ(store_.GetForJoin("node-1", kDisk).status().code(), Code::kUnavailable);
+}
+
+TEST_F(RegistryTest, DiskOfAnotherNodeIsRefused) {
+  ASSERT_TRUE(registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk)).ok());
+  auto thief = registry_->AdmitJoin(Worker("node-2"), Evidence(kAk));
+  EXPECT_EQ(thief.status().ToString(),
+            "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
+  auto found = store_.Get("node-2");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+}
+
+TEST_F(RegistryTest, RejoinNeedsAJoinFirstAndIsRecorded) {
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("node-1");
+  rejoin.set_disk_uuid(kDisk);
+  EXPECT_EQ(registry_->AdmitRejoin(rejoin, Evidence(kOtherAk)).status().code(),
+            Code::kFailedPrecondition);
+  ASSERT_TRUE(registry_->AdmitJoin(Worker(), Evidence(kOtherAk)).ok());
+  clock_.Advance(std::chrono::seconds(60));
+  auto ok = registry_->AdmitRejoin(rejoin, Evidence(kOtherAk));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_TRUE(ok->etcd_crl.empty());  // a worker gets no CRL
+  EXPECT_EQ(Record("node-1").last_rejoin_unix(), kNow + 60);
+  EXPECT_EQ(registry_->AdmitRejoin(rejoin, Evidence(kAk)).status().code(), Code::kPermissionDenied);
+}
+
+TEST_F(RegistryTest, StaleWriteIsAbortedNotClobbered) {
+  ASSERT_TRUE(registry_->AdmitJoin(Worker(), Evidence(kOtherAk)).ok());
+  auto read = store_.Get("node-1");
+  ASSERT_TRUE(read.ok() && read->has_value());
+  // Another replica writes the record in between.
+  v1::NodeRecord other = (*read)->record;
+  other.set_joins(99);
+  ASSERT_TRUE(
+      store_.Commit({.record = other, .expected_mod_revision = (*read)->mod_revision}).ok());
+  v1::NodeRecord mine = (*read)->record;
+  mine.set_joins(2);
+  Status st = store_.Commit({.record = mine, .expected_mod_revision = (*read)->mod_revision});
+  EXPECT_EQ(st.code(), Code::kAborted);
+  EXPECT_EQ(Record("node-1").joins(), 99u);
+  // "Create" of an existing record is a conflict too.
+  EXPECT_EQ(store_.Commit({.record = mine, .expected_mod_revision = 0}).code(), Code::kAborted);
+}
+
+// ---- control planes ----
+
+TEST_F(RegistryTest, UnauthorizedControlPlaneIsDeniedBeforeAnythingChanges) {
+  auto denied = registry_->AdmitJoin(ControlPlane("cp-9", "10.0.0.9"), Evidence(kOtherAk));
+  EXPECT_EQ(denied.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(denied.status().message(),
+              HasSubstr("node cp-9 (attestation key sha256:bbbbbbbbbbbbbbbb...) is not authorized "
+                        "to be a control plane"));
+  EXPECT_EQ(CallsOf("MemberAdd"), 0);
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+  EXPECT_THAT(etcd_.Dump("/berth/v1/"), IsEmpty());
+}
+
+TEST_F(RegistryTest, AuthorizedControlPlaneBecomesALearnerWithSignedCertificates) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(admitted.ok()) << admitted.status().ToString();
+  ASSERT_TRUE(admitted->etcd.has_value());
+  const v1::EtcdMaterial& m = *admitted->etcd;
+  auto learners = Learners();
+  ASSERT_EQ(learners.size(), 1u);
+  EXPECT_THAT(learners[0].peerurls(), ElementsAre("https://10.0.0.5:2380"));
+  EXPECT_EQ(m.member_id(), learners[0].id());
+  EXPECT_EQ(m.member_name(), "cp-1");
+  EXPECT_THAT(m.initial_cluster(),
+              UnorderedElementsAre("etcd-0=" + PeerUrl(0), "etcd-1=" + PeerUrl(1),
+                                   "etcd-2=" + PeerUrl(2), "cp-1=https://10.0.0.5:2380"));
+  EXPECT_EQ(m.ca_certificate(), ca_->cert_pem());
+  EXPECT_THAT(m.crl(), HasSubstr("-----BEGIN X509 CRL-----"));
+  auto server = CertFromPem(m.server_certificate());
+  auto peer = CertFromPem(m.peer_certificate());
+  ASSERT_TRUE(server.ok() && peer.ok());
+
+  v1::NodeRecord r = Record("cp-1");
+  EXPECT_EQ(r.state(), v1::NODE_STATE_JOINING);
+  EXPECT_EQ(r.role(), v1::NODE_ROLE_CONTROL_PLANE);
+  EXPECT_EQ(r.etcd_member_id(), learners[0].id());
+  EXPECT_EQ(r.etcd_peer_url(), "https://10.0.0.5:2380");
+  EXPECT_EQ(r.role_authorization(), "policy roles.control_plane[0]");
+  EXPECT_THAT(r.etcd_cert_serials(), ElementsAre(SerialHex(server->get()), SerialHex(peer->get())));
+  // The issued-certificate log has both.
+  auto issued = store_.ListIssued();
+  ASSERT_TRUE(issued.ok());
+  ASSERT_EQ(issued->size(), 2u);
+  std::vector<std::string> kinds;
+  for (const auto& c : *issued) {
+    EXPECT_EQ(c.node(), "cp-1");
+    kinds.push_back(c.kind());
+  }
+  EXPECT_THAT(kinds, UnorderedElementsAre("server", "peer"));
+  EXPECT_THAT(admitted->audit, HasSubstr("etcd_learner=added"));
+}
+
+TEST_F(RegistryTest, OperatorAuthorizationGrantsTheRoleOptionallyPinnedToAnAk) {
+  v1::AdminAuthorizeNodeRequest grant;
+  grant.set_name("cp-2");
+  grant.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+  grant.set_ak_sha256(std::string(64, 'C'));  // another node's AK
+  ASSERT_TRUE(admin_->AuthorizeNode(grant, "CN=alice").ok());
+  EXPECT_EQ(
+      registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6"), Evidence(kOtherAk)).status().code(),
+      Code::kPermissionDenied);
+  grant.set_ak_sha256(kOtherAk);
+  ASSERT_TRUE(admin_->AuthorizeNode(grant, "CN=alice").ok());
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6"), Evidence(kOtherAk));
+  ASSERT_TRUE(admitted.ok()) << admitted.status().ToString();
+  EXPECT_EQ(Record("cp-2").role_authorization(), "operator CN=alice at 2027-01-15T08:00:00Z");
+  // Only the control-plane role is granted, and names must be node names.
+  grant.set_role(v1::NODE_ROLE_WORKER);
+  EXPECT_EQ(admin_->AuthorizeNode(grant, "CN=alice").status().code(), Code::kInvalidArgument);
+  grant.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+  grant.set_name("Bad Name");
+  EXPECT_EQ(admin_->AuthorizeNode(grant, "CN=alice").status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(RegistryTest, SecondControlPlaneWaitsWhileALearnerIsPending) {
+  ASSERT_TRUE(registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence()).ok());
+  const uint64_t learner = Learners().at(0).id();
+  auto second = registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6", kDisk2), Evidence());
+  EXPECT_EQ(second.status().code(), Code::kUnavailable);
+  EXPECT_THAT(
+      second.status().message(),
+      HasSubstr("another control plane is joining: etcd member " + etcd::MemberIdHex(learner) +
+                " at https://10.0.0.5:2380 is still an etcd "
+                "learner, and etcd takes one learner at a time; retry once it has been "
+                "promoted"));
+  EXPECT_EQ(etcd_.Members().size(), 4u);
+  auto none = store_.Get("cp-2");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(RegistryTest, RetryAfterALostReplyReusesTheMember) {
+  auto first = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(first.ok());
+  auto again = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->etcd->member_id(), first->etcd->member_id());
+  EXPECT_THAT(again->audit, HasSubstr("etcd_learner=reused"));
+  EXPECT_EQ(etcd_.Members().size(), 4u);
+  EXPECT_EQ(CallsOf("MemberAdd"), 1);
+  v1::NodeRecord r = Record("cp-1");
+  EXPECT_EQ(r.joins(), 2u);
+  EXPECT_EQ(r.etcd_cert_serials_size(), 4);
+}
+
+TEST_F(RegistryTest, RecordWriteFailureLeavesOnlyTheLearnerWhichTheRetryReuses) {
+  etcd_.Fail("Txn", grpc::Status::OK);  // the reads go through; the write fails
+  etcd_.Fail("Txn", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"));
+  auto failed = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  EXPECT_EQ(failed.status().code(), Code::kUnavailable);
+  EXPECT_EQ(Learners().size(), 1u);
+  EXPECT_THAT(etcd_.Dump("/berth/v1/"), IsEmpty());  // no record, no certificate log, no disk claim
+  auto retry = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_THAT(retry->audit, HasSubstr("etcd_learner=reused"));
+  EXPECT_EQ(etcd_.Members().size(), 4u);
+  EXPECT_EQ(Record("cp-1").etcd_member_id(), retry->etcd->member_id());
+}
+
+TEST_F(RegistryTest, UnhealthyClusterRefusesTheLearnerAndNothingIsWritten) {
+  // etcd refuses reconfiguration while a member is disconnected.
+  etcd_.Fail("MemberAdd",
+             grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: unhealthy cluster"));
+  auto failed = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  EXPECT_EQ(failed.status().code(), Code::kUnavailable);
+  EXPECT_THAT(failed.status().message(), HasSubstr("etcdserver: unhealthy cluster"));
+  EXPECT_TRUE(Learners().empty());
+  EXPECT_THAT(etcd_.Dump("/berth/v1/"), IsEmpty());
+}
+
+TEST_F(RegistryTest, PeerUrlOfAnotherMemberIsRefused) {
+  v1::JoinRequest r = ControlPlane("cp-1", "10.0.0.1");  // etcd-0's address
+  auto refused = registry_->AdmitJoin(r, Evidence());
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("is already etcd member"));
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+}
+
+TEST_F(RegistryTest, BadCsrsAndUrlsAreRefusedBeforeEtcdIsTouched) {
+  v1::JoinRequest r = ControlPlane("cp-1", "10.0.0.5");
+  auto other = agent::MakeEtcdKeys("cp-7");
+  r.set_etcd_peer_csr(ToString(other->peer_csr));
+  EXPECT_EQ(registry_->AdmitJoin(r, Evidence()).status().ToString(),
+            "INVALID_ARGUMENT: etcd peer CSR: CN \"cp-7\" is not the node name \"cp-1\"");
+  r = ControlPlane("cp-1", "10.0.0.5");
+  r.clear_etcd_csr();
+  EXPECT_EQ(registry_->AdmitJoin(r, Evidence()).status().ToString(),
+            "INVALID_ARGUMENT: etcd server CSR is missing");
+  r = ControlPlane("cp-1", "10.0.0.5");
+  r.set_etcd_peer_url("https://10.9.9.9:2380");
+  EXPECT_EQ(registry_->AdmitJoin(r, Evidence()).status().ToString(),
+            "INVALID_ARGUMENT: etcd peer URL https://10.9.9.9:2380: host 10.9.9.9 is not among "
+            "the node's addresses");
+  r = ControlPlane("cp-1", "10.0.0.5");
+  r.set_etcd_client_url("http://10.0.0.5:2379");
+  EXPECT_EQ(registry_->AdmitJoin(r, Evidence()).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(CallsOf("MemberAdd"), 0);
+  EXPECT_THAT(etcd_.Dump("/berth/v1/"), IsEmpty());
+}
+
+TEST_F(RegistryTest, WithoutAnEtcdCaControlPlanesAreRefused) {
+  NodeRegistry no_ca(&store_, &membership_, nullptr, policy_.get(), &clock_);
+  EXPECT_EQ(no_ca.AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence()).status().code(),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(CallsOf("MemberAdd"), 0);
+}
+
+// ---- the promotion loop ----
+
+TEST_F(RegistryTest, PromoterPromotesAStartedLearnerInSyncAndMarksItsRecord) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  const uint64_t id = admitted->etcd->member_id();
+  Promoter promoter(&membership_, &store_, &clock_);
+  // Not started: pending.
+  auto pass = promoter.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status().ToString();
+  EXPECT_TRUE(pass->learner_pending);
+  EXPECT_THAT(pass->promoted, IsEmpty());
+  // Started, catching up: still pending.
+  etcd_.StartMember(id, "cp-1", "https://10.0.0.5:2379");
+  pass = promoter.RunOnce();
+  EXPECT_TRUE(pass->learner_pending);
+  EXPECT_THAT(pass->promoted, IsEmpty());
+  EXPECT_EQ(Record("cp-1").state(), v1::NODE_STATE_JOINING);
+  // In sync: promoted, and the record says joined.
+  etcd_.SetInSync(id, true);
+  pass = promoter.RunOnce();
+  ASSERT_TRUE(pass.ok());
+  EXPECT_THAT(pass->promoted, ElementsAre(id));
+  EXPECT_THAT(pass->marked_joined, ElementsAre("cp-1"));
+  EXPECT_FALSE(pass->learner_pending);
+  EXPECT_TRUE(Learners().empty());
+  EXPECT_EQ(Record("cp-1").state(), v1::NODE_STATE_JOINED);
+  // Idempotent: a second pass (another replica) changes nothing.
+  pass = promoter.RunOnce();
+  EXPECT_THAT(pass->promoted, IsEmpty());
+  EXPECT_THAT(pass->marked_joined, IsEmpty());
+  // The next control plane can join now.
+  EXPECT_TRUE(registry_->AdmitJoin(ControlPlane("cp-2", "10.0.0.6", kDisk2), Evidence()).ok());
+}
+
+TEST_F(RegistryTest, PromoterNeverPromotesWithoutAHealthyQuorumOfTheBiggerCluster) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  const uint64_t id = admitted->etcd->member_id();
+  etcd_.StartMember(id, "cp-1", "https://10.0.0.5:2379");
+  etcd_.SetInSync(id, true);
+  etcd_.SetAnswers(voters_[1], false);
+  etcd_.SetAnswers(voters_[2], false);
+  Status st = membership_.Promote(id);
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("would make 4 voters needing 3 healthy, but only 1 of 3 "
+                                      "voters and the learner answer"));
+  Promoter promoter(&membership_, &store_, &clock_);
+  auto pass = promoter.RunOnce();
+  ASSERT_TRUE(pass.ok());
+  EXPECT_THAT(pass->promoted, IsEmpty());
+  EXPECT_TRUE(pass->learner_pending);
+  EXPECT_EQ(CallsOf("MemberPromote"), 0);
+  // One voter back: 2 + the learner = 3 of 4.
+  etcd_.SetAnswers(voters_[1], true);
+  EXPECT_TRUE(promoter.RunOnce().ok());
+  EXPECT_TRUE(Learners().empty());
+}
+
+TEST_F(RegistryTest, PromoterRemovesALearnerThatNeverStarted) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  const uint64_t id = admitted->etcd->member_id();
+  Promoter promoter(&membership_, &store_, &clock_,
+                    PromoterOptions{.learner_timeout = std::chrono::seconds(600)});
+  clock_.Advance(std::chrono::seconds(599));
+  EXPECT_THAT(promoter.RunOnce()->removed, IsEmpty());
+  clock_.Advance(std::chrono::seconds(1));
+  auto pass = promoter.RunOnce();
+  ASSERT_TRUE(pass.ok());
+  EXPECT_THAT(pass->removed, ElementsAre(id));
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+  // The node may come back: its join adds a fresh learner.
+  auto again = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(again.ok());
+  EXPECT_NE(again->etcd->member_id(), id);
+}
+
+TEST_F(RegistryTest, PromoterRemovesALearnerWithoutRecordAfterTheTimeoutToo) {
+  // A learner whose node's record was never written (the reply and the retry were lost).
+  ASSERT_TRUE(etcd_.MemberAdd({"https://10.0.0.9:2380"}, true).ok());
+  Promoter promoter(&membership_, &store_, &clock_);
+  EXPECT_THAT(promoter.RunOnce()->removed, IsEmpty());  // first seen now
+  clock_.Advance(std::chrono::seconds(600));
+  EXPECT_EQ(promoter.RunOnce()->removed.size(), 1u);
+  EXPECT_TRUE(Learners().empty());
+}
+
+// ---- removal and revocation ----
+
+TEST_F(RegistryTest, RemovingAVoterNeverCostsQuorum) {
+  etcd_.SetAnswers(voters_[2], false);
+  // Removing healthy etcd-0 would leave etcd-1 (healthy) and etcd-2 (down): 1 of 2.
+  Status st = membership_.Remove(voters_[0]);
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("would leave 2 voters needing 2 healthy, but only 1 answer"));
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+  // Removing the member that is down is what restores health.
+  EXPECT_TRUE(membership_.Remove(voters_[2]).ok());
+  EXPECT_EQ(membership_.Remove(voters_[2]).code(), Code::kNotFound);
+  // Never the last voter.
+  ASSERT_TRUE(membership_.Remove(voters_[1]).ok());
+  EXPECT_THAT(membership_.Remove(voters_[0]).message(), HasSubstr("is the last voting member"));
+}
+
+TEST_F(RegistryTest, RevokeRecordsCrlDeletesTokensAndRemovesTheMember) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  ASSERT_TRUE(admitted.ok());
+  const uint64_t id = admitted->etcd->member_id();
+  etcd_.StartMember(id, "cp-1", "https://10.0.0.5:2379");
+  etcd_.SetInSync(id, true);
+  Promoter promoter(&membership_, &store_, &clock_);
+  ASSERT_TRUE(promoter.RunOnce().ok());
+  ASSERT_EQ(Record("cp-1").state(), v1::NODE_STATE_JOINED);
+  kube_.list_body = R"({"kind":"SecretList","items":[
+      {"metadata":{"name":"bootstrap-token-abc123"},"type":"bootstrap.kubernetes.io/token"},
+      {"metadata":{"name":"cp-1-notes"},"type":"Opaque"}]})";
+
+  auto revoked = admin_->RevokeNode("cp-1", "CN=alice");
+  ASSERT_TRUE(revoked.ok()) << revoked.status().ToString();
+  const v1::NodeRecord r = Record("cp-1");
+  EXPECT_EQ(r.state(), v1::NODE_STATE_REVOKED);
+  EXPECT_EQ(r.revoked_by(), "CN=alice");
+  EXPECT_EQ(revoked->removed_member_id(), id);
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+  EXPECT_THAT(revoked->deleted_tokens(), ElementsAre("bootstrap-token-abc123"));
+  EXPECT_THAT(
+      kube_.requests,
+      ElementsAre(
+          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1",
+          "DELETE /api/v1/namespaces/kube-system/secrets/bootstrap-token-abc123"));
+  EXPECT_THAT(revoked->revoked_serials(),
+              ElementsAre(r.etcd_cert_serials(0), r.etcd_cert_serials(1)));
+  auto crl = admin_->GetEtcdCrl();
+  ASSERT_TRUE(crl.ok());
+  ASSERT_EQ(crl->revoked_size(), 2);
+  EXPECT_EQ(crl->revoked(0).node(), "cp-1");
+  // The node is refused from now on, by every path.
+  EXPECT_EQ(registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence()).status().code(),
+            Code::kPermissionDenied);
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("cp-1");
+  rejoin.set_disk_uuid(kDisk);
+  EXPECT_THAT(registry_->AdmitRejoin(rejoin, Evidence()).status().ToString(),
+              HasSubstr("PERMISSION_DENIED: node cp-1 was revoked at"));
+  EXPECT_EQ(admin_->RevokeNode("cp-9", "CN=alice").status().code(), Code::kNotFound);
+}
+
+TEST_F(RegistryTest, RevokeThatWouldCostQuorumRevokesButKeepsTheMemberUntilItIsSafe) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  const uint64_t id = admitted->etcd->member_id();
+  etcd_.StartMember(id, "cp-1", "https://10.0.0.5:2379");
+  etcd_.SetInSync(id, true);
+  Promoter promoter(&membership_, &store_, &clock_);
+  ASSERT_TRUE(promoter.RunOnce().ok());
+  // 4 voters; removing cp-1 leaves 3 needing 2 healthy; only etcd-0 answers.
+  etcd_.SetAnswers(voters_[1], false);
+  etcd_.SetAnswers(voters_[2], false);
+  auto revoked = admin_->RevokeNode("cp-1", "CN=alice");
+  EXPECT_EQ(revoked.status().code(), Code::kFailedPrecondition);
+  EXPECT_THAT(revoked.status().message(),
+              HasSubstr("node cp-1 is revoked (record, CRL, tokens), but its etcd member was not "
+                        "removed; revoke again when the cluster allows it"));
+  EXPECT_EQ(Record("cp-1").state(), v1::NODE_STATE_REVOKED);
+  EXPECT_EQ(etcd_.Members().size(), 4u);
+  EXPECT_EQ(admin_->GetEtcdCrl()->revoked_size(), 2);
+  etcd_.SetAnswers(voters_[1], true);
+  auto again = admin_->RevokeNode("cp-1", "CN=bob");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->removed_member_id(), id);
+  EXPECT_EQ(Record("cp-1").revoked_by(), "CN=alice");
+}
+
+TEST_F(RegistryTest, RevokedLearnerIsRemovedNotPromoted) {
+  auto admitted = registry_->AdmitJoin(ControlPlane("cp-1", "10.0.0.5"), Evidence());
+  const uint64_t id = admitted->etcd->member_id();
+  // The member lookup fails, so revoke stops after the record; the Promoter must not promote.
+  etcd_.Fail("MemberList", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+  EXPECT_EQ(admin_->RevokeNode("cp-1", "CN=alice").status().code(), Code::kUnavailable);
+  etcd_.StartMember(id, "cp-1", "https://10.0.0.5:2379");
+  etcd_.SetInSync(id, true);
+  Promoter promoter(&membership_, &store_, &clock_);
+  auto pass = promoter.RunOnce();
+  ASSERT_TRUE(pass.ok()) << pass.status().ToString();
+  EXPECT_THAT(pass->promoted, IsEmpty());
+  EXPECT_THAT(pass->removed, ElementsAre(id));
+  EXPECT_EQ(etcd_.Members().size(), 3u);
+}
+
+// ---- JoinLogic with node records ----
+
+class AcceptingVerifier : public verify::EvidenceVerifier {
+ public:
+  std::string ak = kAk;
+  Result<verify::VerifiedEvidence> Verify(const v1::Evidence&, std::span<const uint8_t>) override {
+    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
+  }
+};
+
+class CountingTokens : public TokenIssuer {
+ public:
+  int issued = 0;
+  Result<BootstrapToken> Issue(const std::string&) override {
+    ++issued;
+    BootstrapToken t;
+    t.id = "abc123";
+    std::string s = "0123456789abcdef";
+    t.secret = SecretBytes::TakeFrom(s);
+    t.expires_unix = kNow + 900;
+    return t;
+  }
+};
+
+TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
+  SecretBytes master(32);
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  std::move(master), &*nonces, &verifier, &tokens, registry_.get());
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  auto with_nonce = [&](v1::JoinRequest r) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return r;
+  };
+  // An authorized control plane gets a ticket with its etcd section and a token.
+  auto ticket = logic.IssueJoinTicket(with_nonce(ControlPlane("cp-1", "10.0.0.5")), peer);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  EXPECT_TRUE(ticket->has_etcd());
+  EXPECT_EQ(ticket->disk_key().size(), 32u);
+  EXPECT_EQ(tokens.issued, 1);
+  // Another AK asking for control plane: no token, no key, no member.
+  verifier.ak = kOtherAk;
+  auto denied = logic.IssueJoinTicket(with_nonce(ControlPlane("cp-2", "10.0.0.6", kDisk2)), peer);
+  EXPECT_EQ(denied.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(tokens.issued, 1);
+  EXPECT_EQ(etcd_.Members().size(), 4u);
+  // Revoked: rejoin gets no disk key.
+  verifier.ak = kAk;
+  ASSERT_TRUE(store_.Get("cp-1").ok());
+  auto stored = *store_.Get("cp-1");
+  ASSERT_TRUE(store_
+                  .Commit({.record = ApplyRevoke(stored->record, "CN=alice", kNow),
+                           .expected_mod_revision = stored->mod_revision})
+                  .ok());
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("cp-1");
+  rejoin.set_disk_uuid(kDisk);
+  rejoin.set_nonce(logic.Challenge({}, peer)->nonce());
+  rejoin.mutable_evidence()->mutable_tpm();
+  EXPECT_EQ(logic.IssueRejoinTicket(rejoin, peer).status().code(), Code::kPermissionDenied);
+  // A worker join writes a record too.
+  auto worker = logic.IssueJoinTicket(with_nonce(Worker("node-5", kDisk2)), peer);
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  EXPECT_EQ(Record("node-5").state(), v1::NODE_STATE_JOINED);
+  EXPECT_EQ(tokens.issued, 2);
+}
+
+}  // namespace
+}  // namespace berth::server

@@ -1,0 +1,142 @@
+// The TPM evidence verifier against quotes from a real TPM (swtpm), made by the agent's own
+// evidence collection.
+#include "verify/evidence.h"
+
+#include <gtest/gtest.h>
+
+#include "agent/attestation.h"
+#include "common/binding.h"
+#include "common/enrolment.h"
+#include "tests/testing/swtpm.h"
+#include "tests/testing/testing.h"
+
+namespace berth::verify {
+namespace {
+
+class EvidenceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(swtpm_.ok()) << swtpm_.error();
+    // A "boot": measure something into PCR 7, so the policy pins a non-trivial value.
+    ASSERT_TRUE(swtpm_.ExtendPcr(7, std::string(64, 'c')));
+    auto tpm = agent::OpenEsysTpm(swtpm_.Tcti());
+    ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
+    tpm_ = std::move(*tpm);
+    selection_ = DefaultPcrSelection();
+    auto pcrs = tpm_->ReadPcrs(selection_);
+    ASSERT_TRUE(pcrs.ok());
+    pcrs_ = *pcrs;
+    auto ak = tpm::ParsePublic(*tpm_->AttestationKeyPublic());
+    auto key = tpm::PublicToEvp(*ak);
+    ak_hash_ = HexEncode(Sha256(*PublicKeyToSpkiDer(key->get())));
+  }
+
+  Policy MakePolicy(const std::string& ak_hash, uint32_t pinned_pcr = 7) {
+    std::string text =
+        "tpm:\n  trusted_aks:\n    - name: node-a\n      sha256: " + ak_hash +
+        "\n  pcrs:\n    sha256:\n      0: " + HexEncode(pcrs_[DigestAlg::kSha256][0]) + "\n      " +
+        std::to_string(pinned_pcr) + ": " + HexEncode(pcrs_[DigestAlg::kSha256][7]) + "\n";
+    auto p = ParsePolicy(text);
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return *p;
+  }
+
+  v1::Evidence Collect(const Bytes& binding) {
+    auto e = agent::CollectTpmEvidence(*tpm_, selection_, binding, dir_.Join("no-event-log"));
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return *e;
+  }
+
+  testing::TempDir dir_;
+  testing::Swtpm swtpm_{dir_.Join("tpm")};
+  std::unique_ptr<agent::Tpm> tpm_;
+  std::vector<v1::PcrSelection> selection_;
+  tpm::PcrValues pcrs_;
+  std::string ak_hash_;
+  Bytes binding_ = ComputeBinding(Bytes(56, 1), Bytes(32, 2));
+};
+
+TEST_F(EvidenceTest, MatchingQuoteIsAccepted) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  auto v = verifier.Verify(Collect(binding_), binding_);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(v->ak_sha256_hex, ak_hash_);
+  EXPECT_EQ(v->ak_name, "node-a");
+  EXPECT_EQ(v->rule, "trusted_aks[node-a] + pcrs sha256:0,7 + no enrolment config measured");
+}
+
+TEST_F(EvidenceTest, EvidenceBoundToAnotherChannelIsRefused) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  Bytes other = ComputeBinding(Bytes(56, 1), Bytes(32, 3));
+  auto v = verifier.Verify(Collect(binding_), other);
+  EXPECT_EQ(v.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(v.status().message(), "TPM quote: the quote's extraData (" + HexEncode(binding_) +
+                                      ") is not the expected nonce (" + HexEncode(other) + ")");
+}
+
+TEST_F(EvidenceTest, ChangedBootStateIsRefusedNamingThePcr) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  ASSERT_TRUE(swtpm_.ExtendPcr(7, std::string(64, 'd')));
+  auto now = tpm_->ReadPcrs(selection_);
+  auto v = verifier.Verify(Collect(binding_), binding_);
+  EXPECT_EQ(v.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(v.status().message(), "PCR sha256:7 is " + HexEncode((*now)[DigestAlg::kSha256][7]) +
+                                      ", policy expects " +
+                                      HexEncode(pcrs_[DigestAlg::kSha256][7]));
+}
+
+TEST_F(EvidenceTest, UnknownAttestationKeyIsRefused) {
+  TpmEvidenceVerifier verifier(MakePolicy(std::string(64, 'e')));
+  auto v = verifier.Verify(Collect(binding_), binding_);
+  EXPECT_EQ(v.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(v.status().message(),
+            "attestation key sha256:" + ak_hash_ + " is not in the policy's trusted_aks");
+}
+
+TEST_F(EvidenceTest, PcrValuesThatDoNotMatchTheQuoteAreRefused) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  v1::Evidence e = Collect(binding_);
+  // Claim the policy's value for a PCR the quote covers, but the quote says otherwise.
+  auto* value = e.mutable_tpm()->mutable_pcrs(0)->mutable_values(1);
+  value->set_digest(std::string(32, '\x01'));
+  auto v = verifier.Verify(e, binding_);
+  EXPECT_EQ(v.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(v.status().message(),
+            "TPM quote: the quote's pcrDigest does not match the PCR values given");
+}
+
+TEST_F(EvidenceTest, TamperedQuoteIsRefused) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  v1::Evidence e = Collect(binding_);
+  std::string quote = e.tpm().quote();
+  quote[quote.size() - 1] ^= 1;
+  e.mutable_tpm()->set_quote(quote);
+  EXPECT_EQ(verifier.Verify(e, binding_).status().code(), Code::kPermissionDenied);
+}
+
+TEST_F(EvidenceTest, MalformedEvidenceIsInvalidArgument) {
+  TpmEvidenceVerifier verifier(MakePolicy(ak_hash_));
+  v1::Evidence e = Collect(binding_);
+  e.mutable_tpm()->set_ak_public("junk");
+  EXPECT_EQ(verifier.Verify(e, binding_).status().code(), Code::kInvalidArgument);
+
+  e = Collect(binding_);
+  e.mutable_tpm()->mutable_pcrs(0)->mutable_values(0)->set_digest("short");
+  auto v = verifier.Verify(e, binding_);
+  EXPECT_EQ(v.status().ToString(), "INVALID_ARGUMENT: evidence PCR sha256:0: 5 bytes, expected 32");
+
+  e = Collect(binding_);
+  *e.mutable_tpm()->mutable_pcrs(0)->add_values() = e.tpm().pcrs(0).values(0);
+  EXPECT_EQ(verifier.Verify(e, binding_).status().ToString(),
+            "INVALID_ARGUMENT: evidence PCR sha256:0 is given twice");
+
+  v1::Evidence none;
+  EXPECT_EQ(verifier.Verify(none, binding_).status().ToString(),
+            "INVALID_ARGUMENT: the request carries no evidence");
+  v1::Evidence snp;
+  snp.mutable_sev_snp();
+  EXPECT_EQ(verifier.Verify(snp, binding_).status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace berth::verify
