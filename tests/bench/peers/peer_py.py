@@ -147,7 +147,8 @@ def main():
             run()
             verdict, reason = "valid", "ok"
         except Exception as e:  # noqa: BLE001 - any exception is the peer's refusal
-            verdict, reason = "invalid", "%s: %s" % (type(e).__name__, e)
+            cause = e.__cause__ or e.__context__
+            verdict, reason = "invalid", "%s: %s%s" % (type(e).__name__, e, " (from %s: %s)" % (type(cause).__name__, cause) if cause else "")
         n, ops = 0, 0.0
         if run is not None and (a.seconds > 0 or a.iters > 0):
             start = time.perf_counter()
