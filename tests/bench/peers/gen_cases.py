@@ -11,6 +11,7 @@ One case per line, space-separated fields, the first the case's id:
       bank=sha256 nonce=HEX
   ID kind=eventlog expect=E mut=M log=F pcrs=F bank=sha256
   ID kind=snp expect=E mut=M report=F vcek=DER ask=DER ark=DER at=UNIX
+  ID kind=akcert expect=E mut=M leaf=DER inter=DER[,DER...] root=DER ak=PEM akpub=TPMT_PUBLIC|- at=UNIX
 
 E is valid, invalid, or ? (a mutation whose right verdict is not known in advance: the
 drivers' verdicts are compared with each other). `pcrs` files are `BANK INDEX HEX` lines;
@@ -375,6 +376,76 @@ def gen_snp(w, td, rng, per_base):
                 emit(b, "%s@%d" % (tag, i), "?", **{which: data})
 
 
+def pem_certs(data):
+    text = data.decode()
+    out = []
+    for part in text.split("-----BEGIN CERTIFICATE-----")[1:]:
+        body = part.split("-----END CERTIFICATE-----")[0]
+        out.append(base64.b64decode("".join(body.split())))
+    return out
+
+
+def any_cert(data):
+    return pem_to_der(data) if data.startswith(b"-----BEGIN") else data
+
+
+def gen_akcert(w, td, rng, per_base):
+    """AK certificates: the leaf through its intermediate to a trusted root, at a time, and the
+    leaf's key equal to the AK."""
+    g = f"{td}/tpm-gce-cos85-nonce9009"
+    bases = [dict(id="a-gce-cos85", leaf=read(f"{g}/ak_cert.der"),
+                  inter=[any_cert(read(f"{g}/tpm_ek_intermediate_2.crt"))],
+                  root=any_cert(read(f"{g}/tpm_ek_root_1.cer")), ak=f"{g}/ak_pub.pem",
+                  akpub=f"{g}/ak_pub.tpmt_public", at=1735689600)]
+    v = f"{td}/tpm-gcp-ecc-ak-vaportpm"
+    for vm in ("tdx", "amd"):
+        leaf, inter, root = pem_certs(read(f"{v}/{vm}_ak_cert_chain.pem"))
+        # The README: the chain is valid at 2026-02-04.
+        bases.append(dict(id="a-vaportpm-" + vm, leaf=leaf, inter=[inter], root=root,
+                          ak=f"{v}/{vm}_ak_pub.pem", akpub="-", at=1770163200))
+
+    def emit(b, mut="-", expect="valid", **over):
+        c = dict(b)
+        c.update(over)
+        cid = b["id"] if mut == "-" else "%s~%s" % (b["id"], mut)
+        f = dict(kind="akcert", expect=expect, mut=mut)
+        f["leaf"] = w.file(cid + ".leaf.der", c["leaf"])
+        f["inter"] = ",".join(w.file("%s.inter%d.der" % (cid, i), d) for i, d in enumerate(c["inter"]))
+        f["root"] = w.file(cid + ".root.der", c["root"])
+        f["ak"] = c["ak"] if isinstance(c["ak"], str) else w.file(cid + ".ak.pem", c["ak"])
+        f["akpub"] = c["akpub"]
+        f["at"] = str(c["at"])
+        w.case(cid, f)
+
+    for b in bases:
+        emit(b)
+    g0, t0, a0 = bases
+    emit(t0, "leaf-swap", "invalid", leaf=a0["leaf"])
+    emit(t0, "ak-swap", "invalid", ak=a0["ak"])
+    emit(g0, "no-intermediate", "invalid", inter=[])
+    emit(g0, "root-as-leaf-issuer", "invalid", root=t0["root"])
+    emit(t0, "at-2020", "invalid", at=1577836800)
+    emit(t0, "at-2100", "invalid", at=4102444800)
+    kinds = ["leaf-flip", "leaf-flip", "leaf-flip", "inter-flip", "root-flip", "leaf-trunc", "leaf-extend"]
+    for b in bases:
+        for n in range(per_base):
+            k = kinds[n % len(kinds)]
+            tag = "%s-%d" % (k, n)
+            if k == "leaf-flip":
+                data, i = flip(b["leaf"], rng)
+                emit(b, "%s@%d" % (tag, i), "?", leaf=data)
+            elif k == "inter-flip":
+                data, i = flip(b["inter"][0], rng)
+                emit(b, "%s@%d" % (tag, i), "?", inter=[data])
+            elif k == "root-flip":
+                data, i = flip(b["root"], rng)
+                emit(b, "%s@%d" % (tag, i), "?", root=data)
+            elif k == "leaf-trunc":
+                emit(b, tag, "?", leaf=b["leaf"][:rng.randrange(len(b["leaf"]))])
+            else:
+                emit(b, tag, "?", leaf=b["leaf"] + bytes(rng.randrange(1, 8)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -396,6 +467,7 @@ def main():
     gen_quote(w, td, rng, a.per_base)
     gen_eventlog(w, td, rng, a.per_base)
     gen_snp(w, td, rng, a.per_base * 4)
+    gen_akcert(w, td, rng, a.per_base * 2)
     with open(os.path.join(a.out, "cases.txt"), "w") as f:
         f.write("\n".join(w.lines) + "\n")
     with open(os.path.join(a.out, "valid.txt"), "w") as f:

@@ -13,6 +13,10 @@
 //             pcrDigest over the given PCR values);
 //   eventlog: server::CheckQuotedBoot with no policy: ParseEventLog, replay equal to the given
 //             PCRs, event data that must match its digest does;
+//   akcert:   what berthd's AK-certificate trust runs (server/tpm_identity.cc): the DER
+//             certificates parsed, tpm::VerifyTpmCertChain (leaf through the intermediates to
+//             the trusted root, at the case's time), the leaf's key equal to the AK
+//             (tpm::CheckCertKeyMatches against the TPMT_PUBLIC, or the SPKI against a PEM key);
 //   snp:      server::VerifySnpReportOffline: ARK pinned and self-signed, ARK -> ASK -> VCEK,
 //             validity at the case's time, the report's signature, the VCEK's TCB and hwID
 //             against the report.
@@ -32,6 +36,7 @@
 #include "common/eventlog.h"
 #include "common/snp_report.h"
 #include "common/status.h"
+#include "common/tpm_certs.h"
 #include "common/tpm_quote.h"
 #include "server/snp_verifier.h"
 #include "server/tpm_boot.h"
@@ -147,6 +152,52 @@ class EventLogVerification : public Verification {
   tpm::VerifiedQuote quote_;
 };
 
+class AkCertVerification : public Verification {
+ public:
+  static Result<std::unique_ptr<Verification>> Load(const Case& c) {
+    auto v = std::make_unique<AkCertVerification>();
+    BERTH_ASSIGN_OR_RETURN(v->leaf_, Read(c, "leaf"));
+    BERTH_ASSIGN_OR_RETURN(v->root_, Read(c, "root"));
+    std::istringstream inter(Get(c, "inter"));
+    std::string path;
+    while (std::getline(inter, path, ',')) {
+      if (path.empty()) continue;
+      BERTH_ASSIGN_OR_RETURN(std::string der, ReadFile(path));
+      v->inter_.push_back(std::move(der));
+    }
+    BERTH_ASSIGN_OR_RETURN(v->ak_pem_, Read(c, "ak"));
+    BERTH_ASSIGN_OR_RETURN(v->ak_public_, Read(c, "akpub"));
+    v->at_ = std::stoll(Get(c, "at"));
+    return std::unique_ptr<Verification>(std::move(v));
+  }
+
+  Status Run() override {
+    BERTH_ASSIGN_OR_RETURN(std::vector<X509Ptr> leaf, tpm::CertsFromDerList({leaf_}));
+    BERTH_ASSIGN_OR_RETURN(std::vector<X509Ptr> inter, tpm::CertsFromDerList(inter_));
+    BERTH_ASSIGN_OR_RETURN(std::vector<X509Ptr> root, tpm::CertsFromDerList({root_}));
+    std::vector<X509*> inter_raw;
+    for (auto& c : inter) inter_raw.push_back(c.get());
+    BERTH_RETURN_IF_ERROR(
+        tpm::VerifyTpmCertChain(leaf[0].get(), inter_raw, {root[0].get()}, at_).status());
+    if (!ak_public_.empty()) {
+      BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC pub, tpm::ParsePublic(AsBytes(ak_public_)));
+      return tpm::CheckCertKeyMatches(leaf[0].get(), pub, "the AK certificate");
+    }
+    BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr ak, PublicKeyFromPem(ak_pem_));
+    BERTH_ASSIGN_OR_RETURN(Bytes want, PublicKeyToSpkiDer(ak.get()));
+    EVP_PKEY* cert_key = X509_get0_pubkey(leaf[0].get());
+    if (cert_key == nullptr) return PermissionDenied("the AK certificate has no usable key");
+    BERTH_ASSIGN_OR_RETURN(Bytes got, PublicKeyToSpkiDer(cert_key));
+    if (got != want) return PermissionDenied("the AK certificate's key is not the AK");
+    return OkStatus();
+  }
+
+ private:
+  std::string leaf_, root_, ak_pem_, ak_public_;
+  std::vector<std::string> inter_;
+  int64_t at_ = 0;
+};
+
 class SnpVerification : public Verification {
  public:
   static Result<std::unique_ptr<Verification>> Load(const Case& c,
@@ -211,6 +262,7 @@ int Main(int argc, char** argv) {
     if (kind == "quote") v = QuoteVerification::Load(c);
     else if (kind == "eventlog") v = EventLogVerification::Load(c);
     else if (kind == "snp") v = SnpVerification::Load(c, &*anchors);
+    else if (kind == "akcert") v = AkCertVerification::Load(c);
     Status verdict = v.ok() ? (*v)->Run() : v.status();
     double ops = 0;
     long n = 0;

@@ -10,6 +10,7 @@
 // each quote (the AK from TPMT_PUBLIC via tpm2.DecodePublic, else the PEM key). go-sev-guest:
 // snp = verify.SnpAttestation with the case's VCEK/ASK/ARK as the attestation's certificate
 // chain, certificate fetching off, Now = the case's time, the library's embedded AMD roots.
+// go-tpm-tools also: akcert = server.VerifyAKCert and the certificate's key equal to the AK.
 // Each iteration does all the work from the case's bytes, read once.
 package main
 
@@ -33,6 +34,7 @@ import (
 	"github.com/google/go-sev-guest/verify"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
 	tpmquote "github.com/google/go-tpm-tools/quote"
+	"github.com/google/go-tpm-tools/server"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
 
@@ -237,6 +239,63 @@ func loadGoTpmToolsQuote(c tcase) (verification, error) {
 	}, nil
 }
 
+// go-tpm-tools: server.VerifyAKCert (the leaf through the intermediates to the root, with
+// x509's clock: it takes no verification time) and the leaf's key equal to the AK.
+func loadGoTpmToolsAKCert(c tcase) (verification, error) {
+	leaf, err := readFile(c, "leaf")
+	if err != nil {
+		return nil, err
+	}
+	root, err := readFile(c, "root")
+	if err != nil {
+		return nil, err
+	}
+	var inters [][]byte
+	for _, p := range strings.Split(c["inter"], ",") {
+		if p == "" {
+			continue
+		}
+		d, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		inters = append(inters, d)
+	}
+	akPEM, err := readFile(c, "ak")
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		l, err := x509.ParseCertificate(leaf)
+		if err != nil {
+			return err
+		}
+		r, err := x509.ParseCertificate(root)
+		if err != nil {
+			return err
+		}
+		var is []*x509.Certificate
+		for _, d := range inters {
+			i, err := x509.ParseCertificate(d)
+			if err != nil {
+				return err
+			}
+			is = append(is, i)
+		}
+		if err := server.VerifyAKCert(l, []*x509.Certificate{r}, is); err != nil {
+			return err
+		}
+		ak, err := pemKey(akPEM)
+		if err != nil {
+			return err
+		}
+		if k, ok := l.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(ak) {
+			return errors.New("the AK certificate's key is not the AK")
+		}
+		return nil
+	}, nil
+}
+
 // go-sev-guest: verify.SnpAttestation.
 func loadGoSevGuest(c tcase) (verification, error) {
 	report, err := readFile(c, "report")
@@ -284,7 +343,7 @@ func main() {
 	}
 	loaders := map[string]map[string]func(tcase) (verification, error){
 		"go-attestation": {"quote": loadGoAttestationQuote, "eventlog": loadGoAttestationEventLog},
-		"go-tpm-tools":   {"quote": loadGoTpmToolsQuote},
+		"go-tpm-tools":   {"quote": loadGoTpmToolsQuote, "akcert": loadGoTpmToolsAKCert},
 		"go-sev-guest":   {"snp": loadGoSevGuest},
 	}[*peer]
 	if loaders == nil {
