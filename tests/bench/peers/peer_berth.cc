@@ -11,13 +11,13 @@
 //   quote:    the AK (TPMT_PUBLIC: ParsePublic, CheckAttestationKeyAttributes, PublicToEvp;
 //             or a PEM key), then tpm::VerifyQuote (signature, magic and type, extraData,
 //             pcrDigest over the given PCR values);
-//   eventlog: server::CheckQuotedBoot with no policy: ParseEventLog, replay equal to the given
+//   eventlog: verify::CheckQuotedBoot with no policy: ParseEventLog, replay equal to the given
 //             PCRs, event data that must match its digest does;
 //   akcert:   what berthd's AK-certificate trust runs (server/tpm_identity.cc): the DER
 //             certificates parsed, tpm::VerifyTpmCertChain (leaf through the intermediates to
 //             the trusted root, at the case's time), the leaf's key equal to the AK
 //             (tpm::CheckCertKeyMatches against the TPMT_PUBLIC, or the SPKI against a PEM key);
-//   snp:      server::VerifySnpReportOffline: ARK pinned and self-signed, ARK -> ASK -> VCEK,
+//   snp:      verify::VerifySnpReportOffline: ARK pinned and self-signed, ARK -> ASK -> VCEK,
 //             validity at the case's time, the report's signature, the VCEK's TCB and hwID
 //             against the report.
 #include <chrono>
@@ -33,13 +33,13 @@
 
 #include "common/bytes.h"
 #include "common/crypto.h"
-#include "common/eventlog.h"
-#include "common/snp_report.h"
+#include "common/tpm/eventlog.h"
+#include "common/snp/report.h"
 #include "common/status.h"
-#include "common/tpm_certs.h"
-#include "common/tpm_quote.h"
-#include "server/snp_verifier.h"
-#include "server/tpm_boot.h"
+#include "common/tpm/certs.h"
+#include "common/tpm/quote.h"
+#include "verify/snp_verifier.h"
+#include "verify/tpm_boot.h"
 
 namespace berth::peers {
 namespace {
@@ -143,7 +143,7 @@ class EventLogVerification : public Verification {
 
   Status Run() override {
     // The PCR values stand for a verified quote's (the quote kind measures that part).
-    auto boot = server::CheckQuotedBoot(quote_, AsBytes(log_), nullptr);
+    auto boot = verify::CheckQuotedBoot(quote_, AsBytes(log_), nullptr);
     return boot.status();
   }
 
@@ -201,7 +201,7 @@ class AkCertVerification : public Verification {
 class SnpVerification : public Verification {
  public:
   static Result<std::unique_ptr<Verification>> Load(const Case& c,
-                                                    const server::SnpTrustAnchors* anchors) {
+                                                    const verify::SnpTrustAnchors* anchors) {
     auto v = std::make_unique<SnpVerification>();
     v->anchors_ = anchors;
     BERTH_ASSIGN_OR_RETURN(std::string report, Read(c, "report"));
@@ -216,11 +216,11 @@ class SnpVerification : public Verification {
     return std::unique_ptr<Verification>(std::move(v));
   }
 
-  Status Run() override { return server::VerifySnpReportOffline(in_, *anchors_).status(); }
+  Status Run() override { return verify::VerifySnpReportOffline(in_, *anchors_).status(); }
 
  private:
-  const server::SnpTrustAnchors* anchors_ = nullptr;
-  server::SnpOfflineInput in_;
+  const verify::SnpTrustAnchors* anchors_ = nullptr;
+  verify::SnpOfflineInput in_;
 };
 
 std::string OneLine(std::string s) {
@@ -249,7 +249,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  auto anchors = server::SnpTrustAnchors::Amd();
+  auto anchors = verify::SnpTrustAnchors::Amd();
   if (!anchors.ok()) {
     std::fprintf(stderr, "peer_berth: AMD roots: %s\n", anchors.status().ToString().c_str());
     return 1;
