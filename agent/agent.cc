@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <random>
 #include <regex>
 
 #include "agent/attestation.h"
@@ -93,6 +94,7 @@ enum class Step {
   kWriteEtcdPki,
   kStartEtcd,
   kKubeadmJoin,
+  kStartKubelet,
   kOpenSevGuest,
   kReleaseKeys,
   kDropPrivileges,
@@ -114,6 +116,7 @@ std::string_view StepName(Step step) {
     case Step::kWriteEtcdPki: return "write-etcd-pki";
     case Step::kStartEtcd: return "start-etcd";
     case Step::kKubeadmJoin: return "kubeadm-join";
+    case Step::kStartKubelet: return "start-kubelet";
     case Step::kOpenSevGuest: return "open-sev-guest";
     case Step::kReleaseKeys: return "release-keys";
     case Step::kDropPrivileges: return "drop-privileges";
@@ -468,10 +471,88 @@ class Boot {
       SecretBytes discovery(ticket.discovery_kubeconfig().data(),
                             ticket.discovery_kubeconfig().size());
       BERTH_RETURN_IF_ERROR(RunKubeadmJoin(*deps_.runner, options_.kubeadm, options_.root,
-                                           join_config, file ? &discovery : nullptr));
+                                           join_config, file ? &discovery : nullptr,
+                                           {ticket.kubeadm().token()}));
       return disk_ ? disk_->Sync().WithContext("flushing the state disk") : OkStatus();
     });
     if (!joined.ok()) return joined.WithContext("joining the cluster");
+    return OkStatus();
+  }
+
+  // kubeadm join until the node has joined (docs/kubernetes-node.md, "When kubeadm join
+  // fails"). A join that fails in a way that can pass (kubeadm exited non-zero: the API server
+  // unreachable, a token or CA pin it refused, a TLS bootstrap that timed out) is logged with
+  // kubeadm's own words and shown in the unit's status; what it left is cleared, and after a
+  // backoff the node attests again for a fresh ticket (a new bootstrap token; with a state
+  // disk, the same disk key, checked) and joins again. The state disk stays as it is: formatted,
+  // mounted, its progress recorded. `ticket` is replaced by each new ticket (the caller scrubs
+  // the last one); `disk_key` is null on a diskless node.
+  Status KubeadmJoinUntilJoined(v1::JoinTicket& ticket, const std::string& disk_uuid,
+                                const SecretBytes* disk_key) {
+    std::mt19937_64 rng(std::random_device{}());
+    for (int attempt = 1;; ++attempt) {
+      Status st = KubeadmJoin(ticket);
+      if (st.ok() || !IsRetryable(st)) return st;
+      if (KubeletBootstrapped(options_.root)) {
+        // kubeadm gave up after the kubelet's TLS bootstrap (waiting for the kubelet to turn
+        // healthy): the node has its own credentials and has joined, and a second kubeadm join
+        // would be refused by its preflight. What is wrong now is the kubelet's to say.
+        spdlog::warn("kubeadm join failed after the kubelet's TLS bootstrap (its kubelet.conf and "
+                     "client certificate exist): the node has joined; see the kubelet's journal: {}",
+                     st.ToString());
+        return disk_ ? disk_->Sync().WithContext("flushing the state disk") : OkStatus();
+      }
+      if (options_.join_attempts != 0 && attempt >= options_.join_attempts) {
+        return attempt == 1 ? st
+                            : st.WithContext("giving up after " + std::to_string(attempt) +
+                                             " kubeadm join attempts");
+      }
+      const std::chrono::milliseconds delay = BackoffDelay(options_.retry, attempt - 1, rng);
+      spdlog::warn("kubeadm join attempt {} failed; clearing what it left and joining again with a "
+                   "new ticket in {} ms: {}",
+                   attempt, delay.count(), st.ToString());
+      deps_.notifier->Status("waiting: kubeadm join failed (attempt " + std::to_string(attempt) +
+                             "): " + KubeadmErrorLine(st.message()) + "; retrying in " +
+                             std::to_string((delay.count() + 999) / 1000) + " s");
+      BERTH_RETURN_IF_ERROR(ClearFailedJoin(*deps_.runner, options_.root, options_.systemctl,
+                                            options_.kubelet_unit)
+                                .WithContext("clearing a failed kubeadm join"));
+      deps_.clock->Sleep(delay);
+      Scrub(ticket);
+      BERTH_ASSIGN_OR_RETURN(ticket, RequestJoinTicket(disk_uuid));
+      if (disk_key != nullptr) {
+        SecretBytes key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
+        if (!key.Equals(*disk_key)) {
+          return Internal("berthd returned a different key for the same disk on one boot");
+        }
+      }
+    }
+  }
+
+  // The line of kubeadm's failure that says what went wrong ("error execution phase ..."),
+  // else the first line of `message`: short enough for a unit's status.
+  static std::string KubeadmErrorLine(const std::string& message) {
+    std::string first;
+    size_t start = 0;
+    while (start <= message.size()) {
+      size_t end = message.find('\n', start);
+      if (end == std::string::npos) end = message.size();
+      std::string line = TrimWhitespace(message.substr(start, end - start));
+      if (first.empty()) first = line;
+      if (line.starts_with("error execution phase") || line.starts_with("error:")) return line;
+      start = end + 1;
+    }
+    return first;
+  }
+
+  // The kubelet, once the node has joined (kubeadm started it then) or rejoined with its state
+  // disk mounted; only when the options name its unit.
+  Status StartKubeletIfConfigured() {
+    if (options_.kubelet_unit.empty()) return OkStatus();
+    Status st = Timed(Step::kStartKubelet, "starting the kubelet", [&] {
+      return StartKubelet(*deps_.runner, options_.systemctl, options_.kubelet_unit);
+    });
+    if (!st.ok()) return st.WithContext("starting the kubelet");
     return OkStatus();
   }
 
@@ -539,10 +620,11 @@ class Boot {
   Status JoinDiskless() {
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(""));
     Status joined = DropPrivileges();
-    if (joined.ok()) joined = KubeadmJoin(ticket);
+    if (joined.ok()) joined = KubeadmJoinUntilJoined(ticket, "", nullptr);
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     BERTH_RETURN_IF_ERROR(joined);
+    BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
     return Ready("joined the cluster at " + endpoint);
   }
 
@@ -560,22 +642,33 @@ class Boot {
   }
 
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
-  // whose kubelet.conf exists has joined, whatever the record says.
-  Status JoinOnce(const v1::JoinTicket& ticket, Progress progress) {
+  // whose kubelet.conf exists has joined, whatever the record says. A join that started before
+  // a restart and did not finish is cleared first (kubeadm's preflight would refuse what it
+  // left). Failed joins are retried with fresh tickets (KubeadmJoinUntilJoined), which replace
+  // `ticket`.
+  Status JoinOnce(v1::JoinTicket& ticket, Progress progress, const std::string& disk_uuid,
+                  const SecretBytes& disk_key) {
     // A control plane's etcd first, also when kubeadm already ran before a restart: this boot
     // has not started etcd yet, and the ticket's certificates are for this boot's keys.
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
-    const std::string kubelet_conf = JoinRoot(options_.root, "/etc/kubernetes/kubelet.conf");
-    if (progress.join_started && ReadFile(kubelet_conf, 1 << 20).ok()) {
-      spdlog::info("kubeadm join completed before a restart ({} exists); not joining again",
-                   kubelet_conf);
+    if (progress.join_started && KubeletBootstrapped(options_.root)) {
+      spdlog::info("kubeadm join completed before a restart (the kubelet's kubelet.conf and client "
+                   "certificate exist); not joining again");
     } else {
+      if (progress.join_started) {
+        spdlog::info("a kubeadm join started before a restart did not finish; clearing what it "
+                     "left before joining again");
+        BERTH_RETURN_IF_ERROR(ClearFailedJoin(*deps_.runner, options_.root, options_.systemctl,
+                                              options_.kubelet_unit)
+                                  .WithContext("clearing an unfinished kubeadm join"));
+      }
       progress.join_started = true;
       BERTH_RETURN_IF_ERROR(disk_->WriteProgress(progress).WithContext("recording progress"));
-      BERTH_RETURN_IF_ERROR(KubeadmJoin(ticket));
+      BERTH_RETURN_IF_ERROR(KubeadmJoinUntilJoined(ticket, disk_uuid, &disk_key));
     }
     progress.joined = true;
-    return disk_->WriteProgress(progress).WithContext("recording progress");
+    BERTH_RETURN_IF_ERROR(disk_->WriteProgress(progress).WithContext("recording progress"));
+    return StartKubeletIfConfigured();
   }
 
   Status FirstBoot() {
@@ -585,7 +678,7 @@ class Boot {
     Status st = Timed(Step::kFormatDisk, "formatting state disk",
                      [&] { return disk_->FormatIfBlank(uuid, key); });
     if (st.ok()) st = UnlockAndMount(key);
-    if (st.ok()) st = JoinOnce(ticket, Progress{});
+    if (st.ok()) st = JoinOnce(ticket, Progress{}, uuid, key);
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
     if (!st.ok()) return st;
@@ -610,6 +703,7 @@ class Boot {
           BERTH_RETURN_IF_ERROR(disk_->Mount());  // the bind mounts, if those were not made
           BERTH_RETURN_IF_ERROR(DropPrivileges());
           if (ControlPlane() && progress.pki_written) BERTH_RETURN_IF_ERROR(StartEtcd(0));
+          BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
           return Ready("node joined by an earlier run in this boot; state disk " + uuid +
                        " mounted");
         }
@@ -628,13 +722,14 @@ class Boot {
         }
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
       }
+      BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
       return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
     }
     // Formatted on an earlier boot that did not get as far as joining: join now.
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
     SecretBytes second_key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
     Status st = second_key.Equals(key)
-                    ? JoinOnce(ticket, progress)
+                    ? JoinOnce(ticket, progress, uuid, key)
                     : Internal("berthd returned a different key for the same disk on one boot");
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);

@@ -6,6 +6,9 @@
 //     diskless:    RequestTicket -> KubeadmJoin
 //   after Mount (diskless: after RequestTicket), DropPrivileges: only root's file access is
 //   kept, for the agent and for kubeadm (privileges.h)
+//   a KubeadmJoin that fails is retried (AgentOptions::join_attempts): RequestTicket again
+//   (the same disk key), KubeadmJoin; once joined or rejoined, StartKubelet (when a
+//   kubelet_unit is given)
 //   control planes (state disk required), before KubeadmJoin: WriteEtcdPki -> StartEtcd (waits
 //   until the node's etcd is a voting member); on later boots: StartEtcd
 // Progress is recorded on the state disk, so a crash at any point resumes: the disk is never
@@ -37,6 +40,15 @@ struct AgentOptions {
   std::string enrolment_path = kDefaultEnrolmentPath;  // inside root
   std::string tcti = "device:/dev/tpmrm0";
   std::string kubeadm = "/usr/bin/kubeadm";           // not inside root: the tool to run
+  std::string systemctl = "/bin/systemctl";           // not inside root
+  // The kubelet's systemd unit (the node image: kubelet.service). The agent starts it once the
+  // node has joined or rejoined with its state disk mounted (on a first boot kubeadm join has
+  // started it already), and stops it before a failed kubeadm join is tried again. Empty: the
+  // agent never starts or stops a kubelet (hosts, and guests without systemd).
+  std::string kubelet_unit;
+  // kubeadm join attempts before giving up (0: until the node joins). Each retry clears what
+  // the failed attempt left and joins with a fresh ticket; the backoff is `retry`'s.
+  int join_attempts = 0;
   RetryPolicy retry;
   std::chrono::milliseconds call_timeout{30000};
   std::string sev_guest = kSevGuestDevice;  // SEV-SNP nodes: the guest device (not inside root)

@@ -92,6 +92,9 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
     out << YAML::Key << "skipPhases" << YAML::Value << YAML::BeginSeq
         << YAML::DoubleQuoted << "control-plane-join/etcd" << YAML::EndSeq;
   }
+  out << YAML::Key << "timeouts" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "discovery" << YAML::Value << YAML::DoubleQuoted << kKubeadmDiscoveryTimeout;
+  out << YAML::EndMap;
   out << YAML::EndMap;
   SecretBytes config(out.c_str(), out.size());
   // The emitter's buffer held the token too.
@@ -100,7 +103,8 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
 }
 
 Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const std::string& root,
-                      const SecretBytes& config, const SecretBytes* discovery_kubeconfig) {
+                      const SecretBytes& config, const SecretBytes* discovery_kubeconfig,
+                      const std::vector<std::string>& redact) {
   const std::string path = JoinRoot(root, kJoinConfigPath);
   const std::string discovery_path = JoinRoot(root, kDiscoveryKubeconfigPath);
   BERTH_RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/')), 0700));
@@ -116,10 +120,55 @@ Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const s
   }
   if (!result.ok()) return result.status().WithContext("running kubeadm");
   if (!result->success()) {
-    std::string tail = result->output.size() > 2000
-                           ? result->output.substr(result->output.size() - 2000)
-                           : result->output;
-    return Internal("kubeadm join failed (" + result->Describe() + "): " + TrimWhitespace(tail));
+    std::string output = std::move(result->output);
+    for (const std::string& secret : redact) {
+      if (secret.empty()) continue;
+      static constexpr std::string_view kRedacted = "<redacted>";
+      for (size_t at = output.find(secret); at != std::string::npos;
+           at = output.find(secret, at + kRedacted.size())) {
+        WipeMemory(output.data() + at, secret.size());
+        output.replace(at, secret.size(), kRedacted);
+      }
+    }
+    std::string tail = output.size() > 2000 ? output.substr(output.size() - 2000) : output;
+    WipeMemory(output.data(), output.size());
+    return Unavailable("kubeadm join failed (" + result->Describe() + "): " + TrimWhitespace(tail));
+  }
+  return OkStatus();
+}
+
+bool KubeletBootstrapped(const std::string& root) {
+  return access(JoinRoot(root, kKubeletConfPath).c_str(), F_OK) == 0 &&
+         access(JoinRoot(root, kKubeletClientCertPath).c_str(), F_OK) == 0;
+}
+
+Status ClearFailedJoin(ProcessRunner& runner, const std::string& root,
+                       const std::string& systemctl, const std::string& kubelet_unit) {
+  if (KubeletBootstrapped(root)) {
+    return FailedPrecondition(JoinRoot(root, kKubeletConfPath) + " and " +
+                              JoinRoot(root, kKubeletClientCertPath) +
+                              " exist: this node has joined; not clearing it");
+  }
+  if (!kubelet_unit.empty()) {
+    BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run({systemctl, "stop", kubelet_unit}));
+    if (!r.success()) {
+      return Unavailable(systemctl + " stop " + kubelet_unit + " failed (" + r.Describe() +
+                         "): " + TrimWhitespace(r.output));
+    }
+  }
+  for (const char* leftover : kJoinLeftovers) {
+    const std::string path = JoinRoot(root, leftover);
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("removing " + path);
+  }
+  return OkStatus();
+}
+
+Status StartKubelet(ProcessRunner& runner, const std::string& systemctl,
+                    const std::string& kubelet_unit) {
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run({systemctl, "start", kubelet_unit}));
+  if (!r.success()) {
+    return Unavailable(systemctl + " start " + kubelet_unit + " failed (" + r.Describe() +
+                       "): " + TrimWhitespace(r.output));
   }
   return OkStatus();
 }

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   app.add_option("--enrolment", o.enrolment_path, "EnrolmentConfig path (inside --root)")->capture_default_str();
   app.add_option("--tcti", o.tcti, "tpm2-tss TCTI of the TPM")->capture_default_str();
   app.add_option("--kubeadm", o.kubeadm, "kubeadm binary")->capture_default_str();
+  app.add_option("--kubelet-unit", o.kubelet_unit, "the kubelet's systemd unit, started once the node has joined with its state disk mounted (default: none is started)");
+  app.add_option("--join-attempts", o.join_attempts, "kubeadm join attempts before giving up, each with a fresh ticket (0: until the node joins)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--sev-guest", o.sev_guest, "SEV-SNP guest device")->capture_default_str();
   app.add_option("--snp-vmpl", o.snp_vmpl, "VMPL to request SEV-SNP reports at")->capture_default_str()->check(CLI::Range(0, 3));
   app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);

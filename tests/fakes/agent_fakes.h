@@ -52,9 +52,16 @@ class FakeProcessRunner : public ProcessRunner {
       }
     }
     seen_configs.push_back(seen);
+    if (!script.empty()) {
+      Result<ProcessResult> next = script.front();
+      script.pop_front();
+      return next;
+    }
     return result;
   }
 
+  // Answers in order, one per call while not empty; then `result`.
+  std::deque<Result<ProcessResult>> script;
   Result<ProcessResult> result = ProcessResult{.exit_code = 0, .signal = 0, .output = ""};
   std::vector<std::vector<std::string>> argvs;
   std::vector<std::vector<std::string>> envs;

@@ -24,6 +24,7 @@ namespace berth::agent {
 namespace {
 
 using std::chrono::milliseconds;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::EndsWith;
 using ::testing::HasSubstr;
@@ -481,11 +482,12 @@ TEST_F(RunAgentTest, MalformedTicketIsRefusedWithoutRunningKubeadm) {
 
 TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
   WriteEnrolment(ValidConfig());
+  options_.join_attempts = 1;
   runner_.result = ProcessResult{
       .exit_code = 1, .signal = 0, .output = "error execution phase kubelet-start: timed out\n"};
 
   Status st = RunAgent(options_, deps_);
-  EXPECT_EQ(st.code(), Code::kInternal);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
   EXPECT_EQ(st.message(),
             "joining the cluster: kubeadm join failed (exit code 1): error execution phase "
             "kubelet-start: timed out");
@@ -493,6 +495,91 @@ TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
   EXPECT_EQ(runner_.argvs.size(), 1u);
   EXPECT_EQ(notifier_.ready_count(), 0);
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+}
+
+// kubeadm failing (here: the API server unreachable) is retried: the kubelet the attempt
+// started is stopped, what it left is removed, and after a backoff the node attests again for
+// a fresh ticket and joins with it; the unit's status says what failed meanwhile. Once joined,
+// the kubelet is started (a no-op after kubeadm's own start, but the same on every path).
+TEST_F(RunAgentTest, AFailedKubeadmJoinIsRetriedWithAFreshTicketAfterClearingIt) {
+  WriteEnrolment(ValidConfig());
+  options_.kubelet_unit = "kubelet.service";
+  const ProcessResult refused{
+      .exit_code = 1,
+      .signal = 0,
+      .output = "[preflight] Running pre-flight checks\nerror execution phase preflight: "
+                "couldn't validate the identity of the API Server: connection refused\nTo see "
+                "the stack trace of this error execute with --v=5 or higher\n"};
+  runner_.script = {refused};
+  ASSERT_TRUE(MakeDirs(root_.path() + "/etc/kubernetes/pki").ok());
+  berth::testing::MustWrite(root_.path() + "/etc/kubernetes/pki/ca.crt", "left by attempt 1");
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(runner_.argvs.size(), 4u);
+  EXPECT_THAT(runner_.argvs[0], ElementsAre("/usr/bin/kubeadm", "join", "--config", JoinConfigPath()));
+  EXPECT_THAT(runner_.argvs[1], ElementsAre("/bin/systemctl", "stop", "kubelet.service"));
+  EXPECT_THAT(runner_.argvs[2], ElementsAre("/usr/bin/kubeadm", "join", "--config", JoinConfigPath()));
+  EXPECT_THAT(runner_.argvs[3], ElementsAre("/bin/systemctl", "start", "kubelet.service"));
+  EXPECT_FALSE(std::filesystem::exists(root_.path() + "/etc/kubernetes/pki/ca.crt"));
+  // Attested twice: a ticket per attempt.
+  EXPECT_THAT(berthd_.calls, ElementsAre("Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1",
+                                         "Challenge@127.0.0.1:1", "IssueJoinTicket@127.0.0.1:1"));
+  // The first retry waits initial_backoff with jitter: 500 to 1000 ms.
+  EXPECT_GE(clock_.slept_ms(), 500);
+  EXPECT_LE(clock_.slept_ms(), 1000);
+  EXPECT_THAT(notifier_.events,
+              Contains("STATUS=waiting: kubeadm join failed (attempt 1): error "
+                                "execution phase preflight: couldn't validate the identity of "
+                                "the API Server: connection refused; retrying in 1 s"));
+  EXPECT_EQ(notifier_.ready_count(), 1);
+  EXPECT_EQ(notifier_.events.back(), "READY=1");
+  EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
+}
+
+// kubeadm may give up after the kubelet's TLS bootstrap (the kubelet did not turn healthy in
+// time): the node has its credentials (kubelet.conf and its certificate) and has joined; a
+// second kubeadm join
+// would only be refused by its preflight.
+TEST_F(RunAgentTest, AKubeadmJoinThatFailsAfterTheTlsBootstrapHasJoined) {
+  WriteEnrolment(ValidConfig());
+  options_.kubelet_unit = "kubelet.service";
+  runner_.script = {ProcessResult{
+      .exit_code = 1,
+      .signal = 0,
+      .output = "error execution phase kubelet-wait-bootstrap: failed while waiting for the "
+                "kubelet to start\n"}};
+  ASSERT_TRUE(MakeDirs(root_.path() + "/etc/kubernetes").ok());
+  ASSERT_TRUE(MakeDirs(root_.path() + "/var/lib/kubelet/pki").ok());
+  berth::testing::MustWrite(root_.path() + "/etc/kubernetes/kubelet.conf", "written by the kubelet");
+  berth::testing::MustWrite(root_.path() + kKubeletClientCertPath, "its certificate");
+
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(runner_.argvs.size(), 2u);
+  EXPECT_EQ(runner_.argvs[0][0], "/usr/bin/kubeadm");
+  EXPECT_THAT(runner_.argvs[1], ElementsAre("/bin/systemctl", "start", "kubelet.service"));
+  EXPECT_EQ(berthd_.join_requests.size(), 1u);
+  EXPECT_EQ(notifier_.ready_count(), 1);
+  EXPECT_TRUE(std::filesystem::exists(root_.path() + "/etc/kubernetes/kubelet.conf"));
+}
+
+TEST_F(RunAgentTest, KubeadmJoinAttemptsAreBoundedByTheOption) {
+  WriteEnrolment(ValidConfig());
+  options_.join_attempts = 3;
+  runner_.result = ProcessResult{
+      .exit_code = 1, .signal = 0, .output = "error execution phase preflight: boom\n"};
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(),
+            "giving up after 3 kubeadm join attempts: joining the cluster: kubeadm join failed "
+            "(exit code 1): error execution phase preflight: boom");
+  // No kubelet unit: nothing but kubeadm ran; three tickets, three joins.
+  ASSERT_EQ(runner_.argvs.size(), 3u);
+  for (const auto& argv : runner_.argvs) EXPECT_EQ(argv[0], "/usr/bin/kubeadm");
+  EXPECT_EQ(berthd_.join_requests.size(), 3u);
+  EXPECT_EQ(notifier_.ready_count(), 0);
 }
 
 std::string EkSpkiHash(Tpm& tpm) {

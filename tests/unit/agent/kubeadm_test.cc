@@ -46,8 +46,8 @@ TEST(RenderJoinConfigurationTest, EveryFieldRoundTripsAndNothingElseIsRendered) 
   YAML::Node doc = YAML::Load(Text(RenderJoinConfiguration(join, "node-1")));
 
   ASSERT_TRUE(doc.IsMap());
-  EXPECT_EQ(KeysOf(doc),
-            (std::set<std::string>{"apiVersion", "kind", "discovery", "nodeRegistration"}));
+  EXPECT_EQ(KeysOf(doc), (std::set<std::string>{"apiVersion", "kind", "discovery",
+                                                "nodeRegistration", "timeouts"}));
   EXPECT_EQ(doc["apiVersion"].as<std::string>(), "kubeadm.k8s.io/v1beta4");
   EXPECT_EQ(doc["kind"].as<std::string>(), "JoinConfiguration");
 
@@ -65,6 +65,11 @@ TEST(RenderJoinConfigurationTest, EveryFieldRoundTripsAndNothingElseIsRendered) 
   ASSERT_TRUE(doc["nodeRegistration"].IsMap());
   EXPECT_EQ(KeysOf(doc["nodeRegistration"]), (std::set<std::string>{"name"}));
   EXPECT_EQ(doc["nodeRegistration"]["name"].as<std::string>(), "node-1");
+
+  // One attempt's discovery is bounded; berth-agent retries the join itself.
+  ASSERT_TRUE(doc["timeouts"].IsMap());
+  EXPECT_EQ(KeysOf(doc["timeouts"]), (std::set<std::string>{"discovery"}));
+  EXPECT_EQ(doc["timeouts"]["discovery"].as<std::string>(), "1m0s");
 }
 
 TEST(RenderJoinConfigurationTest, BracketedIpv6EndpointRoundTrips) {
@@ -253,7 +258,8 @@ TEST_F(RunKubeadmJoinTest, NonZeroExitIsAnErrorWithKubeadmsOutputAndTheFileIsSti
                     .signal = 0,
                     .output = "\n[preflight] Running pre-flight checks\nerror: boom\n\n"};
   Status st = RunKubeadmJoin(runner_, "/usr/bin/kubeadm", root_.path(), Config());
-  EXPECT_EQ(st.code(), Code::kInternal);
+  // UNAVAILABLE: a join that failed may be tried again (berth-agent does, after clearing it).
+  EXPECT_EQ(st.code(), Code::kUnavailable);
   EXPECT_EQ(
       st.message(),
       "kubeadm join failed (exit code 1): [preflight] Running pre-flight checks\nerror: boom");
@@ -265,7 +271,7 @@ TEST_F(RunKubeadmJoinTest, NonZeroExitIsAnErrorWithKubeadmsOutputAndTheFileIsSti
 TEST_F(RunKubeadmJoinTest, KilledKubeadmIsAnError) {
   runner_.result = ProcessResult{.exit_code = -1, .signal = 9, .output = ""};
   Status st = RunKubeadmJoin(runner_, "/usr/bin/kubeadm", root_.path(), Config());
-  EXPECT_EQ(st.code(), Code::kInternal);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
   EXPECT_EQ(st.message(), "kubeadm join failed (killed by signal 9): ");
   EXPECT_FALSE(std::filesystem::exists(ConfigPath()));
 }
@@ -276,6 +282,19 @@ TEST_F(RunKubeadmJoinTest, OnlyTheLast2000CharactersOfLongOutputAreKept) {
       ProcessResult{.exit_code = 2, .signal = 0, .output = std::string(5000, 'a') + tail};
   Status st = RunKubeadmJoin(runner_, "/usr/bin/kubeadm", root_.path(), Config());
   EXPECT_EQ(st.message(), "kubeadm join failed (exit code 2): " + tail);
+}
+
+// kubeadm quotes what it was given in some errors; the token never reaches a log or a status.
+TEST_F(RunKubeadmJoinTest, SecretsInKubeadmsOutputAreRedacted) {
+  runner_.result = ProcessResult{
+      .exit_code = 1,
+      .signal = 0,
+      .output = "token " + kToken + " refused; again: " + kToken + kToken + "\n"};
+  Status st = RunKubeadmJoin(runner_, "/usr/bin/kubeadm", root_.path(), Config(), nullptr,
+                             {kToken, ""});
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(), "kubeadm join failed (exit code 1): token <redacted> refused; again: "
+                          "<redacted><redacted>");
 }
 
 TEST_F(RunKubeadmJoinTest, KubeadmThatCannotStartIsAnErrorAndTheFileIsStillRemoved) {
@@ -295,6 +314,90 @@ TEST_F(RunKubeadmJoinTest, AnUnwritableRootFailsBeforeKubeadmRuns) {
   EXPECT_FALSE(st.ok());
   EXPECT_THAT(st.message(), HasSubstr(root_.path() + "/run"));
   EXPECT_TRUE(runner_.argvs.empty());
+}
+
+// ---- ClearFailedJoin, StartKubelet ----
+
+class ClearFailedJoinTest : public ::testing::Test {
+ protected:
+  void Write(const std::string& path) {
+    ASSERT_TRUE(MakeDirs(root_.path() + path.substr(0, path.rfind('/'))).ok());
+    berth::testing::MustWrite(root_.path() + path, "x");
+  }
+  bool Exists(const std::string& path) const {
+    return std::filesystem::exists(root_.path() + path);
+  }
+
+  berth::testing::TempDir root_;
+  FakeProcessRunner runner_;
+};
+
+TEST_F(ClearFailedJoinTest, StopsTheKubeletAndRemovesExactlyWhatAJoinLeavesBeforeItsBootstrap) {
+  for (const char* f : kJoinLeftovers) Write(f);
+  // Not kubeadm's: the kubelet's own keys (a kubelet-client-current.pem would make the node
+  // joined), the state disk's other files, etcd's PKI.
+  Write("/var/lib/kubelet/pki/kubelet.crt");
+  Write("/etc/kubernetes/pki/etcd/ca.crt");
+  Write("/etc/kubernetes/other.conf");
+
+  Status st = ClearFailedJoin(runner_, root_.path(), "/bin/systemctl", "kubelet.service");
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_THAT(runner_.argvs, ElementsAre(ElementsAre("/bin/systemctl", "stop", "kubelet.service")));
+  for (const char* f : kJoinLeftovers) EXPECT_FALSE(Exists(f)) << f;
+  EXPECT_TRUE(Exists("/var/lib/kubelet/pki/kubelet.crt"));
+  EXPECT_TRUE(Exists("/etc/kubernetes/pki/etcd/ca.crt"));
+  EXPECT_TRUE(Exists("/etc/kubernetes/other.conf"));
+  EXPECT_TRUE(Exists("/etc/kubernetes/pki"));
+}
+
+TEST_F(ClearFailedJoinTest, NothingLeftAndNoKubeletUnitIsFine) {
+  Status st = ClearFailedJoin(runner_, root_.path(), "/bin/systemctl", "");
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(runner_.argvs.empty());
+}
+
+TEST_F(ClearFailedJoinTest, AJoinedNodeIsNeverCleared) {
+  for (const char* f : kJoinLeftovers) Write(f);
+  Write(kKubeletClientCertPath);
+  EXPECT_TRUE(KubeletBootstrapped(root_.path()));
+  Status st = ClearFailedJoin(runner_, root_.path(), "/bin/systemctl", "kubelet.service");
+  EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(st.message(), root_.path() + "/etc/kubernetes/kubelet.conf and " + root_.path() +
+                              "/var/lib/kubelet/pki/kubelet-client-current.pem exist: this node "
+                              "has joined; not clearing it");
+  EXPECT_TRUE(runner_.argvs.empty());
+  for (const char* f : kJoinLeftovers) EXPECT_TRUE(Exists(f)) << f;
+  EXPECT_TRUE(Exists(kKubeletClientCertPath));
+}
+
+// The kubelet writes kubelet.conf before the certificate it names: alone, it is a leftover.
+TEST_F(ClearFailedJoinTest, AKubeletConfWithoutItsCertificateIsALeftover) {
+  Write(kKubeletConfPath);
+  EXPECT_FALSE(KubeletBootstrapped(root_.path()));
+  ASSERT_TRUE(ClearFailedJoin(runner_, root_.path(), "/bin/systemctl", "").ok());
+  EXPECT_FALSE(Exists(kKubeletConfPath));
+}
+
+TEST_F(ClearFailedJoinTest, AKubeletThatDoesNotStopIsUnavailableAndNothingIsRemoved) {
+  for (const char* f : kJoinLeftovers) Write(f);
+  runner_.result = ProcessResult{.exit_code = 1, .signal = 0, .output = "Failed to stop\n"};
+  Status st = ClearFailedJoin(runner_, root_.path(), "/bin/systemctl", "kubelet.service");
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(),
+            "/bin/systemctl stop kubelet.service failed (exit code 1): Failed to stop");
+  for (const char* f : kJoinLeftovers) EXPECT_TRUE(Exists(f)) << f;
+}
+
+TEST(StartKubeletTest, StartsTheUnitAndSaysWhySystemctlFailed) {
+  FakeProcessRunner runner;
+  ASSERT_TRUE(StartKubelet(runner, "/bin/systemctl", "kubelet.service").ok());
+  EXPECT_THAT(runner.argvs, ElementsAre(ElementsAre("/bin/systemctl", "start", "kubelet.service")));
+
+  runner.result = ProcessResult{.exit_code = 5, .signal = 0, .output = "Unit not found.\n"};
+  Status st = StartKubelet(runner, "/bin/systemctl", "kubelet.service");
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(st.message(),
+            "/bin/systemctl start kubelet.service failed (exit code 5): Unit not found.");
 }
 
 }  // namespace

@@ -95,7 +95,8 @@ class FakeMounter : public Mounter {
   std::vector<std::string> mounted, binds;
 };
 
-// mkfs marks the fake disk; kubeadm join leaves kubelet.conf behind, like the real one.
+// mkfs marks the fake disk; kubeadm join leaves kubelet.conf and the client certificate it
+// names behind, like the real one after the kubelet's TLS bootstrap.
 class NodeRunner : public FakeProcessRunner {
  public:
   NodeRunner(FakeDiskState* disk, std::string root) : disk_(disk), root_(std::move(root)) {}
@@ -110,7 +111,11 @@ class NodeRunner : public FakeProcessRunner {
     auto r = FakeProcessRunner::Run(argv, env);
     if (r.ok() && r->success() && argv[1] == "join") {
       EXPECT_TRUE(MakeDirs(root_ + "/etc/kubernetes").ok());
+      EXPECT_TRUE(MakeDirs(root_ + "/var/lib/kubelet/pki").ok());
+      EXPECT_TRUE(std::filesystem::exists(root_ + "/etc/kubernetes/kubelet.conf") == false);
       berth::testing::MustWrite(root_ + "/etc/kubernetes/kubelet.conf", "kubeconfig");
+      berth::testing::MustWrite(root_ + "/var/lib/kubelet/pki/kubelet-client-current.pem",
+                                "certificate and key");
     }
     return r;
   }
@@ -372,6 +377,24 @@ TEST_F(StateDiskFlowTest, CrashDuringKubeadmRunsItAgain) {
   Status st = Boot();
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(runner_.argvs.size(), 1u);
+}
+
+// The kubelet writes kubelet.conf before it has the certificate it names: power lost in
+// between leaves a node that has not joined. What kubeadm and the kubelet left is cleared
+// (kubeadm's preflight would refuse it) and the node joins again.
+TEST_F(StateDiskFlowTest, CrashDuringTheTlsBootstrapClearsWhatItLeftAndJoinsAgain) {
+  ASSERT_TRUE(Boot().ok());
+  berth::testing::MustWrite(root_.Join("var/lib/berth/state/.berth/progress.json"),
+                            "{\"join_started\":true,\"joined\":false,\"version\":1}\n", 0600);
+  std::filesystem::remove(root_.Join("var/lib/kubelet/pki/kubelet-client-current.pem"));
+  berth::testing::MustWrite(root_.Join("etc/kubernetes/bootstrap-kubelet.conf"), "token");
+  Status st = Boot();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  // The fake kubeadm checks that kubelet.conf was gone when it ran.
+  EXPECT_EQ(runner_.argvs.size(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(root_.Join("etc/kubernetes/bootstrap-kubelet.conf")));
+  EXPECT_TRUE(std::filesystem::exists(root_.Join("var/lib/kubelet/pki/kubelet-client-current.pem")));
+  EXPECT_EQ(*ProgressFile(), "{\"join_started\":true,\"joined\":true,\"version\":1}\n");
 }
 
 TEST_F(StateDiskFlowTest, CorruptProgressIsAHardStop) {
