@@ -21,14 +21,19 @@ A library (class Vm) and a command (`berth_vm.py run ...`, see --help). One VM i
 - QEMU user networking (the guest reaches the host's loopback at 10.0.2.2), with optional
   host port forwards;
 - the serial console written to a log file, which is watched for markers: the run can wait
-  for a marker, or kill the VM the moment a marker appears (SIGKILL: a power cut).
+  for a marker, or kill the VM the moment a marker appears (SIGKILL: a power cut);
+- QEMU's QMP socket, through which the command presses the guest's ACPI power button when it
+  gets SIGUSR1 (a clean shutdown by the guest's systemd: how a test ends a node it let run),
+  and optionally a copy of the console with the time each line appeared (--serial-times), for
+  the boot-time benchmark.
 
 TCG by default; --accel kvm (or BERTH_QEMU_ACCEL=kvm) where KVM works (on some hosts /dev/kvm
 exists but QEMU cannot use it, so it is never picked on its own).
 
 The command prints one JSON line on stdout:
   {"outcome": "poweroff" | "killed-at-marker" | "timeout" | "exited" | "error",
-   "seconds": ..., "exit_code": N, "marker": "...", "missing_markers": [...]}
+   "seconds": ..., "exit_code": N, "marker": "...", "missing_markers": [...],
+   "power_button": SECONDS (when SIGUSR1 pressed it, if it did)}
 and exits 0 for "poweroff" and "killed-at-marker", 3 for "timeout", 4 when an
 --expect-marker never appeared, 1 otherwise (including QEMU or swtpm failing to start; the
 reason is on stderr). "poweroff" means the guest printed qemu/guest/init's poweroff marker
@@ -47,9 +52,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -97,7 +104,8 @@ class Vm:
     def __init__(self, serial_log, kernel=None, initrd=None, append="", firmware=None,
                  firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
                  network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
-                 bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER):
+                 bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER,
+                 serial_times=None):
         if (kernel is None) == (firmware is None):
             raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
         self.serial_log = os.path.abspath(serial_log)
@@ -119,6 +127,10 @@ class Vm:
         self.accel = accel or os.environ.get("BERTH_QEMU_ACCEL", "tcg")
         self.qemu_log = qemu_log or self.serial_log + ".qemu"
         self.extra_args = list(extra_args)
+        self.serial_times = os.path.abspath(serial_times) if serial_times else None
+        self._times_thread = None
+        self._times_stop = threading.Event()
+        self.qmp_socket = None
         self.qemu = None
         self.swtpm = None
         self.rundir = None
@@ -150,6 +162,8 @@ class Vm:
              "-m", str(self.memory_mib), "-smp", str(self.cpus),
              "-serial", "file:" + self.serial_log, "-monitor", "none",
              "-device", "virtio-rng-pci"]
+        if self.qmp_socket:
+            a += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         if self.bios:
             a += ["-bios", self.bios]
         if self.kernel:
@@ -201,11 +215,15 @@ class Vm:
             tpm_ctrl = self._start_swtpm() if self.swtpm_state else None
             open(self.serial_log, "wb").close()
             self._seen = ""
+            self.qmp_socket = os.path.join(self.rundir, "qmp.sock")
             qlog = open(self.qemu_log, "wb")
             self.started = time.monotonic()
             self.qemu = subprocess.Popen(self.argv(tpm_ctrl, config_image), stdin=subprocess.DEVNULL,
                                          stdout=qlog, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=_die_with_parent)
+            if self.serial_times:
+                self._times_thread = threading.Thread(target=self._stamp_serial, daemon=True)
+                self._times_thread.start()
         except Exception:
             self.close()
             raise
@@ -224,6 +242,52 @@ class Vm:
 
     def running(self):
         return self.qemu is not None and self.qemu.poll() is None
+
+    def _stamp_serial(self):
+        """Copies each complete console line to serial_times as "SECONDS LINE", SECONDS being
+        when it was first seen (polled every 20 ms) since QEMU was started."""
+        pos, partial = 0, b""
+        with open(self.serial_times, "w") as out:
+            while True:
+                stopping = self._times_stop.is_set()
+                try:
+                    with open(self.serial_log, "rb") as f:
+                        f.seek(pos)
+                        chunk = f.read()
+                except OSError:
+                    chunk = b""
+                pos += len(chunk)
+                t = time.monotonic() - self.started
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    out.write("%.3f %s\n" % (t, line.rstrip(b"\r").decode("utf-8", "replace")))
+                out.flush()
+                if stopping:
+                    if partial:
+                        out.write("%.3f %s\n" % (t, partial.decode("utf-8", "replace")))
+                    return
+                time.sleep(0.02)
+
+    def press_power_button(self):
+        """The guest's ACPI power button (QMP system_powerdown): its systemd shuts it down."""
+        if not self.running() or not self.qmp_socket:
+            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.qmp_socket)
+            f = s.makefile("rwb")
+            f.readline()  # the greeting
+            for cmd in ("qmp_capabilities", "system_powerdown"):
+                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                f.flush()
+                while True:  # skip events until the command's answer
+                    answer = json.loads(f.readline() or b"{}")
+                    if "return" in answer or "error" in answer or not answer:
+                        break
+                if "error" in answer:
+                    raise VmError("QMP %s: %s" % (cmd, answer["error"]))
+        return True
 
     def wait_for(self, markers, timeout):
         """Waits until one of `markers` is on the console; returns it, or None if QEMU exited
@@ -265,6 +329,10 @@ class Vm:
         if self.qemu is not None and self.qemu.poll() is None:
             self.qemu.kill()
             self.qemu.wait()
+        if self._times_thread is not None:
+            self._times_stop.set()
+            self._times_thread.join()
+            self._times_thread = None
         if self.swtpm is not None:
             if self.swtpm.poll() is None:
                 self.swtpm.terminate()  # swtpm saves its state on SIGTERM
@@ -324,13 +392,21 @@ def run(args):
             swtpm_state=args.swtpm_state, hostfwds=args.hostfwd, network=not args.no_network,
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
             bios=args.bios, extra_args=args.qemu_arg, netdev_opts=args.netdev_opts,
-            poweroff_marker=marker or POWEROFF_MARKER)
+            poweroff_marker=marker or POWEROFF_MARKER, serial_times=args.serial_times)
     result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
+    def on_power_button(signum, frame):
+        try:
+            if vm.press_power_button():
+                result["power_button"] = round(vm.elapsed(), 3)
+        except (OSError, ValueError, VmError) as e:
+            sys.stderr.write(f"berth_vm: pressing the power button: {e}\n")
+
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_power_button)
     try:
         vm.start()
         markers = list(args.kill_at_marker)
@@ -403,6 +479,9 @@ def main():
                    help="fail (exit 4) unless this text was on the console (repeatable)")
     r.add_argument("--qemu-arg", action="append", default=[],
                    help="an extra QEMU argument, passed as is (repeatable)")
+    r.add_argument("--serial-times",
+                   help="also write each console line here as \"SECONDS LINE\", SECONDS since "
+                        "QEMU started (when the line appeared, to 20 ms)")
     args = p.parse_args()
     if args.ovmf and args.firmware:
         p.error("--ovmf or --firmware, not both")

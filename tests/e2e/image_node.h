@@ -1,18 +1,22 @@
 // A node booted from the node image (image/, docs/image.md) in QEMU with OVMF and swtpm, for
-// the image e2e tests: its own ESP disk (the image's UKI, its EnrolmentConfig, the test
-// report's options), the shared read-only root disk, its state disk and TPM state, which
-// persist across its boots. Each boot is one run of `qemu/berth_vm.py run --ovmf`; the image
-// is built with --test, so berth-test-report.service prints the node's state on the serial
-// console ("berth-test: KEY=VALUE") once berth-agent has finished, and powers off.
+// the image e2e tests and the time-to-Ready benchmark: its own ESP disk (the image's UKI, its
+// EnrolmentConfig, the test report's options), the shared read-only root disk, its state disk
+// and TPM state, which persist across its boots. Each boot is one run of
+// `qemu/berth_vm.py run --ovmf`; the image is built with --test, so berth-test-report.service
+// prints the node's state on the serial console ("berth-test: KEY=VALUE") once berth-agent has
+// finished, and powers off, or, with HOLD=1 among the options, keeps the node (and its
+// kubelet) running until the test presses its ACPI power button.
 // Not thread-safe.
 #pragma once
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "berth/v1/berth.pb.h"
+#include "common/subprocess.h"
 
 namespace berth::testing {
 
@@ -24,30 +28,53 @@ struct ImageBootOptions {
   // Without one the ESP has no EnrolmentConfig and berth-agent does not start
   // (ConditionPathExists): the reference boot.
   const v1::EnrolmentConfig* enrolment = nullptr;
-  // Lines of the ESP's /berth-test/options (WRITE=..., IDENTITY=1; see image/test/).
+  // Lines of the ESP's /berth-test/options (WRITE=..., IDENTITY=1, HOLD=1; see image/test/).
   std::vector<std::string> options;
   // Another UKI to boot instead of the image's (e.g. with another command line).
   std::string uki;
   // More options of QEMU's user network, and host forwards.
   std::string netdev_opts;
   std::vector<std::string> hostfwds;
-  int memory_mib = 1024;
-  std::chrono::seconds timeout{600};
+  int memory_mib = 2048;
+  std::chrono::seconds timeout{900};
 };
 
 struct ImageBoot {
   std::string outcome;  // berth_vm.py's: "poweroff", "timeout", ...
   double seconds = 0;
+  double power_button = -1;  // when the test pressed the power button (s after VM start)
   std::string serial;
+  // "SECONDS LINE" for each console line: when it appeared, seconds after QEMU started.
+  std::string serial_times;
   // "berth-test: KEY=VALUE" lines: the last value of each key.
   std::map<std::string, std::string> reports;
   // "berth-test: begin NAME" ... "berth-test: end NAME" blocks.
   std::map<std::string, std::string> blocks;
-  // Every "berth-test: kubeadm-join={...}" line (the kubeadm stand-in's joins in this boot).
-  std::vector<std::string> kubeadm_joins;
 
   std::string Report(const std::string& key) const;
+  // How many console lines contain `text`.
+  int Count(const std::string& text) const;
   std::string Describe() const;
+};
+
+// A boot in progress (ImageNode::Start); its VM is stopped when it goes out of scope.
+class RunningBoot {
+ public:
+  // Whether the VM still runs.
+  bool running();
+  // What the console showed so far.
+  std::string Serial() const;
+  // Waits until the console shows `text` (true), the VM ends or `timeout` passes (false).
+  bool WaitForSerial(const std::string& text, std::chrono::seconds timeout);
+  // The guest's ACPI power button (berth_vm.py, SIGUSR1): its systemd shuts it down.
+  void PressPowerButton();
+  // Waits for the VM to end (`timeout`, then it is killed) and reads its console.
+  ImageBoot Finish(std::chrono::seconds timeout = std::chrono::seconds(300));
+
+ private:
+  friend class ImageNode;
+  Subprocess vm_;
+  std::string serial_, times_, log_;
 };
 
 class ImageNode {
@@ -55,7 +82,11 @@ class ImageNode {
   // `dir` (absolute, existing) holds the node's ESP, state disk (`disk_mib` MiB of zeros)
   // and serial logs; `tpm_state` its swtpm state directory.
   ImageNode(std::string dir, std::string tpm_state, int disk_mib = 256);
+  // Boots and waits for the VM to end.
   ImageBoot Boot(const ImageBootOptions& options);
+  // Boots in the background (null if the ESP could not be made or QEMU did not start: the
+  // test has failed then).
+  std::unique_ptr<RunningBoot> Start(const ImageBootOptions& options);
   const std::string& disk() const { return disk_; }
 
  private:
@@ -63,9 +94,9 @@ class ImageNode {
   int boots_ = 0;
 };
 
-// The node's EnrolmentConfig for image nodes: `base` with the state disk (the virtio disk
-// with serial berth-state, mounted at /var/lib/berth/state) and a PCR selection with the
-// UKI's PCR 11 (systemd-stub's measurements of its sections) next to the default ones.
+// An EnrolmentConfig for image nodes: `base` with the state disk (the virtio disk with serial
+// berth-state, mounted at /var/lib/berth/state) and a PCR selection with the UKI's PCR 11
+// (systemd-stub's measurements of its sections) next to the default ones.
 v1::EnrolmentConfig ImageEnrolment(v1::EnrolmentConfig base);
 
 }  // namespace berth::testing

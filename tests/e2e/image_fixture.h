@@ -1,0 +1,72 @@
+// What the node image's QEMU tests share (image_e2e_test.cc, image_full_e2e_test.cc): the
+// reference boot that berthd's policy comes from, nodes with manufactured TPMs, and the
+// checks of a worker that joined the real control plane (docs/kubernetes-node.md).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/e2e/image_cluster.h"
+#include "tests/e2e/image_node.h"
+#include "tests/testing/testing.h"
+
+namespace berth::testing {
+
+// The LUKS UUID of a state disk image (berthctl disk inspect), "" if it has none.
+std::string DiskUuid(const std::string& disk);
+
+// SHA-256 (hex) of a whole disk image, read in pieces.
+std::string DiskSha256(const std::string& path);
+
+// The token ids berthd minted for `node`, in order (its audit lines of granted join tickets).
+std::vector<std::string> TokenIds(const ImageCluster& cluster, const std::string& node);
+
+// The secret half of a bootstrap token, read from its Secret ("" once it is gone): to check
+// that it appears in no log.
+std::string TokenSecret(const ImageCluster& cluster, const std::string& token_id);
+
+// Waits, while the node's VM runs, until the API server says the node is Ready; fails the
+// test naming what it saw if the VM ends first or the deadline (generous: an emulated CPU on a
+// shared machine) passes.
+bool WaitForReady(const ImageCluster& cluster, const std::string& node, RunningBoot& boot,
+                  std::chrono::seconds deadline = std::chrono::seconds(900));
+
+// What the API server shows of a worker that has just turned Ready through the kubelet's TLS
+// bootstrap with `token_id`: `kubectl get nodes -o wide` (Ready, v1.37.2, 10.0.2.15,
+// containerd), and exactly one CSR by system:bootstrap:<token_id> for the kubelet's client
+// signer, auto-approved, signed by the cluster CA for system:node:<node>. Returns the SHA-256
+// (hex) of the DER of that certificate.
+std::string ExpectJoinedThroughAnApprovedCsr(const ImageCluster& cluster, const std::string& node,
+                                             const std::string& token_id);
+
+// The bootstrap token: its expiration is its creation plus `ttl_seconds`, and the
+// controller-manager's token cleaner deletes it once expired (waits for that).
+void ExpectTokenExpiresAndIsCleanedUp(const ImageCluster& cluster, const std::string& token_id,
+                                      int64_t ttl_seconds);
+
+class ImageE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+
+  // The reference boot: the image on a node with no EnrolmentConfig (berth-agent does not
+  // start), which prints its firmware event log; berthd's policy accepts exactly that boot,
+  // and TPMs with an EK certificate from the manufacturer CA.
+  std::string ReferencePolicy();
+
+  // A node with a TPM from the manufacturer and a blank 256 MiB state disk.
+  std::unique_ptr<ImageNode> NewNode(const std::string& name);
+
+  // What the node's own report says of a boot that joined (or rejoined), whose kubelet runs,
+  // and which the test powered off: the agent's unit, the state disk's mounts, the kubelet's
+  // files and where it talks to.
+  void ExpectJoinedNodeReport(const ImageBoot& boot, const ImageCluster& cluster);
+
+  TempDir dir_;
+  double reference_seconds_ = 0;
+};
+
+}  // namespace berth::testing
