@@ -10,7 +10,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev libtss2-dev libsystemd-dev libcryptsetup-dev libblkid-dev
   libcap-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
-  libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+  libcurl4-openssl-dev libgfshare-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
   # real parts the tests run
   swtpm swtpm-tools gnutls-bin tpm2-tools etcd-server etcd-client
   # tools the tests call
