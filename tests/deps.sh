@@ -15,6 +15,10 @@ packages=(
   swtpm swtpm-tools gnutls-bin tpm2-tools etcd-server etcd-client
   # tools the tests call
   gnuplot-nox openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
+  # every kind of non-blank disk the disk probe's tests make (tests/unit/agent/disk_test.cc; mdadm
+  # and lvm2 go into a QEMU guest, tests/e2e): filesystems, RAID and LVM members, bcache, erofs
+  btrfs-progs f2fs-tools exfatprogs ntfs-3g jfsutils nilfs-tools udftools reiserfsprogs
+  bcache-tools erofs-utils mdadm lvm2
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
   time  # GNU time: peak memory in the guest (qemu/bench-disk)
