@@ -498,7 +498,8 @@ TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRef
   auto r = RunBerthctl(args);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   // What `policy from` derived: pins for the PCRs without classified events, the log's boot
-  // applications, kernel, command lines and initrd, all matched by the same boot.
+  // applications, kernel, command lines and initrd, and the other events of PCRs 4, 7, 8 and 9
+  // (GRUB's commands and files), all matched by the same boot.
   EXPECT_EQ(r.out,
             "valid\nboot: pcrs sha256:0,1,2,3,5,6,14 + event log replayed to quoted "
             "sha256:0,1,2,3,4,5,6,7,8,9,14 "
@@ -510,7 +511,7 @@ TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRef
             "root=/dev/mapper/ubuntu--vg-ubuntu--lv ro...] "
             "initrds[event 154: /initrd.img-6.9.0-rc7+] "
             "kernel_cmdlines[event 155: Linux EFI stub: LoadOptions (command line)] "
-            "initrds[event 154: /initrd.img-6.9.0-rc7+] secure_boot_variables\n");
+            "initrds[event 154: /initrd.img-6.9.0-rc7+] secure_boot_variables other_events(77)\n");
   EXPECT_EQ(r.err, "");
 
   // The same boot under a policy pinning PCR 0 to another value.
