@@ -35,6 +35,11 @@ Result<SoftAk> SoftAk::Create(const std::vector<uint32_t>& pcrs) {
 }
 
 Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs) {
+  return FromKey(std::move(key), pcrs, kAkAttributes);
+}
+
+Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs,
+                               TPMA_OBJECT attributes) {
   SoftAk ak;
   if (EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_EC || EVP_PKEY_get_bits(key.get()) != 256) {
     return InvalidArgument("the software attestation key must be an EC P-256 key");
@@ -43,9 +48,7 @@ Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs
   TPMT_PUBLIC& p = ak.public_;
   p.type = TPM2_ALG_ECC;
   p.nameAlg = TPM2_ALG_SHA256;
-  p.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                       TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_NODA;
+  p.objectAttributes = attributes;
   p.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
   p.parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
   p.parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
