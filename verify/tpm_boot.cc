@@ -1,5 +1,7 @@
 #include "verify/tpm_boot.h"
 
+#include <set>
+
 #include "common/tpm/eventlog.h"
 
 namespace berth::verify {
@@ -33,7 +35,24 @@ Result<std::string> CheckQuotedBoot(const tpm::VerifiedQuote& quote,
   }
   auto log = eventlog::ParseEventLog(*event_log);
   if (!log.ok()) return log.status();
-  BERTH_ASSIGN_OR_RETURN(std::string checked, CheckEventLog(*log, quote.pcrs, rules_for_log));
+  // The PCRs of the rules' bank whose quoted values the policy fixed above: their events need
+  // no rule of their own.
+  std::set<uint32_t> pinned;
+  if (rules_for_log != nullptr) {
+    const DigestAlg bank = rules_for_log->bank;
+    if (auto b = policy->pcrs.find(bank); b != policy->pcrs.end()) {
+      for (const auto& [index, value] : b->second) pinned.insert(index);
+    }
+    for (const PcrSet& set : policy->tpm_trust.pcr_sets) {
+      if (!CheckPcrSets({set}, quote.pcrs).ok()) continue;  // the first set that matches
+      if (auto b = set.pcrs.find(bank); b != set.pcrs.end()) {
+        for (const auto& [index, value] : b->second) pinned.insert(index);
+      }
+      break;
+    }
+  }
+  BERTH_ASSIGN_OR_RETURN(std::string checked,
+                         CheckEventLog(*log, quote.pcrs, rules_for_log, pinned));
   add(checked);
   return rules;
 }

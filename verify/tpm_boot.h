@@ -1,8 +1,9 @@
 // Whether a verified TPM quote shows a boot the policy accepts: the pinned PCRs, one of the
-// PCR sets, and the measured-boot event log, trusted only as far as the quoted PCRs vouch for
-// it (tpm_policy.h CheckEventLog). berthd runs it for every TPM join; `berthctl verify
-// tpm-quote --eventlog FILE --policy FILE` runs it offline on a captured quote.
-// Pure; thread-safe.
+// PCR sets, and the measured-boot event log under the policy's event rules: the PCRs the
+// policy requires must be quoted and replay exactly, and every event in the PCRs it covers
+// must be accepted by a rule (tpm_policy.h CheckEventLog). berthd runs it for every TPM join;
+// `berthctl verify tpm-quote --eventlog FILE --policy FILE` runs it offline on a captured
+// quote. Pure; thread-safe.
 #pragma once
 
 #include <optional>

@@ -130,22 +130,141 @@ Result<int64_t> ParseTime(const YAML::Node& node) {
                          "\" is not a UTC time like 2026-02-04T00:00:00Z");
 }
 
+// The event types eventlog::ClassesMeasuredAt places classes at.
+constexpr uint32_t kClassifiedTypes[] = {eventlog::kEvEfiBootServicesApplication,
+                                         eventlog::kEvEfiVariableDriverConfig,
+                                         eventlog::kEvEventTag, eventlog::kEvIpl};
+
+// The PCRs events of class `c` are measured into, from eventlog::ClassesMeasuredAt.
+std::set<uint32_t> PcrsOfClass(eventlog::EventClass c) {
+  std::set<uint32_t> out;
+  for (uint32_t pcr = 0; pcr < 24; ++pcr) {
+    for (uint32_t type : kClassifiedTypes) {
+      auto here = eventlog::ClassesMeasuredAt(pcr, type);
+      if (std::find(here.begin(), here.end(), c) != here.end()) out.insert(pcr);
+    }
+  }
+  return out;
+}
+
+// "PCR 4", "PCR 9 or 11", "PCR 8, 9, 11 or 12".
+std::string PcrList(const std::set<uint32_t>& pcrs) {
+  std::string out = "PCR ";
+  size_t i = 0;
+  for (uint32_t p : pcrs) {
+    if (i > 0) out += i + 1 == pcrs.size() ? " or " : ", ";
+    out += std::to_string(p);
+    ++i;
+  }
+  return out;
+}
+
+Result<uint32_t> PcrIndex(const YAML::Node& node, const std::string& where) {
+  const std::string text = node.IsScalar() ? node.as<std::string>() : "";
+  char* end = nullptr;
+  unsigned long index = std::strtoul(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || index > 23) {
+    return InvalidArgument(where + ": \"" + text + "\" is not a PCR index (0-23)");
+  }
+  return static_cast<uint32_t>(index);
+}
+
+Status ParseRequiredPcrs(const YAML::Node& node, std::set<uint32_t>& out) {
+  const std::string where = "tpm.event_log.required_pcrs";
+  if (!node) {
+    return InvalidArgument(
+        where +
+        " is missing: list the PCRs every quote must cover (`berthctl policy from --eventlog` "
+        "writes every PCR the reference boot extended); without it the node would choose which "
+        "PCRs, and so which of its events, are checked");
+  }
+  if (!node.IsSequence() || node.size() == 0) {
+    return InvalidArgument(where +
+                           ": expected a non-empty list of PCR indices, e.g. [0, 1, 2, 3, 4, 5, "
+                           "6, 7, 8, 9]");
+  }
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    BERTH_ASSIGN_OR_RETURN(uint32_t pcr, PcrIndex(node[i], at));
+    if (pcr == 10) {
+      return InvalidArgument(at + ": PCR 10 is IMA's: Linux extends it at runtime and the "
+                                  "firmware's event log does not record it");
+    }
+    if (pcr == seal::kPcr) {
+      return InvalidArgument(at + ": PCR 15 is berth-agent's: berthd checks it from the agent's "
+                                  "own events (docs/attestation.md, \"Sealing the boot\")");
+    }
+    if (pcr > 14) {
+      return InvalidArgument(at + ": PCR " + std::to_string(pcr) +
+                             " is not one that boot firmware or loaders extend (0-9, 11-14)");
+    }
+    if (!out.insert(pcr).second) {
+      return InvalidArgument(at + ": PCR " + std::to_string(pcr) + " is listed twice");
+    }
+  }
+  return OkStatus();
+}
+
+Result<std::vector<ListedEvent>> ParseListedEvents(const YAML::Node& list, size_t digest_size) {
+  const std::string where = "tpm.event_log.other_events";
+  if (!list.IsSequence()) return InvalidArgument(where + ": expected a list");
+  std::vector<ListedEvent> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    const YAML::Node& entry = list[i];
+    if (!entry.IsMap() || !entry["pcr"] || !entry["type"] || !entry["digest"]) {
+      return InvalidArgument(at + ": expected {name: ..., pcr: <index>, type: <EV_...>, digest: "
+                                  "<hex>}");
+    }
+    BERTH_RETURN_IF_ERROR(CheckKeys(entry, at, {"name", "pcr", "type", "digest"}));
+    ListedEvent e;
+    BERTH_ASSIGN_OR_RETURN(e.pcr, PcrIndex(entry["pcr"], at + ".pcr"));
+    auto type = eventlog::EventTypeFromName(entry["type"].as<std::string>());
+    if (!type.ok()) return type.status().WithContext(at + ".type");
+    e.type = *type;
+    if (e.type == eventlog::kEvNoAction) {
+      return InvalidArgument(at + ".type: EV_NO_ACTION events are never extended into a PCR");
+    }
+    BERTH_ASSIGN_OR_RETURN(e.digest, Hex(entry["digest"], at + ".digest", digest_size));
+    if (entry["name"]) e.name = entry["name"].as<std::string>();
+    for (const auto& other : out) {
+      if (other.pcr == e.pcr && other.type == e.type && other.digest == e.digest) {
+        return InvalidArgument(at + ": this event is listed twice");
+      }
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 Status ParseEventLogPolicy(const YAML::Node& node, EventLogPolicy& out) {
   if (!node.IsMap()) return InvalidArgument("tpm.event_log: expected a map");
   BERTH_RETURN_IF_ERROR(CheckKeys(node, "tpm.event_log",
-                                  {"bank", "boot_applications", "kernels", "initrds",
-                                   "kernel_cmdlines", "secure_boot_variables"}));
+                                  {"bank", "required_pcrs", "boot_applications", "kernels",
+                                   "initrds", "kernel_cmdlines", "secure_boot_variables",
+                                   "other_events"}));
   if (node["bank"]) {
     auto bank = DigestFromName(node["bank"].as<std::string>());
     if (!bank.ok()) return bank.status().WithContext("tpm.event_log.bank");
     out.bank = *bank;
   }
+  BERTH_RETURN_IF_ERROR(ParseRequiredPcrs(node["required_pcrs"], out.required_pcrs));
   const size_t size = DigestSize(out.bank);
+  // A class whose PCRs no quote is required to cover could never be matched.
+  auto require_pcrs_of = [&](eventlog::EventClass c, const std::string& key) -> Status {
+    const std::set<uint32_t> pcrs = PcrsOfClass(c);
+    for (uint32_t p : pcrs) {
+      if (out.required_pcrs.contains(p)) return OkStatus();
+    }
+    return InvalidArgument(key + ": these events are measured into " + PcrList(pcrs) +
+                           ", which tpm.event_log.required_pcrs does not list");
+  };
   for (eventlog::EventClass c : kListedClasses) {
     const std::string key(eventlog::EventClassName(c));
     if (!node[key]) continue;
     BERTH_ASSIGN_OR_RETURN(out.allowed[c],
                            NamedDigests(node[key], "tpm.event_log." + key, "digest", size));
+    BERTH_RETURN_IF_ERROR(require_pcrs_of(c, "tpm.event_log." + key));
   }
   if (const YAML::Node& vars = node["secure_boot_variables"]; vars) {
     if (!vars.IsMap()) {
@@ -158,9 +277,18 @@ Status ParseEventLogPolicy(const YAML::Node& node, EventLogPolicy& out) {
           out.secure_boot_variables[name],
           NamedDigests(v.second, "tpm.event_log.secure_boot_variables." + name, "digest", size));
     }
+    BERTH_RETURN_IF_ERROR(require_pcrs_of(eventlog::EventClass::kSecureBootVariable,
+                                          "tpm.event_log.secure_boot_variables"));
   }
-  if (out.allowed.empty() && out.secure_boot_variables.empty()) {
-    return InvalidArgument("tpm.event_log: no allow-list, so it would check nothing");
+  if (node["other_events"]) {
+    BERTH_ASSIGN_OR_RETURN(out.other_events, ParseListedEvents(node["other_events"], size));
+    for (size_t i = 0; i < out.other_events.size(); ++i) {
+      if (!out.required_pcrs.contains(out.other_events[i].pcr)) {
+        return InvalidArgument("tpm.event_log.other_events[" + std::to_string(i) + "]: PCR " +
+                               std::to_string(out.other_events[i].pcr) +
+                               " is not in tpm.event_log.required_pcrs");
+      }
+    }
   }
   return OkStatus();
 }
@@ -243,102 +371,189 @@ Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::Pcr
 }
 
 Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
-                                  const EventLogPolicy* policy) {
-  // 1. Replay == quote, for every PCR both know, in every bank both have.
+                                  const EventLogPolicy* policy, const std::set<uint32_t>& pinned) {
   const tpm::PcrValues replayed = eventlog::Replay(log);
+  auto in_log = [&](DigestAlg b) {
+    return std::find(log.banks.begin(), log.banks.end(), b) != log.banks.end();
+  };
+  // 1. The policy, not the node, decides what is quoted.
+  std::set<uint32_t> covered;
+  if (policy != nullptr) {
+    if (!in_log(policy->bank)) {
+      return PermissionDenied("the event log has no " + std::string(DigestName(policy->bank)) +
+                              " digests, which the policy's event rules are written in");
+    }
+    auto q = quoted.find(policy->bank);
+    for (uint32_t pcr : policy->required_pcrs) {
+      if (q == quoted.end() || !q->second.contains(pcr)) {
+        return PermissionDenied("the quote does not cover PCR " +
+                                tpm::PcrName(policy->bank, pcr) +
+                                ", which tpm.event_log.required_pcrs requires in every quote");
+      }
+    }
+    covered = policy->required_pcrs;
+    covered.insert(pinned.begin(), pinned.end());
+  }
+
+  // 2. Replay == quote, for every PCR the log extends or the policy covers, in every bank both
+  // the quote and the log have. A covered PCR the log does not extend must be at its reset
+  // value: events left out of the log are events nobody checks.
   std::map<DigestAlg, std::set<uint32_t>> vouched;
-  for (const auto& [b, values] : replayed) {
-    auto q = quoted.find(b);
-    if (q == quoted.end()) continue;
-    for (const auto& [index, value] : values) {
-      auto v = q->second.find(index);
-      if (v == q->second.end()) continue;
+  for (const auto& [b, quoted_values] : quoted) {
+    if (!in_log(b)) continue;
+    const auto r = replayed.find(b);
+    std::set<uint32_t> pcrs;
+    if (r != replayed.end()) {
+      for (const auto& [index, value] : r->second) pcrs.insert(index);
+    }
+    if (policy != nullptr && b == policy->bank) pcrs.insert(covered.begin(), covered.end());
+    for (uint32_t index : pcrs) {
+      auto v = quoted_values.find(index);
+      if (v == quoted_values.end()) continue;
+      const bool extended = r != replayed.end() && r->second.contains(index);
+      const Bytes value = extended ? r->second.at(index) : eventlog::InitialPcrValue(log, b, index);
       if (v->second != value) {
         return PermissionDenied("the event log does not match the quoted PCR " +
                                 tpm::PcrName(b, index) + ": the log replays to " +
                                 HexEncode(value) + ", the quote holds " + HexEncode(v->second));
       }
-      vouched[b].insert(index);
+      if (extended) vouched[b].insert(index);
     }
   }
-  // The bank the rules are written in; without rules, sha256 if the quote vouches for any of
-  // it, else the first bank it vouches for.
-  DigestAlg bank = DigestAlg::kSha256;
-  if (policy != nullptr) {
-    bank = policy->bank;
-  } else if (vouched[DigestAlg::kSha256].empty()) {
-    for (DigestAlg b : log.banks) {
-      if (!vouched[b].empty()) {
-        bank = b;
-        break;
-      }
-    }
-  }
-  if (std::find(log.banks.begin(), log.banks.end(), bank) == log.banks.end()) {
-    return PermissionDenied("the event log has no " + std::string(DigestName(bank)) +
-                            " digests, which the policy's event rules are written in");
-  }
-  const std::set<uint32_t>& trusted = vouched[bank];
-  if (trusted.empty()) {
-    return PermissionDenied("the quote covers none of the " + std::string(DigestName(bank)) +
-                            " PCRs the event log extends, so nothing in the log is vouched for");
-  }
-  auto is_trusted = [&](const eventlog::Event& e) {
-    return e.type != eventlog::kEvNoAction && trusted.contains(e.pcr);
+
+  auto pcr_list = [](const std::set<uint32_t>& pcrs) {
+    std::string out;
+    for (uint32_t i : pcrs) out += (out.empty() ? "" : ",") + std::to_string(i);
+    return out;
   };
 
-  // 2. Data that must match its digest does.
-  for (const auto& e : log.events) {
-    if (is_trusted(e)) BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
+  if (policy == nullptr) {
+    // The bank to report in: sha256 if the quote vouches for any of it, else the first bank it
+    // vouches for.
+    DigestAlg bank = DigestAlg::kSha256;
+    if (vouched[DigestAlg::kSha256].empty()) {
+      for (DigestAlg b : log.banks) {
+        if (!vouched[b].empty()) {
+          bank = b;
+          break;
+        }
+      }
+    }
+    if (!in_log(bank)) {
+      return PermissionDenied("the event log has no " + std::string(DigestName(bank)) +
+                              " digests, which the policy's event rules are written in");
+    }
+    const std::set<uint32_t>& trusted = vouched[bank];
+    if (trusted.empty()) {
+      return PermissionDenied("the quote covers none of the " + std::string(DigestName(bank)) +
+                              " PCRs the event log extends, so nothing in the log is vouched for");
+    }
+    for (const auto& e : log.events) {
+      if (e.type == eventlog::kEvNoAction || !trusted.contains(e.pcr)) continue;
+      BERTH_RETURN_IF_ERROR(eventlog::CheckEventPcr(e, bank));
+      BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
+    }
+    std::string summary =
+        "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list(trusted);
+    std::set<uint32_t> unquoted;
+    if (auto r = replayed.find(bank); r != replayed.end()) {
+      for (const auto& [index, value] : r->second) {
+        if (!trusted.contains(index)) unquoted.insert(index);
+      }
+    }
+    if (!unquoted.empty()) {
+      summary += "; not quoted, so nothing vouches for its events there: " +
+                 std::string(DigestName(bank)) + ":" + pcr_list(unquoted);
+    }
+    return summary;
   }
-  std::string pcr_list;
-  for (uint32_t i : trusted) pcr_list += (pcr_list.empty() ? "" : ",") + std::to_string(i);
-  std::string summary =
-      "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list;
-  if (policy == nullptr) return summary;
 
-  // 3. The allow-lists.
+  // 3. Default deny: every event, in log order, in a covered PCR, in its place, and accepted
+  // by a rule chosen by where it was measured, never by what its data says it is.
+  const DigestAlg bank = policy->bank;
+  std::string classes;
   std::map<eventlog::EventClass, int> seen;
   std::set<std::string> variables_seen;
+  int listed = 0;
   for (const auto& e : log.events) {
-    if (!is_trusted(e)) continue;
-    const eventlog::EventClass c = eventlog::ClassifyEvent(e);
-    if (c == eventlog::EventClass::kOther) continue;
+    if (e.type == eventlog::kEvNoAction) continue;
+    const std::string what = eventlog::DescribeEvent(e);
+    const std::string described =
+        eventlog::EventReference(e, bank) + (what.empty() ? "" : " " + Quote(what));
+    BERTH_RETURN_IF_ERROR(eventlog::CheckEventPcr(e, bank));
+    if (!covered.contains(e.pcr)) {
+      return PermissionDenied(described + " is in PCR " + std::to_string(e.pcr) +
+                              ", which the policy does not cover: the log may extend only the "
+                              "PCRs of tpm.event_log.required_pcrs (and tpm.pcrs)");
+    }
     auto digest = e.digests.find(bank);
     if (digest == e.digests.end()) {
       return PermissionDenied(eventlog::EventReference(e, bank) + " has no " +
                               std::string(DigestName(bank)) + " digest");
     }
-    const std::string what = eventlog::DescribeEvent(e);
-    const std::string described =
-        eventlog::EventReference(e, bank) + (what.empty() ? "" : " " + Quote(what));
+    BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
+    if (pinned.contains(e.pcr)) continue;                // the policy fixed the whole PCR
+    if (!eventlog::FixedEventKind(e).empty()) continue;  // a separator, a firmware action, ...
+
+    bool accepted = false;
+    std::vector<std::string> consulted;
+    for (eventlog::EventClass c : eventlog::ClassesMeasuredAt(e.pcr, e.type)) {
+      consulted.emplace_back(eventlog::EventClassName(c));
+      if (c == eventlog::EventClass::kSecureBootVariable) {
+        auto name = eventlog::UefiVariableName(e);
+        if (!name.ok()) return PermissionDenied(name.status().message());
+        auto allowed = policy->secure_boot_variables.find(*name);
+        if (allowed != policy->secure_boot_variables.end() &&
+            Find(allowed->second, digest->second) != nullptr) {
+          variables_seen.insert(*name);
+          accepted = true;
+        }
+      } else if (auto allowed = policy->allowed.find(c); allowed != policy->allowed.end()) {
+        if (const NamedDigest* match = Find(allowed->second, digest->second); match != nullptr) {
+          classes += " " + std::string(eventlog::EventClassName(c)) + "[" + Label(*match) + "]";
+          ++seen[c];
+          accepted = true;
+        }
+      }
+      if (accepted) break;
+    }
+    if (!accepted) {
+      consulted.emplace_back("other_events");
+      for (const ListedEvent& l : policy->other_events) {
+        if (l.pcr == e.pcr && l.type == e.type && l.digest == digest->second) {
+          ++listed;
+          accepted = true;
+          break;
+        }
+      }
+    }
+    if (accepted) continue;
+
+    // Refused. The data's own description only chooses the words.
+    const eventlog::EventClass c = eventlog::ClassifyEvent(e);
     if (c == eventlog::EventClass::kSecureBootVariable) {
-      if (policy->secure_boot_variables.empty()) continue;
       auto name = eventlog::UefiVariableName(e);
       if (!name.ok()) return PermissionDenied(name.status().message());
-      auto allowed = policy->secure_boot_variables.find(*name);
-      if (allowed == policy->secure_boot_variables.end()) {
-        return PermissionDenied("Secure Boot variable " + described +
-                                " is not in tpm.event_log.secure_boot_variables");
-      }
-      if (Find(allowed->second, digest->second) == nullptr) {
-        return PermissionDenied("Secure Boot variable " + described +
-                                " is not in tpm.event_log.secure_boot_variables." + *name);
-      }
-      variables_seen.insert(*name);
-      continue;
+      return PermissionDenied(
+          "Secure Boot variable " + described + " is not in tpm.event_log.secure_boot_variables" +
+          (policy->secure_boot_variables.contains(*name) ? "." + *name : ""));
     }
-    auto allowed = policy->allowed.find(c);
-    if (allowed == policy->allowed.end()) continue;
-    const NamedDigest* match = Find(allowed->second, digest->second);
-    if (match == nullptr) {
+    if (c != eventlog::EventClass::kOther) {
       return PermissionDenied(std::string(eventlog::EventClassName(c)) + " " + described +
                               " is not in tpm.event_log." +
                               std::string(eventlog::EventClassName(c)));
     }
-    summary += " " + std::string(eventlog::EventClassName(c)) + "[" + Label(*match) + "]";
-    ++seen[c];
+    std::string lists;
+    for (const std::string& l : consulted) {
+      lists += (lists.empty() ? "tpm.event_log." : ", tpm.event_log.") + l;
+    }
+    return PermissionDenied(described +
+                            " is not allowed: it is no fixed event, its PCR is not pinned, and its "
+                            "digest is in none of " +
+                            lists);
   }
+
+  // 4. Every configured class and variable was measured.
   for (const auto& [c, list] : policy->allowed) {
     if (!list.empty() && seen[c] == 0) {
       return PermissionDenied("tpm.event_log." + std::string(eventlog::EventClassName(c)) +
@@ -351,7 +566,10 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
                               ": the event log does not measure this variable in a quoted PCR 7");
     }
   }
+  std::string summary = "event log replayed to quoted " + std::string(DigestName(bank)) + ":" +
+                        pcr_list(vouched[bank]) + classes;
   if (!policy->secure_boot_variables.empty()) summary += " secure_boot_variables";
+  if (listed > 0) summary += " other_events(" + std::to_string(listed) + ")";
   return summary;
 }
 
@@ -425,15 +643,24 @@ Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg 
     for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
     return out + "'";
   };
+  auto label = [](const eventlog::Event& e) {
+    std::string what = eventlog::DescribeEvent(e);
+    if (what.size() > 80) what = what.substr(0, 77) + "...";
+    return "event " + std::to_string(e.index) + (what.empty() ? "" : ": " + what);
+  };
   std::map<eventlog::EventClass, std::vector<std::pair<std::string, Bytes>>> lists;
   std::map<std::string, std::vector<Bytes>> variables;
-  std::set<uint32_t> classified_pcrs;
+  std::set<uint32_t> extended, classified_pcrs;
   for (const auto& e : log.events) {
     if (e.type == eventlog::kEvNoAction) continue;
+    auto d = e.digests.find(bank);
+    if (d == e.digests.end()) {
+      return InvalidArgument(eventlog::EventReference(e, bank) + " has no " +
+                             std::string(DigestName(bank)) + " digest");
+    }
+    extended.insert(e.pcr);
     const eventlog::EventClass c = eventlog::ClassifyEvent(e);
     if (c == eventlog::EventClass::kOther) continue;
-    auto d = e.digests.find(bank);
-    if (d == e.digests.end()) continue;
     classified_pcrs.insert(e.pcr);
     if (c == eventlog::EventClass::kSecureBootVariable) {
       auto name = eventlog::UefiVariableName(e);
@@ -445,13 +672,29 @@ Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg 
     auto& list = lists[c];
     bool dup =
         std::any_of(list.begin(), list.end(), [&](const auto& p) { return p.second == d->second; });
-    if (!dup) {
-      std::string what = eventlog::DescribeEvent(e);
-      if (what.size() > 80) what = what.substr(0, 77) + "...";
-      list.emplace_back("event " + std::to_string(e.index) + (what.empty() ? "" : ": " + what),
-                        d->second);
-    }
+    if (!dup) list.emplace_back(label(e), d->second);
   }
+  // The PCRs no event rule speaks for (firmware code and configuration, MOK lists) are pinned
+  // to this boot's values; in the others every event that is neither classified nor fixed is
+  // listed by place and digest.
+  std::set<uint32_t> pinned;
+  for (uint32_t pcr : extended) {
+    if (!classified_pcrs.contains(pcr)) pinned.insert(pcr);
+  }
+  std::vector<const eventlog::Event*> others;
+  for (const auto& e : log.events) {
+    if (e.type == eventlog::kEvNoAction || pinned.contains(e.pcr) ||
+        eventlog::ClassifyEvent(e) != eventlog::EventClass::kOther ||
+        !eventlog::FixedEventKind(e).empty()) {
+      continue;
+    }
+    const Bytes& d = e.digests.at(bank);
+    bool dup = std::any_of(others.begin(), others.end(), [&](const eventlog::Event* o) {
+      return o->pcr == e.pcr && o->type == e.type && o->digests.at(bank) == d;
+    });
+    if (!dup) others.push_back(&e);
+  }
+
   const tpm::PcrValues replayed = eventlog::Replay(log);
   std::string out = "# berthd policy accepting exactly the boot recorded in " + source_name +
                     "\n# (" + std::string(DigestName(bank)) +
@@ -460,6 +703,11 @@ Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg 
                     "add the digests\n# of other approved kernels, initrds and command lines "
                     "next to these ones.\ntpm:\n";
   out += "  event_log:\n    bank: " + std::string(DigestName(bank)) + "\n";
+  std::string required;
+  for (uint32_t pcr : extended) required += (required.empty() ? "" : ", ") + std::to_string(pcr);
+  out += "    # Every quote must cover these PCRs, and the log may extend no other.\n"
+         "    required_pcrs: [" +
+         required + "]\n";
   for (eventlog::EventClass c : kListedClasses) {
     auto it = lists.find(c);
     if (it == lists.end()) continue;
@@ -475,17 +723,42 @@ Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg 
       for (const Bytes& d : digests) out += "        - digest: " + HexEncode(d) + "\n";
     }
   }
-  // The PCRs no event rule speaks for (firmware code and configuration, MOK lists) are
-  // pinned to this boot's values.
+  if (!others.empty()) {
+    out += "    # The other events of the PCRs above that are not pinned below (GRUB's commands "
+           "and\n    # files, UKI sections, authorities, ...), each by PCR, type and digest.\n"
+           "    other_events:\n";
+    for (const eventlog::Event* e : others) {
+      out += "      - name: " + quote_yaml(label(*e)) + "\n        pcr: " + std::to_string(e->pcr) +
+             "\n        type: " + eventlog::EventTypeName(e->type) +
+             "\n        digest: " + HexEncode(e->digests.at(bank)) + "\n";
+    }
+  }
   std::string pins;
-  auto b = replayed.find(bank);
-  if (b != replayed.end()) {
+  if (auto b = replayed.find(bank); b != replayed.end()) {
     for (const auto& [index, value] : b->second) {
-      if (classified_pcrs.contains(index)) continue;
-      pins += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
+      if (pinned.contains(index)) {
+        pins += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
+      }
     }
   }
   if (!pins.empty()) out += "  pcrs:\n    " + std::string(DigestName(bank)) + ":\n" + pins;
+
+  // The policy must accept the boot it was written from; a log that breaks the placement
+  // rules cannot be accepted by any policy, and the operator learns it now, not at the first
+  // node's refusal.
+  TpmTrustPolicy written;
+  try {
+    BERTH_RETURN_IF_ERROR(ParseTpmTrustPolicy(YAML::Load(out)["tpm"], written));
+  } catch (const YAML::Exception& e) {
+    return Internal(std::string("the written policy does not parse: ") + e.what());
+  }
+  if (!written.event_log.has_value()) return Internal("the written policy has no event_log");
+  auto self = CheckEventLog(log, replayed, &*written.event_log, pinned);
+  if (!self.ok()) {
+    return InvalidArgument(source_name +
+                           " breaks berth's event rules, so no policy can accept its boot: " +
+                           self.status().message());
+  }
   return out;
 }
 
