@@ -32,7 +32,9 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateP256Key());
     BERTH_ASSIGN_OR_RETURN(
         X509Ptr cert, IssueCert({.common_name = "berth-agent " + config_.node_name,
-                                 .dns_names = {config_.node_name},
+                                 // berthctl names this one (kOperatorTlsName): the node's
+                                 // addresses are the operator's business, not the cert's.
+                                 .dns_names = {std::string(kOperatorTlsName)},
                                  .server_auth = true},
                                 key.get(), nullptr, key.get()));
     BERTH_ASSIGN_OR_RETURN(Bytes spki, PublicKeyToSpkiDer(key.get()));

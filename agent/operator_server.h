@@ -25,6 +25,9 @@
 
 namespace berth::agent {
 
+// The name in the node's TLS certificate that berthctl asks for (its key is what is checked).
+inline constexpr std::string_view kOperatorTlsName = "berth-agent";
+
 // What the agent does with an operator's verified request.
 class OperatorHandler {
  public:

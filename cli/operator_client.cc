@@ -72,8 +72,10 @@ Result<AttestedNode> AttestedNode::Connect(const OperatorConnection& connection,
           std::vector<grpc::experimental::IdentityKeyCertPair>{
               {std::string(connection.key_pem.view()), connection.cert_pem}}));
   options.watch_identity_key_cert_pairs();
+  grpc::ChannelArguments args = ClientChannelArguments();
+  args.SetSslTargetNameOverride("berth-agent");  // agent/operator_server.h kOperatorTlsName
   node.channel_ = grpc::CreateCustomChannel(
-      connection.node, grpc::experimental::TlsCredentials(options), ClientChannelArguments());
+      connection.node, grpc::experimental::TlsCredentials(options), args);
   node.stub_ = v1::NodeOperatorService::NewStub(node.channel_);
 
   Bytes nonce = RandomBytes(32);
