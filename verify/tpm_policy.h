@@ -115,6 +115,12 @@ struct TpmTrustPolicy {
   int64_t CertificateTime(int64_t now_unix) const { return certificate_time.value_or(now_unix); }
 };
 
+// The event classes a policy lists by digest (boot_applications, kernels, initrds,
+// kernel_cmdlines), in the order policies write them.
+inline constexpr eventlog::EventClass kListedEventClasses[] = {
+    eventlog::EventClass::kBootApplication, eventlog::EventClass::kKernel,
+    eventlog::EventClass::kInitrd, eventlog::EventClass::kKernelCmdline};
+
 // Whether `key` (under `tpm:`) belongs to this section.
 bool IsTpmTrustPolicyKey(std::string_view key);
 
@@ -122,55 +128,5 @@ bool IsTpmTrustPolicyKey(std::string_view key);
 // key ("tpm.event_log.kernels[2].digest: ...") and are INVALID_ARGUMENT. Reads CA bundle
 // files (absolute paths).
 Status ParseTpmTrustPolicy(const YAML::Node& tpm, TpmTrustPolicy& out);
-
-// ---- checks ----
-
-// OK when `pcr_sets` is empty or one of the sets matches `quoted` entirely (the name of the
-// matching set is returned); otherwise PERMISSION_DENIED naming, for each set, the first PCR
-// that differs or is missing.
-Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::PcrValues& quoted);
-
-// Trusts the event log only as far as the quote vouches for it.
-//
-// With `policy` (default deny; `pinned` are the PCRs of `policy->bank` whose quoted values the
-// policy's `pcrs` or the matching `pcr_sets` entry already fixed, checked by the caller):
-//  1. every PCR of `required_pcrs` must be quoted in the rules' bank (PERMISSION_DENIED names
-//     the first one missing);
-//  2. in every bank both the quote and the log have, the quoted value of every PCR the log
-//     extends or the policy covers must be the log's replay (PERMISSION_DENIED names the PCR);
-//  3. every event, in log order: its PCR must be covered (required or pinned); its type must
-//     be in the PCR the specifications give it (eventlog::CheckEventPcr); data the
-//     specifications tie to the digest must match it (eventlog::CheckEventDataDigests); and a
-//     rule must accept it: a pinned PCR, a fixed event (eventlog::FixedEventKind), an
-//     allow-listed digest of a class measured at its place (eventlog::ClassesMeasuredAt), or an
-//     `other_events` entry. What its data says it is never decides which list is consulted.
-//     PERMISSION_DENIED names the event (index, type, PCR, digest, what it says it is);
-//  4. every non-empty class list and every listed Secure Boot variable matched at least once.
-// Without a policy: step 2 for the PCRs both the log and the quote have, and in them the
-// checks of step 3 that need no rules. Returns a short description of what was checked, for
-// the audit line; without a policy it also names the PCRs the log extends that the quote
-// does not cover (nothing vouches for their events).
-Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
-                                  const EventLogPolicy* policy,
-                                  const std::set<uint32_t>& pinned = {});
-
-// berth-agent's own measurements (common/tpm/sealed_boot.h) against the quoted PCR 15: the quote
-// must cover PCR 15, the events must replay to it in every quoted bank, the boot must not
-// have released its keys yet, and when `enrolment_configs` is not empty the measured config
-// must be one of them. Returns the config's description for the audit line.
-Result<std::string> CheckSealedBoot(const TpmTrustPolicy& policy, const v1::TpmEvidence& evidence,
-                                    const tpm::PcrValues& quoted);
-
-// ---- writing policies ----
-
-// A policy (YAML) that accepts exactly the boot recorded in `log`, to be edited: an event_log
-// section with every PCR the log extends in `bank` as `required_pcrs`, every classified
-// event's digest in its class's list, the replayed values of the PCRs without a classified
-// event pinned under `pcrs`, and every other event of the unpinned PCRs that is not a fixed
-// one under `other_events`. The AK trust keys are left for the operator (a comment says so).
-// The policy is checked against the log before it is returned: a log that breaks berth's
-// placement rules (eventlog::CheckEventPcr) is INVALID_ARGUMENT naming the event.
-Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg bank,
-                                       const std::string& source_name);
 
 }  // namespace berth::verify

@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "common/tpm/eventlog.h"
+#include "verify/policy_from_eventlog.h"
+#include "verify/tpm_boot.h"
 #include "verify/tpm_policy.h"
 #include "tests/fuzz/fuzz_support.h"
 
@@ -31,9 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)el::EventTypeName(event.type);
     for (const auto& [bank, digest] : event.digests) (void)el::EventReference(event, bank);
   }
-  (void)berth::server::CheckEventLog(*log, pcrs, nullptr);
+  (void)berth::verify::CheckEventLog(*log, pcrs, nullptr);
   if (!log->banks.empty()) {
-    (void)berth::server::PolicyFromEventLog(*log, log->banks.front(), "fuzz");
+    (void)berth::verify::PolicyFromEventLog(*log, log->banks.front(), "fuzz");
   }
   return 0;
 }

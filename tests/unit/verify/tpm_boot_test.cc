@@ -1,6 +1,7 @@
 // The boot check berthd runs on every TPM join and berthctl runs offline (CheckQuotedBoot):
 // the real GCE quote with its real event log, a log changed by one byte, policies written from
 // a log, PCR sets side by side, and a fleet with two approved kernels booted on a real TPM.
+#include "verify/policy_from_eventlog.h"
 #include "verify/tpm_boot.h"
 
 #include <gmock/gmock.h>

@@ -9,7 +9,6 @@
 
 #include "verify/policy.h"
 #include "tests/testing/testing.h"
-#include "verify/policy.h"
 
 namespace berth::verify {
 namespace {
