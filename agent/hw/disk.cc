@@ -3,6 +3,7 @@
 #include <blkid/blkid.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <nlohmann/json.hpp>
 #include <linux/fs.h>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
@@ -531,8 +532,105 @@ class LibDisk : public Disk {
   }
 };
 
+class LibLuksKeyslots : public LuksKeyslots {
+ public:
+  Result<int> AddKeyslotWithToken(const std::string& device, const SecretBytes& existing_key,
+                                  const SecretBytes& new_key, const std::string& type,
+                                  const std::string& fields) override {
+    auto object = nlohmann::json::parse(fields, nullptr, false);
+    if (object.is_discarded() || !object.is_object()) {
+      return InvalidArgument("the " + type + " token's fields are not a JSON object");
+    }
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    // The key that opens a keyslot now unlocks the volume key; nothing is added if it does not.
+    int rc = crypt_activate_by_passphrase(
+        cd.get(), nullptr, CRYPT_ANY_SLOT, reinterpret_cast<const char*>(existing_key.data()),
+        existing_key.size(), 0);
+    if (rc < 0) return CryptsetupError("unlocking " + device, rc, CryptOp::kTryKey);
+    BERTH_RETURN_IF_ERROR(RemoveTokens(cd.get(), device, type));
+    crypt_pbkdf_type pbkdf{};
+    pbkdf.type = CRYPT_KDF_PBKDF2;
+    pbkdf.hash = "sha512";  // as FormatIfBlank's keyslot: the key has full entropy
+    pbkdf.iterations = 1000;
+    pbkdf.flags = CRYPT_PBKDF_NO_BENCHMARK;
+    rc = crypt_set_pbkdf_type(cd.get(), &pbkdf);
+    if (rc < 0) return CryptsetupError("setting the keyslot KDF of " + device, rc);
+    const int slot = crypt_keyslot_add_by_passphrase(
+        cd.get(), CRYPT_ANY_SLOT, reinterpret_cast<const char*>(existing_key.data()),
+        existing_key.size(), reinterpret_cast<const char*>(new_key.data()), new_key.size());
+    if (slot < 0) return CryptsetupError("adding a " + type + " keyslot to " + device, slot);
+    object["type"] = type;
+    object["keyslots"] = nlohmann::json::array({std::to_string(slot)});
+    const std::string json = object.dump();
+    rc = crypt_token_json_set(cd.get(), CRYPT_ANY_TOKEN, json.c_str());
+    if (rc < 0) {
+      crypt_keyslot_destroy(cd.get(), slot);  // no keyslot without the token that explains it
+      return CryptsetupError("writing the " + type + " token of " + device, rc);
+    }
+    return slot;
+  }
+
+  Result<std::vector<LuksToken>> Tokens(const std::string& device, const std::string& type) override {
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    return TokensOf(cd.get(), type);
+  }
+
+  Status UpdateToken(const std::string& device, int id, const std::string& fields) override {
+    auto object = nlohmann::json::parse(fields, nullptr, false);
+    if (object.is_discarded() || !object.is_object()) {
+      return InvalidArgument("a token's fields must be a JSON object");
+    }
+    BERTH_ASSIGN_OR_RETURN(CryptPtr cd, CryptLoad(device));
+    const char* current = nullptr;
+    int rc = crypt_token_json_get(cd.get(), id, &current);
+    if (rc < 0) return CryptsetupError("reading token " + std::to_string(id) + " of " + device, rc);
+    auto old = nlohmann::json::parse(current, nullptr, false);
+    if (old.is_discarded() || !old.is_object()) return DataLoss("token is not JSON");
+    object["type"] = old["type"];
+    object["keyslots"] = old["keyslots"];
+    rc = crypt_token_json_set(cd.get(), id, object.dump().c_str());
+    if (rc < 0) return CryptsetupError("writing token " + std::to_string(id) + " of " + device, rc);
+    return OkStatus();
+  }
+
+ private:
+  static Result<std::vector<LuksToken>> TokensOf(crypt_device* cd, const std::string& type) {
+    std::vector<LuksToken> out;
+    for (int id = 0; id < 32; ++id) {  // LUKS2 has 32 token slots
+      const char* found_type = nullptr;
+      if (crypt_token_status(cd, id, &found_type) == CRYPT_TOKEN_INACTIVE) continue;
+      if (found_type == nullptr || type != found_type) continue;
+      const char* json = nullptr;
+      int rc = crypt_token_json_get(cd, id, &json);
+      if (rc < 0) return CryptsetupError("reading LUKS2 token " + std::to_string(id), rc);
+      out.push_back({.id = id, .type = type, .json = json});
+    }
+    return out;
+  }
+
+  // Removes the tokens of `type` and the keyslots they name.
+  static Status RemoveTokens(crypt_device* cd, const std::string& device, const std::string& type) {
+    BERTH_ASSIGN_OR_RETURN(std::vector<LuksToken> tokens, TokensOf(cd, type));
+    for (const LuksToken& t : tokens) {
+      auto j = nlohmann::json::parse(t.json, nullptr, false);
+      int rc = crypt_token_json_set(cd, t.id, nullptr);  // null: remove the token
+      if (rc < 0) return CryptsetupError("removing the old " + type + " token of " + device, rc);
+      if (j.is_object() && j.contains("keyslots") && j["keyslots"].is_array()) {
+        for (const auto& slot : j["keyslots"]) {
+          if (!slot.is_string()) continue;
+          int n = std::atoi(slot.get<std::string>().c_str());
+          if (n > 0) crypt_keyslot_destroy(cd, n);  // never keyslot 0: the cluster's
+        }
+      }
+    }
+    return OkStatus();
+  }
+};
+
 }  // namespace
 
 std::unique_ptr<Disk> MakeLibDisk() { return std::make_unique<LibDisk>(); }
+
+std::unique_ptr<LuksKeyslots> MakeLibLuksKeyslots() { return std::make_unique<LibLuksKeyslots>(); }
 
 }  // namespace berth::agent

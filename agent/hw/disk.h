@@ -126,4 +126,36 @@ class Disk {
 
 std::unique_ptr<Disk> MakeLibDisk();
 
+// A LUKS2 token: JSON metadata in the header, tied to keyslots (cryptsetup's tokens). berth
+// keeps what opens its extra keyslots there (docs/cluster-lifecycle.md): "berth-cold-start"
+// (the TPM-sealed key's blob and the signed boot policies) and "berth-recovery" (the key
+// sealed to the cluster's recovery key). Public data only.
+struct LuksToken {
+  int id = -1;
+  std::string type;
+  std::string json;  // the whole token, "type" and "keyslots" included
+};
+
+// The keyslot and token operations of the control planes' extra keyslots, on the LUKS2 header
+// (no device-mapper needed). Each is one header write; LUKS2 keeps two header copies, so a
+// crash leaves the old or the new header, never a broken one.
+class LuksKeyslots {
+ public:
+  virtual ~LuksKeyslots() = default;
+  // Adds a PBKDF2 keyslot (berth's parameters) for `new_key`, unlocking the volume key with
+  // `existing_key`, and a token of `type` whose other fields are `fields` (a JSON object)
+  // tied to it; an existing token of `type` and its keyslots are removed first, so repeating
+  // it replaces. Returns the keyslot. PERMISSION_DENIED when `existing_key` opens nothing.
+  virtual Result<int> AddKeyslotWithToken(const std::string& device, const SecretBytes& existing_key,
+                                          const SecretBytes& new_key, const std::string& type,
+                                          const std::string& fields) = 0;
+  // The tokens of `type` (none: empty).
+  virtual Result<std::vector<LuksToken>> Tokens(const std::string& device,
+                                                const std::string& type) = 0;
+  // Rewrites token `id`'s other fields (its type and keyslots stay).
+  virtual Status UpdateToken(const std::string& device, int id, const std::string& fields) = 0;
+};
+
+std::unique_ptr<LuksKeyslots> MakeLibLuksKeyslots();
+
 }  // namespace berth::agent

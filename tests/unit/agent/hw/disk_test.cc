@@ -4,6 +4,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
 #include <cstring>
@@ -204,6 +205,58 @@ TEST_F(DiskTest, TheSubsystemLabelIsWrittenBesideTheLabelAndTheKeyStillOpens) {
   auto dump = runner_.Run({"/sbin/cryptsetup", "luksDump", img});
   ASSERT_TRUE(dump.ok() && dump->success());
   EXPECT_THAT(dump->output, HasSubstr("Subsystem:     \tberth-fs:ext4"));
+}
+
+TEST_F(DiskTest, AnExtraKeyslotWithItsTokenOpensBesideTheClustersAndReplacesItsPredecessor) {
+  std::string img = BlankImage("disk.img");
+  ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
+  auto keyslots = MakeLibLuksKeyslots();
+  auto slot = keyslots->AddKeyslotWithToken(img, Key(1), Key(2), "berth-cold-start",
+                                            R"({"tpm2-blob": "00ff"})");
+  ASSERT_TRUE(slot.ok()) << slot.status().ToString();
+  EXPECT_EQ(*slot, 1);
+  EXPECT_TRUE(disk_->CheckKey(img, Key(1)).ok());
+  EXPECT_TRUE(disk_->CheckKey(img, Key(2)).ok());
+  auto tokens = keyslots->Tokens(img, "berth-cold-start");
+  ASSERT_TRUE(tokens.ok());
+  ASSERT_EQ(tokens->size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse((*tokens)[0].json),
+            nlohmann::json::parse(
+                R"({"type": "berth-cold-start", "keyslots": ["1"], "tpm2-blob": "00ff"})"));
+  // Again (a re-seal): the old keyslot goes with its token.
+  ASSERT_TRUE(keyslots->AddKeyslotWithToken(img, Key(1), Key(3), "berth-cold-start", "{}").ok());
+  EXPECT_EQ(disk_->CheckKey(img, Key(2)).code(), Code::kPermissionDenied);
+  EXPECT_TRUE(disk_->CheckKey(img, Key(3)).ok());
+  EXPECT_TRUE(disk_->CheckKey(img, Key(1)).ok());
+  tokens = keyslots->Tokens(img, "berth-cold-start");
+  ASSERT_EQ(tokens->size(), 1u);
+  // An update keeps the type and the keyslot, whatever the fields say.
+  ASSERT_TRUE(keyslots
+                  ->UpdateToken(img, (*tokens)[0].id,
+                                R"({"policies": [1], "type": "other", "keyslots": ["0"]})")
+                  .ok());
+  tokens = keyslots->Tokens(img, "berth-cold-start");
+  ASSERT_EQ(tokens->size(), 1u);
+  auto j = nlohmann::json::parse((*tokens)[0].json);
+  EXPECT_EQ(j["policies"], nlohmann::json::array({1}));
+  EXPECT_EQ(j["type"], "berth-cold-start");
+  EXPECT_EQ(j["keyslots"], nlohmann::json::array({"1"}));
+  EXPECT_TRUE(keyslots->Tokens(img, "berth-recovery")->empty());
+}
+
+TEST_F(DiskTest, AKeyThatOpensNothingAddsNoKeyslotAndChangesNothing) {
+  std::string img = BlankImage("disk.img");
+  ASSERT_TRUE(disk_->FormatIfBlank(img, kUuid, Key(1)).ok());
+  const std::string before = Sha256File(img);
+  auto keyslots = MakeLibLuksKeyslots();
+  auto slot = keyslots->AddKeyslotWithToken(img, Key(9), Key(2), "berth-recovery", "{}");
+  EXPECT_EQ(slot.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(Sha256File(img), before);
+  EXPECT_EQ(keyslots->AddKeyslotWithToken(img, Key(1), Key(2), "berth-recovery", "[1]")
+                .status()
+                .message(),
+            "the berth-recovery token's fields are not a JSON object");
+  EXPECT_EQ(Sha256File(img), before);
 }
 
 TEST_F(DiskTest, Luks1HeadersAreReadButAreNotBerths) {
