@@ -18,7 +18,8 @@ namespace berth::cli {
 
 namespace {
 
-// libgfshare draws its polynomial coefficients from this hook; it must be a CSPRNG.
+// libgfshare draws its polynomial coefficients from this hook, and overwrites its buffers with
+// it when a context is freed (so it must be set before any context is made); a CSPRNG.
 void FillRandom(unsigned char* buffer, unsigned int size) {
   if (RAND_bytes(buffer, static_cast<int>(size)) != 1) std::abort();  // no weak fallback
 }
@@ -184,6 +185,7 @@ Result<SecretBytes> CombineRecoveryShares(const std::vector<RecoveryShare>& shar
                               (shares.size() == 1 ? "" : "s") + " given, " +
                               std::to_string(first.threshold) + " needed");
   }
+  UseOpenSslRandom();  // gfshare_ctx_free overwrites its buffers with it
   // Exactly `threshold` shares: more add nothing, and each one used is one that must be right.
   std::vector<unsigned char> numbers;
   for (int i = 0; i < first.threshold; ++i) numbers.push_back(static_cast<unsigned char>(shares[i].index));
