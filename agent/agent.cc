@@ -261,9 +261,17 @@ class Boot {
       case ProbeResult::Kind::kLuks: return LaterBoot();
       case ProbeResult::Kind::kOther: break;
     }
-    return FailedPrecondition("state disk " + disk_->device() + " is not blank (" +
-                              probe->signature +
-                              ") and is not a berth LUKS2 disk: refusing to format it");
+    // Everything found goes to the journal; the status (systemctl status) and the error name
+    // the first few.
+    std::string all;
+    for (const std::string& f : probe->found) all += (all.empty() ? "" : "; ") + f;
+    spdlog::error("state disk {} is not blank: {}", disk_->device(), all);
+    deps_.notifier->Status("refusing state disk " + disk_->device() + ": found " +
+                           probe->Describe());
+    return FailedPrecondition("state disk " + disk_->device() +
+                              " is not blank and is not a berth LUKS2 disk, refusing to format "
+                              "it: found " +
+                              probe->Describe());
   }
 
  private:

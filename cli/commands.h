@@ -43,5 +43,6 @@ void AddPolicyCommands(CLI::App& app, Context& ctx);
 void AddDiskCommands(CLI::App& app, Context& ctx);
 void AddNodesCommands(CLI::App& app, Context& ctx);
 void AddLifecycleCommands(CLI::App& app, Context& ctx);  // approve, deny, golden-ticket
+void AddClusterCommands(CLI::App& app, Context& ctx);    // operator key, cluster init, recover
 
 }  // namespace berth::cli

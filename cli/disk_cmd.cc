@@ -1,11 +1,14 @@
 // berthctl disk inspect PATH: whether a block device or image file is blank (the one thing
-// berth-agent checks before it formats a state disk), what is on it if not, and for a LUKS
-// disk its header. Reads only; opens nothing, writes nothing.
+// berth-agent checks before it formats a state disk: the same probe, agent::Disk::Probe), what
+// is on it and where if not, and for a LUKS disk its header. Reads only; opens nothing
+// read-write, writes nothing.
 //
 // Output, one "key: value" per line:
 //   path: /dev/vdb
 //   blank: yes | no
-//   signature: ext4 | crypto_LUKS | partition table gpt | non-zero data in the first MiB ...
+//   zero-checked: 34 ranges, 6291456 bytes   (blank disks: what the data check read)
+//   signature: ext4 | crypto_LUKS | partition table gpt | non-zero data ...   (the first found)
+//   found: backup GPT header at the last sector (offset 67108352)   (one line per finding)
 //   luks: LUKS2 | LUKS1                  (LUKS disks)
 //   uuid: ...                            (LUKS disks)
 //   label: ...                           (LUKS2 disks)
@@ -39,10 +42,12 @@ int Inspect(Context& ctx, agent::Disk& disk, const std::string& path) {
   std::ostream& out = *ctx.out;
   out << "path: " << path << "\n";
   if (probe->blank()) {
-    out << "blank: yes\n";
+    out << "blank: yes\nzero-checked: " << probe->data_reads << " ranges, " << probe->data_bytes
+        << " bytes\n";
     return kExitOk;
   }
   out << "blank: no\nsignature: " << probe->signature << "\n";
+  for (const std::string& f : probe->found) out << "found: " << f << "\n";
   if (probe->kind == agent::ProbeResult::Kind::kLuks) {
     auto header = disk.ReadLuksHeader(path);
     if (!header.ok()) {

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   berth::cli::AddDiskCommands(app, ctx);
   berth::cli::AddNodesCommands(app, ctx);
   berth::cli::AddLifecycleCommands(app, ctx);
+  berth::cli::AddClusterCommands(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "common/bytes.h"
 #include "common/tpm/eventlog.h"
-#include "verify/tpm_policy.h"
+#include "verify/policy_from_eventlog.h"
 
 namespace berth::cli {
 

@@ -205,6 +205,36 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
   }
 
   if (!ak.attributes.ok()) return FailedCheck(ak.attributes);
+  // berthd's next check: whether the policy trusts the AK. What needs more than a quote (the
+  // node's certificates, credential activation, berth-agent's events) is said, not skipped.
+  std::string ak_rule;
+  std::vector<std::string> not_evaluated;
+  if (policy.has_value()) {
+    if (!policy->has_tpm) {
+      return FailedCheck(PermissionDenied("TPM evidence is not accepted by this berthd's policy"));
+    }
+    BERTH_ASSIGN_OR_RETURN(Bytes spki, PublicKeyToSpkiDer(ak.key.get()));
+    const Bytes ak_hash = Sha256(spki);
+    if (const verify::TrustedAk* pinned = policy->FindAk(ak_hash); pinned != nullptr) {
+      ak_rule = "trusted_aks[" + pinned->name + "]";
+    } else if (policy->tpm_trust.TrustsKeysByCertificateOrEk()) {
+      not_evaluated.push_back(
+          "trust in the attestation key through EK or AK certificates (tpm.ek_ca_*, "
+          "tpm.trusted_eks, tpm.ak_ca_*): berthd checks the certificates and the credential "
+          "activation the node sends, which this command is not given");
+    } else if (!policy->trusted_aks.empty()) {
+      return FailedCheck(PermissionDenied("attestation key sha256:" + HexEncode(ak_hash) +
+                                          " is not in the policy's trusted_aks"));
+    } else {
+      not_evaluated.push_back(
+          "trust in the attestation key: the policy names none (berthd does not load such a "
+          "policy)");
+    }
+    not_evaluated.push_back(
+        "berth-agent's sealed boot (PCR 15: this boot has not released its keys yet, "
+        "tpm.enrolment_configs): berthd replays the agent's events sent with the evidence, "
+        "which this command is not given");
+  }
   std::optional<std::span<const uint8_t>> expected;
   if (nonce.has_value()) expected = std::span<const uint8_t>(*nonce);
   auto verified =
@@ -224,7 +254,10 @@ Status Verify(const VerifyTpmQuoteOptions& o, Context& ctx) {
     if (boot.status().code() == Code::kPermissionDenied) return FailedCheck(boot.status());
     return BadInput("--eventlog " + o.eventlog, boot.status());
   }
-  *ctx.out << "valid\nboot: " << *boot << "\n";
+  *ctx.out << "valid\n";
+  if (!ak_rule.empty()) *ctx.out << "ak: " << ak_rule << "\n";
+  *ctx.out << "boot: " << *boot << "\n";
+  for (const std::string& n : not_evaluated) *ctx.out << "not evaluated: " << n << "\n";
   return OkStatus();
 }
 
@@ -303,7 +336,8 @@ void AddVerifyCommands(CLI::App& app, Context& ctx) {
                   "also replay this measured-boot event log to the quoted PCRs")
       ->type_name("FILE");
   cmd->add_option("--policy", flags->options.policy,
-                  "also check the boot against this berthd policy (pcrs, pcr_sets, event rules)")
+                  "also check against this berthd policy (trusted_aks, pcrs, pcr_sets, event "
+                  "rules)")
       ->type_name("FILE");
   cmd->footer(
       "PCRS file: one PCR a line, \"INDEX HEX\" for the bank the quote selects, e.g.\n"
@@ -323,6 +357,9 @@ void AddVerifyCommands(CLI::App& app, Context& ctx) {
       "extraData, a value for every quoted PCR, pcrDigest; then, with --eventlog and/or\n"
       "--policy, the boot: the log replayed to the quoted PCRs, the policy's pinned PCRs,\n"
       "PCR sets and event rules (\"valid\" is then followed by \"boot: <rules>\").\n"
+      "With --policy, also the policy's trusted_aks (\"ak: trusted_aks[<name>]\"); what\n"
+      "berthd checks from more than a quote (EK/AK certificates and credential activation,\n"
+      "berth-agent's PCR 15 events) is listed on \"not evaluated: ...\" lines.\n"
       "Exit 0 prints \"valid\"; 1 prints \"invalid: <the failed check>\" on stderr; 2 means\n"
       "unreadable or malformed input (the message names the file).");
   cmd->callback([flags, nonce_hex, nonce_text, &ctx] {

@@ -25,8 +25,10 @@ struct VerifyTpmQuoteOptions {
   std::optional<std::string> nonce_text;  // --nonce-text: the bytes of this text
   // The boot, as berthd checks it (verify/tpm_boot.h CheckQuotedBoot), once the quote is
   // valid: the measured-boot event log replayed to the quoted PCRs, and a berthd policy's
-  // pcrs / pcr_sets / event rules (its AK trust settings are not needed offline). Either,
-  // both or neither.
+  // trusted_aks (checked before the quote, as berthd does) and pcrs / pcr_sets / event rules.
+  // What berthd checks from more than a quote (EK/AK certificates and credential activation,
+  // berth-agent's PCR 15 events) is printed as "not evaluated: ..." lines. Either, both or
+  // neither.
   std::string eventlog;  // raw TCG log (binary_bios_measurements)
   std::string policy;    // berthd policy YAML
 };
@@ -36,7 +38,8 @@ struct VerifyTpmQuoteOptions {
 // given as a TPMT_PUBLIC), the signature, magic and type, extraData, a quoted PCR missing
 // from the file, pcrDigest; exit 2 and a message naming the file for unreadable or
 // malformed input. With --eventlog / --policy the boot is checked too: "valid" is followed by
-// "boot: <the rules that accepted it>", and a boot the log or policy refuses exits 1 naming
+// "ak: trusted_aks[<name>]" (a pinned AK), "boot: <the rules that accepted it>" and the
+// "not evaluated: ..." lines, and an AK or boot the policy refuses exits 1 naming the key,
 // the PCR or the event.
 int VerifyTpmQuote(const VerifyTpmQuoteOptions& options, Context& ctx);
 

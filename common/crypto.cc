@@ -4,9 +4,11 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/kdf.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -137,6 +139,53 @@ Result<EvpPkeyPtr> GenerateP256Key() {
   EvpPkeyPtr key(EVP_EC_gen("P-256"));
   if (!key) return OpenSslError("generating a P-256 key");
   return key;
+}
+
+Result<EvpPkeyPtr> DeriveP256Key(const SecretBytes& seed) {
+  if (seed.size() < 32) return InvalidArgument("a P-256 key needs a seed of at least 32 bytes");
+  std::unique_ptr<EC_GROUP, decltype(&EC_GROUP_free)> group(
+      EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1), EC_GROUP_free);
+  std::unique_ptr<BN_CTX, decltype(&BN_CTX_free)> bn_ctx(BN_CTX_secure_new(), BN_CTX_free);
+  if (!group || !bn_ctx) return OpenSslError("P-256");
+  const BIGNUM* order = EC_GROUP_get0_order(group.get());
+  // A candidate scalar per counter value until one is in [1, n-1] (almost always the first).
+  for (uint8_t counter = 0; counter < 16; ++counter) {
+    Bytes info = ToBytes("berth-p256-key-v1");
+    info.push_back(counter);
+    BERTH_ASSIGN_OR_RETURN(SecretBytes candidate, HkdfSha256(seed.span(), {}, info, 32));
+    std::unique_ptr<BIGNUM, decltype(&BN_clear_free)> d(
+        BN_secure_new(), BN_clear_free);
+    if (!d || BN_bin2bn(candidate.data(), 32, d.get()) == nullptr) return OpenSslError("P-256");
+    if (BN_is_zero(d.get()) || BN_cmp(d.get(), order) >= 0) continue;
+    std::unique_ptr<EC_POINT, decltype(&EC_POINT_free)> pub(EC_POINT_new(group.get()),
+                                                            EC_POINT_free);
+    unsigned char point[65];
+    if (!pub || EC_POINT_mul(group.get(), pub.get(), d.get(), nullptr, nullptr, bn_ctx.get()) != 1 ||
+        EC_POINT_point2oct(group.get(), pub.get(), POINT_CONVERSION_UNCOMPRESSED, point,
+                           sizeof point, bn_ctx.get()) != sizeof point) {
+      return OpenSslError("computing a P-256 public key");
+    }
+    std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
+                                                                       OSSL_PARAM_BLD_free);
+    if (!bld ||
+        OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "P-256", 0) != 1 ||
+        OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, d.get()) != 1 ||
+        OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point,
+                                         sizeof point) != 1) {
+      return OpenSslError("P-256 key parameters");
+    }
+    std::unique_ptr<OSSL_PARAM, decltype(&OSSL_PARAM_free)> params(
+        OSSL_PARAM_BLD_to_param(bld.get()), OSSL_PARAM_free);
+    std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+        EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr), EVP_PKEY_CTX_free);
+    EVP_PKEY* key = nullptr;
+    if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+        EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_KEYPAIR, params.get()) != 1) {
+      return OpenSslError("making a P-256 key from its scalar");
+    }
+    return EvpPkeyPtr(key);
+  }
+  return Internal("no P-256 scalar from this seed");
 }
 
 Result<EvpPkeyPtr> GenerateRsaKey(int bits) {

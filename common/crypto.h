@@ -45,6 +45,9 @@ std::string RandomString(size_t n, std::string_view alphabet);
 
 // ---- keys ----
 Result<EvpPkeyPtr> GenerateP256Key();
+// The P-256 key whose private scalar is derived from `seed` (at least 32 bytes of key material):
+// the same seed always gives the same key, so replicas that share a secret share the key.
+Result<EvpPkeyPtr> DeriveP256Key(const SecretBytes& seed);
 Result<EvpPkeyPtr> GenerateRsaKey(int bits);
 // PKCS#8 PEM of the private key.
 Result<SecretBytes> PrivateKeyToPem(EVP_PKEY* key);

@@ -16,8 +16,8 @@ A library (class Vm) and a command (`berth_vm.py run ...`, see --help). One VM i
 - virtio disks (raw or qcow2 image files) in the order given: /dev/vda, /dev/vdb, ...;
 - optionally a config disk made from a directory (an ext4 image labelled berth-config,
   read-only; qemu/guest/init mounts it);
-- optionally swtpm as the TPM (a TPM 2.0 TIS device on q35), with its state in a directory
-  that outlives the VM, so a "reboot" (the next VM on that directory) sees the same TPM;
+- optionally swtpm as the TPM (a TPM 2.0 TIS device), with its state in a directory that
+  outlives the VM, so a "reboot" (the next VM on that directory) sees the same TPM;
 - QEMU user networking (the guest reaches the host's loopback at 10.0.2.2), with optional
   host port forwards;
 - the serial console written to a log file, which is watched for markers: the run can wait
@@ -27,12 +27,23 @@ A library (class Vm) and a command (`berth_vm.py run ...`, see --help). One VM i
   and optionally a copy of the console with the time each line appeared (--serial-times), for
   the boot-time benchmark.
 
+The machine: QEMU's microvm for a direct kernel boot (no PCI bus; the virtio devices are
+virtio-mmio, which the guest's virtio_mmio module finds in microvm's ACPI tables; the TPM is
+the TIS at its fixed address, which the kernel takes without an ACPI TPM2 table under
+tpm_tis.force=1, and polls: tpm_tis.interrupts=0). microvm gives the guest nothing to calibrate
+its TSC against, so under TCG the kernel is told the host's TSC frequency (tsc_early_khz=,
+measured here; the guest's TSC is the host's) and that it is reliable (tsc=reliable: on a busy
+host, lost timer ticks would otherwise make the kernel distrust the TSC and fall back to
+jiffies). q35 for UEFI firmware (OVMF needs PCI, and measures into a TPM that ACPI describes),
+and for a direct boot with --machine q35 or BERTH_QEMU_MACHINE=q35.
+
 TCG by default; --accel kvm (or BERTH_QEMU_ACCEL=kvm) where KVM works (on some hosts /dev/kvm
 exists but QEMU cannot use it, so it is never picked on its own).
 
 The command prints one JSON line on stdout:
   {"outcome": "poweroff" | "killed-at-marker" | "timeout" | "exited" | "error",
    "seconds": ..., "exit_code": N, "marker": "...", "missing_markers": [...],
+   "qemu_cpu_seconds": ..., "machine": "microvm" | "q35",
    "power_button": SECONDS (when SIGUSR1 pressed it, if it did)}
 and exits 0 for "poweroff" and "killed-at-marker", 3 for "timeout", 4 when an
 --expect-marker never appeared, 1 otherwise (including QEMU or swtpm failing to start; the
@@ -105,13 +116,21 @@ class Vm:
                  firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
                  network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
                  bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER,
-                 serial_times=None):
+                 machine=None, serial_times=None):
         if (kernel is None) == (firmware is None):
             raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
+        machine = machine or os.environ.get("BERTH_QEMU_MACHINE") or (
+            "microvm" if kernel is not None else "q35")
+        if machine not in ("microvm", "q35"):
+            raise VmError(f"unknown machine {machine!r}: microvm or q35")
+        if machine == "microvm" and firmware is not None:
+            raise VmError("microvm boots a kernel directly; UEFI firmware needs q35")
+        self.machine = machine
         self.serial_log = os.path.abspath(serial_log)
         self.kernel, self.initrd, self.append = kernel, initrd, append
-        # Direct boot: qboot for an ELF (PVH) kernel, SeaBIOS (QEMU's default) otherwise.
-        if bios is None and kernel is not None and _is_elf(kernel):
+        # Direct boot on q35: qboot for an ELF (PVH) kernel, SeaBIOS (QEMU's default)
+        # otherwise. microvm's default firmware is qboot.
+        if bios is None and kernel is not None and _is_elf(kernel) and machine == "q35":
             bios = QBOOT
         self.bios = bios
         # firmware_vars "fresh": a copy of OVMF's empty variable store, made per boot.
@@ -135,6 +154,7 @@ class Vm:
         self.swtpm = None
         self.rundir = None
         self.started = None
+        self._children_cpu = 0.0
         self._seen = ""  # serial output read so far
 
     # ---- starting ----
@@ -157,11 +177,15 @@ class Vm:
         return ctrl
 
     def argv(self, tpm_ctrl=None, config_image=None):
+        micro = self.machine == "microvm"
+        # virtio devices: on the virtio-mmio transport on microvm, PCI on q35.
+        virtio = "device" if micro else "pci"
+        machine = "microvm,acpi=on,isa-serial=on,rtc=on" if micro else "q35"
         a = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-             "-M", "q35", "-accel", self.accel, "-cpu", "max",
+             "-M", machine, "-accel", self.accel, "-cpu", "max",
              "-m", str(self.memory_mib), "-smp", str(self.cpus),
              "-serial", "file:" + self.serial_log, "-monitor", "none",
-             "-device", "virtio-rng-pci"]
+             "-device", f"virtio-rng-{virtio}"]
         if self.qmp_socket:
             a += ["-qmp", f"unix:{self.qmp_socket},server=on,wait=off"]
         if self.bios:
@@ -170,7 +194,14 @@ class Vm:
             a += ["-kernel", self.kernel]
             if self.initrd:
                 a += ["-initrd", self.initrd]
-            a += ["-append", self.append]
+            append = self.append
+            if micro and self.accel == "tcg":
+                append += f" tsc_early_khz={host_tsc_khz()} tsc=reliable"
+            if micro and tpm_ctrl:
+                # microvm has no ACPI TPM2 table: the kernel takes the TIS at its fixed
+                # address when forced, and polls it (microvm wires no TPM interrupt).
+                append += " tpm_tis.force=1 tpm_tis.interrupts=0"
+            a += ["-append", append.strip()]
         else:
             a += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={self.firmware}"]
             if self.firmware_vars:
@@ -185,7 +216,7 @@ class Vm:
             if d.get("readonly"):
                 opts.append("readonly=on")
             a += ["-drive", ",".join(opts)]
-            dev = f"virtio-blk-pci,drive=disk{i}"
+            dev = f"virtio-blk-{virtio},drive=disk{i}"
             if d.get("serial"):
                 dev += f",serial={d['serial']}"
             if i == 0 and self.firmware:
@@ -195,7 +226,7 @@ class Vm:
             net = "user,id=net0" + ("," + self.netdev_opts if self.netdev_opts else "")
             for fwd in self.hostfwds:
                 net += ",hostfwd=" + fwd
-            a += ["-netdev", net, "-device", "virtio-net-pci,netdev=net0"]
+            a += ["-netdev", net, "-device", f"virtio-net-{virtio},netdev=net0"]
         if tpm_ctrl:
             a += ["-chardev", f"socket,id=chrtpm,path={tpm_ctrl}",
                   "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
@@ -218,6 +249,7 @@ class Vm:
             self.qmp_socket = os.path.join(self.rundir, "qmp.sock")
             qlog = open(self.qemu_log, "wb")
             self.started = time.monotonic()
+            self._children_cpu = _children_cpu_seconds()
             self.qemu = subprocess.Popen(self.argv(tpm_ctrl, config_image), stdin=subprocess.DEVNULL,
                                          stdout=qlog, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=_die_with_parent)
@@ -322,6 +354,13 @@ class Vm:
             self.qemu.wait()
         return was_running
 
+    def cpu_seconds(self):
+        """CPU time (user + system) QEMU used, once it has exited and been reaped; None before.
+        Under TCG that is the emulation's work, which a busy host slows less than wall time."""
+        if self.qemu is None or self.qemu.returncode is None:
+            return None
+        return _children_cpu_seconds() - self._children_cpu
+
     def elapsed(self):
         return time.monotonic() - self.started if self.started else 0.0
 
@@ -361,6 +400,61 @@ class Vm:
             return "(no log)"
 
 
+_RDTSC = None
+
+
+def _rdtsc():
+    """The host's time stamp counter: `rdtsc; shl rdx, 32; or rax, rdx; ret`, run from an
+    executable page through ctypes (x86-64 only)."""
+    global _RDTSC
+    if _RDTSC is None:
+        import mmap
+        code = bytes([0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0xC3])
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(code)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        _RDTSC = (page, ctypes.CFUNCTYPE(ctypes.c_uint64)(address))
+    return _RDTSC[1]()
+
+
+def host_tsc_khz():
+    """The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW over 50 ms.
+
+    Under TCG the guest's TSC is the host's. On microvm the guest kernel has no PIT gate (port
+    0x61), HPET or ACPI PM timer to calibrate its TSC against, so it stops at boot ("tsc: Unable
+    to calibrate against PIT") unless told the frequency (tsc_early_khz=). Each reading of the
+    counter is bracketed by two clock readings, and the tightest of a few brackets is kept, so a
+    preemption of this process does not skew the figure. Falls back to /proc/cpuinfo's "cpu MHz"
+    where an executable page cannot be mapped."""
+    def sample():
+        best = None
+        for _ in range(20):
+            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+            tsc = _rdtsc()
+            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+            if best is None or after - before < best[0]:
+                best = (after - before, tsc, (before + after) // 2)
+        return best[1], best[2]
+    try:
+        tsc0, ns0 = sample()
+        time.sleep(0.05)
+        tsc1, ns1 = sample()
+        return (tsc1 - tsc0) * 1_000_000 // (ns1 - ns0)
+    except (OSError, ValueError, AttributeError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+        raise VmError("cannot tell the host's TSC frequency (microvm under TCG needs it)")
+
+
+def _children_cpu_seconds():
+    """User + system CPU seconds of this process's reaped children."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _is_elf(path):
     with open(path, "rb") as f:
         return f.read(4) == b"\x7fELF"
@@ -392,7 +486,8 @@ def run(args):
             swtpm_state=args.swtpm_state, hostfwds=args.hostfwd, network=not args.no_network,
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
             bios=args.bios, extra_args=args.qemu_arg, netdev_opts=args.netdev_opts,
-            poweroff_marker=marker or POWEROFF_MARKER, serial_times=args.serial_times)
+            poweroff_marker=marker or POWEROFF_MARKER, machine=args.machine,
+            serial_times=args.serial_times)
     result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
 
     def on_signal(signum, frame):
@@ -433,6 +528,10 @@ def run(args):
         result["outcome"] = "error"
     finally:
         result["seconds"] = round(vm.elapsed(), 3)
+        cpu = vm.cpu_seconds()  # before close(), which reaps swtpm
+        if cpu is not None:
+            result["qemu_cpu_seconds"] = round(cpu, 3)
+        result["machine"] = vm.machine
         vm.close()
     missing = [m for m in args.expect_marker if m not in vm.serial()]
     if missing:
@@ -467,6 +566,8 @@ def main():
     r.add_argument("--poweroff-marker",
                    help="console text that makes a clean exit a \"poweroff\" (default: %r; with "
                         "--ovmf: %r)" % (POWEROFF_MARKER, KERNEL_POWEROFF_MARKER))
+    r.add_argument("--machine", choices=["microvm", "q35"],
+                   help="default: $BERTH_QEMU_MACHINE, else microvm for --kernel, q35 for firmware")
     r.add_argument("--memory", type=int, default=512, help="MiB (default %(default)s)")
     r.add_argument("--cpus", type=int, default=1)
     r.add_argument("--accel", choices=["kvm", "tcg"], help="default: $BERTH_QEMU_ACCEL or tcg")

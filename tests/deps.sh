@@ -10,11 +10,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev libtss2-dev libsystemd-dev libcryptsetup-dev libblkid-dev
   libcap-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
-  libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+  libcurl4-openssl-dev libgfshare-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
   # real parts the tests run
   swtpm swtpm-tools gnutls-bin tpm2-tools etcd-server etcd-client
   # tools the tests call
   gnuplot-nox openssl python3 python3-yaml curl procps iproute2 util-linux e2fsprogs dosfstools xfsprogs fdisk cryptsetup-bin
+  # every kind of non-blank disk the disk probe's tests make (tests/unit/agent/disk_test.cc; mdadm
+  # and lvm2 go into a QEMU guest, tests/e2e): filesystems, RAID and LVM members, bcache, erofs
+  btrfs-progs f2fs-tools exfatprogs ntfs-3g jfsutils nilfs-tools udftools reiserfsprogs
+  bcache-tools erofs-utils mdadm lvm2
   # the QEMU guest tests
   linux-image-amd64 busybox-static qemu-system-x86 cpio kmod
   time  # GNU time: peak memory in the guest (qemu/bench-disk)

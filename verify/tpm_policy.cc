@@ -17,10 +17,6 @@ constexpr const char* kKeys[] = {"ek_ca_bundles",     "ek_ca_pem", "trusted_eks"
                                  "ak_ca_bundles",     "ak_ca_pem", "certificate_time",
                                  "enrolment_configs", "pcr_sets",  "event_log"};
 
-constexpr eventlog::EventClass kListedClasses[] = {
-    eventlog::EventClass::kBootApplication, eventlog::EventClass::kKernel,
-    eventlog::EventClass::kInitrd, eventlog::EventClass::kKernelCmdline};
-
 Result<Bytes> Hex(const YAML::Node& node, const std::string& where, size_t size) {
   if (!node || !node.IsScalar()) return InvalidArgument(where + ": expected a hex string");
   auto bytes = HexDecode(TrimWhitespace(node.as<std::string>()));
@@ -130,22 +126,141 @@ Result<int64_t> ParseTime(const YAML::Node& node) {
                          "\" is not a UTC time like 2026-02-04T00:00:00Z");
 }
 
+// The event types eventlog::ClassesMeasuredAt places classes at.
+constexpr uint32_t kClassifiedTypes[] = {eventlog::kEvEfiBootServicesApplication,
+                                         eventlog::kEvEfiVariableDriverConfig,
+                                         eventlog::kEvEventTag, eventlog::kEvIpl};
+
+// The PCRs events of class `c` are measured into, from eventlog::ClassesMeasuredAt.
+std::set<uint32_t> PcrsOfClass(eventlog::EventClass c) {
+  std::set<uint32_t> out;
+  for (uint32_t pcr = 0; pcr < 24; ++pcr) {
+    for (uint32_t type : kClassifiedTypes) {
+      auto here = eventlog::ClassesMeasuredAt(pcr, type);
+      if (std::find(here.begin(), here.end(), c) != here.end()) out.insert(pcr);
+    }
+  }
+  return out;
+}
+
+// "PCR 4", "PCR 9 or 11", "PCR 8, 9, 11 or 12".
+std::string PcrList(const std::set<uint32_t>& pcrs) {
+  std::string out = "PCR ";
+  size_t i = 0;
+  for (uint32_t p : pcrs) {
+    if (i > 0) out += i + 1 == pcrs.size() ? " or " : ", ";
+    out += std::to_string(p);
+    ++i;
+  }
+  return out;
+}
+
+Result<uint32_t> PcrIndex(const YAML::Node& node, const std::string& where) {
+  const std::string text = node.IsScalar() ? node.as<std::string>() : "";
+  char* end = nullptr;
+  unsigned long index = std::strtoul(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || index > 23) {
+    return InvalidArgument(where + ": \"" + text + "\" is not a PCR index (0-23)");
+  }
+  return static_cast<uint32_t>(index);
+}
+
+Status ParseRequiredPcrs(const YAML::Node& node, std::set<uint32_t>& out) {
+  const std::string where = "tpm.event_log.required_pcrs";
+  if (!node) {
+    return InvalidArgument(
+        where +
+        " is missing: list the PCRs every quote must cover (`berthctl policy from --eventlog` "
+        "writes every PCR the reference boot extended); without it the node would choose which "
+        "PCRs, and so which of its events, are checked");
+  }
+  if (!node.IsSequence() || node.size() == 0) {
+    return InvalidArgument(where +
+                           ": expected a non-empty list of PCR indices, e.g. [0, 1, 2, 3, 4, 5, "
+                           "6, 7, 8, 9]");
+  }
+  for (size_t i = 0; i < node.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    BERTH_ASSIGN_OR_RETURN(uint32_t pcr, PcrIndex(node[i], at));
+    if (pcr == 10) {
+      return InvalidArgument(at + ": PCR 10 is IMA's: Linux extends it at runtime and the "
+                                  "firmware's event log does not record it");
+    }
+    if (pcr == seal::kPcr) {
+      return InvalidArgument(at + ": PCR 15 is berth-agent's: berthd checks it from the agent's "
+                                  "own events (docs/attestation.md, \"Sealing the boot\")");
+    }
+    if (pcr > 14) {
+      return InvalidArgument(at + ": PCR " + std::to_string(pcr) +
+                             " is not one that boot firmware or loaders extend (0-9, 11-14)");
+    }
+    if (!out.insert(pcr).second) {
+      return InvalidArgument(at + ": PCR " + std::to_string(pcr) + " is listed twice");
+    }
+  }
+  return OkStatus();
+}
+
+Result<std::vector<ListedEvent>> ParseListedEvents(const YAML::Node& list, size_t digest_size) {
+  const std::string where = "tpm.event_log.other_events";
+  if (!list.IsSequence()) return InvalidArgument(where + ": expected a list");
+  std::vector<ListedEvent> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    const YAML::Node& entry = list[i];
+    if (!entry.IsMap() || !entry["pcr"] || !entry["type"] || !entry["digest"]) {
+      return InvalidArgument(at + ": expected {name: ..., pcr: <index>, type: <EV_...>, digest: "
+                                  "<hex>}");
+    }
+    BERTH_RETURN_IF_ERROR(CheckKeys(entry, at, {"name", "pcr", "type", "digest"}));
+    ListedEvent e;
+    BERTH_ASSIGN_OR_RETURN(e.pcr, PcrIndex(entry["pcr"], at + ".pcr"));
+    auto type = eventlog::EventTypeFromName(entry["type"].as<std::string>());
+    if (!type.ok()) return type.status().WithContext(at + ".type");
+    e.type = *type;
+    if (e.type == eventlog::kEvNoAction) {
+      return InvalidArgument(at + ".type: EV_NO_ACTION events are never extended into a PCR");
+    }
+    BERTH_ASSIGN_OR_RETURN(e.digest, Hex(entry["digest"], at + ".digest", digest_size));
+    if (entry["name"]) e.name = entry["name"].as<std::string>();
+    for (const auto& other : out) {
+      if (other.pcr == e.pcr && other.type == e.type && other.digest == e.digest) {
+        return InvalidArgument(at + ": this event is listed twice");
+      }
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 Status ParseEventLogPolicy(const YAML::Node& node, EventLogPolicy& out) {
   if (!node.IsMap()) return InvalidArgument("tpm.event_log: expected a map");
   BERTH_RETURN_IF_ERROR(CheckKeys(node, "tpm.event_log",
-                                  {"bank", "boot_applications", "kernels", "initrds",
-                                   "kernel_cmdlines", "secure_boot_variables"}));
+                                  {"bank", "required_pcrs", "boot_applications", "kernels",
+                                   "initrds", "kernel_cmdlines", "secure_boot_variables",
+                                   "other_events"}));
   if (node["bank"]) {
     auto bank = DigestFromName(node["bank"].as<std::string>());
     if (!bank.ok()) return bank.status().WithContext("tpm.event_log.bank");
     out.bank = *bank;
   }
+  BERTH_RETURN_IF_ERROR(ParseRequiredPcrs(node["required_pcrs"], out.required_pcrs));
   const size_t size = DigestSize(out.bank);
-  for (eventlog::EventClass c : kListedClasses) {
+  // A class whose PCRs no quote is required to cover could never be matched.
+  auto require_pcrs_of = [&](eventlog::EventClass c, const std::string& key) -> Status {
+    const std::set<uint32_t> pcrs = PcrsOfClass(c);
+    for (uint32_t p : pcrs) {
+      if (out.required_pcrs.contains(p)) return OkStatus();
+    }
+    return InvalidArgument(key + ": these events are measured into " + PcrList(pcrs) +
+                           ", which tpm.event_log.required_pcrs does not list");
+  };
+  for (eventlog::EventClass c : kListedEventClasses) {
     const std::string key(eventlog::EventClassName(c));
     if (!node[key]) continue;
     BERTH_ASSIGN_OR_RETURN(out.allowed[c],
                            NamedDigests(node[key], "tpm.event_log." + key, "digest", size));
+    BERTH_RETURN_IF_ERROR(require_pcrs_of(c, "tpm.event_log." + key));
   }
   if (const YAML::Node& vars = node["secure_boot_variables"]; vars) {
     if (!vars.IsMap()) {
@@ -158,26 +273,21 @@ Status ParseEventLogPolicy(const YAML::Node& node, EventLogPolicy& out) {
           out.secure_boot_variables[name],
           NamedDigests(v.second, "tpm.event_log.secure_boot_variables." + name, "digest", size));
     }
+    BERTH_RETURN_IF_ERROR(require_pcrs_of(eventlog::EventClass::kSecureBootVariable,
+                                          "tpm.event_log.secure_boot_variables"));
   }
-  if (out.allowed.empty() && out.secure_boot_variables.empty()) {
-    return InvalidArgument("tpm.event_log: no allow-list, so it would check nothing");
+  if (node["other_events"]) {
+    BERTH_ASSIGN_OR_RETURN(out.other_events, ParseListedEvents(node["other_events"], size));
+    for (size_t i = 0; i < out.other_events.size(); ++i) {
+      if (!out.required_pcrs.contains(out.other_events[i].pcr)) {
+        return InvalidArgument("tpm.event_log.other_events[" + std::to_string(i) + "]: PCR " +
+                               std::to_string(out.other_events[i].pcr) +
+                               " is not in tpm.event_log.required_pcrs");
+      }
+    }
   }
   return OkStatus();
 }
-
-// "shim 15.8" / "digest 1f3a..." for messages.
-std::string Label(const NamedDigest& d) {
-  return d.name.empty() ? "digest " + HexEncode(d.digest).substr(0, 16) : d.name;
-}
-
-const NamedDigest* Find(const std::vector<NamedDigest>& list, const Bytes& digest) {
-  for (const auto& d : list) {
-    if (d.digest == digest) return &d;
-  }
-  return nullptr;
-}
-
-std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 }  // namespace
 
@@ -217,276 +327,6 @@ Status ParseTpmTrustPolicy(const YAML::Node& tpm, TpmTrustPolicy& out) {
     out.event_log = std::move(p);
   }
   return OkStatus();
-}
-
-Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::PcrValues& quoted) {
-  if (sets.empty()) return std::string();
-  std::string reasons;
-  for (const PcrSet& set : sets) {
-    std::string mismatch;
-    for (const auto& [bank, values] : set.pcrs) {
-      for (const auto& [index, expected] : values) {
-        auto b = quoted.find(bank);
-        if (b == quoted.end() || !b->second.contains(index)) {
-          mismatch = "PCR " + tpm::PcrName(bank, index) + " is not quoted";
-        } else if (b->second.at(index) != expected) {
-          mismatch = "PCR " + tpm::PcrName(bank, index) + " is " + HexEncode(b->second.at(index));
-        }
-        if (!mismatch.empty()) break;
-      }
-      if (!mismatch.empty()) break;
-    }
-    if (mismatch.empty()) return set.name;
-    reasons += (reasons.empty() ? "" : "; ") + Quote(set.name) + ": " + mismatch;
-  }
-  return PermissionDenied("no tpm.pcr_sets entry matches the quoted PCRs (" + reasons + ")");
-}
-
-Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
-                                  const EventLogPolicy* policy) {
-  // 1. Replay == quote, for every PCR both know, in every bank both have.
-  const tpm::PcrValues replayed = eventlog::Replay(log);
-  std::map<DigestAlg, std::set<uint32_t>> vouched;
-  for (const auto& [b, values] : replayed) {
-    auto q = quoted.find(b);
-    if (q == quoted.end()) continue;
-    for (const auto& [index, value] : values) {
-      auto v = q->second.find(index);
-      if (v == q->second.end()) continue;
-      if (v->second != value) {
-        return PermissionDenied("the event log does not match the quoted PCR " +
-                                tpm::PcrName(b, index) + ": the log replays to " +
-                                HexEncode(value) + ", the quote holds " + HexEncode(v->second));
-      }
-      vouched[b].insert(index);
-    }
-  }
-  // The bank the rules are written in; without rules, sha256 if the quote vouches for any of
-  // it, else the first bank it vouches for.
-  DigestAlg bank = DigestAlg::kSha256;
-  if (policy != nullptr) {
-    bank = policy->bank;
-  } else if (vouched[DigestAlg::kSha256].empty()) {
-    for (DigestAlg b : log.banks) {
-      if (!vouched[b].empty()) {
-        bank = b;
-        break;
-      }
-    }
-  }
-  if (std::find(log.banks.begin(), log.banks.end(), bank) == log.banks.end()) {
-    return PermissionDenied("the event log has no " + std::string(DigestName(bank)) +
-                            " digests, which the policy's event rules are written in");
-  }
-  const std::set<uint32_t>& trusted = vouched[bank];
-  if (trusted.empty()) {
-    return PermissionDenied("the quote covers none of the " + std::string(DigestName(bank)) +
-                            " PCRs the event log extends, so nothing in the log is vouched for");
-  }
-  auto is_trusted = [&](const eventlog::Event& e) {
-    return e.type != eventlog::kEvNoAction && trusted.contains(e.pcr);
-  };
-
-  // 2. Data that must match its digest does.
-  for (const auto& e : log.events) {
-    if (is_trusted(e)) BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
-  }
-  std::string pcr_list;
-  for (uint32_t i : trusted) pcr_list += (pcr_list.empty() ? "" : ",") + std::to_string(i);
-  std::string summary =
-      "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list;
-  if (policy == nullptr) return summary;
-
-  // 3. The allow-lists.
-  std::map<eventlog::EventClass, int> seen;
-  std::set<std::string> variables_seen;
-  for (const auto& e : log.events) {
-    if (!is_trusted(e)) continue;
-    const eventlog::EventClass c = eventlog::ClassifyEvent(e);
-    if (c == eventlog::EventClass::kOther) continue;
-    auto digest = e.digests.find(bank);
-    if (digest == e.digests.end()) {
-      return PermissionDenied(eventlog::EventReference(e, bank) + " has no " +
-                              std::string(DigestName(bank)) + " digest");
-    }
-    const std::string what = eventlog::DescribeEvent(e);
-    const std::string described =
-        eventlog::EventReference(e, bank) + (what.empty() ? "" : " " + Quote(what));
-    if (c == eventlog::EventClass::kSecureBootVariable) {
-      if (policy->secure_boot_variables.empty()) continue;
-      auto name = eventlog::UefiVariableName(e);
-      if (!name.ok()) return PermissionDenied(name.status().message());
-      auto allowed = policy->secure_boot_variables.find(*name);
-      if (allowed == policy->secure_boot_variables.end()) {
-        return PermissionDenied("Secure Boot variable " + described +
-                                " is not in tpm.event_log.secure_boot_variables");
-      }
-      if (Find(allowed->second, digest->second) == nullptr) {
-        return PermissionDenied("Secure Boot variable " + described +
-                                " is not in tpm.event_log.secure_boot_variables." + *name);
-      }
-      variables_seen.insert(*name);
-      continue;
-    }
-    auto allowed = policy->allowed.find(c);
-    if (allowed == policy->allowed.end()) continue;
-    const NamedDigest* match = Find(allowed->second, digest->second);
-    if (match == nullptr) {
-      return PermissionDenied(std::string(eventlog::EventClassName(c)) + " " + described +
-                              " is not in tpm.event_log." +
-                              std::string(eventlog::EventClassName(c)));
-    }
-    summary += " " + std::string(eventlog::EventClassName(c)) + "[" + Label(*match) + "]";
-    ++seen[c];
-  }
-  for (const auto& [c, list] : policy->allowed) {
-    if (!list.empty() && seen[c] == 0) {
-      return PermissionDenied("tpm.event_log." + std::string(eventlog::EventClassName(c)) +
-                              ": the event log has no such event in a quoted PCR");
-    }
-  }
-  for (const auto& [name, list] : policy->secure_boot_variables) {
-    if (!variables_seen.contains(name)) {
-      return PermissionDenied("tpm.event_log.secure_boot_variables." + name +
-                              ": the event log does not measure this variable in a quoted PCR 7");
-    }
-  }
-  if (!policy->secure_boot_variables.empty()) summary += " secure_boot_variables";
-  return summary;
-}
-
-Result<std::string> CheckSealedBoot(const TpmTrustPolicy& policy, const v1::TpmEvidence& evidence,
-                                    const tpm::PcrValues& quoted) {
-  const std::string pcr = std::to_string(seal::kPcr);
-  std::vector<Bytes> events;
-  std::optional<Bytes> config;
-  for (int i = 0; i < evidence.agent_events_size(); ++i) {
-    const v1::TpmAgentEvent& e = evidence.agent_events(i);
-    const std::string at = "berth-agent event #" + std::to_string(i);
-    if (e.pcr() != seal::kPcr) {
-      return InvalidArgument(at + " is in PCR " + std::to_string(e.pcr()) + ", not " + pcr);
-    }
-    auto parsed = seal::ParseEvent(AsBytes(e.data()));
-    if (!parsed.ok()) return parsed.status().WithContext(at);
-    if (parsed->kind == seal::SealEvent::Kind::kKeysReleased) {
-      return PermissionDenied(at + " (PCR " + pcr +
-                              ") says this boot already released its keys: a second attestation "
-                              "in the same boot is refused; reboot the node");
-    }
-    if (config.has_value()) return PermissionDenied(at + ": a second EnrolmentConfig measurement");
-    config = parsed->config_sha256;
-    events.push_back(ToBytes(e.data()));
-  }
-  bool covered = false;
-  for (const auto& [bank, values] : quoted) {
-    auto v = values.find(seal::kPcr);
-    if (v == values.end()) continue;
-    covered = true;
-    Bytes replayed = seal::Replay(bank, events);
-    if (replayed != v->second) {
-      return PermissionDenied(
-          "PCR " + tpm::PcrName(bank, seal::kPcr) + " is " + HexEncode(v->second) +
-          ", but berth-agent's " + std::to_string(events.size()) + " event(s) replay to " +
-          HexEncode(replayed) + ": something else measured into it, or the keys were released");
-    }
-  }
-  if (!covered) {
-    return PermissionDenied("the quote does not cover PCR " + pcr +
-                            ", where berth-agent seals the boot, so berthd cannot tell whether "
-                            "this boot already released its keys");
-  }
-  std::string summary = config.has_value()
-                            ? "enrolment_config sha256:" + HexEncode(*config).substr(0, 16)
-                            : "no enrolment config measured";
-  if (!policy.enrolment_configs.empty()) {
-    if (!config.has_value()) {
-      return PermissionDenied(
-          "the policy pins tpm.enrolment_configs, but this boot measured no "
-          "EnrolmentConfig into PCR " +
-          pcr);
-    }
-    const NamedDigest* match = Find(policy.enrolment_configs, *config);
-    if (match == nullptr) {
-      return PermissionDenied("the node booted with EnrolmentConfig sha256:" + HexEncode(*config) +
-                              ", which is not in tpm.enrolment_configs");
-    }
-    summary = "enrolment_configs[" + Label(*match) + "]";
-  }
-  return summary;
-}
-
-Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg bank,
-                                       const std::string& source_name) {
-  if (std::find(log.banks.begin(), log.banks.end(), bank) == log.banks.end()) {
-    return InvalidArgument("the event log has no " + std::string(DigestName(bank)) + " digests");
-  }
-  auto quote_yaml = [](const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-    return out + "'";
-  };
-  std::map<eventlog::EventClass, std::vector<std::pair<std::string, Bytes>>> lists;
-  std::map<std::string, std::vector<Bytes>> variables;
-  std::set<uint32_t> classified_pcrs;
-  for (const auto& e : log.events) {
-    if (e.type == eventlog::kEvNoAction) continue;
-    const eventlog::EventClass c = eventlog::ClassifyEvent(e);
-    if (c == eventlog::EventClass::kOther) continue;
-    auto d = e.digests.find(bank);
-    if (d == e.digests.end()) continue;
-    classified_pcrs.insert(e.pcr);
-    if (c == eventlog::EventClass::kSecureBootVariable) {
-      auto name = eventlog::UefiVariableName(e);
-      if (!name.ok()) return name.status();
-      auto& v = variables[*name];
-      if (std::find(v.begin(), v.end(), d->second) == v.end()) v.push_back(d->second);
-      continue;
-    }
-    auto& list = lists[c];
-    bool dup =
-        std::any_of(list.begin(), list.end(), [&](const auto& p) { return p.second == d->second; });
-    if (!dup) {
-      std::string what = eventlog::DescribeEvent(e);
-      if (what.size() > 80) what = what.substr(0, 77) + "...";
-      list.emplace_back("event " + std::to_string(e.index) + (what.empty() ? "" : ": " + what),
-                        d->second);
-    }
-  }
-  const tpm::PcrValues replayed = eventlog::Replay(log);
-  std::string out = "# berthd policy accepting exactly the boot recorded in " + source_name +
-                    "\n# (" + std::string(DigestName(bank)) +
-                    " bank). Edit before use: add how this fleet's attestation keys are\n"
-                    "# trusted (trusted_aks, ek_ca_bundles, trusted_eks or ak_ca_bundles), and "
-                    "add the digests\n# of other approved kernels, initrds and command lines "
-                    "next to these ones.\ntpm:\n";
-  out += "  event_log:\n    bank: " + std::string(DigestName(bank)) + "\n";
-  for (eventlog::EventClass c : kListedClasses) {
-    auto it = lists.find(c);
-    if (it == lists.end()) continue;
-    out += "    " + std::string(eventlog::EventClassName(c)) + ":\n";
-    for (const auto& [name, digest] : it->second) {
-      out += "      - name: " + quote_yaml(name) + "\n        digest: " + HexEncode(digest) + "\n";
-    }
-  }
-  if (!variables.empty()) {
-    out += "    secure_boot_variables:\n";
-    for (const auto& [name, digests] : variables) {
-      out += "      " + quote_yaml(name) + ":\n";
-      for (const Bytes& d : digests) out += "        - digest: " + HexEncode(d) + "\n";
-    }
-  }
-  // The PCRs no event rule speaks for (firmware code and configuration, MOK lists) are
-  // pinned to this boot's values.
-  std::string pins;
-  auto b = replayed.find(bank);
-  if (b != replayed.end()) {
-    for (const auto& [index, value] : b->second) {
-      if (classified_pcrs.contains(index)) continue;
-      pins += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
-    }
-  }
-  if (!pins.empty()) out += "  pcrs:\n    " + std::string(DigestName(bank)) + ":\n" + pins;
-  return out;
 }
 
 }  // namespace berth::verify

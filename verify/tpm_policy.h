@@ -20,6 +20,8 @@
 //         sha256: {0: ..., 2: ...}
 //     event_log:                                    # the boot, event by event
 //       bank: sha256
+//       required_pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] # every quote covers these; the log
+//                                                     # may extend no other
 //       boot_applications: [{name: shim 15.8, digest: ...}]
 //       kernels: [...]
 //       initrds: [...]
@@ -27,12 +29,15 @@
 //       secure_boot_variables:
 //         SecureBoot: [{digest: ...}]
 //         db: [...]
+//       other_events:                                 # what no class covers, by place
+//         - {name: "grub_cmd: insmod part_gpt", pcr: 8, type: EV_IPL, digest: ...}
 //
 // Immutable after parsing; thread-safe to read.
 #pragma once
 
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,15 +63,37 @@ struct PcrSet {
   tpm::PcrValues pcrs;
 };
 
+// An event accepted by where it was measured and what: its PCR, its type and its digest in
+// the rules' bank (tpm.event_log.other_events). For the events no class speaks for: GRUB's
+// commands and the files it reads besides the kernel and initrd, a UKI's sections besides
+// .linux/.initrd/.cmdline, the authorities that verified images, firmware actions with a
+// meaning (e.g. "DMA Protection Disabled").
+struct ListedEvent {
+  std::string name;  // a label; may be empty
+  uint32_t pcr = 0;
+  uint32_t type = 0;
+  Bytes digest;
+};
+
+// Measured-boot rules (docs/attestation.md, "How the event log is trusted"). Default deny:
+// every event in a PCR the policy covers must be accepted by a rule.
 struct EventLogPolicy {
   DigestAlg bank = DigestAlg::kSha256;
-  // Per event class (boot_applications, kernels, initrds, kernel_cmdlines): every event of
-  // the class in a quoted PCR must have one of these digests, and at least one such event
-  // must be there. A class without a list is not checked.
+  // The PCRs (in `bank`) every quote must cover. They and the PCRs the policy pins in `bank`
+  // (tpm.pcrs, the matching tpm.pcr_sets entry) are the PCRs the policy covers; the log may
+  // extend no other, and the quoted value of each must be the log's replay of it (its reset
+  // value when the log has no event there). Required: the verifier, not the node, decides
+  // what is quoted.
+  std::set<uint32_t> required_pcrs;
+  // Per event class (boot_applications, kernels, initrds, kernel_cmdlines): the digests an
+  // event measured where the class lives (eventlog::ClassesMeasuredAt) may have; at least one
+  // event must match each non-empty list.
   std::map<eventlog::EventClass, std::vector<NamedDigest>> allowed;
-  // Secure Boot variable name -> allowed digests of its EV_EFI_VARIABLE_DRIVER_CONFIG event.
-  // When set, every such event in PCR 7 must be listed, and every listed variable measured.
+  // Secure Boot variable name -> allowed digests of its EV_EFI_VARIABLE_DRIVER_CONFIG event in
+  // PCR 7; every listed variable must be measured.
   std::map<std::string, std::vector<NamedDigest>> secure_boot_variables;
+  // Events accepted by PCR, type and digest.
+  std::vector<ListedEvent> other_events;
 };
 
 struct TpmTrustPolicy {
@@ -88,6 +115,12 @@ struct TpmTrustPolicy {
   int64_t CertificateTime(int64_t now_unix) const { return certificate_time.value_or(now_unix); }
 };
 
+// The event classes a policy lists by digest (boot_applications, kernels, initrds,
+// kernel_cmdlines), in the order policies write them.
+inline constexpr eventlog::EventClass kListedEventClasses[] = {
+    eventlog::EventClass::kBootApplication, eventlog::EventClass::kKernel,
+    eventlog::EventClass::kInitrd, eventlog::EventClass::kKernelCmdline};
+
 // Whether `key` (under `tpm:`) belongs to this section.
 bool IsTpmTrustPolicyKey(std::string_view key);
 
@@ -95,43 +128,5 @@ bool IsTpmTrustPolicyKey(std::string_view key);
 // key ("tpm.event_log.kernels[2].digest: ...") and are INVALID_ARGUMENT. Reads CA bundle
 // files (absolute paths).
 Status ParseTpmTrustPolicy(const YAML::Node& tpm, TpmTrustPolicy& out);
-
-// ---- checks ----
-
-// OK when `pcr_sets` is empty or one of the sets matches `quoted` entirely (the name of the
-// matching set is returned); otherwise PERMISSION_DENIED naming, for each set, the first PCR
-// that differs or is missing.
-Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::PcrValues& quoted);
-
-// Trusts the event log only as far as the quote vouches for it, then applies `policy`:
-//  1. the log's replay must equal the quoted value of every PCR that both the log touches
-//     and the quote covers, in every bank both have (PERMISSION_DENIED names the PCR); at
-//     least one PCR must be both in the rules' bank (without a policy: sha256 if the quote
-//     covers it, else the first bank it covers);
-//  2. events in those PCRs whose data the specifications tie to their digest must agree
-//     (eventlog::CheckEventDataDigests, naming the event);
-//  3. with a policy: every classified event in a vouched-for PCR against its allow-list
-//     (naming the event index, type, PCR, digest and what it is), and every configured class
-//     present at least once.
-// Events in PCRs the quote does not cover are ignored: nothing vouches for them. Returns a
-// short description of what was checked, for the audit line.
-Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
-                                  const EventLogPolicy* policy);
-
-// berth-agent's own measurements (common/tpm/sealed_boot.h) against the quoted PCR 15: the quote
-// must cover PCR 15, the events must replay to it in every quoted bank, the boot must not
-// have released its keys yet, and when `enrolment_configs` is not empty the measured config
-// must be one of them. Returns the config's description for the audit line.
-Result<std::string> CheckSealedBoot(const TpmTrustPolicy& policy, const v1::TpmEvidence& evidence,
-                                    const tpm::PcrValues& quoted);
-
-// ---- writing policies ----
-
-// A policy (YAML) that accepts exactly the boot recorded in `log`, to be edited: an
-// event_log section with every classified event's digest in `bank`, and the replayed values
-// of the PCRs no event class covers pinned under `pcrs`. The AK trust keys are left for the
-// operator (a comment says so).
-Result<std::string> PolicyFromEventLog(const eventlog::EventLog& log, DigestAlg bank,
-                                       const std::string& source_name);
 
 }  // namespace berth::verify

@@ -20,6 +20,24 @@ struct TpmQuote {
   Bytes signature;  // marshalled TPMT_SIGNATURE
 };
 
+// A secret sealed by this TPM (TPM2_Create under the owner hierarchy's storage primary key):
+// the object's public and private areas as the TPM returned them (marshalled TPM2B_PUBLIC and
+// TPM2B_PRIVATE). Not a secret: the private area is encrypted to a key that never leaves this
+// TPM, so the blob is useless anywhere else.
+struct SealedSecret {
+  Bytes public_area;
+  Bytes private_area;
+};
+
+// A PCR policy that the authorizing key approved (common/tpm/policy.h): which PCRs, the
+// PolicyPCR digest of their approved values, and the key's signature over it.
+struct AuthorizedPolicy {
+  DigestAlg bank = DigestAlg::kSha256;
+  std::vector<uint32_t> pcrs;
+  Bytes approved_policy;  // TPM2_PolicyPCR digest
+  Bytes signature;        // marshalled TPMT_SIGNATURE over approved_policy || policy_ref
+};
+
 // The TPM's endorsement key, as berthd's Challenge needs it.
 struct Endorsement {
   Bytes ek_public;       // marshalled TPMT_PUBLIC
@@ -57,6 +75,22 @@ class Tpm {
   // TPM2_PCR_Event: extends PCR `pcr` in every active bank with H_bank(event_data)
   // (at most 1024 bytes).
   virtual Status MeasureEvent(uint32_t pcr, std::span<const uint8_t> event_data) = 0;
+
+  // Seals `secret` (at most 128 bytes) so that this TPM releases it only under a policy that
+  // `authorizing_key` (a marshalled TPMT_PUBLIC, ECDSA P-256) signed with `policy_ref`
+  // (TPM2_PolicyAuthorize). No password; not subject to dictionary-attack lockout.
+  virtual Result<SealedSecret> SealAuthorized(const SecretBytes& secret,
+                                              std::span<const uint8_t> authorizing_key,
+                                              std::span<const uint8_t> policy_ref) = 0;
+  // Unseals it: PolicyPCR over `policy.pcrs` as they are now, the key's signature checked by
+  // the TPM (TPM2_VerifySignature), PolicyAuthorize, TPM2_Unseal. PERMISSION_DENIED, naming
+  // the reason, when the PCRs are not the approved ones, the signature is not the key's, or
+  // the blob is another TPM's or was made for another key; INVALID_ARGUMENT for a malformed
+  // blob or policy.
+  virtual Result<SecretBytes> UnsealAuthorized(const SealedSecret& sealed,
+                                               std::span<const uint8_t> authorizing_key,
+                                               std::span<const uint8_t> policy_ref,
+                                               const AuthorizedPolicy& policy) = 0;
 };
 
 // Opens the TPM through the TCTI named by `tcti` ("device:/dev/tpmrm0", "swtpm:path=...")

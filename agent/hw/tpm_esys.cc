@@ -11,6 +11,7 @@
 #include "agent/hw/tpm.h"
 #include "common/tpm/certs.h"
 #include "common/tpm/credential.h"
+#include "common/tpm/policy.h"
 #include "common/tpm/templates.h"
 
 namespace berth::agent {
@@ -258,7 +259,248 @@ class EsysTpm : public Tpm {
     return OkStatus();
   }
 
+  Result<SealedSecret> SealAuthorized(const SecretBytes& secret,
+                                      std::span<const uint8_t> authorizing_key,
+                                      std::span<const uint8_t> policy_ref) override {
+    if (secret.empty() || secret.size() > 128) {
+      return InvalidArgument("a sealed secret must be 1 to 128 bytes");
+    }
+    BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC key, tpm::ParsePublic(authorizing_key));
+    BERTH_ASSIGN_OR_RETURN(Bytes key_name, tpm::PublicName(key));
+    Bytes auth_policy = tpm::PolicyAuthorizeDigest(key_name, policy_ref);
+    BERTH_ASSIGN_OR_RETURN(ESYS_TR srk, CreateStoragePrimary());
+    TPM2B_SENSITIVE_CREATE sensitive{};
+    sensitive.sensitive.data.size = static_cast<uint16_t>(secret.size());
+    std::memcpy(sensitive.sensitive.data.buffer, secret.data(), secret.size());
+    TPM2B_PUBLIC in_public{};
+    TPMT_PUBLIC& p = in_public.publicArea;
+    p.type = TPM2_ALG_KEYEDHASH;
+    p.nameAlg = TPM2_ALG_SHA256;
+    // Only the policy opens it (no userWithAuth), never a password guess (noDA).
+    p.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA;
+    p.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+    p.authPolicy.size = static_cast<uint16_t>(auth_policy.size());
+    std::memcpy(p.authPolicy.buffer, auth_policy.data(), auth_policy.size());
+    TPM2B_DATA outside{};
+    TPML_PCR_SELECTION creation_pcr{};
+    TPM2B_PRIVATE* out_private = nullptr;
+    TPM2B_PUBLIC* out_public = nullptr;
+    TSS2_RC rc = Esys_Create(ctx_, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sensitive,
+                             &in_public, &outside, &creation_pcr, &out_private, &out_public,
+                             nullptr, nullptr, nullptr);
+    WipeMemory(&sensitive, sizeof sensitive);
+    Esys_FlushContext(ctx_, srk);
+    if (rc != TSS2_RC_SUCCESS) return tpm::TssError("sealing a secret to an authorized policy", rc);
+    EsysPtr<TPM2B_PRIVATE> owned_private(out_private);
+    EsysPtr<TPM2B_PUBLIC> owned_public(out_public);
+    SealedSecret out;
+    BERTH_ASSIGN_OR_RETURN(out.public_area, MarshalTpm2bPublic(*out_public));
+    BERTH_ASSIGN_OR_RETURN(out.private_area, MarshalTpm2bPrivate(*out_private));
+    return out;
+  }
+
+  Result<SecretBytes> UnsealAuthorized(const SealedSecret& sealed,
+                                       std::span<const uint8_t> authorizing_key,
+                                       std::span<const uint8_t> policy_ref,
+                                       const AuthorizedPolicy& policy) override {
+    TPM2B_PUBLIC object_public{};
+    TPM2B_PRIVATE object_private{};
+    size_t offset = 0;
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(sealed.public_area.data(), sealed.public_area.size(),
+                                       &offset, &object_public) != TSS2_RC_SUCCESS ||
+        offset != sealed.public_area.size()) {
+      return InvalidArgument("the sealed secret's public area is not a TPM2B_PUBLIC");
+    }
+    offset = 0;
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(sealed.private_area.data(), sealed.private_area.size(),
+                                        &offset, &object_private) != TSS2_RC_SUCCESS ||
+        offset != sealed.private_area.size()) {
+      return InvalidArgument("the sealed secret's private area is not a TPM2B_PRIVATE");
+    }
+    BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC key, tpm::ParsePublic(authorizing_key));
+    BERTH_ASSIGN_OR_RETURN(Bytes key_name, tpm::PublicName(key));
+    BERTH_ASSIGN_OR_RETURN(TPMT_SIGNATURE signature, tpm::ParseSignature(policy.signature));
+    if (policy.approved_policy.size() != 32) {
+      return InvalidArgument("an approved policy must be a SHA-256 digest");
+    }
+    if (policy_ref.size() > sizeof(TPM2B_NONCE::buffer)) return InvalidArgument("policyRef too long");
+    // A blob made for another key (or another policyRef) can never be opened: say so plainly
+    // rather than as the TPM's policy failure.
+    if (Bytes want = tpm::PolicyAuthorizeDigest(key_name, policy_ref);
+        object_public.publicArea.authPolicy.size != want.size() ||
+        std::memcmp(object_public.publicArea.authPolicy.buffer, want.data(), want.size()) != 0) {
+      return PermissionDenied("the sealed secret was not sealed to this boot-policy key");
+    }
+    TPML_PCR_SELECTION selection{};
+    selection.count = 1;
+    selection.pcrSelections[0].hash = tpm::TpmAlgFromDigest(policy.bank);
+    selection.pcrSelections[0].sizeofSelect = 3;
+    for (uint32_t pcr : policy.pcrs) {
+      if (pcr > 23) return InvalidArgument("PCR " + std::to_string(pcr) + " does not exist");
+      selection.pcrSelections[0].pcrSelect[pcr / 8] |= static_cast<uint8_t>(1u << (pcr % 8));
+    }
+
+    // Everything that holds a handle is released on every path out.
+    ESYS_TR session = ESYS_TR_NONE, verify_key = ESYS_TR_NONE, srk = ESYS_TR_NONE,
+            object = ESYS_TR_NONE;
+    auto release = [&] {
+      for (ESYS_TR h : {session, verify_key, object, srk}) {
+        if (h != ESYS_TR_NONE) Esys_FlushContext(ctx_, h);
+      }
+    };
+    TPMT_SYM_DEF no_symmetric{};
+    no_symmetric.algorithm = TPM2_ALG_NULL;
+    TSS2_RC rc = Esys_StartAuthSession(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                       ESYS_TR_NONE, nullptr, TPM2_SE_POLICY, &no_symmetric,
+                                       TPM2_ALG_SHA256, &session);
+    if (rc != TSS2_RC_SUCCESS) return tpm::TssError("starting a policy session", rc);
+    TPM2B_DIGEST no_digest{};
+    rc = Esys_PolicyPCR(ctx_, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &no_digest,
+                        &selection);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      return tpm::TssError("PolicyPCR", rc);
+    }
+    TPM2B_DIGEST* reached = nullptr;
+    rc = Esys_PolicyGetDigest(ctx_, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &reached);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      return tpm::TssError("PolicyGetDigest", rc);
+    }
+    EsysPtr<TPM2B_DIGEST> owned_reached(reached);
+    if (reached->size != 32 ||
+        std::memcmp(reached->buffer, policy.approved_policy.data(), 32) != 0) {
+      release();
+      return PermissionDenied("this boot's " + std::string(DigestName(policy.bank)) + " PCRs " +
+                              DescribePcrList(policy.pcrs) + " are not the approved ones");
+    }
+    TPM2B_PUBLIC key_public{};
+    key_public.publicArea = key;
+    rc = Esys_LoadExternal(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nullptr, &key_public,
+                           ESYS_TR_RH_OWNER, &verify_key);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      return tpm::TssError("loading the boot-policy key", rc);
+    }
+    TPM2B_DIGEST a_hash{};
+    Bytes message = policy.approved_policy;
+    message.insert(message.end(), policy_ref.begin(), policy_ref.end());
+    Bytes hashed = Sha256(message);
+    a_hash.size = 32;
+    std::memcpy(a_hash.buffer, hashed.data(), 32);
+    TPMT_TK_VERIFIED* ticket = nullptr;
+    rc = Esys_VerifySignature(ctx_, verify_key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &a_hash,
+                              &signature, &ticket);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      Status st = tpm::TssError("checking the boot policy's signature", rc);
+      return st.code() == Code::kUnavailable
+                 ? st
+                 : PermissionDenied("the boot policy's signature is not the boot-policy key's");
+    }
+    EsysPtr<TPMT_TK_VERIFIED> owned_ticket(ticket);
+    // The ticket is all PolicyAuthorize needs of the key: free its slot (a TPM without a
+    // resource manager has three) before the storage key and the object are loaded.
+    Esys_FlushContext(ctx_, verify_key);
+    verify_key = ESYS_TR_NONE;
+    TPM2B_DIGEST approved{};
+    approved.size = 32;
+    std::memcpy(approved.buffer, policy.approved_policy.data(), 32);
+    TPM2B_NONCE ref{};
+    ref.size = static_cast<uint16_t>(policy_ref.size());
+    std::memcpy(ref.buffer, policy_ref.data(), policy_ref.size());
+    TPM2B_NAME name{};
+    name.size = static_cast<uint16_t>(key_name.size());
+    std::memcpy(name.name, key_name.data(), key_name.size());
+    rc = Esys_PolicyAuthorize(ctx_, session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &approved,
+                              &ref, &name, ticket);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      return tpm::TssError("PolicyAuthorize", rc);
+    }
+    auto made = CreateStoragePrimary();
+    if (!made.ok()) {
+      release();
+      return made.status();
+    }
+    srk = *made;
+    rc = Esys_Load(ctx_, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &object_private,
+                   &object_public, &object);
+    if (rc != TSS2_RC_SUCCESS) {
+      release();
+      Status st = tpm::TssError("loading the sealed secret", rc);
+      // TPM_RC_INTEGRITY: the private area was not made under this TPM's storage key.
+      if ((rc & TPM2_RC_FMT1) != 0 && (rc & 0x3f) == (TPM2_RC_INTEGRITY & 0x3f)) {
+        return PermissionDenied("the sealed secret does not belong to this TPM (" +
+                                std::string(st.message()) + ")");
+      }
+      return st;
+    }
+    TPM2B_SENSITIVE_DATA* data = nullptr;
+    rc = Esys_Unseal(ctx_, object, session, ESYS_TR_NONE, ESYS_TR_NONE, &data);
+    session = ESYS_TR_NONE;  // a policy session ends with the command that uses it
+    release();
+    if (rc != TSS2_RC_SUCCESS) return tpm::TssError("unsealing the secret", rc);
+    SecretBytes out(data->buffer, data->size);
+    WipeMemory(data->buffer, data->size);
+    Esys_Free(data);
+    return out;
+  }
+
  private:
+  // The storage root key from the TCG provisioning guidance's ECC P-256 template, under the
+  // owner hierarchy: the same key on every call, so sealed blobs stay loadable across boots.
+  Result<ESYS_TR> CreateStoragePrimary() {
+    TPM2B_SENSITIVE_CREATE sensitive{};
+    TPM2B_PUBLIC in_public{};
+    TPMT_PUBLIC& p = in_public.publicArea;
+    p.type = TPM2_ALG_ECC;
+    p.nameAlg = TPM2_ALG_SHA256;
+    p.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                         TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                         TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    p.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
+    p.parameters.eccDetail.symmetric.keyBits.aes = 128;
+    p.parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+    p.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
+    p.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+    p.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+    TPM2B_DATA outside{};
+    TPML_PCR_SELECTION creation_pcr{};
+    ESYS_TR srk = ESYS_TR_NONE;
+    TSS2_RC rc = Esys_CreatePrimary(ctx_, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                    ESYS_TR_NONE, &sensitive, &in_public, &outside, &creation_pcr,
+                                    &srk, nullptr, nullptr, nullptr, nullptr);
+    if (rc != TSS2_RC_SUCCESS) return tpm::TssError("creating the storage primary key", rc);
+    return srk;
+  }
+
+  static Result<Bytes> MarshalTpm2bPublic(const TPM2B_PUBLIC& in) {
+    Bytes out(sizeof(TPM2B_PUBLIC));
+    size_t offset = 0;
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&in, out.data(), out.size(), &offset) != TSS2_RC_SUCCESS) {
+      return Internal("marshalling a TPM2B_PUBLIC");
+    }
+    out.resize(offset);
+    return out;
+  }
+
+  static Result<Bytes> MarshalTpm2bPrivate(const TPM2B_PRIVATE& in) {
+    Bytes out(sizeof(TPM2B_PRIVATE));
+    size_t offset = 0;
+    if (Tss2_MU_TPM2B_PRIVATE_Marshal(&in, out.data(), out.size(), &offset) != TSS2_RC_SUCCESS) {
+      return Internal("marshalling a TPM2B_PRIVATE");
+    }
+    out.resize(offset);
+    return out;
+  }
+
+  static std::string DescribePcrList(const std::vector<uint32_t>& pcrs) {
+    std::string out;
+    for (uint32_t p : pcrs) out += (out.empty() ? "" : ",") + std::to_string(p);
+    return out;
+  }
+
   // Whether an NV index or persistent object exists, asked without provoking an error (ESYS
   // logs every failed command to stderr, which would alarm whoever reads the journal).
   bool HandleExists(uint32_t handle) {

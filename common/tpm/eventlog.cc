@@ -399,20 +399,53 @@ std::string_view EventClassName(EventClass c) {
   return "other";
 }
 
+std::vector<EventClass> ClassesMeasuredAt(uint32_t pcr, uint32_t type) {
+  using C = EventClass;
+  switch (type) {
+    case kEvEfiBootServicesApplication:
+      if (pcr == 4) return {C::kBootApplication};  // firmware's LoadImage (PFP: PCR 4)
+      break;
+    case kEvEfiVariableDriverConfig:
+      if (pcr == 7) return {C::kSecureBootVariable};
+      break;
+    case kEvEventTag:
+      if (pcr == 9) return {C::kInitrd, C::kKernelCmdline};  // the Linux EFI stub
+      break;
+    case kEvIpl:
+      switch (pcr) {
+        case 8:  // GRUB's command line (and its other commands)
+          return {C::kKernelCmdline};
+        case 9:  // GRUB's files: the kernel, the initrd (and grub.cfg, modules, ...)
+          return {C::kKernel, C::kInitrd};
+        case 11:  // systemd-stub: the UKI's .linux, .initrd, .cmdline (and other) sections
+          return {C::kKernel, C::kInitrd, C::kKernelCmdline};
+        case 12:  // systemd-stub: the command line a boot loader passed
+          return {C::kKernelCmdline};
+        default:
+          break;
+      }
+      break;
+    default:
+      break;
+  }
+  return {};
+}
+
 EventClass ClassifyEvent(const Event& e) {
+  if (ClassesMeasuredAt(e.pcr, e.type).empty()) return EventClass::kOther;
   switch (e.type) {
     case kEvEfiBootServicesApplication:
       return EventClass::kBootApplication;
     case kEvEfiVariableDriverConfig:
-      return e.pcr == 7 ? EventClass::kSecureBootVariable : EventClass::kOther;
+      return EventClass::kSecureBootVariable;
     case kEvEventTag: {
-      if (e.pcr != 9) return EventClass::kOther;
       auto tag = TaggedEventId(e);
       if (tag == kLinuxEventTagLoadOptions) return EventClass::kKernelCmdline;
       if (tag == kLinuxEventTagInitrd) return EventClass::kInitrd;
       return EventClass::kOther;
     }
     case kEvIpl: {
+      if (!FixedEventKind(e).empty()) return EventClass::kOther;  // a UKI section's name
       const std::string text = EventText(e.data);
       if (e.pcr == 8) {
         // GRUB: "kernel_cmdline: <cmdline>" (the digest is over the command line alone);
@@ -435,18 +468,118 @@ EventClass ClassifyEvent(const Event& e) {
         return EventClass::kOther;
       }
       if (e.pcr == 11) {
-        // systemd-stub measures each UKI section into PCR 11, described by its name.
+        // systemd-stub measures each UKI section into PCR 11: an event with the section's
+        // name (a fixed event, above), then one with its contents, described by the name.
         if (text == ".linux") return EventClass::kKernel;
         if (text == ".initrd") return EventClass::kInitrd;
         if (text == ".cmdline") return EventClass::kKernelCmdline;
         return EventClass::kOther;
       }
       // systemd-stub measures the command line it passes on into PCR 12.
-      if (e.pcr == 12) return EventClass::kKernelCmdline;
-      return EventClass::kOther;
+      return EventClass::kKernelCmdline;
     }
     default:
       return EventClass::kOther;
+  }
+}
+
+namespace {
+
+constexpr const char* kSecureBootVariableNames[] = {"SecureBoot", "PK",  "KEK", "db",
+                                                    "dbx",        "dbt", "dbr"};
+
+bool EveryDigestIsHashOf(const Event& e, std::span<const uint8_t> data) {
+  if (e.digests.empty()) return false;
+  for (const auto& [bank, digest] : e.digests) {
+    if (Digest(bank, data) != digest) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Status CheckEventPcr(const Event& e, DigestAlg bank) {
+  uint32_t home = 0;
+  const char* rule = nullptr;
+  switch (e.type) {
+    case kEvEfiBootServicesApplication:
+      home = 4;
+      rule = "firmware measures the UEFI applications it loads into PCR 4 only";
+      break;
+    case kEvEfiBootServicesDriver:
+    case kEvEfiRuntimeServicesDriver:
+      home = 2;
+      rule = "firmware measures UEFI drivers into PCR 2 only";
+      break;
+    case kEvEfiVariableAuthority:
+      home = 7;
+      rule = "the authorities that verified images are measured into PCR 7 only";
+      break;
+    case kEvEfiVariableDriverConfig: {
+      auto name = UefiVariableName(e);
+      if (!name.ok() || std::find(std::begin(kSecureBootVariableNames),
+                                  std::end(kSecureBootVariableNames),
+                                  *name) == std::end(kSecureBootVariableNames)) {
+        return OkStatus();
+      }
+      home = 7;
+      rule = "firmware measures the Secure Boot variables into PCR 7 only";
+      break;
+    }
+    case kEvEventTag: {
+      auto tag = TaggedEventId(e);
+      if (tag != kLinuxEventTagInitrd && tag != kLinuxEventTagLoadOptions) return OkStatus();
+      home = 9;
+      rule = "the Linux EFI stub measures its initrd and LoadOptions into PCR 9 only";
+      break;
+    }
+    default:
+      return OkStatus();
+  }
+  if (e.pcr == home) return OkStatus();
+  const std::string what = DescribeEvent(e);
+  return PermissionDenied(EventReference(e, bank) + (what.empty() ? "" : " \"" + what + "\"") +
+                          " is in PCR " + std::to_string(e.pcr) + ", but " + rule);
+}
+
+std::string_view FixedEventKind(const Event& e) {
+  switch (e.type) {
+    case kEvSeparator:
+      // PFP: 00000000h; FFFFFFFFh signals an error and is no fixed event.
+      if (e.data == Bytes(4, 0) && EveryDigestIsHashOf(e, e.data)) return "separator";
+      return "";
+    case kEvEfiAction: {
+      // PFP 1.05, 10.4.4: the firmware's own action strings, each in its PCR.
+      static constexpr struct {
+        uint32_t pcr;
+        std::string_view text;
+      } kActions[] = {
+          {4, "Calling EFI Application from Boot Option"},
+          {4, "Returning from EFI Application from Boot Option"},
+          {5, "Exit Boot Services Invocation"},
+          {5, "Exit Boot Services Returned with Failure"},
+          {5, "Exit Boot Services Returned with Success"},
+      };
+      const std::string_view text(reinterpret_cast<const char*>(e.data.data()), e.data.size());
+      for (const auto& a : kActions) {
+        if (a.pcr == e.pcr && a.text == text && EveryDigestIsHashOf(e, e.data)) {
+          return "firmware action";
+        }
+      }
+      return "";
+    }
+    case kEvIpl: {
+      if (e.pcr != 11) return "";
+      // systemd-stub (tpm_log_event_ascii): data is the name in UTF-16, the digest is of the
+      // ASCII name and its NUL. PE section names have at most 8 characters.
+      const std::string text = EventText(e.data);
+      if (text.empty() || text.size() > 8 || text[0] != '.') return "";
+      Bytes name(text.begin(), text.end());
+      name.push_back(0);
+      return EveryDigestIsHashOf(e, name) ? "UKI section name" : "";
+    }
+    default:
+      return "";
   }
 }
 
@@ -524,15 +657,30 @@ Status CheckEventDataDigests(const Event& e) {
       break;
     case kEvIpl: {
       if (e.pcr != 8) return OkStatus();
+      // GRUB's strings (grub_tpm_measure): the digest is of the text after the prefix;
+      // GRUB 2.06+ hashes it without its NUL, Red Hat's older GRUB with it ("grub_cmd ").
       std::string_view text(reinterpret_cast<const char*>(e.data.data()), e.data.size());
-      while (!text.empty() && text.back() == '\0') text.remove_suffix(1);
       size_t prefix = 0;
-      for (std::string_view p : {"kernel_cmdline: ", "grub_kernel_cmdline "}) {
-        if (HasPrefix(text, p)) prefix = p.size();
+      for (std::string_view p : {"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ",
+                                 "grub_kernel_cmdline ", "grub_cmd "}) {
+        if (HasPrefix(text, p)) {
+          prefix = p.size();
+          break;
+        }
       }
       if (prefix == 0) return OkStatus();
-      hashed = std::span<const uint8_t>(e.data.data() + prefix, text.size() - prefix);
-      break;
+      std::string_view bare = text;
+      while (!bare.empty() && bare.back() == '\0') bare.remove_suffix(1);
+      const std::span<const uint8_t> without_nul(e.data.data() + prefix, bare.size() - prefix);
+      const std::span<const uint8_t> with_nul(
+          e.data.data() + prefix, std::min(bare.size() + 1, text.size()) - prefix);
+      for (const auto& [bank, digest] : e.digests) {
+        if (Digest(bank, without_nul) != digest && Digest(bank, with_nul) != digest) {
+          return PermissionDenied(EventReference(e, bank) +
+                                  ": its data does not hash to its digest (the log was altered)");
+        }
+      }
+      return OkStatus();
     }
     default:
       return OkStatus();

@@ -41,6 +41,7 @@ inline constexpr uint32_t kEvEfiVariableDriverConfig = 0x80000001;
 inline constexpr uint32_t kEvEfiVariableBoot = 0x80000002;
 inline constexpr uint32_t kEvEfiBootServicesApplication = 0x80000003;
 inline constexpr uint32_t kEvEfiBootServicesDriver = 0x80000004;
+inline constexpr uint32_t kEvEfiRuntimeServicesDriver = 0x80000005;
 inline constexpr uint32_t kEvEfiGptEvent = 0x80000006;
 inline constexpr uint32_t kEvEfiAction = 0x80000007;
 inline constexpr uint32_t kEvEfiPlatformFirmwareBlob = 0x80000008;
@@ -91,9 +92,9 @@ std::string FormatPcrLines(const tpm::PcrValues& pcrs);
 // ---- what an event is, for policies and for people ----
 
 // The class of boot component an event measures, by the rules in docs/attestation.md
-// ("What each rule matches"), across the boot chains berth knows: UEFI firmware loading
-// images, shim + GRUB (PCR 8/9 strings and files), the Linux EFI stub (PCR 9 tagged events)
-// and systemd-stub UKIs (PCR 11/12).
+// ("Where each event class is measured"), across the boot chains berth knows: UEFI firmware
+// loading images, shim + GRUB (PCR 8/9 strings and files), the Linux EFI stub (PCR 9 tagged
+// events) and systemd-stub UKIs (PCR 11/12).
 enum class EventClass {
   kOther,
   kBootApplication,     // EV_EFI_BOOT_SERVICES_APPLICATION: a UEFI image the firmware loaded
@@ -103,7 +104,34 @@ enum class EventClass {
   kSecureBootVariable,  // EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7 (SecureBoot, PK, KEK, db, dbx)
 };
 std::string_view EventClassName(EventClass c);  // "boot_applications", "kernels", ...
+
+// The classes whose events firmware, shim, GRUB, the Linux EFI stub and systemd-stub put in
+// `pcr` with event type `type` (the per-class PCR table of docs/attestation.md): boot
+// applications only in PCR 4, Secure Boot variables only in 7, GRUB's command line in 8 and
+// its kernel and initrd in 9, the EFI stub's initrd and LoadOptions in 9, a UKI's sections in
+// 11, systemd-stub's command line in 12. Empty for any other place. A verifier decides by
+// this, never by what an event's data says it is: the measured software writes that.
+std::vector<EventClass> ClassesMeasuredAt(uint32_t pcr, uint32_t type);
+
+// The class an event's data describes it as, among ClassesMeasuredAt(its PCR, its type):
+// for naming events and for writing policies from a reference boot, whose log is trusted.
+// kOther when its place admits no class or the data names none of them.
 EventClass ClassifyEvent(const Event& event);
+
+// For the event types the TCG PC Client PFP ties to one PCR, that PCR is the only one they
+// may be in: EV_EFI_BOOT_SERVICES_APPLICATION (4), EV_EFI_BOOT_SERVICES_DRIVER and
+// EV_EFI_RUNTIME_SERVICES_DRIVER (2), EV_EFI_VARIABLE_AUTHORITY and the Secure Boot
+// variables' EV_EFI_VARIABLE_DRIVER_CONFIG (7), the Linux EFI stub's tagged events (9).
+// PERMISSION_DENIED names the event (its digest in `bank`) and where it belongs.
+Status CheckEventPcr(const Event& event, DigestAlg bank);
+
+// Whether the event is one whose whole content the specifications fix and that loads or
+// configures nothing, so that a verifier accepts it wherever it is: an EV_SEPARATOR of
+// 00000000h, the firmware's EV_EFI_ACTION strings in their PCRs (4: calling and returning
+// from a boot option; 5: ExitBootServices), systemd-stub's section-name events in PCR 11 (the
+// digest is of the name and its NUL). Returns what it is ("separator", "firmware action",
+// "UKI section name"), or empty. It checks the digests it relies on in every bank.
+std::string_view FixedEventKind(const Event& event);
 
 // A short human description of the event data: the variable name of a UEFI variable event,
 // the file path of a loaded image, the text of a string event. Empty when there is none.
@@ -115,10 +143,12 @@ Result<std::string> UefiVariableName(const Event& event);
 
 // For the event types whose digest the specifications define as the hash of the event data
 // (EV_SEPARATOR, EV_EFI_ACTION, EV_EFI_GPT_EVENT, EV_EFI_VARIABLE_DRIVER_CONFIG, and GRUB's
-// command-line strings in PCR 8, hashed without their prefix), checks that every digest
-// matches the data: a verifier that reads such data (a variable name, a command line) must not
-// be shown one thing while the PCR holds another. PERMISSION_DENIED names the event and bank.
-// Other events pass: their digests cover images or files the log does not contain.
+// strings in PCR 8: "grub_cmd: ", "kernel_cmdline: ", "module_cmdline: " and Red Hat's
+// "grub_cmd " and "grub_kernel_cmdline ", hashed without the prefix, with or without the
+// string's NUL), checks that every digest matches the data: a verifier that reads such data (a
+// variable name, a command) must not be shown one thing while the PCR holds another.
+// PERMISSION_DENIED names the event and bank. Other events pass: their digests cover images
+// or files the log does not contain.
 Status CheckEventDataDigests(const Event& event);
 
 // "event #12 (EV_IPL, PCR 9, sha256 7a1e...)": how policy refusals name an event.

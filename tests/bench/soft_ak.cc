@@ -37,6 +37,11 @@ Result<SoftAk> SoftAk::Create(const std::vector<uint32_t>& pcrs) {
 }
 
 Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs) {
+  return FromKey(std::move(key), pcrs, kAkAttributes);
+}
+
+Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs,
+                               TPMA_OBJECT attributes) {
   SoftAk ak;
   if (EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_EC || EVP_PKEY_get_bits(key.get()) != 256) {
     return InvalidArgument("the software attestation key must be an EC P-256 key");
@@ -44,6 +49,7 @@ Result<SoftAk> SoftAk::FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs
   ak.key_ = std::move(key);
   TPMT_PUBLIC& p = ak.public_;
   p = tpm::AkTemplate();  // what berth-agent makes in a TPM
+  p.objectAttributes = attributes;
   BERTH_RETURN_IF_ERROR(SetEccPoint(ak.key_.get(), p));
   BERTH_ASSIGN_OR_RETURN(ak.public_area_, tpm::MarshalPublic(p));
   BERTH_ASSIGN_OR_RETURN(ak.name_, tpm::PublicName(p));

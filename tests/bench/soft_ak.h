@@ -25,6 +25,17 @@ class SoftAk {
   static Result<SoftAk> Create(const std::vector<uint32_t>& pcrs);
   // The same, with an existing P-256 private key (so a policy written earlier still fits).
   static Result<SoftAk> FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs);
+  // The same key claiming other object attributes in its TPMT_PUBLIC (for tests of the
+  // verifier's attribute checks: an AK without `restricted` could sign anything, one without
+  // `fixedTPM` may have been outside a TPM). The SPKI, so the policy's pin, is unchanged.
+  static Result<SoftAk> FromKey(EvpPkeyPtr key, const std::vector<uint32_t>& pcrs,
+                                TPMA_OBJECT attributes);
+  // What a TPM-resident AK has: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth,
+  // restricted, sign, noDA.
+  static constexpr TPMA_OBJECT kAkAttributes =
+      TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+      TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT |
+      TPMA_OBJECT_NODA;
   // The private key as PKCS#8 PEM, to be kept for a later run.
   Result<SecretBytes> KeyPem() const { return PrivateKeyToPem(key_.get()); }
 

@@ -70,32 +70,62 @@ TEST_F(DiskCliTest, ABlankImageIsBlank) {
   std::string img = BlankImage();
   Outcome o = Inspect(img);
   EXPECT_EQ(o.exit_code, 0);
-  EXPECT_EQ(o.out, "path: " + img + "\nblank: yes\n");
+  // 41 places read (the first and last MiB, 39 samples of 128 KiB): docs/state-disk.md.
+  EXPECT_EQ(o.out, "path: " + img + "\nblank: yes\nzero-checked: 41 ranges, 7208960 bytes\n");
   EXPECT_EQ(o.err, "");
 }
 
-TEST_F(DiskCliTest, FilesystemsPartitionTablesAndDataAreNamed) {
+TEST_F(DiskCliTest, FilesystemsPartitionTablesAndDataAreNamedWithWhereTheyAre) {
   struct Case {
-    std::string name, command, signature;
+    std::string name, command, out;
   };
   const std::vector<Case> cases = {
-      {"ext4", "/sbin/mkfs.ext4 -q -F IMG", "ext4"},
-      {"vfat", "/sbin/mkfs.vfat IMG >/dev/null", "vfat"},
-      {"gpt", "echo 'label: gpt' | /sbin/sfdisk -q IMG", "partition table gpt"},
+      {"gpt", "echo 'label: gpt' | /sbin/sfdisk -q IMG",
+       "signature: partition table gpt\n"
+       "found: GPT header at offset 512\n"
+       "found: backup GPT header at the last sector (offset 67108352)\n"
+       "found: protective MBR at offset 510\n"
+       "found: non-zero data in the first MiB (first non-zero byte at offset 448)\n"
+       "found: non-zero data in the last MiB (first non-zero byte at offset 67108352)\n"},
+      // Issue 23's disk: a partition with ext4 in it, the first 34 sectors zeroed.
+      {"wiped gpt",
+       "printf 'label: gpt\\n,\\n' | /sbin/sfdisk -q IMG && "
+       "/sbin/mkfs.ext4 -q -F -E offset=1048576 IMG 32M && "
+       "dd if=/dev/zero of=IMG bs=512 count=34 conv=notrunc status=none",
+       "signature: partition table gpt\n"
+       "found: backup GPT header at the last sector (offset 67108352)\n"
+       "found: ext4 superblock at offset 1049656 (a filesystem from 1 MiB)\n"
+       "found: non-zero data at 1 MiB (first non-zero byte at offset 1049601)\n"
+       "found: non-zero data at 9 MiB (first non-zero byte at offset 9438209)\n"
+       "found: non-zero data in the last MiB (first non-zero byte at offset 67091968)\n"},
       {"data", "printf x | dd of=IMG bs=1 seek=4096 conv=notrunc status=none",
-       "non-zero data in the first MiB"},
+       "signature: non-zero data\n"
+       "found: non-zero data in the first MiB (first non-zero byte at offset 4096)\n"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
-    std::string img = BlankImage(c.name + ".img");
+    std::string img = BlankImage("disk.img");
     std::string command = c.command;
-    command.replace(command.find("IMG"), 3, img);
+    for (size_t at; (at = command.find("IMG")) != std::string::npos;) command.replace(at, 3, img);
     Run({"/bin/sh", "-c", command});
+    std::string before = FileBytes(img);
     Outcome o = Inspect(img);
     EXPECT_EQ(o.exit_code, 1);
-    EXPECT_EQ(o.out, "path: " + img + "\nblank: no\nsignature: " + c.signature + "\n");
+    EXPECT_EQ(o.out, "path: " + img + "\nblank: no\n" + c.out);
     EXPECT_EQ(o.err, "");
+    EXPECT_TRUE(FileBytes(img) == before) << "inspect changed the image";
+    std::filesystem::remove(img);
   }
+}
+
+TEST_F(DiskCliTest, AFilesystemNamesItsTypeFirst) {
+  std::string img = BlankImage();
+  Run({"/sbin/mkfs.vfat", img});
+  Outcome o = Inspect(img);
+  EXPECT_EQ(o.exit_code, 1);
+  EXPECT_EQ(o.out, "path: " + img +
+                       "\nblank: no\nsignature: vfat\nfound: vfat superblock at offset 54\n"
+                       "found: non-zero data in the first MiB (first non-zero byte at offset 0)\n");
 }
 
 TEST_F(DiskCliTest, ABerthStateDiskShowsItsUuidLabelAndFilesystemRecord) {
@@ -106,14 +136,16 @@ TEST_F(DiskCliTest, ABerthStateDiskShowsItsUuidLabelAndFilesystemRecord) {
   ASSERT_TRUE(disk->FormatIfBlank(img, kUuid, key).ok());
   Outcome fresh = Inspect(img);
   EXPECT_EQ(fresh.exit_code, 1);
-  EXPECT_EQ(fresh.out, "path: " + img + "\nblank: no\nsignature: crypto_LUKS\nluks: LUKS2\nuuid: " +
+  EXPECT_EQ(fresh.out, "path: " + img + "\nblank: no\nsignature: crypto_LUKS\n"
+                           "found: crypto_LUKS (version 2) header at offset 0\nluks: LUKS2\nuuid: " +
                            kUuid + "\nlabel: berth-state\nberth: yes\n");
 
   ASSERT_TRUE(disk->WriteLuksSubsystem(img, "berth-fs:ext4").ok());
   std::string before = FileBytes(img);
   Outcome made = Inspect(img);
   EXPECT_EQ(made.exit_code, 1);
-  EXPECT_EQ(made.out, "path: " + img + "\nblank: no\nsignature: crypto_LUKS\nluks: LUKS2\nuuid: " +
+  EXPECT_EQ(made.out, "path: " + img + "\nblank: no\nsignature: crypto_LUKS\n"
+                          "found: crypto_LUKS (version 2) header at offset 0\nluks: LUKS2\nuuid: " +
                           kUuid + "\nlabel: berth-state\nsubsystem: berth-fs:ext4\nberth: yes\n");
   EXPECT_TRUE(FileBytes(img) == before) << "inspect changed the image";
 }
@@ -125,7 +157,8 @@ TEST_F(DiskCliTest, OtherLuksDisksAreNotBerths) {
        KeyFile(), luks2});
   Outcome o2 = Inspect(luks2);
   EXPECT_EQ(o2.exit_code, 1);
-  EXPECT_EQ(o2.out, "path: " + luks2 + "\nblank: no\nsignature: crypto_LUKS\nluks: LUKS2\nuuid: " +
+  EXPECT_EQ(o2.out, "path: " + luks2 + "\nblank: no\nsignature: crypto_LUKS\n"
+                        "found: crypto_LUKS (version 2) header at offset 0\nluks: LUKS2\nuuid: " +
                         kUuid + "\nlabel: someone-else\nberth: no\n");
 
   std::string luks1 = BlankImage("luks1.img");
@@ -133,7 +166,8 @@ TEST_F(DiskCliTest, OtherLuksDisksAreNotBerths) {
        "1000", "--uuid", kUuid, "--key-file", KeyFile(), luks1});
   Outcome o1 = Inspect(luks1);
   EXPECT_EQ(o1.exit_code, 1);
-  EXPECT_EQ(o1.out, "path: " + luks1 + "\nblank: no\nsignature: crypto_LUKS\nluks: LUKS1\nuuid: " +
+  EXPECT_EQ(o1.out, "path: " + luks1 + "\nblank: no\nsignature: crypto_LUKS\n"
+                        "found: crypto_LUKS (version 1) header at offset 0\nluks: LUKS1\nuuid: " +
                         kUuid + "\nberth: no\n");
 }
 
@@ -163,10 +197,10 @@ TEST_F(DiskCliTest, TheBinaryExitsWithTheSameCodes) {
   };
   ProcessResult b = run({"disk", "inspect", blank});
   EXPECT_EQ(b.exit_code, 0);
-  EXPECT_EQ(b.output, "path: " + blank + "\nblank: yes\n");
+  EXPECT_EQ(b.output, "path: " + blank + "\nblank: yes\nzero-checked: 41 ranges, 7208960 bytes\n");
   ProcessResult e = run({"disk", "inspect", ext4});
   EXPECT_EQ(e.exit_code, 1);
-  EXPECT_THAT(e.output, HasSubstr("signature: ext4\n"));
+  EXPECT_THAT(e.output, HasSubstr("signature: ext4\nfound: ext4 superblock at offset 1080\n"));
   EXPECT_EQ(run({"disk", "inspect", dir_.Join("absent.img")}).exit_code, 2);
   EXPECT_EQ(run({"disk", "inspect"}).exit_code, 2);  // usage: PATH is required
 }

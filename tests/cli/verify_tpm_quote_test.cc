@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "common/bytes.h"
+#include "common/tpm/eventlog.h"
 #include "tests/cli/berthctl_run.h"
+#include "tests/testing/eventlog_builder.h"
 #include "tests/testing/testing.h"
 #include "tests/unit/common/tpm/real_quotes.h"
 #include "tests/unit/common/tpm/synthetic_quote.h"
@@ -499,7 +501,8 @@ TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRef
   auto r = RunBerthctl(args);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   // What `policy from` derived: pins for the PCRs without classified events, the log's boot
-  // applications, kernel, command lines and initrd, all matched by the same boot.
+  // applications, kernel, command lines and initrd, and the other events of PCRs 4, 7, 8 and 9
+  // (GRUB's commands and files), all matched by the same boot.
   EXPECT_EQ(r.out,
             "valid\nboot: pcrs sha256:0,1,2,3,5,6,14 + event log replayed to quoted "
             "sha256:0,1,2,3,4,5,6,7,8,9,14 "
@@ -511,7 +514,13 @@ TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRef
             "root=/dev/mapper/ubuntu--vg-ubuntu--lv ro...] "
             "initrds[event 154: /initrd.img-6.9.0-rc7+] "
             "kernel_cmdlines[event 155: Linux EFI stub: LoadOptions (command line)] "
-            "initrds[event 154: /initrd.img-6.9.0-rc7+] secure_boot_variables\n");
+            "initrds[event 154: /initrd.img-6.9.0-rc7+] secure_boot_variables other_events(77)\n"
+            // What berthd checks from more than a quote is said, not passed over.
+            "not evaluated: trust in the attestation key: the policy names none (berthd does not "
+            "load such a policy)\n"
+            "not evaluated: berth-agent's sealed boot (PCR 15: this boot has not released its "
+            "keys yet, tpm.enrolment_configs): berthd replays the agent's events sent with the "
+            "evidence, which this command is not given\n");
   EXPECT_EQ(r.err, "");
 
   // The same boot under a policy pinning PCR 0 to another value.
@@ -524,6 +533,139 @@ TEST_F(QuotedBootCliTest, APolicyFromTheSameLogAcceptsTheBootAndAnotherPcrPinRef
             "invalid: PCR sha256:0 is "
             "dab77c454bd12c27ff6b6ce1f9adca90b7a330c1cef0b5cd01cb89fb3bd0dffa, policy expects " +
                 std::string(64, '0') + "\n");
+}
+
+// ---- the rules berthd applies, offline (issue 22): the verifier decides what is quoted ----
+
+class BootRulesCliTest : public QuotedBootCliTest {
+ protected:
+  void SetUp() override {
+    QuotedBootCliTest::SetUp();
+    policy_ = dir_.Join("policy.yaml");
+    auto from = RunBerthctl({"policy", "from", "--eventlog", log_, "--out", policy_});
+    ASSERT_EQ(from.exit_code, 0) << from.err;
+  }
+  // gdc-host.bin with `extra` appended (SHA-256 only, like the log), the replay of the result,
+  // and the number of the first appended event.
+  std::string Forge(const std::vector<Bytes>& extra, tpm::PcrValues& replayed, uint32_t& first) {
+    std::string raw = MustRead(log_);
+    first = static_cast<uint32_t>(eventlog::ParseEventLog(AsBytes(raw))->events.size());
+    for (const Bytes& e : extra) raw += ToString(e);
+    auto parsed = eventlog::ParseEventLog(AsBytes(raw));
+    EXPECT_TRUE(parsed.ok()) << parsed.status().ToString();
+    replayed = eventlog::Replay(*parsed);
+    return Write("forged.bin", raw);
+  }
+  static Bytes Extra(uint32_t pcr, uint32_t type, const std::string& data,
+                     const std::string& measured) {
+    return testing::EventLogBuilder::Event({DigestAlg::kSha256}, false, pcr, type, ToBytes(data),
+                                           ToBytes(measured));
+  }
+  static constexpr char kNotEvaluated[] =
+      "not evaluated: trust in the attestation key: the policy names none (berthd does not load "
+      "such a policy)\n"
+      "not evaluated: berth-agent's sealed boot (PCR 15: this boot has not released its keys "
+      "yet, tpm.enrolment_configs): berthd replays the agent's events sent with the evidence, "
+      "which this command is not given\n";
+  std::string policy_;
+};
+
+TEST_F(BootRulesCliTest, APcrLeftOutOfTheQuoteIsRefusedNamingIt) {
+  auto args = Files({.selection = {{DigestAlg::kSha256, {0, 1, 2, 3, 4, 5, 6, 7, 8, 14}}},
+                     .pcr_values = replayed_});
+  ExpectFailedCheck(RunBerthctl(With(args, {"--eventlog", log_, "--policy", policy_})),
+                    "invalid: the quote does not cover PCR sha256:9, which "
+                    "tpm.event_log.required_pcrs requires in every quote\n");
+}
+
+TEST_F(BootRulesCliTest, AnExtraGrubCommandIsRefusedNamingIt) {
+  tpm::PcrValues replayed;
+  uint32_t first = 0;
+  const std::string forged =
+      Forge({Extra(8, eventlog::kEvIpl, std::string("grub_cmd: insmod /boot/evil.mod", 32),
+                   "insmod /boot/evil.mod")},
+            replayed, first);
+  ExpectFailedCheck(
+      RunBerthctl(With(Quote(replayed), {"--eventlog", forged, "--policy", policy_})),
+      "invalid: event #" + std::to_string(first) + " (EV_IPL, PCR 8, sha256 " +
+          HexEncode(Sha256(ToBytes("insmod /boot/evil.mod"))) +
+          ") \"grub_cmd: insmod /boot/evil.mod\" is not allowed: it is no fixed event, its PCR "
+          "is not pinned, and its digest is in none of tpm.event_log.kernel_cmdlines, "
+          "tpm.event_log.other_events\n");
+}
+
+TEST_F(BootRulesCliTest, EventsInAPcrTheQuoteLeavesOutAreRefused) {
+  // The approved kernel's event (#151), digests and all, again in PCR 11.
+  const std::string raw = MustRead(log_);
+  auto parsed = eventlog::ParseEventLog(AsBytes(raw));
+  ASSERT_TRUE(parsed.ok());
+  Bytes kernel(raw.begin() + static_cast<long>(parsed->events[151].offset),
+               raw.begin() + static_cast<long>(parsed->events[152].offset));
+  kernel[0] = 11;
+  tpm::PcrValues replayed;
+  uint32_t first = 0;
+  const std::string forged = Forge({kernel}, replayed, first);
+  // The quote covers what the host's boot extended; the forged PCR 11 event is outside it.
+  auto r = RunBerthctl(With(Quote(replayed), {"--eventlog", forged, "--policy", policy_}));
+  ExpectFailedCheck(r, "invalid: event #" + std::to_string(first) + " (EV_IPL, PCR 11, sha256 " +
+                           HexEncode(parsed->events[151].digests.at(DigestAlg::kSha256)) +
+                           ") \"/vmlinuz-6.9.0-rc7+\" is in PCR 11, which the policy does not "
+                           "cover: the log may extend only the PCRs of "
+                           "tpm.event_log.required_pcrs (and tpm.pcrs)\n");
+  // Without a policy the log is only replayed, and the verdict says what nothing vouches for.
+  auto replay_only = RunBerthctl(With(Quote(replayed), {"--eventlog", forged}));
+  EXPECT_EQ(replay_only.exit_code, 0) << replay_only.err;
+  EXPECT_EQ(replay_only.out,
+            "valid\nboot: event log replayed to quoted sha256:0,1,2,3,4,5,6,7,8,9,14; not "
+            "quoted, so nothing vouches for its events there: sha256:11\n");
+}
+
+// berthd trusts the AK before it looks at the boot; offline, the policy's trusted_aks are
+// checked too, and what needs more than a quote is listed, not passed over.
+TEST_F(BootRulesCliTest, ThePolicysTrustedAksAreCheckedAndWhatIsNotEvaluatedIsSaid) {
+  auto args = With(Quote(replayed_), {"--eventlog", log_, "--policy", policy_});
+  auto no_trust = RunBerthctl(args);
+  EXPECT_EQ(no_trust.exit_code, 0) << no_trust.err;
+  EXPECT_EQ(no_trust.out.substr(no_trust.out.find("\nnot evaluated: ") + 1), kNotEvaluated);
+
+  const std::string policy = MustRead(policy_);
+  const std::string ak_hash = HexEncode(Sha256(*PublicKeyToSpkiDer(key_)));
+  const std::string other = Write(
+      "other-ak.yaml", policy + "  trusted_aks:\n    - {name: rack1, sha256: " +
+                           std::string(64, 'a') + "}\n");
+  ExpectFailedCheck(RunBerthctl(With(Quote(replayed_), {"--eventlog", log_, "--policy", other})),
+                    "invalid: attestation key sha256:" + ak_hash +
+                        " is not in the policy's trusted_aks\n");
+
+  const std::string pinned = Write(
+      "this-ak.yaml", policy + "  trusted_aks:\n    - {name: gdc-host, sha256: " + ak_hash + "}\n");
+  auto trusted = RunBerthctl(With(Quote(replayed_), {"--eventlog", log_, "--policy", pinned}));
+  EXPECT_EQ(trusted.exit_code, 0) << trusted.err;
+  EXPECT_EQ(trusted.out.substr(0, trusted.out.find("boot: ")),
+            "valid\nak: trusted_aks[gdc-host]\n");
+  EXPECT_EQ(trusted.out.substr(trusted.out.find("\nnot evaluated: ") + 1),
+            "not evaluated: berth-agent's sealed boot (PCR 15: this boot has not released its keys "
+            "yet, tpm.enrolment_configs): berthd replays the agent's events sent with the "
+            "evidence, which this command is not given\n");
+
+  // Trust through EK certificates or pinned EKs needs what the node sends with the quote.
+  const std::string by_ek = Write(
+      "by-ek.yaml", policy + "  trusted_eks:\n    - {name: rack1, sha256: " +
+                        std::string(64, 'e') + "}\n");
+  auto ek = RunBerthctl(With(Quote(replayed_), {"--eventlog", log_, "--policy", by_ek}));
+  EXPECT_EQ(ek.exit_code, 0) << ek.err;
+  EXPECT_NE(ek.out.find("\nnot evaluated: trust in the attestation key through EK or AK "
+                        "certificates (tpm.ek_ca_*, tpm.trusted_eks, tpm.ak_ca_*): berthd checks "
+                        "the certificates and the credential activation the node sends, which "
+                        "this command is not given\n"),
+            std::string::npos)
+      << ek.out;
+
+  // An SEV-SNP-only policy accepts no TPM evidence at all.
+  const std::string snp_only = Write(
+      "snp.yaml", "sev_snp:\n  measurements: [" + std::string(96, 'a') + "]\n");
+  ExpectFailedCheck(RunBerthctl(With(Quote(replayed_), {"--policy", snp_only})),
+                    "invalid: TPM evidence is not accepted by this berthd's policy\n");
 }
 
 TEST_F(QuotedBootCliTest, AnUnparseableLogOrPolicyIsBadInputNamingTheFile) {

@@ -34,6 +34,9 @@ std::string LastLines(const std::string& text, int n) {
 
 std::string GuestKernel() { return std::string(BERTH_GUEST_DIR) + "/vmlinux"; }
 std::string GuestInitramfs() { return std::string(BERTH_GUEST_DIR) + "/initramfs.cpio"; }
+std::string GuestToolsInitramfs() {
+  return std::string(BERTH_GUEST_DIR) + "/tools-initramfs.cpio";
+}
 
 std::string GuestBoot::Report(const std::string& key) const {
   auto it = reports.find(key);
@@ -77,7 +80,8 @@ GuestBoot GuestNode::Boot(const GuestBootOptions& options) {
                                    "--kernel",
                                    GuestKernel(),
                                    "--initrd",
-                                   GuestInitramfs(),
+                                   options.initramfs.empty() ? GuestInitramfs()
+                                                             : options.initramfs,
                                    "--append",
                                    "console=ttyS0 panic=-1 quiet cryptomgr.notests",
                                    "--disk",
@@ -94,6 +98,10 @@ GuestBoot GuestNode::Boot(const GuestBootOptions& options) {
                                    serial,
                                    "--timeout",
                                    std::to_string(options.timeout.count())};
+  for (const std::string& d : options.extra_disks) {
+    argv.push_back("--disk");
+    argv.push_back(d);
+  }
   if (!options.kill_at_marker.empty()) {
     argv.push_back("--kill-at-marker");
     argv.push_back(options.kill_at_marker);
@@ -115,6 +123,8 @@ GuestBoot GuestNode::Boot(const GuestBootOptions& options) {
   } else {
     boot.outcome = summary.value("outcome", "");
     boot.seconds = summary.value("seconds", 0.0);
+    boot.qemu_cpu_seconds = summary.value("qemu_cpu_seconds", 0.0);
+    boot.machine = summary.value("machine", "");
   }
   if (auto text = ReadFile(serial, 16 << 20); text.ok()) boot.serial = *text;
   std::istringstream lines(boot.serial);

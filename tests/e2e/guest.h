@@ -23,6 +23,10 @@ struct GuestBootOptions {
   std::string kill_at_marker;
   // The guest's script (a file on the host); default tests/e2e/guest/run-agent.
   std::string run_script;
+  // More disks after the node's state disk (/dev/vdb, /dev/vdc, ...), image files on the host.
+  std::vector<std::string> extra_disks;
+  // The initramfs to boot; default GuestInitramfs().
+  std::string initramfs;
   int memory_mib = 512;
   int cpus = 1;
   std::chrono::seconds timeout{300};
@@ -31,6 +35,8 @@ struct GuestBootOptions {
 struct GuestBoot {
   std::string outcome;  // berth_vm.py's: "poweroff", "killed-at-marker", "timeout", ...
   double seconds = 0;   // wall time of the VM
+  double qemu_cpu_seconds = 0;  // QEMU's user + system time (the emulation's work under TCG)
+  std::string machine;          // "microvm" or "q35"
   std::string serial;   // everything on the console
   // "berth-test: KEY=VALUE" lines: the last value of each key.
   std::map<std::string, std::string> reports;
@@ -61,6 +67,8 @@ class GuestNode {
 // The guest's kernel (uncompressed, booted through PVH) and initramfs.
 std::string GuestKernel();
 std::string GuestInitramfs();
+// The same with mdadm, LVM and the md driver (raid1), for making RAID and LVM members.
+std::string GuestToolsInitramfs();
 
 // A TPM for guests: a swtpm state directory, and the berthd policy that trusts it.
 struct GuestTpm {

@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "agent/hw/disk.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
+#include "common/subprocess.h"
 #include "tests/e2e/guest.h"
 
 namespace berth::testing {
@@ -197,13 +199,107 @@ TEST_F(StateDiskE2eTest, ANonBlankDiskIsRefusedAndLeftByteForByte) {
   GuestBoot boot = Boot("node-ext4");
   ASSERT_EQ(boot.outcome, "poweroff") << boot.Describe();
   EXPECT_EQ(boot.agent_exit(), 1) << boot.Describe();
-  EXPECT_THAT(boot.serial, HasSubstr("FAILED_PRECONDITION: state disk /dev/vda is not blank (ext4) "
-                                     "and is not a berth LUKS2 disk: refusing to format it"));
+  EXPECT_THAT(boot.serial, HasSubstr("FAILED_PRECONDITION: state disk /dev/vda is not blank and is "
+                                     "not a berth LUKS2 disk, refusing to format it: found ext4 "
+                                     "superblock at offset 1080; non-zero data in the first MiB"));
   EXPECT_FALSE(Ran(boot, "request-ticket"));  // berthd was not even asked
   EXPECT_FALSE(Ran(boot, "format"));
   EXPECT_THAT(cluster_->BerthdLog(), Not(HasSubstr("node=node-ext4")));
   EXPECT_TRUE(boot.kubeadm.empty());
   EXPECT_EQ(Sha256File(node_->disk()), before);
+}
+
+// Issue 23: a disk whose protective MBR and primary GPT were zeroed (what a `dd` to the wrong
+// device or a tool that "clears" a disk does) still holds a partition with a filesystem and the
+// backup GPT at its end. The agent refuses it before asking berthd for anything, naming what it
+// found and where, exactly as the host's probe of the same image does, and leaves it byte for
+// byte.
+TEST_F(StateDiskE2eTest, ADiskWithItsPrimaryGptWipedIsRefusedNamingWhatIsOnIt) {
+  ASSERT_TRUE(MakeDirs(dir_.Join("precious")).ok());
+  MustWrite(dir_.Join("precious/data"), "precious\n");
+  const std::string img = node_->disk();
+  RealProcessRunner runner;
+  for (const std::string& command :
+       {"printf 'label: gpt\\n,\\n' | /sbin/sfdisk -q " + img,
+        "/sbin/mkfs.ext4 -q -F -E offset=1048576 -d " + dir_.Join("precious") + " " + img + " 32M",
+        "dd if=/dev/zero of=" + img + " bs=512 count=34 conv=notrunc status=none"}) {
+    auto r = runner.Run({"/bin/sh", "-c", command});
+    ASSERT_TRUE(r.ok() && r->success()) << command << ": " << (r.ok() ? r->output : "");
+  }
+  auto host = agent::MakeLibDisk()->Probe(img);
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  ASSERT_GE(host->found.size(), 3u);
+  EXPECT_EQ(host->found[0], "backup GPT header at the last sector (offset 67108352)");
+  EXPECT_EQ(host->found[1], "ext4 superblock at offset 1049656 (a filesystem from 1 MiB)");
+  std::string all;
+  for (const std::string& f : host->found) all += (all.empty() ? "" : "; ") + f;
+  const std::string before = Sha256File(img);
+
+  GuestBoot boot = Boot("node-wiped-gpt");
+  ASSERT_EQ(boot.outcome, "poweroff") << boot.Describe();
+  EXPECT_EQ(boot.agent_exit(), 1) << boot.Describe();
+  EXPECT_THAT(boot.serial, HasSubstr("state disk /dev/vda is not blank: " + all));
+  EXPECT_THAT(boot.serial,
+              HasSubstr("FAILED_PRECONDITION: state disk /dev/vda is not blank and is not a berth "
+                        "LUKS2 disk, refusing to format it: found " +
+                        host->Describe()));
+  EXPECT_FALSE(Ran(boot, "request-ticket"));
+  EXPECT_FALSE(Ran(boot, "format"));
+  EXPECT_THAT(cluster_->BerthdLog(), Not(HasSubstr("node=node-wiped-gpt")));
+  EXPECT_EQ(Sha256File(img), before);
+}
+
+// mdraid members of every metadata version (0.90 and 1.0 keep their superblock at the end of
+// the device, 1.2 at 4 KiB) and an LVM physical volume, made by mdadm and LVM in a guest (the
+// host has no md driver, and LVM wants block devices): not blank, named, and unchanged by the
+// probe and by a refused format.
+TEST_F(StateDiskE2eTest, RaidAndLvmMembersAreNotBlankAndAreLeftByteForByte) {
+  std::vector<std::string> extra;
+  for (const char* name : {"md10.img", "md12.img", "lvm.img"}) {
+    extra.push_back(dir_.Join(name));
+    std::ofstream(extra.back()).close();
+    std::filesystem::resize_file(extra.back(), 64 << 20);
+  }
+  GuestBootOptions o;
+  o.enrolment = cluster_->Enrolment("node-tools");
+  o.initramfs = GuestToolsInitramfs();
+  o.run_script = SourceDir() + "/tests/e2e/guest/make-raid-lvm";
+  o.extra_disks = extra;
+  GuestBoot boot = node_->Boot(o);
+  ASSERT_EQ(boot.outcome, "poweroff") << boot.Describe();
+  ASSERT_EQ(boot.Report("md-0.90"), "0") << boot.Describe();
+  ASSERT_EQ(boot.Report("md-1.0"), "0") << boot.Describe();
+  ASSERT_EQ(boot.Report("md-1.2"), "0") << boot.Describe();
+  ASSERT_EQ(boot.Report("lvm"), "0") << boot.Describe();
+
+  struct Case {
+    std::string image, signature, found;
+  };
+  const std::vector<Case> cases = {
+      {node_->disk(), "linux_raid_member",
+       "linux_raid_member (version 0.90.0) superblock at offset 67043328"},
+      {extra[0], "linux_raid_member", "linux_raid_member (version 1.0) superblock at offset 67100672"},
+      {extra[1], "linux_raid_member", "linux_raid_member (version 1.2) superblock at offset 4096"},
+      {extra[2], "LVM2_member", "LVM2_member (version LVM2 001) superblock at offset 536"},
+  };
+  auto disk = agent::MakeLibDisk();
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.found);
+    const std::string before = Sha256File(c.image);
+    auto probe = disk->Probe(c.image);
+    ASSERT_TRUE(probe.ok()) << probe.status().ToString();
+    EXPECT_EQ(probe->kind, agent::ProbeResult::Kind::kOther);
+    EXPECT_EQ(probe->signature, c.signature);
+    ASSERT_FALSE(probe->found.empty());
+    EXPECT_EQ(probe->found[0], c.found);
+    EXPECT_EQ(Sha256File(c.image), before);
+    SecretBytes key(32);
+    Status st = disk->FormatIfBlank(c.image, "0b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c", key);
+    EXPECT_EQ(st.code(), Code::kFailedPrecondition);
+    EXPECT_EQ(st.message(), c.image + " is not blank, refusing to format it: found " +
+                                probe->Describe());
+    EXPECT_EQ(Sha256File(c.image), before);
+  }
 }
 
 // Power is cut (the VM SIGKILLed) right after one step of the first boot; the next boot

@@ -437,6 +437,45 @@ TEST(EtcdJoinTest, TwoReplicasAnswerTheSameAndWorkerJoinsAreRecorded) {
   EXPECT_EQ(MemberCount(bed), 3);
 }
 
+// Another node, whose AK the policy trusts too, asks for a rejoin ticket under a joined node's
+// name and disk: its record binds the name to the first node's AK, so berthd refuses, naming
+// both keys, and hands out no disk key; the node itself still rejoins (issue 22, section 5).
+TEST(EtcdJoinTest, ARejoinUnderAnotherNodesNameIsRefusedNamingTheRecordedKey) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& w1 = bed.AddNode("worker-1", false);
+  TestNode& w2 = bed.AddNode("worker-2", false);
+  ASSERT_TRUE(bed.StartBerthd(0));
+  auto ticket = bed.RequestJoinTicket(w1, false, bed.BerthdEndpoint(0), bed.BerthdEndpoint(0));
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString() << "\n" << MustRead(bed.BerthdLog(0));
+
+  // worker-2's TPM and evidence, claiming worker-1's name and disk.
+  const std::string own_name = w2.name;
+  const FakeDiskState own_disk = w2.disk;
+  w2.name = w1.name;
+  w2.disk = w1.disk;
+  auto stolen = bed.RequestRejoinTicket(w2, bed.BerthdEndpoint(0));
+  w2.name = own_name;
+  w2.disk = own_disk;
+  ASSERT_FALSE(stolen.ok());
+  EXPECT_EQ(stolen.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(stolen.status().message(),
+            "IssueRejoinTicket at " + bed.BerthdEndpoint(0) +
+                ": node name worker-1 is recorded with attestation key sha256:" +
+                w1.ak_sha256.substr(0, 16) + "..., not this node's sha256:" +
+                w2.ak_sha256.substr(0, 16) + "...");
+  EXPECT_THAT(MustRead(bed.BerthdLog(0)),
+              HasSubstr("audit call=IssueRejoinTicket decision=refused node=worker-1"));
+  // The record is unchanged: still worker-1's key.
+  auto list = bed.ListNodes(0);
+  ASSERT_EQ(list["nodes"].size(), 1u);
+  EXPECT_EQ(list["nodes"][0]["ak_sha256"], w1.ak_sha256);
+
+  auto own = bed.RequestRejoinTicket(w1, bed.BerthdEndpoint(0));
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  EXPECT_EQ(own->disk_key(), ticket->disk_key());
+}
+
 TEST(EtcdJoinTest, ControlPlaneNotAuthorizedIsPermissionDeniedUntilAnOperatorAuthorizesIt) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();

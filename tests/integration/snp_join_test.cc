@@ -44,6 +44,10 @@ class SnpJoinTest : public ::testing::Test {
 
   // One boot of an SEV-SNP node, in this process, against the real berthd.
   Status RunSnpAgent(const SnpReportSpec& spec, snp::CertTable certs) {
+    return RunSnpAgentSignedBy(spec, vcek_.key.get(), std::move(certs));
+  }
+  // The same, with the reports signed by `key` (the VCEK's, or not).
+  Status RunSnpAgentSignedBy(const SnpReportSpec& spec, EVP_PKEY* key, snp::CertTable certs) {
     v1::EnrolmentConfig config = cluster_.BaseEnrolment();
     config.set_attestation(v1::ATTESTATION_KIND_SEV_SNP);
     cluster_.WriteEnrolment(config);
@@ -58,8 +62,7 @@ class SnpJoinTest : public ::testing::Test {
       return Internal("an SEV-SNP node must not open a TPM");
     };
     deps.open_sev_guest = [&](const std::string&) -> Result<std::unique_ptr<agent::SevGuest>> {
-      return std::unique_ptr<agent::SevGuest>(
-          new FakeSevGuest(spec, vcek_.key.get(), std::move(certs)));
+      return std::unique_ptr<agent::SevGuest>(new FakeSevGuest(spec, key, std::move(certs)));
     };
     return agent::RunAgent(options, deps);
   }
@@ -115,6 +118,40 @@ TEST_F(SnpJoinTest, PolicyRefusalStopsTheNodeWithoutATicket) {
   EXPECT_TRUE(kubeadm_.argvs.empty());
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
+}
+
+// A report signed by a key that is not the VCEK sent with it (a forged signature: the
+// guest's host, or anyone, signing a report of their choosing), and a report whose
+// reported_tcb is not the TCB the VCEK certifies (a VCEK of an older, vulnerable firmware
+// vouching for a report that claims a newer one): each refused by berthd naming the check,
+// no ticket, no token (issue 22, section 5).
+TEST_F(SnpJoinTest, AForgedSignatureIsRefused) {
+  // Another P-384 key, as a VCEK of another chip would hold.
+  SnpIssued forger = chain_->IssueVcek({.hwid = Bytes(64, 0xf0), .tcb = tcb_});
+  Status st = RunSnpAgentSignedBy(spec_, forger.key.get(), HostCerts());
+  EXPECT_EQ(st.code(), Code::kPermissionDenied);
+  EXPECT_THAT(st.message(), HasSubstr("berthd refused this node's evidence; not retrying"));
+  EXPECT_THAT(st.message(),
+              HasSubstr("signature: the report's signature does not verify with the VCEK's key"));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(kubeadm_.argvs.empty());
+  EXPECT_THAT(MustRead(cluster_.berthd_log()),
+              HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
+}
+
+TEST_F(SnpJoinTest, AVcekForAnotherTcbIsRefused) {
+  // The VCEK certifies microcode 115; the report claims 116, and is signed by that VCEK.
+  snp::Tcb claimed = tcb_;
+  claimed.microcode = 116;
+  SnpReportSpec newer = spec_;
+  newer.reported_tcb = snp::EncodeTcb(claimed, snp::Product::kMilan);
+  Status st = RunSnpAgent(newer, HostCerts());
+  EXPECT_EQ(st.code(), Code::kPermissionDenied);
+  EXPECT_THAT(st.message(), HasSubstr("berthd refused this node's evidence; not retrying"));
+  EXPECT_THAT(st.message(), HasSubstr("tcb: the VCEK is for TCB " + tcb_.ToString() +
+                                      ", the report's reported_tcb is " + claimed.ToString()));
+  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(kubeadm_.argvs.empty());
 }
 
 TEST_F(SnpJoinTest, ReportBoundToAnotherTlsKeyIsRefused) {

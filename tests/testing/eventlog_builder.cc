@@ -80,8 +80,12 @@ EventLogBuilder& EventLogBuilder::SecureBootVariable(const std::string& name, co
   return AddHashedData(7, eventlog::kEvEfiVariableDriverConfig, data);
 }
 
+EventLogBuilder& EventLogBuilder::EfiAction(uint32_t pcr, const std::string& text) {
+  return AddHashedData(pcr, eventlog::kEvEfiAction, ToBytes(text));
+}
+
 EventLogBuilder& EventLogBuilder::BootApplication(const std::string& path,
-                                                  const std::string& image) {
+                                                  const std::string& image, uint32_t pcr) {
   // UEFI_IMAGE_LOAD_EVENT with a device path of one file path node and the end node.
   Bytes path_node = {0x04, 0x04};
   Bytes name = Utf16(path, true);
@@ -94,19 +98,26 @@ EventLogBuilder& EventLogBuilder::BootApplication(const std::string& path,
   U64(data, 0);
   U64(data, path_node.size());
   Append(data, path_node);
-  return Add(4, eventlog::kEvEfiBootServicesApplication, data, ToBytes(image));
+  return Add(pcr, eventlog::kEvEfiBootServicesApplication, data, ToBytes(image));
 }
 
-EventLogBuilder& EventLogBuilder::GrubFile(const std::string& path, const std::string& content) {
+EventLogBuilder& EventLogBuilder::GrubFile(const std::string& path, const std::string& content,
+                                           uint32_t pcr) {
   Bytes data = ToBytes(path);
   data.push_back(0);
-  return Add(9, eventlog::kEvIpl, data, ToBytes(content));
+  return Add(pcr, eventlog::kEvIpl, data, ToBytes(content));
 }
 
-EventLogBuilder& EventLogBuilder::GrubCommandLine(const std::string& cmdline) {
+EventLogBuilder& EventLogBuilder::GrubCommandLine(const std::string& cmdline, uint32_t pcr) {
   Bytes data = ToBytes("kernel_cmdline: " + cmdline);
   data.push_back(0);
-  return Add(8, eventlog::kEvIpl, data, ToBytes(cmdline));
+  return Add(pcr, eventlog::kEvIpl, data, ToBytes(cmdline));
+}
+
+EventLogBuilder& EventLogBuilder::GrubCommand(const std::string& command) {
+  Bytes data = ToBytes("grub_cmd: " + command);
+  data.push_back(0);
+  return Add(8, eventlog::kEvIpl, data, ToBytes(command));
 }
 
 EventLogBuilder& EventLogBuilder::LinuxInitrd(const std::string& initrd) {
@@ -116,6 +127,27 @@ EventLogBuilder& EventLogBuilder::LinuxInitrd(const std::string& initrd) {
   U32(data, static_cast<uint32_t>(text.size()));
   Append(data, text);
   return Add(9, eventlog::kEvEventTag, data, ToBytes(initrd));
+}
+
+EventLogBuilder& EventLogBuilder::LinuxLoadOptions(const std::string& options) {
+  Bytes data;
+  U32(data, 0x8F3B22ED);  // TCG_PCClientTaggedEvent: id, size, "LOADED_IMAGE::LoadOptions"
+  Bytes text = ToBytes(std::string("LOADED_IMAGE::LoadOptions", 26));
+  U32(data, static_cast<uint32_t>(text.size()));
+  Append(data, text);
+  return Add(9, eventlog::kEvEventTag, data, Utf16(options, true));
+}
+
+EventLogBuilder& EventLogBuilder::UkiSection(const std::string& name, const std::string& contents,
+                                             uint32_t pcr) {
+  Bytes name_and_nul = ToBytes(name);
+  name_and_nul.push_back(0);
+  Add(pcr, eventlog::kEvIpl, Utf16(name, true), name_and_nul);
+  return Add(pcr, eventlog::kEvIpl, Utf16(name, true), ToBytes(contents));
+}
+
+EventLogBuilder& EventLogBuilder::StubCommandLine(const std::string& cmdline) {
+  return AddHashedData(12, eventlog::kEvIpl, Utf16(cmdline, true));
 }
 
 Bytes EventLogBuilder::Build() const {
@@ -155,6 +187,25 @@ Bytes EventLogBuilder::Build() const {
     U32(out, static_cast<uint32_t>(e.data.size()));
     Append(out, e.data);
   }
+  return out;
+}
+
+Bytes EventLogBuilder::Event(const std::vector<DigestAlg>& banks, bool legacy, uint32_t pcr,
+                             uint32_t type, const Bytes& data, const Bytes& measured) {
+  Bytes out;
+  U32(out, pcr);
+  U32(out, type);
+  if (legacy) {
+    Append(out, Digest(DigestAlg::kSha1, measured));
+  } else {
+    U32(out, static_cast<uint32_t>(banks.size()));
+    for (DigestAlg b : banks) {
+      U16(out, tpm::TpmAlgFromDigest(b));
+      Append(out, Digest(b, measured));
+    }
+  }
+  U32(out, static_cast<uint32_t>(data.size()));
+  Append(out, data);
   return out;
 }
 

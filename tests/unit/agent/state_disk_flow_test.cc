@@ -30,6 +30,7 @@ struct FakeDiskState {
   std::vector<std::string> reads;  // "probe DEVICE", "header": what was looked at
   std::string subsystem;  // the LUKS2 subsystem label
   std::vector<std::string> mkfs_argv;
+  std::vector<std::string> found;  // what the probe reports
 };
 
 class FakeDisk : public Disk {
@@ -44,6 +45,7 @@ class FakeDisk : public Disk {
     }
     r.kind = s_->kind;
     r.signature = s_->signature;
+    r.found = s_->found;
     return r;
   }
   Result<LuksHeader> ReadLuksHeader(const std::string&) override {
@@ -279,14 +281,27 @@ TEST_F(StateDiskFlowTest, WrongKeyStopsBeforeTheDiskIsOpened) {
   EXPECT_EQ(notifier_.ready_count(), 0);
 }
 
-TEST_F(StateDiskFlowTest, NonBlankForeignDiskIsRefusedBeforeAskingBerthd) {
+TEST_F(StateDiskFlowTest, NonBlankForeignDiskIsRefusedBeforeAskingBerthdNamingWhatIsOnIt) {
   disk_state_.kind = ProbeResult::Kind::kOther;
-  disk_state_.signature = "xfs";
+  disk_state_.signature = "partition table gpt";
+  disk_state_.found = {"backup GPT header at the last sector (offset 67108352)",
+                       "ext4 superblock at offset 1049656 (a filesystem from 1 MiB)",
+                       "non-zero data at 1 MiB (first non-zero byte at offset 1049601)",
+                       "non-zero data at 9 MiB (first non-zero byte at offset 9438209)",
+                       "non-zero data in the last MiB (first non-zero byte at offset 67091968)"};
   Status st = Boot();
+  const std::string first_four =
+      "backup GPT header at the last sector (offset 67108352); ext4 superblock at offset 1049656 "
+      "(a filesystem from 1 MiB); non-zero data at 1 MiB (first non-zero byte at offset "
+      "1049601); non-zero data at 9 MiB (first non-zero byte at offset 9438209); and 1 more";
   EXPECT_EQ(st.code(), Code::kFailedPrecondition);
   EXPECT_EQ(st.message(), "state disk " + root_.Join("dev/vdb") +
-                              " is not blank (xfs) and is not a berth LUKS2 disk: refusing to "
-                              "format it");
+                              " is not blank and is not a berth LUKS2 disk, refusing to format "
+                              "it: found " + first_four);
+  // systemctl status shows what was found.
+  ASSERT_FALSE(notifier_.events.empty());
+  EXPECT_EQ(notifier_.events.back(),
+            "STATUS=refusing state disk " + root_.Join("dev/vdb") + ": found " + first_four);
   EXPECT_TRUE(berthd_.calls.empty());
   EXPECT_TRUE(disk_state_.ops.empty());
 }

@@ -7,6 +7,7 @@
 #include "agent/attestation.h"
 #include "common/binding.h"
 #include "common/enrolment.h"
+#include "tests/bench/soft_ak.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 
@@ -136,6 +137,55 @@ TEST_F(EvidenceTest, MalformedEvidenceIsInvalidArgument) {
   v1::Evidence snp;
   snp.mutable_sev_snp();
   EXPECT_EQ(verifier.Verify(snp, binding_).status().code(), Code::kInvalidArgument);
+}
+
+// An AK the policy trusts by its key, but whose TPMT_PUBLIC says it is not a restricted
+// signing key bound to its TPM: such a key can sign any TPMS_ATTEST (PCR values and nonce of
+// the signer's choosing), or may have been created outside a TPM. The quote itself is
+// well-formed and verifies; the attributes alone refuse it (issue 22, section 5). The key is a
+// software AK producing real TPM structures (tests/bench/soft_ak.h).
+TEST(AkAttributesTest, ATrustedKeyWithoutTheAkAttributesIsRefusedNamingTheAttribute) {
+  auto key = GenerateP256Key();
+  ASSERT_TRUE(key.ok());
+  auto pem = PrivateKeyToPem(key->get());
+  ASSERT_TRUE(pem.ok());
+  const Bytes binding = ComputeBinding(Bytes(56, 3), Bytes(32, 4));
+  auto with = [&](TPMA_OBJECT attributes) {
+    auto copy = PrivateKeyFromPem(pem->view());
+    EXPECT_TRUE(copy.ok());
+    auto ak = bench::SoftAk::FromKey(std::move(*copy), {0, 7}, attributes);
+    EXPECT_TRUE(ak.ok()) << ak.status().ToString();
+    return std::move(*ak);
+  };
+  const bench::SoftAk good = with(bench::SoftAk::kAkAttributes);
+  auto policy = ParsePolicy(*good.PolicyYaml());
+  ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+  TpmEvidenceVerifier verifier(*policy);
+  auto accepted = verifier.Verify(*good.Quote(binding), binding);
+  ASSERT_TRUE(accepted.ok()) << accepted.status().ToString();
+  EXPECT_EQ(accepted->ak_name, "berth-bench");
+
+  const struct {
+    TPMA_OBJECT attributes;
+    const char* refusal;
+  } cases[] = {
+      {bench::SoftAk::kAkAttributes & ~TPMA_OBJECT_RESTRICTED,
+       "the attestation key lacks the restricted attribute"},
+      {bench::SoftAk::kAkAttributes & ~TPMA_OBJECT_FIXEDTPM,
+       "the attestation key lacks the fixedTPM attribute"},
+      {bench::SoftAk::kAkAttributes & ~TPMA_OBJECT_SENSITIVEDATAORIGIN,
+       "the attestation key lacks the sensitiveDataOrigin attribute"},
+      {bench::SoftAk::kAkAttributes | TPMA_OBJECT_DECRYPT,
+       "the attestation key has the decrypt attribute"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.refusal);
+    const bench::SoftAk bad = with(c.attributes);
+    auto refused = verifier.Verify(*bad.Quote(binding), binding);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
+    EXPECT_EQ(refused.status().message(), c.refusal);
+  }
 }
 
 }  // namespace

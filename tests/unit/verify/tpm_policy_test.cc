@@ -5,8 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "tests/testing/testing.h"
+#include <set>
+
 #include "verify/policy.h"
+#include "tests/testing/testing.h"
 
 namespace berth::verify {
 namespace {
@@ -78,12 +80,14 @@ TEST(TpmTrustPolicyTest, MistakesAreNamed) {
                   "}]\n  event_log:\n    bank: sha256\n    kernel: []\n")
                 .message(),
             "tpm.event_log: unknown key \"kernel\"");
-  EXPECT_EQ(
+  EXPECT_THAT(
       Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n  event_log:\n    bank: sha256\n")
           .message(),
-      "tpm.event_log: no allow-list, so it would check nothing");
+      ::testing::StartsWith("tpm.event_log.required_pcrs is missing: "));
   EXPECT_EQ(Error("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
-                  "}]\n  event_log:\n    bank: sha1\n    kernels: [{digest: " + kHex32 + "}]\n")
+                  "}]\n  event_log:\n    bank: sha1\n    required_pcrs: [9]\n    kernels: "
+                  "[{digest: " +
+                  kHex32 + "}]\n")
                 .message(),
             "tpm.event_log.kernels[0].digest: 32 bytes, expected 20");
   EXPECT_EQ(
@@ -99,7 +103,9 @@ TEST(TpmTrustPolicyTest, WhatMakesAPolicyComplete) {
   EXPECT_TRUE(ParsePolicy("tpm:\n" + kPin, /*require_ak_trust=*/false).ok());
   // An event log policy or PCR sets constrain the boot as well as pinned PCRs do.
   auto by_log = ParsePolicy("tpm:\n  trusted_eks: [{sha256: " + kHex32 +
-                            "}]\n  event_log:\n    kernels: [{name: k, digest: " + kHex32 + "}]\n");
+                            "}]\n  event_log:\n    required_pcrs: [9]\n    kernels: [{name: k, "
+                            "digest: " +
+                            kHex32 + "}]\n");
   ASSERT_TRUE(by_log.ok()) << by_log.status().ToString();
   EXPECT_TRUE(by_log->pcrs.empty());
   EXPECT_EQ(by_log->tpm_trust.event_log->bank, DigestAlg::kSha256);
@@ -119,12 +125,102 @@ TEST(TpmTrustPolicyTest, WhatMakesAPolicyComplete) {
 TEST(TpmTrustPolicyTest, SecureBootVariablesAreKeyedByName) {
   auto p = ParsePolicy(
       "tpm:\n  trusted_eks: [{sha256: " + kHex32 +
-      "}]\n  event_log:\n    secure_boot_variables:\n      SecureBoot: [{digest: " + kHex32 +
+      "}]\n  event_log:\n    required_pcrs: [7]\n    secure_boot_variables:\n      SecureBoot: "
+      "[{digest: " + kHex32 +
       "}]\n      dbx:\n        - {name: dbx 2024-06, digest: " + std::string(64, 'd') + "}\n");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   const auto& vars = p->tpm_trust.event_log->secure_boot_variables;
   ASSERT_EQ(vars.size(), 2u);
   EXPECT_EQ(vars.at("dbx")[0].name, "dbx 2024-06");
+}
+
+// The PCRs every quote must cover (issue 22): required whenever there are event rules, and
+// consistent with them.
+TEST(TpmTrustPolicyTest, EventRulesNeedTheirRequiredPcrs) {
+  const std::string trust = "tpm:\n  trusted_eks: [{sha256: " + kHex32 + "}]\n";
+  auto rules = [&](const std::string& body) { return Error(trust + "  event_log:\n" + body); };
+  EXPECT_EQ(rules("    kernels: [{digest: " + kHex32 + "}]\n").message(),
+            "tpm.event_log.required_pcrs is missing: list the PCRs every quote must cover "
+            "(`berthctl policy from --eventlog` writes every PCR the reference boot extended); "
+            "without it the node would choose which PCRs, and so which of its events, are "
+            "checked");
+  EXPECT_EQ(rules("    required_pcrs: []\n").message(),
+            "tpm.event_log.required_pcrs: expected a non-empty list of PCR indices, e.g. [0, 1, "
+            "2, 3, 4, 5, 6, 7, 8, 9]");
+  EXPECT_EQ(rules("    required_pcrs: [4, x]\n").message(),
+            "tpm.event_log.required_pcrs[1]: \"x\" is not a PCR index (0-23)");
+  EXPECT_EQ(rules("    required_pcrs: [4, 10]\n").message(),
+            "tpm.event_log.required_pcrs[1]: PCR 10 is IMA's: Linux extends it at runtime and "
+            "the firmware's event log does not record it");
+  EXPECT_EQ(rules("    required_pcrs: [15]\n").message(),
+            "tpm.event_log.required_pcrs[0]: PCR 15 is berth-agent's: berthd checks it from the "
+            "agent's own events (docs/attestation.md, \"Sealing the boot\")");
+  EXPECT_EQ(rules("    required_pcrs: [17]\n").message(),
+            "tpm.event_log.required_pcrs[0]: PCR 17 is not one that boot firmware or loaders "
+            "extend (0-9, 11-14)");
+  EXPECT_EQ(rules("    required_pcrs: [4, 4]\n").message(),
+            "tpm.event_log.required_pcrs[1]: PCR 4 is listed twice");
+  // A class whose PCRs no quote must cover could never match.
+  EXPECT_EQ(rules("    required_pcrs: [4, 8]\n    kernels: [{digest: " + kHex32 + "}]\n")
+                .message(),
+            "tpm.event_log.kernels: these events are measured into PCR 9 or 11, which "
+            "tpm.event_log.required_pcrs does not list");
+  EXPECT_EQ(rules("    required_pcrs: [9]\n    boot_applications: [{digest: " + kHex32 + "}]\n")
+                .message(),
+            "tpm.event_log.boot_applications: these events are measured into PCR 4, which "
+            "tpm.event_log.required_pcrs does not list");
+  EXPECT_EQ(rules("    required_pcrs: [4]\n    kernel_cmdlines: [{digest: " + kHex32 + "}]\n")
+                .message(),
+            "tpm.event_log.kernel_cmdlines: these events are measured into PCR 8, 9, 11 or 12, "
+            "which tpm.event_log.required_pcrs does not list");
+  EXPECT_EQ(rules("    required_pcrs: [4]\n    secure_boot_variables:\n      SecureBoot: "
+                  "[{digest: " +
+                  kHex32 + "}]\n")
+                .message(),
+            "tpm.event_log.secure_boot_variables: these events are measured into PCR 7, which "
+            "tpm.event_log.required_pcrs does not list");
+  // Required PCRs alone are a policy: every event in them must be fixed or pinned.
+  auto only = ParsePolicy(trust + "  event_log:\n    required_pcrs: [0, 7]\n");
+  ASSERT_TRUE(only.ok()) << only.status().ToString();
+  EXPECT_EQ(only->tpm_trust.event_log->required_pcrs, (std::set<uint32_t>{0, 7}));
+}
+
+TEST(TpmTrustPolicyTest, OtherEventsAreListedByPcrTypeAndDigest) {
+  const std::string head = "tpm:\n  trusted_eks: [{sha256: " + kHex32 +
+                           "}]\n  event_log:\n    required_pcrs: [8, 9]\n    other_events:\n";
+  auto p = ParsePolicy(head + "      - {name: 'grub_cmd: insmod part_gpt', pcr: 8, type: EV_IPL, "
+                              "digest: " +
+                       kHex32 + "}\n      - {pcr: 9, type: '0xd', digest: " + std::string(64, 'b') +
+                       "}\n");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  const auto& listed = p->tpm_trust.event_log->other_events;
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].name, "grub_cmd: insmod part_gpt");
+  EXPECT_EQ(listed[0].pcr, 8u);
+  EXPECT_EQ(listed[0].type, eventlog::kEvIpl);
+  EXPECT_EQ(listed[1].type, eventlog::kEvIpl);
+  EXPECT_EQ(HexEncode(listed[1].digest), std::string(64, 'b'));
+
+  EXPECT_EQ(Error(head + "      - {pcr: 8, digest: " + kHex32 + "}\n").message(),
+            "tpm.event_log.other_events[0]: expected {name: ..., pcr: <index>, type: <EV_...>, "
+            "digest: <hex>}");
+  EXPECT_EQ(Error(head + "      - {pcr: 8, type: EV_FOO, digest: " + kHex32 + "}\n").message(),
+            "tpm.event_log.other_events[0].type: unknown event type \"EV_FOO\"");
+  EXPECT_EQ(Error(head + "      - {pcr: 8, type: EV_NO_ACTION, digest: " + kHex32 + "}\n")
+                .message(),
+            "tpm.event_log.other_events[0].type: EV_NO_ACTION events are never extended into a "
+            "PCR");
+  EXPECT_EQ(Error(head + "      - {pcr: 12, type: EV_IPL, digest: " + kHex32 + "}\n").message(),
+            "tpm.event_log.other_events[0]: PCR 12 is not in tpm.event_log.required_pcrs");
+  EXPECT_EQ(Error(head + "      - {pcr: 8, type: EV_IPL, digest: abcd}\n").message(),
+            "tpm.event_log.other_events[0].digest: 2 bytes, expected 32");
+  EXPECT_EQ(Error(head + "      - {pcr: 8, type: EV_IPL, digest: " + kHex32 +
+                  "}\n      - {pcr: 8, type: EV_IPL, digest: " + kHex32 + "}\n")
+                .message(),
+            "tpm.event_log.other_events[1]: this event is listed twice");
+  EXPECT_EQ(Error(head + "      - {pcr: 8, type: EV_IPL, digest: " + kHex32 + ", pcrs: 1}\n")
+                .message(),
+            "tpm.event_log.other_events[0]: unknown key \"pcrs\"");
 }
 
 }  // namespace

@@ -277,5 +277,118 @@ TEST(EventTypeTest, NamesAndNumbers) {
   EXPECT_EQ(EventTypeFromName("EV_NOPE").status().code(), Code::kInvalidArgument);
 }
 
+// ---- where events belong (issue 22: what the measured software writes decides nothing) ----
+
+// The events of a synthetic log, header left out.
+std::vector<Event> Events(const EventLogBuilder& b) {
+  auto log = ParseEventLog(b.Build());
+  EXPECT_TRUE(log.ok()) << log.status().ToString();
+  return log.ok() ? std::vector<Event>(log->events.begin() + 1, log->events.end())
+                  : std::vector<Event>{};
+}
+
+TEST(PlacementTest, EachClassIsMeasuredOnlyWhereItsMeasurerPutsIt) {
+  using C = EventClass;
+  EXPECT_EQ(ClassesMeasuredAt(4, kEvEfiBootServicesApplication),
+            std::vector<C>{C::kBootApplication});
+  EXPECT_TRUE(ClassesMeasuredAt(2, kEvEfiBootServicesApplication).empty());
+  EXPECT_TRUE(ClassesMeasuredAt(11, kEvEfiBootServicesApplication).empty());
+  EXPECT_EQ(ClassesMeasuredAt(7, kEvEfiVariableDriverConfig),
+            std::vector<C>{C::kSecureBootVariable});
+  EXPECT_TRUE(ClassesMeasuredAt(1, kEvEfiVariableDriverConfig).empty());
+  EXPECT_EQ(ClassesMeasuredAt(8, kEvIpl), std::vector<C>{C::kKernelCmdline});
+  EXPECT_EQ(ClassesMeasuredAt(9, kEvIpl), (std::vector<C>{C::kKernel, C::kInitrd}));
+  EXPECT_EQ(ClassesMeasuredAt(9, kEvEventTag), (std::vector<C>{C::kInitrd, C::kKernelCmdline}));
+  EXPECT_EQ(ClassesMeasuredAt(11, kEvIpl),
+            (std::vector<C>{C::kKernel, C::kInitrd, C::kKernelCmdline}));
+  EXPECT_EQ(ClassesMeasuredAt(12, kEvIpl), std::vector<C>{C::kKernelCmdline});
+  for (uint32_t pcr : {0u, 4u, 5u, 7u, 10u, 13u, 14u, 15u}) {
+    EXPECT_TRUE(ClassesMeasuredAt(pcr, kEvIpl).empty()) << pcr;
+  }
+  // Described as a kernel, in a place where no kernel is measured: no class.
+  EventLogBuilder b;
+  b.GrubFile("(hd0,gpt2)/vmlinuz", "k", 8).GrubFile("(hd0,gpt2)/vmlinuz", "k", 12);
+  for (const Event& e : Events(b)) {
+    EXPECT_NE(ClassifyEvent(e), EventClass::kKernel) << e.pcr;
+  }
+}
+
+TEST(PlacementTest, TypesTiedToOnePcrAreRefusedElsewhere) {
+  EventLogBuilder db;
+  db.SecureBootVariable("db", ToBytes("keys"));
+  const Bytes db_data = Events(db)[0].data;  // the variable "db", logged into PCR 1 below
+  EventLogBuilder b;
+  b.BootApplication("\\EFI\\BOOT\\BOOTX64.EFI", "shim", 4)
+      .BootApplication("\\EFI\\BOOT\\BOOTX64.EFI", "shim", 11)
+      .SecureBootVariable("db", ToBytes("keys"))
+      .Add(1, kEvEfiVariableDriverConfig, db_data, {})
+      .Add(4, kEvEfiBootServicesDriver, Bytes(32, 0), ToBytes("driver"))
+      .LinuxInitrd("initrd");
+  const std::vector<Event> events = Events(b);
+  ASSERT_EQ(events.size(), 6u);
+  EXPECT_TRUE(CheckEventPcr(events[0], DigestAlg::kSha256).ok());
+  EXPECT_EQ(CheckEventPcr(events[1], DigestAlg::kSha256).message(),
+            "event #2 (EV_EFI_BOOT_SERVICES_APPLICATION, PCR 11, sha256 " +
+                HexEncode(Sha256(ToBytes("shim"))) +
+                ") \"\\EFI\\BOOT\\BOOTX64.EFI\" is in PCR 11, but firmware measures the UEFI "
+                "applications it loads into PCR 4 only");
+  EXPECT_TRUE(CheckEventPcr(events[2], DigestAlg::kSha256).ok());
+  Status db_in_pcr1 = CheckEventPcr(events[3], DigestAlg::kSha256);
+  EXPECT_EQ(db_in_pcr1.code(), Code::kPermissionDenied);
+  EXPECT_THAT(db_in_pcr1.message(),
+              HasSubstr("\"db\" is in PCR 1, but firmware measures the Secure Boot variables "
+                        "into PCR 7 only"));
+  EXPECT_THAT(CheckEventPcr(events[4], DigestAlg::kSha256).message(),
+              HasSubstr("is in PCR 4, but firmware measures UEFI drivers into PCR 2 only"));
+  EXPECT_TRUE(CheckEventPcr(events[5], DigestAlg::kSha256).ok());
+}
+
+TEST(PlacementTest, FixedEventsAreThoseTheSpecificationsFixEntirely) {
+  EventLogBuilder b;
+  b.Separator(4)
+      .AddHashedData(4, kEvSeparator, Bytes(4, 0xff))  // an error separator
+      .Add(4, kEvSeparator, Bytes(4, 0), ToBytes("not the separator's digest"))
+      .EfiAction(4, "Calling EFI Application from Boot Option")
+      .EfiAction(5, "Calling EFI Application from Boot Option")  // not in its PCR
+      .EfiAction(7, "DMA Protection Disabled")                   // has a meaning
+      .UkiSection(".linux", "kernel");
+  const std::vector<Event> e = Events(b);
+  ASSERT_EQ(e.size(), 8u);
+  EXPECT_EQ(FixedEventKind(e[0]), "separator");
+  EXPECT_EQ(FixedEventKind(e[1]), "");
+  EXPECT_EQ(FixedEventKind(e[2]), "");
+  EXPECT_EQ(FixedEventKind(e[3]), "firmware action");
+  EXPECT_EQ(FixedEventKind(e[4]), "");
+  EXPECT_EQ(FixedEventKind(e[5]), "");
+  // systemd-stub's two events per section: the name (fixed), then the contents (a kernel).
+  EXPECT_EQ(FixedEventKind(e[6]), "UKI section name");
+  EXPECT_EQ(ClassifyEvent(e[6]), EventClass::kOther);
+  EXPECT_EQ(FixedEventKind(e[7]), "");
+  EXPECT_EQ(ClassifyEvent(e[7]), EventClass::kKernel);
+}
+
+TEST(DataDigestTest, GrubStringsMustHashToTheirDigests) {
+  EventLogBuilder b;
+  b.GrubCommand("insmod part_gpt")
+      .GrubCommandLine("/vmlinuz root=/dev/vda2 ro")
+      // What a forged log shows: the approved command line over another command's digest.
+      .Add(8, kEvIpl, ToBytes(std::string("kernel_cmdline: /vmlinuz root=/dev/vda2 ro", 43)),
+           ToBytes("/vmlinuz root=/dev/vda2 ro init=/bin/sh"))
+      .Add(8, kEvIpl, ToBytes(std::string("grub_cmd: set x=1", 18)), ToBytes("insmod evil"))
+      // Red Hat's older GRUB hashes the string with its NUL.
+      .Add(8, kEvIpl, ToBytes(std::string("grub_cmd insmod gzio", 21)),
+           ToBytes(std::string("insmod gzio", 12)));
+  const std::vector<Event> e = Events(b);
+  ASSERT_EQ(e.size(), 5u);
+  EXPECT_TRUE(CheckEventDataDigests(e[0]).ok());
+  EXPECT_TRUE(CheckEventDataDigests(e[1]).ok());
+  EXPECT_EQ(CheckEventDataDigests(e[2]).message(),
+            "event #3 (EV_IPL, PCR 8, sha256 " +
+                HexEncode(Sha256(ToBytes("/vmlinuz root=/dev/vda2 ro init=/bin/sh"))) +
+                "): its data does not hash to its digest (the log was altered)");
+  EXPECT_EQ(CheckEventDataDigests(e[3]).code(), Code::kPermissionDenied);
+  EXPECT_TRUE(CheckEventDataDigests(e[4]).ok());
+}
+
 }  // namespace
 }  // namespace berth::eventlog

@@ -1,0 +1,53 @@
+#include "server/join/boot_policy.h"
+
+#include "common/tpm/policy.h"
+
+namespace berth::server {
+
+Result<BootPolicySigner> BootPolicySigner::Create(const SecretBytes& master_secret,
+                                                  const std::string& cluster_id) {
+  BERTH_ASSIGN_OR_RETURN(
+      SecretBytes seed,
+      HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes("berth-boot-policy-v1"), 32));
+  BootPolicySigner signer;
+  BERTH_ASSIGN_OR_RETURN(signer.key_, DeriveP256Key(seed));
+  BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC pub, tpm::EcSigningKeyPublic(signer.key_.get()));
+  BERTH_ASSIGN_OR_RETURN(signer.public_area_, tpm::MarshalPublic(pub));
+  return signer;
+}
+
+Result<v1::SignedBootPolicy> BootPolicySigner::Sign(const tpm::PcrValues& verified,
+                                                    DigestAlg bank, int64_t now_unix) const {
+  std::vector<uint32_t> pcrs;
+  if (auto it = verified.find(bank); it != verified.end()) {
+    for (const auto& [index, value] : it->second) {
+      if (index <= 14) pcrs.push_back(index);
+    }
+  }
+  if (pcrs.empty()) {
+    return FailedPrecondition("the quote covers none of PCRs 0-14 in " +
+                              std::string(DigestName(bank)) + ": no boot to approve");
+  }
+  BERTH_ASSIGN_OR_RETURN(Bytes approved, tpm::PolicyPcrDigest(bank, pcrs, verified));
+  BERTH_ASSIGN_OR_RETURN(
+      TPMT_SIGNATURE sig,
+      tpm::SignPolicy(key_.get(), approved, AsBytes(tpm::kColdStartPolicyRef)));
+  BERTH_ASSIGN_OR_RETURN(Bytes sig_bytes, tpm::MarshalSignature(sig));
+  v1::SignedBootPolicy out;
+  out.set_bank(static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(bank)));
+  for (uint32_t p : pcrs) out.add_pcrs(p);
+  out.set_approved_policy(ToString(approved));
+  out.set_signature(ToString(sig_bytes));
+  out.set_signed_unix(now_unix);
+  return out;
+}
+
+Result<v1::ColdStart> BootPolicySigner::ColdStartFor(const tpm::PcrValues& verified,
+                                                     DigestAlg bank, int64_t now_unix) const {
+  v1::ColdStart out;
+  out.set_boot_policy_key(ToString(public_area_));
+  BERTH_ASSIGN_OR_RETURN(*out.mutable_policy(), Sign(verified, bank, now_unix));
+  return out;
+}
+
+}  // namespace berth::server

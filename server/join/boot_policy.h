@@ -1,0 +1,47 @@
+// berthd's side of control planes' cold-start keyslot (docs/cluster-lifecycle.md "Cold start"):
+// the cluster's boot-policy key, and the signature it puts on the PCR policy of each
+// control-plane boot berthd has verified. The key is derived from the master secret
+// (HKDF, salt = cluster id, info "berth-boot-policy-v1"), so every replica signs with the same
+// key and nothing new is stored. A signature is not a secret: it lets the node's own TPM
+// release its cold-start key in that boot, and in no other.
+//
+// Thread-safe: immutable after construction.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "berth/v1/berth.pb.h"
+#include "common/crypto.h"
+#include "common/secret.h"
+#include "common/status.h"
+#include "common/tpm/quote.h"
+
+namespace berth::server {
+
+class BootPolicySigner {
+ public:
+  static Result<BootPolicySigner> Create(const SecretBytes& master_secret,
+                                         const std::string& cluster_id);
+
+  // The key as the node's TPM loads it (marshalled TPMT_PUBLIC).
+  const Bytes& public_area() const { return public_area_; }
+
+  // The signed PolicyPCR over the quoted values of every PCR 0-14 that the quote covers in
+  // `bank` (PCR 15 is berth-agent's own per-boot record and changes every boot). The caller
+  // passes only PCR values it has verified against the quote and the policy.
+  Result<v1::SignedBootPolicy> Sign(const tpm::PcrValues& verified, DigestAlg bank,
+                                    int64_t now_unix) const;
+
+  // What a control plane's ticket carries: the key and the signed policy of this boot.
+  Result<v1::ColdStart> ColdStartFor(const tpm::PcrValues& verified, DigestAlg bank,
+                                     int64_t now_unix) const;
+
+ private:
+  BootPolicySigner() : key_(nullptr) {}
+  EvpPkeyPtr key_;
+  Bytes public_area_;
+};
+
+}  // namespace berth::server
