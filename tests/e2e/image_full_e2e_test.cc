@@ -1,6 +1,6 @@
 // The node image with real Kubernetes, the whole life of a worker (ctest label e2e-full, not
-// in CI: about 15 minutes here; docs/kubernetes-node.md). One test in phases, because each is
-// a boot of the same node (its TPM, ESP and state disk) and boots are what costs time:
+// in CI: 365 s measured here; docs/kubernetes-node.md). One test in phases, because each is a
+// boot of the same node (its TPM, ESP and state disk) and boots are what costs time:
 //
 //   1. first boot with the API server unreachable from the node (the endpoint in its tickets
 //      refuses connections): the agent formats its state disk, kubeadm join fails, and the
