@@ -35,6 +35,16 @@ void Audit(std::string_view call, const Peer& peer, std::string_view node, const
   }
 }
 
+// berthd --no-etcd (docs/etcd.md): without node records nothing ties a disk UUID, which is
+// written in clear on the disk, to the node that asks for its key, and nothing can revoke a
+// node. So such a berthd releases no disk key at all, to anyone.
+Status NoDiskKeysWithoutRecords() {
+  return FailedPrecondition(
+      "this berthd runs without node records (--no-etcd, for benchmarks and tests) and "
+      "releases no disk keys: nothing would bind the disk to the node asking for it; run "
+      "berthd with etcd, or enrol the node without a state disk");
+}
+
 }  // namespace
 
 Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
@@ -143,6 +153,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     return refuse(FailedPrecondition(
         "control-plane joins need etcd membership, which this berthd does not manage"));
   }
+  if (!request.disk_uuid().empty() && nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return refuse(InvalidArgument("the request names no node role"));
   }
@@ -170,8 +181,12 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     }
     if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
     recorded = " " + admitted->audit;
+  } else {
+    recorded = " records=none";  // berthd --no-etcd: say so in every grant (docs/etcd.md)
   }
   if (!request.disk_uuid().empty()) {
+    // Only here, with the disk claimed for this node's record in etcd (checked above: no disk
+    // key without records).
     auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
     if (!key.ok()) return refuse(key.status());
     ticket.set_disk_key(std::string(key->view()));
@@ -216,17 +231,16 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   if (!IsValidDiskUuid(request.disk_uuid())) {
     return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
   }
+  // A rejoin is a disk key and nothing else.
+  if (nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   auto verified =
       VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
   v1::RejoinTicket ticket;
-  std::string recorded;
-  if (nodes_ != nullptr) {
-    auto admitted = nodes_->AdmitRejoin(request, *verified);
-    if (!admitted.ok()) return refuse(admitted.status());
-    ticket.set_etcd_crl(admitted->etcd_crl);
-    recorded = " " + admitted->audit;
-  }
+  auto admitted = nodes_->AdmitRejoin(request, *verified);
+  if (!admitted.ok()) return refuse(admitted.status());
+  ticket.set_etcd_crl(admitted->etcd_crl);
+  const std::string recorded = " " + admitted->audit;
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
   ticket.set_disk_key(std::string(key->view()));

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-joins-per-source", c.gate.max_per_source, "ticket calls served at once from one source address (0: no limit)")->capture_default_str();
   // etcd (docs/etcd.md)
   int64_t learner_timeout = c.etcd.learner_timeout.count();
-  app.add_flag("--no-etcd", c.etcd.disabled, "run without node records in etcd (workers only; no revocation)");
+  app.add_flag("--no-etcd", c.etcd.disabled, "benchmarks and tests only: no node records in etcd, so diskless workers only (no disk keys, no revocation, no control planes)");
   app.add_option("--etcd-endpoints", c.etcd.endpoints, "etcd members, https://host:port (comma-separated or repeated)")->delimiter(',');
   app.add_option("--etcd-trusted-ca", c.etcd.trusted_ca, "CA of the etcd members' certificates (default: --etcd-ca-cert)");
   app.add_option("--etcd-client-cert", c.etcd.client_cert, "berthd's etcd client certificate (PEM)");

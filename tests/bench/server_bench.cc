@@ -98,7 +98,8 @@ void BM_DeriveDiskKey(benchmark::State& state) {
 BENCHMARK(BM_DeriveDiskKey);
 
 // Challenge + IssueJoinTicket through JoinLogic, tokens minted locally, no node records:
-// everything berthd does for a worker join except TLS, gRPC and the two remote calls.
+// everything berthd does for a diskless worker join except TLS, gRPC and the two remote calls
+// (without records berthd releases no disk keys; BM_DeriveDiskKey is that part alone).
 void BM_WorkerJoinLogic(benchmark::State& state) {
   server::TpmEvidenceVerifier tpm(F().policy, &F().clock);
   server::EvidenceDispatcher verifier(&tpm, nullptr);
@@ -118,7 +119,6 @@ void BM_WorkerJoinLogic(benchmark::State& state) {
     request.set_nonce(challenge->nonce());
     request.set_node_name("bench-node");
     request.set_role(v1::NODE_ROLE_WORKER);
-    request.set_disk_uuid("0f0e0d0c-0b0a-4909-8807-060504030201");
     state.ResumeTiming();
     auto ticket = logic.IssueJoinTicket(request, peer);
     if (!ticket.ok()) state.SkipWithError(ticket.status().ToString().c_str());

@@ -660,5 +660,55 @@ TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
   EXPECT_EQ(tokens.issued, 2);
 }
 
+// Issue 22, section 2, with records: the disk key goes to the node whose record claims the
+// disk, and to no other attested node, whatever name it gives.
+TEST_F(RegistryTest, ASecondNodeAskingForTheFirstNodesDiskGetsNothing) {
+  SecretBytes master(32);
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  Peer first{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  Peer second{.spki_sha256 = Bytes(32, 0x7b), .address = "ipv4:127.0.0.1:2"};
+  auto join = [&](v1::JoinRequest r, const Peer& peer) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueJoinTicket(r, peer);
+  };
+  auto rejoin = [&](const std::string& name, const Peer& peer) {
+    v1::RejoinRequest r;
+    r.set_node_name(name);
+    r.set_disk_uuid(kDisk);
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueRejoinTicket(r, peer);
+  };
+  auto ticket = join(Worker("node-1", kDisk), first);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  auto key = DeriveDiskKey(master, "c", kDisk);
+  EXPECT_EQ(ticket->disk_key(), std::string(key->view()));
+  auto again = rejoin("node-1", first);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disk_key(), ticket->disk_key());
+
+  verifier.ak = kOtherAk;  // another attested node, with its own TLS key
+  auto own_name = rejoin("node-2", second);
+  EXPECT_EQ(own_name.status().ToString(),
+            "FAILED_PRECONDITION: node node-2 has no record in this cluster: a node joins "
+            "before it rejoins");
+  auto victim_name = rejoin("node-1", second);
+  EXPECT_EQ(victim_name.status().ToString(),
+            "PERMISSION_DENIED: node name node-1 is recorded with attestation key sha256:" +
+                kAk.substr(0, 16) + "..., not this node's sha256:" + kOtherAk.substr(0, 16) +
+                "...");
+  auto as_join = join(Worker("node-2", kDisk), second);
+  EXPECT_EQ(as_join.status().ToString(),
+            "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
+  EXPECT_EQ(tokens.issued, 1);
+}
+
 }  // namespace
 }  // namespace berth::server
