@@ -24,6 +24,13 @@ struct GoldenUse {
   std::string used_record;  // its record, marked used by this node
 };
 
+// The challenge nonce a verified call used, as the node registry records it in etcd so that
+// no replica accepts it again (nonce.h): hex SHA-256 of the nonce, and when it expires.
+struct NonceUse {
+  std::string sha256_hex;
+  int64_t expires_unix = 0;
+};
+
 // What verified evidence established, for the decision and its audit line.
 struct VerifiedEvidence {
   std::string ak_sha256_hex;  // SHA-256 of the AK's DER SubjectPublicKeyInfo
@@ -34,6 +41,8 @@ struct VerifiedEvidence {
   std::optional<CredentialCheck> credential;
   // Set instead of verified evidence for a golden-ticket join (debug builds only).
   std::optional<GoldenUse> golden;
+  // Set by JoinLogic for evidence answering a challenge: the nonce it used up.
+  std::optional<NonceUse> nonce;
 };
 
 // The EK a Challenge should make a credential for, and the AK it is made over.

@@ -112,6 +112,9 @@ Result<VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
     return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
   }
   BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
+  // A nonce admits one call (docs/nonces.md): a replay is refused before its evidence costs
+  // anything, and MarkUsed below decides between two concurrent ones.
+  BERTH_RETURN_IF_ERROR(nonces_->CheckUnused(AsBytes(nonce)));
   Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
   BERTH_ASSIGN_OR_RETURN(VerifiedEvidence verified, verifier_->Verify(evidence, binding));
   if (verified.credential.has_value()) {
@@ -120,6 +123,9 @@ Result<VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evidence,
     BERTH_RETURN_IF_ERROR(
         credentials_.Check(AsBytes(nonce), c.ak_name, c.ek_name, c.secret_size, activated));
   }
+  BERTH_RETURN_IF_ERROR(nonces_->MarkUsed(AsBytes(nonce)));
+  // The registry records it with the grant, so that other replicas refuse it too.
+  verified.nonce = NonceUse{HexEncode(Sha256(AsBytes(nonce))), nonces_->ExpiresUnix(AsBytes(nonce))};
   return verified;
 }
 

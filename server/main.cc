@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--api-server-endpoint", c.api_server_endpoint, "host:port nodes join (kubeadm discovery)")->required();
   app.add_option("--kubernetes-ca", c.kubernetes_ca, "Kubernetes cluster CA (PEM) for caCertHashes (default: the kubeconfig's CA)");
   app.add_option("--kubernetes-version", c.kubernetes_version, "Kubernetes version announced to nodes");
-  app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds")->capture_default_str();
+  app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds (a challenge admits one ticket call; docs/nonces.md)")->capture_default_str();
   app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
   app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");
   app.add_option("--snp-kds-url", c.snp.kds_url, "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com (default: never fetch)");

@@ -102,10 +102,12 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
 }
 
 Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
-                                                   const std::string& disk_uuid) {
+                                                   const std::string& disk_uuid,
+                                                   const std::string& value_key) {
   pb::TxnRequest txn;  // no comparisons: the reads always run
   txn.add_success()->mutable_request_range()->set_key(NodeKey(name));
   if (!disk_uuid.empty()) txn.add_success()->mutable_request_range()->set_key(DiskKey(disk_uuid));
+  if (!value_key.empty()) txn.add_success()->mutable_request_range()->set_key(prefix_ + value_key);
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
   if (got.responses_size() != txn.success_size()) {
     return Internal("etcd answered " + std::to_string(got.responses_size()) +
@@ -118,6 +120,12 @@ Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
   }
   if (!disk_uuid.empty() && got.responses(1).response_range().kvs_size() > 0) {
     view.disk = DiskClaimFromKv(got.responses(1).response_range().kvs(0));
+  }
+  if (!value_key.empty()) {
+    const pb::RangeResponse& value = got.responses(disk_uuid.empty() ? 1 : 2).response_range();
+    if (value.kvs_size() > 0) {
+      view.value = StoredValue{value_key, value.kvs(0).value(), value.kvs(0).mod_revision()};
+    }
   }
   return view;
 }

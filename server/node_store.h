@@ -5,6 +5,7 @@
 //   authorizations/<name>   NodeAuthorization        (berthctl nodes authorize)
 //   etcd/certs/<serial>     EtcdIssuedCertificate    (every certificate the etcd CA signed)
 //   etcd/crl/<serial>       EtcdRevokedCertificate   (what the CRL lists)
+//   nonces/<ak sha256>      SpentNonces              (challenge nonces granted calls used)
 //
 // Values are protobuf JSON. Every change to a node is one etcd transaction that compares the
 // record's mod_revision with the one it was read at (and the disk claim likewise), so two
@@ -80,13 +81,16 @@ class NodeStore {
   Result<std::optional<StoredNode>> Get(const std::string& name);
   Result<std::vector<StoredNode>> List();
   Result<std::optional<DiskClaim>> GetDiskClaim(const std::string& disk_uuid);
-  // What a join reads: the node's record and, if `disk_uuid` is not empty, the disk's claim,
-  // in one etcd round trip (a transaction of two reads, so both at the same revision).
+  // What a join or rejoin reads: the node's record, the disk's claim if `disk_uuid` is not
+  // empty, and the value at `value_key` (relative to the prefix) if that is not empty, in one
+  // etcd round trip (one transaction of reads, so all at the same revision).
   struct JoinView {
     std::optional<StoredNode> node;
     std::optional<DiskClaim> disk;
+    std::optional<StoredValue> value;
   };
-  Result<JoinView> GetForJoin(const std::string& name, const std::string& disk_uuid);
+  Result<JoinView> GetForJoin(const std::string& name, const std::string& disk_uuid,
+                              const std::string& value_key = "");
 
   // Applies `commit` atomically. ABORTED when the record or the disk claim changed since they
   // were read (another replica got there first); UNAVAILABLE when etcd cannot be reached.

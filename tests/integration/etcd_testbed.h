@@ -132,6 +132,14 @@ class EtcdTestbed {
                                            const std::string& ticket_endpoint,
                                            agent::EtcdKeys* keys = nullptr);
   Result<v1::RejoinTicket> RequestRejoinTicket(TestNode& node, const std::string& endpoint);
+  // The same in two halves, for replays: the request answering `endpoint`'s challenge and the
+  // TLS identity it is bound to; then sending it (again), over that identity.
+  struct PreparedRejoin {
+    agent::ClientIdentity id;
+    v1::RejoinRequest request;
+  };
+  Result<PreparedRejoin> PrepareRejoin(TestNode& node, const std::string& endpoint);
+  Result<v1::RejoinTicket> SendRejoin(const PreparedRejoin& prepared, const std::string& endpoint);
 
   // Writes `ticket`'s etcd PKI under the node's root (as the agent does) and starts its etcd.
   bool StartNodeEtcd(TestNode& node, const v1::JoinTicket& ticket, const agent::EtcdKeys& keys);

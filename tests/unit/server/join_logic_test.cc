@@ -231,6 +231,27 @@ TEST_F(JoinLogicTest, ExpiredNonceIsAbortedBeforeEvidenceIsLookedAt) {
   EXPECT_EQ(verifier_.calls, 0);
 }
 
+// Issue 22, section 6: a nonce admitted any number of calls within its lifetime for the same
+// TLS key. Replaying the first attestation (as someone holding the agent's TLS key could, after
+// the boot sealed PCR 15) is now refused, before its evidence is verified again.
+TEST_F(JoinLogicTest, AReplayedRequestIsRefused) {
+  v1::JoinRequest r = Request();
+  ASSERT_TRUE(logic_.IssueJoinTicket(r, peer_).ok());
+  auto replay = logic_.IssueJoinTicket(r, peer_);
+  EXPECT_EQ(replay.status().ToString(),
+            "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
+            "replayed request?); ask for a fresh challenge");
+  EXPECT_EQ(verifier_.calls, 1);
+  EXPECT_EQ(tokens_.nodes.size(), 1u);
+  // A refused verification does not use the nonce up: only verified evidence does.
+  v1::JoinRequest second = Request();
+  verifier_.verdict = PermissionDenied("PCR sha256:7 is 00, policy expects 11");
+  EXPECT_EQ(logic_.IssueJoinTicket(second, peer_).status().code(), Code::kPermissionDenied);
+  verifier_.verdict = OkStatus();
+  EXPECT_TRUE(logic_.IssueJoinTicket(second, peer_).ok());
+  EXPECT_EQ(nonces_.used_count(), 2u);
+}
+
 TEST_F(JoinLogicTest, CallWithoutClientCertificateIsUnauthenticated) {
   v1::JoinRequest r = Request();
   Peer anonymous{.spki_sha256 = {}, .address = "ipv4:127.0.0.1:1"};

@@ -710,5 +710,64 @@ TEST_F(RegistryTest, ASecondNodeAskingForTheFirstNodesDiskGetsNothing) {
   EXPECT_EQ(tokens.issued, 1);
 }
 
+// Issue 22, section 6: two replicas share the master secret, so each accepts the other's
+// nonces; a request replayed to the other replica is refused by the nonce recorded with the
+// grant in etcd (no extra etcd write: it goes into the record's transaction).
+TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
+  SecretBytes master(32);
+  auto nonces_a = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  auto nonces_b = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinOptions options{.cluster_id = "c",
+                      .api_server_endpoint = "10.0.0.1:6443",
+                      .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}};
+  JoinLogic a(options, master.Clone(), &*nonces_a, &verifier, &tokens, registry_.get());
+  JoinLogic b(options, master.Clone(), &*nonces_b, &verifier, &tokens, registry_.get());
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  const std::string reused =
+      "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
+      "replayed request?); ask for a fresh challenge";
+
+  v1::JoinRequest join = Worker("node-1", kDisk);
+  join.set_nonce(a.Challenge({}, peer)->nonce());
+  join.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(a.IssueJoinTicket(join, peer).ok());
+  EXPECT_EQ(b.IssueJoinTicket(join, peer).status().ToString(), reused);
+  v1::JoinRequest renamed = join;  // the same evidence under a fresh name
+  renamed.set_node_name("node-9");
+  renamed.set_disk_uuid(kDisk2);
+  EXPECT_EQ(b.IssueJoinTicket(renamed, peer).status().ToString(), reused);
+  EXPECT_FALSE(store_.Get("node-9")->has_value());
+
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("node-1");
+  rejoin.set_disk_uuid(kDisk);
+  rejoin.set_nonce(b.Challenge({}, peer)->nonce());
+  rejoin.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(b.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(a.IssueRejoinTicket(rejoin, peer).status().ToString(), reused);
+  EXPECT_EQ(tokens.issued, 1);
+
+  // The list keeps only live nonces: once they expired, they are dropped at the next write.
+  auto list = [&] {
+    auto stored = store_.GetValue("nonces/" + kAk);
+    v1::SpentNonces out;
+    EXPECT_TRUE(stored.ok() && stored->has_value());
+    if (stored.ok() && stored->has_value()) {
+      EXPECT_TRUE(RecordFromJson((*stored)->key, (*stored)->value, &out).ok());
+    }
+    return out;
+  };
+  EXPECT_EQ(list().nonces_size(), 2);
+  EXPECT_EQ(list().nonces(0).nonce_sha256(), HexEncode(Sha256(AsBytes(join.nonce()))));
+  EXPECT_EQ(list().nonces(0).expires_unix(), kNow + 60);
+  clock_.Advance(std::chrono::seconds(61));
+  rejoin.set_nonce(a.Challenge({}, peer)->nonce());
+  ASSERT_TRUE(a.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(list().nonces_size(), 1);
+  EXPECT_EQ(list().nonces(0).nonce_sha256(), HexEncode(Sha256(AsBytes(rejoin.nonce()))));
+}
+
 }  // namespace
 }  // namespace berth::server
