@@ -96,6 +96,7 @@ enum class Step {
   kOpenSevGuest,
   kReleaseKeys,
   kDropPrivileges,
+  kEc2Identity,
 };
 
 std::string_view StepName(Step step) {
@@ -117,6 +118,7 @@ std::string_view StepName(Step step) {
     case Step::kOpenSevGuest: return "open-sev-guest";
     case Step::kReleaseKeys: return "release-keys";
     case Step::kDropPrivileges: return "drop-privileges";
+    case Step::kEc2Identity: return "ec2-identity";
   }
   return "?";
 }
@@ -234,6 +236,7 @@ class Boot {
       BERTH_RETURN_IF_ERROR(OpenAttester());
     }
     ec2_instance_id_ = Ec2InstanceId();
+    if (!ec2_instance_id_.empty()) ReadEc2Identity();
     // This boot's TLS key (the quote binds it) and the channel to berthd.
     Status made = Timed(Step::kMakeIdentity, "creating this boot's TLS identity", [&]() -> Status {
       BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
@@ -392,6 +395,7 @@ class Boot {
             request.set_disk_uuid(disk_uuid);
             if (golden_.has_value()) *request.mutable_golden_ticket() = *golden_;
             request.set_ec2_instance_id(ec2_instance_id_);
+            if (ec2_identity_.has_value()) *request.mutable_ec2_identity() = *ec2_identity_;
             if (ControlPlane()) {
               for (const auto& a : etcd_endpoints_.addresses) request.add_node_addresses(a);
               request.set_etcd_csr(ToString(etcd_keys_->server_csr));
@@ -656,6 +660,26 @@ class Boot {
   std::string rejoin_crl_;
   std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
   std::string ec2_instance_id_;
+  std::optional<v1::Ec2InstanceIdentity> ec2_identity_;
+
+  // The claimed instance's identity document and AWS's signature, from the instance metadata
+  // service. Without them the claim is still sent, and berthd says why it refuses it; a
+  // cluster that does not admit by EC2 events ignores both.
+  void ReadEc2Identity() {
+    auto read = Timed(Step::kEc2Identity, "reading the EC2 instance identity document", [&] {
+      std::unique_ptr<InstanceMetadata> imds =
+          deps_.make_imds ? deps_.make_imds(options_.ec2_imds_url)
+                          : MakeCurlInstanceMetadata(options_.ec2_imds_url,
+                                                     std::chrono::seconds(5));
+      return FetchEc2Identity(*imds);
+    });
+    if (!read.ok()) {
+      spdlog::warn("claiming EC2 instance {} without its identity document: {}", ec2_instance_id_,
+                   read.status().ToString());
+      return;
+    }
+    ec2_identity_ = std::move(*read);
+  }
 
   // The EC2 instance ID to claim: the option, else the DMI board asset tag (Nitro instances
   // carry their instance ID there), else none.

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/ec2_identity.h"
 #include "agent/etcd_join.h"
 #include "agent/golden_ticket.h"
 #include "agent/join_client.h"
@@ -50,6 +51,9 @@ struct AgentOptions {
   // The EC2 instance this node claims to be (docs/lifecycle.md "Cloud events"); empty: the
   // DMI board asset tag under root, when it is an instance ID (Nitro instances carry it there).
   std::string ec2_instance_id;
+  // Where the instance metadata service answers: a node that claims an instance sends the
+  // instance identity document and signature read from it (ec2_identity.h).
+  std::string ec2_imds_url = kDefaultImdsUrl;
 };
 
 // Where Linux exposes the DMI board asset tag, which holds the instance ID on EC2 Nitro.
@@ -89,6 +93,8 @@ struct AgentDeps {
   // Control planes: starting the node's etcd, and a client to watch it become a member.
   EtcdService* etcd = nullptr;
   std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;
+  // The instance metadata service at a URL (null: the real one, over libcurl).
+  std::function<std::unique_ptr<InstanceMetadata>(const std::string& url)> make_imds;
   // Golden tickets (golden_ticket.h): the reader of the flavour berth-agent links. Null: a
   // release build, which refuses an EnrolmentConfig that carries one.
   GoldenTicketReader read_golden_ticket = nullptr;

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
   app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--ec2-instance-id", o.ec2_instance_id, "EC2 instance ID to claim (default: the DMI board asset tag, as Nitro instances carry it)");
+  app.add_option("--ec2-imds-url", o.ec2_imds_url, "instance metadata service the claim's signed identity document is read from")->capture_default_str();
   app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);

@@ -411,6 +411,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);
   o.ec2_instance_id = node.ec2_instance_id;
+  if (!node.ec2_imds_url.empty()) o.ec2_imds_url = node.ec2_imds_url;
 
   RealClock clock;
   NodeRunner runner(&node.disk, {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
@@ -461,6 +462,7 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
     r.set_nonce(challenge.nonce());
   }
   r.set_ec2_instance_id(node.ec2_instance_id);
+  if (node.ec2_identity.has_value()) *r.mutable_ec2_identity() = *node.ec2_identity;
   r.set_node_name(node.name);
   r.set_role(control_plane ? v1::NODE_ROLE_CONTROL_PLANE : v1::NODE_ROLE_WORKER);
   if (node.disk.uuid.empty()) node.disk.uuid = agent::NewDiskUuid();

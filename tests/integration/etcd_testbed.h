@@ -51,6 +51,10 @@ struct TestNode {
   // EC2 instance the node claims to be.
   std::optional<v1::GoldenTicket> golden;
   std::string ec2_instance_id;
+  // The instance metadata service its agent reads the identity document from (RunAgent), or
+  // the document itself (RequestJoinTicket).
+  std::string ec2_imds_url;
+  std::optional<v1::Ec2InstanceIdentity> ec2_identity;
 };
 
 // What an agent run leaves behind.
