@@ -76,6 +76,10 @@ Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config) {
   return name;
 }
 
+std::string SnpIdentityPath(const AgentOptions& options) {
+  return JoinRoot(options.root, options.snp_identity);
+}
+
 namespace {
 
 enum class Step {
@@ -97,6 +101,7 @@ enum class Step {
   kReleaseKeys,
   kDropPrivileges,
   kEc2Identity,
+  kSnpIdentity,
 };
 
 std::string_view StepName(Step step) {
@@ -119,6 +124,7 @@ std::string_view StepName(Step step) {
     case Step::kReleaseKeys: return "release-keys";
     case Step::kDropPrivileges: return "drop-privileges";
     case Step::kEc2Identity: return "ec2-identity";
+    case Step::kSnpIdentity: return "snp-identity";
   }
   return "?";
 }
@@ -293,7 +299,14 @@ class Boot {
                               [&] { return deps_.open_sev_guest(options_.sev_guest); });
           if (!device.ok()) return device.status().WithContext("opening the SEV-SNP guest device");
           sev_guest_ = std::move(*device);
-          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl);
+          auto identity = Timed(Step::kSnpIdentity, "unsealing this node's SEV-SNP identity", [&] {
+            return SnpIdentity::LoadOrCreate(*sev_guest_, SnpIdentityPath(options_),
+                                             options_.snp_vmpl);
+          });
+          if (!identity.ok()) return identity.status();
+          snp_identity_ = std::make_unique<SnpIdentity>(std::move(*identity));
+          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl,
+                                                    snp_identity_.get());
           return OkStatus();
         }
         [[fallthrough]];  // an agent given no SEV-SNP device access does not provide it
@@ -649,6 +662,7 @@ class Boot {
   std::string node_;
   std::unique_ptr<Tpm> tpm_;
   std::unique_ptr<SevGuest> sev_guest_;
+  std::unique_ptr<SnpIdentity> snp_identity_;  // SEV-SNP nodes
   std::optional<BootSeal> seal_;  // TPM nodes
   std::unique_ptr<Attester> attester_;
   ClientIdentity identity_;
@@ -710,7 +724,10 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
       deps.open_sev_guest) {
     BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
-    return DescribeSnpIdentity(*device, options.snp_vmpl);
+    BERTH_ASSIGN_OR_RETURN(SnpIdentity identity,
+                           SnpIdentity::LoadOrCreate(*device, SnpIdentityPath(options),
+                                                     options.snp_vmpl));
+    return DescribeSnpIdentity(*device, options.snp_vmpl, &identity);
   }
   BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());

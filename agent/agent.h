@@ -24,6 +24,7 @@
 #include "agent/golden_ticket.h"
 #include "agent/join_client.h"
 #include "agent/sev_guest.h"
+#include "agent/snp_identity.h"
 #include "agent/state_disk.h"
 #include "agent/tpm.h"
 #include "berth/v1/berth.pb.h"
@@ -42,6 +43,8 @@ struct AgentOptions {
   std::chrono::milliseconds call_timeout{30000};
   std::string sev_guest = kSevGuestDevice;  // SEV-SNP nodes: the guest device (not inside root)
   uint32_t snp_vmpl = 0;                    // SEV-SNP nodes: the VMPL reports are requested at
+  // SEV-SNP nodes: the node's sealed identity key (snp_identity.h), inside root.
+  std::string snp_identity = kSnpIdentityPath;
   // Control planes (docs/etcd.md): where the node's etcd serves, and how long to wait for it
   // to become a voting member.
   std::vector<std::string> node_addresses;  // empty: the node's global addresses
@@ -115,6 +118,9 @@ Status RunAgent(const AgentOptions& options, AgentDeps& deps);
 // berthd policy snippet (YAML); for an SEV-SNP node (by its EnrolmentConfig), the launch
 // measurement and TCB instead.
 Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
+
+// Where an SEV-SNP node's sealed identity is (options.snp_identity under options.root).
+std::string SnpIdentityPath(const AgentOptions& options);
 
 // The node name: the EnrolmentConfig's, else the host name (lower-cased).
 Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config);

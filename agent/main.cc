@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.add_option("--kubeadm", o.kubeadm, "kubeadm binary")->capture_default_str();
   app.add_option("--sev-guest", o.sev_guest, "SEV-SNP guest device")->capture_default_str();
   app.add_option("--snp-vmpl", o.snp_vmpl, "VMPL to request SEV-SNP reports at")->capture_default_str()->check(CLI::Range(0, 3));
+  app.add_option("--snp-identity", o.snp_identity, "SEV-SNP nodes: the sealed identity key (inside --root; made at the first boot)")->capture_default_str();
   app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str()->check(CLI::PositiveNumber);

@@ -154,6 +154,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                   .role = request.role(),
                   .disk_uuid = request.disk_uuid(),
                   .ak_sha256 = evidence.ak_sha256_hex,
+                  .platform_key_sha256 = evidence.platform_key_sha256_hex,
                   .ek_certificate_sha256 = EkCertificateSha256(request),
                   .policy_rule = evidence.rule,
                   .now_unix = clock_->NowUnix()};
@@ -278,7 +279,7 @@ Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& reque
   BERTH_ASSIGN_OR_RETURN(
       v1::NodeRecord next,
       ApplyRejoin(current ? &current->record : nullptr, name, request.disk_uuid(),
-                  evidence.ak_sha256_hex, clock_->NowUnix()));
+                  evidence.ak_sha256_hex, clock_->NowUnix(), evidence.platform_key_sha256_hex));
   NodeCommit commit{.record = next, .expected_mod_revision = current->mod_revision};
   if (nonce.has_value()) commit.also.push_back(*nonce);
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));

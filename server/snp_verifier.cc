@@ -564,22 +564,46 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
   }
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<const SnpPolicy> snapshot, CurrentPolicy());
   const SnpPolicy& policy = *snapshot;
-  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(evidence.sev_snp(), policy));
+  const v1::SevSnpEvidence& e = evidence.sev_snp();
+  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(e, policy));
   const snp::Report& r = verified.report;
-  Bytes expected = SnpReportData(binding);
+  // The node's own identity key: without one, nothing could tell this guest from any other
+  // guest the same VCEK/VLEK signs for.
+  if (e.identity_public().empty() || e.identity_proof().empty()) {
+    return PermissionDenied(
+        "identity: the SEV-SNP evidence carries no node identity key and proof (berth-agent "
+        "too old?): the VCEK/VLEK names a host or a cloud region, not a node");
+  }
+  auto identity = PublicKeyFromSpkiDer(AsBytes(e.identity_public()));
+  if (!identity.ok() || EVP_PKEY_get_base_id(identity->get()) != EVP_PKEY_EC ||
+      EVP_PKEY_get_bits(identity->get()) != 256) {
+    ERR_clear_error();
+    return InvalidArgument("identity: the node identity key is not an EC P-256 public key");
+  }
+  Bytes expected = SnpReportData(binding, AsBytes(e.identity_public()));
   if (!std::equal(r.report_data.begin(), r.report_data.end(), expected.begin(), expected.end())) {
     return PermissionDenied(
-        "report_data: does not equal the channel binding of this call "
-        "(challenge nonce and TLS client key)");
+        "report_data: does not equal the channel binding of this call (challenge nonce and TLS "
+        "client key) and the node identity key it presents");
+  }
+  // The report commits to the key; only the proof shows the caller holds it (any guest on
+  // the host can get a report committing to someone else's public key).
+  if (!EcdsaVerifySha256(identity->get(), SnpIdentityProofMessage(binding),
+                         AsBytes(e.identity_proof()))) {
+    return PermissionDenied(
+        "identity: the identity proof does not verify with the node identity key for this "
+        "call (replayed, or made by another key)");
   }
   BERTH_RETURN_IF_ERROR(policy.Check(r, verified.product));
   VerifiedEvidence out;
-  out.ak_sha256_hex = verified.leaf_spki_sha256_hex;
-  out.ak_name = "snp-chip-" + HexEncode(std::span<const uint8_t>(r.chip_id).first(8));
+  out.ak_sha256_hex = HexEncode(Sha256(AsBytes(e.identity_public())));
+  out.platform_key_sha256_hex = verified.leaf_spki_sha256_hex;
+  out.ak_name = "snp-node-" + out.ak_sha256_hex.substr(0, 16);
   out.rule = policy.Describe() + ", product " + std::string(snp::ProductName(verified.product)) +
              ", measurement " + HexEncode(r.measurement).substr(0, 16) + "..., " +
              std::string(snp::SigningKeyName(r.signing_key)) + " " +
-             std::string(CertSourceName(verified.leaf_source));
+             std::string(CertSourceName(verified.leaf_source)) + " sha256:" +
+             verified.leaf_spki_sha256_hex.substr(0, 16) + "...";
   return out;
 }
 

@@ -159,20 +159,24 @@ Bytes MakeSnpReport(const SnpReportSpec& s, EVP_PKEY* key) {
   put32(0x30, s.vmpl);
   put32(0x34, snp::kSignatureAlgoEcdsaP384Sha384);
   put64(0x38, s.current_tcb ? s.current_tcb : s.reported_tcb);
-  put32(0x48, static_cast<uint32_t>(s.signing_key) << 2 | (s.mask_chip_key ? 2u : 0u));
+  put32(0x48, static_cast<uint32_t>(s.signing_key) << 2 | (s.mask_chip_key ? 2u : 0u) |
+                  (s.author_key_digest.empty() ? 0u : 1u));
   put(0x50, s.report_data, 64);
   put(0x90, s.measurement, 48);
+  put(0xC0, s.host_data, 32);
+  put(0xE0, s.id_key_digest, 48);
+  put(0x110, s.author_key_digest, 48);
   put64(0x180, s.reported_tcb);
   if (s.version >= 3) {
     r[0x188] = s.cpuid_family;
     r[0x189] = s.cpuid_model;
   }
   if (!s.mask_chip_key) put(0x1A0, s.chip_id, 64);
-  put64(0x1E0, s.reported_tcb);
+  put64(0x1E0, s.committed_tcb ? s.committed_tcb : s.reported_tcb);
   r[0x1E8] = 4;  // firmware 1.55 build 4
   r[0x1E9] = 55;
   r[0x1EA] = 1;
-  put64(0x1F0, s.reported_tcb);
+  put64(0x1F0, s.launch_tcb ? s.launch_tcb : s.reported_tcb);
   SignSnpReport(r, key);
   return r;
 }

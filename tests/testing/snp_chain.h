@@ -61,6 +61,11 @@ struct SnpReportSpec {
   snp::SigningKey signing_key = snp::SigningKey::kVcek;
   bool mask_chip_key = false;
   uint8_t cpuid_family = 0, cpuid_model = 0;  // version 3+
+  uint64_t committed_tcb = 0;  // 0: reported_tcb
+  uint64_t launch_tcb = 0;     // 0: reported_tcb
+  Bytes host_data;             // 32 bytes; empty: zeros
+  Bytes id_key_digest;         // 48 bytes; empty: zeros
+  Bytes author_key_digest;     // 48 bytes; empty: zeros (AUTHOR_KEY_EN set when not empty)
 };
 
 // The report, signed with `vcek_key` (ECDSA P-384 / SHA-384, R and S little-endian).

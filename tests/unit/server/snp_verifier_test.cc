@@ -196,8 +196,18 @@ class SnpTestChainTest : public ::testing::Test {
     policy_.measurements = {Bytes(48, 0x4d)};
     policy_.min_tcb = {.bootloader = 2, .tee = 0, .snp = 5, .microcode = 100};
     binding_ = Sha256(AsBytes("a binding"));
-    spec_.report_data = SnpReportData(binding_);
+    identity_ = std::move(GenerateP256Key()).value();
+    identity_spki_ = std::move(PublicKeyToSpkiDer(identity_.get())).value();
+    spec_.report_data = SnpReportData(binding_, identity_spki_);
     spec_.reported_tcb = snp::EncodeTcb(tcb_, snp::Product::kMilan);
+  }
+
+  // The node identity key's part of the evidence: its public key and its proof for `binding`.
+  void AddIdentity(v1::Evidence& e, EVP_PKEY* key, std::span<const uint8_t> binding) {
+    e.mutable_sev_snp()->set_identity_public(
+        ToString(std::move(PublicKeyToSpkiDer(key)).value()));
+    e.mutable_sev_snp()->set_identity_proof(
+        ToString(std::move(EcdsaSignSha256(key, SnpIdentityProofMessage(binding))).value()));
   }
 
   SnpIssued Vcek(snp::Tcb tcb, const SnpTestChain* chain = nullptr) {
@@ -210,6 +220,7 @@ class SnpTestChainTest : public ::testing::Test {
     e.mutable_sev_snp()->set_report(ToString(report));
     e.mutable_sev_snp()->set_vcek(ToString(std::move(CertToDer(vcek.cert.get())).value()));
     if (send_ask) e.mutable_sev_snp()->set_ask(ToString((chain ? chain : milan_)->AskDer()));
+    AddIdentity(e, identity_.get(), binding_);
     return e;
   }
 
@@ -232,6 +243,8 @@ class SnpTestChainTest : public ::testing::Test {
   SnpReportSpec spec_;
   snp::Tcb tcb_{.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115};
   FakeClock clock_{static_cast<int64_t>(std::time(nullptr))};
+  EvpPkeyPtr identity_;  // the node's own identity key (docs/sev-snp.md "Node identity")
+  Bytes identity_spki_;
 };
 SnpTestChain* SnpTestChainTest::milan_ = nullptr;
 SnpTestChain* SnpTestChainTest::other_ = nullptr;
@@ -247,7 +260,74 @@ TEST_F(SnpTestChainTest, AGoodReportIsAccepted) {
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_THAT(v->rule, HasSubstr("product Milan"));
   EXPECT_THAT(v->rule, HasSubstr("VCEK sent"));
-  EXPECT_EQ(v->ak_name, "snp-chip-c1c1c1c1c1c1c1c1");
+  // The node is its identity key; the VCEK is what vouched for its platform.
+  EXPECT_EQ(v->ak_sha256_hex, HexEncode(Sha256(identity_spki_)));
+  EXPECT_EQ(v->ak_name, "snp-node-" + HexEncode(Sha256(identity_spki_)).substr(0, 16));
+  EXPECT_FALSE(v->platform_key_sha256_hex.empty());
+  EXPECT_NE(v->platform_key_sha256_hex, v->ak_sha256_hex);
+  EXPECT_THAT(v->rule, HasSubstr("VCEK sent sha256:" + v->platform_key_sha256_hex.substr(0, 16)));
+}
+
+// Issue 22, section 4: the node's "attestation key" was the VCEK's, which every guest on the
+// host shares (and a VLEK every guest in the region).
+TEST_F(SnpTestChainTest, TwoGuestsSignedByOneVcekHaveTheirOwnIdentities) {
+  SnpIssued vcek = Vcek(tcb_);
+  auto a = VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EvpPkeyPtr other = std::move(GenerateP256Key()).value();
+  SnpReportSpec neighbour = spec_;  // same image, same host, another guest
+  neighbour.report_data = SnpReportData(binding_, *PublicKeyToSpkiDer(other.get()));
+  v1::Evidence e = Evidence(MakeSnpReport(neighbour, vcek.key.get()), vcek);
+  AddIdentity(e, other.get(), binding_);
+  auto b = VerifyWith(policy_, e);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_NE(a->ak_sha256_hex, b->ak_sha256_hex);
+  EXPECT_EQ(a->platform_key_sha256_hex, b->platform_key_sha256_hex);
+}
+
+TEST_F(SnpTestChainTest, EvidenceWithoutAnIdentityKeyIsRefused) {
+  SnpIssued vcek = Vcek(tcb_);
+  v1::Evidence e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  e.mutable_sev_snp()->clear_identity_public();
+  ExpectDenied(VerifyWith(policy_, e),
+               "identity: the SEV-SNP evidence carries no node identity key and proof "
+               "(berth-agent too old?): the VCEK/VLEK names a host or a cloud region, not a node");
+  e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  e.mutable_sev_snp()->clear_identity_proof();
+  EXPECT_EQ(VerifyWith(policy_, e).status().code(), Code::kPermissionDenied);
+  e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  EvpPkeyPtr rsa = std::move(GenerateRsaKey(2048)).value();
+  e.mutable_sev_snp()->set_identity_public(ToString(*PublicKeyToSpkiDer(rsa.get())));
+  EXPECT_EQ(VerifyWith(policy_, e).status().ToString(),
+            "INVALID_ARGUMENT: identity: the node identity key is not an EC P-256 public key");
+}
+
+TEST_F(SnpTestChainTest, AReplayedIdentityProofIsRefused) {
+  SnpIssued vcek = Vcek(tcb_);
+  // The victim's evidence for an earlier call (another nonce, so another binding).
+  const Bytes old_binding = Sha256(AsBytes("an earlier call"));
+  SnpReportSpec earlier = spec_;
+  earlier.report_data = SnpReportData(old_binding, identity_spki_);
+  v1::Evidence seen = Evidence(MakeSnpReport(earlier, vcek.key.get()), vcek);
+  AddIdentity(seen, identity_.get(), old_binding);
+  // Replayed whole on this call: the report is for the other binding.
+  ExpectDenied(VerifyWith(policy_, seen),
+               "report_data: does not equal the channel binding of this call (challenge nonce "
+               "and TLS client key) and the node identity key it presents");
+  // A neighbour on the same host gets a fresh report committing to the victim's public key
+  // and this call's binding, and sends the victim's old proof with it.
+  v1::Evidence forged = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  forged.mutable_sev_snp()->set_identity_proof(seen.sev_snp().identity_proof());
+  ExpectDenied(VerifyWith(policy_, forged),
+               "identity: the identity proof does not verify with the node identity key for "
+               "this call (replayed, or made by another key)");
+  // ... or a proof of its own key for this call.
+  EvpPkeyPtr own = std::move(GenerateP256Key()).value();
+  forged.mutable_sev_snp()->set_identity_proof(
+      ToString(*EcdsaSignSha256(own.get(), SnpIdentityProofMessage(binding_))));
+  ExpectDenied(VerifyWith(policy_, forged),
+               "identity: the identity proof does not verify with the node identity key for "
+               "this call (replayed, or made by another key)");
 }
 
 TEST_F(SnpTestChainTest, WrongMeasurementIsRefused) {
@@ -286,13 +366,17 @@ TEST_F(SnpTestChainTest, VcekTcbMustEqualReportedTcbNotCurrentTcb) {
 }
 
 TEST_F(SnpTestChainTest, WrongReportDataIsRefused) {
-  spec_.report_data = SnpReportData(Sha256(AsBytes("another binding")));
+  spec_.report_data = SnpReportData(Sha256(AsBytes("another binding")), identity_spki_);
   ExpectDenied(Verify(spec_),
-               "report_data: does not equal the channel binding of this call "
-               "(challenge nonce and TLS client key)");
-  // The binding with non-zero padding is not the binding either.
-  spec_.report_data = SnpReportData(binding_);
-  spec_.report_data[63] = 1;
+               "report_data: does not equal the channel binding of this call (challenge nonce "
+               "and TLS client key) and the node identity key it presents");
+  // Committing to another identity key than the one presented is not it either.
+  spec_.report_data = SnpReportData(binding_, identity_spki_);
+  spec_.report_data[63] ^= 1;
+  EXPECT_EQ(Verify(spec_).status().code(), Code::kPermissionDenied);
+  // Nor is the old form, the binding and 32 zero bytes.
+  spec_.report_data = binding_;
+  spec_.report_data.resize(64, 0);
   EXPECT_EQ(Verify(spec_).status().code(), Code::kPermissionDenied);
 }
 
@@ -443,6 +527,7 @@ TEST_F(SnpTestChainTest, NodeWithoutCertificatesVerifiesFromTheCache) {
   Bytes report = MakeSnpReport(spec_, vcek.key.get());
   v1::Evidence bare;
   bare.mutable_sev_snp()->set_report(ToString(report));
+  AddIdentity(bare, identity_.get(), binding_);
   // Nothing cached yet: refused as a precondition, nothing written.
   auto r = VerifyWith(policy_, bare, &store);
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
@@ -511,6 +596,7 @@ class SnpKdsTest : public SnpTestChainTest {
   v1::Evidence Bare(const Bytes& report) {
     v1::Evidence e;
     e.mutable_sev_snp()->set_report(ToString(report));
+    AddIdentity(e, identity_.get(), binding_);
     return e;
   }
 
