@@ -27,7 +27,11 @@ int main(int argc, char** argv) {
   app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
   app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");
   app.add_option("--snp-kds-url", c.snp.kds_url, "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com (default: never fetch)");
-  app.add_option("--snp-verify-at", c.snp.verify_at, "check SEV-SNP certificate validity at this RFC 3339 time instead of now (tests)");
+#if BERTH_TEST_HOOKS
+  // Test builds only (berthd-debug, or -DBERTH_GOLDEN_TICKETS=ON): a release berthd has no way
+  // to check certificates at any other time than now.
+  app.add_option("--snp-verify-at", c.snp.verify_at, "check SEV-SNP certificate validity at this RFC 3339 time instead of now (test builds only)");
+#endif
   app.add_option("--insecure-test-snp-ark", c.snp.insecure_test_arks, "PRODUCT=FILE: trust FILE as the ARK of PRODUCT instead of AMD's (test chains only)");
   app.add_option("--max-inflight-joins", c.gate.max_in_flight, "ticket calls served at once; more are refused with RESOURCE_EXHAUSTED (the agent retries)")->capture_default_str();
   app.add_option("--max-joins-per-source", c.gate.max_per_source, "ticket calls served at once from one source address (0: no limit)")->capture_default_str();
