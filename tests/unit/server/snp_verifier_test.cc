@@ -430,6 +430,75 @@ TEST_F(SnpTestChainTest, RequiredAndForbiddenPolicyBits) {
   ExpectDenied(Verify(spec_), "policy: guest policy has forbidden bits smt");
 }
 
+// Issue 22, section 4 (smaller gaps): a migration agent was allowed unless forbidden.
+TEST_F(SnpTestChainTest, AMigrationAgentIsRefusedUnlessAllowed) {
+  spec_.policy |= uint64_t{1} << snp::kPolicyMigrateMaBit;
+  ExpectDenied(Verify(spec_),
+               "policy: the guest policy lets a migration agent in (migrate_ma, bit 18), which "
+               "sev_snp.allow_migrate_ma does not allow");
+  policy_.allow_migrate_ma = true;
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+TEST_F(SnpTestChainTest, HostDataAndIdBlockKeysAreCheckable) {
+  spec_.host_data = Bytes(32, 0x11);
+  spec_.id_key_digest = Bytes(48, 0x22);
+  EXPECT_TRUE(Verify(spec_).ok());  // nothing asked: anything goes
+  policy_.host_data = {Bytes(32, 0x12)};
+  ExpectDenied(Verify(spec_), "policy: host_data " + HexEncode(Bytes(32, 0x11)) +
+                                  " is not in sev_snp.host_data");
+  policy_.host_data.push_back(Bytes(32, 0x11));
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.id_key_digests = {Bytes(48, 0x23)};
+  ExpectDenied(Verify(spec_), "policy: the ID key digest " + HexEncode(Bytes(48, 0x22)) +
+                                  " is not in sev_snp.id_key_digests");
+  policy_.id_key_digests = {Bytes(48, 0x22)};
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.author_key_digests = {Bytes(48, 0x33)};
+  ExpectDenied(Verify(spec_),
+               "policy: the guest was launched without an author key (AUTHOR_KEY_EN), which "
+               "sev_snp.author_key_digests needs");
+  spec_.author_key_digest = Bytes(48, 0x34);  // and AUTHOR_KEY_EN
+  ExpectDenied(Verify(spec_), "policy: the author key digest " + HexEncode(Bytes(48, 0x34)) +
+                                  " is not in sev_snp.author_key_digests");
+  spec_.author_key_digest = Bytes(48, 0x33);
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+TEST_F(SnpTestChainTest, LaunchAndCommittedTcbHaveMinimumsOfTheirOwn) {
+  snp::Tcb launched{.bootloader = 3, .tee = 0, .snp = 6, .microcode = 115};
+  spec_.launch_tcb = snp::EncodeTcb(launched, snp::Product::kMilan);
+  spec_.committed_tcb = snp::EncodeTcb({.bootloader = 3, .tee = 0, .snp = 7, .microcode = 115},
+                                       snp::Product::kMilan);
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.min_launch_tcb = {.snp = 7};
+  ExpectDenied(Verify(spec_), "policy: launch_tcb snp SPL 6 is below the minimum 7");
+  policy_.min_launch_tcb = {.snp = 6};
+  policy_.min_committed_tcb = {.snp = 8};
+  ExpectDenied(Verify(spec_), "policy: committed_tcb snp SPL 7 is below the minimum 8");
+  policy_.min_committed_tcb = {.snp = 7};
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+// Issue 22, section 4: any cloud's VLEK was accepted.
+TEST_F(SnpTestChainTest, VleksAreAcceptedOnlyFromTheCloudsThePolicyNames) {
+  SnpIssued vlek = milan_->IssueVlek({.tcb = tcb_, .csp_id = "Amazon Web Services"});
+  spec_.signing_key = snp::SigningKey::kVlek;
+  v1::Evidence e = Evidence(MakeSnpReport(spec_, vlek.key.get()), vlek);
+  e.mutable_sev_snp()->set_ask(ToString(milan_->AsvkDer()));
+  ExpectDenied(VerifyWith(policy_, e),
+               "policy: the report is signed by a VLEK of cloud \"Amazon Web Services\", which "
+               "is not in sev_snp.vlek_csps");
+  policy_.vlek_csps = {"Another Cloud"};
+  ExpectDenied(VerifyWith(policy_, e),
+               "policy: the report is signed by a VLEK of cloud \"Amazon Web Services\", which "
+               "is not in sev_snp.vlek_csps");
+  policy_.vlek_csps.push_back("Amazon Web Services");
+  auto v = VerifyWith(policy_, e);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr("VLEK sent"));
+}
+
 TEST_F(SnpTestChainTest, ProductsNotAllowedAreRefused) {
   policy_.products = {snp::Product::kGenoa};
   ExpectDenied(Verify(spec_), "policy: product Milan is not in sev_snp.products");
@@ -599,6 +668,10 @@ class SnpKdsTest : public SnpTestChainTest {
     AddIdentity(e, identity_.get(), binding_);
     return e;
   }
+  void MustWriteCrl(const Bytes& der) {
+    ASSERT_TRUE(MakeDirs(dir_.Join("kds/vcek/v1/Milan")).ok());
+    berth::testing::MustWrite(dir_.Join("kds/vcek/v1/Milan/crl"), ToString(der));
+  }
 
   berth::testing::TempDir dir_;
   Subprocess kds_process_;
@@ -618,7 +691,9 @@ TEST_F(SnpKdsTest, MissingCertificatesAreFetchedVerifiedAndCached) {
   EXPECT_EQ(record,
             "{\"path\": \"/vcek/v1/Milan/" + HexEncode(spec_.chip_id) +
                 "\", \"query\": \"blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115\", \"code\": 200}\n"
-                "{\"path\": \"/vcek/v1/Milan/cert_chain\", \"query\": \"\", \"code\": 200}\n");
+                "{\"path\": \"/vcek/v1/Milan/cert_chain\", \"query\": \"\", \"code\": 200}\n"
+                // AMD's CRL is asked for too (this stand-in has none to serve).
+                "{\"path\": \"/vcek/v1/Milan/crl\", \"query\": \"\", \"code\": 404}\n");
   // With KDS gone, the cache answers.
   kds_process_.Stop();
   v = VerifyWith(policy_, Bare(report), &store);
@@ -635,6 +710,66 @@ TEST_F(SnpKdsTest, AFetchedCertificateThatDoesNotVerifyIsNotCached) {
   EXPECT_EQ(r.status().code(), Code::kPermissionDenied);
   EXPECT_EQ(r.status().message(), "chain: the ASK's signature does not verify with the ARK's key");
   EXPECT_FALSE(std::filesystem::exists(dir_.Join("cache/Milan")));
+}
+
+// Issue 22, section 4: AMD's CRLs were never fetched or checked.
+TEST_F(SnpKdsTest, ARevokedAskIsRefusedByAmdsCrl) {
+  SnpIssued vcek = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(milan_->MakeCrl({milan_->ask()}));
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(milan_->ask()), nullptr);
+  char* hex = BN_bn2hex(bn);
+  const std::string revoked = "crl: the ASK (serial " + std::string(hex) + ") is revoked by AMD's CRL";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  ExpectDenied(VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store), revoked);
+  // The node sending its certificates changes nothing: the CRL applies to them too.
+  ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &store),
+               revoked);
+  EXPECT_THAT(berth::testing::MustRead(dir_.Join("kds.jsonl")),
+              HasSubstr("{\"path\": \"/vcek/v1/Milan/crl\", \"query\": \"\", \"code\": 200}"));
+  // Cached: with KDS gone, a new store on the same directory still refuses.
+  kds_process_.Stop();
+  SnpCertStore offline(dir_.Join("cache"), nullptr);
+  ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &offline),
+               revoked);
+}
+
+TEST_F(SnpKdsTest, ARevokedVcekIsRefusedAndAnUnrevokedChainPasses) {
+  SnpIssued vcek = Vcek(tcb_);
+  SnpIssued other = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(milan_->MakeCrl({other.cert.get()}));
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  auto v = VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr(", crl checked"));
+  EXPECT_THAT(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, other.key.get()), other), &store)
+                  .status()
+                  .message(),
+              StartsWith("crl: the VCEK (serial "));
+}
+
+TEST_F(SnpKdsTest, ACrlNotSignedByTheArkIsNotUsed) {
+  SnpIssued vcek = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(other_->MakeCrl({milan_->ask()}));  // "revokes" our ASK, signed by another ARK
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  auto v = VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr(", no crl"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.Join("cache/Milan/crl-vcek.der")));
+  // A policy that requires a CRL refuses without one.
+  policy_.require_crl = true;
+  SnpCertStore strict(dir_.Join("cache2"), nullptr);
+  auto r = VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &strict);
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(),
+              StartsWith("crl: sev_snp.require_crl, and no usable AMD's VCEK CRL is at hand"));
 }
 
 TEST_F(SnpKdsTest, KdsOutagesAreRetryableAndMissesAreNot) {
@@ -672,7 +807,15 @@ TEST(SnpPolicyTest, ParsesEveryKey) {
       "  max_vmpl: 2\n"
       "  required_policy_bits: [single_socket]\n"
       "  forbidden_policy_bits: [migrate_ma, smt]\n"
-      "  products: [Milan, Turin]\n");
+      "  products: [Milan, Turin]\n"
+      "  allow_migrate_ma: false\n"
+      "  host_data: [" + std::string(64, 'b') + "]\n"
+      "  id_key_digests: [" + std::string(96, 'c') + "]\n"
+      "  author_key_digests: [" + std::string(96, 'd') + "]\n"
+      "  min_launch_tcb: {snp: 7}\n"
+      "  min_committed_tcb: {snp: 8, microcode: 110}\n"
+      "  vlek_csps: [Amazon Web Services]\n"
+      "  require_crl: true\n");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_TRUE(p->trusted_aks.empty());  // an SEV-SNP-only policy
   ASSERT_TRUE(p->sev_snp);
@@ -684,6 +827,14 @@ TEST(SnpPolicyTest, ParsesEveryKey) {
   EXPECT_EQ(s.required_policy_bits, uint64_t{1} << 20);
   EXPECT_EQ(s.forbidden_policy_bits, (uint64_t{1} << 18) | (uint64_t{1} << 16));
   EXPECT_EQ(s.products, (std::vector<snp::Product>{snp::Product::kMilan, snp::Product::kTurin}));
+  EXPECT_FALSE(s.allow_migrate_ma);
+  EXPECT_EQ(s.host_data, std::vector<Bytes>{Bytes(32, 0xbb)});
+  EXPECT_EQ(s.id_key_digests, std::vector<Bytes>{Bytes(48, 0xcc)});
+  EXPECT_EQ(s.author_key_digests, std::vector<Bytes>{Bytes(48, 0xdd)});
+  EXPECT_EQ(s.min_launch_tcb, (snp::Tcb{.snp = 7}));
+  EXPECT_EQ(s.min_committed_tcb, (snp::Tcb{.snp = 8, .microcode = 110}));
+  EXPECT_EQ(s.vlek_csps, std::vector<std::string>{"Amazon Web Services"});
+  EXPECT_TRUE(s.require_crl);
 }
 
 TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
@@ -711,6 +862,18 @@ TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
             "sev_snp.products[0]: \"Rome\" is not Milan, Genoa or Turin"},
            {"sev_snp:\n" + m + "  vcek_check: false\n",
             "policy: unknown key \"sev_snp.vcek_check\""},
+           {"sev_snp:\n" + m + "  required_policy_bits: [migrate_ma]\n",
+            "sev_snp.required_policy_bits: migrate_ma needs sev_snp.allow_migrate_ma: true"},
+           {"sev_snp:\n" + m + "  host_data: [abcd]\n",
+            "sev_snp.host_data[0]: 2 bytes, expected 32"},
+           {"sev_snp:\n" + m + "  author_key_digests: [" + std::string(64, 'a') + "]\n",
+            "sev_snp.author_key_digests[0]: 32 bytes, expected 48"},
+           {"sev_snp:\n" + m + "  min_launch_tcb: {ucode: 1}\n",
+            "sev_snp.min_launch_tcb: unknown component \"ucode\" (bootloader, tee, snp, "
+            "microcode, fmc)"},
+           {"sev_snp:\n" + m + "  vlek_csps: [\"\"]\n", "sev_snp.vlek_csps[0]: expected a csp_id"},
+           {"sev_snp:\n" + m + "  require_crl: often\n",
+            "sev_snp.require_crl: expected true or false"},
        }) {
     auto p = ParsePolicy(c.yaml);
     EXPECT_EQ(p.status().code(), Code::kInvalidArgument) << c.yaml;
@@ -738,8 +901,28 @@ TEST(SnpServiceTest, UnusableFlagsAreNamed) {
             "--snp-verify-at: \"soon\" is not an RFC 3339 time (2024-05-01T12:00:00Z)");
   EXPECT_EQ(create({.kds_url = "http://kds.example"}).message(),
             "--snp-kds-url http://kds.example: must be https:// (plain http only for a loopback "
-            "stand-in)");
+            "stand-in; host kds.example is not a loopback address)");
   EXPECT_TRUE(create({.kds_url = "https://kdsintf.amd.com"}).ok());
+}
+
+// Issue 22, section 4: the loopback check was a string prefix.
+TEST(SnpServiceTest, PlainHttpKdsOnlyOnALoopbackHostAsTheUrlParses) {
+  EXPECT_EQ(CheckKdsUrl("http://127.attacker.example").message(),
+            "--snp-kds-url http://127.attacker.example: must be https:// (plain http only for a "
+            "loopback stand-in; host 127.attacker.example is not a loopback address)");
+  EXPECT_EQ(CheckKdsUrl("http://localhost@192.0.2.2:18099").message(),
+            "--snp-kds-url http://localhost@192.0.2.2:18099: a KDS URL carries no user name or "
+            "password");
+  EXPECT_EQ(CheckKdsUrl("http://localhost.attacker.example:80").code(), Code::kInvalidArgument);
+  EXPECT_EQ(CheckKdsUrl("http://[::2]:80").code(), Code::kInvalidArgument);
+  EXPECT_EQ(CheckKdsUrl("ftp://127.0.0.1/").code(), Code::kInvalidArgument);
+  EXPECT_EQ(CheckKdsUrl("kdsintf.amd.com").message(),
+            "--snp-kds-url kdsintf.amd.com: not a URL");
+  EXPECT_EQ(CheckKdsUrl("https://user:pw@kdsintf.amd.com").code(), Code::kInvalidArgument);
+  for (const char* ok : {"http://127.0.0.1:18099", "http://127.9.9.9", "http://[::1]:8080",
+                         "http://localhost:18099", "https://kdsintf.amd.com"}) {
+    EXPECT_TRUE(CheckKdsUrl(ok).ok()) << ok << ": " << CheckKdsUrl(ok).ToString();
+  }
 }
 
 TEST(SnpServiceTest, Rfc3339) {
