@@ -633,8 +633,12 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
         "too old?): the VCEK/VLEK names a host or a cloud region, not a node");
   }
   auto identity = PublicKeyFromSpkiDer(AsBytes(e.identity_public()));
+  char group[64] = {0};
+  size_t group_len = 0;
   if (!identity.ok() || EVP_PKEY_get_base_id(identity->get()) != EVP_PKEY_EC ||
-      EVP_PKEY_get_bits(identity->get()) != 256) {
+      EVP_PKEY_get_utf8_string_param(identity->get(), OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                     sizeof group, &group_len) != 1 ||
+      std::string_view(group, group_len) != "prime256v1") {
     ERR_clear_error();
     return InvalidArgument("identity: the node identity key is not an EC P-256 public key");
   }

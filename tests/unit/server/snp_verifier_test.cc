@@ -300,6 +300,11 @@ TEST_F(SnpTestChainTest, EvidenceWithoutAnIdentityKeyIsRefused) {
   e.mutable_sev_snp()->set_identity_public(ToString(*PublicKeyToSpkiDer(rsa.get())));
   EXPECT_EQ(VerifyWith(policy_, e).status().ToString(),
             "INVALID_ARGUMENT: identity: the node identity key is not an EC P-256 public key");
+  EvpPkeyPtr k256 = EvpPkeyPtr(EVP_EC_gen("secp256k1"));  // 256 bits, another curve
+  ASSERT_TRUE(k256);
+  e.mutable_sev_snp()->set_identity_public(ToString(*PublicKeyToSpkiDer(k256.get())));
+  EXPECT_EQ(VerifyWith(policy_, e).status().ToString(),
+            "INVALID_ARGUMENT: identity: the node identity key is not an EC P-256 public key");
 }
 
 TEST_F(SnpTestChainTest, AReplayedIdentityProofIsRefused) {
