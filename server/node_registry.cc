@@ -46,36 +46,28 @@ Status CheckNodeUrl(const std::string& url, const char* what, const v1::JoinRequ
 }
 
 std::string SpentNoncesKey(const VerifiedEvidence& evidence) {
-  if (!evidence.nonce.has_value() || evidence.ak_sha256_hex.empty()) return "";
-  return "nonces/" + evidence.ak_sha256_hex;
+  if (!evidence.nonce.has_value()) return "";
+  return SpentNonceKey(evidence.nonce->expires_unix, evidence.nonce->sha256_hex);
 }
 
-// The spent-nonce list of the caller's attestation identity with this call's nonce added, as a
-// write guarded by the revision it was read at (docs/nonces.md). PERMISSION_DENIED when the
-// nonce is already there: a replay to another replica than the one that granted it.
+// This call's nonce as a write that only succeeds if the key is still absent (docs/nonces.md).
+// PERMISSION_DENIED when it is there: a replay to another replica than the one that granted it.
+// One key per nonce: calls with different nonces never contend, whatever node or AK they are.
 Result<std::optional<GuardedPut>> SpendNonce(const VerifiedEvidence& evidence,
                                              const std::optional<StoredValue>& stored,
-                                             int64_t now) {
+                                             const std::string& node) {
   const std::string key = SpentNoncesKey(evidence);
   if (key.empty()) return std::optional<GuardedPut>();
-  v1::SpentNonces list;
-  if (stored.has_value()) BERTH_RETURN_IF_ERROR(RecordFromJson(stored->key, stored->value, &list));
-  v1::SpentNonces next;
-  next.set_version(1);
-  for (const auto& n : list.nonces()) {
-    if (n.expires_unix() <= now) continue;  // expired nonces are refused anyway
-    if (n.nonce_sha256() == evidence.nonce->sha256_hex) {
-      return PermissionDenied(
-          "nonce was already used: a challenge admits one ticket call (a replayed request?); "
-          "ask for a fresh challenge");
-    }
-    *next.add_nonces() = n;
+  if (stored.has_value()) {
+    return PermissionDenied(
+        "nonce was already used: a challenge admits one ticket call (a replayed request?); "
+        "ask for a fresh challenge");
   }
-  v1::SpentNonce* spent = next.add_nonces();
-  spent->set_nonce_sha256(evidence.nonce->sha256_hex);
-  spent->set_expires_unix(evidence.nonce->expires_unix);
-  return std::optional<GuardedPut>(
-      GuardedPut{key, stored ? stored->mod_revision : 0, RecordToJson(next)});
+  v1::SpentNonce spent;
+  spent.set_nonce_sha256(evidence.nonce->sha256_hex);
+  spent.set_expires_unix(evidence.nonce->expires_unix);
+  spent.set_node(node);
+  return std::optional<GuardedPut>(GuardedPut{key, 0, RecordToJson(spent)});
 }
 
 }  // namespace
@@ -141,8 +133,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                          store_->GetForJoin(name, request.disk_uuid(), SpentNoncesKey(evidence)));
   std::optional<StoredNode> current = std::move(view.node);
   const v1::NodeRecord* record = current ? &current->record : nullptr;
-  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce,
-                         SpendNonce(evidence, view.value, clock_->NowUnix()));
+  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce, SpendNonce(evidence, view.value, name));
   BERTH_RETURN_IF_ERROR(CheckMayJoin(record, name, evidence.ak_sha256_hex, request.role()));
   const std::shared_ptr<const Policy> policy = policy_->Current();
   const std::optional<DiskClaim> disk = std::move(view.disk);
@@ -182,6 +173,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                     .disk_uuid = request.disk_uuid(),
                     .disk_claim = disk};
   ApplyAdmission(admitted, evidence, next, commit);
+  if (evidence.nonce.has_value()) commit.sweep_nonces_expired_before = facts.now_unix;
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
   return JoinAdmission{.etcd = std::nullopt,
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
@@ -244,6 +236,7 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
                     .disk_claim = disk,
                     .issued = {server_cert.log, peer_cert.log}};
   ApplyAdmission(admitted, evidence, next, commit);
+  if (evidence.nonce.has_value()) commit.sweep_nonces_expired_before = now;
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
 
   v1::EtcdMaterial material;
@@ -274,14 +267,16 @@ Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& reque
   BERTH_ASSIGN_OR_RETURN(NodeStore::JoinView view,
                          store_->GetForJoin(name, "", SpentNoncesKey(evidence)));
   const std::optional<StoredNode>& current = view.node;
-  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce,
-                         SpendNonce(evidence, view.value, clock_->NowUnix()));
+  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce, SpendNonce(evidence, view.value, name));
   BERTH_ASSIGN_OR_RETURN(
       v1::NodeRecord next,
       ApplyRejoin(current ? &current->record : nullptr, name, request.disk_uuid(),
                   evidence.ak_sha256_hex, clock_->NowUnix(), evidence.platform_key_sha256_hex));
   NodeCommit commit{.record = next, .expected_mod_revision = current->mod_revision};
-  if (nonce.has_value()) commit.also.push_back(*nonce);
+  if (nonce.has_value()) {
+    commit.also.push_back(*nonce);
+    commit.sweep_nonces_expired_before = clock_->NowUnix();
+  }
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
   RejoinAdmission out{.etcd_crl = "",
                       .audit = "record=" + std::string(NodeStateName(next.state()))};

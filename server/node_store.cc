@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+
 namespace berth::server {
 
 namespace {
@@ -50,6 +52,12 @@ void AddPut(pb::TxnRequest& txn, const std::string& key, const std::string& valu
 }
 
 }  // namespace
+
+std::string SpentNonceKey(int64_t expires_unix, const std::string& nonce_sha256_hex) {
+  std::string expiry = std::to_string(std::max<int64_t>(expires_unix, 0));
+  expiry.insert(0, expiry.size() < 12 ? 12 - expiry.size() : 0, '0');
+  return "nonces/" + expiry + "/" + nonce_sha256_hex;
+}
 
 std::string RecordToJson(const google::protobuf::Message& message) {
   std::string out;
@@ -155,6 +163,11 @@ Status NodeStore::Commit(const NodeCommit& c) {
   for (const auto& put : c.also) {
     *txn.add_compare() = ModRevisionIs(prefix_ + put.key, put.expected_mod_revision);
     AddPut(txn, prefix_ + put.key, put.value);
+  }
+  if (c.sweep_nonces_expired_before > 0) {
+    pb::DeleteRangeRequest* sweep = txn.add_success()->mutable_request_delete_range();
+    sweep->set_key(prefix_ + "nonces/");
+    sweep->set_range_end(prefix_ + SpentNonceKey(c.sweep_nonces_expired_before, ""));
   }
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {

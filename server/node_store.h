@@ -5,7 +5,7 @@
 //   authorizations/<name>   NodeAuthorization        (berthctl nodes authorize)
 //   etcd/certs/<serial>     EtcdIssuedCertificate    (every certificate the etcd CA signed)
 //   etcd/crl/<serial>       EtcdRevokedCertificate   (what the CRL lists)
-//   nonces/<ak sha256>      SpentNonces              (challenge nonces granted calls used)
+//   nonces/<expiry>/<hash>  SpentNonce               (challenge nonces granted calls used)
 //
 // Values are protobuf JSON. Every change to a node is one etcd transaction that compares the
 // record's mod_revision with the one it was read at (and the disk claim likewise), so two
@@ -67,7 +67,13 @@ struct NodeCommit {
   std::vector<v1::EtcdIssuedCertificate> issued;
   std::vector<v1::EtcdRevokedCertificate> revoked;
   std::vector<GuardedPut> also;
+  // When set: the spent nonces that expired before this time are deleted in the same
+  // transaction (one range delete over nonces/, whose keys start with their expiry).
+  int64_t sweep_nonces_expired_before = 0;
 };
+
+// The etcd key (relative to the prefix) of a spent nonce: nonces/<expiry, 12 digits>/<hash>.
+std::string SpentNonceKey(int64_t expires_unix, const std::string& nonce_sha256_hex);
 
 struct RevokedList {
   std::vector<v1::EtcdRevokedCertificate> entries;
