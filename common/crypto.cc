@@ -194,6 +194,87 @@ Result<EvpPkeyPtr> GenerateRsaKey(int bits) {
   return key;
 }
 
+Result<Bytes> EcdsaSignSha256(EVP_PKEY* key, std::span<const uint8_t> data) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+    return OpenSslError("signing");
+  }
+  Bytes sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
+    return OpenSslError("signing");
+  }
+  sig.resize(len);
+  return sig;
+}
+
+bool EcdsaVerifySha256(EVP_PKEY* key, std::span<const uint8_t> data,
+                       std::span<const uint8_t> signature) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
+            EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), data.data(),
+                             data.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+namespace {
+
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
+constexpr size_t kGcmTag = 16;
+
+Status CheckGcmSizes(std::span<const uint8_t> key, std::span<const uint8_t> iv) {
+  if (key.size() != 32 || iv.size() != 12) {
+    return InvalidArgument("AES-256-GCM needs a 32-byte key and a 12-byte IV");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<Bytes> AesGcmSeal(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                         std::span<const uint8_t> aad, std::span<const uint8_t> plaintext) {
+  BERTH_RETURN_IF_ERROR(CheckGcmSizes(key, iv));
+  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  Bytes out(plaintext.size() + kGcmTag);
+  int len = 0, total = 0;
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), out.data(), &len, plaintext.data(),
+                        static_cast<int>(plaintext.size())) != 1) {
+    return OpenSslError("AES-256-GCM encryption");
+  }
+  total = len;
+  if (EVP_EncryptFinal_ex(ctx.get(), out.data() + total, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTag, out.data() + plaintext.size()) != 1) {
+    return OpenSslError("AES-256-GCM encryption");
+  }
+  return out;
+}
+
+Result<SecretBytes> AesGcmOpen(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                               std::span<const uint8_t> aad, std::span<const uint8_t> sealed) {
+  BERTH_RETURN_IF_ERROR(CheckGcmSizes(key, iv));
+  if (sealed.size() < kGcmTag) return PermissionDenied("AES-256-GCM: the input is too short");
+  const size_t n = sealed.size() - kGcmTag;
+  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  SecretBytes out(n);
+  int len = 0;
+  Bytes tag(sealed.begin() + n, sealed.end());
+  if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), out.data(), &len, sealed.data(), static_cast<int>(n)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTag, tag.data()) != 1) {
+    return OpenSslError("AES-256-GCM decryption");
+  }
+  if (EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len) != 1) {
+    ERR_clear_error();
+    return PermissionDenied("AES-256-GCM: the tag does not verify (another key, or tampered)");
+  }
+  return out;
+}
+
 Result<SecretBytes> PrivateKeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_secmem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {

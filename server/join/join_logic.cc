@@ -36,6 +36,16 @@ void Audit(std::string_view call, const Peer& peer, std::string_view node, const
   }
 }
 
+// berthd --no-etcd (docs/etcd.md): without node records nothing ties a disk UUID, which is
+// written in clear on the disk, to the node that asks for its key, and nothing can revoke a
+// node. So such a berthd releases no disk key at all, to anyone.
+Status NoDiskKeysWithoutRecords() {
+  return FailedPrecondition(
+      "this berthd runs without node records (--no-etcd, for benchmarks and tests) and "
+      "releases no disk keys: nothing would bind the disk to the node asking for it; run "
+      "berthd with etcd, or enrol the node without a state disk");
+}
+
 }  // namespace
 
 Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
@@ -103,6 +113,9 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evi
     return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
   }
   BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
+  // A nonce admits one call (docs/nonces.md): a replay is refused before its evidence costs
+  // anything, and MarkUsed below decides between two concurrent ones.
+  BERTH_RETURN_IF_ERROR(nonces_->CheckUnused(AsBytes(nonce)));
   Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
   BERTH_ASSIGN_OR_RETURN(verify::VerifiedEvidence verified, verifier_->Verify(evidence, binding));
   if (verified.credential.has_value()) {
@@ -111,6 +124,9 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evi
     BERTH_RETURN_IF_ERROR(
         credentials_.Check(AsBytes(nonce), c.ak_name, c.ek_name, c.secret_size, activated));
   }
+  BERTH_RETURN_IF_ERROR(nonces_->MarkUsed(AsBytes(nonce)));
+  // The registry records it with the grant, so that other replicas refuse it too.
+  verified.nonce = verify::NonceUse{HexEncode(Sha256(AsBytes(nonce))), nonces_->ExpiresUnix(AsBytes(nonce))};
   return verified;
 }
 
@@ -145,6 +161,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     return refuse(FailedPrecondition(
         "control-plane joins need etcd membership, which this berthd does not manage"));
   }
+  if (!request.disk_uuid().empty() && nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return refuse(InvalidArgument("the request names no node role"));
   }
@@ -172,8 +189,12 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     }
     if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
     recorded = " " + admitted->audit;
+  } else {
+    recorded = " records=none";  // berthd --no-etcd: say so in every grant (docs/etcd.md)
   }
   if (!request.disk_uuid().empty()) {
+    // Only here, with the disk claimed for this node's record in etcd (checked above: no disk
+    // key without records).
     auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
     if (!key.ok()) return refuse(key.status());
     ticket.set_disk_key(std::string(key->view()));
@@ -219,17 +240,16 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   if (!IsValidDiskUuid(request.disk_uuid())) {
     return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
   }
+  // A rejoin is a disk key and nothing else.
+  if (nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   auto verified =
       VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
   v1::RejoinTicket ticket;
-  std::string recorded;
-  if (nodes_ != nullptr) {
-    auto admitted = nodes_->AdmitRejoin(request, *verified);
-    if (!admitted.ok()) return refuse(admitted.status());
-    ticket.set_etcd_crl(admitted->etcd_crl);
-    recorded = " " + admitted->audit;
-  }
+  auto admitted = nodes_->AdmitRejoin(request, *verified);
+  if (!admitted.ok()) return refuse(admitted.status());
+  ticket.set_etcd_crl(admitted->etcd_crl);
+  const std::string recorded = " " + admitted->audit;
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
   ticket.set_disk_key(std::string(key->view()));

@@ -661,5 +661,115 @@ TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
   EXPECT_EQ(tokens.issued, 2);
 }
 
+// Issue 22, section 2, with records: the disk key goes to the node whose record claims the
+// disk, and to no other attested node, whatever name it gives.
+TEST_F(RegistryTest, ASecondNodeAskingForTheFirstNodesDiskGetsNothing) {
+  SecretBytes master(32);
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  Peer first{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  Peer second{.spki_sha256 = Bytes(32, 0x7b), .address = "ipv4:127.0.0.1:2"};
+  auto join = [&](v1::JoinRequest r, const Peer& peer) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueJoinTicket(r, peer);
+  };
+  auto rejoin = [&](const std::string& name, const Peer& peer) {
+    v1::RejoinRequest r;
+    r.set_node_name(name);
+    r.set_disk_uuid(kDisk);
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueRejoinTicket(r, peer);
+  };
+  auto ticket = join(Worker("node-1", kDisk), first);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  auto key = DeriveDiskKey(master, "c", kDisk);
+  EXPECT_EQ(ticket->disk_key(), std::string(key->view()));
+  auto again = rejoin("node-1", first);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disk_key(), ticket->disk_key());
+
+  verifier.ak = kOtherAk;  // another attested node, with its own TLS key
+  auto own_name = rejoin("node-2", second);
+  EXPECT_EQ(own_name.status().ToString(),
+            "FAILED_PRECONDITION: node node-2 has no record in this cluster: a node joins "
+            "before it rejoins");
+  auto victim_name = rejoin("node-1", second);
+  EXPECT_EQ(victim_name.status().ToString(),
+            "PERMISSION_DENIED: node name node-1 is recorded with attestation key sha256:" +
+                kAk.substr(0, 16) + "..., not this node's sha256:" + kOtherAk.substr(0, 16) +
+                "...");
+  auto as_join = join(Worker("node-2", kDisk), second);
+  EXPECT_EQ(as_join.status().ToString(),
+            "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
+  EXPECT_EQ(tokens.issued, 1);
+}
+
+// Issue 22, section 6: two replicas share the master secret, so each accepts the other's
+// nonces; a request replayed to the other replica is refused by the nonce recorded with the
+// grant in etcd (no extra etcd write: it goes into the record's transaction).
+TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
+  SecretBytes master(32);
+  auto nonces_a = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  auto nonces_b = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinOptions options{.cluster_id = "c",
+                      .api_server_endpoint = "10.0.0.1:6443",
+                      .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}};
+  JoinLogic a(options, master.Clone(), &*nonces_a, &verifier, &tokens, registry_.get());
+  JoinLogic b(options, master.Clone(), &*nonces_b, &verifier, &tokens, registry_.get());
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  const std::string reused =
+      "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
+      "replayed request?); ask for a fresh challenge";
+
+  v1::JoinRequest join = Worker("node-1", kDisk);
+  join.set_nonce(a.Challenge({}, peer)->nonce());
+  join.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(a.IssueJoinTicket(join, peer).ok());
+  EXPECT_EQ(b.IssueJoinTicket(join, peer).status().ToString(), reused);
+  v1::JoinRequest renamed = join;  // the same evidence under a fresh name
+  renamed.set_node_name("node-9");
+  renamed.set_disk_uuid(kDisk2);
+  EXPECT_EQ(b.IssueJoinTicket(renamed, peer).status().ToString(), reused);
+  EXPECT_FALSE(store_.Get("node-9")->has_value());
+
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("node-1");
+  rejoin.set_disk_uuid(kDisk);
+  rejoin.set_nonce(b.Challenge({}, peer)->nonce());
+  rejoin.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(b.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(a.IssueRejoinTicket(rejoin, peer).status().ToString(), reused);
+  EXPECT_EQ(tokens.issued, 1);
+
+  // One key per spent nonce, named by its expiry; a later record write deletes the expired.
+  auto spent = [&] {
+    std::vector<std::string> keys;
+    auto values = store_.ListValues("nonces/");
+    EXPECT_TRUE(values.ok());
+    for (const auto& v : *values) keys.push_back(v.key);
+    return keys;
+  };
+  std::vector<std::string> both = {
+      SpentNonceKey(kNow + 60, HexEncode(Sha256(AsBytes(join.nonce())))),
+      SpentNonceKey(kNow + 60, HexEncode(Sha256(AsBytes(rejoin.nonce()))))};
+  std::sort(both.begin(), both.end());  // etcd lists keys in order
+  EXPECT_EQ(spent(), both);
+  EXPECT_EQ(SpentNonceKey(kNow + 60, "ab"), "nonces/001800000060/ab");
+  clock_.Advance(std::chrono::seconds(61));
+  rejoin.set_nonce(a.Challenge({}, peer)->nonce());
+  ASSERT_TRUE(a.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(spent(), std::vector<std::string>{SpentNonceKey(
+                         kNow + 121, HexEncode(Sha256(AsBytes(rejoin.nonce()))))});
+}
+
 }  // namespace
 }  // namespace berth::server
