@@ -6,34 +6,19 @@
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {
 
 namespace {
 
-// Escapes a value for a double-quoted logfmt field.
-std::string Quoted(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
-}
-
-// One logfmt-style audit line per decision.
-void Audit(std::string_view call, const Peer& peer, std::string_view node, const Status& status,
-           std::string_view details) {
-  std::string peer_key = peer.spki_sha256.empty() ? "-" : HexEncode(peer.spki_sha256).substr(0, 16);
-  if (status.ok()) {
-    spdlog::info("audit call={} decision=granted node={} peer={} peer_key={} {}", call,
-                 node.empty() ? "-" : node, peer.address, peer_key, details);
-  } else {
-    spdlog::warn("audit call={} decision=refused node={} peer={} peer_key={} code={} reason=\"{}\"",
-                 call, node.empty() ? "-" : node, peer.address, peer_key, CodeName(status.code()),
-                 Quoted(status.message()));
-  }
+// The start of a ticket call's audit line: who asked, as what node.
+AuditLine TicketAudit(std::string_view call, const Peer& peer, std::string_view node) {
+  AuditLine line(call);
+  line.Add("node", node).Add("peer", peer.address);
+  line.Add("peer_key", peer.spki_sha256.empty() ? "" : HexEncode(peer.spki_sha256).substr(0, 16));
+  return line;
 }
 
 // berthd --no-etcd (docs/etcd.md): without node records nothing ties a disk UUID, which is
@@ -147,7 +132,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
                                                   const Peer& peer, ReplyHints* hints) {
   const std::string& node = request.node_name();
   auto refuse = [&](Status status) {
-    Audit("IssueJoinTicket", peer, node, status, "");
+    TicketAudit("IssueJoinTicket", peer, node).Log(status);
     return status;
   };
   if (!IsValidNodeName(node)) {
@@ -181,16 +166,18 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
         hints->pending = true;
         hints->retry_after = std::chrono::milliseconds(0);
       }
-      spdlog::info(
-          "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
-          "reason=\"{}\"",
-          node, peer.address, verified->ak_sha256_hex, Quoted(admitted->pending_reason));
+      AuditLine("IssueJoinTicket")
+          .Add("node", node)
+          .Add("peer", peer.address)
+          .Add("ak", "sha256:" + verified->ak_sha256_hex)
+          .Quoted("reason", admitted->pending_reason)
+          .Log(OkStatus(), "pending");
       return Unavailable(admitted->pending_reason);
     }
     if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
-    recorded = " " + admitted->audit;
+    recorded = admitted->audit;
   } else {
-    recorded = " records=none";  // berthd --no-etcd: say so in every grant (docs/etcd.md)
+    recorded = "records=none";  // berthd --no-etcd: say so in every grant (docs/etcd.md)
   }
   if (!request.disk_uuid().empty()) {
     // Only here, with the disk claimed for this node's record in etcd (checked above: no disk
@@ -217,12 +204,16 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     ticket.set_discovery_kubeconfig(std::string(kubeconfig->view()));
     discovery = "file";
   }
-  Audit("IssueJoinTicket", peer, node, OkStatus(),
-        "role=" + std::string(NodeRoleName(request.role())) + " ak=sha256:" +
-            verified->ak_sha256_hex + " rule=\"" + verified->rule +
-            "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
-            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix) +
-            " discovery=" + discovery + recorded);
+  TicketAudit("IssueJoinTicket", peer, node)
+      .Add("role", NodeRoleName(request.role()))
+      .Add("ak", "sha256:" + verified->ak_sha256_hex)
+      .Quoted("rule", verified->rule)
+      .Add("disk_uuid", request.disk_uuid())
+      .Add("token_id", token->id)
+      .Add("token_expires", Rfc3339(token->expires_unix))
+      .Add("discovery", discovery)
+      .Fields(recorded)
+      .Log(OkStatus());
   return ticket;
 }
 
@@ -230,7 +221,7 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
                                                       const Peer& peer) {
   const std::string& node = request.node_name();
   auto refuse = [&](Status status) {
-    Audit("IssueRejoinTicket", peer, node, status, "");
+    TicketAudit("IssueRejoinTicket", peer, node).Log(status);
     return status;
   };
   if (!IsValidNodeName(node)) {
@@ -249,13 +240,16 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   auto admitted = nodes_->AdmitRejoin(request, *verified);
   if (!admitted.ok()) return refuse(admitted.status());
   ticket.set_etcd_crl(admitted->etcd_crl);
-  const std::string recorded = " " + admitted->audit;
+  const std::string recorded = admitted->audit;
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
   ticket.set_disk_key(std::string(key->view()));
-  Audit("IssueRejoinTicket", peer, node, OkStatus(),
-        "ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
-            "\" disk_uuid=" + request.disk_uuid() + recorded);
+  TicketAudit("IssueRejoinTicket", peer, node)
+      .Add("ak", "sha256:" + verified->ak_sha256_hex)
+      .Quoted("rule", verified->rule)
+      .Add("disk_uuid", request.disk_uuid())
+      .Fields(recorded)
+      .Log(OkStatus());
   return ticket;
 }
 

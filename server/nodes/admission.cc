@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/cloud/ec2_identity.h"
 
 namespace berth::server {
@@ -90,8 +91,9 @@ Status Admission::CheckEc2(const verify::AdmissionPolicy& policy, const v1::Join
   p.set_used_by_node(request.node_name());
   out.consume.push_back(GuardedPut{stored->key, stored->mod_revision, RecordToJson(p)});
   out.ec2_instance_id = id;
-  out.audit += " ec2_instance=" + id + " ec2_event=" + p.message_id() +
-               " ec2_account=" + identity.account_id + " ec2_region=" + identity.region;
+  out.audit += " ec2_instance=" + AuditValue(id) + " ec2_event=" + AuditValue(p.message_id()) +
+               " ec2_account=" + AuditValue(identity.account_id) +
+               " ec2_region=" + AuditValue(identity.region);
   return OkStatus();
 }
 
@@ -112,17 +114,20 @@ Status Admission::AwaitApproval(const v1::JoinRequest& request,
       v1::NodeRecord pending = MakePendingRecord(facts, peer);
       Status st = store_->Commit({.record = pending, .expected_mod_revision = 0});
       if (st.ok()) {
-        spdlog::info(
-            "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
-            "rule=\"{}\" reason=\"first seen; waiting for operator approval\"",
-            name, peer, evidence.ak_sha256_hex, evidence.rule);
+        AuditLine("IssueJoinTicket")
+            .Add("node", name)
+            .Add("peer", peer)
+            .Add("ak", "sha256:" + evidence.ak_sha256_hex)
+            .Quoted("rule", evidence.rule)
+            .Quoted("reason", "first seen; waiting for operator approval")
+            .Log(OkStatus(), "pending");
       } else if (st.code() != Code::kAborted) {
         return st;
       }
     } else if (current->record.state() == v1::NODE_STATE_PENDING &&
                current->record.approved_unix() != 0) {
-      out.audit += " approved_by=\"" + current->record.approved_by() +
-                   "\" approved_at=" + Rfc3339(current->record.approved_unix());
+      out.audit += " approved_by=" + AuditValue(current->record.approved_by(), true) +
+                   " approved_at=" + Rfc3339(current->record.approved_unix());
       return OkStatus();
     } else if (current->record.state() != v1::NODE_STATE_PENDING) {
       return OkStatus();  // joined meanwhile (another replica): nothing to approve

@@ -7,6 +7,7 @@
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {
@@ -256,8 +257,8 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   material.set_member_id(learner.member.id());
   return JoinAdmission{.etcd = std::move(material),
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
-                                " authorized_by=\"" + facts.role_authorization +
-                                "\" etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
+                                " authorized_by=" + AuditValue(facts.role_authorization, true) +
+                                " etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
                                 (learner.added ? " etcd_learner=added" : " etcd_learner=reused") +
                                 " certs=" + server_cert.log.serial() + "," +
                                 peer_cert.log.serial() + admitted.audit};
