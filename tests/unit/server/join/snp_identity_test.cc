@@ -21,6 +21,7 @@
 #include "tests/fakes/fake_etcd.h"
 #include "tests/fakes/fake_sev_guest.h"
 #include "tests/testing/testing.h"
+#include "tests/unit/server/nodes/lifecycle_fixture.h"
 
 namespace berth::server {
 namespace {
@@ -48,19 +49,9 @@ class SnpIdentityJoinTest : public ::testing::Test {
   static void TearDownTestSuite() { delete chain_; }
 
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) {
-      etcd_.AddVoter("etcd-" + std::to_string(i),
-                     "https://10.0.0." + std::to_string(i + 1) + ":2380",
-                     "https://10.0.0." + std::to_string(i + 1) + ":2379");
-    }
-    auto ca_key = GenerateP256Key();
-    auto ca_cert =
-        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                  ca_key->get(), nullptr, ca_key->get());
-    auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
-                              std::chrono::hours(24));
-    ASSERT_TRUE(ca.ok()) << ca.status().ToString();
-    ca_ = std::move(*ca);
+    AddThreeVoters(etcd_);
+    ca_ = MakeTestEtcdCa();
+    ASSERT_NE(ca_, nullptr);
     ASSERT_TRUE(anchors_.PinArk(snp::Product::kMilan, X509Ptr(X509_dup(chain_->ark()))).ok());
     spec_.reported_tcb = snp::EncodeTcb(tcb_, snp::Product::kMilan);
     vcek_ = chain_->IssueVcek({.hwid = spec_.chip_id, .tcb = tcb_});

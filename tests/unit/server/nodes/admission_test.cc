@@ -573,7 +573,7 @@ TEST(MetricsTest, MeteredClientsCountFailuresOnly) {
   range.set_key("k");
   EXPECT_FALSE(metered->Range(range).ok());
   EXPECT_TRUE(metered->Range(range).ok());
-  LcFakeKube kube;
+  FakeKubeSecrets kube;
   auto kube_metered = MeteredKubeClient(&kube, &m);
   EXPECT_TRUE(kube_metered->Request("GET", "/x", "").ok());
   const std::string text = m.Exposition();

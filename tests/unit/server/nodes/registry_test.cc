@@ -17,6 +17,7 @@
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_etcd.h"
 #include "tests/testing/testing.h"
+#include "tests/unit/server/nodes/lifecycle_fixture.h"
 
 namespace berth::server {
 namespace {
@@ -35,34 +36,12 @@ const std::string kDisk = "0b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
 const std::string kDisk2 = "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
 constexpr int64_t kNow = 1'800'000'000;
 
-// Kubernetes API double: a SecretList for GET, 200 for DELETE; records every request.
-class FakeKube : public KubeClient {
- public:
-  Result<HttpResponse> Request(const std::string& method, const std::string& path,
-                               const std::string&) override {
-    requests.push_back(method + " " + path);
-    if (method == "GET") return HttpResponse{200, list_body};
-    return HttpResponse{delete_status, "{}"};
-  }
-  std::string list_body = R"({"kind":"SecretList","items":[]})";
-  long delete_status = 200;
-  std::vector<std::string> requests;
-};
-
 class RegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) {
-      voters_.push_back(etcd_.AddVoter("etcd-" + std::to_string(i), PeerUrl(i), ClientUrl(i)));
-    }
-    auto ca_key = GenerateP256Key();
-    auto ca_cert =
-        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                  ca_key->get(), nullptr, ca_key->get());
-    auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
-                              std::chrono::hours(24));
-    ASSERT_TRUE(ca.ok()) << ca.status().ToString();
-    ca_ = std::move(*ca);
+    voters_ = AddThreeVoters(etcd_);
+    ca_ = MakeTestEtcdCa();
+    ASSERT_NE(ca_, nullptr);
     roles_.control_plane.push_back(
         {.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
     verify::Policy policy;
@@ -73,39 +52,17 @@ class RegistryTest : public ::testing::Test {
     admin_ = std::make_unique<NodeAdmin>(&store_, &membership_, ca_.get(), &kube_, &clock_);
   }
 
-  static std::string PeerUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2380"; }
-  static std::string ClientUrl(int i) {
-    return "https://10.0.0." + std::to_string(i + 1) + ":2379";
+  static std::string PeerUrl(int i) { return TestPeerUrl(i); }
+  static std::string ClientUrl(int i) { return TestClientUrl(i); }
+  static v1::JoinRequest Worker(const std::string& name = "node-1",
+                                const std::string& disk = kDisk) {
+    return WorkerRequest(name, disk);
   }
-
-  v1::JoinRequest Worker(const std::string& name = "node-1", const std::string& disk = kDisk) {
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_WORKER);
-    r.set_disk_uuid(disk);
-    return r;
+  static v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
+                                      const std::string& disk = kDisk) {
+    return ControlPlaneRequest(name, address, disk);
   }
-
-  // A control-plane request with fresh keys made as the agent makes them.
-  v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
-                               const std::string& disk = kDisk) {
-    auto keys = agent::MakeEtcdKeys(name);
-    EXPECT_TRUE(keys.ok());
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_CONTROL_PLANE);
-    r.set_disk_uuid(disk);
-    r.add_node_addresses(address);
-    r.set_etcd_csr(ToString(keys->server_csr));
-    r.set_etcd_peer_csr(ToString(keys->peer_csr));
-    r.set_etcd_peer_url("https://" + address + ":2380");
-    r.set_etcd_client_url("https://" + address + ":2379");
-    return r;
-  }
-
-  static verify::VerifiedEvidence Evidence(const std::string& ak = kAk) {
-    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
-  }
+  static verify::VerifiedEvidence Evidence(const std::string& ak = kAk) { return TestEvidence(ak); }
 
   v1::NodeRecord Record(const std::string& name) {
     auto got = store_.Get(name);
@@ -130,7 +87,7 @@ class RegistryTest : public ::testing::Test {
   NodeStore store_{&etcd_};
   Membership membership_{&etcd_};
   FakeClock clock_{kNow};
-  FakeKube kube_;
+  FakeKubeSecrets kube_;
   std::unique_ptr<EtcdCa> ca_;
   verify::RolePolicy roles_;
   std::unique_ptr<verify::PolicyHolder> policy_;
