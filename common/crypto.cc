@@ -47,14 +47,28 @@ Status OpenSslError(std::string_view what, Code code) {
   return Status(code, std::string(what) + ": " + reason);
 }
 
+// The digests, fetched from OpenSSL's default provider once per process. With the legacy
+// EVP_sha256() objects, OpenSSL 3 looks the implementation up again at every EVP_DigestInit:
+// a fifth of an event-log replay's time went there (BENCHMARKS.md, issue 27). A fetched
+// EVP_MD is immutable and may be shared by every thread; it is never freed.
 const EVP_MD* EvpMd(DigestAlg alg) {
+  struct Fetched {
+    const EVP_MD* sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+    const EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    const EVP_MD* sha384 = EVP_MD_fetch(nullptr, "SHA384", nullptr);
+    const EVP_MD* sha512 = EVP_MD_fetch(nullptr, "SHA512", nullptr);
+  };
+  static const Fetched fetched;
+  const EVP_MD* md = nullptr;
+  const EVP_MD* legacy = nullptr;
   switch (alg) {
-    case DigestAlg::kSha1: return EVP_sha1();
-    case DigestAlg::kSha256: return EVP_sha256();
-    case DigestAlg::kSha384: return EVP_sha384();
-    case DigestAlg::kSha512: return EVP_sha512();
+    case DigestAlg::kSha1: md = fetched.sha1, legacy = EVP_sha1(); break;
+    case DigestAlg::kSha256: md = fetched.sha256, legacy = EVP_sha256(); break;
+    case DigestAlg::kSha384: md = fetched.sha384, legacy = EVP_sha384(); break;
+    case DigestAlg::kSha512: md = fetched.sha512, legacy = EVP_sha512(); break;
   }
-  return EVP_sha256();
+  if (md != nullptr) return md;
+  return legacy != nullptr ? legacy : EVP_sha256();  // no provider has it: OpenSSL's own lookup
 }
 
 size_t DigestSize(DigestAlg alg) { return static_cast<size_t>(EVP_MD_get_size(EvpMd(alg))); }
