@@ -77,6 +77,10 @@ Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config) {
   return name;
 }
 
+std::string SnpIdentityPath(const AgentOptions& options) {
+  return JoinRoot(options.root, options.snp_identity);
+}
+
 namespace {
 
 enum class Step {
@@ -98,6 +102,8 @@ enum class Step {
   kOpenSevGuest,
   kReleaseKeys,
   kDropPrivileges,
+  kEc2Identity,
+  kSnpIdentity,
 };
 
 std::string_view StepName(Step step) {
@@ -120,6 +126,8 @@ std::string_view StepName(Step step) {
     case Step::kOpenSevGuest: return "open-sev-guest";
     case Step::kReleaseKeys: return "release-keys";
     case Step::kDropPrivileges: return "drop-privileges";
+    case Step::kEc2Identity: return "ec2-identity";
+    case Step::kSnpIdentity: return "snp-identity";
   }
   return "?";
 }
@@ -238,6 +246,7 @@ class Boot {
       BERTH_RETURN_IF_ERROR(OpenAttester());
     }
     ec2_instance_id_ = Ec2InstanceId();
+    if (!ec2_instance_id_.empty()) ReadEc2Identity();
     // This boot's TLS key (the quote binds it) and the channel to berthd.
     Status made = Timed(Step::kMakeIdentity, "creating this boot's TLS identity", [&]() -> Status {
       BERTH_ASSIGN_OR_RETURN(identity_, MakeClientIdentity(node_));
@@ -303,7 +312,14 @@ class Boot {
                               [&] { return deps_.open_sev_guest(options_.sev_guest); });
           if (!device.ok()) return device.status().WithContext("opening the SEV-SNP guest device");
           sev_guest_ = std::move(*device);
-          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl);
+          auto identity = Timed(Step::kSnpIdentity, "unsealing this node's SEV-SNP identity", [&] {
+            return SnpIdentity::LoadOrCreate(*sev_guest_, SnpIdentityPath(options_),
+                                             options_.snp_vmpl);
+          });
+          if (!identity.ok()) return identity.status();
+          snp_identity_ = std::make_unique<SnpIdentity>(std::move(*identity));
+          attester_ = std::make_unique<SnpAttester>(sev_guest_.get(), options_.snp_vmpl,
+                                                    snp_identity_.get());
           return OkStatus();
         }
         [[fallthrough]];  // an agent given no SEV-SNP device access does not provide it
@@ -405,6 +421,7 @@ class Boot {
             request.set_disk_uuid(disk_uuid);
             if (golden_.has_value()) *request.mutable_golden_ticket() = *golden_;
             request.set_ec2_instance_id(ec2_instance_id_);
+            if (ec2_identity_.has_value()) *request.mutable_ec2_identity() = *ec2_identity_;
             if (ControlPlane()) {
               for (const auto& a : etcd_endpoints_.addresses) request.add_node_addresses(a);
               request.set_etcd_csr(ToString(etcd_keys_->server_csr));
@@ -753,6 +770,7 @@ class Boot {
   std::string node_;
   std::unique_ptr<Tpm> tpm_;
   std::unique_ptr<SevGuest> sev_guest_;
+  std::unique_ptr<SnpIdentity> snp_identity_;  // SEV-SNP nodes
   std::optional<BootSeal> seal_;  // TPM nodes
   std::unique_ptr<Attester> attester_;
   ClientIdentity identity_;
@@ -764,6 +782,26 @@ class Boot {
   std::string rejoin_crl_;
   std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
   std::string ec2_instance_id_;
+  std::optional<v1::Ec2InstanceIdentity> ec2_identity_;
+
+  // The claimed instance's identity document and AWS's signature, from the instance metadata
+  // service. Without them the claim is still sent, and berthd says why it refuses it; a
+  // cluster that does not admit by EC2 events ignores both.
+  void ReadEc2Identity() {
+    auto read = Timed(Step::kEc2Identity, "reading the EC2 instance identity document", [&] {
+      std::unique_ptr<InstanceMetadata> imds =
+          deps_.make_imds ? deps_.make_imds(options_.ec2_imds_url)
+                          : MakeCurlInstanceMetadata(options_.ec2_imds_url,
+                                                     std::chrono::seconds(5));
+      return FetchEc2Identity(*imds);
+    });
+    if (!read.ok()) {
+      spdlog::warn("claiming EC2 instance {} without its identity document: {}", ec2_instance_id_,
+                   read.status().ToString());
+      return;
+    }
+    ec2_identity_ = std::move(*read);
+  }
 
   // The EC2 instance ID to claim: the option, else the DMI board asset tag (Nitro instances
   // carry their instance ID there), else none.
@@ -794,7 +832,10 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
       deps.open_sev_guest) {
     BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
-    return DescribeSnpIdentity(*device, options.snp_vmpl);
+    BERTH_ASSIGN_OR_RETURN(SnpIdentity identity,
+                           SnpIdentity::LoadOrCreate(*device, SnpIdentityPath(options),
+                                                     options.snp_vmpl));
+    return DescribeSnpIdentity(*device, options.snp_vmpl, &identity);
   }
   BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());

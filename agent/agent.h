@@ -22,11 +22,13 @@
 #include <memory>
 #include <string>
 
+#include "agent/ec2_identity.h"
 #include "agent/etcd_join.h"
 #include "agent/golden_ticket.h"
 #include "agent/hw/sev_guest.h"
 #include "agent/hw/tpm.h"
 #include "agent/join_client.h"
+#include "agent/snp_identity.h"
 #include "agent/state_disk.h"
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
@@ -53,6 +55,8 @@ struct AgentOptions {
   std::chrono::milliseconds call_timeout{30000};
   std::string sev_guest = kSevGuestDevice;  // SEV-SNP nodes: the guest device (not inside root)
   uint32_t snp_vmpl = 0;                    // SEV-SNP nodes: the VMPL reports are requested at
+  // SEV-SNP nodes: the node's sealed identity key (snp_identity.h), inside root.
+  std::string snp_identity = kSnpIdentityPath;
   // Control planes (docs/etcd.md): where the node's etcd serves, and how long to wait for it
   // to become a voting member.
   std::vector<std::string> node_addresses;  // empty: the node's global addresses
@@ -62,6 +66,9 @@ struct AgentOptions {
   // The EC2 instance this node claims to be (docs/lifecycle.md "Cloud events"); empty: the
   // DMI board asset tag under root, when it is an instance ID (Nitro instances carry it there).
   std::string ec2_instance_id;
+  // Where the instance metadata service answers: a node that claims an instance sends the
+  // instance identity document and signature read from it (ec2_identity.h).
+  std::string ec2_imds_url = kDefaultImdsUrl;
 };
 
 // Where Linux exposes the DMI board asset tag, which holds the instance ID on EC2 Nitro.
@@ -101,6 +108,8 @@ struct AgentDeps {
   // Control planes: starting the node's etcd, and a client to watch it become a member.
   EtcdService* etcd = nullptr;
   std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;
+  // The instance metadata service at a URL (null: the real one, over libcurl).
+  std::function<std::unique_ptr<InstanceMetadata>(const std::string& url)> make_imds;
   // Golden tickets (golden_ticket.h): the reader of the flavour berth-agent links. Null: a
   // release build, which refuses an EnrolmentConfig that carries one.
   GoldenTicketReader read_golden_ticket = nullptr;
@@ -121,6 +130,9 @@ Status RunAgent(const AgentOptions& options, AgentDeps& deps);
 // berthd policy snippet (YAML); for an SEV-SNP node (by its EnrolmentConfig), the launch
 // measurement and TCB instead.
 Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
+
+// Where an SEV-SNP node's sealed identity is (options.snp_identity under options.root).
+std::string SnpIdentityPath(const AgentOptions& options);
 
 // The node name: the EnrolmentConfig's, else the host name (lower-cased).
 Result<std::string> ResolveNodeName(const v1::EnrolmentConfig& config);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--join-attempts", o.join_attempts, "kubeadm join attempts before giving up, each with a fresh ticket (0: until the node joins)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--sev-guest", o.sev_guest, "SEV-SNP guest device")->capture_default_str();
   app.add_option("--snp-vmpl", o.snp_vmpl, "VMPL to request SEV-SNP reports at")->capture_default_str()->check(CLI::Range(0, 3));
+  app.add_option("--snp-identity", o.snp_identity, "SEV-SNP nodes: the sealed identity key (inside --root; made at the first boot)")->capture_default_str();
   app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str()->check(CLI::PositiveNumber);
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
   app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--ec2-instance-id", o.ec2_instance_id, "EC2 instance ID to claim (default: the DMI board asset tag, as Nitro instances carry it)");
+  app.add_option("--ec2-imds-url", o.ec2_imds_url, "instance metadata service the claim's signed identity document is read from")->capture_default_str();
   app.add_flag("--print-identity", print_identity, "print this node's AK and PCRs as a berthd policy snippet, then exit");
   app.add_flag("-v,--verbose", verbose, "debug logging");
   CLI11_PARSE(app, argc, argv);

@@ -26,8 +26,8 @@ std::string UsableCert(const Bytes& raw, const char* what) {
 }  // namespace
 
 Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_t> binding,
-                                        uint32_t vmpl) {
-  Bytes report_data = SnpReportData(binding);
+                                        uint32_t vmpl, const SnpIdentity& identity) {
+  Bytes report_data = SnpReportData(binding, identity.public_spki());
   SnpExtendedReport ext;
   auto extended = device.GetExtendedReport(report_data, vmpl);
   if (extended.ok()) {
@@ -46,6 +46,9 @@ Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_
   v1::Evidence evidence;
   v1::SevSnpEvidence* out = evidence.mutable_sev_snp();
   out->set_report(ToString(ext.report));
+  out->set_identity_public(ToString(identity.public_spki()));
+  BERTH_ASSIGN_OR_RETURN(Bytes proof, identity.Prove(binding));
+  out->set_identity_proof(ToString(proof));
   auto table = snp::ParseCertTable(ext.cert_table);
   if (!table.ok()) {
     spdlog::warn("ignoring the host's certificate table: {}", table.status().message());
@@ -60,11 +63,12 @@ Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_
 Result<Attestation> SnpAttester::Attest(const v1::ChallengeResponse& challenge,
                                         std::span<const uint8_t> binding) {
   Attestation out;
-  BERTH_ASSIGN_OR_RETURN(out.evidence, CollectSnpEvidence(*device_, binding, vmpl_));
+  BERTH_ASSIGN_OR_RETURN(out.evidence, CollectSnpEvidence(*device_, binding, vmpl_, *identity_));
   return out;
 }
 
-Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl) {
+Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl,
+                                        const SnpIdentity* identity) {
   BERTH_ASSIGN_OR_RETURN(Bytes raw, device.GetReport(Bytes(snp::kReportDataSize, 0), vmpl));
   BERTH_ASSIGN_OR_RETURN(snp::Report report, snp::ParseReport(raw));
   snp::Product product = report.product();
@@ -78,6 +82,11 @@ Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl) {
   out += "  max_vmpl: " + std::to_string(report.vmpl) + "\n";
   if (product != snp::Product::kUnknown) {
     out += "  products: [" + std::string(snp::ProductName(product)) + "]\n";
+  }
+  if (identity != nullptr) {
+    out += "# this node's identity key (roles.control_plane ak_sha256, berthctl nodes approve "
+           "--ak-sha256):\n# sha256: " +
+           identity->Fingerprint() + "\n";
   }
   return out;
 }

@@ -11,9 +11,21 @@ Bytes ComputeBinding(std::span<const uint8_t> nonce, std::span<const uint8_t> cl
   return Sha256(input);
 }
 
-Bytes SnpReportData(std::span<const uint8_t> binding) {
+Bytes SnpReportData(std::span<const uint8_t> binding, std::span<const uint8_t> identity_spki) {
+  static constexpr std::string_view kLabel = "berth-snp-identity-v1";
+  Bytes commitment_input(kLabel.begin(), kLabel.end());
+  commitment_input.insert(commitment_input.end(), identity_spki.begin(), identity_spki.end());
   Bytes out(binding.begin(), binding.end());
-  out.resize(64, 0);
+  out.resize(32, 0);
+  Bytes commitment = Sha256(commitment_input);
+  out.insert(out.end(), commitment.begin(), commitment.end());
+  return out;
+}
+
+Bytes SnpIdentityProofMessage(std::span<const uint8_t> binding) {
+  static constexpr std::string_view kLabel = "berth-snp-identity-proof-v1";
+  Bytes out(kLabel.begin(), kLabel.end());
+  out.insert(out.end(), binding.begin(), binding.end());
   return out;
 }
 

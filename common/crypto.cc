@@ -47,14 +47,28 @@ Status OpenSslError(std::string_view what, Code code) {
   return Status(code, std::string(what) + ": " + reason);
 }
 
+// The digests, fetched from OpenSSL's default provider once per process. With the legacy
+// EVP_sha256() objects, OpenSSL 3 looks the implementation up again at every EVP_DigestInit:
+// a fifth of an event-log replay's time went there (BENCHMARKS.md, issue 27). A fetched
+// EVP_MD is immutable and may be shared by every thread; it is never freed.
 const EVP_MD* EvpMd(DigestAlg alg) {
+  struct Fetched {
+    const EVP_MD* sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+    const EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    const EVP_MD* sha384 = EVP_MD_fetch(nullptr, "SHA384", nullptr);
+    const EVP_MD* sha512 = EVP_MD_fetch(nullptr, "SHA512", nullptr);
+  };
+  static const Fetched fetched;
+  const EVP_MD* md = nullptr;
+  const EVP_MD* legacy = nullptr;
   switch (alg) {
-    case DigestAlg::kSha1: return EVP_sha1();
-    case DigestAlg::kSha256: return EVP_sha256();
-    case DigestAlg::kSha384: return EVP_sha384();
-    case DigestAlg::kSha512: return EVP_sha512();
+    case DigestAlg::kSha1: md = fetched.sha1, legacy = EVP_sha1(); break;
+    case DigestAlg::kSha256: md = fetched.sha256, legacy = EVP_sha256(); break;
+    case DigestAlg::kSha384: md = fetched.sha384, legacy = EVP_sha384(); break;
+    case DigestAlg::kSha512: md = fetched.sha512, legacy = EVP_sha512(); break;
   }
-  return EVP_sha256();
+  if (md != nullptr) return md;
+  return legacy != nullptr ? legacy : EVP_sha256();  // no provider has it: OpenSSL's own lookup
 }
 
 size_t DigestSize(DigestAlg alg) { return static_cast<size_t>(EVP_MD_get_size(EvpMd(alg))); }
@@ -192,6 +206,87 @@ Result<EvpPkeyPtr> GenerateRsaKey(int bits) {
   EvpPkeyPtr key(EVP_RSA_gen(static_cast<unsigned>(bits)));
   if (!key) return OpenSslError("generating an RSA key");
   return key;
+}
+
+Result<Bytes> EcdsaSignSha256(EVP_PKEY* key, std::span<const uint8_t> data) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t len = 0;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
+    return OpenSslError("signing");
+  }
+  Bytes sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
+    return OpenSslError("signing");
+  }
+  sig.resize(len);
+  return sig;
+}
+
+bool EcdsaVerifySha256(EVP_PKEY* key, std::span<const uint8_t> data,
+                       std::span<const uint8_t> signature) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) == 1 &&
+            EVP_DigestVerify(ctx.get(), signature.data(), signature.size(), data.data(),
+                             data.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+namespace {
+
+using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)>;
+constexpr size_t kGcmTag = 16;
+
+Status CheckGcmSizes(std::span<const uint8_t> key, std::span<const uint8_t> iv) {
+  if (key.size() != 32 || iv.size() != 12) {
+    return InvalidArgument("AES-256-GCM needs a 32-byte key and a 12-byte IV");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<Bytes> AesGcmSeal(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                         std::span<const uint8_t> aad, std::span<const uint8_t> plaintext) {
+  BERTH_RETURN_IF_ERROR(CheckGcmSizes(key, iv));
+  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  Bytes out(plaintext.size() + kGcmTag);
+  int len = 0, total = 0;
+  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
+      EVP_EncryptUpdate(ctx.get(), out.data(), &len, plaintext.data(),
+                        static_cast<int>(plaintext.size())) != 1) {
+    return OpenSslError("AES-256-GCM encryption");
+  }
+  total = len;
+  if (EVP_EncryptFinal_ex(ctx.get(), out.data() + total, &len) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kGcmTag, out.data() + plaintext.size()) != 1) {
+    return OpenSslError("AES-256-GCM encryption");
+  }
+  return out;
+}
+
+Result<SecretBytes> AesGcmOpen(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                               std::span<const uint8_t> aad, std::span<const uint8_t> sealed) {
+  BERTH_RETURN_IF_ERROR(CheckGcmSizes(key, iv));
+  if (sealed.size() < kGcmTag) return PermissionDenied("AES-256-GCM: the input is too short");
+  const size_t n = sealed.size() - kGcmTag;
+  CipherCtx ctx(EVP_CIPHER_CTX_new(), EVP_CIPHER_CTX_free);
+  SecretBytes out(n);
+  int len = 0;
+  Bytes tag(sealed.begin() + n, sealed.end());
+  if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1 ||
+      EVP_DecryptUpdate(ctx.get(), out.data(), &len, sealed.data(), static_cast<int>(n)) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kGcmTag, tag.data()) != 1) {
+    return OpenSslError("AES-256-GCM decryption");
+  }
+  if (EVP_DecryptFinal_ex(ctx.get(), out.data() + len, &len) != 1) {
+    ERR_clear_error();
+    return PermissionDenied("AES-256-GCM: the tag does not verify (another key, or tampered)");
+  }
+  return out;
 }
 
 Result<SecretBytes> PrivateKeyToPem(EVP_PKEY* key) {

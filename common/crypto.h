@@ -58,6 +58,19 @@ Result<std::string> PublicKeyToPem(EVP_PKEY* key);
 Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem);
 Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der);
 
+// ECDSA with SHA-256 (P-256 keys): the DER ECDSA-Sig-Value over `data`, and its check.
+Result<Bytes> EcdsaSignSha256(EVP_PKEY* key, std::span<const uint8_t> data);
+// False for a signature that does not verify or does not parse (never an error to report).
+bool EcdsaVerifySha256(EVP_PKEY* key, std::span<const uint8_t> data,
+                       std::span<const uint8_t> signature);
+
+// AES-256-GCM with a 12-byte IV and a 16-byte tag appended to the ciphertext. Open returns
+// PERMISSION_DENIED when the tag does not verify (a wrong key, tampered input or AAD).
+Result<Bytes> AesGcmSeal(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                         std::span<const uint8_t> aad, std::span<const uint8_t> plaintext);
+Result<SecretBytes> AesGcmOpen(std::span<const uint8_t> key, std::span<const uint8_t> iv,
+                               std::span<const uint8_t> aad, std::span<const uint8_t> sealed);
+
 // ---- certificates ----
 Result<X509Ptr> CertFromPem(std::string_view pem);
 Result<std::vector<X509Ptr>> CertsFromPem(std::string_view pem);  // a bundle

@@ -125,8 +125,9 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   std::unique_ptr<EtcdServices> etcd;
   if (config.etcd.disabled) {
     BERTH_RETURN_IF_ERROR(CheckNoEtcd(config.etcd));
-    spdlog::warn("--no-etcd: no node records, so no revocation, no rejoin checks and no control "
-                 "planes");
+    spdlog::warn("--no-etcd: BENCHMARK AND TEST MODE, not for production: no node records, so "
+                 "no revocation, no control planes and no disk keys (joins naming a state disk "
+                 "and every rejoin are refused); every grant's audit line says records=none");
   } else {
     AdmissionOptions admission;
     admission.approval_hold = config.approval_hold;

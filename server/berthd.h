@@ -28,7 +28,7 @@ struct BerthdConfig {
   std::string api_server_endpoint;
   std::string kubernetes_ca;      // empty: the kubeconfig's CA
   std::string kubernetes_version;
-  std::chrono::seconds nonce_ttl{120};
+  std::chrono::seconds nonce_ttl{60};  // a challenge lives this long and admits one call
   std::chrono::seconds token_ttl{900};
   SnpServerConfig snp;            // SEV-SNP certificates and verification time (snp_service.h)
   BerthdEtcdConfig etcd;  // node records, etcd membership, AdminService (docs/etcd.md)

@@ -24,46 +24,28 @@ int main(int argc, char** argv) {
                  "master secret (>= 32 bytes) shared by all replicas")
       ->required();
   app.add_option("--cluster-id", c.cluster_id, "cluster identifier (disk-key salt)")->required();
-  app.add_option("--kubeconfig", c.kubeconfig,
-                 "kubeconfig for the Kubernetes API (default: in-cluster service account)");
-  app.add_option("--api-server-endpoint", c.api_server_endpoint,
-                 "host:port nodes join (kubeadm discovery)")
-      ->required();
-  app.add_option("--kubernetes-ca", c.kubernetes_ca,
-                 "Kubernetes cluster CA (PEM) for caCertHashes (default: the kubeconfig's CA)");
-  app.add_option("--kubernetes-version", c.kubernetes_version,
-                 "Kubernetes version announced to nodes");
-  app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds")->capture_default_str();
-  app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")
-      ->capture_default_str();
-  app.add_option("--snp-cert-cache", c.snp.cert_cache,
-                 "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");
-  app.add_option("--snp-kds-url", c.snp.kds_url,
-                 "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com "
-                 "(default: never fetch)");
-  app.add_option("--snp-verify-at", c.snp.verify_at,
-                 "check SEV-SNP certificate validity at this RFC 3339 time instead of now (tests)");
-  app.add_option(
-      "--insecure-test-snp-ark", c.snp.insecure_test_arks,
-      "PRODUCT=FILE: trust FILE as the ARK of PRODUCT instead of AMD's (test chains only)");
-  app.add_option("--max-inflight-joins", c.gate.max_in_flight,
-                 "ticket calls served at once; more are refused with RESOURCE_EXHAUSTED (the agent "
-                 "retries)")
-      ->capture_default_str();
-  app.add_option("--max-joins-per-source", c.gate.max_per_source,
-                 "ticket calls served at once from one source address (0: no limit)")
-      ->capture_default_str();
+  app.add_option("--kubeconfig", c.kubeconfig, "kubeconfig for the Kubernetes API (default: in-cluster service account)");
+  app.add_option("--api-server-endpoint", c.api_server_endpoint, "host:port nodes join (kubeadm discovery)")->required();
+  app.add_option("--kubernetes-ca", c.kubernetes_ca, "Kubernetes cluster CA (PEM) for caCertHashes (default: the kubeconfig's CA)");
+  app.add_option("--kubernetes-version", c.kubernetes_version, "Kubernetes version announced to nodes");
+  app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds (a challenge admits one ticket call; docs/nonces.md)")->capture_default_str();
+  app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
+  app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");
+  app.add_option("--snp-kds-url", c.snp.kds_url, "AMD KDS to fetch missing SEV-SNP certificates from, e.g. https://kdsintf.amd.com (default: never fetch)");
+#if BERTH_TEST_HOOKS
+  // Test builds only (berthd-debug, or -DBERTH_GOLDEN_TICKETS=ON): a release berthd has no way
+  // to check certificates at any other time than now.
+  app.add_option("--snp-verify-at", c.snp.verify_at, "check SEV-SNP certificate validity at this RFC 3339 time instead of now (test builds only)");
+#endif
+  app.add_option("--insecure-test-snp-ark", c.snp.insecure_test_arks, "PRODUCT=FILE: trust FILE as the ARK of PRODUCT instead of AMD's (test chains only)");
+  app.add_option("--max-inflight-joins", c.gate.max_in_flight, "ticket calls served at once; more are refused with RESOURCE_EXHAUSTED (the agent retries)")->capture_default_str();
+  app.add_option("--max-joins-per-source", c.gate.max_per_source, "ticket calls served at once from one source address (0: no limit)")->capture_default_str();
   // etcd (docs/etcd.md)
   int64_t learner_timeout = c.etcd.learner_timeout.count();
-  app.add_flag("--no-etcd", c.etcd.disabled,
-               "run without node records in etcd (workers only; no revocation)");
-  app.add_option("--etcd-endpoints", c.etcd.endpoints,
-                 "etcd members, https://host:port (comma-separated or repeated)")
-      ->delimiter(',');
-  app.add_option("--etcd-trusted-ca", c.etcd.trusted_ca,
-                 "CA of the etcd members' certificates (default: --etcd-ca-cert)");
-  app.add_option("--etcd-client-cert", c.etcd.client_cert,
-                 "berthd's etcd client certificate (PEM)");
+  app.add_flag("--no-etcd", c.etcd.disabled, "benchmarks and tests only: no node records in etcd, so diskless workers only (no disk keys, no revocation, no control planes)");
+  app.add_option("--etcd-endpoints", c.etcd.endpoints, "etcd members, https://host:port (comma-separated or repeated)")->delimiter(',');
+  app.add_option("--etcd-trusted-ca", c.etcd.trusted_ca, "CA of the etcd members' certificates (default: --etcd-ca-cert)");
+  app.add_option("--etcd-client-cert", c.etcd.client_cert, "berthd's etcd client certificate (PEM)");
   app.add_option("--etcd-client-key", c.etcd.client_key, "berthd's etcd client key (PEM)");
   app.add_option("--etcd-ca-cert", c.etcd.ca_cert,
                  "the etcd CA that signs control planes' etcd certificates (PEM)");

@@ -53,11 +53,7 @@ Result<std::unique_ptr<SnpService>> SnpService::Create(const SnpServerConfig& co
     spdlog::warn("SEV-SNP certificates are checked for validity at {}, not now", config.verify_at);
   }
   if (!config.kds_url.empty()) {
-    if (!config.kds_url.starts_with("https://") && !config.kds_url.starts_with("http://127.") &&
-        !config.kds_url.starts_with("http://localhost")) {
-      return InvalidArgument("--snp-kds-url " + config.kds_url +
-                             ": must be https:// (plain http only for a loopback stand-in)");
-    }
+    BERTH_RETURN_IF_ERROR(CheckKdsUrl(config.kds_url));
     service->kds_ = MakeCurlKds(config.kds_url, std::chrono::milliseconds(config.kds_timeout_ms));
   }
   if (!config.cert_cache.empty()) {

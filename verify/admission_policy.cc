@@ -25,6 +25,8 @@ Status ParseAdmissionPolicy(const YAML::Node& node, AdmissionPolicy& out) {
         return InvalidArgument("admission.ec2_preauthorized_only: expected true or false");
       }
       out.ec2_preauthorized_only = v;
+    } else if (key == "ec2_identity") {
+      BERTH_RETURN_IF_ERROR(ParseEc2IdentityPolicy(value, out.ec2_identity));
     } else {
       return InvalidArgument("policy: unknown key \"admission." + key + "\"");
     }

@@ -24,9 +24,22 @@ struct GoldenUse {
   std::string used_record;  // its record, marked used by this node
 };
 
+// The challenge nonce a verified call used, as the node registry records it in etcd so that
+// no replica accepts it again (nonce.h): hex SHA-256 of the nonce, and when it expires.
+struct NonceUse {
+  std::string sha256_hex;
+  int64_t expires_unix = 0;
+};
+
 // What verified evidence established, for the decision and its audit line.
 struct VerifiedEvidence {
-  std::string ak_sha256_hex;  // SHA-256 of the AK's DER SubjectPublicKeyInfo
+  // What identifies the node, and what every binding uses (node records, roles, approvals):
+  // SHA-256 of the TPM AK's DER SubjectPublicKeyInfo, or of an SEV-SNP node's own identity
+  // key's (never of the VCEK/VLEK, which every guest on a host or in a region shares).
+  std::string ak_sha256_hex;
+  // SEV-SNP: SHA-256 of the VCEK/VLEK's SubjectPublicKeyInfo, the key that vouched for the
+  // platform (for the record and the audit line; it changes with the TCB and the chip).
+  std::string platform_key_sha256_hex;
   std::string ak_name;        // the policy's label for it
   std::string rule;           // which policy rule accepted it, e.g. "pcrs sha256:0,7"
   // Set when the AK is trusted only through its EK: the ticket may be issued only if the
@@ -34,6 +47,8 @@ struct VerifiedEvidence {
   std::optional<CredentialCheck> credential;
   // Set instead of verified evidence for a golden-ticket join (debug builds only).
   std::optional<GoldenUse> golden;
+  // Set by JoinLogic for evidence answering a challenge: the nonce it used up.
+  std::optional<NonceUse> nonce;
 };
 
 // The EK a Challenge should make a credential for, and the AK it is made over.

@@ -1,8 +1,13 @@
 #include "verify/snp_certs.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <ctime>
+
+#include "common/time.h"
 
 namespace berth::verify {
 
@@ -35,6 +40,11 @@ std::string KdsVcekPath(snp::Product product, std::span<const uint8_t> chip_id,
 std::string KdsCertChainPath(snp::Product product, bool vlek) {
   return std::string(vlek ? "/vlek/v1/" : "/vcek/v1/") + std::string(snp::ProductName(product)) +
          "/cert_chain";
+}
+
+std::string KdsCrlPath(snp::Product product, bool vlek) {
+  return std::string(vlek ? "/vlek/v1/" : "/vcek/v1/") + std::string(snp::ProductName(product)) +
+         "/crl";
 }
 
 std::string_view CertSourceName(CertSource s) {
@@ -118,6 +128,84 @@ Status SnpCertStore::Store(const std::string& path, X509* cert) {
   BERTH_RETURN_IF_ERROR(WriteFileAtomic(path, der, 0644));
   spdlog::info("SEV-SNP certificate cache: stored {}", path);
   return OkStatus();
+}
+
+std::string SnpCertStore::CrlPath(snp::Product product, bool vlek) const {
+  return dir_ + "/" + std::string(snp::ProductName(product)) +
+         (vlek ? "/crl-vlek.der" : "/crl-vcek.der");
+}
+
+namespace {
+
+Result<X509CrlPtr> ParseCrl(const std::string& der_or_pem) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der_or_pem.data());
+  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der_or_pem.size())));
+  if (!crl) {
+    ERR_clear_error();
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(der_or_pem.data(), static_cast<int>(der_or_pem.size())), BIO_free);
+    crl.reset(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  }
+  if (!crl) {
+    ERR_clear_error();
+    return InvalidArgument("not a CRL (DER or PEM)");
+  }
+  return crl;
+}
+
+int64_t NextUpdate(X509_CRL* crl) {
+  const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl);
+  std::tm tm{};
+  if (next == nullptr || ASN1_TIME_to_tm(next, &tm) != 1) return 0;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+Result<X509CrlPtr> SnpCertStore::Crl(snp::Product product, bool vlek, const CrlVerifier& verify,
+                                     int64_t now) {
+  std::lock_guard<std::mutex> lock(crl_mu_);
+  CrlEntry& e = crls_[{product, vlek}];
+  const std::string what = std::string("AMD's ") + (vlek ? "VLEK" : "VCEK") + " CRL for " +
+                           std::string(snp::ProductName(product));
+  if (!e.crl && has_cache()) {
+    if (auto file = ReadFile(CrlPath(product, vlek), 1 << 20); file.ok()) {
+      auto crl = ParseCrl(*file);
+      if (crl.ok() && verify(crl->get()).ok()) {
+        e.next_update = NextUpdate(crl->get());
+        e.crl = std::move(*crl);
+      } else {
+        spdlog::warn("SEV-SNP certificate cache: {} does not verify; ignoring it",
+                     CrlPath(product, vlek));
+      }
+    }
+  }
+  if ((!e.crl || e.next_update <= now) && kds_ != nullptr && now - e.last_fetch >= 600) {
+    e.last_fetch = now;
+    auto body = kds_->Get(KdsCrlPath(product, vlek));
+    Result<X509CrlPtr> fetched = body.ok() ? ParseCrl(*body) : Result<X509CrlPtr>(body.status());
+    Status usable = fetched.ok() ? verify(fetched->get()) : fetched.status();
+    if (usable.ok()) {
+      e.next_update = NextUpdate(fetched->get());
+      e.crl = std::move(*fetched);
+      if (has_cache()) {
+        std::lock_guard<std::mutex> write_lock(mu_);
+        Status st = MakeDirs(dir_ + "/" + std::string(snp::ProductName(product)), 0755);
+        if (st.ok()) st = WriteFileAtomic(CrlPath(product, vlek), *body, 0644);
+        if (!st.ok()) spdlog::warn("SEV-SNP certificate cache: {}", st.ToString());
+      }
+      spdlog::info("fetched {} (next update {})", what, Rfc3339(e.next_update));
+    } else {
+      spdlog::warn("{} from KDS is not usable: {}", what, usable.ToString());
+    }
+  }
+  if (!e.crl) return NotFound("no " + what + " is at hand");
+  if (e.next_update <= now) {
+    spdlog::warn("{} is past its next update ({}); using it until a newer one is fetched", what,
+                 Rfc3339(e.next_update));
+  }
+  X509_CRL_up_ref(e.crl.get());
+  return X509CrlPtr(e.crl.get());
 }
 
 Status SnpCertStore::RememberIntermediate(snp::Product product, bool vlek, X509* cert) {

@@ -12,12 +12,25 @@
 //     allow_debug: false        # default false: a debuggable guest's memory is readable
 //     max_vmpl: 0               # default 0: only the guest's most privileged level
 //     required_policy_bits: [single_socket]   # guest policy flags that must be set
-//     forbidden_policy_bits: [migrate_ma]     # ... and ones that must not be
+//     forbidden_policy_bits: [smt]            # ... and ones that must not be
+//     allow_migrate_ma: false   # default false: a guest whose policy lets a migration agent
+//                               # in (MIGRATE_MA) is refused unless this says true
 //     products: [Milan, Genoa]  # default: any product with a pinned ARK
+//     host_data: [<32-byte hex>, ...]           # HOST_DATA must be one of these (default: any)
+//     id_key_digests: [<48-byte hex>, ...]      # the ID block's key (default: any)
+//     author_key_digests: [<48-byte hex>, ...]  # the ID key's author key; also requires
+//                                               # AUTHOR_KEY_EN (default: any)
+//     min_launch_tcb: {snp: 8, ...}             # LAUNCH_TCB, the TCB at the guest's launch
+//     min_committed_tcb: {snp: 8, ...}          # COMMITTED_TCB, below which the chip cannot go
+//     vlek_csps: ["Amazon Web Services"]        # the clouds whose VLEKs are accepted (the
+//                                               # VLEK's csp_id); default none: VLEK-signed
+//                                               # reports are refused
+//     require_crl: false        # true: refuse when no valid AMD CRL is at hand (snp_certs.h)
 //
 // Policy bit names: smt, migrate_ma, single_socket, cxl_allow, mem_aes_256_xts, rapl_dis,
 // ciphertext_hiding, page_swap_disable (debug has its own key, allow_debug).
-// That report_data equals the channel binding is not a policy choice: it is always checked.
+// That report_data equals the channel binding (and the node's identity key, docs/sev-snp.md)
+// is not a policy choice: it is always checked.
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -35,11 +48,20 @@ struct SnpPolicy {
   uint32_t max_vmpl = 0;
   uint64_t required_policy_bits = 0;
   uint64_t forbidden_policy_bits = 0;
+  bool allow_migrate_ma = false;
   std::vector<snp::Product> products;  // empty: any
+  std::vector<Bytes> host_data;            // empty: any
+  std::vector<Bytes> id_key_digests;       // empty: any
+  std::vector<Bytes> author_key_digests;   // empty: any
+  snp::Tcb min_launch_tcb, min_committed_tcb;
+  std::vector<std::string> vlek_csps;      // empty: no VLEK accepted
+  bool require_crl = false;
 
   // The policy's checks on an already authenticated report of `product`. PERMISSION_DENIED
   // naming the first failed rule ("policy: measurement ... is not allowed").
   Status Check(const snp::Report& report, snp::Product product) const;
+  // For a VLEK-signed report: the VLEK's csp_id must be in vlek_csps.
+  Status CheckVlekCsp(const std::string& csp_id) const;
   // Whether `product` is allowed (PERMISSION_DENIED otherwise).
   Status CheckProduct(snp::Product product) const;
   // "measurement=7a1e5c26.. min_tcb=..." for audit lines.

@@ -320,6 +320,36 @@ Status CheckLeafMatchesReport(const snp::Report& report, const snp::EndorsementK
   return OkStatus();
 }
 
+Status VerifyAmdCrl(X509_CRL* crl, X509* ark, int64_t at_unix) {
+  if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ark)) != 0) {
+    return PermissionDenied("crl: the CRL is not issued by the ARK");
+  }
+  EVP_PKEY* key = X509_get0_pubkey(ark);
+  if (key == nullptr || X509_CRL_verify(crl, key) != 1) {
+    ERR_clear_error();
+    return PermissionDenied("crl: the CRL's signature does not verify with the ARK's key");
+  }
+  time_t at = static_cast<time_t>(at_unix);
+  if (X509_cmp_time(X509_CRL_get0_lastUpdate(crl), &at) == 1) {
+    return PermissionDenied("crl: the CRL is dated after the verification time");
+  }
+  return OkStatus();
+}
+
+Status CheckNotRevoked(X509_CRL* crl, X509* cert, const std::string& what) {
+  X509_REVOKED* entry = nullptr;
+  if (X509_CRL_get0_by_serial(crl, &entry, X509_get_serialNumber(cert)) == 1) {
+    BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), nullptr);
+    char* hex = bn ? BN_bn2hex(bn) : nullptr;
+    std::string serial = hex ? hex : "?";
+    OPENSSL_free(hex);
+    BN_free(bn);
+    return PermissionDenied("crl: the " + what + " (serial " + serial +
+                            ") is revoked by AMD's CRL");
+  }
+  return OkStatus();
+}
+
 // ---- offline ----
 
 Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& in,
@@ -389,7 +419,11 @@ Result<SnpVerifiedReport> VerifySnpReportOffline(const SnpOfflineInput& in,
                               HexEncode(*in.report_data));
     }
   }
-  if (in.policy) BERTH_RETURN_IF_ERROR(in.policy->Check(out.report, out.product));
+  out.leaf_csp_id = info->csp_id;
+  if (in.policy) {
+    BERTH_RETURN_IF_ERROR(in.policy->Check(out.report, out.product));
+    if (vlek) BERTH_RETURN_IF_ERROR(in.policy->CheckVlekCsp(out.leaf_csp_id));
+  }
   return out;
 }
 
@@ -449,6 +483,27 @@ Result<SourcedCert> SnpVerifier::FindLeaf(const v1::SevSnpEvidence& evidence,
                             HexEncode(std::span<const uint8_t>(report.chip_id).first(8)) +
                             "... at reported_tcb " + Hex64(report.reported_tcb) + ": " +
                             last.message());
+}
+
+Result<std::string> SnpVerifier::CheckRevocation(snp::Product product, bool vlek, X509* ark,
+                                                 X509* intermediate, X509* leaf,
+                                                 const SnpPolicy& policy) {
+  const std::string what = std::string("AMD's ") + (vlek ? "VLEK" : "VCEK") + " CRL";
+  Result<X509CrlPtr> crl = NotFound("this berthd has neither a certificate cache nor KDS access");
+  if (store_ != nullptr) {
+    const int64_t now = Now();
+    crl = store_->Crl(product, vlek, [&](X509_CRL* c) { return VerifyAmdCrl(c, ark, now); }, now);
+  }
+  if (!crl.ok()) {
+    if (policy.require_crl) {
+      return FailedPrecondition("crl: sev_snp.require_crl, and no usable " + what +
+                                " is at hand: " + crl.status().message());
+    }
+    return std::string("no crl");
+  }
+  BERTH_RETURN_IF_ERROR(CheckNotRevoked(crl->get(), intermediate, IntermediateName(vlek)));
+  BERTH_RETURN_IF_ERROR(CheckNotRevoked(crl->get(), leaf, LeafName(vlek)));
+  return std::string("crl checked");
 }
 
 Result<std::shared_ptr<const SnpPolicy>> SnpVerifier::CurrentPolicy() const {
@@ -538,6 +593,9 @@ Result<SnpVerifiedReport> SnpVerifier::Authenticate(const v1::SevSnpEvidence& ev
   BERTH_RETURN_IF_ERROR(VerifySnpChain(ark, inter_cert, leaf.cert.get(), vlek, Now()));
   BERTH_RETURN_IF_ERROR(VerifyReportSignature(r, leaf.cert.get()));
   BERTH_RETURN_IF_ERROR(CheckLeafMatchesReport(r, *info, product));
+  BERTH_ASSIGN_OR_RETURN(out.crl, CheckRevocation(product, vlek, ark, inter_cert,
+                                                  leaf.cert.get(), policy));
+  out.leaf_csp_id = info->csp_id;
 
   // Only now, verified to the pinned ARK, may certificates enter the cache.
   if (store_ != nullptr) {
@@ -564,22 +622,53 @@ Result<VerifiedEvidence> SnpVerifier::Verify(const v1::Evidence& evidence,
   }
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<const SnpPolicy> snapshot, CurrentPolicy());
   const SnpPolicy& policy = *snapshot;
-  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(evidence.sev_snp(), policy));
+  const v1::SevSnpEvidence& e = evidence.sev_snp();
+  BERTH_ASSIGN_OR_RETURN(SnpVerifiedReport verified, Authenticate(e, policy));
   const snp::Report& r = verified.report;
-  Bytes expected = SnpReportData(binding);
+  // The node's own identity key: without one, nothing could tell this guest from any other
+  // guest the same VCEK/VLEK signs for.
+  if (e.identity_public().empty() || e.identity_proof().empty()) {
+    return PermissionDenied(
+        "identity: the SEV-SNP evidence carries no node identity key and proof (berth-agent "
+        "too old?): the VCEK/VLEK names a host or a cloud region, not a node");
+  }
+  auto identity = PublicKeyFromSpkiDer(AsBytes(e.identity_public()));
+  char group[64] = {0};
+  size_t group_len = 0;
+  if (!identity.ok() || EVP_PKEY_get_base_id(identity->get()) != EVP_PKEY_EC ||
+      EVP_PKEY_get_utf8_string_param(identity->get(), OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                     sizeof group, &group_len) != 1 ||
+      std::string_view(group, group_len) != "prime256v1") {
+    ERR_clear_error();
+    return InvalidArgument("identity: the node identity key is not an EC P-256 public key");
+  }
+  Bytes expected = SnpReportData(binding, AsBytes(e.identity_public()));
   if (!std::equal(r.report_data.begin(), r.report_data.end(), expected.begin(), expected.end())) {
     return PermissionDenied(
-        "report_data: does not equal the channel binding of this call "
-        "(challenge nonce and TLS client key)");
+        "report_data: does not equal the channel binding of this call (challenge nonce and TLS "
+        "client key) and the node identity key it presents");
+  }
+  // The report commits to the key; only the proof shows the caller holds it (any guest on
+  // the host can get a report committing to someone else's public key).
+  if (!EcdsaVerifySha256(identity->get(), SnpIdentityProofMessage(binding),
+                         AsBytes(e.identity_proof()))) {
+    return PermissionDenied(
+        "identity: the identity proof does not verify with the node identity key for this "
+        "call (replayed, or made by another key)");
   }
   BERTH_RETURN_IF_ERROR(policy.Check(r, verified.product));
+  if (r.signing_key == snp::SigningKey::kVlek) {
+    BERTH_RETURN_IF_ERROR(policy.CheckVlekCsp(verified.leaf_csp_id));
+  }
   VerifiedEvidence out;
-  out.ak_sha256_hex = verified.leaf_spki_sha256_hex;
-  out.ak_name = "snp-chip-" + HexEncode(std::span<const uint8_t>(r.chip_id).first(8));
+  out.ak_sha256_hex = HexEncode(Sha256(AsBytes(e.identity_public())));
+  out.platform_key_sha256_hex = verified.leaf_spki_sha256_hex;
+  out.ak_name = "snp-node-" + out.ak_sha256_hex.substr(0, 16);
   out.rule = policy.Describe() + ", product " + std::string(snp::ProductName(verified.product)) +
              ", measurement " + HexEncode(r.measurement).substr(0, 16) + "..., " +
              std::string(snp::SigningKeyName(r.signing_key)) + " " +
-             std::string(CertSourceName(verified.leaf_source));
+             std::string(CertSourceName(verified.leaf_source)) + " sha256:" +
+             verified.leaf_spki_sha256_hex.substr(0, 16) + "..., " + verified.crl;
   return out;
 }
 

@@ -85,7 +85,15 @@ struct SnpVerifiedReport {
   std::string leaf_spki_sha256_hex;  // SHA-256 of the VCEK/VLEK's SubjectPublicKeyInfo
   CertSource leaf_source = CertSource::kSent;
   CertSource intermediate_source = CertSource::kSent;
+  std::string leaf_csp_id;  // a VLEK's cloud (EndorsementKeyInfo::csp_id)
+  std::string crl;          // "crl checked" or "no crl", for audit lines
 };
+
+// AMD's CRL for the chain: issued and signed by `ark` (RSASSA-PSS, as AMD signs) and not
+// dated in the future of `at_unix`. PERMISSION_DENIED naming what is wrong.
+Status VerifyAmdCrl(X509_CRL* crl, X509* ark, int64_t at_unix);
+// PERMISSION_DENIED when `cert` (named `what`) is on `crl`.
+Status CheckNotRevoked(X509_CRL* crl, X509* cert, const std::string& what);
 
 // ---- offline (berthctl) ----
 
@@ -141,6 +149,9 @@ class SnpVerifier : public EvidenceVerifier {
   Result<std::shared_ptr<const SnpPolicy>> CurrentPolicy() const;
   Result<SnpVerifiedReport> Authenticate(const v1::SevSnpEvidence& evidence,
                                          const SnpPolicy& policy);
+  // AMD's CRL (snp_certs.h) against the intermediate and the leaf; what it established.
+  Result<std::string> CheckRevocation(snp::Product product, bool vlek, X509* ark,
+                                      X509* intermediate, X509* leaf, const SnpPolicy& policy);
   // The leaf (VCEK/VLEK) for `report`, sent or found; fixes `product` when it was unknown.
   Result<SourcedCert> FindLeaf(const v1::SevSnpEvidence& evidence, const snp::Report& report,
                                snp::Product& product, const SnpPolicy& policy);

@@ -51,7 +51,9 @@ Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::Pcr
 
 Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrValues& quoted,
                                   const EventLogPolicy* policy, const std::set<uint32_t>& pinned) {
-  const tpm::PcrValues replayed = eventlog::Replay(log);
+  std::set<DigestAlg> quoted_banks;
+  for (const auto& [b, values] : quoted) quoted_banks.insert(b);
+  const tpm::PcrValues replayed = eventlog::Replay(log, &quoted_banks);
   auto in_log = [&](DigestAlg b) {
     return std::find(log.banks.begin(), log.banks.end(), b) != log.banks.end();
   };

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/sev-guest.h>
+#include <openssl/crypto.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -98,6 +99,37 @@ class DeviceSevGuest : public SevGuest {
       return IoctlError("SNP_GET_EXT_REPORT", io.exitinfo2);
     }
     return Internal("SNP_GET_EXT_REPORT: the host keeps asking for a larger certificate buffer");
+  }
+
+  Result<SecretBytes> GetDerivedKey(const SnpDerivedKeyRequest& request) override {
+    snp_derived_key_req req{};
+    req.root_key_select = request.root_key_select;
+    req.guest_field_select = request.guest_field_select;
+    req.vmpl = request.vmpl;
+    req.guest_svn = request.guest_svn;
+    req.tcb_version = request.tcb_version;
+    snp_derived_key_resp resp{};
+    snp_guest_request_ioctl io{};
+    io.msg_version = 1;
+    io.req_data = reinterpret_cast<uintptr_t>(&req);
+    io.resp_data = reinterpret_cast<uintptr_t>(&resp);
+    struct Wipe {
+      snp_derived_key_resp& r;
+      ~Wipe() { OPENSSL_cleanse(r.data, sizeof r.data); }
+    } wipe{resp};
+    if (ioctl(fd_, SNP_GET_DERIVED_KEY, &io) != 0) {
+      Status st = IoctlError("SNP_GET_DERIVED_KEY", io.exitinfo2);
+      // The firmware's INVALID_PARAM (a TCB above CommittedTcb, a lower VMPL) is not transient.
+      return st.code() == Code::kUnavailable ? st : Status(Code::kFailedPrecondition, st.message());
+    }
+    // MSG_KEY_RSP: status (4 bytes), 28 reserved, the 32-byte key.
+    uint32_t status;
+    std::memcpy(&status, resp.data, 4);
+    if (status != 0) {
+      return FailedPrecondition("SEV-SNP firmware refused the key request (status " +
+                                std::to_string(status) + ")");
+    }
+    return SecretBytes(resp.data + 32, 32);
   }
 
  private:

@@ -290,11 +290,12 @@ Bytes InitialPcrValue(const EventLog& log, DigestAlg bank, uint32_t pcr) {
   return value;
 }
 
-tpm::PcrValues Replay(const EventLog& log) {
+tpm::PcrValues Replay(const EventLog& log, const std::set<DigestAlg>* only) {
   tpm::PcrValues out;
   for (const Event& e : log.events) {
     if (e.type == kEvNoAction) continue;
     for (const auto& [bank, digest] : e.digests) {
+      if (only != nullptr && !only->contains(bank)) continue;
       auto& bank_values = out[bank];
       auto it = bank_values.find(e.pcr);
       if (it == bank_values.end()) {

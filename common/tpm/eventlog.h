@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -79,8 +80,9 @@ struct EventLog {
 Result<EventLog> ParseEventLog(std::span<const uint8_t> data);
 
 // Every bank's PCR values after replaying the log, for the PCRs at least one extending event
-// touches.
-tpm::PcrValues Replay(const EventLog& log);
+// touches. With `only`, just those banks (a verifier replays the banks the quote holds: each
+// bank is a hash of every event).
+tpm::PcrValues Replay(const EventLog& log, const std::set<DigestAlg>* only = nullptr);
 
 // The initial value of `pcr` in `bank` for this log (zero, or the locality for PCR 0).
 Bytes InitialPcrValue(const EventLog& log, DigestAlg bank, uint32_t pcr);

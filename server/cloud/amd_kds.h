@@ -15,4 +15,9 @@ namespace berth::server {
 std::unique_ptr<verify::SnpKds> MakeCurlKds(std::string base_url,
                                             std::chrono::milliseconds timeout);
 
+// A --snp-kds-url: https://, or plain http:// only to a loopback address (a stand-in in tests),
+// judged on the URL as libcurl parses it (so "http://127.evil.example" and
+// "http://localhost@192.0.2.2" are refused), with no user name or password in it.
+Status CheckKdsUrl(const std::string& url);
+
 }  // namespace berth::server

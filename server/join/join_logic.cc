@@ -6,34 +6,29 @@
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {
 
 namespace {
 
-// Escapes a value for a double-quoted logfmt field.
-std::string Quoted(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out;
+// The start of a ticket call's audit line: who asked, as what node.
+AuditLine TicketAudit(std::string_view call, const Peer& peer, std::string_view node) {
+  AuditLine line(call);
+  line.Add("node", node).Add("peer", peer.address);
+  line.Add("peer_key", peer.spki_sha256.empty() ? "" : HexEncode(peer.spki_sha256).substr(0, 16));
+  return line;
 }
 
-// One logfmt-style audit line per decision.
-void Audit(std::string_view call, const Peer& peer, std::string_view node, const Status& status,
-           std::string_view details) {
-  std::string peer_key = peer.spki_sha256.empty() ? "-" : HexEncode(peer.spki_sha256).substr(0, 16);
-  if (status.ok()) {
-    spdlog::info("audit call={} decision=granted node={} peer={} peer_key={} {}", call,
-                 node.empty() ? "-" : node, peer.address, peer_key, details);
-  } else {
-    spdlog::warn("audit call={} decision=refused node={} peer={} peer_key={} code={} reason=\"{}\"",
-                 call, node.empty() ? "-" : node, peer.address, peer_key, CodeName(status.code()),
-                 Quoted(status.message()));
-  }
+// berthd --no-etcd (docs/etcd.md): without node records nothing ties a disk UUID, which is
+// written in clear on the disk, to the node that asks for its key, and nothing can revoke a
+// node. So such a berthd releases no disk key at all, to anyone.
+Status NoDiskKeysWithoutRecords() {
+  return FailedPrecondition(
+      "this berthd runs without node records (--no-etcd, for benchmarks and tests) and "
+      "releases no disk keys: nothing would bind the disk to the node asking for it; run "
+      "berthd with etcd, or enrol the node without a state disk");
 }
 
 }  // namespace
@@ -103,6 +98,9 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evi
     return Unauthenticated("the call carries no TLS client certificate to bind evidence to");
   }
   BERTH_RETURN_IF_ERROR(nonces_->Check(AsBytes(nonce)));
+  // A nonce admits one call (docs/nonces.md): a replay is refused before its evidence costs
+  // anything, and MarkUsed below decides between two concurrent ones.
+  BERTH_RETURN_IF_ERROR(nonces_->CheckUnused(AsBytes(nonce)));
   Bytes binding = ComputeBinding(AsBytes(nonce), peer.spki_sha256);
   BERTH_ASSIGN_OR_RETURN(verify::VerifiedEvidence verified, verifier_->Verify(evidence, binding));
   if (verified.credential.has_value()) {
@@ -111,6 +109,9 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evi
     BERTH_RETURN_IF_ERROR(
         credentials_.Check(AsBytes(nonce), c.ak_name, c.ek_name, c.secret_size, activated));
   }
+  BERTH_RETURN_IF_ERROR(nonces_->MarkUsed(AsBytes(nonce)));
+  // The registry records it with the grant, so that other replicas refuse it too.
+  verified.nonce = verify::NonceUse{HexEncode(Sha256(AsBytes(nonce))), nonces_->ExpiresUnix(AsBytes(nonce))};
   return verified;
 }
 
@@ -131,7 +132,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
                                                   const Peer& peer, ReplyHints* hints) {
   const std::string& node = request.node_name();
   auto refuse = [&](Status status) {
-    Audit("IssueJoinTicket", peer, node, status, "");
+    TicketAudit("IssueJoinTicket", peer, node).Log(status);
     return status;
   };
   if (!IsValidNodeName(node)) {
@@ -145,6 +146,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     return refuse(FailedPrecondition(
         "control-plane joins need etcd membership, which this berthd does not manage"));
   }
+  if (!request.disk_uuid().empty() && nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   if (request.role() != v1::NODE_ROLE_WORKER && request.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return refuse(InvalidArgument("the request names no node role"));
   }
@@ -164,16 +166,22 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
         hints->pending = true;
         hints->retry_after = std::chrono::milliseconds(0);
       }
-      spdlog::info(
-          "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
-          "reason=\"{}\"",
-          node, peer.address, verified->ak_sha256_hex, Quoted(admitted->pending_reason));
+      AuditLine("IssueJoinTicket")
+          .Add("node", node)
+          .Add("peer", peer.address)
+          .Add("ak", "sha256:" + verified->ak_sha256_hex)
+          .Quoted("reason", admitted->pending_reason)
+          .Log(OkStatus(), "pending");
       return Unavailable(admitted->pending_reason);
     }
     if (admitted->etcd.has_value()) *ticket.mutable_etcd() = std::move(*admitted->etcd);
-    recorded = " " + admitted->audit;
+    recorded = admitted->audit;
+  } else {
+    recorded = "records=none";  // berthd --no-etcd: say so in every grant (docs/etcd.md)
   }
   if (!request.disk_uuid().empty()) {
+    // Only here, with the disk claimed for this node's record in etcd (checked above: no disk
+    // key without records).
     auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
     if (!key.ok()) return refuse(key.status());
     ticket.set_disk_key(std::string(key->view()));
@@ -196,12 +204,16 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     ticket.set_discovery_kubeconfig(std::string(kubeconfig->view()));
     discovery = "file";
   }
-  Audit("IssueJoinTicket", peer, node, OkStatus(),
-        "role=" + std::string(NodeRoleName(request.role())) + " ak=sha256:" +
-            verified->ak_sha256_hex + " rule=\"" + verified->rule +
-            "\" disk_uuid=" + (request.disk_uuid().empty() ? "-" : request.disk_uuid()) +
-            " token_id=" + token->id + " token_expires=" + Rfc3339(token->expires_unix) +
-            " discovery=" + discovery + recorded);
+  TicketAudit("IssueJoinTicket", peer, node)
+      .Add("role", NodeRoleName(request.role()))
+      .Add("ak", "sha256:" + verified->ak_sha256_hex)
+      .Quoted("rule", verified->rule)
+      .Add("disk_uuid", request.disk_uuid())
+      .Add("token_id", token->id)
+      .Add("token_expires", Rfc3339(token->expires_unix))
+      .Add("discovery", discovery)
+      .Fields(recorded)
+      .Log(OkStatus());
   return ticket;
 }
 
@@ -209,7 +221,7 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
                                                       const Peer& peer) {
   const std::string& node = request.node_name();
   auto refuse = [&](Status status) {
-    Audit("IssueRejoinTicket", peer, node, status, "");
+    TicketAudit("IssueRejoinTicket", peer, node).Log(status);
     return status;
   };
   if (!IsValidNodeName(node)) {
@@ -219,23 +231,25 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   if (!IsValidDiskUuid(request.disk_uuid())) {
     return refuse(InvalidArgument("disk UUID \"" + request.disk_uuid() + "\" is not a LUKS2 UUID"));
   }
+  // A rejoin is a disk key and nothing else.
+  if (nodes_ == nullptr) return refuse(NoDiskKeysWithoutRecords());
   auto verified =
       VerifyCaller(request.evidence(), request.nonce(), peer, request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
   v1::RejoinTicket ticket;
-  std::string recorded;
-  if (nodes_ != nullptr) {
-    auto admitted = nodes_->AdmitRejoin(request, *verified);
-    if (!admitted.ok()) return refuse(admitted.status());
-    ticket.set_etcd_crl(admitted->etcd_crl);
-    recorded = " " + admitted->audit;
-  }
+  auto admitted = nodes_->AdmitRejoin(request, *verified);
+  if (!admitted.ok()) return refuse(admitted.status());
+  ticket.set_etcd_crl(admitted->etcd_crl);
+  const std::string recorded = admitted->audit;
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
   ticket.set_disk_key(std::string(key->view()));
-  Audit("IssueRejoinTicket", peer, node, OkStatus(),
-        "ak=sha256:" + verified->ak_sha256_hex + " rule=\"" + verified->rule +
-            "\" disk_uuid=" + request.disk_uuid() + recorded);
+  TicketAudit("IssueRejoinTicket", peer, node)
+      .Add("ak", "sha256:" + verified->ak_sha256_hex)
+      .Quoted("rule", verified->rule)
+      .Add("disk_uuid", request.disk_uuid())
+      .Fields(recorded)
+      .Log(OkStatus());
   return ticket;
 }
 

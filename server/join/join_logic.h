@@ -58,8 +58,10 @@ bool IsValidDiskUuid(std::string_view uuid);
 // Thread-safe once constructed; the collaborators must be thread-safe and outlive it.
 class JoinLogic {
  public:
-  // `nodes`: node records in etcd (docs/etcd.md); null runs without them (berthd --no-etcd):
-  // workers only, rejoins unchecked.
+  // `nodes`: node records in etcd (docs/etcd.md); null runs without them (berthd --no-etcd,
+  // for benchmarks and tests): diskless workers only. Without records a disk key is never
+  // released (FAILED_PRECONDITION for a join naming a disk, and for every rejoin), and every
+  // grant's audit line says records=none.
   // `golden`: golden tickets (debug builds; null in release builds, which refuse them).
   // `discovery`: kubeconfigs for kubeadm's discovery.file (null: bootstrap-token discovery).
   JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer* nonces,

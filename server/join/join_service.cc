@@ -77,6 +77,20 @@ Result<LoadGate::Pass> JoinServiceImpl::Admit(const grpc::ServerContext& context
 grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
                                         const v1::ChallengeRequest* request,
                                         v1::ChallengeResponse* response) {
+  // A challenge that asks for credential activation (it presents an EK) makes berthd check an
+  // EK certificate chain and run MakeCredential for a caller nobody has authenticated yet:
+  // it takes a slot of the join gate like a ticket call (BENCHMARKS.md has the cost of each),
+  // so a flood of them is refused at once instead of taking the CPU. A plain challenge (an
+  // HMAC) is always answered.
+  std::optional<LoadGate::Pass> pass;
+  if (gate_ != nullptr && !request->ek_public().empty()) {
+    auto admitted = Admit(*context);
+    if (!admitted.ok()) {
+      if (metrics_ != nullptr) metrics_->CountRequest("Challenge", "shed");
+      return ToGrpcStatus(admitted.status());
+    }
+    pass.emplace(std::move(*admitted));
+  }
   Observe observe(metrics_, "Challenge");
   auto result = logic_->Challenge(*request, PeerFromContext(*context));
   observe.Done(result);

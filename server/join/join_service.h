@@ -21,7 +21,9 @@ inline constexpr int kMaxJoinRequestBytes = 2 << 20;
 class JoinServiceImpl final : public v1::JoinService::Service {
  public:
   // `metrics` (may be null) counts each call's outcome and latency; `gate` (may be null: no
-  // limits) admits the ticket calls (Challenge is cheap and always answered).
+  // limits) admits the ticket calls and the challenges that present an EK (credential
+  // activation costs berthd an EK chain check and a MakeCredential); a plain Challenge is an
+  // HMAC and always answered.
   explicit JoinServiceImpl(JoinLogic* logic, Metrics* metrics = nullptr, LoadGate* gate = nullptr)
       : logic_(logic), metrics_(metrics), gate_(gate) {}
 

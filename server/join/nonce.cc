@@ -38,6 +38,48 @@ Bytes NonceIssuer::Issue() {
   return nonce;
 }
 
+namespace {
+
+const char kReused[] =
+    "nonce was already used: a challenge admits one ticket call (a replayed request?); ask for "
+    "a fresh challenge";
+
+std::string UseKey(std::span<const uint8_t> nonce) {
+  return std::string(reinterpret_cast<const char*>(nonce.data()), 24);  // time || random
+}
+
+}  // namespace
+
+void NonceIssuer::ForgetExpired(int64_t now) {
+  while (!used_->by_expiry.empty() && used_->by_expiry.begin()->first <= now) {
+    used_->expires.erase(used_->by_expiry.begin()->second);
+    used_->by_expiry.erase(used_->by_expiry.begin());
+  }
+}
+
+Status NonceIssuer::CheckUnused(std::span<const uint8_t> nonce) {
+  if (nonce.size() != kNonceSize) return InvalidArgument("nonce has the wrong size");
+  std::lock_guard lock(used_->mu);
+  if (used_->expires.contains(UseKey(nonce))) return PermissionDenied(kReused);
+  return OkStatus();
+}
+
+Status NonceIssuer::MarkUsed(std::span<const uint8_t> nonce) {
+  if (nonce.size() != kNonceSize) return InvalidArgument("nonce has the wrong size");
+  const int64_t expires = ExpiresUnix(nonce);
+  std::lock_guard lock(used_->mu);
+  ForgetExpired(clock_->NowUnix());
+  auto [it, inserted] = used_->expires.emplace(UseKey(nonce), expires);
+  if (!inserted) return PermissionDenied(kReused);
+  used_->by_expiry.emplace(expires, it->first);
+  return OkStatus();
+}
+
+size_t NonceIssuer::used_count() const {
+  std::lock_guard lock(used_->mu);
+  return used_->expires.size();
+}
+
 int64_t NonceIssuer::ExpiresUnix(std::span<const uint8_t> nonce) const {
   return nonce.size() < 8 ? 0 : ReadTime(nonce) + ttl_.count();
 }

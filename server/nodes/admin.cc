@@ -6,6 +6,7 @@
 
 #include "common/bytes.h"
 #include "common/enrolment.h"
+#include "server/audit.h"
 #include "server/nodes/records.h"
 #include "server/nodes/registry.h"
 
@@ -13,15 +14,10 @@ namespace berth::server {
 
 namespace {
 
+// An operator's call: done or failed, with who asked about which node.
 void Audit(std::string_view call, const std::string& by, const std::string& node,
            const Status& status, const std::string& details) {
-  if (status.ok()) {
-    spdlog::info("audit call={} decision=done operator=\"{}\" node={} {}", call, by,
-                 node.empty() ? "-" : node, details);
-  } else {
-    spdlog::warn("audit call={} decision=failed operator=\"{}\" node={} code={} reason=\"{}\"",
-                 call, by, node.empty() ? "-" : node, CodeName(status.code()), status.message());
-  }
+  AuditLine(call).Quoted("operator", by).Add("node", node).Fields(details).Log(status, "done", "failed");
 }
 
 std::string Join(const google::protobuf::RepeatedPtrField<std::string>& v) {
@@ -79,7 +75,7 @@ Result<v1::AdminAuthorizeNodeResponse> NodeAdmin::AuthorizeNode(
   auto done = [&](Status st) {
     Audit("AuthorizeNode", by, request.name(), st,
           "role=" + std::string(NodeRoleName(request.role())) +
-              " ak=" + (request.ak_sha256().empty() ? "-" : request.ak_sha256()));
+              " ak=" + (request.ak_sha256().empty() ? "-" : AuditValue(request.ak_sha256())));
     return st;
   };
   if (!IsValidNodeName(request.name())) {

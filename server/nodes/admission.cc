@@ -5,6 +5,8 @@
 #include <regex>
 
 #include "common/time.h"
+#include "server/audit.h"
+#include "server/cloud/ec2_identity.h"
 
 namespace berth::server {
 
@@ -29,20 +31,34 @@ Result<AdmissionOutcome> Admission::Admit(const verify::AdmissionPolicy& policy,
   }
   const bool first_seen = !current || current->record.state() == v1::NODE_STATE_PENDING;
   if (!first_seen || evidence.golden.has_value()) return out;  // joined before / a golden ticket
-  if (policy.ec2_preauthorized_only) BERTH_RETURN_IF_ERROR(CheckEc2(request, out));
+  if (policy.ec2_preauthorized_only) BERTH_RETURN_IF_ERROR(CheckEc2(policy, request, out));
   if (policy.approval_required) {
     BERTH_RETURN_IF_ERROR(AwaitApproval(request, evidence, facts, peer, current, out));
   }
   return out;
 }
 
-Status Admission::CheckEc2(const v1::JoinRequest& request, AdmissionOutcome& out) {
+Status Admission::CheckEc2(const verify::AdmissionPolicy& policy, const v1::JoinRequest& request,
+                           AdmissionOutcome& out) {
   const std::string& id = request.ec2_instance_id();
   if (id.empty()) {
     return PermissionDenied(
         "this cluster admits only EC2 instances that a cloud event "
         "pre-authorized, and node " +
         request.node_name() + " claims no EC2 instance ID");
+  }
+  // A claim is what the node says; the instance identity document, signed by AWS and served
+  // only to the instance, is what proves it (ec2_identity.h).
+  if (!request.has_ec2_identity()) {
+    return PermissionDenied("node " + request.node_name() + " claims EC2 instance " + id +
+                            " without its signed instance identity document (the agent reads "
+                            "it from the instance metadata service); a claim alone is refused");
+  }
+  BERTH_ASSIGN_OR_RETURN(Ec2Identity identity,
+                         VerifyEc2Identity(request.ec2_identity(), policy.ec2_identity));
+  if (identity.instance_id != id) {
+    return PermissionDenied("the EC2 instance identity document is for instance " +
+                            identity.instance_id + ", not the claimed " + id);
   }
   BERTH_ASSIGN_OR_RETURN(std::optional<StoredValue> stored,
                          store_->GetValue(Ec2PreauthorizationKey(id)));
@@ -62,11 +78,22 @@ Status Admission::CheckEc2(const v1::JoinRequest& request, AdmissionOutcome& out
     return PermissionDenied("the pre-authorization of EC2 instance " + id + " expired at " +
                             Rfc3339(p.expires_unix()));
   }
+  // The event that pre-authorized the instance names its account and region too.
+  if (!p.account().empty() && p.account() != identity.account_id) {
+    return PermissionDenied("EC2 instance " + id + " was announced for account " + p.account() +
+                            ", its identity document says " + identity.account_id);
+  }
+  if (!p.region().empty() && p.region() != identity.region) {
+    return PermissionDenied("EC2 instance " + id + " was announced in region " + p.region() +
+                            ", its identity document says " + identity.region);
+  }
   p.set_used_unix(now);
   p.set_used_by_node(request.node_name());
   out.consume.push_back(GuardedPut{stored->key, stored->mod_revision, RecordToJson(p)});
   out.ec2_instance_id = id;
-  out.audit += " ec2_instance=" + id + " ec2_event=" + p.message_id();
+  out.audit += " ec2_instance=" + AuditValue(id) + " ec2_event=" + AuditValue(p.message_id()) +
+               " ec2_account=" + AuditValue(identity.account_id) +
+               " ec2_region=" + AuditValue(identity.region);
   return OkStatus();
 }
 
@@ -87,17 +114,20 @@ Status Admission::AwaitApproval(const v1::JoinRequest& request,
       v1::NodeRecord pending = MakePendingRecord(facts, peer);
       Status st = store_->Commit({.record = pending, .expected_mod_revision = 0});
       if (st.ok()) {
-        spdlog::info(
-            "audit call=IssueJoinTicket decision=pending node={} peer={} ak=sha256:{} "
-            "rule=\"{}\" reason=\"first seen; waiting for operator approval\"",
-            name, peer, evidence.ak_sha256_hex, evidence.rule);
+        AuditLine("IssueJoinTicket")
+            .Add("node", name)
+            .Add("peer", peer)
+            .Add("ak", "sha256:" + evidence.ak_sha256_hex)
+            .Quoted("rule", evidence.rule)
+            .Quoted("reason", "first seen; waiting for operator approval")
+            .Log(OkStatus(), "pending");
       } else if (st.code() != Code::kAborted) {
         return st;
       }
     } else if (current->record.state() == v1::NODE_STATE_PENDING &&
                current->record.approved_unix() != 0) {
-      out.audit += " approved_by=\"" + current->record.approved_by() +
-                   "\" approved_at=" + Rfc3339(current->record.approved_unix());
+      out.audit += " approved_by=" + AuditValue(current->record.approved_by(), true) +
+                   " approved_at=" + Rfc3339(current->record.approved_unix());
       return OkStatus();
     } else if (current->record.state() != v1::NODE_STATE_PENDING) {
       return OkStatus();  // joined meanwhile (another replica): nothing to approve

@@ -9,8 +9,10 @@
 // call again at once. A denied (revoked) pending node is refused with PERMISSION_DENIED.
 //
 // EC2 pre-authorization: the node must claim an instance ID (JoinRequest.ec2_instance_id)
-// that an SNS "running" event pre-authorized and no join has used; the join consumes it in the
-// same etcd transaction as the node's record, so it is used once.
+// that an SNS "running" event pre-authorized and no join has used, and prove it with the
+// instance's identity document signed by AWS (JoinRequest.ec2_identity, ec2_identity.h) for
+// that instance, and the account and region the event named; the join consumes it in the same
+// etcd transaction as the node's record, so it is used once.
 #pragma once
 
 #include <chrono>
@@ -63,7 +65,8 @@ class Admission {
                                  const std::string& peer, std::optional<StoredNode>& current);
 
  private:
-  Status CheckEc2(const v1::JoinRequest& request, AdmissionOutcome& out);
+  Status CheckEc2(const verify::AdmissionPolicy& policy, const v1::JoinRequest& request,
+                  AdmissionOutcome& out);
   Status AwaitApproval(const v1::JoinRequest& request, const verify::VerifiedEvidence& evidence,
                        const JoinFacts& facts, const std::string& peer,
                        std::optional<StoredNode>& current, AdmissionOutcome& out);

@@ -7,6 +7,7 @@
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/golden_ticket.h"
 #include "server/nodes/records.h"
 
@@ -41,15 +42,6 @@ bool IsAddress(std::string_view a) {
   return std::regex_match(a.begin(), a.end(), kAddress);
 }
 
-void Audit(std::string_view call, const Status& st, const std::string& details) {
-  if (st.ok()) {
-    spdlog::warn("audit call={} decision=granted {}", call, details);
-  } else {
-    spdlog::warn("audit call={} decision=refused {} code={} reason=\"{}\"", call, details,
-                 CodeName(st.code()), st.message());
-  }
-}
-
 class EtcdGoldenTickets : public GoldenTickets {
  public:
   EtcdGoldenTickets(NodeStore* store, Clock* clock, GoldenTicketOptions options)
@@ -57,11 +49,12 @@ class EtcdGoldenTickets : public GoldenTickets {
 
   Result<v1::GoldenTicketIssueResponse> Issue(const v1::GoldenTicketIssueRequest& request,
                                               const std::string& by) override {
-    const std::string details = "operator=\"" + by + "\" node=" +
-                                (request.node_name().empty() ? "-" : request.node_name()) +
-                                " address=" + request.node_address();
+    // Golden tickets are audited at warning level, granted or not (docs/lifecycle.md).
+    AuditLine audit("IssueGoldenTicket");
+    audit.Quoted("operator", by).Add("node", request.node_name());
+    audit.Add("address", request.node_address());
     auto refuse = [&](Status st) {
-      Audit("IssueGoldenTicket", st, details);
+      audit.Log(st, "granted", "refused", /*loud=*/true);
       return st;
     };
     if (!IsAddress(request.node_address())) {
@@ -110,9 +103,8 @@ class EtcdGoldenTickets : public GoldenTickets {
       WipeString(*t->mutable_secret());
       return refuse(st);
     }
-    Audit("IssueGoldenTicket", OkStatus(),
-          details + " ticket=" + t->id() + " role=" + std::string(NodeRoleName(role)) +
-              " expires=" + Rfc3339(t->expires_unix()));
+    audit.Add("ticket", t->id()).Add("role", NodeRoleName(role));
+    audit.Add("expires", Rfc3339(t->expires_unix())).Log(OkStatus(), "granted", "refused", true);
     return out;
   }
 
@@ -123,10 +115,10 @@ class EtcdGoldenTickets : public GoldenTickets {
     const std::string node = request.node_name();
     const std::string peer_key = HexEncode(peer_spki_sha256);
     const std::string host = PeerHost(peer_address);
-    std::string details = "node=" + node + " peer=" + peer_address +
-                          " ticket=" + (IsTicketId(t.id()) ? t.id() : std::string("-"));
+    AuditLine audit("UseGoldenTicket");
+    audit.Add("node", node).Add("peer", peer_address).Add("ticket", IsTicketId(t.id()) ? t.id() : "");
     auto refuse = [&](Status st) {
-      Audit("UseGoldenTicket", st, details);
+      audit.Log(st, "granted", "refused", /*loud=*/true);
       return st;
     };
     if (!IsTicketId(t.id())) return refuse(InvalidArgument("the golden ticket has no valid id"));
@@ -178,7 +170,7 @@ class EtcdGoldenTickets : public GoldenTickets {
                            .key = stored->key,
                            .mod_revision = stored->mod_revision,
                            .used_record = RecordToJson(r)};
-    Audit("UseGoldenTicket", OkStatus(), details + (retry ? " use=retry" : " use=first"));
+    audit.Add("use", retry ? "retry" : "first").Log(OkStatus(), "granted", "refused", true);
     return out;
   }
 

@@ -56,6 +56,7 @@ Result<v1::NodeRecord> ApplyJoin(const v1::NodeRecord* current, const JoinFacts&
   r.set_role(f.role);
   r.set_disk_uuid(f.disk_uuid);
   if (!f.ak_sha256.empty()) r.set_ak_sha256(f.ak_sha256);
+  if (!f.platform_key_sha256.empty()) r.set_platform_key_sha256(f.platform_key_sha256);
   if (!f.ek_certificate_sha256.empty()) r.set_ek_certificate_sha256(f.ek_certificate_sha256);
   if (r.first_join_unix() == 0) r.set_first_join_unix(f.now_unix);
   r.set_last_join_unix(f.now_unix);
@@ -85,7 +86,7 @@ Result<v1::NodeRecord> ApplyJoin(const v1::NodeRecord* current, const JoinFacts&
 
 Result<v1::NodeRecord> ApplyRejoin(const v1::NodeRecord* current, const std::string& name,
                                    const std::string& disk_uuid, const std::string& ak_sha256,
-                                   int64_t now_unix) {
+                                   int64_t now_unix, const std::string& platform_key_sha256) {
   if (current == nullptr) {
     return FailedPrecondition("node " + name +
                               " has no record in this cluster: a node joins before it rejoins");
@@ -106,6 +107,7 @@ Result<v1::NodeRecord> ApplyRejoin(const v1::NodeRecord* current, const std::str
   v1::NodeRecord r = *current;
   r.set_version(kNodeRecordVersion);
   r.set_last_rejoin_unix(now_unix);
+  if (!platform_key_sha256.empty()) r.set_platform_key_sha256(platform_key_sha256);
   return r;
 }
 
@@ -125,6 +127,7 @@ v1::NodeRecord MakePendingRecord(const JoinFacts& f, const std::string& peer) {
   r.set_state(v1::NODE_STATE_PENDING);
   r.set_disk_uuid(f.disk_uuid);
   r.set_ak_sha256(f.ak_sha256);
+  r.set_platform_key_sha256(f.platform_key_sha256);
   r.set_ek_certificate_sha256(f.ek_certificate_sha256);
   r.set_policy_rule(f.policy_rule);
   r.set_pending_since_unix(f.now_unix);

@@ -30,6 +30,7 @@ struct JoinFacts {
   v1::NodeRole role = v1::NODE_ROLE_UNSPECIFIED;
   std::string disk_uuid;
   std::string ak_sha256;  // as the evidence verifier established it
+  std::string platform_key_sha256;  // SEV-SNP: the VCEK/VLEK (VerifiedEvidence)
   std::string ek_certificate_sha256;
   std::string policy_rule;
   std::string role_authorization;  // control planes: what authorized the role
@@ -55,7 +56,7 @@ Result<v1::NodeRecord> ApplyJoin(const v1::NodeRecord* current, const JoinFacts&
 // disk that is not the one recorded at join.
 Result<v1::NodeRecord> ApplyRejoin(const v1::NodeRecord* current, const std::string& name,
                                    const std::string& disk_uuid, const std::string& ak_sha256,
-                                   int64_t now_unix);
+                                   int64_t now_unix, const std::string& platform_key_sha256 = "");
 
 // The control plane's learner became a voting member. A record in any state other than
 // JOINING is returned unchanged.

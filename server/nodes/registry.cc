@@ -7,6 +7,7 @@
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {
@@ -43,6 +44,31 @@ Status CheckNodeUrl(const std::string& url, const char* what, const v1::JoinRequ
                            " is not among the node's addresses");
   }
   return OkStatus();
+}
+
+std::string SpentNoncesKey(const verify::VerifiedEvidence& evidence) {
+  if (!evidence.nonce.has_value()) return "";
+  return SpentNonceKey(evidence.nonce->expires_unix, evidence.nonce->sha256_hex);
+}
+
+// This call's nonce as a write that only succeeds if the key is still absent (docs/nonces.md).
+// PERMISSION_DENIED when it is there: a replay to another replica than the one that granted it.
+// One key per nonce: calls with different nonces never contend, whatever node or AK they are.
+Result<std::optional<GuardedPut>> SpendNonce(const verify::VerifiedEvidence& evidence,
+                                             const std::optional<StoredValue>& stored,
+                                             const std::string& node) {
+  const std::string key = SpentNoncesKey(evidence);
+  if (key.empty()) return std::optional<GuardedPut>();
+  if (stored.has_value()) {
+    return PermissionDenied(
+        "nonce was already used: a challenge admits one ticket call (a replayed request?); "
+        "ask for a fresh challenge");
+  }
+  v1::SpentNonce spent;
+  spent.set_nonce_sha256(evidence.nonce->sha256_hex);
+  spent.set_expires_unix(evidence.nonce->expires_unix);
+  spent.set_node(node);
+  return std::optional<GuardedPut>(GuardedPut{key, 0, RecordToJson(spent)});
 }
 
 }  // namespace
@@ -104,11 +130,13 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                                               const verify::VerifiedEvidence& evidence,
                                               const std::string& peer) {
   const std::string& name = request.node_name();
-  // The record and the disk's claim in one round trip (~0.5 ms of berthd's CPU per etcd call).
+  // The record, the disk's claim and the spent nonces in one round trip (~0.5 ms of berthd's
+  // CPU per etcd call).
   BERTH_ASSIGN_OR_RETURN(NodeStore::JoinView view,
-                         store_->GetForJoin(name, request.disk_uuid()));
+                         store_->GetForJoin(name, request.disk_uuid(), SpentNoncesKey(evidence)));
   std::optional<StoredNode> current = std::move(view.node);
   const v1::NodeRecord* record = current ? &current->record : nullptr;
+  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce, SpendNonce(evidence, view.value, name));
   BERTH_RETURN_IF_ERROR(CheckMayJoin(record, name, evidence.ak_sha256_hex, request.role()));
   const std::shared_ptr<const verify::Policy> policy = policy_->Current();
   const std::optional<DiskClaim> disk = std::move(view.disk);
@@ -120,6 +148,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                   .role = request.role(),
                   .disk_uuid = request.disk_uuid(),
                   .ak_sha256 = evidence.ak_sha256_hex,
+                  .platform_key_sha256 = evidence.platform_key_sha256_hex,
                   .ek_certificate_sha256 = EkCertificateSha256(request),
                   .policy_rule = evidence.rule,
                   .now_unix = clock_->NowUnix()};
@@ -137,6 +166,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                          .pending_reason = admitted.reason};
   }
   record = current ? &current->record : nullptr;
+  if (nonce.has_value()) admitted.consume.push_back(*nonce);  // written with the record
   if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
     return AdmitControlPlane(request, evidence, current, disk, std::move(facts), admitted);
   }
@@ -146,6 +176,7 @@ Result<JoinAdmission> NodeRegistry::AdmitJoin(const v1::JoinRequest& request,
                     .disk_uuid = request.disk_uuid(),
                     .disk_claim = disk};
   ApplyAdmission(admitted, evidence, next, commit);
+  if (evidence.nonce.has_value()) commit.sweep_nonces_expired_before = facts.now_unix;
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
   return JoinAdmission{.etcd = std::nullopt,
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
@@ -208,6 +239,7 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
                     .disk_claim = disk,
                     .issued = {server_cert.log, peer_cert.log}};
   ApplyAdmission(admitted, evidence, next, commit);
+  if (evidence.nonce.has_value()) commit.sweep_nonces_expired_before = now;
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
 
   v1::EtcdMaterial material;
@@ -225,8 +257,8 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
   material.set_member_id(learner.member.id());
   return JoinAdmission{.etcd = std::move(material),
                        .audit = "record=" + std::string(NodeStateName(next.state())) +
-                                " authorized_by=\"" + facts.role_authorization +
-                                "\" etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
+                                " authorized_by=" + AuditValue(facts.role_authorization, true) +
+                                " etcd_member=" + etcd::MemberIdHex(learner.member.id()) +
                                 (learner.added ? " etcd_learner=added" : " etcd_learner=reused") +
                                 " certs=" + server_cert.log.serial() + "," +
                                 peer_cert.log.serial() + admitted.audit};
@@ -235,13 +267,20 @@ Result<JoinAdmission> NodeRegistry::AdmitControlPlane(const v1::JoinRequest& req
 Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& request,
                                                   const verify::VerifiedEvidence& evidence) {
   const std::string& name = request.node_name();
-  BERTH_ASSIGN_OR_RETURN(std::optional<StoredNode> current, store_->Get(name));
+  BERTH_ASSIGN_OR_RETURN(NodeStore::JoinView view,
+                         store_->GetForJoin(name, "", SpentNoncesKey(evidence)));
+  const std::optional<StoredNode>& current = view.node;
+  BERTH_ASSIGN_OR_RETURN(std::optional<GuardedPut> nonce, SpendNonce(evidence, view.value, name));
   BERTH_ASSIGN_OR_RETURN(
       v1::NodeRecord next,
       ApplyRejoin(current ? &current->record : nullptr, name, request.disk_uuid(),
-                  evidence.ak_sha256_hex, clock_->NowUnix()));
-  BERTH_RETURN_IF_ERROR(
-      store_->Commit({.record = next, .expected_mod_revision = current->mod_revision}));
+                  evidence.ak_sha256_hex, clock_->NowUnix(), evidence.platform_key_sha256_hex));
+  NodeCommit commit{.record = next, .expected_mod_revision = current->mod_revision};
+  if (nonce.has_value()) {
+    commit.also.push_back(*nonce);
+    commit.sweep_nonces_expired_before = clock_->NowUnix();
+  }
+  BERTH_RETURN_IF_ERROR(store_->Commit(commit));
   RejoinAdmission out{.etcd_crl = "",
                       .audit = "record=" + std::string(NodeStateName(next.state()))};
   if (next.role() == v1::NODE_ROLE_CONTROL_PLANE && ca_ != nullptr) {

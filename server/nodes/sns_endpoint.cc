@@ -8,22 +8,31 @@
 
 #include "common/bytes.h"
 #include "common/time.h"
+#include "server/audit.h"
 #include "server/nodes/admission.h"
 
 namespace berth::server {
 
 namespace {
 
-void Audit(const SnsMessage& m, const SnsReply& r, const std::string& details) {
-  if (r.status < 300) {
-    spdlog::info("audit call=SnsMessage decision=accepted type={} message_id={} topic={} {}",
-                 m.type, m.message_id, m.topic_arn, details);
-  } else {
-    spdlog::warn(
-        "audit call=SnsMessage decision=refused type={} message_id={} topic={} status={} "
-        "reason=\"{}\"",
-        m.type, m.message_id, m.topic_arn, r.status, r.body);
+// The HTTP status berthd answers SNS with, as the code of the audit line's refusal.
+Status ReplyStatus(const SnsReply& r) {
+  switch (r.status) {
+    case 400: return InvalidArgument(r.body);
+    case 403: return PermissionDenied(r.body);
+    case 409: return AlreadyExists(r.body);
+    case 503: return Unavailable(r.body);
+    default: return r.status < 300 ? OkStatus() : Internal(r.body);
   }
+}
+
+// Everything in an SNS message is the sender's word until its signature verified: each field
+// goes through the audit line's escaping (server/audit.h), and the reply is berthd's own text.
+void Audit(const SnsMessage& m, const SnsReply& r, const std::string& details) {
+  AuditLine line("SnsMessage");
+  line.Add("type", m.type).Add("message_id", m.message_id).Add("topic", m.topic_arn);
+  if (r.status >= 300) line.Add("status", std::to_string(r.status));
+  line.Fields(details).Log(ReplyStatus(r), "accepted", "refused");
 }
 
 }  // namespace
@@ -58,8 +67,7 @@ SnsReply SnsHandler::Handle(const std::string& type_header, const std::string& b
   auto parsed = ParseSnsMessage(body);
   if (!parsed.ok()) {
     metrics_->CountSnsMessage("unknown", "malformed");
-    spdlog::warn("audit call=SnsMessage decision=refused status=400 reason=\"{}\"",
-                 parsed.status().message());
+    AuditLine("SnsMessage").Add("status", "400").Log(parsed.status(), "accepted", "refused");
     return {400, parsed.status().message()};
   }
   const SnsMessage& m = *parsed;
@@ -138,8 +146,8 @@ SnsReply SnsHandler::OnEc2(const SnsMessage& m, const Ec2StateChange& e) {
     metrics_->CountSnsMessage(m.type, r.status < 300 ? "accepted" : "failed");
     metrics_->CountEc2Event(e.state, action);
     Audit(m, r,
-          "ec2_instance=" + e.instance_id + " state=" + e.state + " action=" + std::string(action) +
-              details);
+          "ec2_instance=" + AuditValue(e.instance_id) + " state=" + AuditValue(e.state) +
+              " action=" + std::string(action) + details);
     return r;
   };
   const std::string key = Ec2PreauthorizationKey(e.instance_id);

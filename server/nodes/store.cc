@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+
 namespace berth::server {
 
 namespace {
@@ -50,6 +52,12 @@ void AddPut(pb::TxnRequest& txn, const std::string& key, const std::string& valu
 }
 
 }  // namespace
+
+std::string SpentNonceKey(int64_t expires_unix, const std::string& nonce_sha256_hex) {
+  std::string expiry = std::to_string(std::max<int64_t>(expires_unix, 0));
+  expiry.insert(0, expiry.size() < 12 ? 12 - expiry.size() : 0, '0');
+  return "nonces/" + expiry + "/" + nonce_sha256_hex;
+}
 
 std::string RecordToJson(const google::protobuf::Message& message) {
   std::string out;
@@ -102,10 +110,12 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
 }
 
 Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
-                                                   const std::string& disk_uuid) {
+                                                   const std::string& disk_uuid,
+                                                   const std::string& value_key) {
   pb::TxnRequest txn;  // no comparisons: the reads always run
   txn.add_success()->mutable_request_range()->set_key(NodeKey(name));
   if (!disk_uuid.empty()) txn.add_success()->mutable_request_range()->set_key(DiskKey(disk_uuid));
+  if (!value_key.empty()) txn.add_success()->mutable_request_range()->set_key(prefix_ + value_key);
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
   if (got.responses_size() != txn.success_size()) {
     return Internal("etcd answered " + std::to_string(got.responses_size()) +
@@ -118,6 +128,12 @@ Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
   }
   if (!disk_uuid.empty() && got.responses(1).response_range().kvs_size() > 0) {
     view.disk = DiskClaimFromKv(got.responses(1).response_range().kvs(0));
+  }
+  if (!value_key.empty()) {
+    const pb::RangeResponse& value = got.responses(disk_uuid.empty() ? 1 : 2).response_range();
+    if (value.kvs_size() > 0) {
+      view.value = StoredValue{value_key, value.kvs(0).value(), value.kvs(0).mod_revision()};
+    }
   }
   return view;
 }
@@ -147,6 +163,11 @@ Status NodeStore::Commit(const NodeCommit& c) {
   for (const auto& put : c.also) {
     *txn.add_compare() = ModRevisionIs(prefix_ + put.key, put.expected_mod_revision);
     AddPut(txn, prefix_ + put.key, put.value);
+  }
+  if (c.sweep_nonces_expired_before > 0) {
+    pb::DeleteRangeRequest* sweep = txn.add_success()->mutable_request_delete_range();
+    sweep->set_key(prefix_ + "nonces/");
+    sweep->set_range_end(prefix_ + SpentNonceKey(c.sweep_nonces_expired_before, ""));
   }
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {

@@ -5,6 +5,7 @@
 //   authorizations/<name>   NodeAuthorization        (berthctl nodes authorize)
 //   etcd/certs/<serial>     EtcdIssuedCertificate    (every certificate the etcd CA signed)
 //   etcd/crl/<serial>       EtcdRevokedCertificate   (what the CRL lists)
+//   nonces/<expiry>/<hash>  SpentNonce               (challenge nonces granted calls used)
 //
 // Values are protobuf JSON. Every change to a node is one etcd transaction that compares the
 // record's mod_revision with the one it was read at (and the disk claim likewise), so two
@@ -66,7 +67,13 @@ struct NodeCommit {
   std::vector<v1::EtcdIssuedCertificate> issued;
   std::vector<v1::EtcdRevokedCertificate> revoked;
   std::vector<GuardedPut> also;
+  // When set: the spent nonces that expired before this time are deleted in the same
+  // transaction (one range delete over nonces/, whose keys start with their expiry).
+  int64_t sweep_nonces_expired_before = 0;
 };
+
+// The etcd key (relative to the prefix) of a spent nonce: nonces/<expiry, 12 digits>/<hash>.
+std::string SpentNonceKey(int64_t expires_unix, const std::string& nonce_sha256_hex);
 
 struct RevokedList {
   std::vector<v1::EtcdRevokedCertificate> entries;
@@ -80,13 +87,16 @@ class NodeStore {
   Result<std::optional<StoredNode>> Get(const std::string& name);
   Result<std::vector<StoredNode>> List();
   Result<std::optional<DiskClaim>> GetDiskClaim(const std::string& disk_uuid);
-  // What a join reads: the node's record and, if `disk_uuid` is not empty, the disk's claim,
-  // in one etcd round trip (a transaction of two reads, so both at the same revision).
+  // What a join or rejoin reads: the node's record, the disk's claim if `disk_uuid` is not
+  // empty, and the value at `value_key` (relative to the prefix) if that is not empty, in one
+  // etcd round trip (one transaction of reads, so all at the same revision).
   struct JoinView {
     std::optional<StoredNode> node;
     std::optional<DiskClaim> disk;
+    std::optional<StoredValue> value;
   };
-  Result<JoinView> GetForJoin(const std::string& name, const std::string& disk_uuid);
+  Result<JoinView> GetForJoin(const std::string& name, const std::string& disk_uuid,
+                              const std::string& value_key = "");
 
   // Applies `commit` atomically. ABORTED when the record or the disk claim changed since they
   // were read (another replica got there first); UNAVAILABLE when etcd cannot be reached.

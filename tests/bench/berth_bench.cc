@@ -242,6 +242,9 @@ int main(int argc, char** argv) {
   run->add_option("--histogram", histogram, "write a latency histogram PNG here");
   run->add_option("--server-cert", cert, "berthd's certificate, to measure the crypto floor");
   run->add_option("--server-key", key, "berthd's key, to measure the crypto floor");
+  bool no_disk = false;
+  run->add_flag("--no-disk", no_disk,
+                "diskless workers: name no state disk (berthd --no-etcd releases no disk keys)");
 
   auto* null_cmd =
       app.add_subcommand("null-server", "a JoinService that verifies nothing (NOT berthd)");
@@ -281,6 +284,7 @@ int main(int argc, char** argv) {
   load.server_name = server_name;
   load.duration = std::chrono::seconds(duration);
   load.warmup = std::chrono::seconds(warmup);
+  load.with_disk = !no_disk;
   auto r = RunLoad(load, *ak);
   if (!r.ok()) return Fail(r.status());
   int64_t errors = 0;

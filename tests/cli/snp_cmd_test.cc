@@ -211,5 +211,34 @@ TEST(SnpReportCommandChainTest, TestChainGivenExplicitly) {
   EXPECT_THAT(r.output, StartsWith("signature: the report's signature does not verify"));
 }
 
+// Issue 22, section 4: --snp-verify-at (certificates checked at any time the caller names)
+// exists in test builds only, as golden tickets do.
+TEST(BerthdFlagsTest, SnpVerifyAtExistsOnlyInTestBuilds) {
+  const std::vector<std::string> flags = {
+      "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem", "--policy",
+      "/nonexistent/policy.yaml", "--master-secret-file", "/nonexistent/master", "--cluster-id",
+      "c", "--api-server-endpoint", "127.0.0.1:6443", "--no-etcd",
+      "--snp-verify-at=2025-01-01T00:00:00Z"};
+  RealProcessRunner runner;
+  auto run = [&](const std::string& binary) {
+    std::vector<std::string> argv = {BuildDir() + "/server/" + binary};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto r = runner.Run(argv);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : ProcessResult{};
+  };
+  // The debug build parses it, and stops later, at the first file it cannot read.
+  ProcessResult debug = run("berthd-debug");
+  EXPECT_EQ(debug.exit_code, 1) << debug.output;
+  EXPECT_THAT(debug.output, ::testing::HasSubstr("/nonexistent/"));
+  EXPECT_THAT(debug.output, ::testing::Not(::testing::HasSubstr("--snp-verify-at")));
+#if BERTH_RELEASE_BERTHD
+  ProcessResult release = run("berthd");
+  EXPECT_NE(release.exit_code, 0);
+  EXPECT_THAT(release.output, ::testing::HasSubstr("not expected: --snp-verify-at"))
+      << release.output;
+#endif
+}
+
 }  // namespace
 }  // namespace berth::testing

@@ -415,6 +415,18 @@ TEST(EtcdJoinTest, TwoReplicasAnswerTheSameAndWorkerJoinsAreRecorded) {
   ASSERT_TRUE(rejoin.ok()) << rejoin.status().ToString();
   EXPECT_EQ(rejoin->disk_key(), ticket->disk_key());
 
+  // Issue 22, section 6: the same request replayed over the same TLS key (as whoever holds
+  // the agent's key could, its first quote made before PCR 15 sealed the boot) is refused by
+  // both replicas, the other one through the nonce recorded with the grant in etcd.
+  auto prepared = bed.PrepareRejoin(w1, bed.BerthdEndpoint(0));
+  ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+  ASSERT_TRUE(bed.SendRejoin(*prepared, bed.BerthdEndpoint(0)).ok());
+  for (int replica : {1, 0}) {
+    auto replayed = bed.SendRejoin(*prepared, bed.BerthdEndpoint(replica));
+    EXPECT_EQ(replayed.status().code(), Code::kPermissionDenied) << replica;
+    EXPECT_THAT(replayed.status().message(), HasSubstr("nonce was already used")) << replica;
+  }
+
   // The whole agent on replica 1, then a reboot on replica 0: both recorded.
   AgentOutcome boot = bed.RunAgent(w2, false, {bed.BerthdEndpoint(1)});
   ASSERT_TRUE(boot.status.ok()) << boot.status.ToString();

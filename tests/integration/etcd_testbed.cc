@@ -411,6 +411,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);
   o.ec2_instance_id = node.ec2_instance_id;
+  if (!node.ec2_imds_url.empty()) o.ec2_imds_url = node.ec2_imds_url;
 
   RealClock clock;
   NodeRunner runner(&node.disk, {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
@@ -461,6 +462,7 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
     r.set_nonce(challenge.nonce());
   }
   r.set_ec2_instance_id(node.ec2_instance_id);
+  if (node.ec2_identity.has_value()) *r.mutable_ec2_identity() = *node.ec2_identity;
   r.set_node_name(node.name);
   r.set_role(control_plane ? v1::NODE_ROLE_CONTROL_PLANE : v1::NODE_ROLE_WORKER);
   if (node.disk.uuid.empty()) node.disk.uuid = agent::NewDiskUuid();
@@ -482,24 +484,37 @@ Result<v1::JoinTicket> EtcdTestbed::RequestJoinTicket(TestNode& node, bool contr
 
 Result<v1::RejoinTicket> EtcdTestbed::RequestRejoinTicket(TestNode& node,
                                                           const std::string& endpoint) {
+  BERTH_ASSIGN_OR_RETURN(PreparedRejoin prepared, PrepareRejoin(node, endpoint));
+  return SendRejoin(prepared, endpoint);
+}
+
+Result<EtcdTestbed::PreparedRejoin> EtcdTestbed::PrepareRejoin(TestNode& node,
+                                                               const std::string& endpoint) {
   BootNode(node);
-  BERTH_ASSIGN_OR_RETURN(agent::ClientIdentity id, agent::MakeClientIdentity(node.name));
+  PreparedRejoin out;
+  BERTH_ASSIGN_OR_RETURN(out.id, agent::MakeClientIdentity(node.name));
   auto transport =
-      agent::MakeGrpcJoinTransport(id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
+      agent::MakeGrpcJoinTransport(out.id, join_pki_.ca_pem_text, "", std::chrono::seconds(30));
   BERTH_ASSIGN_OR_RETURN(v1::ChallengeResponse challenge,
                          transport->Challenge(endpoint, v1::ChallengeRequest()));
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<agent::Tpm> tpm, agent::OpenEsysTpm(node.tpm->Tcti()));
-  Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), id.spki_sha256);
+  Bytes binding = ComputeBinding(AsBytes(challenge.nonce()), out.id.spki_sha256);
   BERTH_ASSIGN_OR_RETURN(
       v1::Evidence evidence,
       agent::CollectTpmEvidence(*tpm, DefaultPcrSelection(), binding, "/nonexistent"));
   tpm.reset();
-  v1::RejoinRequest r;
-  *r.mutable_evidence() = evidence;
-  r.set_nonce(challenge.nonce());
-  r.set_node_name(node.name);
-  r.set_disk_uuid(node.disk.uuid);
-  return transport->IssueRejoinTicket(endpoint, r);
+  *out.request.mutable_evidence() = evidence;
+  out.request.set_nonce(challenge.nonce());
+  out.request.set_node_name(node.name);
+  out.request.set_disk_uuid(node.disk.uuid);
+  return out;
+}
+
+Result<v1::RejoinTicket> EtcdTestbed::SendRejoin(const PreparedRejoin& prepared,
+                                                 const std::string& endpoint) {
+  auto transport = agent::MakeGrpcJoinTransport(prepared.id, join_pki_.ca_pem_text, "",
+                                                std::chrono::seconds(30));
+  return transport->IssueRejoinTicket(endpoint, prepared.request);
 }
 
 bool EtcdTestbed::StartNodeEtcd(TestNode& node, const v1::JoinTicket& ticket,

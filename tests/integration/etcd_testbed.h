@@ -51,6 +51,10 @@ struct TestNode {
   // EC2 instance the node claims to be.
   std::optional<v1::GoldenTicket> golden;
   std::string ec2_instance_id;
+  // The instance metadata service its agent reads the identity document from (RunAgent), or
+  // the document itself (RequestJoinTicket).
+  std::string ec2_imds_url;
+  std::optional<v1::Ec2InstanceIdentity> ec2_identity;
 };
 
 // What an agent run leaves behind.
@@ -132,6 +136,14 @@ class EtcdTestbed {
                                            const std::string& ticket_endpoint,
                                            agent::EtcdKeys* keys = nullptr);
   Result<v1::RejoinTicket> RequestRejoinTicket(TestNode& node, const std::string& endpoint);
+  // The same in two halves, for replays: the request answering `endpoint`'s challenge and the
+  // TLS identity it is bound to; then sending it (again), over that identity.
+  struct PreparedRejoin {
+    agent::ClientIdentity id;
+    v1::RejoinRequest request;
+  };
+  Result<PreparedRejoin> PrepareRejoin(TestNode& node, const std::string& endpoint);
+  Result<v1::RejoinTicket> SendRejoin(const PreparedRejoin& prepared, const std::string& endpoint);
 
   // Writes `ticket`'s etcd PKI under the node's root (as the agent does) and starts its etcd.
   bool StartNodeEtcd(TestNode& node, const v1::JoinTicket& ticket, const agent::EtcdKeys& keys);

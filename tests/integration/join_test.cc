@@ -161,6 +161,7 @@ TEST(AkAttributesJoinTest, ATrustedKeyWithoutTheAkAttributesIsRefusedByBerthd) {
   options.endpoint = "127.0.0.1:" + std::to_string(cluster.berthd_port());
   options.ca_pem = cluster.join_pki().ca_pem_text;
   options.server_name = "localhost";
+  options.with_disk = false;  // this berthd has no node records, so it releases no disk keys
 
   const struct {
     TPMA_OBJECT attributes;

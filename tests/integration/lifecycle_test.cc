@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <regex>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "server/join/bootstrap_token.h"
 #include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
+#include "tests/testing/ec2_documents.h"
 
 namespace berth::testing {
 namespace {
@@ -316,7 +318,39 @@ TEST(LifecycleTest, SnsEventsPreauthorizeAnInstanceForOneJoinAndTerminationRevok
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& node = bed.AddNode("w-ec2", false);
+  TestNode& impostor = bed.AddNode("w-impostor", false);  // another TPM, another AK
   node.ec2_instance_id = kInstance;
+  impostor.ec2_instance_id = kInstance;
+  // The instance metadata service stand-in (IMDSv2, as on the instance), serving the
+  // instance's document signed by a test key that the policy names as eu-west-1's.
+  TestAwsSigner aws = MakeTestAwsSigner();
+  const v1::Ec2InstanceIdentity identity =
+      MakeEc2Identity(kInstance, "123456789012", "eu-west-1", aws);
+  httplib::Server imds;
+  std::atomic<int> imds_gets{0};
+  imds.Put("/latest/api/token", [](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_header_value("X-aws-ec2-metadata-token-ttl-seconds").empty()) {
+      res.status = 400;
+      return;
+    }
+    res.set_content("imds-session-token", "text/plain");
+  });
+  auto serve = [&](const std::string& body) {
+    return [&imds_gets, body](const httplib::Request& req, httplib::Response& res) {
+      if (req.get_header_value("X-aws-ec2-metadata-token") != "imds-session-token") {
+        res.status = 401;  // IMDSv2 only
+        return;
+      }
+      ++imds_gets;
+      res.set_content(body, "text/plain");
+    };
+  };
+  imds.Get("/latest/dynamic/instance-identity/document", serve(identity.document()));
+  imds.Get("/latest/dynamic/instance-identity/rsa2048", serve(Base64(ToBytes(identity.pkcs7()))));
+  const int imds_port = imds.bind_to_any_port("127.0.0.1");
+  std::thread imds_thread([&] { imds.listen_after_bind(); });
+  node.ec2_imds_url = "http://127.0.0.1:" + std::to_string(imds_port);
+  node.ec2_identity = identity;  // for the step-by-step request below
   const std::string ca = bed.dir().Join("join/ca.pem");
   // The "SNS" host that serves the signing certificate, over https with the test CA.
   auto key = GenerateRsaKey(2048);
@@ -336,7 +370,7 @@ TEST(LifecycleTest, SnsEventsPreauthorizeAnInstanceForOneJoinAndTerminationRevok
   const std::string cert_url =
       "https://127.0.0.1:" + std::to_string(host_port) + "/SimpleNotificationService-test.pem";
 
-  bed.policy_extra = "admission:\n  ec2_preauthorized_only: true\n";
+  bed.policy_extra = Ec2AdmissionPolicyYaml("eu-west-1", aws);
   bed.berthd_flags = {"--sns-listen",
                       "127.0.0.1:0",
                       "--sns-port-file",
@@ -377,9 +411,29 @@ TEST(LifecycleTest, SnsEventsPreauthorizeAnInstanceForOneJoinAndTerminationRevok
     ASSERT_TRUE(bad);
     EXPECT_EQ(bad->status, 403) << bad->body;
 
+    // Issue 22, section 3: another attested machine claiming the instance (as a flag or a
+    // DMI tag would) without its identity document is refused, and the real instance then
+    // joins with the document its agent read from the metadata service.
+    auto claim_only = bed.RequestJoinTicket(impostor, false, ep, ep);
+    EXPECT_EQ(claim_only.status().code(), Code::kPermissionDenied);
+    EXPECT_THAT(claim_only.status().message(),
+                HasSubstr("node w-impostor claims EC2 instance " + kInstance +
+                          " without its signed instance identity document"));
+    EXPECT_FALSE(Record(bed, "w-impostor").has_value());
+
     AgentOutcome boot = bed.RunAgent(node, false, {ep});
     ASSERT_TRUE(boot.status.ok()) << boot.status.ToString() << "\n" << MustRead(bed.BerthdLog());
     EXPECT_EQ(Record(bed, "w-ec2")->ec2_instance_id(), kInstance);
+    EXPECT_EQ(imds_gets.load(), 2);  // the document and its signature, with an IMDSv2 token
+    EXPECT_TRUE(LogHas(bed, "ec2_instance=" + kInstance + " ec2_event=msg-1 "
+                            "ec2_account=123456789012 ec2_region=eu-west-1"));
+    // The document is replayable, the pre-authorization is not: the impostor with a copy of
+    // it gets nothing.
+    impostor.ec2_identity = identity;
+    auto replayed = bed.RequestJoinTicket(impostor, false, ep, ep);
+    EXPECT_EQ(replayed.status().code(), Code::kPermissionDenied);
+    EXPECT_THAT(replayed.status().message(),
+                HasSubstr("the pre-authorization of EC2 instance " + kInstance + " was used at"));
 
     auto gone = post(SignedEc2Notification(key->get(), cert_url, "msg-2", "terminated"));
     ASSERT_TRUE(gone);
@@ -395,6 +449,8 @@ TEST(LifecycleTest, SnsEventsPreauthorizeAnInstanceForOneJoinAndTerminationRevok
   }
   sns_host.stop();
   host_thread.join();
+  imds.stop();
+  imds_thread.join();
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ class OverloadTest : public ::testing::Test {
     options_.endpoint = "127.0.0.1:" + std::to_string(cluster_.berthd_port());
     options_.ca_pem = cluster_.join_pki().ca_pem_text;
     options_.server_name = "localhost";
+    options_.with_disk = false;  // berthd --no-etcd releases no disk keys (docs/etcd.md)
   }
 
   // `n` nodes joining at once; their outcomes in order of completion.

@@ -93,6 +93,12 @@ TEST_F(SnpJoinTest, NodesJoinWithSentCertificatesThenFromBerthdsCache) {
   EXPECT_THAT(log, HasSubstr("audit call=IssueJoinTicket decision=granted node=node-1"));
   EXPECT_THAT(log, HasSubstr("product Milan"));
   EXPECT_THAT(log, HasSubstr("VCEK sent"));
+  // berthd names the node by the identity key it sealed on its ESP, not by the host's VCEK.
+  v1::SnpSealedIdentity sealed;
+  ASSERT_TRUE(sealed.ParseFromString(MustRead(cluster_.node_root() + "/efi/berth/snp-identity.binpb")));
+  const std::string identity = HexEncode(Sha256(AsBytes(sealed.public_key())));
+  EXPECT_THAT(log, HasSubstr(" ak=sha256:" + identity + " "));
+  EXPECT_THAT(log, Not(HasSubstr(" ak=sha256:" + HexEncode(*CertSpkiSha256(vcek_.cert.get())))));
   // berthd cached what verified.
   const std::string cache = cluster_.dir().Join("snp-cache/Milan");
   EXPECT_EQ(MustRead(cache + "/ask.der"), ToString(chain_->AskDer()));
@@ -105,6 +111,14 @@ TEST_F(SnpJoinTest, NodesJoinWithSentCertificatesThenFromBerthdsCache) {
   ASSERT_TRUE(st.ok()) << st.ToString() << MustRead(cluster_.berthd_log());
   EXPECT_EQ(cluster_.ApiServerRecords().size(), 2u);
   EXPECT_THAT(MustRead(cluster_.berthd_log()), HasSubstr("VCEK cache"));
+  // The same identity, unsealed on the second boot: both grants name it.
+  const std::string both = MustRead(cluster_.berthd_log());
+  size_t grants = 0;
+  for (size_t at = both.find(" ak=sha256:" + identity + " "); at != std::string::npos;
+       at = both.find(" ak=sha256:" + identity + " ", at + 1)) {
+    ++grants;
+  }
+  EXPECT_EQ(grants, 2u);
 }
 
 TEST_F(SnpJoinTest, PolicyRefusalStopsTheNodeWithoutATicket) {
@@ -166,8 +180,10 @@ TEST_F(SnpJoinTest, ReportBoundToAnotherTlsKeyIsRefused) {
   auto challenge = node_transport->Challenge(endpoint, v1::ChallengeRequest());
   ASSERT_TRUE(challenge.ok()) << challenge.status().ToString();
   FakeSevGuest device(spec_, vcek_.key.get(), HostCerts());
+  auto identity = agent::SnpIdentity::LoadOrCreate(device, cluster_.dir().Join("identity"), 0);
+  ASSERT_TRUE(identity.ok()) << identity.status().ToString();
   Bytes binding = ComputeBinding(AsBytes(challenge->nonce()), node->spki_sha256);
-  auto evidence = agent::CollectSnpEvidence(device, binding, 0);
+  auto evidence = agent::CollectSnpEvidence(device, binding, 0, *identity);
   ASSERT_TRUE(evidence.ok()) << evidence.status().ToString();
   v1::JoinRequest request;
   *request.mutable_evidence() = *evidence;

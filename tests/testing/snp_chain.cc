@@ -90,6 +90,71 @@ SnpTestChain::SnpTestChain(snp::Product product, int rsa_bits) : product_(produc
   AddConfExtension(ask_.get(), ark_.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
   AddConfExtension(ask_.get(), ark_.get(), NID_key_usage, "critical,keyCertSign");
   SignCert(ask_.get(), ark_key_.get(), true);
+  asvk_key_ = std::move(GenerateRsaKey(rsa_bits)).value();
+  asvk_ = NewCert("SEV-VLEK-" + p, asvk_key_.get(), ark_.get(), from, to);
+  AddConfExtension(asvk_.get(), ark_.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+  AddConfExtension(asvk_.get(), ark_.get(), NID_key_usage, "critical,keyCertSign");
+  SignCert(asvk_.get(), ark_key_.get(), true);
+}
+
+Bytes SnpTestChain::AsvkDer() const { return std::move(CertToDer(asvk_.get())).value(); }
+
+SnpIssued SnpTestChain::IssueVlek(const SnpVcekSpec& spec) const {
+  SnpIssued out;
+  out.key = GenerateP384Key();
+  const int64_t from = spec.not_before ? spec.not_before : Now() - 86400;
+  const int64_t to = spec.not_after ? spec.not_after : Now() + 86400 * 365;
+  out.cert = NewCert("SEV-VLEK", out.key.get(), asvk_.get(), from, to);
+  X509* c = out.cert.get();
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.1", DerInteger(0));
+  std::string name = spec.product_name.value_or(std::string(snp::ProductName(product_)) + "-B0");
+  Bytes ia5 = {0x16, static_cast<uint8_t>(name.size())};
+  ia5.insert(ia5.end(), name.begin(), name.end());
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.2", ia5);
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.3.1", DerInteger(spec.tcb.bootloader));
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.3.2", DerInteger(spec.tcb.tee));
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.3.3", DerInteger(spec.tcb.snp));
+  AddRawExtension(c, "1.3.6.1.4.1.3704.1.3.8", DerInteger(spec.tcb.microcode));
+  if (spec.tcb.fmc) AddRawExtension(c, "1.3.6.1.4.1.3704.1.3.9", DerInteger(*spec.tcb.fmc));
+  if (spec.csp_id) {
+    Bytes csp = {0x16, static_cast<uint8_t>(spec.csp_id->size())};
+    csp.insert(csp.end(), spec.csp_id->begin(), spec.csp_id->end());
+    AddRawExtension(c, "1.3.6.1.4.1.3704.1.5", csp);
+  }
+  SignCert(c, asvk_key_.get(), true);
+  return out;
+}
+
+Bytes SnpTestChain::MakeCrl(const std::vector<X509*>& revoked, int64_t next_update) const {
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(X509_CRL_new(), X509_CRL_free);
+  X509_CRL_set_version(crl.get(), 1);
+  X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ark_.get()));
+  ASN1_TIME* last = ASN1_TIME_set(nullptr, static_cast<time_t>(Now() - 3600));
+  ASN1_TIME* next =
+      ASN1_TIME_set(nullptr, static_cast<time_t>(next_update ? next_update : Now() + 7 * 86400));
+  X509_CRL_set1_lastUpdate(crl.get(), last);
+  X509_CRL_set1_nextUpdate(crl.get(), next);
+  for (X509* cert : revoked) {
+    X509_REVOKED* r = X509_REVOKED_new();
+    X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert));
+    X509_REVOKED_set_revocationDate(r, last);
+    X509_CRL_add0_revoked(crl.get(), r);
+  }
+  ASN1_TIME_free(last);
+  ASN1_TIME_free(next);
+  X509_CRL_sort(crl.get());
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_PKEY_CTX* pctx = nullptr;
+  EXPECT_EQ(EVP_DigestSignInit(ctx.get(), &pctx, EVP_sha384(), nullptr, ark_key_.get()), 1);
+  EXPECT_EQ(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
+  EXPECT_EQ(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48), 1);
+  EXPECT_EQ(EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha384()), 1);
+  EXPECT_GT(X509_CRL_sign_ctx(crl.get(), ctx.get()), 0);
+  unsigned char* der = nullptr;
+  int len = i2d_X509_CRL(crl.get(), &der);
+  Bytes out(der, der + len);
+  OPENSSL_free(der);
+  return out;
 }
 
 Bytes SnpTestChain::ArkDer() const { return std::move(CertToDer(ark_.get())).value(); }
@@ -159,20 +224,24 @@ Bytes MakeSnpReport(const SnpReportSpec& s, EVP_PKEY* key) {
   put32(0x30, s.vmpl);
   put32(0x34, snp::kSignatureAlgoEcdsaP384Sha384);
   put64(0x38, s.current_tcb ? s.current_tcb : s.reported_tcb);
-  put32(0x48, static_cast<uint32_t>(s.signing_key) << 2 | (s.mask_chip_key ? 2u : 0u));
+  put32(0x48, static_cast<uint32_t>(s.signing_key) << 2 | (s.mask_chip_key ? 2u : 0u) |
+                  (s.author_key_digest.empty() ? 0u : 1u));
   put(0x50, s.report_data, 64);
   put(0x90, s.measurement, 48);
+  put(0xC0, s.host_data, 32);
+  put(0xE0, s.id_key_digest, 48);
+  put(0x110, s.author_key_digest, 48);
   put64(0x180, s.reported_tcb);
   if (s.version >= 3) {
     r[0x188] = s.cpuid_family;
     r[0x189] = s.cpuid_model;
   }
   if (!s.mask_chip_key) put(0x1A0, s.chip_id, 64);
-  put64(0x1E0, s.reported_tcb);
+  put64(0x1E0, s.committed_tcb ? s.committed_tcb : s.reported_tcb);
   r[0x1E8] = 4;  // firmware 1.55 build 4
   r[0x1E9] = 55;
   r[0x1EA] = 1;
-  put64(0x1F0, s.reported_tcb);
+  put64(0x1F0, s.launch_tcb ? s.launch_tcb : s.reported_tcb);
   SignSnpReport(r, key);
   return r;
 }

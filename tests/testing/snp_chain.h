@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/crypto.h"
 #include "common/snp/report.h"
@@ -20,6 +21,7 @@ struct SnpVcekSpec {
   int64_t not_after = 0;                    // unix; 0: now + 1 year
   bool pss = true;                          // false: signed with PKCS#1 v1.5 instead
   bool include_tcb = true;
+  std::optional<std::string> csp_id;        // VLEKs: the cloud (1.3.6.1.4.1.3704.1.5)
 };
 
 struct SnpIssued {
@@ -35,17 +37,24 @@ class SnpTestChain {
   snp::Product product() const { return product_; }
   X509* ark() const { return ark_.get(); }
   X509* ask() const { return ask_.get(); }
+  X509* asvk() const { return asvk_.get(); }
   Bytes ArkDer() const;
   Bytes AskDer() const;
+  Bytes AsvkDer() const;
   std::string ArkPem() const;
 
   // A VCEK (P-384) signed by this chain's ASK.
   SnpIssued IssueVcek(const SnpVcekSpec& spec) const;
+  // A VLEK (P-384) signed by this chain's ASVK (no hwID: VLEKs name no chip).
+  SnpIssued IssueVlek(const SnpVcekSpec& spec) const;
+  // A CRL (DER) issued by this chain's ARK, RSASSA-PSS as AMD's, listing `revoked`, next update
+  // at `next_update` (unix; 0: in a week).
+  Bytes MakeCrl(const std::vector<X509*>& revoked, int64_t next_update = 0) const;
 
  private:
   snp::Product product_;
-  EvpPkeyPtr ark_key_, ask_key_;
-  X509Ptr ark_, ask_;
+  EvpPkeyPtr ark_key_, ask_key_, asvk_key_;
+  X509Ptr ark_, ask_, asvk_;
 };
 
 // The fields a test report sets; everything else is zero.
@@ -61,6 +70,11 @@ struct SnpReportSpec {
   snp::SigningKey signing_key = snp::SigningKey::kVcek;
   bool mask_chip_key = false;
   uint8_t cpuid_family = 0, cpuid_model = 0;  // version 3+
+  uint64_t committed_tcb = 0;  // 0: reported_tcb
+  uint64_t launch_tcb = 0;     // 0: reported_tcb
+  Bytes host_data;             // 32 bytes; empty: zeros
+  Bytes id_key_digest;         // 48 bytes; empty: zeros
+  Bytes author_key_digest;     // 48 bytes; empty: zeros (AUTHOR_KEY_EN set when not empty)
 };
 
 // The report, signed with `vcek_key` (ECDSA P-384 / SHA-384, R and S little-endian).

@@ -32,6 +32,19 @@ using ::testing::Not;
 
 const char kBadToken[] = "ABCDEF.0123456789ABCDEF";
 
+// Hands the agent a metadata service the test keeps (the agent owns what make_imds returns).
+class FakeImdsRef : public InstanceMetadata {
+ public:
+  explicit FakeImdsRef(InstanceMetadata* real) : real_(real) {}
+  Result<std::string> Request(const std::string& method, const std::string& path,
+                              const std::map<std::string, std::string>& headers) override {
+    return real_->Request(method, path, headers);
+  }
+
+ private:
+  InstanceMetadata* real_;
+};
+
 class RunAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -588,6 +601,79 @@ std::string EkSpkiHash(Tpm& tpm) {
   auto pub = tpm::ParsePublic(ek->ek_public);
   auto key = tpm::PublicToEvp(*pub);
   return HexEncode(Sha256(*PublicKeyToSpkiDer(key->get())));
+}
+
+// The instance metadata service as the agent sees it: IMDSv2 (a PUT for a token, GETs with
+// it), serving a document and a signature; records the calls.
+class FakeImds : public InstanceMetadata {
+ public:
+  Result<std::string> Request(const std::string& method, const std::string& path,
+                              const std::map<std::string, std::string>& headers) override {
+    calls.push_back(method + " " + path);
+    if (!failure.ok()) return failure;
+    if (method == "PUT" && path == "/latest/api/token" &&
+        headers.count("X-aws-ec2-metadata-token-ttl-seconds") == 1) {
+      return std::string("session-token");
+    }
+    auto token = headers.find("X-aws-ec2-metadata-token");
+    if (method != "GET" || token == headers.end() || token->second != "session-token") {
+      return Unavailable("instance metadata " + method + " " + path + " answered 401");
+    }
+    if (path == "/latest/dynamic/instance-identity/document") return document;
+    if (path == "/latest/dynamic/instance-identity/rsa2048") return signature_base64;
+    return Unavailable("instance metadata GET " + path + " answered 404");
+  }
+  std::string document = "{\"instanceId\": \"i-0123456789abcdef0\"}";
+  // "PKCS7 DER" base64, wrapped at 64 as IMDS serves it.
+  std::string signature_base64 = "UEtDUzcgREVS\n";
+  Status failure;
+  std::vector<std::string> calls;
+};
+
+TEST(Ec2IdentityFetchTest, ReadsTheDocumentAndSignatureWithAnImdsV2Token) {
+  FakeImds imds;
+  auto identity = FetchEc2Identity(imds);
+  ASSERT_TRUE(identity.ok()) << identity.status().ToString();
+  EXPECT_EQ(identity->document(), imds.document);
+  EXPECT_EQ(identity->pkcs7(), "PKCS7 DER");
+  EXPECT_THAT(imds.calls, ElementsAre("PUT /latest/api/token",
+                                      "GET /latest/dynamic/instance-identity/document",
+                                      "GET /latest/dynamic/instance-identity/rsa2048"));
+  imds.signature_base64 = "not base64!";
+  EXPECT_EQ(FetchEc2Identity(imds).status().ToString(),
+            "INVALID_ARGUMENT: the instance identity signature is not base64");
+}
+
+TEST_F(RunAgentTest, AnEc2ClaimCarriesTheInstanceIdentityDocument) {
+  WriteEnrolment(ValidConfig());
+  options_.ec2_instance_id = "i-0123456789abcdef0";
+  options_.ec2_imds_url = "http://imds.test";
+  FakeImds imds;
+  std::vector<std::string> urls;
+  deps_.make_imds = [&](const std::string& url) {
+    urls.push_back(url);
+    return std::make_unique<FakeImdsRef>(&imds);
+  };
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_THAT(urls, ElementsAre("http://imds.test"));
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  EXPECT_EQ(berthd_.join_requests[0].ec2_instance_id(), "i-0123456789abcdef0");
+  EXPECT_EQ(berthd_.join_requests[0].ec2_identity().document(), imds.document);
+  EXPECT_EQ(berthd_.join_requests[0].ec2_identity().pkcs7(), "PKCS7 DER");
+}
+
+TEST_F(RunAgentTest, AnUnreachableMetadataServiceLeavesTheClaimForBerthdToJudge) {
+  WriteEnrolment(ValidConfig());
+  options_.ec2_instance_id = "i-0123456789abcdef0";
+  FakeImds imds;
+  imds.failure = Unavailable("instance metadata PUT /latest/api/token: connection refused");
+  deps_.make_imds = [&](const std::string&) { return std::make_unique<FakeImdsRef>(&imds); };
+  Status st = RunAgent(options_, deps_);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_EQ(berthd_.join_requests.size(), 1u);
+  EXPECT_EQ(berthd_.join_requests[0].ec2_instance_id(), "i-0123456789abcdef0");
+  EXPECT_FALSE(berthd_.join_requests[0].has_ec2_identity());
 }
 
 TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {

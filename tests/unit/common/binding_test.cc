@@ -35,12 +35,19 @@ TEST(BindingTest, CommitsToBothNonceAndKey) {
   EXPECT_EQ(ComputeBinding(nonce, key), base);
 }
 
-TEST(BindingTest, SnpReportDataIsTheBindingThenZeros) {
+TEST(BindingTest, SnpReportDataIsTheBindingThenTheIdentityKeysCommitment) {
   Bytes binding = ComputeBinding(Bytes(32, 7), Bytes(32, 8));
-  Bytes report_data = SnpReportData(binding);
+  Bytes spki = {0x30, 0x59, 0x01, 0x02};
+  Bytes report_data = SnpReportData(binding, spki);
   ASSERT_EQ(report_data.size(), 64u);
   EXPECT_EQ(Bytes(report_data.begin(), report_data.begin() + 32), binding);
-  EXPECT_EQ(Bytes(report_data.begin() + 32, report_data.end()), Bytes(32, 0));
+  // hashlib.sha256(b"berth-snp-identity-v1" + bytes([0x30, 0x59, 1, 2])), independently
+  EXPECT_EQ(HexEncode(std::span<const uint8_t>(report_data).subspan(32)),
+            "0cdc6526cb970dddca94abf6836354668c868c97392a7a1031a28ce266665c5e");
+  Bytes other = spki;
+  other[3] ^= 1;
+  EXPECT_NE(SnpReportData(binding, other), report_data);
+  EXPECT_EQ(ToString(SnpIdentityProofMessage(Bytes{1, 2})), std::string("berth-snp-identity-proof-v1\x01\x02", 29));
 }
 
 }  // namespace

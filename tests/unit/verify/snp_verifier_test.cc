@@ -199,8 +199,18 @@ class SnpTestChainTest : public ::testing::Test {
     policy_.measurements = {Bytes(48, 0x4d)};
     policy_.min_tcb = {.bootloader = 2, .tee = 0, .snp = 5, .microcode = 100};
     binding_ = Sha256(AsBytes("a binding"));
-    spec_.report_data = SnpReportData(binding_);
+    identity_ = std::move(GenerateP256Key()).value();
+    identity_spki_ = std::move(PublicKeyToSpkiDer(identity_.get())).value();
+    spec_.report_data = SnpReportData(binding_, identity_spki_);
     spec_.reported_tcb = snp::EncodeTcb(tcb_, snp::Product::kMilan);
+  }
+
+  // The node identity key's part of the evidence: its public key and its proof for `binding`.
+  void AddIdentity(v1::Evidence& e, EVP_PKEY* key, std::span<const uint8_t> binding) {
+    e.mutable_sev_snp()->set_identity_public(
+        ToString(std::move(PublicKeyToSpkiDer(key)).value()));
+    e.mutable_sev_snp()->set_identity_proof(
+        ToString(std::move(EcdsaSignSha256(key, SnpIdentityProofMessage(binding))).value()));
   }
 
   SnpIssued Vcek(snp::Tcb tcb, const SnpTestChain* chain = nullptr) {
@@ -213,6 +223,7 @@ class SnpTestChainTest : public ::testing::Test {
     e.mutable_sev_snp()->set_report(ToString(report));
     e.mutable_sev_snp()->set_vcek(ToString(std::move(CertToDer(vcek.cert.get())).value()));
     if (send_ask) e.mutable_sev_snp()->set_ask(ToString((chain ? chain : milan_)->AskDer()));
+    AddIdentity(e, identity_.get(), binding_);
     return e;
   }
 
@@ -235,6 +246,8 @@ class SnpTestChainTest : public ::testing::Test {
   SnpReportSpec spec_;
   snp::Tcb tcb_{.bootloader = 3, .tee = 0, .snp = 8, .microcode = 115};
   FakeClock clock_{static_cast<int64_t>(std::time(nullptr))};
+  EvpPkeyPtr identity_;  // the node's own identity key (docs/sev-snp.md "Node identity")
+  Bytes identity_spki_;
 };
 SnpTestChain* SnpTestChainTest::milan_ = nullptr;
 SnpTestChain* SnpTestChainTest::other_ = nullptr;
@@ -250,7 +263,79 @@ TEST_F(SnpTestChainTest, AGoodReportIsAccepted) {
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   EXPECT_THAT(v->rule, HasSubstr("product Milan"));
   EXPECT_THAT(v->rule, HasSubstr("VCEK sent"));
-  EXPECT_EQ(v->ak_name, "snp-chip-c1c1c1c1c1c1c1c1");
+  // The node is its identity key; the VCEK is what vouched for its platform.
+  EXPECT_EQ(v->ak_sha256_hex, HexEncode(Sha256(identity_spki_)));
+  EXPECT_EQ(v->ak_name, "snp-node-" + HexEncode(Sha256(identity_spki_)).substr(0, 16));
+  EXPECT_FALSE(v->platform_key_sha256_hex.empty());
+  EXPECT_NE(v->platform_key_sha256_hex, v->ak_sha256_hex);
+  EXPECT_THAT(v->rule, HasSubstr("VCEK sent sha256:" + v->platform_key_sha256_hex.substr(0, 16)));
+}
+
+// Issue 22, section 4: the node's "attestation key" was the VCEK's, which every guest on the
+// host shares (and a VLEK every guest in the region).
+TEST_F(SnpTestChainTest, TwoGuestsSignedByOneVcekHaveTheirOwnIdentities) {
+  SnpIssued vcek = Vcek(tcb_);
+  auto a = VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EvpPkeyPtr other = std::move(GenerateP256Key()).value();
+  SnpReportSpec neighbour = spec_;  // same image, same host, another guest
+  neighbour.report_data = SnpReportData(binding_, *PublicKeyToSpkiDer(other.get()));
+  v1::Evidence e = Evidence(MakeSnpReport(neighbour, vcek.key.get()), vcek);
+  AddIdentity(e, other.get(), binding_);
+  auto b = VerifyWith(policy_, e);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_NE(a->ak_sha256_hex, b->ak_sha256_hex);
+  EXPECT_EQ(a->platform_key_sha256_hex, b->platform_key_sha256_hex);
+}
+
+TEST_F(SnpTestChainTest, EvidenceWithoutAnIdentityKeyIsRefused) {
+  SnpIssued vcek = Vcek(tcb_);
+  v1::Evidence e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  e.mutable_sev_snp()->clear_identity_public();
+  ExpectDenied(VerifyWith(policy_, e),
+               "identity: the SEV-SNP evidence carries no node identity key and proof "
+               "(berth-agent too old?): the VCEK/VLEK names a host or a cloud region, not a node");
+  e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  e.mutable_sev_snp()->clear_identity_proof();
+  EXPECT_EQ(VerifyWith(policy_, e).status().code(), Code::kPermissionDenied);
+  e = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  EvpPkeyPtr rsa = std::move(GenerateRsaKey(2048)).value();
+  e.mutable_sev_snp()->set_identity_public(ToString(*PublicKeyToSpkiDer(rsa.get())));
+  EXPECT_EQ(VerifyWith(policy_, e).status().ToString(),
+            "INVALID_ARGUMENT: identity: the node identity key is not an EC P-256 public key");
+  EvpPkeyPtr k256 = EvpPkeyPtr(EVP_EC_gen("secp256k1"));  // 256 bits, another curve
+  ASSERT_TRUE(k256);
+  e.mutable_sev_snp()->set_identity_public(ToString(*PublicKeyToSpkiDer(k256.get())));
+  EXPECT_EQ(VerifyWith(policy_, e).status().ToString(),
+            "INVALID_ARGUMENT: identity: the node identity key is not an EC P-256 public key");
+}
+
+TEST_F(SnpTestChainTest, AReplayedIdentityProofIsRefused) {
+  SnpIssued vcek = Vcek(tcb_);
+  // The victim's evidence for an earlier call (another nonce, so another binding).
+  const Bytes old_binding = Sha256(AsBytes("an earlier call"));
+  SnpReportSpec earlier = spec_;
+  earlier.report_data = SnpReportData(old_binding, identity_spki_);
+  v1::Evidence seen = Evidence(MakeSnpReport(earlier, vcek.key.get()), vcek);
+  AddIdentity(seen, identity_.get(), old_binding);
+  // Replayed whole on this call: the report is for the other binding.
+  ExpectDenied(VerifyWith(policy_, seen),
+               "report_data: does not equal the channel binding of this call (challenge nonce "
+               "and TLS client key) and the node identity key it presents");
+  // A neighbour on the same host gets a fresh report committing to the victim's public key
+  // and this call's binding, and sends the victim's old proof with it.
+  v1::Evidence forged = Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek);
+  forged.mutable_sev_snp()->set_identity_proof(seen.sev_snp().identity_proof());
+  ExpectDenied(VerifyWith(policy_, forged),
+               "identity: the identity proof does not verify with the node identity key for "
+               "this call (replayed, or made by another key)");
+  // ... or a proof of its own key for this call.
+  EvpPkeyPtr own = std::move(GenerateP256Key()).value();
+  forged.mutable_sev_snp()->set_identity_proof(
+      ToString(*EcdsaSignSha256(own.get(), SnpIdentityProofMessage(binding_))));
+  ExpectDenied(VerifyWith(policy_, forged),
+               "identity: the identity proof does not verify with the node identity key for "
+               "this call (replayed, or made by another key)");
 }
 
 TEST_F(SnpTestChainTest, WrongMeasurementIsRefused) {
@@ -289,13 +374,17 @@ TEST_F(SnpTestChainTest, VcekTcbMustEqualReportedTcbNotCurrentTcb) {
 }
 
 TEST_F(SnpTestChainTest, WrongReportDataIsRefused) {
-  spec_.report_data = SnpReportData(Sha256(AsBytes("another binding")));
+  spec_.report_data = SnpReportData(Sha256(AsBytes("another binding")), identity_spki_);
   ExpectDenied(Verify(spec_),
-               "report_data: does not equal the channel binding of this call "
-               "(challenge nonce and TLS client key)");
-  // The binding with non-zero padding is not the binding either.
-  spec_.report_data = SnpReportData(binding_);
-  spec_.report_data[63] = 1;
+               "report_data: does not equal the channel binding of this call (challenge nonce "
+               "and TLS client key) and the node identity key it presents");
+  // Committing to another identity key than the one presented is not it either.
+  spec_.report_data = SnpReportData(binding_, identity_spki_);
+  spec_.report_data[63] ^= 1;
+  EXPECT_EQ(Verify(spec_).status().code(), Code::kPermissionDenied);
+  // Nor is the old form, the binding and 32 zero bytes.
+  spec_.report_data = binding_;
+  spec_.report_data.resize(64, 0);
   EXPECT_EQ(Verify(spec_).status().code(), Code::kPermissionDenied);
 }
 
@@ -347,6 +436,75 @@ TEST_F(SnpTestChainTest, RequiredAndForbiddenPolicyBits) {
   EXPECT_TRUE(Verify(spec_).ok());
   policy_.forbidden_policy_bits = uint64_t{1} << snp::kPolicySmtBit;
   ExpectDenied(Verify(spec_), "policy: guest policy has forbidden bits smt");
+}
+
+// Issue 22, section 4 (smaller gaps): a migration agent was allowed unless forbidden.
+TEST_F(SnpTestChainTest, AMigrationAgentIsRefusedUnlessAllowed) {
+  spec_.policy |= uint64_t{1} << snp::kPolicyMigrateMaBit;
+  ExpectDenied(Verify(spec_),
+               "policy: the guest policy lets a migration agent in (migrate_ma, bit 18), which "
+               "sev_snp.allow_migrate_ma does not allow");
+  policy_.allow_migrate_ma = true;
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+TEST_F(SnpTestChainTest, HostDataAndIdBlockKeysAreCheckable) {
+  spec_.host_data = Bytes(32, 0x11);
+  spec_.id_key_digest = Bytes(48, 0x22);
+  EXPECT_TRUE(Verify(spec_).ok());  // nothing asked: anything goes
+  policy_.host_data = {Bytes(32, 0x12)};
+  ExpectDenied(Verify(spec_), "policy: host_data " + HexEncode(Bytes(32, 0x11)) +
+                                  " is not in sev_snp.host_data");
+  policy_.host_data.push_back(Bytes(32, 0x11));
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.id_key_digests = {Bytes(48, 0x23)};
+  ExpectDenied(Verify(spec_), "policy: the ID key digest " + HexEncode(Bytes(48, 0x22)) +
+                                  " is not in sev_snp.id_key_digests");
+  policy_.id_key_digests = {Bytes(48, 0x22)};
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.author_key_digests = {Bytes(48, 0x33)};
+  ExpectDenied(Verify(spec_),
+               "policy: the guest was launched without an author key (AUTHOR_KEY_EN), which "
+               "sev_snp.author_key_digests needs");
+  spec_.author_key_digest = Bytes(48, 0x34);  // and AUTHOR_KEY_EN
+  ExpectDenied(Verify(spec_), "policy: the author key digest " + HexEncode(Bytes(48, 0x34)) +
+                                  " is not in sev_snp.author_key_digests");
+  spec_.author_key_digest = Bytes(48, 0x33);
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+TEST_F(SnpTestChainTest, LaunchAndCommittedTcbHaveMinimumsOfTheirOwn) {
+  snp::Tcb launched{.bootloader = 3, .tee = 0, .snp = 6, .microcode = 115};
+  spec_.launch_tcb = snp::EncodeTcb(launched, snp::Product::kMilan);
+  spec_.committed_tcb = snp::EncodeTcb({.bootloader = 3, .tee = 0, .snp = 7, .microcode = 115},
+                                       snp::Product::kMilan);
+  EXPECT_TRUE(Verify(spec_).ok());
+  policy_.min_launch_tcb = {.snp = 7};
+  ExpectDenied(Verify(spec_), "policy: launch_tcb snp SPL 6 is below the minimum 7");
+  policy_.min_launch_tcb = {.snp = 6};
+  policy_.min_committed_tcb = {.snp = 8};
+  ExpectDenied(Verify(spec_), "policy: committed_tcb snp SPL 7 is below the minimum 8");
+  policy_.min_committed_tcb = {.snp = 7};
+  EXPECT_TRUE(Verify(spec_).ok());
+}
+
+// Issue 22, section 4: any cloud's VLEK was accepted.
+TEST_F(SnpTestChainTest, VleksAreAcceptedOnlyFromTheCloudsThePolicyNames) {
+  SnpIssued vlek = milan_->IssueVlek({.tcb = tcb_, .csp_id = "Amazon Web Services"});
+  spec_.signing_key = snp::SigningKey::kVlek;
+  v1::Evidence e = Evidence(MakeSnpReport(spec_, vlek.key.get()), vlek);
+  e.mutable_sev_snp()->set_ask(ToString(milan_->AsvkDer()));
+  ExpectDenied(VerifyWith(policy_, e),
+               "policy: the report is signed by a VLEK of cloud \"Amazon Web Services\", which "
+               "is not in sev_snp.vlek_csps");
+  policy_.vlek_csps = {"Another Cloud"};
+  ExpectDenied(VerifyWith(policy_, e),
+               "policy: the report is signed by a VLEK of cloud \"Amazon Web Services\", which "
+               "is not in sev_snp.vlek_csps");
+  policy_.vlek_csps.push_back("Amazon Web Services");
+  auto v = VerifyWith(policy_, e);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr("VLEK sent"));
 }
 
 TEST_F(SnpTestChainTest, ProductsNotAllowedAreRefused) {
@@ -446,6 +604,7 @@ TEST_F(SnpTestChainTest, NodeWithoutCertificatesVerifiesFromTheCache) {
   Bytes report = MakeSnpReport(spec_, vcek.key.get());
   v1::Evidence bare;
   bare.mutable_sev_snp()->set_report(ToString(report));
+  AddIdentity(bare, identity_.get(), binding_);
   // Nothing cached yet: refused as a precondition, nothing written.
   auto r = VerifyWith(policy_, bare, &store);
   EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
@@ -514,7 +673,12 @@ class SnpKdsTest : public SnpTestChainTest {
   v1::Evidence Bare(const Bytes& report) {
     v1::Evidence e;
     e.mutable_sev_snp()->set_report(ToString(report));
+    AddIdentity(e, identity_.get(), binding_);
     return e;
+  }
+  void MustWriteCrl(const Bytes& der) {
+    ASSERT_TRUE(MakeDirs(dir_.Join("kds/vcek/v1/Milan")).ok());
+    berth::testing::MustWrite(dir_.Join("kds/vcek/v1/Milan/crl"), ToString(der));
   }
 
   berth::testing::TempDir dir_;
@@ -535,7 +699,9 @@ TEST_F(SnpKdsTest, MissingCertificatesAreFetchedVerifiedAndCached) {
   EXPECT_EQ(record,
             "{\"path\": \"/vcek/v1/Milan/" + HexEncode(spec_.chip_id) +
                 "\", \"query\": \"blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115\", \"code\": 200}\n"
-                "{\"path\": \"/vcek/v1/Milan/cert_chain\", \"query\": \"\", \"code\": 200}\n");
+                "{\"path\": \"/vcek/v1/Milan/cert_chain\", \"query\": \"\", \"code\": 200}\n"
+                // AMD's CRL is asked for too (this stand-in has none to serve).
+                "{\"path\": \"/vcek/v1/Milan/crl\", \"query\": \"\", \"code\": 404}\n");
   // With KDS gone, the cache answers.
   kds_process_.Stop();
   v = VerifyWith(policy_, Bare(report), &store);
@@ -552,6 +718,66 @@ TEST_F(SnpKdsTest, AFetchedCertificateThatDoesNotVerifyIsNotCached) {
   EXPECT_EQ(r.status().code(), Code::kPermissionDenied);
   EXPECT_EQ(r.status().message(), "chain: the ASK's signature does not verify with the ARK's key");
   EXPECT_FALSE(std::filesystem::exists(dir_.Join("cache/Milan")));
+}
+
+// Issue 22, section 4: AMD's CRLs were never fetched or checked.
+TEST_F(SnpKdsTest, ARevokedAskIsRefusedByAmdsCrl) {
+  SnpIssued vcek = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(milan_->MakeCrl({milan_->ask()}));
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(milan_->ask()), nullptr);
+  char* hex = BN_bn2hex(bn);
+  const std::string revoked = "crl: the ASK (serial " + std::string(hex) + ") is revoked by AMD's CRL";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  ExpectDenied(VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store), revoked);
+  // The node sending its certificates changes nothing: the CRL applies to them too.
+  ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &store),
+               revoked);
+  EXPECT_THAT(berth::testing::MustRead(dir_.Join("kds.jsonl")),
+              HasSubstr("{\"path\": \"/vcek/v1/Milan/crl\", \"query\": \"\", \"code\": 200}"));
+  // Cached: with KDS gone, a new store on the same directory still refuses.
+  kds_process_.Stop();
+  SnpCertStore offline(dir_.Join("cache"), nullptr);
+  ExpectDenied(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &offline),
+               revoked);
+}
+
+TEST_F(SnpKdsTest, ARevokedVcekIsRefusedAndAnUnrevokedChainPasses) {
+  SnpIssued vcek = Vcek(tcb_);
+  SnpIssued other = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(milan_->MakeCrl({other.cert.get()}));
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  auto v = VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr(", crl checked"));
+  EXPECT_THAT(VerifyWith(policy_, Evidence(MakeSnpReport(spec_, other.key.get()), other), &store)
+                  .status()
+                  .message(),
+              StartsWith("crl: the VCEK (serial "));
+}
+
+TEST_F(SnpKdsTest, ACrlNotSignedByTheArkIsNotUsed) {
+  SnpIssued vcek = Vcek(tcb_);
+  Serve(vcek, *milan_);
+  MustWriteCrl(other_->MakeCrl({milan_->ask()}));  // "revokes" our ASK, signed by another ARK
+  StartKds();
+  SnpCertStore store(dir_.Join("cache"), kds_.get());
+  auto v = VerifyWith(policy_, Bare(MakeSnpReport(spec_, vcek.key.get())), &store);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_THAT(v->rule, HasSubstr(", no crl"));
+  EXPECT_FALSE(std::filesystem::exists(dir_.Join("cache/Milan/crl-vcek.der")));
+  // A policy that requires a CRL refuses without one.
+  policy_.require_crl = true;
+  SnpCertStore strict(dir_.Join("cache2"), nullptr);
+  auto r = VerifyWith(policy_, Evidence(MakeSnpReport(spec_, vcek.key.get()), vcek), &strict);
+  EXPECT_EQ(r.status().code(), Code::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(),
+              StartsWith("crl: sev_snp.require_crl, and no usable AMD's VCEK CRL is at hand"));
 }
 
 TEST_F(SnpKdsTest, KdsOutagesAreRetryableAndMissesAreNot) {
@@ -589,7 +815,15 @@ TEST(SnpPolicyTest, ParsesEveryKey) {
       "  max_vmpl: 2\n"
       "  required_policy_bits: [single_socket]\n"
       "  forbidden_policy_bits: [migrate_ma, smt]\n"
-      "  products: [Milan, Turin]\n");
+      "  products: [Milan, Turin]\n"
+      "  allow_migrate_ma: false\n"
+      "  host_data: [" + std::string(64, 'b') + "]\n"
+      "  id_key_digests: [" + std::string(96, 'c') + "]\n"
+      "  author_key_digests: [" + std::string(96, 'd') + "]\n"
+      "  min_launch_tcb: {snp: 7}\n"
+      "  min_committed_tcb: {snp: 8, microcode: 110}\n"
+      "  vlek_csps: [Amazon Web Services]\n"
+      "  require_crl: true\n");
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_TRUE(p->trusted_aks.empty());  // an SEV-SNP-only policy
   ASSERT_TRUE(p->sev_snp);
@@ -601,6 +835,14 @@ TEST(SnpPolicyTest, ParsesEveryKey) {
   EXPECT_EQ(s.required_policy_bits, uint64_t{1} << 20);
   EXPECT_EQ(s.forbidden_policy_bits, (uint64_t{1} << 18) | (uint64_t{1} << 16));
   EXPECT_EQ(s.products, (std::vector<snp::Product>{snp::Product::kMilan, snp::Product::kTurin}));
+  EXPECT_FALSE(s.allow_migrate_ma);
+  EXPECT_EQ(s.host_data, std::vector<Bytes>{Bytes(32, 0xbb)});
+  EXPECT_EQ(s.id_key_digests, std::vector<Bytes>{Bytes(48, 0xcc)});
+  EXPECT_EQ(s.author_key_digests, std::vector<Bytes>{Bytes(48, 0xdd)});
+  EXPECT_EQ(s.min_launch_tcb, (snp::Tcb{.snp = 7}));
+  EXPECT_EQ(s.min_committed_tcb, (snp::Tcb{.snp = 8, .microcode = 110}));
+  EXPECT_EQ(s.vlek_csps, std::vector<std::string>{"Amazon Web Services"});
+  EXPECT_TRUE(s.require_crl);
 }
 
 TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
@@ -628,6 +870,18 @@ TEST(SnpPolicyTest, RefusesWhatIsMalformedNamingTheKey) {
             "sev_snp.products[0]: \"Rome\" is not Milan, Genoa or Turin"},
            {"sev_snp:\n" + m + "  vcek_check: false\n",
             "policy: unknown key \"sev_snp.vcek_check\""},
+           {"sev_snp:\n" + m + "  required_policy_bits: [migrate_ma]\n",
+            "sev_snp.required_policy_bits: migrate_ma needs sev_snp.allow_migrate_ma: true"},
+           {"sev_snp:\n" + m + "  host_data: [abcd]\n",
+            "sev_snp.host_data[0]: 2 bytes, expected 32"},
+           {"sev_snp:\n" + m + "  author_key_digests: [" + std::string(64, 'a') + "]\n",
+            "sev_snp.author_key_digests[0]: 32 bytes, expected 48"},
+           {"sev_snp:\n" + m + "  min_launch_tcb: {ucode: 1}\n",
+            "sev_snp.min_launch_tcb: unknown component \"ucode\" (bootloader, tee, snp, "
+            "microcode, fmc)"},
+           {"sev_snp:\n" + m + "  vlek_csps: [\"\"]\n", "sev_snp.vlek_csps[0]: expected a csp_id"},
+           {"sev_snp:\n" + m + "  require_crl: often\n",
+            "sev_snp.require_crl: expected true or false"},
        }) {
     auto p = ParsePolicy(c.yaml);
     EXPECT_EQ(p.status().code(), Code::kInvalidArgument) << c.yaml;
@@ -658,7 +912,7 @@ TEST(SnpServiceTest, UnusableFlagsAreNamed) {
             "--snp-verify-at: \"soon\" is not an RFC 3339 time (2024-05-01T12:00:00Z)");
   EXPECT_EQ(create({.kds_url = "http://kds.example"}).message(),
             "--snp-kds-url http://kds.example: must be https:// (plain http only for a loopback "
-            "stand-in)");
+            "stand-in; host kds.example is not a loopback address)");
   EXPECT_TRUE(create({.kds_url = "https://kdsintf.amd.com"}).ok());
 }
 

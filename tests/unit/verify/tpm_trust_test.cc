@@ -133,11 +133,8 @@ TEST_F(CredentialActivationTest, NodeWhoseEkChainsToTheManufacturerJoinsByActiva
   ASSERT_TRUE(attestation.ok()) << attestation.status().ToString();
   EXPECT_EQ(attestation->activated_credential.size(), 32u);
 
-  auto ticket = server->logic.IssueJoinTicket(Request(*attestation, challenge->nonce()), peer_);
-  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
-  EXPECT_EQ(server->tokens.nodes, std::vector<std::string>{"node-1"});
-
-  // The same evidence without the secret, or with another one, is refused.
+  // The same evidence without the secret, or with another one, is refused (before the good
+  // request: a nonce admits one ticket call, and a refused one does not use it up).
   v1::JoinRequest without = Request(*attestation, challenge->nonce());
   without.clear_activated_credential();
   auto refused = server->logic.IssueJoinTicket(without, peer_);
@@ -151,6 +148,9 @@ TEST_F(CredentialActivationTest, NodeWhoseEkChainsToTheManufacturerJoinsByActiva
   EXPECT_EQ(wrong.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(wrong.status().message(),
               StartsWith("the activated credential is not the one berthd made for this nonce"));
+  auto ticket = server->logic.IssueJoinTicket(Request(*attestation, challenge->nonce()), peer_);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  EXPECT_EQ(server->tokens.nodes, std::vector<std::string>{"node-1"});
   // The secret of one challenge does not answer another.
   auto second = server->logic.Challenge(*request, peer_);
   ASSERT_TRUE(second.ok());

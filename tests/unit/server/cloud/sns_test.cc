@@ -18,6 +18,7 @@
 #include "server/metrics.h"
 #include "server/nodes/sns_endpoint.h"
 #include "tests/fakes/fake_clock.h"
+#include "tests/testing/ec2_documents.h"
 #include "tests/unit/server/nodes/lifecycle_fixture.h"
 
 namespace berth::server {
@@ -305,7 +306,11 @@ TEST_F(SnsTest, SubscriptionConfirmationVisitsTheSubscribeUrlOnlyOnAnSnsHost) {
 }
 
 TEST_F(SnsTest, Ec2RunningPreauthorizesOneJoinAndTerminatedRevokesTheNode) {
-  SetPolicy(verify::AdmissionPolicy{.ec2_preauthorized_only = true});
+  // A test key stands in for AWS's, as the region's certificate in the policy.
+  testing::TestAwsSigner aws = testing::MakeTestAwsSigner();
+  verify::AdmissionPolicy admission{.ec2_preauthorized_only = true};
+  admission.ec2_identity.certificates["eu-west-1"] = aws.cert_pem;
+  SetPolicy(admission);
   MakeHandler();
   SnsReply r = Post(Message("Notification", Ec2Event(kInstance, "running")));
   ASSERT_EQ(r.status, 200) << r.body;
@@ -322,6 +327,7 @@ TEST_F(SnsTest, Ec2RunningPreauthorizesOneJoinAndTerminatedRevokesTheNode) {
   // A control plane joins as that instance (an etcd learner, certificates, a record).
   v1::JoinRequest cp = ControlPlane("cp-1", "10.0.0.5");
   cp.set_ec2_instance_id(kInstance);
+  *cp.mutable_ec2_identity() = testing::MakeEc2Identity(kInstance, "123456789012", "eu-west-1", aws);
   auto joined = registry_->AdmitJoin(cp, Evidence(kLcAk), "ipv4:10.0.0.5:40000");
   ASSERT_TRUE(joined.ok()) << joined.status().ToString();
   const uint64_t member = joined->etcd->member_id();

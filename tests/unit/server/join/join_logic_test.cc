@@ -1,6 +1,12 @@
 #include "server/join/join_logic.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <sstream>
 
 #include "common/binding.h"
 #include "common/subprocess.h"
@@ -68,6 +74,23 @@ TEST(CaCertHashTest, IsSha256OfTheDerSpkiAsOpensslComputesIt) {
   EXPECT_EQ(KubeadmCaCertHashes("garbage").status().code(), Code::kInvalidArgument);
 }
 
+// Collects what berthd logs (the audit lines) while it lives.
+class LogCapture {
+ public:
+  LogCapture() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~LogCapture() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
 // Verifier and token issuer doubles: the logic around them is under test here; the real
 // verifier is tested against a real TPM in evidence_test.cc.
 class FakeVerifier : public verify::EvidenceVerifier {
@@ -116,11 +139,11 @@ class JoinLogicTest : public ::testing::Test {
     peer_.address = "ipv4:127.0.0.1:5555";
   }
 
+  // A diskless worker: without node records, the only kind this JoinLogic admits.
   v1::JoinRequest Request() {
     v1::JoinRequest r;
     r.set_node_name("node-1");
     r.set_role(v1::NODE_ROLE_WORKER);
-    r.set_disk_uuid(kUuid);
     auto challenge = logic_.Challenge({}, peer_);
     r.set_nonce(challenge->nonce());
     r.mutable_evidence()->mutable_tpm();
@@ -142,13 +165,16 @@ TEST_F(JoinLogicTest, ChallengeCarriesANonceAndItsExpiry) {
   EXPECT_EQ(c->expires_unix(), 1'800'000'060);
 }
 
-TEST_F(JoinLogicTest, GrantedTicketHasDiskKeyTokenAndKubeadmDetails) {
+TEST_F(JoinLogicTest, GrantedTicketHasTokenAndKubeadmDetailsAndSaysThereAreNoRecords) {
+  LogCapture log;
   v1::JoinRequest r = Request();
   auto ticket = logic_.IssueJoinTicket(r, peer_);
   ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
   EXPECT_EQ(verifier_.last_binding, ComputeBinding(AsBytes(r.nonce()), peer_.spki_sha256));
-  auto key = DeriveDiskKey(Master(), "cluster-a", kUuid);
-  EXPECT_EQ(ticket->disk_key(), std::string(key->view()));
+  EXPECT_TRUE(ticket->disk_key().empty());
+  EXPECT_THAT(log.text(), ::testing::HasSubstr(
+                              "audit call=IssueJoinTicket decision=granted node=node-1 "));
+  EXPECT_THAT(log.text(), ::testing::HasSubstr(" discovery=token records=none"));
   EXPECT_EQ(ticket->kubeadm().api_server_endpoint(), "10.0.0.1:6443");
   EXPECT_EQ(ticket->kubeadm().token(), "abc123.0123456789abcdef");
   ASSERT_EQ(ticket->kubeadm().ca_cert_hashes_size(), 1);
@@ -157,12 +183,40 @@ TEST_F(JoinLogicTest, GrantedTicketHasDiskKeyTokenAndKubeadmDetails) {
   EXPECT_EQ(tokens_.nodes, std::vector<std::string>{"node-1"});
 }
 
-TEST_F(JoinLogicTest, DisklessNodeGetsNoDiskKey) {
-  v1::JoinRequest r = Request();
-  r.clear_disk_uuid();
-  auto ticket = logic_.IssueJoinTicket(r, peer_);
-  ASSERT_TRUE(ticket.ok());
-  EXPECT_TRUE(ticket->disk_key().empty());
+const char kNoDiskKeys[] =
+    "FAILED_PRECONDITION: this berthd runs without node records (--no-etcd, for benchmarks and "
+    "tests) and releases no disk keys: nothing would bind the disk to the node asking for it; "
+    "run berthd with etcd, or enrol the node without a state disk";
+
+// Issue 22, section 2: without records, the disk key was derived from whatever UUID the
+// request named, so a second attested node (another AK, another TLS key) got the first node's
+// key from the UUID written in clear on its stolen disk. Now nobody gets a disk key.
+TEST_F(JoinLogicTest, WithoutRecordsNoNodeGetsAnyDiskKey) {
+  v1::JoinRequest first = Request();
+  first.set_disk_uuid(kUuid);
+  auto join = logic_.IssueJoinTicket(first, peer_);
+  EXPECT_EQ(join.status().ToString(), kNoDiskKeys);
+  EXPECT_TRUE(tokens_.nodes.empty());
+  EXPECT_EQ(verifier_.calls, 0);  // refused before any evidence is looked at
+
+  // The attacker: another node with its own TLS key names the first node's disk.
+  Peer other{.spki_sha256 = Bytes(32, 0x7b), .address = "ipv4:127.0.0.1:6666"};
+  v1::RejoinRequest steal;
+  steal.set_node_name("node-2");
+  steal.set_disk_uuid(kUuid);
+  steal.set_nonce(logic_.Challenge({}, other)->nonce());
+  steal.mutable_evidence()->mutable_tpm();
+  auto rejoin = logic_.IssueRejoinTicket(steal, other);
+  EXPECT_EQ(rejoin.status().ToString(), kNoDiskKeys);
+  steal.set_node_name("node-1");  // under the first node's name too
+  steal.set_nonce(logic_.Challenge({}, other)->nonce());
+  EXPECT_EQ(logic_.IssueRejoinTicket(steal, other).status().ToString(), kNoDiskKeys);
+  v1::JoinRequest as_join = Request();
+  as_join.set_node_name("node-2");
+  as_join.set_disk_uuid(kUuid);
+  EXPECT_EQ(logic_.IssueJoinTicket(as_join, other).status().ToString(), kNoDiskKeys);
+  EXPECT_EQ(verifier_.calls, 0);
+  EXPECT_TRUE(tokens_.nodes.empty());
 }
 
 TEST_F(JoinLogicTest, RefusedEvidenceMintsNoToken) {
@@ -178,6 +232,27 @@ TEST_F(JoinLogicTest, ExpiredNonceIsAbortedBeforeEvidenceIsLookedAt) {
   auto ticket = logic_.IssueJoinTicket(r, peer_);
   EXPECT_EQ(ticket.status().code(), Code::kAborted);
   EXPECT_EQ(verifier_.calls, 0);
+}
+
+// Issue 22, section 6: a nonce admitted any number of calls within its lifetime for the same
+// TLS key. Replaying the first attestation (as someone holding the agent's TLS key could, after
+// the boot sealed PCR 15) is now refused, before its evidence is verified again.
+TEST_F(JoinLogicTest, AReplayedRequestIsRefused) {
+  v1::JoinRequest r = Request();
+  ASSERT_TRUE(logic_.IssueJoinTicket(r, peer_).ok());
+  auto replay = logic_.IssueJoinTicket(r, peer_);
+  EXPECT_EQ(replay.status().ToString(),
+            "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
+            "replayed request?); ask for a fresh challenge");
+  EXPECT_EQ(verifier_.calls, 1);
+  EXPECT_EQ(tokens_.nodes.size(), 1u);
+  // A refused verification does not use the nonce up: only verified evidence does.
+  v1::JoinRequest second = Request();
+  verifier_.verdict = PermissionDenied("PCR sha256:7 is 00, policy expects 11");
+  EXPECT_EQ(logic_.IssueJoinTicket(second, peer_).status().code(), Code::kPermissionDenied);
+  verifier_.verdict = OkStatus();
+  EXPECT_TRUE(logic_.IssueJoinTicket(second, peer_).ok());
+  EXPECT_EQ(nonces_.used_count(), 2u);
 }
 
 TEST_F(JoinLogicTest, CallWithoutClientCertificateIsUnauthenticated) {
@@ -214,20 +289,13 @@ TEST_F(JoinLogicTest, TokenFailureIsUnavailableSoTheNodeRetries) {
   EXPECT_EQ(ticket.status().code(), Code::kUnavailable);
 }
 
-TEST_F(JoinLogicTest, RejoinReturnsTheSameDiskKey) {
-  v1::JoinRequest first = Request();
-  auto ticket = logic_.IssueJoinTicket(first, peer_);
-  ASSERT_TRUE(ticket.ok());
+TEST_F(JoinLogicTest, MalformedRejoinIsInvalidArgumentEvenWithoutRecords) {
   v1::RejoinRequest r;
   r.set_node_name("node-1");
-  r.set_disk_uuid(kUuid);
   r.set_nonce(logic_.Challenge({}, peer_)->nonce());
   r.mutable_evidence()->mutable_tpm();
-  auto rejoin = logic_.IssueRejoinTicket(r, peer_);
-  ASSERT_TRUE(rejoin.ok());
-  EXPECT_EQ(rejoin->disk_key(), ticket->disk_key());
-  r.set_disk_uuid("");
-  EXPECT_EQ(logic_.IssueRejoinTicket(r, peer_).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(logic_.IssueRejoinTicket(r, peer_).status().ToString(),
+            "INVALID_ARGUMENT: disk UUID \"\" is not a LUKS2 UUID");
 }
 
 }  // namespace

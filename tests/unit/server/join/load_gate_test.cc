@@ -1,7 +1,11 @@
 // LoadGate: how many calls it admits, overall and per source, and that slots come back.
 #include "server/join/load_gate.h"
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+
+#include "server/join/join_service.h"
+#include "tests/fakes/fake_clock.h"
 
 #include <optional>
 #include <vector>
@@ -76,6 +80,57 @@ TEST(JoinGateTest, AMovedPassReturnsItsSlotOnce) {
   }
   EXPECT_EQ(gate.counts().in_flight, 0);
   EXPECT_TRUE(gate.Enter("ipv4:10.0.0.1:2").ok());
+}
+
+// Issue 22, section 6: Challenge ran outside the gate, so any unauthenticated caller that
+// presents an EK made berthd check an EK chain and run MakeCredential, as often as it liked.
+class NoEvidence : public verify::EvidenceVerifier {
+ public:
+  int targets = 0;
+  Result<verify::VerifiedEvidence> Verify(const v1::Evidence&, std::span<const uint8_t>) override {
+    return PermissionDenied("no");
+  }
+  std::optional<verify::CredentialTarget> CredentialTargetFor(const v1::ChallengeRequest&) override {
+    ++targets;  // where the EK chain check and MakeCredential would run
+    return std::nullopt;
+  }
+};
+
+TEST(JoinGateTest, ChallengesThatPresentAnEkTakeASlotPlainOnesDoNot) {
+  FakeClock clock(1'800'000'000);
+  auto nonces = NonceIssuer::Create(SecretBytes(Bytes(32, 1).data(), 32), &clock,
+                                    std::chrono::seconds(60));
+  NoEvidence verifier;
+  JoinLogic logic(JoinOptions{.cluster_id = "c", .api_server_endpoint = "10.0.0.1:6443"},
+                  SecretBytes(Bytes(32, 1).data(), 32), &*nonces, &verifier, nullptr);
+  LoadGate gate({.max_in_flight = 1, .max_per_source = 0});
+  Metrics metrics;
+  JoinServiceImpl service(&logic, &metrics, &gate);
+  v1::ChallengeRequest with_ek;
+  with_ek.set_ek_public("ek");
+  with_ek.set_ak_public("ak");
+  v1::ChallengeResponse response;
+  grpc::ServerContext free_context;
+  EXPECT_TRUE(service.Challenge(&free_context, &with_ek, &response).ok());
+  EXPECT_EQ(verifier.targets, 1);
+  EXPECT_EQ(gate.counts().admitted, 1);
+  EXPECT_EQ(gate.counts().in_flight, 0);  // the slot came back
+
+  auto held = gate.Enter("ipv4:10.0.0.9:1");  // the gate is full
+  ASSERT_TRUE(held.ok());
+  grpc::ServerContext busy_context;
+  grpc::Status shed = service.Challenge(&busy_context, &with_ek, &response);
+  EXPECT_EQ(shed.error_code(), grpc::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(shed.error_message(), "berthd is at capacity (1 joins in progress); retry later");
+  EXPECT_EQ(verifier.targets, 1);  // no work done for it
+  grpc::ServerContext plain_context;
+  v1::ChallengeRequest plain;
+  EXPECT_TRUE(service.Challenge(&plain_context, &plain, &response).ok());
+  EXPECT_EQ(response.nonce().size(), kNonceSize);
+  EXPECT_EQ(gate.counts().refused_busy, 1);
+  EXPECT_NE(metrics.Exposition().find("berth_requests_total{call=\"Challenge\",outcome=\"shed\"} 1"),
+            std::string::npos)
+      << metrics.Exposition();
 }
 
 }  // namespace

@@ -10,8 +10,10 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "server/cloud/ec2_identity.h"
 #include "server/metrics.h"
 #include "server/policy_watcher.h"
+#include "tests/testing/ec2_documents.h"
 #include "tests/unit/server/nodes/lifecycle_fixture.h"
 
 namespace berth::server {
@@ -167,36 +169,76 @@ TEST_F(LifecycleTest, UnauthorizedControlPlaneIsRefusedBeforeItWaitsForApproval)
 
 // ---- EC2 pre-authorization ----
 
-void Preauthorize(NodeStore& store, const std::string& id, int64_t expires) {
+const std::string kAccount = "123456789012";
+const std::string kRegion = "eu-west-1";
+
+void Preauthorize(NodeStore& store, const std::string& id, int64_t expires,
+                  const std::string& account = kAccount, const std::string& region = kRegion) {
   v1::SnsEc2Preauthorization p;
   p.set_version(1);
   p.set_instance_id(id);
   p.set_message_id("msg-" + id);
+  p.set_account(account);
+  p.set_region(region);
   p.set_authorized_unix(kLcNow);
   p.set_expires_unix(expires);
   ASSERT_TRUE(store.PutIfAbsent(Ec2PreauthorizationKey(id), RecordToJson(p)).ok());
 }
 
-TEST_F(LifecycleTest, OnlyPreauthorizedInstancesJoinEachOnce) {
-  SetPolicy(verify::AdmissionPolicy{.ec2_preauthorized_only = true});
+// A test key stands in for AWS's in eu-west-1 (the policy's certificate for that region).
+class Ec2Test : public LifecycleTest {
+ protected:
+  void SetUp() override {
+    LifecycleTest::SetUp();
+    SetPolicy(Ec2Only());
+  }
+  verify::AdmissionPolicy Ec2Only() {
+    verify::AdmissionPolicy p{.ec2_preauthorized_only = true};
+    p.ec2_identity.certificates[kRegion] = aws_.cert_pem;
+    return p;
+  }
+  v1::JoinRequest Claiming(const std::string& name, const std::string& instance,
+                           const std::string& disk = kLcDisk) {
+    v1::JoinRequest r = Worker(name, disk);
+    r.set_ec2_instance_id(instance);
+    return r;
+  }
+  v1::Ec2InstanceIdentity Document(const std::string& instance,
+                                   const std::string& account = kAccount,
+                                   const std::string& region = kRegion) {
+    return testing::MakeEc2Identity(instance, account, region, aws_);
+  }
+  testing::TestAwsSigner aws_ = testing::MakeTestAwsSigner();
+};
+
+// Issue 22, section 3: the instance ID was what the agent said, so any attested node redeemed
+// a just-started instance's pre-authorization and the real instance was refused. Now a claim
+// without the instance's signed identity document is refused, and the document must be the
+// claimed instance's.
+TEST_F(Ec2Test, OnlyPreauthorizedInstancesJoinEachOnce) {
   auto none = registry_->AdmitJoin(Worker("w1"), Evidence(kLcOtherAk), kPeer);
   EXPECT_THAT(none.status().ToString(),
               HasSubstr("PERMISSION_DENIED: this cluster admits only EC2 instances"));
-  v1::JoinRequest w1 = Worker("w1");
-  w1.set_ec2_instance_id("i-xyz");
+  v1::JoinRequest w1 = Claiming("w1", "i-xyz");
   EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().code(),
             Code::kInvalidArgument);
-  w1.set_ec2_instance_id(kInstance);
-  // Booted before its "running" event arrived: retryable.
-  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().code(),
-            Code::kUnavailable);
-  EXPECT_FALSE(Record("w1").has_value());
-
   Preauthorize(store_, kInstance, kLcNow + 3600);
+  // An arbitrary attested node claiming the instance, as the agent's flag or DMI tag says:
+  // no proof, no join, and the pre-authorization is still there for the real instance.
+  v1::JoinRequest claim_only = Claiming("w-impostor", kInstance, kLcDisk2);
+  EXPECT_EQ(registry_->AdmitJoin(claim_only, Evidence(kLcAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: node w-impostor claims EC2 instance " + kInstance +
+                " without its signed instance identity document (the agent reads it from the "
+                "instance metadata service); a claim alone is refused");
+  EXPECT_FALSE(Record("w-impostor").has_value());
+
+  w1 = Claiming("w1", kInstance);
+  *w1.mutable_ec2_identity() = Document(kInstance);
   auto joined = registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer);
   ASSERT_TRUE(joined.ok()) << joined.status().ToString();
-  EXPECT_THAT(joined->audit,
-              HasSubstr("ec2_instance=" + kInstance + " ec2_event=msg-" + kInstance));
+  EXPECT_THAT(joined->audit, HasSubstr("ec2_instance=" + kInstance + " ec2_event=msg-" +
+                                       kInstance + " ec2_account=" + kAccount +
+                                       " ec2_region=" + kRegion));
   EXPECT_EQ(Record("w1")->ec2_instance_id(), kInstance);
   auto stored = store_.GetValue(Ec2PreauthorizationKey(kInstance));
   ASSERT_TRUE(stored.ok() && stored->has_value());
@@ -205,25 +247,161 @@ TEST_F(LifecycleTest, OnlyPreauthorizedInstancesJoinEachOnce) {
   EXPECT_EQ(used.used_unix(), kLcNow);
   EXPECT_EQ(used.used_by_node(), "w1");
 
-  // The same instance cannot admit a second node.
-  v1::JoinRequest w2 = Worker("w2", kLcDisk2);
-  w2.set_ec2_instance_id(kInstance);
-  EXPECT_THAT(registry_->AdmitJoin(w2, Evidence(kLcAk), kPeer).status().message(),
-              HasSubstr("was used at"));
+  // The same instance cannot admit a second node, even with its (replayed) document.
+  v1::JoinRequest w2 = Claiming("w2", kInstance, kLcDisk2);
+  *w2.mutable_ec2_identity() = w1.ec2_identity();
+  EXPECT_EQ(registry_->AdmitJoin(w2, Evidence(kLcAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: the pre-authorization of EC2 instance " + kInstance +
+                " was used at 2027-01-15T08:00:00Z by node w1");
   EXPECT_FALSE(Record("w2").has_value());
   // The node that joined rejoins and joins again without a new pre-authorization.
   EXPECT_TRUE(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).ok());
 }
 
-TEST_F(LifecycleTest, ExpiredPreauthorizationIsRefused) {
-  SetPolicy(verify::AdmissionPolicy{.ec2_preauthorized_only = true});
+TEST_F(Ec2Test, ADocumentSignedByAnotherKeyIsRefused) {
+  Preauthorize(store_, kInstance, kLcNow + 3600);
+  // A forger's key, its certificate inside the PKCS#7 (as AWS's is): only the policy's
+  // certificate for the region may have signed.
+  testing::TestAwsSigner forger = testing::MakeTestAwsSigner();
+  v1::JoinRequest w1 = Claiming("w1", kInstance);
+  *w1.mutable_ec2_identity() = testing::MakeEc2Identity(kInstance, kAccount, kRegion, forger);
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: its signature does not verify "
+            "with AWS's certificate for region eu-west-1");
+  // A region with no certificate at all: the compiled-in ones are AWS's, which a test key
+  // cannot satisfy either.
+  *w1.mutable_ec2_identity() = Document(kInstance, kAccount, "us-east-1");
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: its signature does not verify "
+            "with AWS's certificate for region us-east-1");
+  *w1.mutable_ec2_identity() = Document(kInstance, kAccount, "eu-south-9");
+  EXPECT_THAT(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+              HasSubstr("PERMISSION_DENIED: EC2 instance identity document: no signing "
+                        "certificate is known for region eu-south-9"));
+  // The right signature over another document than the one sent.
+  v1::Ec2InstanceIdentity swapped = Document(kInstance);
+  swapped.set_document(testing::Ec2DocumentJson("i-0fedcba9876543210", kAccount, kRegion));
+  *w1.mutable_ec2_identity() = swapped;
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: the document sent is not the "
+            "one its signature covers");
+  // A detached signature over another document.
+  v1::Ec2InstanceIdentity detached;
+  detached.set_document(testing::Ec2DocumentJson(kInstance, kAccount, kRegion));
+  detached.set_pkcs7(testing::SignEc2Document(
+      testing::Ec2DocumentJson("i-0fedcba9876543210", kAccount, kRegion), aws_, true));
+  *w1.mutable_ec2_identity() = detached;
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: its signature does not verify "
+            "with AWS's certificate for region eu-west-1");
+  v1::Ec2InstanceIdentity garbage;
+  garbage.set_pkcs7("not a pkcs7");
+  *w1.mutable_ec2_identity() = garbage;
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_FALSE(Record("w1").has_value());
+  // None of it used the pre-authorization up.
+  detached.set_pkcs7(testing::SignEc2Document(detached.document(), aws_, true));
+  *w1.mutable_ec2_identity() = detached;
+  EXPECT_TRUE(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).ok());
+}
+
+TEST_F(Ec2Test, AValidDocumentForAnotherInstanceIsRefused) {
+  Preauthorize(store_, kInstance, kLcNow + 3600);
+  v1::JoinRequest w1 = Claiming("w1", kInstance);
+  *w1.mutable_ec2_identity() = Document("i-0fedcba9876543210");  // signed, but not this one's
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: the EC2 instance identity document is for instance "
+            "i-0fedcba9876543210, not the claimed " + kInstance);
+  EXPECT_FALSE(Record("w1").has_value());
+}
+
+TEST_F(Ec2Test, TheDocumentsAccountAndRegionMustBeThePolicysAndTheEventsOnes) {
+  Preauthorize(store_, kInstance, kLcNow + 3600);
+  v1::JoinRequest w1 = Claiming("w1", kInstance);
+  *w1.mutable_ec2_identity() = Document(kInstance, "999999999999");
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance " + kInstance +
+                " was announced for account 123456789012, its identity document says "
+                "999999999999");
+  verify::AdmissionPolicy p = Ec2Only();
+  p.ec2_identity.certificates["eu-north-1"] = aws_.cert_pem;
+  SetPolicy(p);
+  *w1.mutable_ec2_identity() = Document(kInstance, kAccount, "eu-north-1");
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance " + kInstance +
+                " was announced in region eu-west-1, its identity document says eu-north-1");
+  p.ec2_identity.account_ids = {"210987654321"};
+  SetPolicy(p);
+  *w1.mutable_ec2_identity() = Document(kInstance);
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: account 123456789012 is not in "
+            "admission.ec2_identity.account_ids");
+  p.ec2_identity.account_ids = {kAccount};
+  p.ec2_identity.regions = {"us-east-1"};
+  SetPolicy(p);
+  EXPECT_EQ(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
+            "PERMISSION_DENIED: EC2 instance identity document: region eu-west-1 is not in "
+            "admission.ec2_identity.regions");
+  p.ec2_identity.regions = {kRegion};
+  SetPolicy(p);
+  EXPECT_TRUE(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).ok());
+}
+
+TEST_F(Ec2Test, ExpiredPreauthorizationIsRefused) {
   Preauthorize(store_, kInstance, kLcNow + 10);
   clock_.Advance(std::chrono::seconds(10));
-  v1::JoinRequest w1 = Worker("w1");
-  w1.set_ec2_instance_id(kInstance);
+  v1::JoinRequest w1 = Claiming("w1", kInstance);
+  *w1.mutable_ec2_identity() = Document(kInstance);
   EXPECT_THAT(registry_->AdmitJoin(w1, Evidence(kLcOtherAk), kPeer).status().ToString(),
               HasSubstr("PERMISSION_DENIED: the pre-authorization of EC2 instance " + kInstance +
                         " expired"));
+}
+
+TEST(Ec2IdentityTest, CompiledInCertificatesAreAwsRsa2048Ones) {
+  // DER SHA-256 of each, as taken from AWS's published list (ec2_identity_certs.cc).
+  const std::map<std::string, std::string> pinned = {
+      {"ap-northeast-1", "b325c09f762291bfb8a149a3d8045eecda8152e79a7f4c83974a3703a2a7bb6d"},
+      {"ap-southeast-1", "df7aad409dad94ffb0b45a677051291855c328945379ba05f4aa4983baa2b5b1"},
+      {"ap-southeast-2", "3c2fa3fa70c80bc64e5e934b30e2d0af1733cfd32584f68f86804c43a934833d"},
+      {"eu-central-1", "40e59f0c3924d32f53b9f66145fc18c4dfa1192dec7c74ad84d719826e9c7ba1"},
+      {"eu-west-1", "7963eae83b58ab14bbd0715947015dd6866d7623df85eca742cabb8898281f30"},
+      {"sa-east-1", "940ffcb9b2e5d1ef928c8832d804ff50a54eb231b19c683f9010225231ae6481"},
+      {"us-east-1", "70923c22dd074172d0e5d27ea1ca865412525fccd8bc2cd0ff40660e275f0b30"},
+      {"us-west-1", "abdc625e6600af52d4d3b88415bc092843e2d268f7136e62ebc2d9de94ae8232"},
+      {"us-west-2", "4e3569f2925a867a0c2f1b64efe101d4b4853d11c4f81c1e72aae201a92020b4"}};
+  std::map<std::string, std::string> compiled;
+  for (const auto& c : CompiledInEc2Certificates()) {
+    auto cert = CertFromPem(c.pem);
+    ASSERT_TRUE(cert.ok()) << c.region;
+    compiled[c.region] = HexEncode(Sha256(*CertToDer(cert->get())));
+    EVP_PKEY* key = X509_get0_pubkey(cert->get());
+    EXPECT_EQ(EVP_PKEY_get_base_id(key), EVP_PKEY_RSA) << c.region;
+    EXPECT_EQ(EVP_PKEY_get_bits(key), 2048) << c.region;
+    EXPECT_EQ(X509_verify(cert->get(), key), 1) << c.region << " is not self-signed";
+  }
+  EXPECT_EQ(compiled, pinned);
+}
+
+TEST(Ec2IdentityTest, PolicySectionParsesAndRefusesMalformedEntries) {
+  verify::Ec2IdentityPolicy p;
+  testing::TestAwsSigner aws = testing::MakeTestAwsSigner();
+  auto yaml = YAML::Load(testing::Ec2AdmissionPolicyYaml("eu-west-1", aws));
+  ASSERT_TRUE(verify::ParseEc2IdentityPolicy(yaml["admission"]["ec2_identity"], p).ok());
+  EXPECT_EQ(p.certificates.at("eu-west-1"), aws.cert_pem);
+  ASSERT_TRUE(verify::ParseEc2IdentityPolicy(
+                  YAML::Load("{account_ids: ['123456789012'], regions: [us-east-1]}"), p)
+                  .ok());
+  EXPECT_EQ(p.account_ids, std::vector<std::string>{"123456789012"});
+  EXPECT_EQ(p.regions, std::vector<std::string>{"us-east-1"});
+  EXPECT_EQ(verify::ParseEc2IdentityPolicy(YAML::Load("{account_ids: ['12345']}"), p).message(),
+            "admission.ec2_identity.account_ids: \"12345\" is not a 12-digit AWS account ID");
+  EXPECT_EQ(verify::ParseEc2IdentityPolicy(YAML::Load("{regions: [Europe]}"), p).message(),
+            "admission.ec2_identity.regions: \"Europe\" is not an AWS region name");
+  EXPECT_EQ(verify::ParseEc2IdentityPolicy(YAML::Load("{certificates: {eu-west-1: nope}}"), p).message(),
+            "admission.ec2_identity.certificates.eu-west-1: expected PEM certificates");
+  EXPECT_EQ(verify::ParseEc2IdentityPolicy(YAML::Load("{certs: {}}"), p).message(),
+            "policy: unknown key \"admission.ec2_identity.certs\"");
 }
 
 // ---- the policy's admission section ----
@@ -395,7 +573,7 @@ TEST(MetricsTest, MeteredClientsCountFailuresOnly) {
   range.set_key("k");
   EXPECT_FALSE(metered->Range(range).ok());
   EXPECT_TRUE(metered->Range(range).ok());
-  LcFakeKube kube;
+  FakeKubeSecrets kube;
   auto kube_metered = MeteredKubeClient(&kube, &m);
   EXPECT_TRUE(kube_metered->Request("GET", "/x", "").ok());
   const std::string text = m.Exposition();

@@ -1,7 +1,8 @@
-// Shared fixture of the node-lifecycle unit tests (approval, EC2 pre-authorization, SNS,
-// golden tickets): node records in an in-memory etcd (tests/fakes/fake_etcd.h) with three
-// voters and an etcd CA, a policy holder the test can change, a fake Kubernetes API, and a
-// clock that can run a hook while a held call sleeps.
+// Shared pieces of the node-record unit tests: three etcd voters and an etcd CA for an
+// in-memory etcd (tests/fakes/fake_etcd.h), join requests as the agent makes them, a fake
+// Kubernetes API (registry, SNP identity and lifecycle tests); and the fixture of the
+// node-lifecycle tests (approval, EC2 pre-authorization, SNS, golden tickets): a policy holder
+// the test can change and a clock that can run a hook while a held call sleeps.
 #pragma once
 
 #include <gmock/gmock.h>
@@ -44,35 +45,80 @@ class HookClock : public FakeClock {
   int sleeps = 0;
 };
 
-// Kubernetes API double: a SecretList for GET, 200 for DELETE; records every request.
-class LcFakeKube : public KubeClient {
+// Kubernetes API double: a SecretList for GET, `delete_status` for DELETE; records every
+// request.
+class FakeKubeSecrets : public KubeClient {
  public:
   Result<HttpResponse> Request(const std::string& method, const std::string& path,
                                const std::string&) override {
     requests.push_back(method + " " + path);
     if (method == "GET") return HttpResponse{200, list_body};
-    return HttpResponse{200, "{}"};
+    return HttpResponse{delete_status, "{}"};
   }
   std::string list_body = R"({"kind":"SecretList","items":[]})";
+  long delete_status = 200;
   std::vector<std::string> requests;
 };
+
+inline std::string TestPeerUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2380"; }
+inline std::string TestClientUrl(int i) {
+  return "https://10.0.0." + std::to_string(i + 1) + ":2379";
+}
+
+// Three voting members etcd-0..2 at 10.0.0.1..3; their member IDs.
+inline std::vector<uint64_t> AddThreeVoters(berth::testing::FakeEtcd& etcd) {
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(etcd.AddVoter("etcd-" + std::to_string(i), TestPeerUrl(i), TestClientUrl(i)));
+  }
+  return ids;
+}
+
+// An etcd CA with a fresh key, valid 48 hours, issuing certificates valid 24 hours.
+inline std::unique_ptr<EtcdCa> MakeTestEtcdCa() {
+  auto ca_key = GenerateP256Key();
+  auto ca_cert =
+      IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
+                ca_key->get(), nullptr, ca_key->get());
+  auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
+                            std::chrono::hours(24));
+  EXPECT_TRUE(ca.ok()) << ca.status().ToString();
+  return ca.ok() ? std::move(*ca) : nullptr;
+}
+
+inline v1::JoinRequest WorkerRequest(const std::string& name, const std::string& disk) {
+  v1::JoinRequest r;
+  r.set_node_name(name);
+  r.set_role(v1::NODE_ROLE_WORKER);
+  r.set_disk_uuid(disk);
+  return r;
+}
+
+// A control plane's request with fresh etcd keys, made as the agent makes them.
+inline v1::JoinRequest ControlPlaneRequest(const std::string& name, const std::string& address,
+                                           const std::string& disk) {
+  auto keys = agent::MakeEtcdKeys(name);
+  EXPECT_TRUE(keys.ok());
+  v1::JoinRequest r = WorkerRequest(name, disk);
+  r.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+  r.add_node_addresses(address);
+  r.set_etcd_csr(ToString(keys->server_csr));
+  r.set_etcd_peer_csr(ToString(keys->peer_csr));
+  r.set_etcd_peer_url("https://" + address + ":2380");
+  r.set_etcd_client_url("https://" + address + ":2379");
+  return r;
+}
+
+inline verify::VerifiedEvidence TestEvidence(const std::string& ak) {
+  return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
+}
 
 class LifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) {
-      etcd_.AddVoter("etcd-" + std::to_string(i),
-                     "https://10.0.0." + std::to_string(i + 1) + ":2380",
-                     "https://10.0.0." + std::to_string(i + 1) + ":2379");
-    }
-    auto ca_key = GenerateP256Key();
-    auto ca_cert =
-        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                  ca_key->get(), nullptr, ca_key->get());
-    auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
-                              std::chrono::hours(24));
-    ASSERT_TRUE(ca.ok()) << ca.status().ToString();
-    ca_ = std::move(*ca);
+    AddThreeVoters(etcd_);
+    ca_ = MakeTestEtcdCa();
+    ASSERT_NE(ca_, nullptr);
     SetPolicy(verify::AdmissionPolicy{});
   }
 
@@ -89,31 +135,14 @@ class LifecycleTest : public ::testing::Test {
   }
 
   static v1::JoinRequest Worker(const std::string& name, const std::string& disk = kLcDisk) {
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_WORKER);
-    r.set_disk_uuid(disk);
-    return r;
+    return WorkerRequest(name, disk);
   }
-
   static v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
                                       const std::string& disk = kLcDisk) {
-    auto keys = agent::MakeEtcdKeys(name);
-    EXPECT_TRUE(keys.ok());
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_CONTROL_PLANE);
-    r.set_disk_uuid(disk);
-    r.add_node_addresses(address);
-    r.set_etcd_csr(ToString(keys->server_csr));
-    r.set_etcd_peer_csr(ToString(keys->peer_csr));
-    r.set_etcd_peer_url("https://" + address + ":2380");
-    r.set_etcd_client_url("https://" + address + ":2379");
-    return r;
+    return ControlPlaneRequest(name, address, disk);
   }
-
   static verify::VerifiedEvidence Evidence(const std::string& ak = kLcAk) {
-    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
+    return TestEvidence(ak);
   }
 
   std::optional<v1::NodeRecord> Record(const std::string& name) {
@@ -127,7 +156,7 @@ class LifecycleTest : public ::testing::Test {
   NodeStore store_{&etcd_};
   Membership membership_{&etcd_};
   HookClock clock_{kLcNow};
-  LcFakeKube kube_;
+  FakeKubeSecrets kube_;
   std::unique_ptr<EtcdCa> ca_;
   std::unique_ptr<verify::PolicyHolder> policy_;
   std::unique_ptr<NodeRegistry> registry_;

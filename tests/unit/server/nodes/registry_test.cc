@@ -17,6 +17,7 @@
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_etcd.h"
 #include "tests/testing/testing.h"
+#include "tests/unit/server/nodes/lifecycle_fixture.h"
 
 namespace berth::server {
 namespace {
@@ -35,34 +36,12 @@ const std::string kDisk = "0b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
 const std::string kDisk2 = "1b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c";
 constexpr int64_t kNow = 1'800'000'000;
 
-// Kubernetes API double: a SecretList for GET, 200 for DELETE; records every request.
-class FakeKube : public KubeClient {
- public:
-  Result<HttpResponse> Request(const std::string& method, const std::string& path,
-                               const std::string&) override {
-    requests.push_back(method + " " + path);
-    if (method == "GET") return HttpResponse{200, list_body};
-    return HttpResponse{delete_status, "{}"};
-  }
-  std::string list_body = R"({"kind":"SecretList","items":[]})";
-  long delete_status = 200;
-  std::vector<std::string> requests;
-};
-
 class RegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (int i = 0; i < 3; ++i) {
-      voters_.push_back(etcd_.AddVoter("etcd-" + std::to_string(i), PeerUrl(i), ClientUrl(i)));
-    }
-    auto ca_key = GenerateP256Key();
-    auto ca_cert =
-        IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(48)},
-                  ca_key->get(), nullptr, ca_key->get());
-    auto ca = EtcdCa::FromPem(*CertToPem(ca_cert->get()), *PrivateKeyToPem(ca_key->get()),
-                              std::chrono::hours(24));
-    ASSERT_TRUE(ca.ok()) << ca.status().ToString();
-    ca_ = std::move(*ca);
+    voters_ = AddThreeVoters(etcd_);
+    ca_ = MakeTestEtcdCa();
+    ASSERT_NE(ca_, nullptr);
     roles_.control_plane.push_back(
         {.ak_sha256_hex = kAk, .node = "", .where = "roles.control_plane[0]"});
     verify::Policy policy;
@@ -73,39 +52,17 @@ class RegistryTest : public ::testing::Test {
     admin_ = std::make_unique<NodeAdmin>(&store_, &membership_, ca_.get(), &kube_, &clock_);
   }
 
-  static std::string PeerUrl(int i) { return "https://10.0.0." + std::to_string(i + 1) + ":2380"; }
-  static std::string ClientUrl(int i) {
-    return "https://10.0.0." + std::to_string(i + 1) + ":2379";
+  static std::string PeerUrl(int i) { return TestPeerUrl(i); }
+  static std::string ClientUrl(int i) { return TestClientUrl(i); }
+  static v1::JoinRequest Worker(const std::string& name = "node-1",
+                                const std::string& disk = kDisk) {
+    return WorkerRequest(name, disk);
   }
-
-  v1::JoinRequest Worker(const std::string& name = "node-1", const std::string& disk = kDisk) {
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_WORKER);
-    r.set_disk_uuid(disk);
-    return r;
+  static v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
+                                      const std::string& disk = kDisk) {
+    return ControlPlaneRequest(name, address, disk);
   }
-
-  // A control-plane request with fresh keys made as the agent makes them.
-  v1::JoinRequest ControlPlane(const std::string& name, const std::string& address,
-                               const std::string& disk = kDisk) {
-    auto keys = agent::MakeEtcdKeys(name);
-    EXPECT_TRUE(keys.ok());
-    v1::JoinRequest r;
-    r.set_node_name(name);
-    r.set_role(v1::NODE_ROLE_CONTROL_PLANE);
-    r.set_disk_uuid(disk);
-    r.add_node_addresses(address);
-    r.set_etcd_csr(ToString(keys->server_csr));
-    r.set_etcd_peer_csr(ToString(keys->peer_csr));
-    r.set_etcd_peer_url("https://" + address + ":2380");
-    r.set_etcd_client_url("https://" + address + ":2379");
-    return r;
-  }
-
-  static verify::VerifiedEvidence Evidence(const std::string& ak = kAk) {
-    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
-  }
+  static verify::VerifiedEvidence Evidence(const std::string& ak = kAk) { return TestEvidence(ak); }
 
   v1::NodeRecord Record(const std::string& name) {
     auto got = store_.Get(name);
@@ -130,7 +87,7 @@ class RegistryTest : public ::testing::Test {
   NodeStore store_{&etcd_};
   Membership membership_{&etcd_};
   FakeClock clock_{kNow};
-  FakeKube kube_;
+  FakeKubeSecrets kube_;
   std::unique_ptr<EtcdCa> ca_;
   verify::RolePolicy roles_;
   std::unique_ptr<verify::PolicyHolder> policy_;
@@ -659,6 +616,116 @@ TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   EXPECT_EQ(Record("node-5").state(), v1::NODE_STATE_JOINED);
   EXPECT_EQ(tokens.issued, 2);
+}
+
+// Issue 22, section 2, with records: the disk key goes to the node whose record claims the
+// disk, and to no other attested node, whatever name it gives.
+TEST_F(RegistryTest, ASecondNodeAskingForTheFirstNodesDiskGetsNothing) {
+  SecretBytes master(32);
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  Peer first{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  Peer second{.spki_sha256 = Bytes(32, 0x7b), .address = "ipv4:127.0.0.1:2"};
+  auto join = [&](v1::JoinRequest r, const Peer& peer) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueJoinTicket(r, peer);
+  };
+  auto rejoin = [&](const std::string& name, const Peer& peer) {
+    v1::RejoinRequest r;
+    r.set_node_name(name);
+    r.set_disk_uuid(kDisk);
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueRejoinTicket(r, peer);
+  };
+  auto ticket = join(Worker("node-1", kDisk), first);
+  ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
+  auto key = DeriveDiskKey(master, "c", kDisk);
+  EXPECT_EQ(ticket->disk_key(), std::string(key->view()));
+  auto again = rejoin("node-1", first);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->disk_key(), ticket->disk_key());
+
+  verifier.ak = kOtherAk;  // another attested node, with its own TLS key
+  auto own_name = rejoin("node-2", second);
+  EXPECT_EQ(own_name.status().ToString(),
+            "FAILED_PRECONDITION: node node-2 has no record in this cluster: a node joins "
+            "before it rejoins");
+  auto victim_name = rejoin("node-1", second);
+  EXPECT_EQ(victim_name.status().ToString(),
+            "PERMISSION_DENIED: node name node-1 is recorded with attestation key sha256:" +
+                kAk.substr(0, 16) + "..., not this node's sha256:" + kOtherAk.substr(0, 16) +
+                "...");
+  auto as_join = join(Worker("node-2", kDisk), second);
+  EXPECT_EQ(as_join.status().ToString(),
+            "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
+  EXPECT_EQ(tokens.issued, 1);
+}
+
+// Issue 22, section 6: two replicas share the master secret, so each accepts the other's
+// nonces; a request replayed to the other replica is refused by the nonce recorded with the
+// grant in etcd (no extra etcd write: it goes into the record's transaction).
+TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
+  SecretBytes master(32);
+  auto nonces_a = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  auto nonces_b = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinOptions options{.cluster_id = "c",
+                      .api_server_endpoint = "10.0.0.1:6443",
+                      .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}};
+  JoinLogic a(options, master.Clone(), &*nonces_a, &verifier, &tokens, registry_.get());
+  JoinLogic b(options, master.Clone(), &*nonces_b, &verifier, &tokens, registry_.get());
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  const std::string reused =
+      "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
+      "replayed request?); ask for a fresh challenge";
+
+  v1::JoinRequest join = Worker("node-1", kDisk);
+  join.set_nonce(a.Challenge({}, peer)->nonce());
+  join.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(a.IssueJoinTicket(join, peer).ok());
+  EXPECT_EQ(b.IssueJoinTicket(join, peer).status().ToString(), reused);
+  v1::JoinRequest renamed = join;  // the same evidence under a fresh name
+  renamed.set_node_name("node-9");
+  renamed.set_disk_uuid(kDisk2);
+  EXPECT_EQ(b.IssueJoinTicket(renamed, peer).status().ToString(), reused);
+  EXPECT_FALSE(store_.Get("node-9")->has_value());
+
+  v1::RejoinRequest rejoin;
+  rejoin.set_node_name("node-1");
+  rejoin.set_disk_uuid(kDisk);
+  rejoin.set_nonce(b.Challenge({}, peer)->nonce());
+  rejoin.mutable_evidence()->mutable_tpm();
+  ASSERT_TRUE(b.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(a.IssueRejoinTicket(rejoin, peer).status().ToString(), reused);
+  EXPECT_EQ(tokens.issued, 1);
+
+  // One key per spent nonce, named by its expiry; a later record write deletes the expired.
+  auto spent = [&] {
+    std::vector<std::string> keys;
+    auto values = store_.ListValues("nonces/");
+    EXPECT_TRUE(values.ok());
+    for (const auto& v : *values) keys.push_back(v.key);
+    return keys;
+  };
+  std::vector<std::string> both = {
+      SpentNonceKey(kNow + 60, HexEncode(Sha256(AsBytes(join.nonce())))),
+      SpentNonceKey(kNow + 60, HexEncode(Sha256(AsBytes(rejoin.nonce()))))};
+  std::sort(both.begin(), both.end());  // etcd lists keys in order
+  EXPECT_EQ(spent(), both);
+  EXPECT_EQ(SpentNonceKey(kNow + 60, "ab"), "nonces/001800000060/ab");
+  clock_.Advance(std::chrono::seconds(61));
+  rejoin.set_nonce(a.Challenge({}, peer)->nonce());
+  ASSERT_TRUE(a.IssueRejoinTicket(rejoin, peer).ok());
+  EXPECT_EQ(spent(), std::vector<std::string>{SpentNonceKey(
+                         kNow + 121, HexEncode(Sha256(AsBytes(rejoin.nonce()))))});
 }
 
 }  // namespace
