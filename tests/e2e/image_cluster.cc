@@ -108,8 +108,14 @@ bool ImageCluster::StartBerthd(const std::string& policy_yaml, int port,
       "--kubeconfig", Env("KUBECONFIG"), "--api-server-endpoint",
       api_server_endpoint.empty() ? Env("KUBE_JOIN_ENDPOINT") : api_server_endpoint,
       "--kubernetes-version", Env("KUBE_RELEASE"), "--token-ttl", std::to_string(token_ttl.count()),
-      // Workers without node records; etcd_join_test.cc covers etcd.
-      "--no-etcd"};
+      // Node records (berthd releases a state disk's key only to a node it keeps a record of)
+      // in the control plane's etcd, as its API server's etcd client: one etcd for the test
+      // cluster; berthd's keys are under its own prefix. No etcd CA key: workers only
+      // (etcd_join_test.cc covers control planes).
+      "--etcd-endpoints", "https://127.0.0.1:" + Env("KUBE_ETCD_PORT"),
+      "--etcd-trusted-ca", cp_dir_ + "/pki/etcd/ca.crt",
+      "--etcd-client-cert", cp_dir_ + "/pki/apiserver-etcd-client.crt",
+      "--etcd-client-key", cp_dir_ + "/pki/apiserver-etcd-client.key"};
   auto p = Subprocess::Start(argv, berthd_log());
   if (!p.ok()) {
     ADD_FAILURE() << "berthd did not start: " << p.status().ToString();
