@@ -8,6 +8,7 @@
 
 #include "agent/attestation.h"
 #include "agent/hw/tpm.h"
+#include "agent/identity.h"
 #include "agent/join_client.h"
 #include "common/binding.h"
 #include "common/bytes.h"
