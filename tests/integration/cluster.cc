@@ -220,14 +220,7 @@ AgentRun HostCluster::RunAgent(const std::vector<std::string>& extra) {
 
 std::vector<nlohmann::json> HostCluster::TokenSecrets() const {
   if (kube_) return kube_->BerthTokens();
-  std::vector<nlohmann::json> created;
-  for (const auto& r : StandinApiServerRecords()) {
-    if (r["method"] == "POST" && r["code"] == 201 &&
-        r["object"].value("type", "") == "bootstrap.kubernetes.io/token") {
-      created.push_back(r["object"]);
-    }
-  }
-  return created;
+  return StandinTokenSecrets(StandinApiServerRecords());
 }
 
 std::vector<nlohmann::json> HostCluster::KubeadmJoins() const {

@@ -584,14 +584,7 @@ nlohmann::json EtcdTestbed::ListNodes(int replica) {
 
 std::vector<nlohmann::json> EtcdTestbed::TokenSecrets() const {
   if (kube_) return kube_->BerthTokens();
-  std::vector<nlohmann::json> created;
-  for (const auto& r : StandinApiServerRecords()) {
-    if (r["method"] == "POST" && r["code"] == 201 &&
-        r["object"].value("type", "") == "bootstrap.kubernetes.io/token") {
-      created.push_back(r["object"]);
-    }
-  }
-  return created;
+  return StandinTokenSecrets(StandinApiServerRecords());
 }
 
 std::vector<nlohmann::json> EtcdTestbed::KubeadmJoins() const {

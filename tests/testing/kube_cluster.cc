@@ -389,6 +389,17 @@ std::vector<std::string> KubeadmJoinDryRunEnv(const KubeCluster& cluster,
   return {"BERTH_KUBEADM=" + cluster.Binary("kubeadm"), "BERTH_KUBEADM_RECORD_DIR=" + record_dir};
 }
 
+std::vector<nlohmann::json> StandinTokenSecrets(const std::vector<nlohmann::json>& records) {
+  std::vector<nlohmann::json> created;
+  for (const auto& r : records) {
+    if (r["method"] == "POST" && r["code"] == 201 &&
+        r["object"].value("type", "") == "bootstrap.kubernetes.io/token") {
+      created.push_back(r["object"]);
+    }
+  }
+  return created;
+}
+
 std::vector<nlohmann::json> KubeadmJoinRecords(const std::string& record_dir) {
   std::vector<nlohmann::json> out;
   for (int n = 1;; ++n) {

@@ -105,4 +105,7 @@ std::vector<std::string> KubeadmJoinDryRunEnv(const KubeCluster& cluster,
 // have written).
 std::vector<nlohmann::json> KubeadmJoinRecords(const std::string& record_dir);
 
+// The bootstrap-token Secrets the stand-in API server created, from its request records.
+std::vector<nlohmann::json> StandinTokenSecrets(const std::vector<nlohmann::json>& records);
+
 }  // namespace berth::testing
