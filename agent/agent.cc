@@ -155,28 +155,6 @@ auto RunStep(Step step, Notifier& notifier, std::string_view status, Fn fn) {
   return result;
 }
 
-// The configured selection (or the default), always with sha256 PCR 15: berthd refuses a
-// quote that does not show whether this boot already released its keys.
-std::vector<v1::PcrSelection> Selection(const v1::EnrolmentConfig& config) {
-  std::vector<v1::PcrSelection> out =
-      config.pcr_selection().empty() ? DefaultPcrSelection()
-                                     : std::vector<v1::PcrSelection>(config.pcr_selection().begin(),
-                                                                     config.pcr_selection().end());
-  for (auto& s : out) {
-    if (s.bank() != v1::HASH_ALGORITHM_SHA256) continue;
-    for (uint32_t p : s.pcrs()) {
-      if (p == seal::kPcr) return out;
-    }
-    s.add_pcrs(seal::kPcr);
-    return out;
-  }
-  v1::PcrSelection sealed;
-  sealed.set_bank(v1::HASH_ALGORITHM_SHA256);
-  sealed.add_pcrs(seal::kPcr);
-  out.push_back(sealed);
-  return out;
-}
-
 struct Prepared {
   v1::EnrolmentConfig config;
   std::string file;  // the EnrolmentConfig's bytes, as measured into PCR 15
@@ -302,7 +280,7 @@ class Boot {
         }
         seal_ = std::move(*sealed);
         attester_ =
-            std::make_unique<TpmAttester>(tpm_.get(), Selection(config_),
+            std::make_unique<TpmAttester>(tpm_.get(), QuoteSelection(config_),
                                           JoinRoot(options_.root, kEventLogPath), seal_->Events());
         return OkStatus();
       }
@@ -817,65 +795,28 @@ class Boot {
 
 }  // namespace
 
-Status RunAgent(const AgentOptions& options, AgentDeps& deps) {
-  return Boot(options, deps).Run();
+std::vector<v1::PcrSelection> QuoteSelection(const v1::EnrolmentConfig& config) {
+  std::vector<v1::PcrSelection> out =
+      config.pcr_selection().empty() ? DefaultPcrSelection()
+                                     : std::vector<v1::PcrSelection>(config.pcr_selection().begin(),
+                                                                     config.pcr_selection().end());
+  for (auto& s : out) {
+    if (s.bank() != v1::HASH_ALGORITHM_SHA256) continue;
+    for (uint32_t p : s.pcrs()) {
+      if (p == seal::kPcr) return out;
+    }
+    s.add_pcrs(seal::kPcr);
+    return out;
+  }
+  v1::PcrSelection sealed;
+  sealed.set_bank(v1::HASH_ALGORITHM_SHA256);
+  sealed.add_pcrs(seal::kPcr);
+  out.push_back(sealed);
+  return out;
 }
 
-Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps) {
-  auto config = LoadEnrolmentConfig(JoinRoot(options.root, options.enrolment_path));
-  std::vector<v1::PcrSelection> selection =
-      config.ok() ? Selection(*config) : DefaultPcrSelection();
-  std::string name = "node";
-  if (config.ok()) {
-    if (auto n = ResolveNodeName(*config); n.ok()) name = *n;
-  }
-  if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
-      deps.open_sev_guest) {
-    BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
-    BERTH_ASSIGN_OR_RETURN(SnpIdentity identity,
-                           SnpIdentity::LoadOrCreate(*device, SnpIdentityPath(options),
-                                                     options.snp_vmpl));
-    return DescribeSnpIdentity(*device, options.snp_vmpl, &identity);
-  }
-  BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
-  BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());
-  BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC pub, tpm::ParsePublic(ak_public));
-  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::PublicToEvp(pub));
-  BERTH_ASSIGN_OR_RETURN(Bytes spki, PublicKeyToSpkiDer(key.get()));
-  BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs, tpm->ReadPcrs(selection));
-  std::string out = "# berthd policy for this node's TPM and its current boot state\ntpm:\n";
-  out += "  trusted_aks:\n    - name: " + name + "\n";
-  out += "      sha256: " + HexEncode(Sha256(spki)) + "\n";
-  // The EK, for policies that pin it instead (credential activation proves the AK is its).
-  if (auto ek = tpm->EndorsementKey(); ek.ok()) {
-    auto ek_public = tpm::ParsePublic(ek->ek_public);
-    auto ek_key =
-        ek_public.ok() ? tpm::PublicToEvp(*ek_public) : Result<EvpPkeyPtr>(ek_public.status());
-    auto ek_spki = ek_key.ok() ? PublicKeyToSpkiDer(ek_key->get()) : Result<Bytes>(ek_key.status());
-    if (ek_spki.ok()) {
-      out += "  # or, instead of the AK, its endorsement key" +
-             std::string(ek->ek_certificate.empty() ? "" : " (it has an EK certificate)") +
-             ":\n  # trusted_eks:\n  #   - name: " + name +
-             "\n  #     sha256: " + HexEncode(Sha256(*ek_spki)) + "\n";
-    }
-  }
-  out += "  pcrs:\n";
-  for (const auto& [bank, values] : pcrs) {
-    out += "    " + std::string(DigestName(bank)) + ":\n";
-    for (const auto& [index, value] : values) {
-      // PCR 15 is berth-agent's own: berthd replays its events instead of pinning a value.
-      if (index == seal::kPcr) continue;
-      out += "      " + std::to_string(index) + ": " + HexEncode(value) + "\n";
-    }
-  }
-  if (config.ok()) {
-    auto file = ReadFile(JoinRoot(options.root, options.enrolment_path), 1 << 20);
-    if (file.ok()) {
-      out += "  enrolment_configs:\n    - name: " + name +
-             "\n      sha256: " + HexEncode(Sha256(AsBytes(*file))) + "\n";
-    }
-  }
-  return out;
+Status RunAgent(const AgentOptions& options, AgentDeps& deps) {
+  return Boot(options, deps).Run();
 }
 
 }  // namespace berth::agent

@@ -126,10 +126,9 @@ AgentDeps RealAgentDeps();
 // written unless a ticket was granted.
 Status RunAgent(const AgentOptions& options, AgentDeps& deps);
 
-// For operators enrolling a reference node: the AK fingerprint and current PCR values as a
-// berthd policy snippet (YAML); for an SEV-SNP node (by its EnrolmentConfig), the launch
-// measurement and TCB instead.
-Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& deps);
+// The PCRs the agent quotes: the EnrolmentConfig's selection (or the default), always with
+// sha256 PCR 15, whose events say whether this boot already released its keys.
+std::vector<v1::PcrSelection> QuoteSelection(const v1::EnrolmentConfig& config);
 
 // Where an SEV-SNP node's sealed identity is (options.snp_identity under options.root).
 std::string SnpIdentityPath(const AgentOptions& options);

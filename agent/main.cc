@@ -3,6 +3,7 @@
 
 #include "agent/agent.h"
 #include "agent/golden_ticket.h"
+#include "agent/identity.h"
 #include "agent/privileges.h"
 #include "common/log.h"
 

@@ -67,28 +67,4 @@ Result<Attestation> SnpAttester::Attest(const v1::ChallengeResponse& challenge,
   return out;
 }
 
-Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl,
-                                        const SnpIdentity* identity) {
-  BERTH_ASSIGN_OR_RETURN(Bytes raw, device.GetReport(Bytes(snp::kReportDataSize, 0), vmpl));
-  BERTH_ASSIGN_OR_RETURN(snp::Report report, snp::ParseReport(raw));
-  snp::Product product = report.product();
-  snp::Tcb tcb = snp::DecodeTcb(report.reported_tcb, product);
-  std::string out = "# berthd policy for this SEV-SNP guest's launch measurement and TCB\n";
-  out += "sev_snp:\n  measurements:\n    - " + HexEncode(report.measurement) + "\n";
-  out += "  min_tcb: {bootloader: " + std::to_string(tcb.bootloader) +
-         ", tee: " + std::to_string(tcb.tee) + ", snp: " + std::to_string(tcb.snp) +
-         ", microcode: " + std::to_string(tcb.microcode) +
-         (tcb.fmc ? ", fmc: " + std::to_string(*tcb.fmc) : std::string()) + "}\n";
-  out += "  max_vmpl: " + std::to_string(report.vmpl) + "\n";
-  if (product != snp::Product::kUnknown) {
-    out += "  products: [" + std::string(snp::ProductName(product)) + "]\n";
-  }
-  if (identity != nullptr) {
-    out += "# this node's identity key (roles.control_plane ak_sha256, berthctl nodes approve "
-           "--ak-sha256):\n# sha256: " +
-           identity->Fingerprint() + "\n";
-  }
-  return out;
-}
-
 }  // namespace berth::agent

@@ -31,11 +31,5 @@ class SnpAttester : public Attester {
 Result<v1::Evidence> CollectSnpEvidence(SevGuest& device, std::span<const uint8_t> binding,
                                         uint32_t vmpl, const SnpIdentity& identity);
 
-// For operators enrolling a reference node: this guest's launch measurement and its platform's
-// reported TCB as a berthd `sev_snp:` policy snippet (YAML), and the node's identity key
-// fingerprint (what roles, approvals and node records name it by). The TCB is read with the
-// Milan/Genoa layout unless the report names its product (version 3+).
-Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl,
-                                        const SnpIdentity* identity = nullptr);
 
 }  // namespace berth::agent

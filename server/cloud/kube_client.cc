@@ -1,5 +1,6 @@
 #include "server/cloud/kube_client.h"
 
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
@@ -90,7 +91,16 @@ class CurlKubeClient : public KubeClient {
   Result<HttpResponse> Request(const std::string& method, const std::string& path,
                                const std::string& json_body) override {
     BERTH_ASSIGN_OR_RETURN(HttpsResponse r, https_.Send(method, server_ + path, json_body));
-    return HttpResponse{.status = r.status, .body = std::move(r.body)};
+    HttpResponse response{.status = r.status, .body = std::move(r.body)};
+    // berthd's identity, not the request, is what an operator must fix: say so once here,
+    // for every call, with the API server's own words (which name the missing permission).
+    if (response.status == 401 || response.status == 403) {
+      spdlog::error("Kubernetes API {} berthd's identity: {} {} answered {}: {} (berthd's "
+                    "RBAC is kube/berthd-rbac.yaml, see docs/kubernetes.md)",
+                    response.status == 401 ? "did not authenticate" : "refused", method, path,
+                    response.status, KubeErrorMessage(response));
+    }
+    return response;
   }
 
  private:

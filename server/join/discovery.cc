@@ -148,10 +148,15 @@ Result<ClusterInfo> DiscoveryKubeconfigs::Fetch() {
   return info;
 }
 
-Result<SecretBytes> DiscoveryKubeconfigs::Build(const std::string& node, const SecretBytes& token) {
+Result<ClusterInfo> DiscoveryKubeconfigs::ClusterInfoFor(const std::string& node) {
   auto info = Fetch();
   if (!info.ok()) return info.status().WithContext("discovery kubeconfig for node " + node);
-  return RenderDiscoveryKubeconfig(*info, token);
+  return info;
+}
+
+Result<SecretBytes> DiscoveryKubeconfigs::Build(const std::string& node, const SecretBytes& token) {
+  BERTH_ASSIGN_OR_RETURN(ClusterInfo info, ClusterInfoFor(node));
+  return RenderDiscoveryKubeconfig(info, token);
 }
 
 }  // namespace berth::server

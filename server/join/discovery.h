@@ -43,6 +43,10 @@ class DiscoveryKubeconfigs {
   // UNAVAILABLE when cluster-info cannot be read; FAILED_PRECONDITION when its CA is not
   // the one berthd pins.
   Result<SecretBytes> Build(const std::string& node, const SecretBytes& token);
+  // The part of Build that can fail, for callers that must know it succeeded before they
+  // mint the token (a token minted for a ticket that is then refused would be left behind):
+  // same errors, then RenderDiscoveryKubeconfig cannot fail.
+  Result<ClusterInfo> ClusterInfoFor(const std::string& node);
 
  private:
   Result<ClusterInfo> Fetch();

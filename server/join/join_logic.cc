@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
+
 #include "common/binding.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
@@ -186,6 +188,14 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     if (!key.ok()) return refuse(key.status());
     ticket.set_disk_key(std::string(key->view()));
   }
+  // Everything that can still refuse the ticket comes before the token: a token minted for
+  // a refused ticket would be left in the cluster until it expires.
+  std::optional<ClusterInfo> cluster_info;
+  if (discovery_ != nullptr) {
+    auto info = discovery_->ClusterInfoFor(node);
+    if (!info.ok()) return refuse(info.status());
+    cluster_info = std::move(*info);
+  }
   auto token = tokens_->Issue(node);
   if (!token.ok()) return refuse(token.status());
   SecretBytes joined = token->Joined();
@@ -195,13 +205,9 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   for (const auto& h : options_.ca_cert_hashes) kubeadm->add_ca_cert_hashes(h);
   kubeadm->set_kubernetes_version(options_.kubernetes_version);
   std::string discovery = "token";
-  if (discovery_ != nullptr) {
-    auto kubeconfig = discovery_->Build(node, joined);
-    if (!kubeconfig.ok()) {
-      WipeString(*kubeadm->mutable_token());
-      return refuse(kubeconfig.status());
-    }
-    ticket.set_discovery_kubeconfig(std::string(kubeconfig->view()));
+  if (cluster_info.has_value()) {
+    SecretBytes kubeconfig = RenderDiscoveryKubeconfig(*cluster_info, joined);
+    ticket.set_discovery_kubeconfig(std::string(kubeconfig.view()));
     discovery = "file";
   }
   TicketAudit("IssueJoinTicket", peer, node)

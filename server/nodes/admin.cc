@@ -30,9 +30,14 @@ std::string Join(const google::protobuf::RepeatedPtrField<std::string>& v) {
 
 Result<std::vector<std::string>> DeleteNodeTokens(KubeClient& kube, const std::string& node) {
   const std::string base = "/api/v1/namespaces/kube-system/secrets";
+  // berth's tokens for this node: berthd's admission policy lets it delete no other Secret
+  // (kube/berthd-rbac.yaml), whatever else carries the node's label.
   BERTH_ASSIGN_OR_RETURN(
       HttpResponse list,
-      kube.Request("GET", base + "?labelSelector=berth.dev%2Fnode%3D" + node, ""));
+      kube.Request("GET",
+                   base + "?labelSelector=berth.dev%2Fnode%3D" + node +
+                       "%2Capp.kubernetes.io%2Fmanaged-by%3Dberth",
+                   ""));
   if (list.status != 200) {
     return Unavailable("listing the bootstrap tokens of node " + node +
                        ": Kubernetes API answered " + std::to_string(list.status) + ": " +

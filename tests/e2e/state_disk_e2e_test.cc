@@ -164,16 +164,17 @@ TEST_F(StateDiskE2eTest, ABerthdWithAnotherKeyStopsTheAgentAndTheDiskIsUntouched
   ExpectMountedAndJoined(first);
   const std::string before = Sha256File(node_->disk());
 
-  // Another cluster (another master secret, another CA) that trusts the same TPM: its berthd
-  // grants the rejoin, with a key that cannot open this disk.
-  GuestCluster other(tpm_);
-  ASSERT_TRUE(other.ok);
-  GuestBootOptions o;
-  o.enrolment = other.Enrolment("node-key");
-  GuestBoot second = node_->Boot(o);
+  // berthd restarted with another master secret (a replica misconfigured, a secret replaced
+  // by mistake), with the node's record and disk claim still in its etcd: it grants the
+  // rejoin, with a key that cannot open this disk.
+  cluster_->host.StopBerthd();
+  MustWrite(cluster_->host.dir().Join("master.secret"), ToString(RandomBytes(32)), 0600);
+  ASSERT_TRUE(cluster_->host.StartBerthd(cluster_->host.berthd_port()));
+  GuestBoot second = Boot("node-key");
   ASSERT_EQ(second.outcome, "poweroff") << second.Describe();
   EXPECT_EQ(second.agent_exit(), 1) << second.Describe();
-  EXPECT_THAT(other.BerthdLog(),
+  const std::string log = cluster_->BerthdLog();
+  EXPECT_THAT(log.substr(log.rfind("berthd listening")),
               HasSubstr("audit call=IssueRejoinTicket decision=granted node=node-key"));
   EXPECT_THAT(second.serial,
               HasSubstr("PERMISSION_DENIED: unlocking the state disk: the disk key from berthd "

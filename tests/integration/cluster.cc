@@ -1,5 +1,7 @@
 #include "tests/integration/cluster.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -61,7 +63,23 @@ HostCluster::~HostCluster() {
   tpm_.reset();
 }
 
-bool HostCluster::StartApiServer(const std::vector<std::string>& extra_flags) {
+bool HostCluster::StartKubeApiServer() {
+  if (!network_.netns.empty()) {
+    ADD_FAILURE() << "the real API server listens on the host's loopback only; berthd in a "
+                     "network namespace reaches only the stand-in";
+    return false;
+  }
+  kube_ = &KubeCluster::Shared();
+  if (!kube_->ok()) {
+    ADD_FAILURE() << "no Kubernetes control plane: " << kube_->error();
+    return false;
+  }
+  kube_->DeleteBerthTokens();
+  if (berthd_kubeconfig_.empty()) berthd_kubeconfig_ = kube_->berthd_kubeconfig();
+  return true;
+}
+
+bool HostCluster::StartStandinApiServer(const std::vector<std::string>& extra_flags) {
   std::vector<std::string> argv = {kPython,
                                    SourceDir() + "/tests/standins/kube_apiserver.py",
                                    "--cert", kube_pki_.server_pem,
@@ -84,6 +102,7 @@ bool HostCluster::StartApiServer(const std::vector<std::string>& extra_flags) {
   std::string kc = MustRead(dir_.Join("kubeconfig"));
   kc.replace(kc.find("PORT"), 4, std::to_string(apiserver_port_));
   MustWrite(dir_.Join("kubeconfig"), kc, 0600);
+  berthd_kubeconfig_ = dir_.Join("kubeconfig");
   return true;
 }
 
@@ -113,11 +132,26 @@ bool HostCluster::StartBerthd(int port, const std::vector<std::string>& extra_fl
                                    "--policy", dir_.Join("policy.yaml"),
                                    "--master-secret-file", dir_.Join("master.secret"),
                                    "--cluster-id", "berth-test",
-                                   "--kubeconfig", dir_.Join("kubeconfig"),
-                                   "--api-server-endpoint", "127.0.0.1:6443",
-                                   "--kubernetes-version", "v1.31.0",
-                                   // Workers without node records; etcd_join_test.cc covers etcd.
-                                   "--no-etcd"};
+                                   "--kubeconfig", berthd_kubeconfig_,
+                                   "--api-server-endpoint",
+                                   kube_ ? kube_->api_server_endpoint() : "127.0.0.1:6443",
+                                   "--kubernetes-version", kube_ ? kube_->release() : "v1.31.0"};
+  const bool without = std::find(extra_flags.begin(), extra_flags.end(), "--no-etcd") !=
+                       extra_flags.end();
+  if (!network_.netns.empty() && !without) argv.push_back("--no-etcd");
+  if (network_.netns.empty() && !without) {
+    if (!etcd_) {
+      std::filesystem::create_directories(dir_.Join("etcd"));
+      etcd_ = std::make_unique<EtcdCluster>(dir_.Join("etcd"), 1);
+      if (!etcd_->ok()) {
+        ADD_FAILURE() << "berthd's etcd did not start: " << etcd_->error();
+        return false;
+      }
+    }
+    argv.insert(argv.end(), {"--etcd-endpoints", etcd_->ClientUrl(0), "--etcd-trusted-ca",
+                             etcd_->ca_cert(), "--etcd-client-cert", etcd_->client_cert(),
+                             "--etcd-client-key", etcd_->client_key()});
+  }
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   if (!network_.netns.empty()) argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", network_.netns});
   auto p = Subprocess::Start(argv, berthd_log());
@@ -155,7 +189,9 @@ std::vector<std::string> HostCluster::AgentArgv(const std::vector<std::string>& 
   std::vector<std::string> argv = {BuildDir() + "/agent/berth-agent",
                                    "--root", node_root(),
                                    "--tcti", tpm_->Tcti(),
-                                   "--kubeadm", SourceDir() + "/tests/standins/kubeadm",
+                                   "--kubeadm",
+                                   kube_ ? KubeadmJoinDryRun()
+                                         : SourceDir() + "/tests/standins/kubeadm",
                                    "--retry-initial-ms", "200",
                                    "--retry-max-ms", "1000"};
   argv.insert(argv.end(), extra.begin(), extra.end());
@@ -163,6 +199,7 @@ std::vector<std::string> HostCluster::AgentArgv(const std::vector<std::string>& 
 }
 
 std::vector<std::string> HostCluster::AgentEnv() const {
+  if (kube_) return KubeadmJoinDryRunEnv(*kube_, dir_.Join("kubeadm"));
   return {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
           "BERTH_STANDIN_KUBEADM_APISERVER=https://127.0.0.1:" + std::to_string(apiserver_port_),
           "BERTH_STANDIN_KUBEADM_CA=" + kube_pki_.ca_pem,
@@ -181,12 +218,18 @@ AgentRun HostCluster::RunAgent(const std::vector<std::string>& extra) {
   return run;
 }
 
-std::vector<nlohmann::json> HostCluster::ApiServerRecords() const {
-  return ReadJsonLines(dir_.Join("apiserver.jsonl"));
+std::vector<nlohmann::json> HostCluster::TokenSecrets() const {
+  if (kube_) return kube_->BerthTokens();
+  return StandinTokenSecrets(StandinApiServerRecords());
 }
 
-std::vector<nlohmann::json> HostCluster::KubeadmRecords() const {
+std::vector<nlohmann::json> HostCluster::KubeadmJoins() const {
+  if (kube_) return KubeadmJoinRecords(dir_.Join("kubeadm"));
   return ReadJsonLines(dir_.Join("kubeadm.jsonl"));
+}
+
+std::vector<nlohmann::json> HostCluster::StandinApiServerRecords() const {
+  return ReadJsonLines(dir_.Join("apiserver.jsonl"));
 }
 
 std::vector<std::string> HostCluster::NodeFiles() const {

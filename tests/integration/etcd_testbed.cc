@@ -8,6 +8,7 @@
 
 #include "agent/attestation.h"
 #include "agent/hw/tpm.h"
+#include "agent/identity.h"
 #include "agent/join_client.h"
 #include "common/binding.h"
 #include "common/bytes.h"
@@ -214,6 +215,15 @@ EtcdTestbed::EtcdTestbed(const EtcdTestbedOptions& options) : options_(options) 
   MustWrite(operator_key_, std::string((*PrivateKeyToPem(key->get())).view()), 0600);
   MustWrite(dir_.Join("master.secret"), ToString(RandomBytes(32)), 0600);
 
+  if (options_.api_delay_ms == 0) {
+    kube_ = &KubeCluster::Shared();
+    if (!kube_->ok()) {
+      error_ = "no Kubernetes control plane: " + kube_->error();
+      return;
+    }
+    kube_->DeleteBerthTokens();  // tests share it, one after the other
+    return;
+  }
   auto p = Subprocess::Start(
       {kPython, SourceDir() + "/tests/standins/kube_apiserver.py", "--cert", kube_pki_.server_pem,
        "--key", kube_pki_.server_key, "--token", kAdminToken, "--port", "0", "--port-file",
@@ -340,11 +350,13 @@ bool EtcdTestbed::StartBerthd(int replica, int port) {
                                    "--cluster-id",
                                    "berth-test",
                                    "--kubeconfig",
-                                   dir_.Join("kubeconfig"),
+                                   !kube_ ? dir_.Join("kubeconfig")
+                                   : berthd_kubeconfig.empty() ? kube_->berthd_kubeconfig()
+                                                               : berthd_kubeconfig,
                                    "--api-server-endpoint",
-                                   "127.0.0.1:6443",
+                                   kube_ ? kube_->api_server_endpoint() : "127.0.0.1:6443",
                                    "--kubernetes-version",
-                                   "v1.31.0",
+                                   kube_ ? kube_->release() : "v1.31.0",
                                    "--etcd-endpoints",
                                    endpoints,
                                    "--etcd-client-cert",
@@ -401,7 +413,10 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   agent::AgentOptions o;
   o.root = node.root;
   o.tcti = node.tpm->Tcti();
-  o.kubeadm = SourceDir() + "/tests/standins/kubeadm";
+  // Workers against the real API server run the real kubeadm; control planes the stand-in
+  // (see etcd_testbed.h), checking the configuration only.
+  const bool real_kubeadm = kube_ != nullptr && !control_plane;
+  o.kubeadm = real_kubeadm ? KubeadmJoinDryRun() : SourceDir() + "/tests/standins/kubeadm";
   o.retry = agent::RetryPolicy{.initial_backoff = std::chrono::milliseconds(200),
                                .max_backoff = std::chrono::milliseconds(1000),
                                .max_attempts = 200};
@@ -414,11 +429,20 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   if (!node.ec2_imds_url.empty()) o.ec2_imds_url = node.ec2_imds_url;
 
   RealClock clock;
-  NodeRunner runner(&node.disk, {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl"),
-                                 "BERTH_STANDIN_KUBEADM_APISERVER=https://127.0.0.1:" +
-                                     std::to_string(apiserver_port_),
-                                 "BERTH_STANDIN_KUBEADM_CA=" + kube_pki_.ca_pem,
-                                 "BERTH_STANDIN_KUBEADM_ADMIN_TOKEN=" + std::string(kAdminToken)});
+  std::vector<std::string> kubeadm_env;
+  if (real_kubeadm) {
+    kubeadm_env = KubeadmJoinDryRunEnv(*kube_, dir_.Join("kubeadm"));
+  } else {
+    kubeadm_env = {"BERTH_STANDIN_KUBEADM_RECORD=" + dir_.Join("kubeadm.jsonl")};
+    if (!kube_) {  // the stand-in kubeadm checks the token against the stand-in API server
+      kubeadm_env.insert(kubeadm_env.end(),
+                         {"BERTH_STANDIN_KUBEADM_APISERVER=https://127.0.0.1:" +
+                              std::to_string(apiserver_port_),
+                          "BERTH_STANDIN_KUBEADM_CA=" + kube_pki_.ca_pem,
+                          "BERTH_STANDIN_KUBEADM_ADMIN_TOKEN=" + std::string(kAdminToken)});
+    }
+  }
+  NodeRunner runner(&node.disk, kubeadm_env);
   RecordingNotifier notifier;
   FakeDisk disk(&node.disk);
   FakeMounter mounter;
@@ -558,12 +582,19 @@ nlohmann::json EtcdTestbed::ListNodes(int replica) {
   return j;
 }
 
-std::vector<nlohmann::json> EtcdTestbed::ApiServerRecords() const {
-  return ReadJsonLines(dir_.Join("apiserver.jsonl"));
+std::vector<nlohmann::json> EtcdTestbed::TokenSecrets() const {
+  if (kube_) return kube_->BerthTokens();
+  return StandinTokenSecrets(StandinApiServerRecords());
 }
 
-std::vector<nlohmann::json> EtcdTestbed::KubeadmRecords() const {
-  return ReadJsonLines(dir_.Join("kubeadm.jsonl"));
+std::vector<nlohmann::json> EtcdTestbed::KubeadmJoins() const {
+  std::vector<nlohmann::json> joins = ReadJsonLines(dir_.Join("kubeadm.jsonl"));
+  for (auto& j : KubeadmJoinRecords(dir_.Join("kubeadm"))) joins.push_back(std::move(j));
+  return joins;
+}
+
+std::vector<nlohmann::json> EtcdTestbed::StandinApiServerRecords() const {
+  return ReadJsonLines(dir_.Join("apiserver.jsonl"));
 }
 
 }  // namespace berth::testing

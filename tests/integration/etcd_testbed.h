@@ -1,9 +1,14 @@
-// Control planes joining etcd on one host, every part real except the two stand-ins
-// (tests/standins/): a 3-member etcd cluster (Debian's etcd 3.4, TLS) on loopback, the
-// kube-apiserver stand-in, berthd processes with node records in that etcd and AdminService
-// behind an operator CA, and nodes with their own swtpm whose berth-agent runs in-process
-// (RunAgent with injected parts: a fake disk and mounts, since the host has no device-mapper,
-// and an etcd starter that runs a real etcd from the environment file the agent wrote).
+// Control planes joining etcd on one host, every part real: a 3-member etcd cluster (Debian's
+// etcd 3.4, TLS) on loopback, the real Kubernetes API server this test process shares
+// (tests/testing/kube_cluster.h) with berthd's least-privileged identity, berthd processes
+// with node records in that etcd and AdminService behind an operator CA, and nodes with their
+// own swtpm whose berth-agent runs in-process (RunAgent with injected parts: a fake disk and
+// mounts, since the host has no device-mapper, and an etcd starter that runs a real etcd from
+// the environment file the agent wrote). A worker's kubeadm is the real one's join --dry-run.
+// Stand-ins (tests/standins/README.md) remain where the real programs cannot serve: the API
+// server when a test needs it slow (api_delay_ms), and kubeadm for control planes (the real
+// kubeadm v1.37.2 refuses berth-agent's control-plane JoinConfiguration, and on this host a
+// control plane's address is loopback, which kubeadm will not advertise).
 #pragma once
 
 #include <atomic>
@@ -22,6 +27,7 @@
 #include "berth/v1/nodes.pb.h"
 #include "common/subprocess.h"
 #include "tests/testing/etcd.h"
+#include "tests/testing/kube_cluster.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 
@@ -82,7 +88,9 @@ class HealthWatch {
 };
 
 struct EtcdTestbedOptions {
-  int api_delay_ms = 0;  // the API server stand-in answers writes this much later (--delay-ms)
+  // > 0: the API server stand-in instead of the real one, answering writes this much later
+  // (--delay-ms).
+  int api_delay_ms = 0;
   std::string policy;    // berthd's policy instead of the one made from the nodes' AKs
 };
 
@@ -112,6 +120,8 @@ class EtcdTestbed {
   std::set<std::string> left_out_of_policy;
   std::vector<std::string> berthd_flags;
   std::string berthd_binary = "server/berthd";
+  // berthd's kubeconfig (real API server); empty: berthd's identity, kube/berthd-rbac.yaml.
+  std::string berthd_kubeconfig;
   agent::GoldenTicketReader golden_reader = nullptr;
   // (Re)writes the policy file berthd reads (in place) from the members above; its path.
   std::string WritePolicy();
@@ -154,8 +164,15 @@ class EtcdTestbed {
   // `berthctl nodes list --json`, parsed.
   nlohmann::json ListNodes(int replica = 0);
 
-  std::vector<nlohmann::json> ApiServerRecords() const;
-  std::vector<nlohmann::json> KubeadmRecords() const;
+  // The bootstrap-token Secrets berthd made that exist, oldest first, `data` decoded (as
+  // HostCluster::TokenSecrets).
+  std::vector<nlohmann::json> TokenSecrets() const;
+  // Every kubeadm join the agents ran: the stand-in's records (control planes) then the real
+  // kubeadm's (workers; KubeadmJoinRecords), each with "ok".
+  std::vector<nlohmann::json> KubeadmJoins() const;
+  std::vector<nlohmann::json> StandinApiServerRecords() const;
+  // The real control plane; null with api_delay_ms.
+  KubeCluster* kube() { return kube_; }
 
   const TempDir& dir() const { return dir_; }
   std::string JoinCaPem() const { return join_pki_.ca_pem_text; }
@@ -168,6 +185,7 @@ class EtcdTestbed {
   std::unique_ptr<EtcdCluster> etcd_;
   TestPki join_pki_, kube_pki_;
   std::string operator_cert_, operator_key_;
+  KubeCluster* kube_ = nullptr;
   Subprocess apiserver_;
   int apiserver_port_ = 0;
   std::map<int, Subprocess> berthd_;

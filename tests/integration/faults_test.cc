@@ -30,8 +30,8 @@ std::optional<v1::NodeRecord> Record(EtcdTestbed& bed, const std::string& name) 
 }
 
 // berthd records the node in etcd, then asks the API server for its bootstrap token; the API
-// server here answers writes 5 s late, so once it has the request the join is in berthd's
-// hands. berthd is killed then (not as soon as the record is in etcd: the kill could come
+// server here (the stand-in: a real one cannot be made slow) answers writes 5 s late, so once
+// it has the request the join is in berthd's hands. berthd is killed then (not as soon as the record is in etcd: the kill could come
 // before the request is sent), and restarted on its port: the agent's retry gets the ticket,
 // kubeadm runs once, and the record is the one join.
 TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
@@ -48,15 +48,15 @@ TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
   EXPECT_TRUE(in_flight) << MustRead(bed.BerthdLog());
   EXPECT_TRUE(Record(bed, "worker-1").has_value());  // written before the token was asked for
   bed.KillBerthd();
-  EXPECT_EQ(bed.KubeadmRecords().size(), 0u);  // the agent had no ticket yet
+  EXPECT_EQ(bed.KubeadmJoins().size(), 0u);  // the agent had no ticket yet
   ASSERT_TRUE(bed.StartBerthd(0, port));
   agent.join();
   ASSERT_TRUE(boot.status.ok()) << boot.status.ToString() << "\n" << MustRead(bed.BerthdLog());
 
-  EXPECT_EQ(bed.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);
   // Two token Secrets: the killed berthd's request reached the API server but its token was
   // never delivered (it expires with its TTL); the second is the node's.
-  EXPECT_EQ(bed.ApiServerRecords().size(), 2u);
+  EXPECT_EQ(bed.TokenSecrets().size(), 2u);
   auto record = Record(bed, "worker-1");
   ASSERT_TRUE(record.has_value());
   EXPECT_EQ(record->state(), v1::NODE_STATE_JOINED);
@@ -74,7 +74,7 @@ TEST(FaultsTest, BerthdKilledMidJoinAndRestartedTheNodeJoinsOnce) {
   AgentOutcome reboot = bed.RunAgent(node, false, {bed.BerthdEndpoint()});
   ASSERT_TRUE(reboot.status.ok()) << reboot.status.ToString();
   EXPECT_EQ(node.disk.key, disk_key);
-  EXPECT_EQ(bed.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);
 }
 
 struct Attempt {

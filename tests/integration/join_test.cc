@@ -2,6 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <yaml-cpp/yaml.h>
+
 #include <regex>
 #include <thread>
 
@@ -9,6 +11,7 @@
 #include "agent/join_client.h"
 #include "common/binding.h"
 #include "common/enrolment.h"
+#include "common/time.h"
 #include "tests/bench/load.h"
 #include "tests/bench/soft_ak.h"
 #include "tests/integration/cluster.h"
@@ -23,7 +26,7 @@ using ::testing::Not;
 class JoinTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(cluster_.StartApiServer());
+    ASSERT_TRUE(cluster_.StartKubeApiServer());
     ASSERT_TRUE(cluster_.WritePolicyFromNode());
   }
   // Files the test itself put under the node's root; the agent may add nothing else on failure.
@@ -37,22 +40,45 @@ TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
   AgentRun run = cluster_.RunAgent();
   ASSERT_EQ(run.result.exit_code, 0) << run.log << MustRead(cluster_.berthd_log());
 
-  // The API server received exactly one well-formed bootstrap-token Secret for this node.
-  auto api = cluster_.ApiServerRecords();
-  ASSERT_EQ(api.size(), 1u);
-  EXPECT_EQ(api[0]["method"], "POST");
-  EXPECT_EQ(api[0]["path"], "/api/v1/namespaces/kube-system/secrets");
-  const auto& secret = api[0]["object"];
+  // The API server holds exactly one bootstrap-token Secret, this node's, as berth makes it.
+  auto tokens = cluster_.TokenSecrets();
+  ASSERT_EQ(tokens.size(), 1u);
+  const auto& secret = tokens[0];
   EXPECT_EQ(secret["type"], "bootstrap.kubernetes.io/token");
   EXPECT_EQ(secret["metadata"]["namespace"], "kube-system");
   EXPECT_EQ(secret["metadata"]["labels"]["berth.dev/node"], "node-1");
-  const std::string token_id = secret["data"]["token-id"];  // decoded by the recorder
+  EXPECT_EQ(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "berth");
+  const std::string token_id = secret["data"]["token-id"];
+  const std::string token = token_id + "." + std::string(secret["data"]["token-secret"]);
   EXPECT_EQ(secret["metadata"]["name"], "bootstrap-token-" + token_id);
+  EXPECT_EQ(secret["data"]["auth-extra-groups"], "system:bootstrappers:kubeadm:default-node-token");
+  // Its lifetime is berthd's --token-ttl (900 s by default), counted from berthd's clock just
+  // before it asked: the API server's creation time (whole seconds) is at most 5 s later.
+  const int64_t expires = *ParseRfc3339(secret["data"]["expiration"].get<std::string>());
+  const int64_t created = *ParseRfc3339(secret["metadata"]["creationTimestamp"].get<std::string>());
+  EXPECT_LE(expires - created, 900);
+  EXPECT_GE(expires - created, 895);
+  EXPECT_THAT(MustRead(cluster_.berthd_log()),
+              HasSubstr(" token_id=" + token_id + " token_expires=" + Rfc3339(expires) + " "));
+  // kubeadm itself lists it, as a join token with berth's description.
+  bool listed = false;
+  for (const auto& t : cluster_.kube().KubeadmTokens()) {
+    if (t["id"] != token_id) continue;
+    listed = true;
+    EXPECT_EQ(t["usages"], nlohmann::json::array({"authentication", "signing"}));
+    EXPECT_EQ(t["groups"], nlohmann::json::array({"system:bootstrappers:kubeadm:default-node-token"}));
+    EXPECT_EQ(t["description"], "berth: attested join of node node-1");
+    EXPECT_EQ(*ParseRfc3339(t["expires"].get<std::string>()), expires);
+  }
+  EXPECT_TRUE(listed) << "kubeadm token list does not show " << token_id;
 
-  // kubeadm ran once with a valid v1beta4 JoinConfiguration carrying that token.
-  auto kubeadm = cluster_.KubeadmRecords();
+  // The real kubeadm ran once, with berth-agent's JoinConfiguration (mode 0600): token
+  // discovery checked the JWS signature the bootstrap signer put on cluster-info for this
+  // token and the CA pin, and kubeadm read the cluster's configuration with the token.
+  auto kubeadm = cluster_.KubeadmJoins();
   ASSERT_EQ(kubeadm.size(), 1u);
-  EXPECT_EQ(kubeadm[0]["ok"], true) << kubeadm[0].dump();
+  const std::string kubeadm_said = kubeadm[0]["output"];
+  EXPECT_EQ(kubeadm[0]["ok"], true) << kubeadm_said;
   EXPECT_EQ(kubeadm[0]["config_mode"], "0600");
   // The agent (run as root here) dropped all but root's file access before running kubeadm,
   // and kubeadm cannot regain the rest (agent/privileges.h).
@@ -60,15 +86,23 @@ TEST_F(JoinTest, NodeWhosePcrsMatchThePolicyJoins) {
   EXPECT_EQ(kubeadm[0]["capabilities"]["CapEff"], "000000000000001f");
   EXPECT_EQ(kubeadm[0]["capabilities"]["CapInh"], "0000000000000000");
   EXPECT_EQ(kubeadm[0]["capabilities"]["CapAmb"], "0000000000000000");
-  const auto& config = kubeadm[0]["config"][0];
-  EXPECT_EQ(config["apiVersion"], "kubeadm.k8s.io/v1beta4");
-  EXPECT_EQ(config["kind"], "JoinConfiguration");
-  EXPECT_EQ(config["nodeRegistration"]["name"], "node-1");
-  const auto& bt = config["discovery"]["bootstrapToken"];
-  EXPECT_EQ(bt["apiServerEndpoint"], "127.0.0.1:6443");
-  EXPECT_EQ(bt["token"], token_id + "." + std::string(secret["data"]["token-secret"]));
-  ASSERT_EQ(bt["caCertHashes"].size(), 1u);
-  EXPECT_THAT(std::string(bt["caCertHashes"][0]), ::testing::StartsWith("sha256:"));
+  const std::string endpoint = cluster_.kube().api_server_endpoint();
+  EXPECT_THAT(kubeadm_said,
+              HasSubstr("[discovery] Cluster info signature and contents are valid and TLS "
+                        "certificate validates against pinned roots, will use API Server \"" +
+                        endpoint + "\""));
+  EXPECT_THAT(kubeadm_said, HasSubstr("Reading configuration from the \"kubeadm-config\" ConfigMap"));
+  EXPECT_THAT(kubeadm_said, HasSubstr("This node has joined the cluster"));
+  EXPECT_THAT(kubeadm_said, Not(HasSubstr(std::string(secret["data"]["token-secret"]))));
+  // What kubeadm would have written for the kubelet: the TLS bootstrap kubeconfig with the
+  // API server, the cluster CA it fetched and pinned, berth's token; the node's name.
+  const std::string dry = std::string(kubeadm[0]["dir"]) + "/dry-run";
+  YAML::Node bootstrap = YAML::LoadFile(dry + "/bootstrap-kubelet.conf");
+  EXPECT_EQ(bootstrap["clusters"][0]["cluster"]["server"].as<std::string>(), "https://" + endpoint);
+  EXPECT_TRUE(bootstrap["users"][0]["user"]["token"].as<std::string>() == token)
+      << "bootstrap-kubelet.conf does not hold the token berthd minted";
+  EXPECT_EQ(MustRead(dry + "/ca.crt"), MustRead(cluster_.kube().ca_cert()));
+  EXPECT_THAT(MustRead(dry + "/kubeadm-flags.env"), HasSubstr("--hostname-override=node-1"));
 
   // One log line per step, with its duration; the token never reaches a log.
   for (const char* step :
@@ -103,8 +137,8 @@ TEST_F(JoinTest, PcrMismatchIsRefusedAndNothingIsWritten) {
   EXPECT_THAT(run.log, HasSubstr("PCR sha256:4 is "));
   EXPECT_THAT(run.log, HasSubstr("berthd refused this node's evidence; not retrying"));
   EXPECT_THAT(run.log, Not(HasSubstr("retrying in")));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
-  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
+  EXPECT_TRUE(cluster_.KubeadmJoins().empty());
   EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
@@ -132,8 +166,8 @@ TEST_F(JoinTest, UnknownAttestationKeyIsRefused) {
   AgentRun run = cluster_.RunAgent();
   EXPECT_EQ(run.result.exit_code, 1);
   EXPECT_THAT(run.log, HasSubstr("is not in the policy's trusted_aks"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
-  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
+  EXPECT_TRUE(cluster_.KubeadmJoins().empty());
 }
 
 // A key the policy trusts, whose TPMT_PUBLIC lacks an AK attribute, signing a well-formed quote
@@ -161,7 +195,6 @@ TEST(AkAttributesJoinTest, ATrustedKeyWithoutTheAkAttributesIsRefusedByBerthd) {
   options.endpoint = "127.0.0.1:" + std::to_string(cluster.berthd_port());
   options.ca_pem = cluster.join_pki().ca_pem_text;
   options.server_name = "localhost";
-  options.with_disk = false;  // this berthd has no node records, so it releases no disk keys
 
   const struct {
     TPMA_OBJECT attributes;
@@ -232,11 +265,11 @@ TEST_F(JoinTest, EvidenceReplayedFromAnotherTlsKeyIsRefused) {
   ASSERT_FALSE(stolen.ok());
   EXPECT_EQ(stolen.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(stolen.status().message(), HasSubstr("extraData"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
   // The same request on the channel it is bound to is granted.
   auto genuine = node.Send(captured);
   EXPECT_TRUE(genuine.ok()) << genuine.status().ToString();
-  EXPECT_EQ(cluster_.ApiServerRecords().size(), 1u);
+  EXPECT_EQ(cluster_.TokenSecrets().size(), 1u);
 }
 
 TEST_F(JoinTest, StaleNonceIsRefused) {
@@ -248,7 +281,7 @@ TEST_F(JoinTest, StaleNonceIsRefused) {
   ASSERT_FALSE(ticket.ok());
   EXPECT_EQ(ticket.status().code(), Code::kAborted);
   EXPECT_THAT(ticket.status().message(), HasSubstr("nonce expired"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
 }
 
 TEST_F(JoinTest, AgentRetriesUntilBerthdComesUp) {
@@ -266,7 +299,7 @@ TEST_F(JoinTest, AgentRetriesUntilBerthdComesUp) {
   std::string log = MustRead(cluster_.dir().Join("agent.log"));
   EXPECT_EQ(result.exit_code, 0) << log;
   EXPECT_THAT(log, HasSubstr("UNAVAILABLE"));
-  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(cluster_.KubeadmJoins().size(), 1u);
 }
 
 TEST_F(JoinTest, DeadEndpointIsSkippedForALiveOne) {
@@ -278,19 +311,20 @@ TEST_F(JoinTest, DeadEndpointIsSkippedForALiveOne) {
   cluster_.WriteEnrolment(config);
   AgentRun run = cluster_.RunAgent();
   EXPECT_EQ(run.result.exit_code, 0) << run.log;
-  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(cluster_.KubeadmJoins().size(), 1u);
 }
 
+// The stand-in: a real API server does not answer 503 on demand (tests/standins/README.md).
 TEST_F(JoinTest, ApiServerOutageIsRetriedThroughBerthd) {
   HostCluster flaky;
-  ASSERT_TRUE(flaky.StartApiServer({"--fail-first", "2"}));
+  ASSERT_TRUE(flaky.StartStandinApiServer({"--fail-first", "2"}));
   ASSERT_TRUE(flaky.WritePolicyFromNode());
   ASSERT_TRUE(flaky.StartBerthd());
   flaky.WriteEnrolment(flaky.BaseEnrolment());
   AgentRun run = flaky.RunAgent();
   EXPECT_EQ(run.result.exit_code, 0) << run.log;
   EXPECT_THAT(run.log, HasSubstr("Kubernetes API answered 503"));
-  EXPECT_EQ(flaky.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(flaky.KubeadmJoins().size(), 1u);
 }
 
 TEST_F(JoinTest, UnreachableEndpointGivesUpWithAClearError) {
@@ -312,7 +346,7 @@ TEST_F(JoinTest, MissingEnrolmentConfigIsNamed) {
               HasSubstr("NOT_FOUND: reading enrolment config: open(" + cluster_.node_root() +
                         "/efi/berth/enrolment.binpb): No such file or directory"));
   EXPECT_TRUE(cluster_.NodeFiles().empty());
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
 }
 
 TEST_F(JoinTest, CorruptEnrolmentConfigIsNamed) {
@@ -335,7 +369,7 @@ TEST_F(JoinTest, CorruptEnrolmentConfigIsNamed) {
   EXPECT_THAT(run.log, HasSubstr("INVALID_ARGUMENT: enrolment config " + cluster_.node_root() +
                                  "/efi/berth/enrolment.binpb: cluster_ca_pem holds no valid "
                                  "certificate"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
 }
 
 TEST_F(JoinTest, WrongClusterCaIsRefusedAtTls) {
@@ -347,7 +381,7 @@ TEST_F(JoinTest, WrongClusterCaIsRefusedAtTls) {
   AgentRun run = cluster_.RunAgent({"--max-attempts", "2"});
   EXPECT_EQ(run.result.exit_code, 1);
   EXPECT_THAT(run.log, HasSubstr("UNAVAILABLE"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
   EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
 }
 

@@ -26,7 +26,7 @@ class SnpJoinTest : public ::testing::Test {
   static void TearDownTestSuite() { delete chain_; }
 
   void SetUp() override {
-    ASSERT_TRUE(cluster_.StartApiServer());
+    ASSERT_TRUE(cluster_.StartKubeApiServer());
     spec_.reported_tcb = snp::EncodeTcb(tcb_, snp::Product::kMilan);
     vcek_ = chain_->IssueVcek({.hwid = spec_.chip_id, .tcb = tcb_});
     MustWrite(cluster_.dir().Join("test-ark.pem"), chain_->ArkPem());
@@ -80,13 +80,13 @@ SnpTestChain* SnpJoinTest::chain_ = nullptr;
 TEST_F(SnpJoinTest, NodesJoinWithSentCertificatesThenFromBerthdsCache) {
   Status st = RunSnpAgent(spec_, HostCerts());
   ASSERT_TRUE(st.ok()) << st.ToString() << MustRead(cluster_.berthd_log());
-  auto api = cluster_.ApiServerRecords();
-  ASSERT_EQ(api.size(), 1u);
-  EXPECT_EQ(api[0]["object"]["type"], "bootstrap.kubernetes.io/token");
-  EXPECT_EQ(api[0]["object"]["metadata"]["labels"]["berth.dev/node"], "node-1");
+  auto tokens = cluster_.TokenSecrets();
+  ASSERT_EQ(tokens.size(), 1u);
+  EXPECT_EQ(tokens[0]["type"], "bootstrap.kubernetes.io/token");
+  EXPECT_EQ(tokens[0]["metadata"]["labels"]["berth.dev/node"], "node-1");
   ASSERT_EQ(kubeadm_.argvs.size(), 1u);
   EXPECT_THAT(kubeadm_.seen_configs[0].content,
-              HasSubstr(std::string(api[0]["object"]["data"]["token-id"])));
+              HasSubstr(std::string(tokens[0]["data"]["token-id"])));
   EXPECT_EQ(notifier_.ready_count(), 1);
   std::string log = MustRead(cluster_.berthd_log());
   EXPECT_THAT(log, HasSubstr("INSECURE: the SEV-SNP ARK pinned for Milan is replaced by"));
@@ -109,7 +109,7 @@ TEST_F(SnpJoinTest, NodesJoinWithSentCertificatesThenFromBerthdsCache) {
   std::filesystem::remove_all(cluster_.node_root() + "/run");
   st = RunSnpAgent(spec_, {});
   ASSERT_TRUE(st.ok()) << st.ToString() << MustRead(cluster_.berthd_log());
-  EXPECT_EQ(cluster_.ApiServerRecords().size(), 2u);
+  EXPECT_EQ(cluster_.TokenSecrets().size(), 2u);
   EXPECT_THAT(MustRead(cluster_.berthd_log()), HasSubstr("VCEK cache"));
   // The same identity, unsealed on the second boot: both grants name it.
   const std::string both = MustRead(cluster_.berthd_log());
@@ -128,7 +128,7 @@ TEST_F(SnpJoinTest, PolicyRefusalStopsTheNodeWithoutATicket) {
   EXPECT_EQ(st.code(), Code::kPermissionDenied);
   EXPECT_THAT(st.message(), HasSubstr("berthd refused this node's evidence; not retrying"));
   EXPECT_THAT(st.message(), HasSubstr("policy: the guest policy allows debugging"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
   EXPECT_TRUE(kubeadm_.argvs.empty());
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
@@ -196,11 +196,11 @@ TEST_F(SnpJoinTest, ReportBoundToAnotherTlsKeyIsRefused) {
   EXPECT_EQ(stolen.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(stolen.status().message(),
               HasSubstr("report_data: does not equal the channel binding of this call"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
   // On the channel it is bound to, the same request is granted.
   auto genuine = node_transport->IssueJoinTicket(endpoint, request);
   EXPECT_TRUE(genuine.ok()) << genuine.status().ToString();
-  EXPECT_EQ(cluster_.ApiServerRecords().size(), 1u);
+  EXPECT_EQ(cluster_.TokenSecrets().size(), 1u);
   EXPECT_THAT(MustRead(cluster_.berthd_log()), Not(HasSubstr(genuine->kubeadm().token())));
 }
 

@@ -43,7 +43,7 @@ class EkIdentityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(cluster_.tpm().ok()) << cluster_.tpm().error();
-    ASSERT_TRUE(cluster_.StartApiServer());
+    ASSERT_TRUE(cluster_.StartKubeApiServer());
     port_ = UnusedPort();
     config_ = cluster_.BaseEnrolment();
     config_.set_endpoints(0, "127.0.0.1:" + std::to_string(port_));
@@ -69,7 +69,7 @@ TEST_F(EkIdentityTest, NodeJoinsThroughCredentialActivation) {
   ASSERT_TRUE(cluster_.StartBerthd(port_));
   AgentRun run = cluster_.RunAgent();
   ASSERT_EQ(run.result.exit_code, 0) << run.log << MustRead(cluster_.berthd_log());
-  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(cluster_.KubeadmJoins().size(), 1u);
   // The audit line names the rules: the manufacturer's CA, activation, the PCRs, the config.
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("rule=\"ek_certificate[CN=swtpm-localca] + credential activation + pcrs "
@@ -89,8 +89,8 @@ TEST_F(EkIdentityTest, EkCertificateFromAnUntrustedCaIsRefused) {
               HasSubstr("PERMISSION_DENIED: berthd refused this node's evidence; not retrying"));
   EXPECT_THAT(run.log, HasSubstr("EK certificate issued by CN=swtpm-localca does not chain to a "
                                  "trusted manufacturer CA (tpm.ek_ca)"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
-  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
+  EXPECT_TRUE(cluster_.KubeadmJoins().empty());
   EXPECT_THAT(MustRead(cluster_.berthd_log()),
               HasSubstr("audit call=IssueJoinTicket decision=refused node=node-1"));
 }
@@ -152,13 +152,13 @@ TEST_F(EkIdentityTest, AkFromAnotherTpmIsRefused) {
   EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
   EXPECT_THAT(refused.status().message(),
               HasSubstr("the AK does not live in the TPM of the endorsement key"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
 }
 
 // The sealed boot, on a plain node whose AK the policy pins.
 class SealedBootJoinTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(cluster_.StartApiServer()); }
+  void SetUp() override { ASSERT_TRUE(cluster_.StartKubeApiServer()); }
   HostCluster cluster_;
 };
 
@@ -182,8 +182,8 @@ TEST_F(SealedBootJoinTest, EditedEnrolmentConfigIsRefusedByAPolicyThatPinsIt) {
   EXPECT_THAT(run.log, HasSubstr("the node booted with EnrolmentConfig sha256:" +
                                  HexEncode(Sha256(AsBytes(edited.SerializeAsString()))) +
                                  ", which is not in tpm.enrolment_configs"));
-  EXPECT_TRUE(cluster_.ApiServerRecords().empty());
-  EXPECT_TRUE(cluster_.KubeadmRecords().empty());
+  EXPECT_TRUE(cluster_.TokenSecrets().empty());
+  EXPECT_TRUE(cluster_.KubeadmJoins().empty());
 }
 
 TEST_F(SealedBootJoinTest, SecondAttestationInTheSameBootIsRefused) {
@@ -202,8 +202,8 @@ TEST_F(SealedBootJoinTest, SecondAttestationInTheSameBootIsRefused) {
   EXPECT_THAT(second.log, HasSubstr("berth-agent event #1 (PCR 15) says this boot already "
                                     "released its keys: a second attestation in the same boot "
                                     "is refused; reboot the node"));
-  EXPECT_EQ(cluster_.ApiServerRecords().size(), 1u);
-  EXPECT_EQ(cluster_.KubeadmRecords().size(), 1u);
+  EXPECT_EQ(cluster_.TokenSecrets().size(), 1u);
+  EXPECT_EQ(cluster_.KubeadmJoins().size(), 1u);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "agent/attestation.h"
+#include "agent/identity.h"
 #include "agent/kubeadm.h"
 #include "common/binding.h"
 #include "common/crypto.h"
@@ -699,12 +700,6 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
       "      sha256: " +
       HexEncode(Sha256(*spki)) +
       "\n"
-      "  # or, instead of the AK, its endorsement key:\n"
-      "  # trusted_eks:\n"
-      "  #   - name: node-1\n"
-      "  #     sha256: " +
-      EkSpkiHash(**tpm) +
-      "\n"
       "  pcrs:\n"
       "    sha256:\n";
   // PCR 15 is berth-agent's own (replayed by berthd, never pinned); the EnrolmentConfig's
@@ -714,6 +709,10 @@ TEST_F(RunAgentTest, DescribeIdentityPrintsThePolicySnippetForThisTpm) {
   }
   expected += "  enrolment_configs:\n    - name: node-1\n      sha256: " +
               HexEncode(Sha256(AsBytes(ValidConfig().SerializeAsString()))) + "\n";
+  // The EK as a comment: the other way to trust this TPM, not trusted by pasting this.
+  expected += "# or, instead of the AK, its endorsement key: tpm.trusted_eks: [{name: node-1, "
+              "sha256: " + EkSpkiHash(**tpm) + "}]\n";
+  // (berthd reads it as its policy in HostCluster::WritePolicyFromNode's tests.)
   EXPECT_EQ(*described, expected);
   EXPECT_TRUE(berthd_.calls.empty());
   ExpectNothingJoined();

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "agent/agent.h"
+#include "agent/identity.h"
 #include "common/binding.h"
 #include "tests/fakes/agent_fakes.h"
 #include "tests/fakes/fake_clock.h"

@@ -349,7 +349,8 @@ TEST_F(SnsTest, Ec2RunningPreauthorizesOneJoinAndTerminatedRevokesTheNode) {
   EXPECT_THAT(
       kube_.requests,
       ElementsAre(
-          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1",
+          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1"
+          "%2Capp.kubernetes.io%2Fmanaged-by%3Dberth",
           "DELETE /api/v1/namespaces/kube-system/secrets/bootstrap-token-abc123"));
   EXPECT_EQ(etcd_.Members().size(), 3u);
   for (const auto& m : etcd_.Members()) EXPECT_NE(m.id(), member);

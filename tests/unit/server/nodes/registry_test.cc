@@ -486,7 +486,8 @@ TEST_F(RegistryTest, RevokeRecordsCrlDeletesTokensAndRemovesTheMember) {
   EXPECT_THAT(
       kube_.requests,
       ElementsAre(
-          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1",
+          "GET /api/v1/namespaces/kube-system/secrets?labelSelector=berth.dev%2Fnode%3Dcp-1"
+          "%2Capp.kubernetes.io%2Fmanaged-by%3Dberth",
           "DELETE /api/v1/namespaces/kube-system/secrets/bootstrap-token-abc123"));
   EXPECT_THAT(revoked->revoked_serials(),
               ElementsAre(r.etcd_cert_serials(0), r.etcd_cert_serials(1)));
