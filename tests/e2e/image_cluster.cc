@@ -103,9 +103,9 @@ bool ImageCluster::StartBerthd(const std::string& policy_yaml, int port,
       dir_ + "/berthd.port", "--tls-cert", join_pki_.server_pem, "--tls-key", join_pki_.server_key,
       "--policy", dir_ + "/policy.yaml", "--master-secret-file", dir_ + "/master.secret",
       "--cluster-id", "berth-image-test",
-      // The cluster's admin: these tests are about the node; the least-privileged identity
-      // berthd should have is docs/kubernetes.md's, tested on the host.
-      "--kubeconfig", Env("KUBECONFIG"), "--api-server-endpoint",
+      // berthd's own least-privileged identity (kube/berthd-rbac.yaml, docs/kubernetes.md),
+      // which kube/control-plane sets up, not the cluster's admin.
+      "--kubeconfig", Env("BERTHD_KUBECONFIG"), "--api-server-endpoint",
       api_server_endpoint.empty() ? Env("KUBE_JOIN_ENDPOINT") : api_server_endpoint,
       "--kubernetes-version", Env("KUBE_RELEASE"), "--token-ttl", std::to_string(token_ttl.count()),
       // Node records (berthd releases a state disk's key only to a node it keeps a record of)

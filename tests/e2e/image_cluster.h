@@ -2,8 +2,9 @@
 // Kubernetes control plane of the pinned release (kube/control-plane), whose API server QEMU
 // guests reach at 10.0.2.2 (their user network's name for this host's loopback:
 // --endpoint-address puts it into the API server's certificate and cluster-info), and berthd
-// minting bootstrap tokens in it with its admin credentials. Nodes reach berthd at 10.0.2.2
-// too. Everything listens on 127.0.0.1 only.
+// minting bootstrap tokens in it with its own least-privileged identity
+// (kube/berthd-rbac.yaml). Nodes reach berthd at 10.0.2.2 too. Everything listens on 127.0.0.1
+// only.
 // Not thread-safe.
 #pragma once
 
