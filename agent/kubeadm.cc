@@ -90,7 +90,7 @@ SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::stri
     out << YAML::Key << "bindPort" << YAML::Value << control_plane->bind_port;
     out << YAML::EndMap << YAML::EndMap;
     out << YAML::Key << "skipPhases" << YAML::Value << YAML::BeginSeq
-        << YAML::DoubleQuoted << "control-plane-join/etcd" << YAML::EndSeq;
+        << YAML::DoubleQuoted << "etcd-join" << YAML::EndSeq;
   }
   out << YAML::Key << "timeouts" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "discovery" << YAML::Value << YAML::DoubleQuoted << kKubeadmDiscoveryTimeout;

@@ -37,8 +37,9 @@ inline constexpr char kKubeadmDiscoveryTimeout[] = "1m0s";
 
 // kubeadm.k8s.io/v1beta4 JoinConfiguration (YAML). It holds the bootstrap token, so it is a
 // secret. timeouts.discovery is kKubeadmDiscoveryTimeout. With `control_plane`, it adds controlPlane.localAPIEndpoint and skips kubeadm's
-// control-plane-join/etcd phase: berth has made the node an etcd member already, and kubeadm
-// adding it again would fail (or add a second member).
+// etcd-join phase (kubeadm v1.37's name; before v1.31's ControlPlaneKubeletLocalMode it was
+// control-plane-join/etcd, which v1.37 refuses as an invalid phase): berth has made the node an
+// etcd member already, and kubeadm adding it again would fail (or add a second member).
 // With `discovery_file` (the kubeconfig's path as kubeadm sees it), discovery.file replaces
 // discovery.bootstrapToken: kubeadm takes the cluster and the token from that kubeconfig.
 SecretBytes RenderJoinConfiguration(const v1::KubeadmJoin& join, const std::string& node_name,

@@ -9,11 +9,13 @@
 
 #include "agent/attestation.h"
 #include "agent/join_client.h"
+#include "agent/kubeadm.h"
 #include "common/binding.h"
 #include "common/enrolment.h"
 #include "common/time.h"
 #include "tests/bench/load.h"
 #include "tests/bench/soft_ak.h"
+#include "tests/fakes/agent_fakes.h"
 #include "tests/integration/cluster.h"
 
 namespace berth::testing {
@@ -383,6 +385,39 @@ TEST_F(JoinTest, WrongClusterCaIsRefusedAtTls) {
   EXPECT_THAT(run.log, HasSubstr("UNAVAILABLE"));
   EXPECT_TRUE(cluster_.TokenSecrets().empty());
   EXPECT_EQ(cluster_.NodeFiles(), kEnrolmentOnly);
+}
+
+// The JoinConfigurations berth-agent writes, as the pinned kubeadm reads them. `config
+// validate` checks the fields; `join --dry-run` first checks the phases to skip, then runs
+// preflight, which fails on this host (no kubelet): getting there means the phase names were
+// accepted. berth-agent skipped "control-plane-join/etcd", which kubeadm v1.37 refuses
+// ("invalid phase name"): its phase is etcd-join.
+TEST(KubeadmConfigTest, ThePinnedKubeadmAcceptsAWorkersAndAControlPlanesConfiguration) {
+  KubeCluster& kube = KubeCluster::Shared();
+  ASSERT_TRUE(kube.ok()) << kube.error();
+  TempDir dir;
+  agent::ControlPlaneJoin cp{.advertise_address = "10.0.0.5"};
+  const v1::KubeadmJoin join = agent::GoodKubeadmJoin();
+  const struct {
+    std::string name;
+    SecretBytes text;
+  } configs[] = {{"worker", agent::RenderJoinConfiguration(join, "w-1")},
+                 {"control-plane", agent::RenderJoinConfiguration(join, "cp-1", &cp)}};
+  RealProcessRunner runner;
+  for (const auto& c : configs) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir.Join(c.name + ".yaml");
+    MustWrite(path, std::string(c.text.view()), 0600);
+    auto validated = runner.Run({kube.bin_dir() + "/kubeadm", "config", "validate", "--config", path});
+    ASSERT_TRUE(validated.ok());
+    EXPECT_TRUE(validated->success()) << validated->output;
+    EXPECT_EQ(validated->output, "ok\n");
+    auto dry = runner.Run({kube.bin_dir() + "/kubeadm", "join", "--config", path, "--dry-run"});
+    ASSERT_TRUE(dry.ok());
+    EXPECT_FALSE(dry->success());
+    EXPECT_THAT(dry->output, Not(HasSubstr("invalid phase name")));
+    EXPECT_THAT(dry->output, HasSubstr("error execution phase preflight"));
+  }
 }
 
 }  // namespace

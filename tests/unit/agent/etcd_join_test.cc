@@ -318,7 +318,7 @@ TEST(ControlPlaneJoinConfigurationTest, AddsTheEndpointAndSkipsKubeadmsEtcdPhase
             "10.0.0.5");
   EXPECT_EQ(doc["controlPlane"]["localAPIEndpoint"]["bindPort"].as<int>(), 6443);
   EXPECT_EQ(doc["skipPhases"].as<std::vector<std::string>>(),
-            std::vector<std::string>{"control-plane-join/etcd"});
+            std::vector<std::string>{"etcd-join"});
   EXPECT_EQ(doc["nodeRegistration"]["name"].as<std::string>(), "cp-1");
   // A worker's configuration has neither.
   YAML::Node worker =
