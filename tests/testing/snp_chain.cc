@@ -217,7 +217,7 @@ Bytes MakeSnpReport(const SnpReportSpec& s, EVP_PKEY* key) {
     for (int i = 0; i < 8; ++i) r[off + i] = static_cast<uint8_t>(v >> (8 * i));
   };
   auto put = [&](size_t off, const Bytes& b, size_t size) {
-    std::memcpy(r.data() + off, b.data(), std::min(b.size(), size));
+    if (!b.empty()) std::memcpy(r.data() + off, b.data(), std::min(b.size(), size));
   };
   put32(0x00, s.version);
   put64(0x08, s.policy);
