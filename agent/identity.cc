@@ -38,20 +38,18 @@ Result<std::string> DescribeIdentity(const AgentOptions& options, AgentDeps& dep
   if (config.ok()) {
     if (auto n = ResolveNodeName(*config); n.ok()) name = *n;
   }
-  if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP &&
-      deps.open_sev_guest) {
+  if (config.ok() && config->attestation() == v1::ATTESTATION_KIND_SEV_SNP && deps.open_sev_guest) {
     BERTH_ASSIGN_OR_RETURN(auto device, deps.open_sev_guest(options.sev_guest));
-    BERTH_ASSIGN_OR_RETURN(SnpIdentity identity,
-                           SnpIdentity::LoadOrCreate(*device, SnpIdentityPath(options),
-                                                     options.snp_vmpl));
+    BERTH_ASSIGN_OR_RETURN(
+        SnpIdentity identity,
+        SnpIdentity::LoadOrCreate(*device, SnpIdentityPath(options), options.snp_vmpl));
     return DescribeSnpIdentity(*device, options.snp_vmpl, &identity);
   }
   BERTH_ASSIGN_OR_RETURN(auto tpm, deps.open_tpm(options.tcti));
   BERTH_ASSIGN_OR_RETURN(Bytes ak_public, tpm->AttestationKeyPublic());
   BERTH_ASSIGN_OR_RETURN(std::string ak_sha256, SpkiSha256(ak_public));
-  BERTH_ASSIGN_OR_RETURN(
-      tpm::PcrValues pcrs,
-      tpm->ReadPcrs(config.ok() ? QuoteSelection(*config) : QuoteSelection({})));
+  BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs,
+                         tpm->ReadPcrs(config.ok() ? QuoteSelection(*config) : QuoteSelection({})));
 
   YAML::Emitter out;
   out << YAML::Comment("berthd policy for this node's TPM and its current boot state");
@@ -115,9 +113,10 @@ Result<std::string> DescribeSnpIdentity(SevGuest& device, uint32_t vmpl,
   out << YAML::EndMap << YAML::EndMap;
   if (identity != nullptr) {
     out << YAML::Newline
-        << YAML::Comment("this node's identity key (roles.control_plane ak_sha256, berthctl "
-                         "nodes approve --ak-sha256): sha256: " +
-                         identity->Fingerprint());
+        << YAML::Comment(
+               "this node's identity key (roles.control_plane ak_sha256, berthctl "
+               "nodes approve --ak-sha256): sha256: " +
+               identity->Fingerprint());
   }
   if (!out.good()) return Internal("writing the policy snippet: " + out.GetLastError());
   return std::string(out.c_str()) + "\n";

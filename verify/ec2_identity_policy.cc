@@ -10,7 +10,8 @@ namespace berth::verify {
 namespace {
 
 bool IsAccountId(const std::string& s) {
-  return s.size() == 12 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return s.size() == 12 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 }  // namespace
@@ -26,7 +27,8 @@ Result<std::vector<std::string>> StringList(const YAML::Node& node, const std::s
   if (!node.IsSequence()) return InvalidArgument(where + ": expected a list");
   std::vector<std::string> out;
   for (size_t i = 0; i < node.size(); ++i) {
-    if (!node[i].IsScalar()) return InvalidArgument(where + "[" + std::to_string(i) + "]: expected a string");
+    if (!node[i].IsScalar())
+      return InvalidArgument(where + "[" + std::to_string(i) + "]: expected a string");
     out.push_back(node[i].as<std::string>());
   }
   return out;
@@ -44,12 +46,14 @@ Status ParseEc2IdentityPolicy(const YAML::Node& node, Ec2IdentityPolicy& out) {
     if (key == "account_ids") {
       BERTH_ASSIGN_OR_RETURN(out.account_ids, StringList(entry.second, where));
       for (const auto& id : out.account_ids) {
-        if (!IsAccountId(id)) return InvalidArgument(where + ": \"" + id + "\" is not a 12-digit AWS account ID");
+        if (!IsAccountId(id))
+          return InvalidArgument(where + ": \"" + id + "\" is not a 12-digit AWS account ID");
       }
     } else if (key == "regions") {
       BERTH_ASSIGN_OR_RETURN(out.regions, StringList(entry.second, where));
       for (const auto& r : out.regions) {
-        if (!IsAwsRegionName(r)) return InvalidArgument(where + ": \"" + r + "\" is not an AWS region name");
+        if (!IsAwsRegionName(r))
+          return InvalidArgument(where + ": \"" + r + "\" is not an AWS region name");
       }
     } else if (key == "certificates") {
       if (!entry.second.IsMap()) return InvalidArgument(where + ": expected a map of region: PEM");

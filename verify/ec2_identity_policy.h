@@ -21,8 +21,8 @@ namespace berth::verify {
 //       eu-west-1: |                  # replace the compiled-in one for that region (a region
 //         -----BEGIN CERTIFICATE----- # AWS added, a certificate AWS replaced, or a test CA)
 struct Ec2IdentityPolicy {
-  std::vector<std::string> account_ids;  // empty: any
-  std::vector<std::string> regions;      // empty: any
+  std::vector<std::string> account_ids;             // empty: any
+  std::vector<std::string> regions;                 // empty: any
   std::map<std::string, std::string> certificates;  // region -> PEM bundle
 };
 // Parses the section (absent: defaults). INVALID_ARGUMENT naming the key for anything

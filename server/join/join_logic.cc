@@ -113,7 +113,8 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyCaller(const v1::Evidence& evi
   }
   BERTH_RETURN_IF_ERROR(nonces_->MarkUsed(AsBytes(nonce)));
   // The registry records it with the grant, so that other replicas refuse it too.
-  verified.nonce = verify::NonceUse{HexEncode(Sha256(AsBytes(nonce))), nonces_->ExpiresUnix(AsBytes(nonce))};
+  verified.nonce =
+      verify::NonceUse{HexEncode(Sha256(AsBytes(nonce))), nonces_->ExpiresUnix(AsBytes(nonce))};
   return verified;
 }
 
