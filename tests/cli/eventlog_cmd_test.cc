@@ -21,7 +21,7 @@ using testing::Testdata;
 
 #define REQUIRE_TESTDATA()                                                                \
   if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
-    GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
+    GTEST_FAIL() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
 ProcessResult Berthctl(const std::vector<std::string>& args) {

@@ -33,7 +33,7 @@ class SnpReportCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!std::filesystem::exists(Testdata("snp-virtee-milan"))) {
-      GTEST_SKIP() << "the real attestation testdata is not at " << TestdataDir();
+      GTEST_FAIL() << "the real attestation testdata is not at " << TestdataDir();
     }
   }
   std::string Virtee(const std::string& f) { return Testdata("snp-virtee-milan/" + f); }

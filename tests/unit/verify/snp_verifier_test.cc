@@ -36,7 +36,7 @@ constexpr int64_t k2025 = 1735689600;  // 2025-01-01T00:00:00Z, inside every fix
 bool HaveTestdata() { return std::filesystem::exists(Testdata("snp-virtee-milan")); }
 #define REQUIRE_TESTDATA()                                                                    \
   if (!HaveTestdata())                                                                        \
-  GTEST_SKIP() << "the real attestation testdata is not at " << berth::testing::TestdataDir() \
+  GTEST_FAIL() << "the real attestation testdata is not at " << berth::testing::TestdataDir() \
                << " (set BERTH_TESTDATA)"
 
 Bytes ReadBytes(const std::string& path) { return ToBytes(berth::testing::MustRead(path)); }

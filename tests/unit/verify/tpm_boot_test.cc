@@ -30,7 +30,7 @@ using testing::Testdata;
 
 #define REQUIRE_TESTDATA()                                                                \
   if (!std::filesystem::exists(testing::TestdataDir())) {                                 \
-    GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir(); \
+    GTEST_FAIL() << "the real attestation testdata is not at " << testing::TestdataDir(); \
   }
 
 const std::string kGce = "tpm-gce-cos85-nonce9009/";
@@ -571,7 +571,7 @@ class GceAttackTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!std::filesystem::exists(testing::TestdataDir())) {
-      GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir();
+      GTEST_FAIL() << "the real attestation testdata is not at " << testing::TestdataDir();
     }
     boot_ = LoadRealBoot(kGce + "event_log.bin", "gce.bin");
     policy_ = PolicyFor(boot_);

@@ -295,7 +295,7 @@ class AkCertificateTrustTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!std::filesystem::exists(testing::TestdataDir())) {
-      GTEST_SKIP() << "the real attestation testdata is not at " << testing::TestdataDir();
+      GTEST_FAIL() << "the real attestation testdata is not at " << testing::TestdataDir();
     }
   }
   static std::string Gce(const std::string& f) {

@@ -18,7 +18,7 @@ using ::berth::testing::Testdata;
 
 TEST(SnpReportTest, ParsesTheCmcReportField_by_field) {
   if (!std::filesystem::exists(Testdata("snp-cmc-milan"))) {
-    GTEST_SKIP() << "the real attestation testdata is not at " << berth::testing::TestdataDir();
+    GTEST_FAIL() << "the real attestation testdata is not at " << berth::testing::TestdataDir();
   }
   auto r = ParseReport(AsBytes(berth::testing::MustRead(Testdata("snp-cmc-milan/report.bin"))));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -120,7 +120,7 @@ TEST(SnpReportTest, CertTableRoundTripAndMalformedTables) {
 
 TEST(AmdRootsTest, CompiledInRootsAreAmdsAndPinned) {
   if (!std::filesystem::exists(Testdata("amd-roots"))) {
-    GTEST_SKIP() << "the real attestation testdata is not at " << berth::testing::TestdataDir();
+    GTEST_FAIL() << "the real attestation testdata is not at " << berth::testing::TestdataDir();
   }
   const std::pair<Product, std::string> products[] = {
       {Product::kMilan, "milan"}, {Product::kGenoa, "genoa"}, {Product::kTurin, "turin"}};

@@ -39,6 +39,6 @@ std::string MissingTestdataReason();
 #define BERTH_REQUIRE_TESTDATA()                                  \
   do {                                                            \
     if (!::berth::testdata::HaveTestdata()) {                     \
-      GTEST_SKIP() << ::berth::testdata::MissingTestdataReason(); \
+      GTEST_FAIL() << ::berth::testdata::MissingTestdataReason(); \
     }                                                             \
   } while (0)
