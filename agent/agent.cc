@@ -13,6 +13,7 @@
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
+#include "agent/control_plane_keys.h"
 #include "agent/kubeadm.h"
 #include "agent/privileges.h"
 #include "agent/snp_attester.h"
@@ -48,10 +49,12 @@ AgentDeps RealAgentDeps() {
   static SdNotifier notifier;
   static std::unique_ptr<Disk> disk = MakeLibDisk();
   static std::unique_ptr<Mounter> mounter = MakeRealMounter();
+  static std::unique_ptr<LuksKeyslots> keyslots = MakeLibLuksKeyslots();
   AgentDeps deps{&clock, &runner, &notifier, OpenEsysTpm, nullptr};
   deps.open_sev_guest = OpenSevGuestDevice;
   deps.disk = disk.get();
   deps.mounter = mounter.get();
+  deps.keyslots = keyslots.get();
   static SystemdEtcdService etcd_service(&runner);
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
@@ -104,6 +107,8 @@ enum class Step {
   kDropPrivileges,
   kEc2Identity,
   kSnpIdentity,
+  kSealColdStart,
+  kColdStartKey,
 };
 
 std::string_view StepName(Step step) {
@@ -128,6 +133,10 @@ std::string_view StepName(Step step) {
     case Step::kDropPrivileges: return "drop-privileges";
     case Step::kEc2Identity: return "ec2-identity";
     case Step::kSnpIdentity: return "snp-identity";
+    case Step::kSealColdStart:
+      return "seal-cold-start";
+    case Step::kColdStartKey:
+      return "cold-start-key";
   }
   return "?";
 }
@@ -336,7 +345,7 @@ class Boot {
   // Challenge, evidence bound to the nonce and this boot's TLS key, then `call` with them;
   // retried across endpoints while berthd is unavailable.
   template <typename T>
-  Result<T> Attested(std::string_view what,
+  Result<T> Attested(const RetryPolicy* retry, std::string_view what,
                      const std::function<Result<T>(const std::string& endpoint, Attestation,
                                                    const std::string& nonce)>& call) {
     std::function<Result<T>(const std::string&)> attempt =
@@ -367,8 +376,8 @@ class Boot {
                                           " from " + endpoint + ")");
     };
     std::vector<std::string> endpoints(config_.endpoints().begin(), config_.endpoints().end());
-    Result<T> result = CallWithRetry<T>(endpoints, options_.retry, *deps_.clock, attempt,
-                                        on_retry, server_delay);
+    Result<T> result = CallWithRetry<T>(endpoints, retry != nullptr ? *retry : options_.retry,
+                                        *deps_.clock, attempt, on_retry, server_delay);
     if (!result.ok()) {
       const Status& st = result.status();
       if (st.code() == Code::kPermissionDenied) {
@@ -387,8 +396,8 @@ class Boot {
     }
     auto ticket = Timed(Step::kRequestTicket, "requesting join ticket", [&] {
       return Attested<v1::JoinTicket>(
-          "join ticket", [&](const std::string& endpoint, Attestation attestation,
-                             const std::string& nonce) {
+          nullptr, "join ticket",
+          [&](const std::string& endpoint, Attestation attestation, const std::string& nonce) {
             v1::JoinRequest request;
             // A golden-ticket join carries the ticket instead of evidence, not an empty one.
             if (!golden_.has_value()) *request.mutable_evidence() = std::move(attestation.evidence);
@@ -427,11 +436,13 @@ class Boot {
     return ticket;
   }
 
-  Result<SecretBytes> RequestRejoinKey(const std::string& disk_uuid) {
+  // `retry` (default: options_.retry) bounds how long berthd is waited for.
+  Result<SecretBytes> RequestRejoinKey(const std::string& disk_uuid,
+                                       const RetryPolicy* retry = nullptr) {
     auto ticket = Timed(Step::kRequestRejoinTicket, "requesting rejoin ticket", [&] {
       return Attested<v1::RejoinTicket>(
-          "rejoin ticket", [&](const std::string& endpoint, Attestation attestation,
-                               const std::string& nonce) {
+          retry, "rejoin ticket",
+          [&](const std::string& endpoint, Attestation attestation, const std::string& nonce) {
             v1::RejoinRequest request;
             *request.mutable_evidence() = std::move(attestation.evidence);
             request.set_activated_credential(std::string(attestation.activated_credential.view()));
@@ -451,6 +462,7 @@ class Boot {
                              " bytes, expected 32");
     }
     rejoin_crl_ = ticket->etcd_crl();
+    rejoin_cold_start_ = ticket->cold_start();
     return SecretBytes::TakeFrom(*ticket->mutable_disk_key());
   }
 
@@ -631,8 +643,12 @@ class Boot {
     return Ready("joined the cluster at " + endpoint);
   }
 
-  // Unlock, filesystem, mount: the same on every boot once the disk is formatted.
-  Status UnlockAndMount(const SecretBytes& key) {
+  // Unlock, filesystem, mount: the same on every boot once the disk is formatted. A control
+  // plane's ticket carries berthd's signature over this boot (`cold_start`, null when the disk
+  // was opened without berthd): its cold-start keyslot is brought up to date before the agent
+  // drops the privileges that writing the LUKS2 header needs.
+  Status UnlockAndMount(const SecretBytes& key, const std::string& uuid,
+                        const v1::ColdStart* cold_start) {
     Status st =
         Timed(Step::kUnlockDisk, "unlocking state disk", [&] { return disk_->Unlock(key); });
     if (!st.ok()) return st.WithContext("unlocking the state disk");
@@ -641,7 +657,71 @@ class Boot {
     if (!st.ok()) return st.WithContext("making the state filesystem");
     st = Timed(Step::kMount, "mounting state disk", [&] { return disk_->Mount(); });
     if (!st.ok()) return st.WithContext("mounting the state disk");
+    if (cold_start != nullptr) RefreshColdStart(key, uuid, *cold_start);
     return DropPrivileges();
+  }
+
+  bool CanColdStart() const {
+    return ControlPlane() && deps_.keyslots != nullptr && tpm_ != nullptr;
+  }
+  ControlPlaneKeys ColdStartKeys(const std::string& uuid) {
+    return ControlPlaneKeys(tpm_.get(), deps_.keyslots, disk_->device(), uuid);
+  }
+
+  // The cold-start keyslot (docs/cluster-lifecycle.md "Cold start"): sealed to the cluster's
+  // boot-policy key, with berthd's signed policy of this boot added. A failure is not the
+  // join's: the node serves, but cannot open its disk when no berthd answers until a later
+  // boot seals the keyslot, and says so.
+  void RefreshColdStart(const SecretBytes& key, const std::string& uuid,
+                        const v1::ColdStart& cold_start) {
+    if (!ControlPlane()) return;
+    if (!cold_start.has_policy()) {
+      spdlog::warn(
+          "berthd signed no cold-start policy for this boot (the quote holds no "
+          "SHA-2 boot PCRs, or the node has no TPM): this control plane cannot open "
+          "its state disk while no berthd answers");
+      return;
+    }
+    if (!CanColdStart()) {
+      spdlog::warn(
+          "this agent keeps no cold-start keyslot: this control plane cannot open its "
+          "state disk while no berthd answers");
+      return;
+    }
+    Status st = Timed(Step::kSealColdStart, "sealing the cold-start keyslot",
+                      [&] { return ColdStartKeys(uuid).Refresh(key, cold_start, {}); });
+    if (!st.ok()) {
+      spdlog::error("this control plane cannot open its state disk while no berthd answers: {}",
+                    st.ToString());
+    }
+  }
+
+  // A control plane's later boot: berthd's key when some berthd answers in the first round of
+  // calls; when none does (every control plane restarting at once), the key its TPM releases
+  // in a boot the cluster signed; when neither, berthd's key whenever one answers.
+  Result<SecretBytes> LaterBootKey(const std::string& uuid, bool* cold) {
+    *cold = false;
+    if (!CanColdStart()) return RequestRejoinKey(uuid);
+    RetryPolicy first_round = options_.retry;
+    const int round = std::max(config_.endpoints_size(), 1);
+    if (first_round.max_attempts == 0 || first_round.max_attempts > round) {
+      first_round.max_attempts = round;
+    }
+    auto online = RequestRejoinKey(uuid, &first_round);
+    if (online.ok() || !IsRetryable(online.status())) return online;
+    auto sealed = Timed(Step::kColdStartKey, "no berthd answers: unsealing the cold-start key",
+                        [&] { return ColdStartKeys(uuid).ColdStartKey(); });
+    if (sealed.ok()) {
+      *cold = true;
+      return sealed;
+    }
+    spdlog::warn(
+        "no berthd answers and this boot cannot open the state disk by itself ({}); "
+        "waiting for berthd, or for an operator's recovery",
+        sealed.status().ToString());
+    deps_.notifier->Status("waiting for berthd: no berthd answers, and " +
+                           std::string(sealed.status().message()));
+    return RequestRejoinKey(uuid);
   }
 
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
@@ -680,7 +760,7 @@ class Boot {
     SecretBytes key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
     Status st = Timed(Step::kFormatDisk, "formatting state disk",
                      [&] { return disk_->FormatIfBlank(uuid, key); });
-    if (st.ok()) st = UnlockAndMount(key);
+    if (st.ok()) st = UnlockAndMount(key, uuid, &ticket.cold_start());
     if (st.ok()) st = JoinOnce(ticket, Progress{}, uuid, key);
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
@@ -714,8 +794,9 @@ class Boot {
       return FailedPrecondition("this boot already released its keys (PCR 15) but the state "
                                 "disk is not mounted as joined: reboot the node");
     }
-    BERTH_ASSIGN_OR_RETURN(SecretBytes key, RequestRejoinKey(uuid));
-    BERTH_RETURN_IF_ERROR(UnlockAndMount(key));
+    bool cold = false;
+    BERTH_ASSIGN_OR_RETURN(SecretBytes key, LaterBootKey(uuid, &cold));
+    BERTH_RETURN_IF_ERROR(UnlockAndMount(key, uuid, cold ? nullptr : &rejoin_cold_start_));
     BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
     if (progress.joined) {
       if (ControlPlane() && progress.pki_written) {
@@ -726,7 +807,19 @@ class Boot {
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
       }
       BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
+      if (cold) {
+        return Ready("cold start: no berthd answered; state disk " + uuid +
+                     " unlocked with the key this node's TPM released for a boot the cluster "
+                     "signed, and mounted");
+      }
       return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
+    }
+    if (cold) {
+      // Not possible with berth's own disks (the keyslot is sealed once joined); a disk whose
+      // join never finished needs a ticket, so berthd.
+      return FailedPrecondition("state disk " + uuid +
+                                " opened by cold start but its node never "
+                                "finished joining: a join needs berthd");
     }
     // Formatted on an earlier boot that did not get as far as joining: join now.
     BERTH_ASSIGN_OR_RETURN(v1::JoinTicket ticket, RequestJoinTicket(uuid));
@@ -758,6 +851,7 @@ class Boot {
   EtcdEndpoints etcd_endpoints_;
   std::unique_ptr<EtcdKeys> etcd_keys_;
   std::string rejoin_crl_;
+  v1::ColdStart rejoin_cold_start_;
   std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
   std::string ec2_instance_id_;
   std::optional<v1::Ec2InstanceIdentity> ec2_identity_;

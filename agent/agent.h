@@ -105,6 +105,9 @@ struct AgentDeps {
   Mounter* mounter = nullptr;
   // The SEV-SNP guest device (needed only when the EnrolmentConfig asks for SEV-SNP).
   std::function<Result<std::unique_ptr<SevGuest>>(const std::string& path)> open_sev_guest;
+  // Control planes: the state disk's extra keyslots (control_plane_keys.h; null: a control
+  // plane keeps no cold-start keyslot and waits for berthd on every boot).
+  LuksKeyslots* keyslots = nullptr;
   // Control planes: starting the node's etcd, and a client to watch it become a member.
   EtcdService* etcd = nullptr;
   std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;

@@ -79,6 +79,7 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
                          CheckQuotedBoot(*quote, AsBytes(tpm.event_log()), &policy));
   BERTH_ASSIGN_OR_RETURN(std::string sealed, CheckSealedBoot(policy.tpm_trust, tpm, quote->pcrs));
   out.rule = trust.rule + (boot.empty() ? "" : " + " + boot) + " + " + sealed;
+  out.quoted_pcrs = std::move(quote->pcrs);
   return out;
 }
 

@@ -49,6 +49,10 @@ struct VerifiedEvidence {
   std::optional<GoldenUse> golden;
   // Set by JoinLogic for evidence answering a challenge: the nonce it used up.
   std::optional<NonceUse> nonce;
+  // TPM evidence: every PCR the quote covers, with the values its signed digest vouches for
+  // (the policy has checked the ones it pins). A control plane's cold-start policy is signed
+  // over these (server/join/boot_policy.h). Empty for SEV-SNP and golden tickets.
+  tpm::PcrValues quoted_pcrs;
 };
 
 // The EK a Challenge should make a credential for, and the AK it is made over.

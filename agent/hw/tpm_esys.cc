@@ -268,6 +268,7 @@ class EsysTpm : public Tpm {
     BERTH_ASSIGN_OR_RETURN(TPMT_PUBLIC key, tpm::ParsePublic(authorizing_key));
     BERTH_ASSIGN_OR_RETURN(Bytes key_name, tpm::PublicName(key));
     Bytes auth_policy = tpm::PolicyAuthorizeDigest(key_name, policy_ref);
+    UnloadEndorsementKey();
     BERTH_ASSIGN_OR_RETURN(ESYS_TR srk, CreateStoragePrimary());
     TPM2B_SENSITIVE_CREATE sensitive{};
     sensitive.sensitive.data.size = static_cast<uint16_t>(secret.size());
@@ -340,6 +341,7 @@ class EsysTpm : public Tpm {
       selection.pcrSelections[0].pcrSelect[pcr / 8] |= static_cast<uint8_t>(1u << (pcr % 8));
     }
 
+    UnloadEndorsementKey();
     // Everything that holds a handle is released on every path out.
     ESYS_TR session = ESYS_TR_NONE, verify_key = ESYS_TR_NONE, srk = ESYS_TR_NONE,
             object = ESYS_TR_NONE;
@@ -645,6 +647,16 @@ class EsysTpm : public Tpm {
     BERTH_ASSIGN_OR_RETURN(endorsement_.ek_public, tpm::MarshalPublic(ek_public));
     endorsement_.ek_certificate = std::move(cert);
     return OkStatus();
+  }
+
+  // Frees the slot of an EK this object re-derived (a persistent one takes none). A TPM
+  // reached without a resource manager (/dev/tpm0, swtpm's socket) holds three transient
+  // objects, and sealing or unsealing beside the AK needs two more; LoadEndorsementKey
+  // derives the same EK again when credential activation needs it.
+  void UnloadEndorsementKey() {
+    if (ek_ == ESYS_TR_NONE || ek_persistent_) return;
+    Esys_FlushContext(ctx_, ek_);
+    ek_ = ESYS_TR_NONE;
   }
 
   bool UsePersistentEk(uint32_t handle, const TPMT_PUBLIC& tmpl, TPMT_PUBLIC& out) {

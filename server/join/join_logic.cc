@@ -72,6 +72,7 @@ JoinLogic::JoinLogic(JoinOptions options, SecretBytes master_secret, NonceIssuer
       verifier_(verifier),
       tokens_(tokens),
       credentials_(master_secret_),
+      boot_policy_(BootPolicySigner::Create(master_secret_, options_.cluster_id)),
       nodes_(nodes),
       golden_(golden),
       discovery_(discovery) {}
@@ -129,6 +130,29 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyGoldenTicket(const v1::JoinReq
     return Unauthenticated("the call carries no TLS client certificate");
   }
   return golden_->Verify(request, peer.address, peer.spki_sha256);
+}
+
+Result<JoinLogic::SignedColdStart> JoinLogic::SignColdStart(
+    const verify::VerifiedEvidence& evidence) {
+  if (evidence.quoted_pcrs.empty()) return SignedColdStart{.audit = "none (no TPM quote)"};
+  // The bank the TPM's PolicyPCR will be evaluated in: the strongest quoted one. SHA-1 is not
+  // signed: a policy over it would approve any boot whose SHA-1 PCRs collide.
+  for (DigestAlg bank : {DigestAlg::kSha256, DigestAlg::kSha384, DigestAlg::kSha512}) {
+    if (!evidence.quoted_pcrs.contains(bank)) continue;
+    if (!boot_policy_.ok()) {
+      return boot_policy_.status().WithContext("deriving the cluster's boot-policy key");
+    }
+    BERTH_ASSIGN_OR_RETURN(
+        v1::ColdStart signed_boot,
+        boot_policy_->ColdStartFor(evidence.quoted_pcrs, bank, nonces_->clock()->NowUnix()));
+    std::string pcrs;
+    for (uint32_t p : signed_boot.policy().pcrs()) {
+      pcrs += (pcrs.empty() ? "" : ",") + std::to_string(p);
+    }
+    return SignedColdStart{.cold_start = std::move(signed_boot),
+                           .audit = std::string(DigestName(bank)) + ":" + pcrs};
+  }
+  return SignedColdStart{.audit = "none (the quote holds no SHA-2 bank)"};
 }
 
 Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
@@ -191,6 +215,15 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   }
   // Everything that can still refuse the ticket comes before the token: a token minted for
   // a refused ticket would be left in the cluster until it expires.
+  std::string cold_start;
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
+    auto signed_for = SignColdStart(*verified);
+    if (!signed_for.ok()) return refuse(signed_for.status());
+    if (signed_for->cold_start.has_value()) {
+      *ticket.mutable_cold_start() = std::move(*signed_for->cold_start);
+    }
+    cold_start = std::move(signed_for->audit);
+  }
   std::optional<ClusterInfo> cluster_info;
   if (discovery_ != nullptr) {
     auto info = discovery_->ClusterInfoFor(node);
@@ -211,16 +244,16 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     ticket.set_discovery_kubeconfig(std::string(kubeconfig.view()));
     discovery = "file";
   }
-  TicketAudit("IssueJoinTicket", peer, node)
-      .Add("role", NodeRoleName(request.role()))
+  AuditLine line = TicketAudit("IssueJoinTicket", peer, node);
+  line.Add("role", NodeRoleName(request.role()))
       .Add("ak", "sha256:" + verified->ak_sha256_hex)
       .Quoted("rule", verified->rule)
       .Add("disk_uuid", request.disk_uuid())
       .Add("token_id", token->id)
       .Add("token_expires", Rfc3339(token->expires_unix))
-      .Add("discovery", discovery)
-      .Fields(recorded)
-      .Log(OkStatus());
+      .Add("discovery", discovery);
+  if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
+  line.Fields(recorded).Log(OkStatus());
   return ticket;
 }
 
@@ -250,13 +283,22 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
   const std::string recorded = admitted->audit;
   auto key = DeriveDiskKey(master_secret_, options_.cluster_id, request.disk_uuid());
   if (!key.ok()) return refuse(key.status());
+  std::string cold_start;
+  if (admitted->control_plane) {
+    auto signed_for = SignColdStart(*verified);
+    if (!signed_for.ok()) return refuse(signed_for.status());
+    if (signed_for->cold_start.has_value()) {
+      *ticket.mutable_cold_start() = std::move(*signed_for->cold_start);
+    }
+    cold_start = std::move(signed_for->audit);
+  }
   ticket.set_disk_key(std::string(key->view()));
-  TicketAudit("IssueRejoinTicket", peer, node)
-      .Add("ak", "sha256:" + verified->ak_sha256_hex)
+  AuditLine line = TicketAudit("IssueRejoinTicket", peer, node);
+  line.Add("ak", "sha256:" + verified->ak_sha256_hex)
       .Quoted("rule", verified->rule)
-      .Add("disk_uuid", request.disk_uuid())
-      .Fields(recorded)
-      .Log(OkStatus());
+      .Add("disk_uuid", request.disk_uuid());
+  if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
+  line.Fields(recorded).Log(OkStatus());
   return ticket;
 }
 

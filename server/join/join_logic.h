@@ -12,6 +12,7 @@
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
 #include "common/secret.h"
+#include "server/join/boot_policy.h"
 #include "server/join/bootstrap_token.h"
 #include "server/join/credential_issuer.h"
 #include "server/join/discovery.h"
@@ -84,6 +85,15 @@ class JoinLogic {
   // A golden ticket instead of evidence (golden_ticket.h).
   Result<verify::VerifiedEvidence> VerifyGoldenTicket(const v1::JoinRequest& request,
                                                       const Peer& peer);
+  // A control plane's cold start (docs/cluster-lifecycle.md): the boot-policy key and its
+  // signature over the PCRs of the boot just verified, and what the audit line says of it:
+  // "sha256:0,2,4,7" for the PCRs signed, or "none (why)" for evidence with no TPM boot to
+  // approve (SEV-SNP, a golden ticket, a quote of the SHA-1 bank only).
+  struct SignedColdStart {
+    std::optional<v1::ColdStart> cold_start;
+    std::string audit;
+  };
+  Result<SignedColdStart> SignColdStart(const verify::VerifiedEvidence& evidence);
 
   JoinOptions options_;
   SecretBytes master_secret_;
@@ -91,6 +101,7 @@ class JoinLogic {
   verify::EvidenceVerifier* verifier_;
   TokenIssuer* tokens_;
   CredentialIssuer credentials_;  // derived from the master secret
+  Result<BootPolicySigner> boot_policy_;  // derived from the master secret and cluster id
   NodeRegistry* nodes_;
   GoldenTickets* golden_;
   DiscoveryKubeconfigs* discovery_;

@@ -51,6 +51,8 @@ class NonceIssuer {
   size_t used_count() const;  // nonces remembered right now (tests, metrics)
 
   std::chrono::seconds ttl() const { return ttl_; }
+  // The clock nonces expire by (the join service dates what it signs by it too).
+  Clock* clock() const { return clock_; }
 
  private:
   NonceIssuer(SecretBytes key, Clock* clock, std::chrono::seconds ttl)

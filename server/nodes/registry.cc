@@ -281,7 +281,8 @@ Result<RejoinAdmission> NodeRegistry::AdmitRejoin(const v1::RejoinRequest& reque
     commit.sweep_nonces_expired_before = clock_->NowUnix();
   }
   BERTH_RETURN_IF_ERROR(store_->Commit(commit));
-  RejoinAdmission out{.etcd_crl = "",
+  RejoinAdmission out{.control_plane = next.role() == v1::NODE_ROLE_CONTROL_PLANE,
+                      .etcd_crl = "",
                       .audit = "record=" + std::string(NodeStateName(next.state()))};
   if (next.role() == v1::NODE_ROLE_CONTROL_PLANE && ca_ != nullptr) {
     BERTH_ASSIGN_OR_RETURN(out.etcd_crl, CurrentEtcdCrl(*store_, *ca_, clock_->NowUnix()));

@@ -37,7 +37,8 @@ struct JoinAdmission {
 };
 
 struct RejoinAdmission {
-  std::string etcd_crl;  // control planes: the current CRL (PEM)
+  bool control_plane = false;  // the node's record says it is one
+  std::string etcd_crl;        // control planes: the current CRL (PEM)
   std::string audit;
 };
 

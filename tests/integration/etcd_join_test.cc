@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "agent/control_plane_keys.h"
 #include "server/nodes/etcd_pki.h"
 #include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
@@ -516,6 +517,63 @@ TEST(EtcdJoinTest, ControlPlaneNotAuthorizedIsPermissionDeniedUntilAnOperatorAut
   EXPECT_EQ(list["authorizations"][0]["authorized_by"], "CN=alice");
   EXPECT_THAT(std::string(list["nodes"][0]["role_authorization"]),
               HasSubstr("operator CN=alice at "));
+}
+
+// Issue 26, cold start: every berthd down (all control planes restarting at once). A control
+// plane opens its state disk with the key its own TPM releases for a boot the cluster signed,
+// starts its etcd and is ready without berthd; a tampered boot gets nothing from its TPM, waits
+// for berthd, and its disk is left as it was. The LUKS2 header is real (an image file); the
+// TPM is the node's swtpm.
+TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATamperedBootCannot) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  cp.disk.image = cp.Path("/state.img");
+  ASSERT_TRUE(bed.StartBerthd());
+
+  AgentOutcome joined = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(joined.status.ok()) << joined.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  // berthd signed the quoted boot PCRs (never PCR 15) and said so in its audit line.
+  EXPECT_THAT(MustRead(bed.BerthdLog()), HasSubstr("role=control-plane ak=sha256:" + cp.ak_sha256));
+  EXPECT_THAT(MustRead(bed.BerthdLog()),
+              HasSubstr(R"(cold_start="sha256:0,1,2,3,4,5,6,7,8,9,14")"));
+  auto keyslots = agent::MakeLibLuksKeyslots();
+  auto tokens = keyslots->Tokens(cp.disk.image, agent::kColdStartToken);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  ASSERT_EQ(tokens->size(), 1u);
+  auto token = nlohmann::json::parse((*tokens)[0].json);
+  ASSERT_EQ(token["policies"].size(), 1u);
+  EXPECT_EQ(token["policies"][0]["pcrs"],
+            nlohmann::json::array({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+
+  // Power loss: berthd is gone, the node boots the same boot again.
+  bed.KillBerthd();
+  bed.etcd().StopExtra("cp-1");
+  cp.agent_attempts = 2;  // were it to wait for berthd, it would give up soon
+  AgentOutcome cold = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
+  EXPECT_THAT(cold.notifications,
+              Contains("STATUS=no berthd answers: unsealing the cold-start key"));
+  EXPECT_THAT(cold.notifications, Contains("READY=1"));
+  EXPECT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_TRUE(IsVoter(bed, cp.PeerUrl()));
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);  // no second join
+
+  // The same machine booting something else: no signature covers its PCR 4, so its TPM
+  // releases nothing; the agent waits for berthd (here it gives up) and opens nothing.
+  bed.etcd().StopExtra("cp-1");
+  cp.extra_measurements = {{4, std::string(64, 'e')}};
+  const std::string before = HexEncode(Sha256(AsBytes(MustRead(cp.disk.image))));
+  AgentOutcome tampered = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
+  EXPECT_EQ(tampered.status.code(), Code::kUnavailable) << tampered.status.ToString();
+  EXPECT_THAT(tampered.notifications,
+              Contains("STATUS=waiting for berthd: no berthd answers, and none of the 1 signed "
+                       "boot policies matches this boot (this boot's sha256 PCRs "
+                       "0,1,2,3,4,5,6,7,8,9,14 are not the approved ones)"))
+      << ::testing::PrintToString(tampered.notifications);
+  EXPECT_THAT(tampered.notifications, Not(Contains("READY=1")));
+  EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_EQ(HexEncode(Sha256(AsBytes(MustRead(cp.disk.image)))), before);
 }
 
 }  // namespace

@@ -56,12 +56,18 @@ class FakeDisk : public agent::Disk {
   Status FormatIfBlank(const std::string&, const std::string& uuid,
                        const SecretBytes& key) override {
     if (s_->kind != agent::ProbeResult::Kind::kBlank) return FailedPrecondition("not blank");
+    if (!s_->image.empty()) {
+      std::ofstream(s_->image).close();
+      std::filesystem::resize_file(s_->image, 32 << 20);
+      BERTH_RETURN_IF_ERROR(real_->FormatIfBlank(s_->image, uuid, key));
+    }
     s_->kind = agent::ProbeResult::Kind::kLuks;
     s_->uuid = uuid;
     s_->key = std::string(key.view());
     return OkStatus();
   }
   Status CheckKey(const std::string&, const SecretBytes& key) override {
+    if (!s_->image.empty()) return real_->CheckKey(s_->image, key);
     return key.view() == s_->key ? OkStatus() : PermissionDenied("no keyslot opens with this key");
   }
   Status Open(const std::string&, const std::string&, const SecretBytes& key) override {
@@ -70,6 +76,29 @@ class FakeDisk : public agent::Disk {
 
  private:
   FakeDiskState* s_;
+  std::unique_ptr<agent::Disk> real_ = agent::MakeLibDisk();
+};
+
+// The real keyslots of a FakeDiskState's image, whatever device the agent names.
+class ImageKeyslots : public agent::LuksKeyslots {
+ public:
+  explicit ImageKeyslots(std::string image) : image_(std::move(image)) {}
+  Result<int> AddKeyslotWithToken(const std::string&, const SecretBytes& existing_key,
+                                  const SecretBytes& new_key, const std::string& type,
+                                  const std::string& fields) override {
+    return real_->AddKeyslotWithToken(image_, existing_key, new_key, type, fields);
+  }
+  Result<std::vector<agent::LuksToken>> Tokens(const std::string&,
+                                               const std::string& type) override {
+    return real_->Tokens(image_, type);
+  }
+  Status UpdateToken(const std::string&, int id, const std::string& fields) override {
+    return real_->UpdateToken(image_, id, fields);
+  }
+
+ private:
+  std::string image_;
+  std::unique_ptr<agent::LuksKeyslots> real_ = agent::MakeLibLuksKeyslots();
 };
 
 class FakeMounter : public agent::Mounter {
@@ -264,6 +293,9 @@ namespace {
 void MeasureBoot(TestNode& node) {
   EXPECT_TRUE(node.tpm->ExtendPcr(0, std::string(64, 'a')));
   EXPECT_TRUE(node.tpm->ExtendPcr(4, std::string(64, 'b')));
+  for (const auto& [pcr, digest] : node.extra_measurements) {
+    EXPECT_TRUE(node.tpm->ExtendPcr(pcr, digest));
+  }
 }
 
 // Each agent run or hand-made request is a boot of its own: the TPM restarts (PCR 15 holds
@@ -419,7 +451,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.kubeadm = real_kubeadm ? KubeadmJoinDryRun() : SourceDir() + "/tests/standins/kubeadm";
   o.retry = agent::RetryPolicy{.initial_backoff = std::chrono::milliseconds(200),
                                .max_backoff = std::chrono::milliseconds(1000),
-                               .max_attempts = 200};
+                               .max_attempts = node.agent_attempts};
   o.call_timeout = std::chrono::seconds(30);
   o.node_addresses = {"127.0.0.1"};
   o.etcd_peer_port = node.etcd_peer_port;
@@ -453,6 +485,8 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   };
   deps.disk = &disk;
   deps.mounter = &mounter;
+  ImageKeyslots keyslots(node.disk.image);
+  if (!node.disk.image.empty()) deps.keyslots = &keyslots;
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
   deps.read_golden_ticket = golden_reader;

@@ -39,6 +39,10 @@ struct FakeDiskState {
   std::string uuid, key;
   std::string subsystem;  // the LUKS2 subsystem label (the agent records the filesystem there)
   bool has_filesystem = false;
+  // Set: the disk's LUKS2 header is real, in this image file (libcryptsetup formats it, checks
+  // keys against its keyslots and keeps the control plane's cold-start keyslot and token in it;
+  // nothing is activated, as the host has no device-mapper).
+  std::string image;
 };
 
 struct TestNode {
@@ -49,6 +53,10 @@ struct TestNode {
   std::string ak_sha256;    // hex SHA-256 of the AK's SPKI
   std::string policy_pcrs;  // the "  pcrs:" section berth-agent --print-identity printed
   FakeDiskState disk;
+  // What the node's next boots measure besides the firmware's usual (PCR, hex digest): a
+  // tampered boot.
+  std::vector<std::pair<uint32_t, std::string>> extra_measurements;
+  int agent_attempts = 200;  // calls to berthd before RunAgent's agent gives up
   int etcd_peer_port = 0, etcd_client_port = 0;
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
   std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }

@@ -64,6 +64,9 @@ TEST_F(EvidenceTest, MatchingQuoteIsAccepted) {
   EXPECT_EQ(v->ak_sha256_hex, ak_hash_);
   EXPECT_EQ(v->ak_name, "node-a");
   EXPECT_EQ(v->rule, "trusted_aks[node-a] + pcrs sha256:0,7 + no enrolment config measured");
+  // Every quoted PCR with the TPM's value (a control plane's cold-start policy is signed over
+  // them), the ones the policy does not pin included.
+  EXPECT_EQ(v->quoted_pcrs, pcrs_);
 }
 
 TEST_F(EvidenceTest, EvidenceBoundToAnotherChannelIsRefused) {

@@ -11,6 +11,8 @@
 
 #include "agent/etcd_join.h"
 #include "common/binding.h"
+#include "common/tpm/policy.h"
+#include "server/join/boot_policy.h"
 #include "server/join/join_logic.h"
 #include "server/nodes/admin.h"
 #include "server/nodes/records.h"
@@ -552,8 +554,10 @@ TEST_F(RegistryTest, RevokedLearnerIsRemovedNotPromoted) {
 class AcceptingVerifier : public verify::EvidenceVerifier {
  public:
   std::string ak = kAk;
+  tpm::PcrValues quoted;  // what the verified quote covered (none: evidence without a TPM)
   Result<verify::VerifiedEvidence> Verify(const v1::Evidence&, std::span<const uint8_t>) override {
-    return verify::VerifiedEvidence{.ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0"};
+    return verify::VerifiedEvidence{
+        .ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0", .quoted_pcrs = quoted};
   }
 };
 
@@ -727,6 +731,96 @@ TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
   ASSERT_TRUE(a.IssueRejoinTicket(rejoin, peer).ok());
   EXPECT_EQ(spent(), std::vector<std::string>{SpentNonceKey(
                          kNow + 121, HexEncode(Sha256(AsBytes(rejoin.nonce()))))});
+}
+
+// Issue 26, cold start: a control plane's tickets carry the cluster's boot-policy key and its
+// signature over the PCRs of the boot berthd has just verified, which lets that node's TPM
+// release its cold-start key in that boot when no berthd answers. Workers get none. What is
+// signed is berthd's choice: the verified quote's SHA-2 PCRs 0-14, never PCR 15, never SHA-1,
+// and a quote with no boot PCR at all gets no ticket.
+TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
+  SecretBytes master(32);
+  master.data()[0] = 7;
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  const Bytes pcr0(32, 0x10), pcr7(32, 0x17), pcr15(32, 0x1f);
+  verifier.quoted = {{DigestAlg::kSha1, {{0, Bytes(20, 0x01)}}},
+                     {DigestAlg::kSha256, {{0, pcr0}, {7, pcr7}, {15, pcr15}}}};
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  auto join = [&](v1::JoinRequest r) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueJoinTicket(r, peer);
+  };
+  auto rejoin = [&](const std::string& name, const std::string& disk) {
+    v1::RejoinRequest r;
+    r.set_node_name(name);
+    r.set_disk_uuid(disk);
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueRejoinTicket(r, peer);
+  };
+  auto signer = BootPolicySigner::Create(master, "c");
+  ASSERT_TRUE(signer.ok());
+  auto key = tpm::ParsePublic(signer->public_area());
+  ASSERT_TRUE(key.ok());
+  auto expect_signed_boot = [&](const v1::ColdStart& c) {
+    EXPECT_EQ(c.boot_policy_key(), ToString(signer->public_area()));
+    const v1::SignedBootPolicy& p = c.policy();
+    EXPECT_EQ(p.bank(), v1::HASH_ALGORITHM_SHA256);
+    EXPECT_THAT(p.pcrs(), ElementsAre(0u, 7u));
+    auto approved = tpm::PolicyPcrDigest(DigestAlg::kSha256, {0, 7}, verifier.quoted);
+    ASSERT_TRUE(approved.ok());
+    EXPECT_EQ(p.approved_policy(), ToString(*approved));
+    EXPECT_EQ(p.signed_unix(), kNow);
+    auto sig = tpm::ParseSignature(AsBytes(p.signature()));
+    ASSERT_TRUE(sig.ok()) << sig.status().ToString();
+    EXPECT_TRUE(
+        tpm::VerifyPolicySignature(*key, *approved, AsBytes(tpm::kColdStartPolicyRef), *sig).ok());
+  };
+
+  auto cp = join(ControlPlane("cp-1", "10.0.0.5"));
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  ASSERT_TRUE(cp->has_cold_start());
+  expect_signed_boot(cp->cold_start());
+  auto cp_again = rejoin("cp-1", kDisk);
+  ASSERT_TRUE(cp_again.ok()) << cp_again.status().ToString();
+  ASSERT_TRUE(cp_again->has_cold_start());
+  expect_signed_boot(cp_again->cold_start());
+
+  verifier.ak = kOtherAk;
+  auto worker = join(Worker("node-5", kDisk2));
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  EXPECT_FALSE(worker->has_cold_start());
+  auto worker_again = rejoin("node-5", kDisk2);
+  ASSERT_TRUE(worker_again.ok()) << worker_again.status().ToString();
+  EXPECT_FALSE(worker_again->has_cold_start());
+
+  // A control plane whose quote leaves out every boot PCR (only PCR 15) would have its TPM
+  // release the key in any boot: refused, before a token is minted.
+  verifier.ak = kAk;
+  verifier.quoted = {{DigestAlg::kSha256, {{15, pcr15}}}};
+  const int minted = tokens.issued;
+  auto no_boot = rejoin("cp-1", kDisk);
+  EXPECT_EQ(no_boot.status().ToString(),
+            "FAILED_PRECONDITION: the quote covers none of PCRs 0-14 in sha256: no boot to "
+            "approve");
+  EXPECT_EQ(tokens.issued, minted);
+  // Only SHA-1 quoted: nothing is signed over it, and the ticket says so by having none.
+  verifier.quoted = {{DigestAlg::kSha1, {{0, Bytes(20, 0x01)}}}};
+  auto sha1 = rejoin("cp-1", kDisk);
+  ASSERT_TRUE(sha1.ok()) << sha1.status().ToString();
+  EXPECT_FALSE(sha1->has_cold_start());
+  // No TPM quote at all (SEV-SNP): none either.
+  verifier.quoted.clear();
+  auto snp = rejoin("cp-1", kDisk);
+  ASSERT_TRUE(snp.ok()) << snp.status().ToString();
+  EXPECT_FALSE(snp->has_cold_start());
 }
 
 }  // namespace
