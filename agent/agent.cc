@@ -18,6 +18,7 @@
 #include "agent/privileges.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
+#include "common/cluster_keys.h"
 #include "common/log.h"
 #include "common/tpm/sealed_boot.h"
 
@@ -109,6 +110,7 @@ enum class Step {
   kSnpIdentity,
   kSealColdStart,
   kColdStartKey,
+  kWriteClusterKeys,
 };
 
 std::string_view StepName(Step step) {
@@ -133,10 +135,9 @@ std::string_view StepName(Step step) {
     case Step::kDropPrivileges: return "drop-privileges";
     case Step::kEc2Identity: return "ec2-identity";
     case Step::kSnpIdentity: return "snp-identity";
-    case Step::kSealColdStart:
-      return "seal-cold-start";
-    case Step::kColdStartKey:
-      return "cold-start-key";
+    case Step::kSealColdStart: return "seal-cold-start";
+    case Step::kColdStartKey: return "cold-start-key";
+    case Step::kWriteClusterKeys: return "write-cluster-keys";
   }
   return "?";
 }
@@ -423,6 +424,10 @@ class Boot {
     });
     if (!ticket.ok()) return ticket.status();
     Status valid = ValidateJoinTicket(*ticket, !disk_uuid.empty());
+    if (valid.ok() && ticket->has_cluster_keys()) {
+      valid = ControlPlane() ? CheckClusterKeys(ticket->cluster_keys())
+                             : InvalidArgument("malformed join ticket: cluster keys for a worker");
+    }
     if (valid.ok() && ControlPlane()) {
       valid = ticket->has_etcd() ? ValidateEtcdMaterial(ticket->etcd(), *etcd_keys_, node_,
                                                         etcd_endpoints_.PeerUrl())
@@ -467,6 +472,7 @@ class Boot {
   }
 
   static void Scrub(v1::JoinTicket& t) {
+    ScrubClusterKeys(*t.mutable_cluster_keys());
     WipeString(*t.mutable_disk_key());
     WipeString(*t.mutable_kubeadm()->mutable_token());
     WipeString(*t.mutable_discovery_kubeconfig());
@@ -661,6 +667,17 @@ class Boot {
     return DropPrivileges();
   }
 
+  // The CA keys kubeadm's control-plane join expects in /etc/kubernetes/pki (on the state
+  // disk, as /etc/kubernetes is), and the master secret berthd on this node will serve with.
+  Status WriteSharedKeys(const v1::ClusterKeys& keys) {
+    Status st = Timed(Step::kWriteClusterKeys, "writing the cluster keys", [&] {
+      return WriteClusterKeys(
+          keys, JoinRoot(options_.root, kKubernetesPkiDir),
+          JoinRoot(options_.root, config_.state_disk().mount_point()) + kMasterSecretOnDisk);
+    });
+    return st.ok() ? st : st.WithContext("writing the cluster keys");
+  }
+
   bool CanColdStart() const {
     return ControlPlane() && deps_.keyslots != nullptr && tpm_ != nullptr;
   }
@@ -734,6 +751,7 @@ class Boot {
     // A control plane's etcd first, also when kubeadm already ran before a restart: this boot
     // has not started etcd yet, and the ticket's certificates are for this boot's keys.
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
+    if (ticket.has_cluster_keys()) BERTH_RETURN_IF_ERROR(WriteSharedKeys(ticket.cluster_keys()));
     if (progress.join_started && KubeletBootstrapped(options_.root)) {
       spdlog::info("kubeadm join completed before a restart (the kubelet's kubelet.conf and client "
                    "certificate exist); not joining again");

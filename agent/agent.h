@@ -37,6 +37,11 @@
 
 namespace berth::agent {
 
+// Where a control plane keeps what berthd shared with it (common/cluster_keys.h): kubeadm's
+// PKI directory, and the master secret under the state disk's mount point.
+inline constexpr char kKubernetesPkiDir[] = "/etc/kubernetes/pki";
+inline constexpr char kMasterSecretOnDisk[] = "/berthd/master.secret";
+
 struct AgentOptions {
   std::string root = "/";
   std::string enrolment_path = kDefaultEnrolmentPath;  // inside root

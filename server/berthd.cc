@@ -143,6 +143,19 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   JoinLogic logic(std::move(options), std::move(master), &nonces, &verifier, &tokens,
                   etcd ? etcd->registry() : nullptr, etcd ? etcd->golden() : nullptr,
                   discovery.get());
+  if (!config.control_plane_pki.empty()) {
+    if (!etcd) {
+      return InvalidArgument(
+          "--control-plane-pki: control planes join through node records, "
+          "which --no-etcd turns off");
+    }
+    BERTH_ASSIGN_OR_RETURN(std::vector<SharedPki> pki, ReadSharedPki(config.control_plane_pki));
+    logic.ShareClusterKeys(std::move(pki));
+    spdlog::info(
+        "control planes get the cluster keys in {} and the master secret in their join "
+        "tickets",
+        config.control_plane_pki);
+  }
   LoadGate gate(config.gate);
   JoinServiceImpl service(&logic, &metrics, &gate);
   PolicyWatcher watcher(&policy);

@@ -37,6 +37,9 @@ struct BerthdConfig {
   std::string metrics_listen;     // host:port of the Prometheus endpoint; empty: none
   std::string metrics_port_file;  // written with its bound port
   std::string discovery = "token";  // kubeadm discovery: "token" or "file" (a kubeconfig)
+  // kubeadm's /etc/kubernetes/pki whose CA keys (common/cluster_keys.h), with the master
+  // secret, go to each authorized control plane in its join ticket; empty: none are shared.
+  std::string control_plane_pki;
   std::chrono::milliseconds approval_hold{20000};  // how long a pending node's call is held
   // Golden tickets: main.cc passes the factory of the flavour it links (golden_ticket.h);
   // null behaves as a release build.

@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
   app.add_option("--api-server-endpoint", c.api_server_endpoint, "host:port nodes join (kubeadm discovery)")->required();
   app.add_option("--kubernetes-ca", c.kubernetes_ca, "Kubernetes cluster CA (PEM) for caCertHashes (default: the kubeconfig's CA)");
   app.add_option("--kubernetes-version", c.kubernetes_version, "Kubernetes version announced to nodes");
+  app.add_option("--control-plane-pki", c.control_plane_pki,
+                 "kubeadm's pki directory: its CA keys (ca, front-proxy-ca, sa) and this berthd's "
+                 "master secret go to every attested, authorized control plane in its join ticket "
+                 "(docs/cluster-lifecycle.md; default: none are shared)");
   app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds (a challenge admits one ticket call; docs/nonces.md)")->capture_default_str();
   app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
   app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");

@@ -223,6 +223,10 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
       *ticket.mutable_cold_start() = std::move(*signed_for->cold_start);
     }
     cold_start = std::move(signed_for->audit);
+    // Admitted as a control plane above (its authorization, its etcd learner).
+    if (share_cluster_keys_) {
+      *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);
+    }
   }
   std::optional<ClusterInfo> cluster_info;
   if (discovery_ != nullptr) {
@@ -253,6 +257,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
       .Add("token_expires", Rfc3339(token->expires_unix))
       .Add("discovery", discovery);
   if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
+  if (ticket.has_cluster_keys()) line.Add("cluster_keys", "shared");
   line.Fields(recorded).Log(OkStatus());
   return ticket;
 }

@@ -11,6 +11,7 @@
 
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
+#include "common/cluster_keys.h"
 #include "common/secret.h"
 #include "server/join/boot_policy.h"
 #include "server/join/bootstrap_token.h"
@@ -69,6 +70,13 @@ class JoinLogic {
             verify::EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr,
             GoldenTickets* golden = nullptr, DiscoveryKubeconfigs* discovery = nullptr);
 
+  // Every control plane admitted from now on gets the master secret and `pki` in its join
+  // ticket (common/cluster_keys.h). REQUIRES: before the first call.
+  void ShareClusterKeys(std::vector<SharedPki> pki) {
+    shared_pki_ = std::move(pki);
+    share_cluster_keys_ = true;
+  }
+
   Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
   // A node pending operator approval is answered UNAVAILABLE with `hints` asking it to call
   // again at once (admission.h).
@@ -102,6 +110,8 @@ class JoinLogic {
   TokenIssuer* tokens_;
   CredentialIssuer credentials_;  // derived from the master secret
   Result<BootPolicySigner> boot_policy_;  // derived from the master secret and cluster id
+  bool share_cluster_keys_ = false;
+  std::vector<SharedPki> shared_pki_;
   NodeRegistry* nodes_;
   GoldenTickets* golden_;
   DiscoveryKubeconfigs* discovery_;

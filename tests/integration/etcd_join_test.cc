@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "agent/control_plane_keys.h"
+#include "common/cluster_keys.h"
 #include "server/nodes/etcd_pki.h"
 #include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
@@ -529,6 +530,13 @@ TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATa
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
   cp.disk.image = cp.Path("/state.img");
+  // berthd shares kubeadm's CA keys, and its master secret, with control planes it admits.
+  const std::string pki = bed.dir().Join("kubeadm-pki");
+  ASSERT_TRUE(MakeDirs(pki).ok());
+  for (const auto& f : kSharedPkiFiles) {
+    MustWrite(pki + "/" + std::string(f.name), "PEM of " + std::string(f.name), 0600);
+  }
+  bed.berthd_flags = {"--control-plane-pki", pki};
   ASSERT_TRUE(bed.StartBerthd());
 
   AgentOutcome joined = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
@@ -545,6 +553,15 @@ TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATa
   ASSERT_EQ(token["policies"].size(), 1u);
   EXPECT_EQ(token["policies"][0]["pcrs"],
             nlohmann::json::array({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+  // The cluster keys: kubeadm's files where its control-plane join reads them, the master
+  // secret on the state disk, all with exactly berthd's bytes.
+  EXPECT_THAT(MustRead(bed.BerthdLog()), HasSubstr(" cluster_keys=shared "));
+  for (const auto& f : kSharedPkiFiles) {
+    EXPECT_EQ(MustRead(cp.Path("/etc/kubernetes/pki/" + std::string(f.name))),
+              "PEM of " + std::string(f.name));
+  }
+  EXPECT_EQ(MustRead(cp.Path("/var/lib/berth/state/berthd/master.secret")),
+            MustRead(bed.dir().Join("master.secret")));
 
   // Power loss: berthd is gone, the node boots the same boot again.
   bed.KillBerthd();

@@ -494,6 +494,22 @@ TEST_F(RunAgentTest, MalformedTicketIsRefusedWithoutRunningKubeadm) {
   ExpectNothingJoined();
 }
 
+// A worker never holds the cluster's keys: a ticket that hands them to one is refused, and
+// nothing of it is written.
+TEST_F(RunAgentTest, ClusterKeysInAWorkersTicketAreRefusedAndNothingIsWritten) {
+  WriteEnrolment(ValidConfig());
+  v1::ClusterKeys* keys = berthd_.ticket.mutable_cluster_keys();
+  keys->set_master_secret(std::string(32, 's'));
+  v1::PkiFile* ca_key = keys->add_kubernetes_pki();
+  ca_key->set_name("ca.key");
+  ca_key->set_content("PEM of ca.key");
+
+  Status st = RunAgent(options_, deps_);
+  EXPECT_EQ(st.ToString(), "INVALID_ARGUMENT: malformed join ticket: cluster keys for a worker");
+  EXPECT_FALSE(std::filesystem::exists(options_.root + "/etc/kubernetes/pki/ca.key"));
+  ExpectNothingJoined();
+}
+
 TEST_F(RunAgentTest, FailedKubeadmIsAnErrorAndLeavesNoConfigBehind) {
   WriteEnrolment(ValidConfig());
   options_.join_attempts = 1;

@@ -823,5 +823,53 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
   EXPECT_FALSE(snp->has_cold_start());
 }
 
+// Issue 26: with --control-plane-pki, a control plane admitted by its attestation and its
+// authorization gets the master secret and kubeadm's CA keys in its ticket; a worker, and a
+// node not authorized as a control plane, get none of it.
+TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
+  SecretBytes master(32);
+  master.data()[0] = 9;
+  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+  JoinLogic logic(JoinOptions{.cluster_id = "c",
+                              .api_server_endpoint = "10.0.0.1:6443",
+                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
+                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  std::vector<SharedPki> pki;
+  for (const auto& f : kSharedPkiFiles) {
+    std::string content = "PEM of " + std::string(f.name);
+    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
+  }
+  logic.ShareClusterKeys(std::move(pki));
+  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  auto join = [&](v1::JoinRequest r) {
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueJoinTicket(r, peer);
+  };
+
+  auto cp = join(ControlPlane("cp-1", "10.0.0.5"));
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  ASSERT_TRUE(cp->has_cluster_keys());
+  EXPECT_EQ(cp->cluster_keys().master_secret(), std::string(master.view()));
+  std::vector<std::string> files;
+  for (const auto& f : cp->cluster_keys().kubernetes_pki()) {
+    EXPECT_EQ(f.content(), "PEM of " + f.name());
+    files.push_back(f.name());
+  }
+  EXPECT_THAT(files, ElementsAre("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key",
+                                 "sa.key", "sa.pub"));
+  EXPECT_TRUE(CheckClusterKeys(cp->cluster_keys()).ok());
+
+  verifier.ak = kOtherAk;  // trusted, but only as a worker
+  auto worker = join(Worker("node-5", kDisk2));
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  EXPECT_FALSE(worker->has_cluster_keys());
+  auto posing = join(ControlPlane("cp-2", "10.0.0.6", "2b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c"));
+  EXPECT_EQ(posing.status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(tokens.issued, 2);
+}
+
 }  // namespace
 }  // namespace berth::server

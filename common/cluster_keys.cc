@@ -1,0 +1,94 @@
+#include "common/cluster_keys.h"
+
+#include <filesystem>
+#include <regex>
+#include <set>
+
+#include "common/bytes.h"
+
+namespace berth {
+
+namespace {
+
+const SharedPkiFile* Find(std::string_view name) {
+  for (const auto& f : kSharedPkiFiles) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Result<std::vector<SharedPki>> ReadSharedPki(const std::string& dir) {
+  std::vector<SharedPki> out;
+  for (const auto& f : kSharedPkiFiles) {
+    const std::string path = dir + "/" + std::string(f.name);
+    auto content = ReadSecretFile(path, 64 << 10);
+    if (!content.ok()) return content.status().WithContext("reading the control planes' PKI");
+    if (content->empty()) return InvalidArgument(path + " is empty");
+    out.push_back({std::string(f.name), std::move(*content)});
+  }
+  return out;
+}
+
+v1::ClusterKeys MakeClusterKeys(const SecretBytes& master_secret,
+                                const std::vector<SharedPki>& pki) {
+  v1::ClusterKeys out;
+  out.set_master_secret(std::string(master_secret.view()));
+  for (const auto& f : pki) {
+    v1::PkiFile* file = out.add_kubernetes_pki();
+    file->set_name(f.name);
+    file->set_content(std::string(f.content.view()));
+  }
+  return out;
+}
+
+Status CheckClusterKeys(const v1::ClusterKeys& keys) {
+  auto bad = [](const std::string& what) {
+    return InvalidArgument("malformed cluster keys in the join ticket: " + what);
+  };
+  if (keys.master_secret().size() < 32) {
+    return bad("the master secret has " + std::to_string(keys.master_secret().size()) +
+               " bytes, at least 32 expected");
+  }
+  std::set<std::string> seen;
+  for (const auto& f : keys.kubernetes_pki()) {
+    if (Find(f.name()) == nullptr) {
+      // Echoed only when it is a plain file name: it goes into logs.
+      static const std::regex kPlain("^[A-Za-z0-9._-]{1,64}$");
+      const std::string shown =
+          std::regex_match(f.name(), kPlain) ? "\"" + f.name() + "\"" : "a file name";
+      return bad(shown + " is not one of kubeadm's shared PKI files");
+    }
+    if (!seen.insert(f.name()).second) return bad(f.name() + " is given twice");
+    if (f.content().empty()) return bad(f.name() + " is empty");
+  }
+  for (const auto& f : kSharedPkiFiles) {
+    if (!seen.contains(std::string(f.name))) return bad(std::string(f.name) + " is missing");
+  }
+  return OkStatus();
+}
+
+Status WriteClusterKeys(const v1::ClusterKeys& keys, const std::string& pki_dir,
+                        const std::string& master_secret_path) {
+  BERTH_RETURN_IF_ERROR(MakeDirs(pki_dir, 0755));
+  for (const auto& f : keys.kubernetes_pki()) {
+    const SharedPkiFile* known = Find(f.name());
+    if (known == nullptr) return InvalidArgument(f.name() + " is not a shared PKI file");
+    BERTH_RETURN_IF_ERROR(
+        WriteFileAtomic(pki_dir + "/" + f.name(), f.content(), known->secret ? 0600 : 0644));
+  }
+  BERTH_RETURN_IF_ERROR(
+      MakeDirs(std::filesystem::path(master_secret_path).parent_path().string(), 0700));
+  return WriteFileAtomic(master_secret_path, keys.master_secret(), 0600);
+}
+
+void ScrubClusterKeys(v1::ClusterKeys& keys) {
+  WipeString(*keys.mutable_master_secret());
+  for (auto& f : *keys.mutable_kubernetes_pki()) {
+    const SharedPkiFile* known = Find(f.name());
+    if (known == nullptr || known->secret) WipeString(*f.mutable_content());
+  }
+}
+
+}  // namespace berth
