@@ -221,19 +221,23 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
 
   // The agent's own lines: exec to main, each step (logged when it ends).
   static const std::regex kStep("step=([a-z-]+) result=ok duration_ms=([0-9]+)");
-  static const std::regex kStarted("started ms_since_exec=([0-9]+)");
+  static const std::regex kSinceExec("(started|ready) ms_since_exec=([0-9]+)");
   std::map<std::string, double> steps;
-  double started = -1;
+  double started = -1, ready = -1;  // s after exec, the agent's own clock
+  double before_ready = 0;          // its steps' time until READY
   double kubeadm_began = -1, kubeadm_ended = -1, kubelet_started = -1;
   for (const auto& [t, label] : times) {
     std::smatch m;
-    if (label.rfind("berth-agent ", 0) == 0 && std::regex_search(label, m, kStarted)) {
-      started = std::stod(m[1].str()) / 1000;
-      Event(exec >= 0 ? exec + started : -1,
-            "berth-agent: main (" + m[1].str() + " ms after exec)");
+    if (label.rfind("berth-agent ", 0) == 0 && std::regex_search(label, m, kSinceExec)) {
+      (m[1].str() == "started" ? started : ready) = std::stod(m[2].str()) / 1000;
+      if (m[1].str() == "started") {
+        Event(exec >= 0 ? exec + started : -1,
+              "berth-agent: main (" + m[2].str() + " ms after exec)");
+      }
     } else if (label.rfind("berth-agent ", 0) == 0 && std::regex_search(label, m, kStep)) {
       const double ms = std::stod(m[2].str());
       steps[m[1].str()] += ms / 1000;
+      if (ready < 0) before_ready += ms / 1000;
       Event(on_host(t), "berth-agent: " + m[1].str() + " done, " + m[2].str() + " ms");
       if (m[1].str() == "kubeadm-join") {
         kubeadm_ended = on_host(t);
@@ -275,7 +279,7 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
   Part("kernel: its clock's start to the initrd", zero, initrd);
   Part("initrd: dm-verity root, overlays, to systemd", initrd, systemd);
   Part("systemd: to berth-agent's exec", systemd, exec);
-  Part("berth-agent: exec to READY", exec, agent_ready);
+  if (ready >= 0) parts_.emplace_back("berth-agent: exec to READY (its ms_since_exec)", ready);
   if (started >= 0) parts_.emplace_back("  exec to main (loading)", started);
   double outside = 0;  // what the agent waits for: berthd, kubeadm, the kubelet's unit
   for (const char* step : {"request-ticket", "request-rejoin-ticket", "kubeadm-join"}) {
@@ -289,9 +293,11 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
       parts_.emplace_back("  " + step, s);
     }
   }
-  if (exec >= 0 && agent_ready >= 0) {
+  if (ready >= 0 && started >= 0) {
+    parts_.emplace_back("  between the steps (progress records, logging)",
+                        ready - started - before_ready);
     parts_.emplace_back("berth-agent's own: exec to READY less tickets and kubeadm",
-                        agent_ready - exec - outside);
+                        ready - outside);
   }
   // kubeadm join's phases (its lines), the kubelet's TLS bootstrap inside them, and after.
   const double kubeadm_first = guest("kubeadm ");
