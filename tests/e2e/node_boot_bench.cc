@@ -9,7 +9,9 @@
 // server's timestamps, and prints: each boot's timeline, and at the end the range of each part
 // over the runs. It checks the outcome of every boot, not how long it took.
 //
-//   build/tests/e2e/node_boot_bench [--runs N]   (default 3; the image_build test makes the image)
+//   build/tests/e2e/node_boot_bench [--runs N] [--kubelet-journal]
+//     --runs N             default 3; the image_build test makes the image
+//     --kubelet-journal    each boot's kubelet journal too, on the same clock
 //
 // The clock is seconds since QEMU started, on this host. The guest's CLOCK_MONOTONIC (systemd,
 // the journal) is placed on it by the console lines that print /proc/uptime: a line cannot
@@ -178,7 +180,8 @@ std::optional<std::pair<ImageBoot, ApiView>> BootToReady(const ImageCluster& clu
 class Breakdown {
  public:
   Breakdown(const ImageBoot& boot, const ApiView& api);
-  void Print(const char* title) const;
+  // With `kubelet_journal`, also the kubelet's journal of the boot, on the same clock.
+  void Print(const char* title, bool kubelet_journal) const;
   const std::vector<std::pair<std::string, double>>& parts() const { return parts_; }
 
  private:
@@ -192,15 +195,18 @@ class Breakdown {
   std::vector<std::pair<double, std::string>> events_;
   std::vector<std::pair<std::string, double>> parts_;  // in the summary's order
   std::map<std::string, std::string> blocks_;          // systemd-analyze's, as printed
+  double kernel_zero_ = -1;
 };
 
 Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.blocks) {
   const double zero = KernelZero(boot);
+  kernel_zero_ = zero;
   const auto times = GuestTimes(boot);
   // A guest time (> 0) on the host's clock.
   auto on_host = [&](double t) { return t > 0 && zero >= 0 ? zero + t : -1; };
   auto guest = [&](const std::string& prefix) { return on_host(GuestTime(times, prefix)); };
 
+  const double bds_loading = LineSeen(boot, "BdsDxe: loading");
   const double bds = LineSeen(boot, "BdsDxe: starting");
   const double initrd = LineSeen(boot, "berth-initrd:");
   const double systemd = guest("manager-Userspace");
@@ -209,6 +215,7 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
   const double pem = guest("file /var/lib/kubelet/pki/kubelet-client-current.pem");
   const double ready_seen = api.ready_seen - boot.started_monotonic;
   Event(0, "QEMU started");
+  Event(bds_loading, "OVMF loads the boot entry (console: BdsDxe: loading)");
   Event(bds, "OVMF starts the boot entry (console: BdsDxe: starting)");
   Event(zero, "the kernel's clock starts (CLOCK_MONOTONIC 0)");
   Event(initrd, "initrd: its first console line");
@@ -223,8 +230,10 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
   static const std::regex kStep("step=([a-z-]+) result=ok duration_ms=([0-9]+)");
   static const std::regex kSinceExec("(started|ready) ms_since_exec=([0-9]+)");
   std::map<std::string, double> steps;
-  double started = -1, ready = -1;  // s after exec, the agent's own clock
-  double before_ready = 0;          // its steps' time until READY
+  std::vector<std::string> step_order;   // as they ran
+  std::vector<std::string> after_ready;  // steps that ended after READY
+  double started = -1, ready = -1;       // s after exec, the agent's own clock
+  double before_ready = 0;               // its steps' time until READY
   double kubeadm_began = -1, kubeadm_ended = -1, kubelet_started = -1;
   for (const auto& [t, label] : times) {
     std::smatch m;
@@ -236,8 +245,10 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
       }
     } else if (label.rfind("berth-agent ", 0) == 0 && std::regex_search(label, m, kStep)) {
       const double ms = std::stod(m[2].str());
+      if (steps.count(m[1].str()) == 0) step_order.push_back(m[1].str());
       steps[m[1].str()] += ms / 1000;
       if (ready < 0) before_ready += ms / 1000;
+      if (ready >= 0) after_ready.push_back(m[1].str());
       Event(on_host(t), "berth-agent: " + m[1].str() + " done, " + m[2].str() + " ms");
       if (m[1].str() == "kubeadm-join") {
         kubeadm_ended = on_host(t);
@@ -274,24 +285,25 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
                    [](const auto& a, const auto& b) { return a.first < b.first; });
 
   // The parts, one after another; then what the agent's time is made of.
-  Part("firmware: QEMU start to BdsDxe starting the UKI", 0, bds);
+  Part("firmware: QEMU start to BdsDxe loading the UKI", 0, bds_loading);
+  Part("firmware: loading the UKI (reading, hashing it for PCR 4)", bds_loading, bds);
   Part("UKI: systemd-stub, the kernel's decompression", bds, zero);
   Part("kernel: its clock's start to the initrd", zero, initrd);
   Part("initrd: dm-verity root, overlays, to systemd", initrd, systemd);
   Part("systemd: to berth-agent's exec", systemd, exec);
   if (ready >= 0) parts_.emplace_back("berth-agent: exec to READY (its ms_since_exec)", ready);
   if (started >= 0) parts_.emplace_back("  exec to main (loading)", started);
-  double outside = 0;  // what the agent waits for: berthd, kubeadm, the kubelet's unit
-  for (const char* step : {"request-ticket", "request-rejoin-ticket", "kubeadm-join"}) {
-    if (steps.count(step) != 0) {
-      parts_.emplace_back(std::string("  ") + step, steps[step]);
-      outside += steps[step];
-    }
-  }
-  for (const auto& [step, s] : steps) {
-    if (step != "request-ticket" && step != "request-rejoin-ticket" && step != "kubeadm-join") {
-      parts_.emplace_back("  " + step, s);
-    }
+  double outside = 0;  // what the agent waits for: berthd, kubeadm
+  for (const std::string& step : step_order) {
+    const bool waits =
+        step == "request-ticket" || step == "request-rejoin-ticket" || step == "kubeadm-join";
+    const bool late = std::find(after_ready.begin(), after_ready.end(), step) != after_ready.end();
+    parts_.emplace_back("  " + step +
+                            (waits  ? " (not the agent's own)"
+                             : late ? " (after READY)"
+                                    : ""),
+                        steps[step]);
+    if (waits) outside += steps[step];
   }
   if (ready >= 0 && started >= 0) {
     parts_.emplace_back("  between the steps (progress records, logging)",
@@ -318,12 +330,24 @@ Breakdown::Breakdown(const ImageBoot& boot, const ApiView& api) : blocks_(boot.b
   Part("power-on to Ready in kubectl", 0, ready_seen);
 }
 
-void Breakdown::Print(const char* title) const {
+void Breakdown::Print(const char* title, bool kubelet_journal) const {
   std::printf("%s: seconds after QEMU started, and since the line before\n", title);
   double previous = 0;
   for (const auto& [t, what] : events_) {
     std::printf("  %7.2f  +%6.2f  %s\n", t, t - previous, what.c_str());
     previous = t;
+  }
+  auto journal = blocks_.find("kubelet-journal");
+  if (kubelet_journal && journal != blocks_.end() && kernel_zero_ >= 0) {
+    std::printf("%s: the kubelet's journal\n", title);
+    std::istringstream in(journal->second);
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t space = line.find(' ');
+      if (space == std::string::npos) continue;
+      std::printf("  %7.2f  %s\n", kernel_zero_ + std::atof(line.substr(0, space).c_str()),
+                  line.substr(space + 1, 220).c_str());
+    }
   }
   for (const char* name : {"critical-chain", "blame"}) {
     auto block = blocks_.find(name);
@@ -359,7 +383,7 @@ class Summary {
   std::map<std::string, std::vector<double>> values_;
 };
 
-int Run(int runs) {
+int Run(int runs, bool kubelet_journal) {
   Fixture fixture;
   fixture.SetUp();
   const std::string policy = fixture.ReferencePolicy();
@@ -378,20 +402,25 @@ int Run(int runs) {
     auto joined = BootToReady(cluster, *node, config, name, "");
     if (!joined) return 1;
     Breakdown one(joined->first, joined->second);
-    one.Print(("run " + std::to_string(run) + ", first boot (format, join)").c_str());
+    one.Print(("run " + std::to_string(run) + ", first boot (format, join)").c_str(),
+              kubelet_journal);
     first.Add(one.parts());
     const std::string boot_id = joined->second.node["status"]["nodeInfo"].value("bootID", "");
     auto rejoined = BootToReady(cluster, *node, config, name, boot_id);
     if (!rejoined) return 1;
     Breakdown two(rejoined->first, rejoined->second);
-    two.Print(("run " + std::to_string(run) + ", reboot (unlock, rejoin)").c_str());
+    two.Print(("run " + std::to_string(run) + ", reboot (unlock, rejoin)").c_str(),
+              kubelet_journal);
     reboot.Add(two.parts());
   }
   std::printf("\nsummary, %d run(s): min-max (boots) in seconds\n", runs);
   std::printf("| | first boot | reboot |\n|---|---|---|\n");
   std::vector<std::string> names = first.order();
+  // A part only a reboot has goes after the one it follows there.
+  auto after = names.begin();
   for (const auto& name : reboot.order()) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    auto at = std::find(names.begin(), names.end(), name);
+    after = at != names.end() ? at + 1 : names.insert(after, name) + 1;
   }
   for (const auto& name : names) {
     std::printf("| %s | %s | %s |\n", name.c_str(), first.Range(name).c_str(),
@@ -408,8 +437,10 @@ int main(int argc, char** argv) {
   // printed, and a run with any of them fails.
   ::testing::InitGoogleTest(&argc, argv);
   int runs = 3;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--runs") runs = std::atoi(argv[i + 1]);
+  bool kubelet_journal = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--runs" && i + 1 < argc) runs = std::atoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--kubelet-journal") kubelet_journal = true;
   }
-  return berth::testing::Run(runs < 1 ? 1 : runs);
+  return berth::testing::Run(runs < 1 ? 1 : runs, kubelet_journal);
 }
