@@ -44,7 +44,9 @@ The command prints one JSON line on stdout:
   {"outcome": "poweroff" | "killed-at-marker" | "timeout" | "exited" | "error",
    "seconds": ..., "exit_code": N, "marker": "...", "missing_markers": [...],
    "qemu_cpu_seconds": ..., "machine": "microvm" | "q35",
-   "power_button": SECONDS (when SIGUSR1 pressed it, if it did)}
+   "power_button": SECONDS (when SIGUSR1 pressed it, if it did),
+   "started_monotonic": ..., "started_realtime": ... (when QEMU was started: this host's
+   CLOCK_MONOTONIC and wall clock, seconds; to place other clocks' times on the boot's)}
 and exits 0 for "poweroff" and "killed-at-marker", 3 for "timeout", 4 when an
 --expect-marker never appeared, 1 otherwise (including QEMU or swtpm failing to start; the
 reason is on stderr). "poweroff" means the guest printed qemu/guest/init's poweroff marker
@@ -249,6 +251,7 @@ class Vm:
             self.qmp_socket = os.path.join(self.rundir, "qmp.sock")
             qlog = open(self.qemu_log, "wb")
             self.started = time.monotonic()
+            self.started_realtime = time.time()
             self._children_cpu = _children_cpu_seconds()
             self.qemu = subprocess.Popen(self.argv(tpm_ctrl, config_image), stdin=subprocess.DEVNULL,
                                          stdout=qlog, stderr=subprocess.STDOUT,
@@ -532,6 +535,9 @@ def run(args):
         if cpu is not None:
             result["qemu_cpu_seconds"] = round(cpu, 3)
         result["machine"] = vm.machine
+        if vm.started is not None:
+            result["started_monotonic"] = round(vm.started, 6)
+            result["started_realtime"] = round(vm.started_realtime, 6)
         vm.close()
     missing = [m for m in args.expect_marker if m not in vm.serial()]
     if missing:

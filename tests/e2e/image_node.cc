@@ -114,6 +114,8 @@ ImageBoot RunningBoot::Finish(std::chrono::seconds timeout) {
     boot.outcome = summary.value("outcome", "");
     boot.seconds = summary.value("seconds", 0.0);
     boot.power_button = summary.value("power_button", -1.0);
+    boot.started_monotonic = summary.value("started_monotonic", 0.0);
+    boot.started_realtime = summary.value("started_realtime", 0.0);
   }
   boot.serial = ReadOr(serial_);
   boot.serial_times = ReadOr(times_);

@@ -43,6 +43,8 @@ struct ImageBoot {
   std::string outcome;  // berth_vm.py's: "poweroff", "timeout", ...
   double seconds = 0;
   double power_button = -1;  // when the test pressed the power button (s after VM start)
+  // When QEMU was started, on this host's CLOCK_MONOTONIC and wall clock (s; 0 if unknown).
+  double started_monotonic = 0, started_realtime = 0;
   std::string serial;
   // "SECONDS LINE" for each console line: when it appeared, seconds after QEMU started.
   std::string serial_times;
