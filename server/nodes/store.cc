@@ -101,6 +101,18 @@ Result<std::vector<StoredNode>> NodeStore::List() {
   return out;
 }
 
+Result<std::vector<StoredNode>> NodeStore::ListMayNameEtcdMembers() {
+  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(PrefixRange(prefix_ + "nodes/")));
+  std::vector<StoredNode> out;
+  for (const auto& kv : got.kvs()) {
+    const std::string& json = kv.value();
+    if (json.find("etcd") == std::string::npos && json.find('\\') == std::string::npos) continue;
+    BERTH_ASSIGN_OR_RETURN(StoredNode node, StoredNodeFromKv(kv));
+    out.push_back(std::move(node));
+  }
+  return out;
+}
+
 Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk_uuid) {
   pb::RangeRequest r;
   r.set_key(DiskKey(disk_uuid));

@@ -86,6 +86,12 @@ class NodeStore {
 
   Result<std::optional<StoredNode>> Get(const std::string& name);
   Result<std::vector<StoredNode>> List();
+  // The records that may name an etcd member (control planes', and any that were): what the
+  // promotion loop reads every few seconds. Every other record is left undecoded: any etcd_*
+  // field that is set puts "etcd" in the JSON (its name, in either spelling protobuf's JSON
+  // parser accepts), so a record without it (nor an escape that could spell it) has none.
+  // Workers' records, nearly all of a cluster's, then cost no JSON decoding (~35 us each).
+  Result<std::vector<StoredNode>> ListMayNameEtcdMembers();
   Result<std::optional<DiskClaim>> GetDiskClaim(const std::string& disk_uuid);
   // What a join or rejoin reads: the node's record, the disk's claim if `disk_uuid` is not
   // empty, and the value at `value_key` (relative to the prefix) if that is not empty, in one

@@ -162,6 +162,31 @@ TEST_F(RegistryTest, AJoinThatIsNotAFirstJoinIsDecidedOnWhatEtcdHolds) {
   EXPECT_FALSE(store_.Get("node-3")->has_value());
 }
 
+// The promotion loop reads every record that may name an etcd member, and decodes no other.
+TEST_F(RegistryTest, PromotionReadsOnlyRecordsThatMayNameAnEtcdMember) {
+  ASSERT_TRUE(registry_->AdmitJoin(Worker("node-1", kDisk), Evidence(kOtherAk)).ok());
+  ASSERT_TRUE(registry_->AdmitJoin(Worker("etcd-9", kDisk2), Evidence(kAk)).ok());
+  v1::NodeRecord cp;
+  cp.set_name("cp-1");
+  cp.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+  cp.set_etcd_peer_url(PeerUrl(1));
+  ASSERT_TRUE(store_.Commit({.record = cp, .expected_mod_revision = 0}).ok());
+  // Written by hand, the field's name escaped: decoded all the same.
+  ASSERT_TRUE(store_
+                  .PutIfAbsent("nodes/cp-2",
+                               "{\"name\":\"cp-2\",\"\\u0065tcd_peer_url\":\"" + PeerUrl(2) + "\"}")
+                  .ok());
+  // Not decoded, so not refused either: a record without "etcd" names no member.
+  ASSERT_TRUE(store_.PutIfAbsent("nodes/w-2", "{not json").ok());
+
+  auto listed = store_.ListMayNameEtcdMembers();
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  std::vector<std::string> names;
+  for (const auto& n : *listed) names.push_back(n.record.name() + " " + n.record.etcd_peer_url());
+  EXPECT_THAT(names, ElementsAre("cp-1 " + PeerUrl(1), "cp-2 " + PeerUrl(2), "etcd-9 "));
+  EXPECT_EQ(store_.List().status().code(), Code::kDataLoss);  // List decodes all of them
+}
+
 // Admission that holds a node for approval writes a pending record: that join reads first.
 TEST_F(RegistryTest, AJoinUnderApprovalReadsBeforeItWrites) {
   verify::Policy policy;
