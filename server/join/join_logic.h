@@ -77,6 +77,8 @@ class JoinLogic {
     share_cluster_keys_ = true;
   }
 
+  // Reads only `peer.address` (a nonce is not bound to the caller; the evidence answering it
+  // is, and the ticket calls check that against their own peer's key).
   Result<v1::ChallengeResponse> Challenge(const v1::ChallengeRequest& request, const Peer& peer);
   // A node pending operator approval is answered UNAVAILABLE with `hints` asking it to call
   // again at once (admission.h).

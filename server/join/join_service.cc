@@ -92,7 +92,10 @@ grpc::Status JoinServiceImpl::Challenge(grpc::ServerContext* context,
     pass.emplace(std::move(*admitted));
   }
   Observe observe(metrics_, "Challenge");
-  auto result = logic_->Challenge(*request, PeerFromContext(*context));
+  // A challenge binds nothing to the caller's TLS key (the evidence that answers it does, and
+  // the ticket call checks that): its peer is the address alone, without decoding the client
+  // certificate (PeerFromContext: ~2% of berthd's CPU per join for the two calls).
+  auto result = logic_->Challenge(*request, Peer{.address = context->peer()});
   observe.Done(result);
   return Reply(std::move(result), response);
 }

@@ -157,7 +157,8 @@ Promoter::~Promoter() { Stop(); }
 Result<PromotionPass> Promoter::RunOnce() {
   PromotionPass pass;
   BERTH_ASSIGN_OR_RETURN(std::vector<Member> members, membership_->List());
-  BERTH_ASSIGN_OR_RETURN(std::vector<StoredNode> records, store_->List());
+  // Only records with an etcd peer URL matter below.
+  BERTH_ASSIGN_OR_RETURN(std::vector<StoredNode> records, store_->ListMayNameEtcdMembers());
   auto record_for = [&](const Member& m) -> const StoredNode* {
     for (const auto& r : records) {
       if (!r.record.etcd_peer_url().empty() && HasPeerUrl(m, r.record.etcd_peer_url())) return &r;

@@ -101,6 +101,18 @@ Result<std::vector<StoredNode>> NodeStore::List() {
   return out;
 }
 
+Result<std::vector<StoredNode>> NodeStore::ListMayNameEtcdMembers() {
+  BERTH_ASSIGN_OR_RETURN(pb::RangeResponse got, etcd_->Range(PrefixRange(prefix_ + "nodes/")));
+  std::vector<StoredNode> out;
+  for (const auto& kv : got.kvs()) {
+    const std::string& json = kv.value();
+    if (json.find("etcd") == std::string::npos && json.find('\\') == std::string::npos) continue;
+    BERTH_ASSIGN_OR_RETURN(StoredNode node, StoredNodeFromKv(kv));
+    out.push_back(std::move(node));
+  }
+  return out;
+}
+
 Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk_uuid) {
   pb::RangeRequest r;
   r.set_key(DiskKey(disk_uuid));
@@ -109,17 +121,20 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
   return std::optional<DiskClaim>(DiskClaimFromKv(got.kvs(0)));
 }
 
-Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
-                                                   const std::string& disk_uuid,
-                                                   const std::string& value_key) {
-  pb::TxnRequest txn;  // no comparisons: the reads always run
-  txn.add_success()->mutable_request_range()->set_key(NodeKey(name));
-  if (!disk_uuid.empty()) txn.add_success()->mutable_request_range()->set_key(DiskKey(disk_uuid));
-  if (!value_key.empty()) txn.add_success()->mutable_request_range()->set_key(prefix_ + value_key);
-  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
-  if (got.responses_size() != txn.success_size()) {
+void NodeStore::AddJoinReads(google::protobuf::RepeatedPtrField<pb::RequestOp>* ops,
+                             const std::string& name, const std::string& disk_uuid,
+                             const std::string& value_key) const {
+  ops->Add()->mutable_request_range()->set_key(NodeKey(name));
+  if (!disk_uuid.empty()) ops->Add()->mutable_request_range()->set_key(DiskKey(disk_uuid));
+  if (!value_key.empty()) ops->Add()->mutable_request_range()->set_key(prefix_ + value_key);
+}
+
+Result<NodeStore::JoinView> NodeStore::JoinViewFrom(const pb::TxnResponse& got, int reads,
+                                                    const std::string& disk_uuid,
+                                                    const std::string& value_key) {
+  if (got.responses_size() != reads) {
     return Internal("etcd answered " + std::to_string(got.responses_size()) +
-                    " reads of a transaction of " + std::to_string(txn.success_size()));
+                    " reads of a transaction of " + std::to_string(reads));
   }
   JoinView view;
   const pb::RangeResponse& node = got.responses(0).response_range();
@@ -138,7 +153,16 @@ Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
   return view;
 }
 
-Status NodeStore::Commit(const NodeCommit& c) {
+Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
+                                                  const std::string& disk_uuid,
+                                                  const std::string& value_key) {
+  pb::TxnRequest txn;  // no comparisons: the reads always run
+  AddJoinReads(txn.mutable_success(), name, disk_uuid, value_key);
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
+  return JoinViewFrom(got, txn.success_size(), disk_uuid, value_key);
+}
+
+Result<pb::TxnRequest> NodeStore::CommitTxn(const NodeCommit& c) const {
   const std::string& name = c.record.name();
   pb::TxnRequest txn;
   const std::string key = NodeKey(name);
@@ -169,12 +193,28 @@ Status NodeStore::Commit(const NodeCommit& c) {
     sweep->set_key(prefix_ + "nonces/");
     sweep->set_range_end(prefix_ + SpentNonceKey(c.sweep_nonces_expired_before, ""));
   }
+  return txn;
+}
+
+Status NodeStore::Commit(const NodeCommit& c) {
+  BERTH_ASSIGN_OR_RETURN(pb::TxnRequest txn, CommitTxn(c));
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {
-    return Aborted("the record of node " + name +
+    return Aborted("the record of node " + c.record.name() +
                    " changed while this request was handled (another berthd replica?); retry");
   }
   return OkStatus();
+}
+
+Result<std::optional<NodeStore::JoinView>> NodeStore::CommitOrGetForJoin(
+    const NodeCommit& c, const std::string& value_key) {
+  BERTH_ASSIGN_OR_RETURN(pb::TxnRequest txn, CommitTxn(c));
+  AddJoinReads(txn.mutable_failure(), c.record.name(), c.disk_uuid, value_key);
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
+  if (done.succeeded()) return std::optional<JoinView>();
+  BERTH_ASSIGN_OR_RETURN(JoinView view,
+                         JoinViewFrom(done, txn.failure_size(), c.disk_uuid, value_key));
+  return std::optional<JoinView>(std::move(view));
 }
 
 Result<std::optional<StoredValue>> NodeStore::GetValue(const std::string& key) {

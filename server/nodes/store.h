@@ -86,6 +86,12 @@ class NodeStore {
 
   Result<std::optional<StoredNode>> Get(const std::string& name);
   Result<std::vector<StoredNode>> List();
+  // The records that may name an etcd member (control planes', and any that were): what the
+  // promotion loop reads every few seconds. Every other record is left undecoded: any etcd_*
+  // field that is set puts "etcd" in the JSON (its name, in either spelling protobuf's JSON
+  // parser accepts), so a record without it (nor an escape that could spell it) has none.
+  // Workers' records, nearly all of a cluster's, then cost no JSON decoding (~35 us each).
+  Result<std::vector<StoredNode>> ListMayNameEtcdMembers();
   Result<std::optional<DiskClaim>> GetDiskClaim(const std::string& disk_uuid);
   // What a join or rejoin reads: the node's record, the disk's claim if `disk_uuid` is not
   // empty, and the value at `value_key` (relative to the prefix) if that is not empty, in one
@@ -101,6 +107,11 @@ class NodeStore {
   // Applies `commit` atomically. ABORTED when the record or the disk claim changed since they
   // were read (another replica got there first); UNAVAILABLE when etcd cannot be reached.
   Status Commit(const NodeCommit& commit);
+  // Commit, in one round trip with GetForJoin(record name, commit.disk_uuid, value_key) for
+  // when it is refused: nullopt when `commit` was applied; otherwise nothing was written and
+  // the answer is what GetForJoin reads, at the revision whose contents refused the commit.
+  Result<std::optional<JoinView>> CommitOrGetForJoin(const NodeCommit& commit,
+                                                     const std::string& value_key);
 
   Result<std::optional<v1::NodeAuthorization>> GetAuthorization(const std::string& name);
   Result<std::vector<v1::NodeAuthorization>> ListAuthorizations();
@@ -124,6 +135,15 @@ class NodeStore {
   std::string DiskKey(const std::string& uuid) const { return prefix_ + "disks/" + uuid; }
 
  private:
+  // The transaction of Commit; PERMISSION_DENIED when the disk claim names another node.
+  Result<etcdserverpb::TxnRequest> CommitTxn(const NodeCommit& commit) const;
+  // GetForJoin's reads, as operations of a transaction, and the view from their answers.
+  void AddJoinReads(google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>* ops,
+                    const std::string& name, const std::string& disk_uuid,
+                    const std::string& value_key) const;
+  static Result<JoinView> JoinViewFrom(const etcdserverpb::TxnResponse& got, int reads,
+                                       const std::string& disk_uuid, const std::string& value_key);
+
   etcd::Client* etcd_;
   std::string prefix_;
 };

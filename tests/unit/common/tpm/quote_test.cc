@@ -505,6 +505,27 @@ TEST_F(SyntheticQuoteTest, EccTpmtPublicConvertsToTheSameKey) {
   }
 }
 
+TEST_F(SyntheticQuoteTest, EccPointOffItsCurveIsMalformed) {
+  for (auto [curve, field] : {std::pair{TPM2_ECC_NIST_P256, 32}, std::pair{TPM2_ECC_NIST_P384, 48},
+                              std::pair{TPM2_ECC_NIST_P521, 66}}) {
+    TPMT_PUBLIC pub{};
+    pub.type = TPM2_ALG_ECC;
+    pub.parameters.eccDetail.curveID = curve;
+    pub.unique.ecc.x.size = static_cast<UINT16>(field);
+    pub.unique.ecc.y.size = static_cast<UINT16>(field);
+    pub.unique.ecc.x.buffer[field - 1] = 1;  // (1, 1): on none of them
+    pub.unique.ecc.y.buffer[field - 1] = 1;
+    auto key = PublicToEvp(pub);
+    EXPECT_EQ(key.status().code(), Code::kInvalidArgument) << curve;
+    EXPECT_EQ(key.status().message().rfind("building an EC public key from a TPMT_PUBLIC", 0), 0u)
+        << key.status().ToString();
+  }
+  // Each curve's key is its own.
+  TPMT_PUBLIC p256 = *ParsePublic(*testdata::MakeTpmtPublic(ec_.get()));
+  ASSERT_EQ(p256.parameters.eccDetail.curveID, TPM2_ECC_NIST_P256);
+  EXPECT_EQ(EVP_PKEY_get_bits(PublicToEvp(p256)->get()), 256);
+}
+
 TEST_F(SyntheticQuoteTest, UnsupportedKeysAreMalformed) {
   TPMT_PUBLIC pub{};
   pub.type = TPM2_ALG_KEYEDHASH;
