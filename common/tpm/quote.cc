@@ -102,41 +102,15 @@ Result<Bytes> PublicName(const TPMT_PUBLIC& pub) {
   return name;
 }
 
-namespace {
-
-struct ParamBldFree { void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); } };
-struct ParamFree { void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); } };
-struct PkeyCtxFree { void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); } };
-struct BnFree { void operator()(BIGNUM* p) const { BN_free(p); } };
-
-Result<EvpPkeyPtr> FromParams(const char* type, OSSL_PARAM_BLD* bld) {
-  std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
-      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
-  EVP_PKEY* key = nullptr;
-  if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) <= 0 ||
-      EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) <= 0) {
-    return OpenSslError(std::string("building an ") + type + " public key from a TPMT_PUBLIC",
-                        Code::kInvalidArgument);
-  }
-  return EvpPkeyPtr(key);
-}
-
-}  // namespace
-
 Result<EvpPkeyPtr> PublicToEvp(const TPMT_PUBLIC& pub) {
-  std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
   if (pub.type == TPM2_ALG_RSA) {
     const auto& rsa = pub.unique.rsa;
     if (rsa.size == 0) return InvalidArgument("TPMT_PUBLIC has an empty RSA modulus");
-    uint32_t exponent =
+    const uint32_t exponent =
         pub.parameters.rsaDetail.exponent ? pub.parameters.rsaDetail.exponent : 65537;
-    std::unique_ptr<BIGNUM, BnFree> n(BN_bin2bn(rsa.buffer, rsa.size, nullptr));
-    std::unique_ptr<BIGNUM, BnFree> e(BN_new());
-    BN_set_word(e.get(), exponent);
-    OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get());
-    OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get());
-    return FromParams("RSA", bld.get());
+    const uint8_t e[] = {static_cast<uint8_t>(exponent >> 24), static_cast<uint8_t>(exponent >> 16),
+                         static_cast<uint8_t>(exponent >> 8), static_cast<uint8_t>(exponent)};
+    return RsaPublicKeyFromParams(std::span<const uint8_t>(rsa.buffer, rsa.size), e);
   }
   if (pub.type == TPM2_ALG_ECC) {
     const char* group = nullptr;
@@ -156,10 +130,7 @@ Result<EvpPkeyPtr> PublicToEvp(const TPMT_PUBLIC& pub) {
     point[0] = 0x04;
     std::memcpy(point.data() + 1 + field - x.size, x.buffer, x.size);
     std::memcpy(point.data() + 1 + 2 * field - y.size, y.buffer, y.size);
-    OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
-    OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
-                                     point.size());
-    return FromParams("EC", bld.get());
+    return EcPublicKeyFromPoint(group, point);
   }
   return InvalidArgument("unsupported TPM key type " + std::to_string(pub.type));
 }
