@@ -34,6 +34,10 @@ std::string_view DigestName(DigestAlg alg);  // "sha1", "sha256", ...
 Result<DigestAlg> DigestFromName(std::string_view name);
 
 Bytes Digest(DigestAlg alg, std::span<const uint8_t> data);
+// The digest of `a` followed by `b`, written to `out` (DigestSize(alg) bytes; it may be `a`):
+// a PCR extend with no concatenation built and nothing allocated.
+void DigestInto(DigestAlg alg, std::span<const uint8_t> a, std::span<const uint8_t> b,
+                std::span<uint8_t> out);
 inline Bytes Sha256(std::span<const uint8_t> data) { return Digest(DigestAlg::kSha256, data); }
 Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data);
 // HKDF-SHA256 (RFC 5869), extract and expand.
