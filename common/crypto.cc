@@ -98,7 +98,9 @@ namespace {
 // and frees a context on each call, which in OpenSSL 3.0 costs as much as hashing the 64 bytes
 // of a PCR extend. Never shared between threads, freed when its thread exits.
 EVP_MD_CTX* ThreadDigestContext() {
-  struct CtxFree { void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); } };
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
   thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
   if (!ctx) abort();  // out of memory
   return ctx.get();
@@ -474,11 +476,13 @@ Result<EvpPkeyPtr> PublicKeyFromParams(const char* type, OSSL_PARAM_BLD* params)
 }  // namespace
 
 Result<EvpPkeyPtr> RsaPublicKeyFromParams(std::span<const uint8_t> n, std::span<const uint8_t> e) {
-  struct BnFree { void operator()(BIGNUM* p) const { BN_free(p); } };
+  struct BnFree {
+    void operator()(BIGNUM* p) const { BN_free(p); }
+  };
   std::unique_ptr<BIGNUM, BnFree> bn_n(BN_bin2bn(n.data(), static_cast<int>(n.size()), nullptr));
   std::unique_ptr<BIGNUM, BnFree> bn_e(BN_bin2bn(e.data(), static_cast<int>(e.size()), nullptr));
   std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
-                                                                     OSSL_PARAM_BLD_free);
+                                                                      OSSL_PARAM_BLD_free);
   if (!bn_n || !bn_e || !bld ||
       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
       OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1) {
@@ -489,12 +493,13 @@ Result<EvpPkeyPtr> RsaPublicKeyFromParams(std::span<const uint8_t> n, std::span<
 
 Result<EvpPkeyPtr> EcPublicKeyFromPoint(const char* group, std::span<const uint8_t> point) {
   std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
-                                                                     OSSL_PARAM_BLD_free);
+                                                                      OSSL_PARAM_BLD_free);
   // The key keeps the point's form (as d2i_PUBKEY's keys do), so that it is encoded as given.
   const char* form = !point.empty() && (point[0] == 0x02 || point[0] == 0x03)   ? "compressed"
                      : !point.empty() && (point[0] == 0x06 || point[0] == 0x07) ? "hybrid"
                                                                                 : "uncompressed";
-  if (!bld || OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
+  if (!bld ||
+      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
       OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form,
                                       0) != 1 ||
       OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
@@ -616,8 +621,7 @@ Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der) {
     const char* group;
   } kCurves[] = {{kP256, "P-256"}, {kP384, "P-384"}, {kP521, "P-521"}};
   DerReader whole(der, "SubjectPublicKeyInfo");
-  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> spki,
-                         whole.Read(0x30, "SubjectPublicKeyInfo"));
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> spki, whole.Read(0x30, "SubjectPublicKeyInfo"));
   BERTH_RETURN_IF_ERROR(whole.ExpectEnd("SubjectPublicKeyInfo"));
   DerReader fields(spki, "SubjectPublicKeyInfo");
   BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> algorithm, fields.Read(0x30, "algorithm"));
@@ -663,8 +667,7 @@ Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem) {
     unsigned char* der = nullptr;
     long len = 0;
     if (!bio || PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) {
-      return OpenSslError("parsing a PEM public key: no PUBLIC KEY block",
-                          Code::kInvalidArgument);
+      return OpenSslError("parsing a PEM public key: no PUBLIC KEY block", Code::kInvalidArgument);
     }
     const std::string_view block(name);
     const bool spki = block == PEM_STRING_PUBLIC;

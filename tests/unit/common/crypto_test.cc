@@ -39,8 +39,8 @@ TEST(DigestTest, KnownAnswersForAbc) {
 // DigestInto is Digest of the concatenation, also when it writes over its first input (a PCR
 // extend in place), and the reused per-thread context leaves nothing behind between digests.
 TEST(DigestTest, DigestIntoIsTheDigestOfTheConcatenation) {
-  for (DigestAlg alg : {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384,
-                        DigestAlg::kSha512}) {
+  for (DigestAlg alg :
+       {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384, DigestAlg::kSha512}) {
     SCOPED_TRACE(DigestName(alg));
     Bytes pcr(DigestSize(alg), 0);
     for (int i = 0; i < 3; ++i) {
