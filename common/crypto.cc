@@ -15,6 +15,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 
 namespace berth {
@@ -91,11 +93,44 @@ Result<DigestAlg> DigestFromName(std::string_view name) {
   return InvalidArgument("unknown hash algorithm \"" + std::string(name) + "\"");
 }
 
+namespace {
+
+// One digest context per thread, reinitialised for every digest: EVP_Digest allocates, sets up
+// and frees a context on each call, which in OpenSSL 3.0 costs as much as hashing the 64 bytes
+// of a PCR extend. Never shared between threads, freed when its thread exits.
+EVP_MD_CTX* ThreadDigestContext() {
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
+  if (!ctx) abort();  // out of memory
+  return ctx.get();
+}
+
+void DigestParts(DigestAlg alg, std::span<const uint8_t> a, std::span<const uint8_t> b,
+                 uint8_t* out) {
+  EVP_MD_CTX* ctx = ThreadDigestContext();
+  unsigned int len = 0;
+  if (EVP_DigestInit_ex2(ctx, EvpMd(alg), nullptr) != 1 ||
+      EVP_DigestUpdate(ctx, a.data(), a.size()) != 1 ||
+      (!b.empty() && EVP_DigestUpdate(ctx, b.data(), b.size()) != 1) ||
+      EVP_DigestFinal_ex(ctx, out, &len) != 1) {
+    abort();  // the default provider's digests do not fail on valid arguments
+  }
+}
+
+}  // namespace
+
 Bytes Digest(DigestAlg alg, std::span<const uint8_t> data) {
   Bytes out(DigestSize(alg));
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), out.data(), &len, EvpMd(alg), nullptr);
+  DigestParts(alg, data, {}, out.data());
   return out;
+}
+
+void DigestInto(DigestAlg alg, std::span<const uint8_t> a, std::span<const uint8_t> b,
+                std::span<uint8_t> out) {
+  if (out.size() != DigestSize(alg)) abort();  // a caller's bug, not an input's
+  DigestParts(alg, a, b, out.data());
 }
 
 Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data) {
@@ -422,20 +457,274 @@ Result<std::string> PublicKeyToPem(EVP_PKEY* key) {
   return BioContents(bio.get());
 }
 
-Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem) {
-  BioPtr bio = MemBio(pem);
-  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
-  if (!key) return OpenSslError("parsing a PEM public key", Code::kInvalidArgument);
-  return key;
+namespace {
+
+// EVP_PKEY_fromdata: a key from its parameters, with no decoder lookup.
+Result<EvpPkeyPtr> PublicKeyFromParams(const char* type, OSSL_PARAM_BLD* params) {
+  std::unique_ptr<OSSL_PARAM, decltype(&OSSL_PARAM_free)> built(OSSL_PARAM_BLD_to_param(params),
+                                                                OSSL_PARAM_free);
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr), EVP_PKEY_CTX_free);
+  EVP_PKEY* key = nullptr;
+  if (!built || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
+      EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, built.get()) != 1) {
+    return OpenSslError(std::string("building an ") + type + " public key from its parameters",
+                        Code::kInvalidArgument);
+  }
+  return EvpPkeyPtr(key);
 }
 
-Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der) {
+}  // namespace
+
+Result<EvpPkeyPtr> RsaPublicKeyFromParams(std::span<const uint8_t> n, std::span<const uint8_t> e) {
+  struct BnFree {
+    void operator()(BIGNUM* p) const { BN_free(p); }
+  };
+  std::unique_ptr<BIGNUM, BnFree> bn_n(BN_bin2bn(n.data(), static_cast<int>(n.size()), nullptr));
+  std::unique_ptr<BIGNUM, BnFree> bn_e(BN_bin2bn(e.data(), static_cast<int>(e.size()), nullptr));
+  std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
+                                                                      OSSL_PARAM_BLD_free);
+  if (!bn_n || !bn_e || !bld ||
+      OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, bn_n.get()) != 1 ||
+      OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, bn_e.get()) != 1) {
+    return OpenSslError("RSA public key parameters");
+  }
+  return PublicKeyFromParams("RSA", bld.get());
+}
+
+namespace {
+
+// A key holding only a curve's domain parameters, made once per curve: an uncompressed point's
+// key copies them from it, where EVP_PKEY_fromdata builds the curve from its name for every
+// key (three quarters of the 18 us a P-256 AK cost, server_bench BM_AkPublicToEvp). Shared
+// read-only by threads; never freed.
+const EVP_PKEY* CurveParameters(const char* group) {
+  auto make = [](const char* name) -> EVP_PKEY* {
+    std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
+        EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr), EVP_PKEY_CTX_free);
+    EVP_PKEY* params = nullptr;
+    if (!ctx || EVP_PKEY_paramgen_init(ctx.get()) <= 0 ||
+        EVP_PKEY_CTX_set_group_name(ctx.get(), name) <= 0 ||
+        EVP_PKEY_paramgen(ctx.get(), &params) <= 0) {
+      return nullptr;
+    }
+    return params;
+  };
+  static EVP_PKEY* const p256 = make("P-256");
+  static EVP_PKEY* const p384 = make("P-384");
+  static EVP_PKEY* const p521 = make("P-521");
+  if (std::strcmp(group, "P-256") == 0) return p256;
+  if (std::strcmp(group, "P-384") == 0) return p384;
+  return std::strcmp(group, "P-521") == 0 ? p521 : nullptr;
+}
+
+}  // namespace
+
+Result<EvpPkeyPtr> EcPublicKeyFromPoint(const char* group, std::span<const uint8_t> point) {
+  if (const EVP_PKEY* params = CurveParameters(group);
+      params != nullptr && !point.empty() && point[0] == 0x04) {
+    // Decoded as EVP_PKEY_fromdata decodes it: a point off the curve is refused.
+    EvpPkeyPtr key(EVP_PKEY_new());
+    if (!key || EVP_PKEY_copy_parameters(key.get(), const_cast<EVP_PKEY*>(params)) <= 0 ||
+        EVP_PKEY_set1_encoded_public_key(key.get(), point.data(), point.size()) <= 0) {
+      return OpenSslError("building an EC public key from its parameters", Code::kInvalidArgument);
+    }
+    return key;
+  }
+  std::unique_ptr<OSSL_PARAM_BLD, decltype(&OSSL_PARAM_BLD_free)> bld(OSSL_PARAM_BLD_new(),
+                                                                      OSSL_PARAM_BLD_free);
+  // The key keeps the point's form (as d2i_PUBKEY's keys do), so that it is encoded as given.
+  const char* form = !point.empty() && (point[0] == 0x02 || point[0] == 0x03)   ? "compressed"
+                     : !point.empty() && (point[0] == 0x06 || point[0] == 0x07) ? "hybrid"
+                                                                                : "uncompressed";
+  if (!bld ||
+      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
+      OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, form,
+                                      0) != 1 ||
+      OSSL_PARAM_BLD_push_octet_string(bld.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),
+                                       point.size()) != 1) {
+    return OpenSslError("EC public key parameters");
+  }
+  return PublicKeyFromParams("EC", bld.get());
+}
+
+namespace {
+
+// A strict DER reader: single-byte tags, definite lengths in their shortest form, every element
+// inside its parent. Enough for the two public-key structures below; everything it refuses is
+// kInvalidArgument saying which element and why.
+class DerReader {
+ public:
+  DerReader(std::span<const uint8_t> data, const char* structure)
+      : rest_(data), structure_(structure) {}
+
+  bool AtEnd() const { return rest_.empty(); }
+  int PeekTag() const { return rest_.empty() ? -1 : rest_[0]; }
+
+  // The contents of the next element, which must be tagged `tag`.
+  Result<std::span<const uint8_t>> Read(uint8_t tag, const char* what) {
+    if (rest_.empty()) return Malformed(what, "is missing");
+    if (rest_[0] != tag) {
+      char got[48];
+      snprintf(got, sizeof got, "has tag 0x%02x, not 0x%02x", rest_[0], tag);
+      return Malformed(what, got);
+    }
+    if (rest_.size() < 2) return Malformed(what, "is truncated");
+    size_t header = 2;
+    size_t length = rest_[1];
+    if (length == 0x80) return Malformed(what, "has an indefinite length (BER, not DER)");
+    if (length > 0x80) {
+      const size_t octets = length & 0x7f;
+      if (octets > 4) return Malformed(what, "has a length of more than 4 octets");
+      if (rest_.size() < 2 + octets) return Malformed(what, "is truncated");
+      length = 0;
+      for (size_t i = 0; i < octets; ++i) length = (length << 8) | rest_[2 + i];
+      if (rest_[2] == 0 || length < 0x80) {
+        return Malformed(what, "has a length not in its shortest form (BER, not DER)");
+      }
+      header += octets;
+    }
+    if (length > rest_.size() - header) {
+      return Malformed(what, "claims " + std::to_string(length) + " bytes where " +
+                                 std::to_string(rest_.size() - header) + " remain");
+    }
+    std::span<const uint8_t> contents = rest_.subspan(header, length);
+    rest_ = rest_.subspan(header + length);
+    return contents;
+  }
+
+  // A non-negative INTEGER in its shortest form: its big-endian magnitude.
+  Result<std::span<const uint8_t>> ReadUnsignedInteger(const char* what) {
+    BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> v, Read(0x02, what));
+    if (v.empty()) return Malformed(what, "is empty");
+    if ((v[0] & 0x80) != 0) return Malformed(what, "is negative");
+    if (v.size() > 1 && v[0] == 0 && (v[1] & 0x80) == 0) {
+      return Malformed(what, "has a leading zero byte (BER, not DER)");
+    }
+    return v;
+  }
+
+  Status ExpectEnd(const char* what) {
+    if (rest_.empty()) return OkStatus();
+    return Malformed(what, "is followed by " + std::to_string(rest_.size()) + " trailing bytes");
+  }
+
+ private:
+  Status Malformed(const char* what, std::string_view why) const {
+    return InvalidArgument(std::string("not a DER ") + structure_ + ": " + what + " " +
+                           std::string(why));
+  }
+
+  std::span<const uint8_t> rest_;
+  const char* structure_;
+};
+
+bool SameBytes(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+// RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER } (RFC 8017 A.1.1).
+Result<EvpPkeyPtr> RsaPublicKeyFromPkcs1Der(std::span<const uint8_t> der) {
+  DerReader outer(der, "RSAPublicKey");
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> sequence, outer.Read(0x30, "RSAPublicKey"));
+  BERTH_RETURN_IF_ERROR(outer.ExpectEnd("RSAPublicKey"));
+  DerReader fields(sequence, "RSAPublicKey");
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> n, fields.ReadUnsignedInteger("modulus"));
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> e, fields.ReadUnsignedInteger("publicExponent"));
+  BERTH_RETURN_IF_ERROR(fields.ExpectEnd("publicExponent"));
+  return RsaPublicKeyFromParams(n, e);
+}
+
+// OpenSSL 3.0's own parse (d2i_PUBKEY), for the algorithms and curves berth does not walk.
+Result<EvpPkeyPtr> PublicKeyFromSpkiDerByOpenSsl(std::span<const uint8_t> der) {
   const unsigned char* p = der.data();
   EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
   if (!key || p != der.data() + der.size()) {
     return OpenSslError("parsing a DER public key", Code::kInvalidArgument);
   }
   return key;
+}
+
+}  // namespace
+
+Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der) {
+  // SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT
+  // STRING }; AlgorithmIdentifier ::= SEQUENCE { algorithm OID, parameters ANY OPTIONAL }.
+  static const uint8_t kRsaEncryption[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
+  static const uint8_t kEcPublicKey[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+  static const uint8_t kP256[] = {0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+  static const uint8_t kP384[] = {0x2b, 0x81, 0x04, 0x00, 0x22};
+  static const uint8_t kP521[] = {0x2b, 0x81, 0x04, 0x00, 0x23};
+  static const struct {
+    std::span<const uint8_t> oid;
+    const char* group;
+  } kCurves[] = {{kP256, "P-256"}, {kP384, "P-384"}, {kP521, "P-521"}};
+  DerReader whole(der, "SubjectPublicKeyInfo");
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> spki, whole.Read(0x30, "SubjectPublicKeyInfo"));
+  BERTH_RETURN_IF_ERROR(whole.ExpectEnd("SubjectPublicKeyInfo"));
+  DerReader fields(spki, "SubjectPublicKeyInfo");
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> algorithm, fields.Read(0x30, "algorithm"));
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> bits, fields.Read(0x03, "subjectPublicKey"));
+  BERTH_RETURN_IF_ERROR(fields.ExpectEnd("subjectPublicKey"));
+  DerReader alg(algorithm, "SubjectPublicKeyInfo");
+  BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> oid, alg.Read(0x06, "algorithm OID"));
+  if (bits.empty() || bits[0] != 0) {
+    return InvalidArgument(
+        "not a DER SubjectPublicKeyInfo: subjectPublicKey is not a whole number of bytes");
+  }
+  const std::span<const uint8_t> key = bits.subspan(1);
+
+  if (SameBytes(oid, kRsaEncryption)) {  // RFC 3279 2.3.1: parameters NULL
+    BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> null, alg.Read(0x05, "RSA parameters"));
+    if (!null.empty()) {
+      return InvalidArgument("not a DER SubjectPublicKeyInfo: RSA parameters are not NULL");
+    }
+    BERTH_RETURN_IF_ERROR(alg.ExpectEnd("RSA parameters"));
+    return RsaPublicKeyFromPkcs1Der(key);
+  }
+  if (SameBytes(oid, kEcPublicKey) && alg.PeekTag() == 0x06) {  // RFC 5480 2.1.1: namedCurve
+    BERTH_ASSIGN_OR_RETURN(std::span<const uint8_t> curve, alg.Read(0x06, "EC curve OID"));
+    BERTH_RETURN_IF_ERROR(alg.ExpectEnd("EC curve OID"));
+    for (const auto& c : kCurves) {
+      // OpenSSL checks the point: its form, its length, and that it is on the curve.
+      if (SameBytes(curve, c.oid)) return EcPublicKeyFromPoint(c.group, key);
+    }
+  }
+  // Another algorithm (RSA-PSS, Ed25519, ...), another curve or explicit curve parameters:
+  // OpenSSL's decoders, which know them all.
+  return PublicKeyFromSpkiDerByOpenSsl(der);
+}
+
+Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem) {
+  // The first PEM block that holds a public key, as PEM_read_bio_PUBKEY takes it ("PUBLIC KEY",
+  // a SubjectPublicKeyInfo, or "RSA PUBLIC KEY", PKCS #1), decoded by PublicKeyFromSpkiDer:
+  // OpenSSL 3.0's decoder framework spends ~3 M instructions setting itself up for every key.
+  BioPtr bio = MemBio(pem);
+  for (;;) {
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* der = nullptr;
+    long len = 0;
+    if (!bio || PEM_read_bio(bio.get(), &name, &header, &der, &len) != 1) {
+      return OpenSslError("parsing a PEM public key: no PUBLIC KEY block", Code::kInvalidArgument);
+    }
+    const std::string_view block(name);
+    const bool spki = block == PEM_STRING_PUBLIC;
+    const bool pkcs1 = block == PEM_STRING_RSA_PUBLIC;
+    Result<EvpPkeyPtr> key = InvalidArgument("");
+    if (spki || pkcs1) {
+      const std::span<const uint8_t> bytes(der, static_cast<size_t>(len));
+      key = spki ? PublicKeyFromSpkiDer(bytes) : RsaPublicKeyFromPkcs1Der(bytes);
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    if (!spki && !pkcs1) continue;  // a certificate, a private key: not what is asked for
+    if (!key.ok()) {
+      return Status(key.status().code(), "parsing a PEM public key: " + key.status().message());
+    }
+    return key;
+  }
 }
 
 Result<X509Ptr> CertFromPem(std::string_view pem) {

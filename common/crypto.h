@@ -34,6 +34,10 @@ std::string_view DigestName(DigestAlg alg);  // "sha1", "sha256", ...
 Result<DigestAlg> DigestFromName(std::string_view name);
 
 Bytes Digest(DigestAlg alg, std::span<const uint8_t> data);
+// The digest of `a` followed by `b`, written to `out` (DigestSize(alg) bytes; it may be `a`):
+// a PCR extend with no concatenation built and nothing allocated.
+void DigestInto(DigestAlg alg, std::span<const uint8_t> a, std::span<const uint8_t> b,
+                std::span<uint8_t> out);
 inline Bytes Sha256(std::span<const uint8_t> data) { return Digest(DigestAlg::kSha256, data); }
 Bytes HmacSha256(std::span<const uint8_t> key, std::span<const uint8_t> data);
 // HKDF-SHA256 (RFC 5869), extract and expand.
@@ -55,8 +59,20 @@ Result<EvpPkeyPtr> PrivateKeyFromPem(std::string_view pem);
 // DER SubjectPublicKeyInfo.
 Result<Bytes> PublicKeyToSpkiDer(EVP_PKEY* key);
 Result<std::string> PublicKeyToPem(EVP_PKEY* key);
+// A "PUBLIC KEY" (SubjectPublicKeyInfo) or "RSA PUBLIC KEY" (PKCS #1) PEM block, the first
+// in `pem`. INVALID_ARGUMENT, prefixed "parsing a PEM public key: ", for anything else.
 Result<EvpPkeyPtr> PublicKeyFromPem(std::string_view pem);
+// A DER SubjectPublicKeyInfo, the whole of `der`. RSA keys and EC keys on P-256, P-384 and
+// P-521 are read by hand (strict DER: shortest lengths, no trailing bytes at any level, NULL
+// RSA parameters, whole-byte BIT STRING) and built from their parameters, which costs a few
+// thousand instructions where OpenSSL 3.0's decoders cost millions; other algorithms and
+// curves go through OpenSSL's d2i_PUBKEY. INVALID_ARGUMENT naming the faulty element.
 Result<EvpPkeyPtr> PublicKeyFromSpkiDer(std::span<const uint8_t> der);
+// Public keys from their parameters (EVP_PKEY_fromdata): an RSA modulus and exponent
+// (big-endian, unsigned), an EC point (SEC 1 encoding) on `group` ("P-256", "P-384", "P-521";
+// OpenSSL checks that the point is on the curve). INVALID_ARGUMENT when OpenSSL refuses them.
+Result<EvpPkeyPtr> RsaPublicKeyFromParams(std::span<const uint8_t> n, std::span<const uint8_t> e);
+Result<EvpPkeyPtr> EcPublicKeyFromPoint(const char* group, std::span<const uint8_t> point);
 
 // ECDSA with SHA-256 (P-256 keys): the DER ECDSA-Sig-Value over `data`, and its check.
 Result<Bytes> EcdsaSignSha256(EVP_PKEY* key, std::span<const uint8_t> data);

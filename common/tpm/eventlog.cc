@@ -301,9 +301,7 @@ tpm::PcrValues Replay(const EventLog& log, const std::set<DigestAlg>* only) {
       if (it == bank_values.end()) {
         it = bank_values.emplace(e.pcr, InitialPcrValue(log, bank, e.pcr)).first;
       }
-      Bytes input = it->second;
-      input.insert(input.end(), digest.begin(), digest.end());
-      it->second = Digest(bank, input);
+      DigestInto(bank, it->second, digest, it->second);
     }
   }
   return out;

@@ -102,77 +102,15 @@ Result<Bytes> PublicName(const TPMT_PUBLIC& pub) {
   return name;
 }
 
-namespace {
-
-struct ParamBldFree { void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); } };
-struct ParamFree { void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); } };
-struct PkeyCtxFree { void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); } };
-struct BnFree { void operator()(BIGNUM* p) const { BN_free(p); } };
-
-Result<EvpPkeyPtr> FromParams(const char* type, OSSL_PARAM_BLD* bld) {
-  std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld));
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
-      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
-  EVP_PKEY* key = nullptr;
-  if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) <= 0 ||
-      EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params.get()) <= 0) {
-    return OpenSslError(std::string("building an ") + type + " public key from a TPMT_PUBLIC",
-                        Code::kInvalidArgument);
-  }
-  return EvpPkeyPtr(key);
-}
-
-// A key holding only a curve's domain parameters, made once per curve. An AK's key copies
-// them from it: EVP_PKEY_fromdata built the curve from its name for every key, three quarters
-// of the 18 us a P-256 AK cost (server_bench BM_AkPublicToEvp). Shared read-only by threads.
-const EVP_PKEY* CurveParameters(const char* group) {
-  auto make = [](const char* name) -> EVP_PKEY* {
-    std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
-        EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-    EVP_PKEY* params = nullptr;
-    if (!ctx || EVP_PKEY_paramgen_init(ctx.get()) <= 0 ||
-        EVP_PKEY_CTX_set_group_name(ctx.get(), name) <= 0 ||
-        EVP_PKEY_paramgen(ctx.get(), &params) <= 0) {
-      return nullptr;
-    }
-    return params;  // never freed: one per curve for the life of the process
-  };
-  static EVP_PKEY* const p256 = make("P-256");
-  static EVP_PKEY* const p384 = make("P-384");
-  static EVP_PKEY* const p521 = make("P-521");
-  if (std::strcmp(group, "P-256") == 0) return p256;
-  if (std::strcmp(group, "P-384") == 0) return p384;
-  return std::strcmp(group, "P-521") == 0 ? p521 : nullptr;
-}
-
-// The EC key with `point` (SEC1 uncompressed) on `group`. The point is decoded as
-// EVP_PKEY_fromdata decodes it: one that is not on the curve is refused.
-Result<EvpPkeyPtr> EcPublicKey(const char* group, std::span<const uint8_t> point) {
-  const EVP_PKEY* params = CurveParameters(group);
-  EvpPkeyPtr key(EVP_PKEY_new());
-  if (params == nullptr || !key ||
-      EVP_PKEY_copy_parameters(key.get(), const_cast<EVP_PKEY*>(params)) <= 0 ||
-      EVP_PKEY_set1_encoded_public_key(key.get(), point.data(), point.size()) <= 0) {
-    return OpenSslError("building an EC public key from a TPMT_PUBLIC", Code::kInvalidArgument);
-  }
-  return key;
-}
-
-}  // namespace
-
 Result<EvpPkeyPtr> PublicToEvp(const TPMT_PUBLIC& pub) {
   if (pub.type == TPM2_ALG_RSA) {
-    std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
     const auto& rsa = pub.unique.rsa;
     if (rsa.size == 0) return InvalidArgument("TPMT_PUBLIC has an empty RSA modulus");
-    uint32_t exponent =
+    const uint32_t exponent =
         pub.parameters.rsaDetail.exponent ? pub.parameters.rsaDetail.exponent : 65537;
-    std::unique_ptr<BIGNUM, BnFree> n(BN_bin2bn(rsa.buffer, rsa.size, nullptr));
-    std::unique_ptr<BIGNUM, BnFree> e(BN_new());
-    BN_set_word(e.get(), exponent);
-    OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get());
-    OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get());
-    return FromParams("RSA", bld.get());
+    const uint8_t e[] = {static_cast<uint8_t>(exponent >> 24), static_cast<uint8_t>(exponent >> 16),
+                         static_cast<uint8_t>(exponent >> 8), static_cast<uint8_t>(exponent)};
+    return RsaPublicKeyFromParams(std::span<const uint8_t>(rsa.buffer, rsa.size), e);
   }
   if (pub.type == TPM2_ALG_ECC) {
     const char* group = nullptr;
@@ -192,7 +130,7 @@ Result<EvpPkeyPtr> PublicToEvp(const TPMT_PUBLIC& pub) {
     point[0] = 0x04;
     std::memcpy(point.data() + 1 + field - x.size, x.buffer, x.size);
     std::memcpy(point.data() + 1 + 2 * field - y.size, y.buffer, y.size);
-    return EcPublicKey(group, point);
+    return EcPublicKeyFromPoint(group, point);
   }
   return InvalidArgument("unsupported TPM key type " + std::to_string(pub.type));
 }

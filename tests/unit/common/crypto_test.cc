@@ -36,6 +36,31 @@ TEST(DigestTest, KnownAnswersForAbc) {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
+// DigestInto is Digest of the concatenation, also when it writes over its first input (a PCR
+// extend in place), and the reused per-thread context leaves nothing behind between digests.
+TEST(DigestTest, DigestIntoIsTheDigestOfTheConcatenation) {
+  for (DigestAlg alg :
+       {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384, DigestAlg::kSha512}) {
+    SCOPED_TRACE(DigestName(alg));
+    Bytes pcr(DigestSize(alg), 0);
+    for (int i = 0; i < 3; ++i) {
+      const Bytes event = Digest(alg, Range(0, 10 + i));
+      Bytes concatenated = pcr;
+      concatenated.insert(concatenated.end(), event.begin(), event.end());
+      const Bytes want = Digest(alg, concatenated);
+      DigestInto(alg, pcr, event, pcr);
+      EXPECT_EQ(HexEncode(pcr), HexEncode(want));
+    }
+    Bytes out(DigestSize(alg));
+    DigestInto(alg, ToBytes("ab"), ToBytes("c"), out);
+    EXPECT_EQ(out, Digest(alg, ToBytes("abc")));
+    DigestInto(alg, ToBytes("abc"), {}, out);
+    EXPECT_EQ(out, Digest(alg, ToBytes("abc")));
+  }
+  EXPECT_EQ(HexEncode(Sha256(ToBytes("abc"))),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 TEST(DigestTest, NamesAndSizes) {
   const std::pair<DigestAlg, std::pair<const char*, size_t>> algs[] = {
       {DigestAlg::kSha1, {"sha1", 20}},

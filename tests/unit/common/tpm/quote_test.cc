@@ -517,7 +517,7 @@ TEST_F(SyntheticQuoteTest, EccPointOffItsCurveIsMalformed) {
     pub.unique.ecc.y.buffer[field - 1] = 1;
     auto key = PublicToEvp(pub);
     EXPECT_EQ(key.status().code(), Code::kInvalidArgument) << curve;
-    EXPECT_EQ(key.status().message().rfind("building an EC public key from a TPMT_PUBLIC", 0), 0u)
+    EXPECT_EQ(key.status().message().rfind("building an EC public key from its parameters", 0), 0u)
         << key.status().ToString();
   }
   // Each curve's key is its own.
