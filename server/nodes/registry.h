@@ -71,15 +71,6 @@ class NodeRegistry {
   // "policy roles.control_plane[0]" / "operator CN=alice at ..." or PERMISSION_DENIED.
   Result<std::string> AuthorizeControlPlane(const std::string& node,
                                             const verify::VerifiedEvidence& evidence);
-  // AdmitJoin on what `view` says etcd holds. With `stored_instead` null, `view` was read.
-  // Otherwise `view` is an assumption, for a worker only: if its write finds etcd holding
-  // something else, nothing is written, *stored_instead is set to what etcd holds (read in
-  // the same transaction) and the answer means nothing: decide again on that.
-  Result<JoinAdmission> AdmitJoinOn(const v1::JoinRequest& request,
-                                    const verify::VerifiedEvidence& evidence,
-                                    const std::string& peer, const verify::Policy& policy,
-                                    NodeStore::JoinView view, const std::string& nonce_key,
-                                    std::optional<NodeStore::JoinView>* stored_instead);
   Result<JoinAdmission> AdmitControlPlane(const v1::JoinRequest& request,
                                           const verify::VerifiedEvidence& evidence,
                                           const std::optional<StoredNode>& current,

@@ -121,20 +121,17 @@ Result<std::optional<DiskClaim>> NodeStore::GetDiskClaim(const std::string& disk
   return std::optional<DiskClaim>(DiskClaimFromKv(got.kvs(0)));
 }
 
-void NodeStore::AddJoinReads(google::protobuf::RepeatedPtrField<pb::RequestOp>* ops,
-                             const std::string& name, const std::string& disk_uuid,
-                             const std::string& value_key) const {
-  ops->Add()->mutable_request_range()->set_key(NodeKey(name));
-  if (!disk_uuid.empty()) ops->Add()->mutable_request_range()->set_key(DiskKey(disk_uuid));
-  if (!value_key.empty()) ops->Add()->mutable_request_range()->set_key(prefix_ + value_key);
-}
-
-Result<NodeStore::JoinView> NodeStore::JoinViewFrom(const pb::TxnResponse& got, int reads,
-                                                    const std::string& disk_uuid,
-                                                    const std::string& value_key) {
-  if (got.responses_size() != reads) {
+Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
+                                                   const std::string& disk_uuid,
+                                                   const std::string& value_key) {
+  pb::TxnRequest txn;  // no comparisons: the reads always run
+  txn.add_success()->mutable_request_range()->set_key(NodeKey(name));
+  if (!disk_uuid.empty()) txn.add_success()->mutable_request_range()->set_key(DiskKey(disk_uuid));
+  if (!value_key.empty()) txn.add_success()->mutable_request_range()->set_key(prefix_ + value_key);
+  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
+  if (got.responses_size() != txn.success_size()) {
     return Internal("etcd answered " + std::to_string(got.responses_size()) +
-                    " reads of a transaction of " + std::to_string(reads));
+                    " reads of a transaction of " + std::to_string(txn.success_size()));
   }
   JoinView view;
   const pb::RangeResponse& node = got.responses(0).response_range();
@@ -153,16 +150,7 @@ Result<NodeStore::JoinView> NodeStore::JoinViewFrom(const pb::TxnResponse& got, 
   return view;
 }
 
-Result<NodeStore::JoinView> NodeStore::GetForJoin(const std::string& name,
-                                                  const std::string& disk_uuid,
-                                                  const std::string& value_key) {
-  pb::TxnRequest txn;  // no comparisons: the reads always run
-  AddJoinReads(txn.mutable_success(), name, disk_uuid, value_key);
-  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse got, etcd_->Txn(txn));
-  return JoinViewFrom(got, txn.success_size(), disk_uuid, value_key);
-}
-
-Result<pb::TxnRequest> NodeStore::CommitTxn(const NodeCommit& c) const {
+Status NodeStore::Commit(const NodeCommit& c) {
   const std::string& name = c.record.name();
   pb::TxnRequest txn;
   const std::string key = NodeKey(name);
@@ -193,28 +181,12 @@ Result<pb::TxnRequest> NodeStore::CommitTxn(const NodeCommit& c) const {
     sweep->set_key(prefix_ + "nonces/");
     sweep->set_range_end(prefix_ + SpentNonceKey(c.sweep_nonces_expired_before, ""));
   }
-  return txn;
-}
-
-Status NodeStore::Commit(const NodeCommit& c) {
-  BERTH_ASSIGN_OR_RETURN(pb::TxnRequest txn, CommitTxn(c));
   BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
   if (!done.succeeded()) {
-    return Aborted("the record of node " + c.record.name() +
+    return Aborted("the record of node " + name +
                    " changed while this request was handled (another berthd replica?); retry");
   }
   return OkStatus();
-}
-
-Result<std::optional<NodeStore::JoinView>> NodeStore::CommitOrGetForJoin(
-    const NodeCommit& c, const std::string& value_key) {
-  BERTH_ASSIGN_OR_RETURN(pb::TxnRequest txn, CommitTxn(c));
-  AddJoinReads(txn.mutable_failure(), c.record.name(), c.disk_uuid, value_key);
-  BERTH_ASSIGN_OR_RETURN(pb::TxnResponse done, etcd_->Txn(txn));
-  if (done.succeeded()) return std::optional<JoinView>();
-  BERTH_ASSIGN_OR_RETURN(JoinView view,
-                         JoinViewFrom(done, txn.failure_size(), c.disk_uuid, value_key));
-  return std::optional<JoinView>(std::move(view));
 }
 
 Result<std::optional<StoredValue>> NodeStore::GetValue(const std::string& key) {

@@ -107,11 +107,6 @@ class NodeStore {
   // Applies `commit` atomically. ABORTED when the record or the disk claim changed since they
   // were read (another replica got there first); UNAVAILABLE when etcd cannot be reached.
   Status Commit(const NodeCommit& commit);
-  // Commit, in one round trip with GetForJoin(record name, commit.disk_uuid, value_key) for
-  // when it is refused: nullopt when `commit` was applied; otherwise nothing was written and
-  // the answer is what GetForJoin reads, at the revision whose contents refused the commit.
-  Result<std::optional<JoinView>> CommitOrGetForJoin(const NodeCommit& commit,
-                                                     const std::string& value_key);
 
   Result<std::optional<v1::NodeAuthorization>> GetAuthorization(const std::string& name);
   Result<std::vector<v1::NodeAuthorization>> ListAuthorizations();
@@ -135,15 +130,6 @@ class NodeStore {
   std::string DiskKey(const std::string& uuid) const { return prefix_ + "disks/" + uuid; }
 
  private:
-  // The transaction of Commit; PERMISSION_DENIED when the disk claim names another node.
-  Result<etcdserverpb::TxnRequest> CommitTxn(const NodeCommit& commit) const;
-  // GetForJoin's reads, as operations of a transaction, and the view from their answers.
-  void AddJoinReads(google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>* ops,
-                    const std::string& name, const std::string& disk_uuid,
-                    const std::string& value_key) const;
-  static Result<JoinView> JoinViewFrom(const etcdserverpb::TxnResponse& got, int reads,
-                                       const std::string& disk_uuid, const std::string& value_key);
-
   etcd::Client* etcd_;
   std::string prefix_;
 };

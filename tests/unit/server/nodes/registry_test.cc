@@ -118,50 +118,9 @@ TEST_F(RegistryTest, WorkerJoinWritesItsRecordAndClaimsItsDisk) {
   EXPECT_EQ(json["first_join_unix"], std::to_string(kNow));  // int64 is a JSON string
   EXPECT_EQ(json["policy_rule"], "pcrs sha256:0");
   EXPECT_EQ(CallsOf("MemberAdd"), 0);
-  // One etcd round trip: a first join is written with "no record, no claim on the disk" as
-  // its transaction's comparisons, instead of reading that first.
-  EXPECT_EQ(CallsOf("Txn"), 1);
+  // Two etcd round trips: one transaction reads the record and the disk claim, one writes.
+  EXPECT_EQ(CallsOf("Txn"), 2);
   EXPECT_EQ(CallsOf("Range"), 0);
-}
-
-// A worker's join assumes a first join; where etcd holds something, the refused write reads it
-// in the same transaction, and the join is decided on it exactly as when it read first.
-TEST_F(RegistryTest, AJoinThatIsNotAFirstJoinIsDecidedOnWhatEtcdHolds) {
-  ASSERT_TRUE(registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk)).ok());
-  ASSERT_EQ(CallsOf("Txn"), 1);
-  const int64_t first_revision = (*store_.Get("node-1"))->mod_revision;
-
-  // The same node again: the assumed write is refused, the one on its record is made.
-  clock_.Advance(std::chrono::seconds(60));
-  auto again = registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk));
-  ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_EQ(again->audit, "record=joined joins=2");
-  EXPECT_EQ(CallsOf("Txn"), 3);
-  v1::NodeRecord r = Record("node-1");
-  EXPECT_EQ(r.joins(), 2u);
-  EXPECT_EQ(r.first_join_unix(), kNow);
-  EXPECT_EQ(r.last_join_unix(), kNow + 60);
-  EXPECT_GT((*store_.Get("node-1"))->mod_revision, first_revision);
-
-  // Another name with that disk: refused on the claim the refused write read; nothing written.
-  auto thief = registry_->AdmitJoin(Worker("node-2"), Evidence(kAk));
-  EXPECT_EQ(thief.status().ToString(),
-            "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
-  EXPECT_EQ(CallsOf("Txn"), 4);
-  EXPECT_FALSE(store_.Get("node-2")->has_value());
-
-  // The name with another AK: refused on the record.
-  auto other_ak = registry_->AdmitJoin(Worker("node-1", kDisk2), Evidence(kAk));
-  EXPECT_EQ(other_ak.status().code(), Code::kPermissionDenied);
-  EXPECT_FALSE(store_.GetDiskClaim(kDisk2)->has_value());
-  EXPECT_EQ(Record("node-1").joins(), 2u);
-  EXPECT_EQ(etcd_.Dump("/berth/v1/").size(), 2u);
-
-  // etcd unreachable: the join fails, as it did when its read failed.
-  etcd_.Fail("Txn", grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: request timed out"));
-  EXPECT_EQ(registry_->AdmitJoin(Worker("node-3", kDisk2), Evidence(kAk)).status().code(),
-            Code::kUnavailable);
-  EXPECT_FALSE(store_.Get("node-3")->has_value());
 }
 
 // The promotion loop reads every record that may name an etcd member, and decodes no other.
@@ -187,21 +146,6 @@ TEST_F(RegistryTest, PromotionReadsOnlyRecordsThatMayNameAnEtcdMember) {
   for (const auto& n : *listed) names.push_back(n.record.name() + " " + n.record.etcd_peer_url());
   EXPECT_THAT(names, ElementsAre("cp-1 " + PeerUrl(1), "cp-2 " + PeerUrl(2), "etcd-9 "));
   EXPECT_EQ(store_.List().status().code(), Code::kDataLoss);  // List decodes all of them
-}
-
-// Admission that holds a node for approval writes a pending record: that join reads first.
-TEST_F(RegistryTest, AJoinUnderApprovalReadsBeforeItWrites) {
-  verify::Policy policy;
-  policy.admission.approval_required = true;
-  policy_ = std::make_unique<verify::PolicyHolder>(std::move(policy));
-  registry_ = std::make_unique<NodeRegistry>(&store_, &membership_, ca_.get(), policy_.get(),
-                                             &clock_, AdmissionOptions{.max_held_calls = 0});
-  auto held = registry_->AdmitJoin(Worker("node-1"), Evidence(kOtherAk));
-  ASSERT_TRUE(held.ok()) << held.status().ToString();
-  EXPECT_TRUE(held->pending);
-  EXPECT_EQ(CallsOf("Txn"), 2);  // the read, then the pending record
-  EXPECT_EQ(Record("node-1").state(), v1::NODE_STATE_PENDING);
-  EXPECT_FALSE(store_.GetDiskClaim(kDisk)->has_value());
 }
 
 TEST_F(RegistryTest, AJoinReadsTheRecordAndTheDiskClaimTogether) {
