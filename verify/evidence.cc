@@ -80,6 +80,7 @@ Result<VerifiedEvidence> TpmEvidenceVerifier::Verify(const v1::Evidence& evidenc
   BERTH_ASSIGN_OR_RETURN(std::string sealed, CheckSealedBoot(policy.tpm_trust, tpm, quote->pcrs));
   out.rule = trust.rule + (boot.empty() ? "" : " + " + boot) + " + " + sealed;
   out.quoted_pcrs = std::move(quote->pcrs);
+  out.cold_start = policy.roles.cold_start;
   return out;
 }
 

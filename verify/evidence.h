@@ -53,6 +53,9 @@ struct VerifiedEvidence {
   // (the policy has checked the ones it pins). A control plane's cold-start policy is signed
   // over these (server/join/boot_policy.h). Empty for SEV-SNP and golden tickets.
   tpm::PcrValues quoted_pcrs;
+  // The policy's roles.cold_start, from the same snapshot the evidence was verified against:
+  // which of `quoted_pcrs` a control plane's cold-start policy must be signed over.
+  ColdStartPolicy cold_start;
 };
 
 // The EK a Challenge should make a credential for, and the AK it is made over.

@@ -1,5 +1,9 @@
 #include "verify/role_policy.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+
 #include "common/bytes.h"
 #include "common/enrolment.h"
 #include "verify/policy.h"
@@ -15,14 +19,71 @@ const RoleGrant* RolePolicy::FindControlPlane(const std::string& node,
   return nullptr;
 }
 
+namespace {
+
+Status ParseColdStart(const YAML::Node& node, ColdStartPolicy& out) {
+  if (!node) return OkStatus();
+  if (!node.IsMap()) {
+    return InvalidArgument("policy: roles.cold_start: expected a map with bank and pcrs");
+  }
+  for (const auto& key : node) {
+    std::string k = key.first.as<std::string>();
+    if (k != "bank" && k != "pcrs") {
+      return InvalidArgument("policy: unknown key \"roles.cold_start." + k + "\"");
+    }
+  }
+  if (node["bank"]) {
+    const std::string name = node["bank"].as<std::string>();
+    auto bank = DigestFromName(name);
+    if (!bank.ok() || *bank == DigestAlg::kSha1) {
+      return InvalidArgument("policy: roles.cold_start.bank: \"" + name +
+                             "\" is not sha256, sha384 or sha512 (a SHA-1 policy would approve "
+                             "any boot whose SHA-1 values collide)");
+    }
+    out.bank = *bank;
+  }
+  if (node["pcrs"]) {
+    const YAML::Node& list = node["pcrs"];
+    if (!list.IsSequence() || list.size() == 0) {
+      return InvalidArgument(
+          "policy: roles.cold_start.pcrs: expected a non-empty list of PCR indices (an empty "
+          "one would let a control plane's TPM release its disk key in any boot)");
+    }
+    std::vector<uint32_t> pcrs;
+    for (const auto& item : list) {
+      const std::string text = item.as<std::string>();
+      char* end = nullptr;
+      const unsigned long pcr = std::strtoul(text.c_str(), &end, 10);
+      if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || *end != '\0' ||
+          pcr > 14) {
+        return InvalidArgument("policy: roles.cold_start.pcrs: \"" + text +
+                               "\" is not a PCR from 0 to 14 (15 is berth-agent's per-boot "
+                               "record, 16-23 can be reset by software)");
+      }
+      if (std::find(pcrs.begin(), pcrs.end(), pcr) != pcrs.end()) {
+        return InvalidArgument("policy: roles.cold_start.pcrs: PCR " + text + " is listed twice");
+      }
+      pcrs.push_back(static_cast<uint32_t>(pcr));
+    }
+    std::sort(pcrs.begin(), pcrs.end());
+    out.pcrs = std::move(pcrs);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Status ParseRolePolicy(const YAML::Node& roles, const std::vector<TrustedAk>& trusted_aks,
                        RolePolicy& out) {
   if (!roles) return OkStatus();
   if (!roles.IsMap()) return InvalidArgument("policy: roles: expected a map");
   for (const auto& key : roles) {
     std::string k = key.first.as<std::string>();
-    if (k != "control_plane") return InvalidArgument("policy: unknown key \"roles." + k + "\"");
+    if (k != "control_plane" && k != "cold_start") {
+      return InvalidArgument("policy: unknown key \"roles." + k + "\"");
+    }
   }
+  BERTH_RETURN_IF_ERROR(ParseColdStart(roles["cold_start"], out.cold_start));
   const YAML::Node list = roles["control_plane"];
   if (!list) return OkStatus();
   if (!list.IsSequence()) return InvalidArgument("policy: roles.control_plane: expected a list");

@@ -16,37 +16,45 @@ Result<BootPolicySigner> BootPolicySigner::Create(const SecretBytes& master_secr
   return signer;
 }
 
-Result<v1::SignedBootPolicy> BootPolicySigner::Sign(const tpm::PcrValues& verified,
-                                                    DigestAlg bank, int64_t now_unix) const {
-  std::vector<uint32_t> pcrs;
-  if (auto it = verified.find(bank); it != verified.end()) {
-    for (const auto& [index, value] : it->second) {
-      if (index <= 14) pcrs.push_back(index);
+Result<v1::SignedBootPolicy> BootPolicySigner::Sign(const tpm::PcrValues& verified, DigestAlg bank,
+                                                    std::span<const uint32_t> pcrs,
+                                                    int64_t now_unix) const {
+  if (pcrs.empty()) return InvalidArgument("no PCR to sign a cold-start policy over");
+  const auto quoted = verified.find(bank);
+  for (uint32_t pcr : pcrs) {
+    if (pcr > 14) {
+      return InvalidArgument("PCR " + std::to_string(pcr) +
+                             " cannot be in a cold-start policy (only PCRs 0-14)");
+    }
+    if (quoted == verified.end() || !quoted->second.contains(pcr)) {
+      return PermissionDenied("the quote leaves out PCR " + std::to_string(pcr) + " of " +
+                              std::string(DigestName(bank)) +
+                              ", which the policy's roles.cold_start requires of a control "
+                              "plane (its TPM would release the disk key whatever that PCR "
+                              "holds)");
     }
   }
-  if (pcrs.empty()) {
-    return FailedPrecondition("the quote covers none of PCRs 0-14 in " +
-                              std::string(DigestName(bank)) + ": no boot to approve");
-  }
-  BERTH_ASSIGN_OR_RETURN(Bytes approved, tpm::PolicyPcrDigest(bank, pcrs, verified));
+  const std::vector<uint32_t> signed_pcrs(pcrs.begin(), pcrs.end());
+  BERTH_ASSIGN_OR_RETURN(Bytes approved, tpm::PolicyPcrDigest(bank, signed_pcrs, verified));
   BERTH_ASSIGN_OR_RETURN(
       TPMT_SIGNATURE sig,
       tpm::SignPolicy(key_.get(), approved, AsBytes(tpm::kColdStartPolicyRef)));
   BERTH_ASSIGN_OR_RETURN(Bytes sig_bytes, tpm::MarshalSignature(sig));
   v1::SignedBootPolicy out;
   out.set_bank(static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(bank)));
-  for (uint32_t p : pcrs) out.add_pcrs(p);
+  for (uint32_t p : signed_pcrs) out.add_pcrs(p);
   out.set_approved_policy(ToString(approved));
   out.set_signature(ToString(sig_bytes));
   out.set_signed_unix(now_unix);
   return out;
 }
 
-Result<v1::ColdStart> BootPolicySigner::ColdStartFor(const tpm::PcrValues& verified,
-                                                     DigestAlg bank, int64_t now_unix) const {
+Result<v1::ColdStart> BootPolicySigner::ColdStartFor(const tpm::PcrValues& verified, DigestAlg bank,
+                                                     std::span<const uint32_t> pcrs,
+                                                     int64_t now_unix) const {
   v1::ColdStart out;
   out.set_boot_policy_key(ToString(public_area_));
-  BERTH_ASSIGN_OR_RETURN(*out.mutable_policy(), Sign(verified, bank, now_unix));
+  BERTH_ASSIGN_OR_RETURN(*out.mutable_policy(), Sign(verified, bank, pcrs, now_unix));
   return out;
 }
 

@@ -28,15 +28,17 @@ class BootPolicySigner {
   // The key as the node's TPM loads it (marshalled TPMT_PUBLIC).
   const Bytes& public_area() const { return public_area_; }
 
-  // The signed PolicyPCR over the quoted values of every PCR 0-14 that the quote covers in
-  // `bank` (PCR 15 is berth-agent's own per-boot record and changes every boot). The caller
-  // passes only PCR values it has verified against the quote and the policy.
+  // The signed PolicyPCR over exactly `pcrs` of `bank`, with their values in `verified`. The
+  // set is berthd's (the policy's roles.cold_start), never the node's: a quote that leaves one
+  // of them out is PERMISSION_DENIED naming it, since a policy without that PCR would let the
+  // TPM release the key whatever it holds. The caller passes only PCR values it has verified
+  // against the quote. REQUIRES: `pcrs` non-empty, ascending, each 0-14.
   Result<v1::SignedBootPolicy> Sign(const tpm::PcrValues& verified, DigestAlg bank,
-                                    int64_t now_unix) const;
+                                    std::span<const uint32_t> pcrs, int64_t now_unix) const;
 
   // What a control plane's ticket carries: the key and the signed policy of this boot.
   Result<v1::ColdStart> ColdStartFor(const tpm::PcrValues& verified, DigestAlg bank,
-                                     int64_t now_unix) const;
+                                     std::span<const uint32_t> pcrs, int64_t now_unix) const;
 
  private:
   BootPolicySigner() : key_(nullptr) {}

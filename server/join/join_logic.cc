@@ -134,25 +134,23 @@ Result<verify::VerifiedEvidence> JoinLogic::VerifyGoldenTicket(const v1::JoinReq
 
 Result<JoinLogic::SignedColdStart> JoinLogic::SignColdStart(
     const verify::VerifiedEvidence& evidence) {
+  // No TPM to seal to (SEV-SNP) or no quote (a golden ticket): no cold start to sign.
   if (evidence.quoted_pcrs.empty()) return SignedColdStart{.audit = "none (no TPM quote)"};
-  // The bank the TPM's PolicyPCR will be evaluated in: the strongest quoted one. SHA-1 is not
-  // signed: a policy over it would approve any boot whose SHA-1 PCRs collide.
-  for (DigestAlg bank : {DigestAlg::kSha256, DigestAlg::kSha384, DigestAlg::kSha512}) {
-    if (!evidence.quoted_pcrs.contains(bank)) continue;
-    if (!boot_policy_.ok()) {
-      return boot_policy_.status().WithContext("deriving the cluster's boot-policy key");
-    }
-    BERTH_ASSIGN_OR_RETURN(
-        v1::ColdStart signed_boot,
-        boot_policy_->ColdStartFor(evidence.quoted_pcrs, bank, nonces_->clock()->NowUnix()));
-    std::string pcrs;
-    for (uint32_t p : signed_boot.policy().pcrs()) {
-      pcrs += (pcrs.empty() ? "" : ",") + std::to_string(p);
-    }
-    return SignedColdStart{.cold_start = std::move(signed_boot),
-                           .audit = std::string(DigestName(bank)) + ":" + pcrs};
+  if (!boot_policy_.ok()) {
+    return boot_policy_.status().WithContext("deriving the cluster's boot-policy key");
   }
-  return SignedColdStart{.audit = "none (the quote holds no SHA-2 bank)"};
+  // The PCRs are the policy's, not the quote's: a node cannot narrow what its TPM checks by
+  // quoting less.
+  const verify::ColdStartPolicy& wanted = evidence.cold_start;
+  BERTH_ASSIGN_OR_RETURN(v1::ColdStart signed_boot,
+                         boot_policy_->ColdStartFor(evidence.quoted_pcrs, wanted.bank, wanted.pcrs,
+                                                    nonces_->clock()->NowUnix()));
+  std::string pcrs;
+  for (uint32_t p : signed_boot.policy().pcrs()) {
+    pcrs += (pcrs.empty() ? "" : ",") + std::to_string(p);
+  }
+  return SignedColdStart{.cold_start = std::move(signed_boot),
+                         .audit = std::string(DigestName(wanted.bank)) + ":" + pcrs};
 }
 
 Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request,
@@ -182,6 +180,14 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
                       : VerifyCaller(request.evidence(), request.nonce(), peer,
                                      request.activated_credential());
   if (!verified.ok()) return refuse(verified.status());
+  // A control plane's boot must be one berthd can sign a cold start for: decided before its
+  // record and etcd learner are written, so that a refusal leaves nothing behind.
+  SignedColdStart signed_for;
+  if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
+    auto signed_boot = SignColdStart(*verified);
+    if (!signed_boot.ok()) return refuse(signed_boot.status());
+    signed_for = std::move(*signed_boot);
+  }
 
   v1::JoinTicket ticket;
   std::string recorded;
@@ -217,12 +223,10 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
   // a refused ticket would be left in the cluster until it expires.
   std::string cold_start;
   if (request.role() == v1::NODE_ROLE_CONTROL_PLANE) {
-    auto signed_for = SignColdStart(*verified);
-    if (!signed_for.ok()) return refuse(signed_for.status());
-    if (signed_for->cold_start.has_value()) {
-      *ticket.mutable_cold_start() = std::move(*signed_for->cold_start);
+    if (signed_for.cold_start.has_value()) {
+      *ticket.mutable_cold_start() = std::move(*signed_for.cold_start);
     }
-    cold_start = std::move(signed_for->audit);
+    cold_start = std::move(signed_for.audit);
     // Admitted as a control plane above (its authorization, its etcd learner).
     if (share_cluster_keys_) {
       *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);

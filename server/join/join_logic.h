@@ -96,9 +96,10 @@ class JoinLogic {
   Result<verify::VerifiedEvidence> VerifyGoldenTicket(const v1::JoinRequest& request,
                                                       const Peer& peer);
   // A control plane's cold start (docs/cluster-lifecycle.md): the boot-policy key and its
-  // signature over the PCRs of the boot just verified, and what the audit line says of it:
-  // "sha256:0,2,4,7" for the PCRs signed, or "none (why)" for evidence with no TPM boot to
-  // approve (SEV-SNP, a golden ticket, a quote of the SHA-1 bank only).
+  // signature over the policy's roles.cold_start PCRs with the values of the boot just
+  // verified, and what the audit line says of it: "sha256:0,1,2,3,4,5,6,7" for the PCRs
+  // signed, or "none (why)" for evidence with no TPM to seal to (SEV-SNP, a golden ticket).
+  // PERMISSION_DENIED when the quote leaves out one of those PCRs.
   struct SignedColdStart {
     std::optional<v1::ColdStart> cold_start;
     std::string audit;

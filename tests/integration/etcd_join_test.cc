@@ -541,18 +541,17 @@ TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATa
 
   AgentOutcome joined = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
   ASSERT_TRUE(joined.status.ok()) << joined.status.ToString() << "\n" << MustRead(bed.BerthdLog());
-  // berthd signed the quoted boot PCRs (never PCR 15) and said so in its audit line.
+  // berthd signed the policy's cold-start PCRs (the default, 0-7; not the quoted 8, 9, 14
+  // or 15) and said so in its audit line.
   EXPECT_THAT(MustRead(bed.BerthdLog()), HasSubstr("role=control-plane ak=sha256:" + cp.ak_sha256));
-  EXPECT_THAT(MustRead(bed.BerthdLog()),
-              HasSubstr(R"(cold_start="sha256:0,1,2,3,4,5,6,7,8,9,14")"));
+  EXPECT_THAT(MustRead(bed.BerthdLog()), HasSubstr(R"(cold_start="sha256:0,1,2,3,4,5,6,7")"));
   auto keyslots = agent::MakeLibLuksKeyslots();
   auto tokens = keyslots->Tokens(cp.disk.image, agent::kColdStartToken);
   ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
   ASSERT_EQ(tokens->size(), 1u);
   auto token = nlohmann::json::parse((*tokens)[0].json);
   ASSERT_EQ(token["policies"].size(), 1u);
-  EXPECT_EQ(token["policies"][0]["pcrs"],
-            nlohmann::json::array({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14}));
+  EXPECT_EQ(token["policies"][0]["pcrs"], nlohmann::json::array({0, 1, 2, 3, 4, 5, 6, 7}));
   // The cluster keys: kubeadm's files where its control-plane join reads them, the master
   // secret on the state disk, all with exactly berthd's bytes.
   EXPECT_THAT(MustRead(bed.BerthdLog()), HasSubstr(" cluster_keys=shared "));
@@ -586,7 +585,7 @@ TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATa
   EXPECT_THAT(tampered.notifications,
               Contains("STATUS=waiting for berthd: no berthd answers, and none of the 1 signed "
                        "boot policies matches this boot (this boot's sha256 PCRs "
-                       "0,1,2,3,4,5,6,7,8,9,14 are not the approved ones)"))
+                       "0,1,2,3,4,5,6,7 are not the approved ones)"))
       << ::testing::PrintToString(tampered.notifications);
   EXPECT_THAT(tampered.notifications, Not(Contains("READY=1")));
   EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));

@@ -5,10 +5,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "common/crypto.h"
 #include "common/recovery.h"
@@ -53,13 +54,14 @@ class ControlPlaneKeysTest : public ::testing::Test {
   }
 
   // What berthd puts in a control plane's ticket for the boot it has just verified.
+  static constexpr std::array<uint32_t, 3> kBootPcrs = {0, 4, 7};
   v1::ColdStart TicketColdStart() {
     v1::PcrSelection sel;
     sel.set_bank(v1::HASH_ALGORITHM_SHA256);
     for (uint32_t p : {0u, 4u, 7u, 15u}) sel.add_pcrs(p);
     auto quoted = tpm_->ReadPcrs({sel});
     EXPECT_TRUE(quoted.ok());
-    auto cold = signer_->ColdStartFor(*quoted, DigestAlg::kSha256, ++now_);
+    auto cold = signer_->ColdStartFor(*quoted, DigestAlg::kSha256, kBootPcrs, ++now_);
     EXPECT_TRUE(cold.ok()) << cold.status().ToString();
     return *cold;
   }

@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "agent/hw/tpm.h"
 #include "common/tpm/policy.h"
 #include "tests/testing/swtpm.h"
@@ -32,10 +34,14 @@ TEST(BootPolicySignerTest, EveryReplicaDerivesTheSameKeyAndAnotherClusterAnother
   EXPECT_NE(a->public_area(), other_secret->public_area());
 }
 
-TEST(BootPolicySignerTest, SignsThePcrsZeroToFourteenItWasGivenNeverPcr15) {
+constexpr std::array<uint32_t, 3> kBoot = {0, 4, 7};
+
+// The signed set is the one berthd asks for (the policy's roles.cold_start), with the quote's
+// values: PCR 15, quoted too, is left out because it was not asked for.
+TEST(BootPolicySignerTest, SignsExactlyThePcrsItIsAskedForWithTheQuotedValues) {
   auto signer = BootPolicySigner::Create(Master(), "prod-eu1");
   ASSERT_TRUE(signer.ok());
-  auto signed_policy = signer->Sign(Quoted(1), DigestAlg::kSha256, 1'800'000'000);
+  auto signed_policy = signer->Sign(Quoted(1), DigestAlg::kSha256, kBoot, 1'800'000'000);
   ASSERT_TRUE(signed_policy.ok()) << signed_policy.status().ToString();
   EXPECT_THAT(signed_policy->pcrs(), ::testing::ElementsAre(0u, 4u, 7u));
   EXPECT_EQ(signed_policy->bank(), v1::HASH_ALGORITHM_SHA256);
@@ -52,14 +58,28 @@ TEST(BootPolicySignerTest, SignsThePcrsZeroToFourteenItWasGivenNeverPcr15) {
             Code::kPermissionDenied);
 }
 
-TEST(BootPolicySignerTest, AQuoteWithoutBootPcrsGetsNoPolicy) {
+// The node chose what to quote; berthd chose what to sign. A quote that leaves out one PCR
+// berthd signs over (here PCR 4, the boot loader) gets no policy rather than one without it,
+// which its TPM would satisfy whatever that PCR holds. So does a quote of another bank.
+TEST(BootPolicySignerTest, AQuoteLeavingOutAPcrTheClusterSignsOverGetsNoPolicy) {
   auto signer = BootPolicySigner::Create(Master(), "prod-eu1");
-  tpm::PcrValues only15;
-  only15[DigestAlg::kSha256][15] = Bytes(32, 1);
-  auto signed_policy = signer->Sign(only15, DigestAlg::kSha256, 0);
-  EXPECT_EQ(signed_policy.status().code(), Code::kFailedPrecondition);
-  EXPECT_EQ(signed_policy.status().message(),
-            "the quote covers none of PCRs 0-14 in sha256: no boot to approve");
+  ASSERT_TRUE(signer.ok());
+  tpm::PcrValues without4 = Quoted(1);
+  without4[DigestAlg::kSha256].erase(4);
+  auto signed_policy = signer->Sign(without4, DigestAlg::kSha256, kBoot, 0);
+  EXPECT_EQ(signed_policy.status().ToString(),
+            "PERMISSION_DENIED: the quote leaves out PCR 4 of sha256, which the policy's "
+            "roles.cold_start requires of a control plane (its TPM would release the disk key "
+            "whatever that PCR holds)");
+  auto other_bank = signer->Sign(Quoted(1), DigestAlg::kSha384, kBoot, 0);
+  EXPECT_EQ(other_bank.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(other_bank.status().message(),
+              ::testing::StartsWith("the quote leaves out PCR 0 of sha384"));
+  const std::array<uint32_t, 2> with15 = {7, 15};
+  EXPECT_EQ(signer->Sign(Quoted(1), DigestAlg::kSha256, with15, 0).status().ToString(),
+            "INVALID_ARGUMENT: PCR 15 cannot be in a cold-start policy (only PCRs 0-14)");
+  EXPECT_EQ(signer->Sign(Quoted(1), DigestAlg::kSha256, {}, 0).status().ToString(),
+            "INVALID_ARGUMENT: no PCR to sign a cold-start policy over");
 }
 
 // berthd's signature, the node's real TPM: what a control plane's cold start rests on.
@@ -82,7 +102,7 @@ TEST(BootPolicySignerTest, ANodesTpmReleasesItsColdStartKeyUnderBerthdsSignature
   for (uint32_t p : {0u, 4u, 7u, 15u}) sel.add_pcrs(p);
   auto quoted = (*tpm)->ReadPcrs({sel});  // what a verified quote would carry
   ASSERT_TRUE(quoted.ok());
-  auto cold = signer->ColdStartFor(*quoted, DigestAlg::kSha256, 1);
+  auto cold = signer->ColdStartFor(*quoted, DigestAlg::kSha256, kBoot, 1);
   ASSERT_TRUE(cold.ok()) << cold.status().ToString();
   EXPECT_EQ(ToBytes(cold->boot_policy_key()), signer->public_area());
   agent::AuthorizedPolicy policy{.bank = DigestAlg::kSha256,
@@ -102,7 +122,7 @@ TEST(BootPolicySignerTest, ANodesTpmReleasesItsColdStartKeyUnderBerthdsSignature
                   .ok());
   // Another cluster's key signs nothing this blob accepts.
   auto other = BootPolicySigner::Create(Master(), "prod-us1");
-  auto foreign = other->ColdStartFor(*quoted, DigestAlg::kSha256, 1);
+  auto foreign = other->ColdStartFor(*quoted, DigestAlg::kSha256, kBoot, 1);
   policy.signature = ToBytes(foreign->policy().signature());
   EXPECT_EQ((*tpm)
                 ->UnsealAuthorized(*sealed, signer->public_area(),

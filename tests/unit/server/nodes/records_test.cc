@@ -208,5 +208,49 @@ TEST(RolePolicyTest, RefusesNameOnlyUnknownKeysAndUnknownAks) {
             "node name");
 }
 
+// roles.cold_start: which PCRs berthd signs into a control plane's cold-start policy. The
+// default is the firmware and boot chain; an operator may name others, but never PCR 15
+// (berth-agent's per-boot record), 16-23 (resettable), SHA-1, or nothing at all.
+TEST(RolePolicyTest, ColdStartPcrsDefaultToTheBootChainAndRefuseWhatWouldApproveAnyBoot) {
+  auto defaults = verify::ParsePolicy(kPolicyHead);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->roles.cold_start.bank, DigestAlg::kSha256);
+  EXPECT_EQ(defaults->roles.cold_start.pcrs, (std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  auto chosen = verify::ParsePolicy(std::string(kPolicyHead) +
+                                    "roles:\n  cold_start:\n    bank: sha384\n"
+                                    "    pcrs: [14, 4, 0, 9]\n");
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  EXPECT_EQ(chosen->roles.cold_start.bank, DigestAlg::kSha384);
+  EXPECT_EQ(chosen->roles.cold_start.pcrs, (std::vector<uint32_t>{0, 4, 9, 14}));
+
+  auto parse = [](const std::string& cold_start) {
+    return verify::ParsePolicy(std::string(kPolicyHead) + "roles:\n  cold_start:\n" + cold_start)
+        .status()
+        .ToString();
+  };
+  const std::string not_a_boot_pcr =
+      "\" is not a PCR from 0 to 14 (15 is berth-agent's per-boot record, 16-23 can be reset by "
+      "software)";
+  EXPECT_EQ(parse("    pcrs: [0, 15]\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.pcrs: \"15" + not_a_boot_pcr);
+  EXPECT_EQ(parse("    pcrs: [16]\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.pcrs: \"16" + not_a_boot_pcr);
+  EXPECT_EQ(parse("    pcrs: [-1]\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.pcrs: \"-1" + not_a_boot_pcr);
+  EXPECT_EQ(parse("    pcrs: [4, 4]\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.pcrs: PCR 4 is listed twice");
+  EXPECT_EQ(parse("    pcrs: []\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.pcrs: expected a non-empty list of PCR "
+            "indices (an empty one would let a control plane's TPM release its disk key in any "
+            "boot)");
+  EXPECT_EQ(parse("    bank: sha1\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start.bank: \"sha1\" is not sha256, sha384 or "
+            "sha512 (a SHA-1 policy would approve any boot whose SHA-1 values collide)");
+  EXPECT_EQ(parse("    pcr: [0]\n"),
+            "INVALID_ARGUMENT: policy: unknown key \"roles.cold_start.pcr\"");
+  EXPECT_EQ(parse("    - 0\n"),
+            "INVALID_ARGUMENT: policy: roles.cold_start: expected a map with bank and pcrs");
+}
+
 }  // namespace
 }  // namespace berth::server

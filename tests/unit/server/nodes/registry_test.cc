@@ -580,9 +580,13 @@ class AcceptingVerifier : public verify::EvidenceVerifier {
  public:
   std::string ak = kAk;
   tpm::PcrValues quoted;  // what the verified quote covered (none: evidence without a TPM)
+  verify::ColdStartPolicy cold_start;  // the policy's roles.cold_start
   Result<verify::VerifiedEvidence> Verify(const v1::Evidence&, std::span<const uint8_t>) override {
-    return verify::VerifiedEvidence{
-        .ak_sha256_hex = ak, .ak_name = "a", .rule = "pcrs sha256:0", .quoted_pcrs = quoted};
+    return verify::VerifiedEvidence{.ak_sha256_hex = ak,
+                                    .ak_name = "a",
+                                    .rule = "pcrs sha256:0",
+                                    .quoted_pcrs = quoted,
+                                    .cold_start = cold_start};
   }
 };
 
@@ -761,16 +765,18 @@ TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
 // Issue 26, cold start: a control plane's tickets carry the cluster's boot-policy key and its
 // signature over the PCRs of the boot berthd has just verified, which lets that node's TPM
 // release its cold-start key in that boot when no berthd answers. Workers get none. What is
-// signed is berthd's choice: the verified quote's SHA-2 PCRs 0-14, never PCR 15, never SHA-1,
-// and a quote with no boot PCR at all gets no ticket.
+// signed is berthd's choice, the policy's roles.cold_start (default sha256 PCRs 0-7), with the
+// verified quote's values: never the other PCRs the node quoted (9, 15), never SHA-1.
 TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
   SecretBytes master(32);
   master.data()[0] = 7;
   auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
   AcceptingVerifier verifier;
-  const Bytes pcr0(32, 0x10), pcr7(32, 0x17), pcr15(32, 0x1f);
-  verifier.quoted = {{DigestAlg::kSha1, {{0, Bytes(20, 0x01)}}},
-                     {DigestAlg::kSha256, {{0, pcr0}, {7, pcr7}, {15, pcr15}}}};
+  verifier.quoted[DigestAlg::kSha1][0] = Bytes(20, 0x01);
+  for (uint32_t p : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 9u, 15u}) {
+    verifier.quoted[DigestAlg::kSha256][p] = Bytes(32, static_cast<uint8_t>(0x10 + p));
+  }
+  const tpm::PcrValues full_quote = verifier.quoted;
   CountingTokens tokens;
   JoinLogic logic(JoinOptions{.cluster_id = "c",
                               .api_server_endpoint = "10.0.0.1:6443",
@@ -798,8 +804,8 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
     EXPECT_EQ(c.boot_policy_key(), ToString(signer->public_area()));
     const v1::SignedBootPolicy& p = c.policy();
     EXPECT_EQ(p.bank(), v1::HASH_ALGORITHM_SHA256);
-    EXPECT_THAT(p.pcrs(), ElementsAre(0u, 7u));
-    auto approved = tpm::PolicyPcrDigest(DigestAlg::kSha256, {0, 7}, verifier.quoted);
+    EXPECT_THAT(p.pcrs(), ElementsAre(0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u));
+    auto approved = tpm::PolicyPcrDigest(DigestAlg::kSha256, {0, 1, 2, 3, 4, 5, 6, 7}, full_quote);
     ASSERT_TRUE(approved.ok());
     EXPECT_EQ(p.approved_policy(), ToString(*approved));
     EXPECT_EQ(p.signed_unix(), kNow);
@@ -826,22 +832,43 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
   ASSERT_TRUE(worker_again.ok()) << worker_again.status().ToString();
   EXPECT_FALSE(worker_again->has_cold_start());
 
-  // A control plane whose quote leaves out every boot PCR (only PCR 15) would have its TPM
-  // release the key in any boot: refused, before a token is minted.
+  // The attacker's way around it: quote less. A control plane that leaves PCR 4 (its boot
+  // loader) out of its quote would get a policy its TPM satisfies whatever PCR 4 holds, so it
+  // gets no ticket: no token, and on a first join no record and no etcd learner either.
   verifier.ak = kAk;
-  verifier.quoted = {{DigestAlg::kSha256, {{15, pcr15}}}};
+  verifier.quoted[DigestAlg::kSha256].erase(4);
   const int minted = tokens.issued;
-  auto no_boot = rejoin("cp-1", kDisk);
-  EXPECT_EQ(no_boot.status().ToString(),
-            "FAILED_PRECONDITION: the quote covers none of PCRs 0-14 in sha256: no boot to "
-            "approve");
+  const std::string refusal =
+      "PERMISSION_DENIED: the quote leaves out PCR 4 of sha256, which the policy's "
+      "roles.cold_start requires of a control plane (its TPM would release the disk key "
+      "whatever that PCR holds)";
+  EXPECT_EQ(rejoin("cp-1", kDisk).status().ToString(), refusal);
+  const size_t learners = Learners().size();
+  EXPECT_EQ(join(ControlPlane("cp-2", "10.0.0.6", "3c2f8d3b-6a4e-4f9b-8d2c-3e4f5a6b7c8d"))
+                .status()
+                .ToString(),
+            refusal);
   EXPECT_EQ(tokens.issued, minted);
-  // Only SHA-1 quoted: nothing is signed over it, and the ticket says so by having none.
+  auto cp2 = store_.Get("cp-2");
+  ASSERT_TRUE(cp2.ok());
+  EXPECT_FALSE(cp2->has_value());
+  EXPECT_EQ(Learners().size(), learners);
+  // Nor can it pick the bank: a quote of SHA-1 alone has none of the sha256 PCRs.
   verifier.quoted = {{DigestAlg::kSha1, {{0, Bytes(20, 0x01)}}}};
-  auto sha1 = rejoin("cp-1", kDisk);
-  ASSERT_TRUE(sha1.ok()) << sha1.status().ToString();
-  EXPECT_FALSE(sha1->has_cold_start());
-  // No TPM quote at all (SEV-SNP): none either.
+  EXPECT_EQ(rejoin("cp-1", kDisk).status().ToString(),
+            "PERMISSION_DENIED: the quote leaves out PCR 0 of sha256, which the policy's "
+            "roles.cold_start requires of a control plane (its TPM would release the disk key "
+            "whatever that PCR holds)");
+  EXPECT_EQ(tokens.issued, minted);
+  // A policy asking for other PCRs gets those signed, with the quote's values.
+  verifier.quoted = full_quote;
+  verifier.cold_start = {.bank = DigestAlg::kSha256, .pcrs = {4, 9}};
+  auto narrower = rejoin("cp-1", kDisk);
+  ASSERT_TRUE(narrower.ok()) << narrower.status().ToString();
+  EXPECT_THAT(narrower->cold_start().policy().pcrs(), ElementsAre(4u, 9u));
+  EXPECT_EQ(narrower->cold_start().policy().approved_policy(),
+            ToString(*tpm::PolicyPcrDigest(DigestAlg::kSha256, {4, 9}, full_quote)));
+  // No TPM quote at all (SEV-SNP): nothing to seal to, so none, and the ticket says so.
   verifier.quoted.clear();
   auto snp = rejoin("cp-1", kDisk);
   ASSERT_TRUE(snp.ok()) << snp.status().ToString();
