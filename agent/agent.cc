@@ -15,6 +15,7 @@
 #include "agent/boot_seal.h"
 #include "agent/control_plane_keys.h"
 #include "agent/kubeadm.h"
+#include "agent/operator_server.h"
 #include "agent/privileges.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
@@ -111,6 +112,7 @@ enum class Step {
   kSealColdStart,
   kColdStartKey,
   kWriteClusterKeys,
+  kOperatorRecovery,
 };
 
 std::string_view StepName(Step step) {
@@ -138,6 +140,7 @@ std::string_view StepName(Step step) {
     case Step::kSealColdStart: return "seal-cold-start";
     case Step::kColdStartKey: return "cold-start-key";
     case Step::kWriteClusterKeys: return "write-cluster-keys";
+    case Step::kOperatorRecovery: return "operator-recovery";
   }
   return "?";
 }
@@ -468,6 +471,7 @@ class Boot {
     }
     rejoin_crl_ = ticket->etcd_crl();
     rejoin_cold_start_ = ticket->cold_start();
+    rejoin_recovery_key_ = ticket->recovery_public_key();
     return SecretBytes::TakeFrom(*ticket->mutable_disk_key());
   }
 
@@ -651,10 +655,12 @@ class Boot {
 
   // Unlock, filesystem, mount: the same on every boot once the disk is formatted. A control
   // plane's ticket carries berthd's signature over this boot (`cold_start`, null when the disk
-  // was opened without berthd): its cold-start keyslot is brought up to date before the agent
-  // drops the privileges that writing the LUKS2 header needs.
+  // was opened without berthd) and the cluster's recovery key: its cold-start and recovery
+  // keyslots are brought up to date before the agent drops the privileges that writing the
+  // LUKS2 header needs.
   Status UnlockAndMount(const SecretBytes& key, const std::string& uuid,
-                        const v1::ColdStart* cold_start) {
+                        const v1::ColdStart* cold_start,
+                        const std::string& recovery_public_key = "") {
     Status st =
         Timed(Step::kUnlockDisk, "unlocking state disk", [&] { return disk_->Unlock(key); });
     if (!st.ok()) return st.WithContext("unlocking the state disk");
@@ -663,7 +669,7 @@ class Boot {
     if (!st.ok()) return st.WithContext("making the state filesystem");
     st = Timed(Step::kMount, "mounting state disk", [&] { return disk_->Mount(); });
     if (!st.ok()) return st.WithContext("mounting the state disk");
-    if (cold_start != nullptr) RefreshColdStart(key, uuid, *cold_start);
+    if (cold_start != nullptr) RefreshOwnKeyslots(key, uuid, *cold_start, recovery_public_key);
     return DropPrivileges();
   }
 
@@ -681,64 +687,184 @@ class Boot {
   bool CanColdStart() const {
     return ControlPlane() && deps_.keyslots != nullptr && tpm_ != nullptr;
   }
-  ControlPlaneKeys ColdStartKeys(const std::string& uuid) {
+  ControlPlaneKeys OwnKeyslots(const std::string& uuid) {
     return ControlPlaneKeys(tpm_.get(), deps_.keyslots, disk_->device(), uuid);
   }
 
-  // The cold-start keyslot (docs/cluster-lifecycle.md "Cold start"): sealed to the cluster's
-  // boot-policy key, with berthd's signed policy of this boot added. A failure is not the
-  // join's: the node serves, but cannot open its disk when no berthd answers until a later
-  // boot seals the keyslot, and says so.
-  void RefreshColdStart(const SecretBytes& key, const std::string& uuid,
-                        const v1::ColdStart& cold_start) {
+  // The keyslots a control plane opens its disk with when no berthd answers
+  // (docs/cluster-lifecycle.md): the cold-start one, sealed to the cluster's boot-policy key
+  // with berthd's signed policy of this boot added, and the recovery one, sealed to the
+  // cluster's recovery key. A failure is not the join's: the node serves, but cannot open its
+  // disk without berthd until a later boot seals the keyslots, and says so.
+  void RefreshOwnKeyslots(const SecretBytes& key, const std::string& uuid,
+                          const v1::ColdStart& cold_start, const std::string& recovery_public_key) {
     if (!ControlPlane()) return;
-    if (!cold_start.has_policy()) {
+    if (deps_.keyslots == nullptr) {
       spdlog::warn(
-          "berthd signed no cold-start policy for this boot (the quote holds no "
-          "SHA-2 boot PCRs, or the node has no TPM): this control plane cannot open "
+          "this agent keeps no cold-start or recovery keyslot: this control plane cannot open "
           "its state disk while no berthd answers");
       return;
     }
-    if (!CanColdStart()) {
+    v1::ColdStart sealed_to = cold_start;
+    if (!cold_start.has_policy()) {
       spdlog::warn(
-          "this agent keeps no cold-start keyslot: this control plane cannot open its "
-          "state disk while no berthd answers");
-      return;
+          "berthd signed no cold-start policy for this boot (the node has no TPM): this "
+          "control plane cannot open its state disk by itself while no berthd answers");
+      sealed_to.Clear();
+    } else if (tpm_ == nullptr) {
+      spdlog::warn("this agent has no TPM to seal a cold-start keyslot to");
+      sealed_to.Clear();
     }
-    Status st = Timed(Step::kSealColdStart, "sealing the cold-start keyslot",
-                      [&] { return ColdStartKeys(uuid).Refresh(key, cold_start, {}); });
+    if (recovery_public_key.empty()) {
+      spdlog::warn(
+          "berthd hands out no recovery key (berthd --recovery-key): operators cannot recover "
+          "this control plane's state disk when it cannot open it by itself");
+    }
+    if (!sealed_to.has_policy() && recovery_public_key.empty()) return;
+    Status st = Timed(Step::kSealColdStart, "sealing the cold-start and recovery keyslots", [&] {
+      return OwnKeyslots(uuid).Refresh(key, sealed_to, AsBytes(recovery_public_key));
+    });
     if (!st.ok()) {
       spdlog::error("this control plane cannot open its state disk while no berthd answers: {}",
                     st.ToString());
     }
   }
 
+  // Where a later boot's disk key came from.
+  enum class KeySource { kBerthd, kColdStart, kRecovery };
+
   // A control plane's later boot: berthd's key when some berthd answers in the first round of
   // calls; when none does (every control plane restarting at once), the key its TPM releases
-  // in a boot the cluster signed; when neither, berthd's key whenever one answers.
-  Result<SecretBytes> LaterBootKey(const std::string& uuid, bool* cold) {
-    *cold = false;
+  // in a boot the cluster signed; when neither, berthd's key whenever one answers, or the
+  // recovery keyslot's key from operators (WaitForBerthdOrRecovery).
+  Result<SecretBytes> LaterBootKey(const std::string& uuid, KeySource* source) {
+    *source = KeySource::kBerthd;
     if (!CanColdStart()) return RequestRejoinKey(uuid);
-    RetryPolicy first_round = options_.retry;
-    const int round = std::max(config_.endpoints_size(), 1);
-    if (first_round.max_attempts == 0 || first_round.max_attempts > round) {
-      first_round.max_attempts = round;
-    }
+    RetryPolicy first_round = FirstRound();
     auto online = RequestRejoinKey(uuid, &first_round);
     if (online.ok() || !IsRetryable(online.status())) return online;
     auto sealed = Timed(Step::kColdStartKey, "no berthd answers: unsealing the cold-start key",
-                        [&] { return ColdStartKeys(uuid).ColdStartKey(); });
+                        [&] { return OwnKeyslots(uuid).ColdStartKey(); });
     if (sealed.ok()) {
-      *cold = true;
+      *source = KeySource::kColdStart;
       return sealed;
+    }
+    const std::string why = "no berthd answers, and " + std::string(sealed.status().message());
+    if (config_.operator_access().operator_spki_sha256_size() > 0) {
+      return WaitForBerthdOrRecovery(uuid, why, source);
     }
     spdlog::warn(
         "no berthd answers and this boot cannot open the state disk by itself ({}); "
-        "waiting for berthd, or for an operator's recovery",
+        "waiting for berthd (no operator is pinned in the EnrolmentConfig to recover it)",
         sealed.status().ToString());
-    deps_.notifier->Status("waiting for berthd: no berthd answers, and " +
-                           std::string(sealed.status().message()));
+    deps_.notifier->Status("waiting for berthd: " + why);
     return RequestRejoinKey(uuid);
+  }
+
+  // One call per berthd endpoint, the agent's own limit if lower.
+  RetryPolicy FirstRound() const {
+    RetryPolicy round = options_.retry;
+    const int endpoints = std::max(config_.endpoints_size(), 1);
+    if (round.max_attempts == 0 || round.max_attempts > endpoints) round.max_attempts = endpoints;
+    return round;
+  }
+
+  // What the operator server does with a recovery (operator_server.h): the key is checked
+  // against the disk's keyslots, and kept for the boot, or refused with nothing changed.
+  class RecoveryHandler : public OperatorHandler {
+   public:
+    explicit RecoveryHandler(StateDisk* disk) : disk_(disk) {}
+    Result<v1::BootstrapResponse> Bootstrap(const v1::BootstrapRequest&) override {
+      return FailedPrecondition("this node is waiting for a recovery, not a bootstrap");
+    }
+    Status Recover(const SecretBytes& keyslot_key) override {
+      Status opens = disk_->CheckKey(keyslot_key);
+      if (!opens.ok()) {
+        spdlog::error("an operator's recovery key opens no keyslot of the state disk: {}",
+                      opens.ToString());
+        return PermissionDenied("the key opens no keyslot of this node's state disk");
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      key_ = keyslot_key.Clone();
+      return OkStatus();
+    }
+    SecretBytes TakeKey() {
+      std::lock_guard<std::mutex> lock(mu_);
+      return std::move(key_);
+    }
+
+   private:
+    StateDisk* disk_;
+    std::mutex mu_;
+    SecretBytes key_;  // GUARDED_BY(mu_)
+  };
+
+  // docs/cluster-lifecycle.md "Recovery": the node says on the console and in systemctl status
+  // that it waits, serves the operator endpoint in recovery mode, and keeps calling berthd;
+  // whichever comes first opens the disk. A recovery that fails (a key that opens nothing)
+  // leaves it waiting. Without a recovery keyslot, or when it cannot listen, it waits for
+  // berthd alone.
+  Result<SecretBytes> WaitForBerthdOrRecovery(const std::string& uuid, const std::string& why,
+                                              KeySource* source) {
+    auto box = OwnKeyslots(uuid).Recovery();
+    OperatorServerConfig server_config{
+        .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
+                                                  ? config_.operator_access().port()
+                                                  : 7443),
+        .mode = v1::OPERATOR_MODE_RECOVERY,
+        .node_name = node_,
+        .disk_uuid = uuid,
+        .reason = why};
+    for (const auto& hex : config_.operator_access().operator_spki_sha256()) {
+      auto pin = HexDecode(hex);
+      if (pin.ok() && pin->size() == 32) server_config.operator_spki_sha256.push_back(*pin);
+    }
+    RecoveryHandler recovery(disk_.get());
+    std::unique_ptr<OperatorServer> server;  // stops before `recovery` goes
+    if (!box.ok()) {
+      spdlog::warn(
+          "no berthd answers and this boot cannot open the state disk by itself, and "
+          "it has no recovery keyslot for an operator ({}): waiting for berthd",
+          box.status().ToString());
+    } else {
+      server_config.recovery_box = std::move(box->box);
+      server_config.recovery_key_sha256 = box->recovery_key_sha256;
+      attester_ = std::make_unique<SerializedAttester>(std::move(attester_));
+      auto started = OperatorServer::Start(std::move(server_config), attester_.get(), &recovery);
+      if (!started.ok()) {
+        spdlog::error("cannot serve the operator's recovery: {}; waiting for berthd",
+                      started.status().ToString());
+      } else {
+        server = std::move(*started);
+        const std::string waiting =
+            "waiting for berthd or an operator's recovery (berthctl recover --node <this "
+            "node>:" +
+            std::to_string(server->port()) +
+            ", node key sha256:" + server->key_sha256().substr(0, 16) + "...): " + why;
+        spdlog::warn("{}", waiting);
+        deps_.notifier->Status(waiting);
+      }
+    }
+    if (server == nullptr) {
+      deps_.notifier->Status("waiting for berthd: " + why);
+      return RequestRejoinKey(uuid);
+    }
+    const int64_t started_ms = MonotonicMillis();
+    std::mt19937_64 rng(std::random_device{}());
+    const RetryPolicy round = FirstRound();
+    for (int attempt = 0;; ++attempt) {
+      if (server->WaitFor(BackoffDelay(options_.retry, attempt, rng))) {
+        *source = KeySource::kRecovery;
+        spdlog::info("step={} result=ok duration_ms={}", StepName(Step::kOperatorRecovery),
+                     MonotonicMillis() - started_ms);
+        return recovery.TakeKey();
+      }
+      auto online = RequestRejoinKey(uuid, &round);
+      if (online.ok() || !IsRetryable(online.status())) return online;
+      if (options_.retry.max_attempts != 0 && attempt + 1 >= options_.retry.max_attempts) {
+        return online;
+      }
+    }
   }
 
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
@@ -778,7 +904,7 @@ class Boot {
     SecretBytes key = SecretBytes::TakeFrom(*ticket.mutable_disk_key());
     Status st = Timed(Step::kFormatDisk, "formatting state disk",
                      [&] { return disk_->FormatIfBlank(uuid, key); });
-    if (st.ok()) st = UnlockAndMount(key, uuid, &ticket.cold_start());
+    if (st.ok()) st = UnlockAndMount(key, uuid, &ticket.cold_start(), ticket.recovery_public_key());
     if (st.ok()) st = JoinOnce(ticket, Progress{}, uuid, key);
     std::string endpoint = ticket.kubeadm().api_server_endpoint();
     Scrub(ticket);
@@ -812,9 +938,11 @@ class Boot {
       return FailedPrecondition("this boot already released its keys (PCR 15) but the state "
                                 "disk is not mounted as joined: reboot the node");
     }
-    bool cold = false;
-    BERTH_ASSIGN_OR_RETURN(SecretBytes key, LaterBootKey(uuid, &cold));
-    BERTH_RETURN_IF_ERROR(UnlockAndMount(key, uuid, cold ? nullptr : &rejoin_cold_start_));
+    KeySource source = KeySource::kBerthd;
+    BERTH_ASSIGN_OR_RETURN(SecretBytes key, LaterBootKey(uuid, &source));
+    const bool cold = source != KeySource::kBerthd;
+    BERTH_RETURN_IF_ERROR(
+        UnlockAndMount(key, uuid, cold ? nullptr : &rejoin_cold_start_, rejoin_recovery_key_));
     BERTH_ASSIGN_OR_RETURN(Progress progress, disk_->ReadProgress());
     if (progress.joined) {
       if (ControlPlane() && progress.pki_written) {
@@ -825,18 +953,23 @@ class Boot {
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
       }
       BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
-      if (cold) {
+      if (source == KeySource::kColdStart) {
         return Ready("cold start: no berthd answered; state disk " + uuid +
                      " unlocked with the key this node's TPM released for a boot the cluster "
                      "signed, and mounted");
       }
+      if (source == KeySource::kRecovery) {
+        return Ready("recovered by operators: state disk " + uuid +
+                     " unlocked with the recovery keyslot's key, and mounted; its cold-start "
+                     "keyslot is signed for this boot at its next berthd ticket");
+      }
       return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
     }
     if (cold) {
-      // Not possible with berth's own disks (the keyslot is sealed once joined); a disk whose
+      // Not possible with berth's own disks (the keyslots are sealed once joined); a disk whose
       // join never finished needs a ticket, so berthd.
       return FailedPrecondition("state disk " + uuid +
-                                " opened by cold start but its node never "
+                                " opened without berthd but its node never "
                                 "finished joining: a join needs berthd");
     }
     // Formatted on an earlier boot that did not get as far as joining: join now.
@@ -870,6 +1003,7 @@ class Boot {
   std::unique_ptr<EtcdKeys> etcd_keys_;
   std::string rejoin_crl_;
   v1::ColdStart rejoin_cold_start_;
+  std::string rejoin_recovery_key_;
   std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
   std::string ec2_instance_id_;
   std::optional<v1::Ec2InstanceIdentity> ec2_identity_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -63,6 +64,27 @@ class TpmAttester : public Attester {
   std::vector<v1::PcrSelection> selection_;
   std::string event_log_path_;
   std::vector<v1::TpmAgentEvent> agent_events_;
+};
+
+// Another attester's calls, one at a time: a TPM (ESYS context) or SEV-SNP guest device has
+// one caller at a time, and a control plane waiting for berthd or an operator has two (its
+// retries, and the operator server's threads).
+class SerializedAttester : public Attester {
+ public:
+  explicit SerializedAttester(std::unique_ptr<Attester> inner) : inner_(std::move(inner)) {}
+  Result<v1::ChallengeRequest> MakeChallengeRequest() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_->MakeChallengeRequest();
+  }
+  Result<Attestation> Attest(const v1::ChallengeResponse& challenge,
+                             std::span<const uint8_t> binding) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_->Attest(challenge, binding);
+  }
+
+ private:
+  std::unique_ptr<Attester> inner_;
+  std::mutex mu_;
 };
 
 // The TPM evidence itself (TpmAttester::Attest without a challenge to answer).

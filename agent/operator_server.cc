@@ -122,6 +122,11 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     return done_ ? OkStatus() : Status(Code::kCancelled, "the wait for the operator was stopped");
   }
 
+  bool WaitFor(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return done_cv_.wait_for(lock, timeout, [&] { return done_ || stopped_; }) && done_;
+  }
+
   void Shutdown() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -241,6 +246,7 @@ Result<std::unique_ptr<OperatorServer>> OperatorServer::Start(OperatorServerConf
 int OperatorServer::port() const { return impl_->port(); }
 const std::string& OperatorServer::key_sha256() const { return impl_->key_sha256(); }
 Status OperatorServer::Wait() { return impl_->Wait(); }
+bool OperatorServer::WaitFor(std::chrono::milliseconds timeout) { return impl_->WaitFor(timeout); }
 void OperatorServer::Shutdown() {
   if (impl_ != nullptr) impl_->Shutdown();
 }

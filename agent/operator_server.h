@@ -65,6 +65,8 @@ class OperatorServer {
   const std::string& key_sha256() const;
   // Blocks until an operator's Bootstrap or Recover succeeded; OK then.
   Status Wait();
+  // Waits at most `timeout` for that: true once it happened.
+  bool WaitFor(std::chrono::milliseconds timeout);
   void Shutdown();
 
   class Impl;

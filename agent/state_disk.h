@@ -58,6 +58,8 @@ class StateDisk {
   Status FormatIfBlank(const std::string& uuid, const SecretBytes& key);
   // Opens the volume; a wrong key is PERMISSION_DENIED with nothing activated.
   Status Unlock(const SecretBytes& key);
+  // OK when `key` opens a keyslot; PERMISSION_DENIED otherwise. Activates nothing.
+  Status CheckKey(const SecretBytes& key) { return disk_->CheckKey(device_, key); }
   // Makes the filesystem on the unlocked volume unless the LUKS2 header records that it was
   // made, and then records it. A volume whose header records it is never made again, even if
   // its superblock is damaged (mount then fails: an operator decides, not the agent). On a

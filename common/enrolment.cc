@@ -104,6 +104,17 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
   if (!c.node_name().empty() && !IsValidNodeName(c.node_name())) {
     return InvalidArgument("node_name \"" + c.node_name() + "\" is not a valid DNS-1123 subdomain");
   }
+  for (const auto& pin : c.operator_access().operator_spki_sha256()) {
+    auto bytes = HexDecode(pin);
+    if (!bytes.ok() || bytes->size() != 32) {
+      return InvalidArgument("operator_access.operator_spki_sha256 \"" + pin +
+                             "\" is not 64 hex digits (berthctl operator key prints it)");
+    }
+  }
+  if (c.operator_access().port() > 65535) {
+    return InvalidArgument("operator_access.port " + std::to_string(c.operator_access().port()) +
+                           " is not a TCP port");
+  }
   return OkStatus();
 }
 

@@ -100,6 +100,33 @@ Result<Bytes> PublicKeyOf(const SecretBytes& secret) {
 
 std::string Fingerprint(std::span<const uint8_t> public_key) { return HexEncode(Sha256(public_key)); }
 
+Result<Bytes> ParsePublicKeyFile(std::string_view text) {
+  std::string key_hex, fingerprint;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    const std::string name(TrimWhitespace(line.substr(0, colon)));
+    const std::string value(TrimWhitespace(line.substr(colon + 1)));
+    if (name == "recovery-public-key") key_hex = value;
+    if (name == "recovery-key-sha256") fingerprint = value;
+  }
+  if (key_hex.empty()) return InvalidArgument("no \"recovery-public-key:\" line");
+  auto key = HexDecode(key_hex);
+  if (!key.ok() || key->size() != kPublicKeySize) {
+    return InvalidArgument("recovery-public-key: expected " + std::to_string(kPublicKeySize * 2) +
+                           " hex digits");
+  }
+  if (!fingerprint.empty() && fingerprint != Fingerprint(*key)) {
+    return InvalidArgument("recovery-key-sha256 is not the SHA-256 of recovery-public-key");
+  }
+  return *key;
+}
+
 Result<Bytes> Seal(std::span<const uint8_t> public_key, const SecretBytes& message,
                    std::span<const uint8_t> context) {
   if (public_key.size() != kPublicKeySize) return InvalidArgument("not a recovery public key");

@@ -14,6 +14,7 @@
 
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "common/bytes.h"
 #include "common/secret.h"
@@ -29,6 +30,11 @@ Result<Bytes> PublicKeyOf(const SecretBytes& secret);
 
 // SHA-256 of a recovery public key, hex: what every share and every EnrolmentConfig names.
 std::string Fingerprint(std::span<const uint8_t> public_key);
+
+// The public key in the recovery-key.txt that `berthctl cluster init` writes
+// ("recovery-key-sha256: HEX" and "recovery-public-key: HEX" lines): INVALID_ARGUMENT naming
+// what is missing or wrong, including a fingerprint line that is not the key's.
+Result<Bytes> ParsePublicKeyFile(std::string_view text);
 
 // Encrypts `message` to `public_key`, bound to `context` (e.g. the disk's UUID): a box opened
 // with another context fails.

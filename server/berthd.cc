@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "common/recovery.h"
 #include "server/join/join_server.h"
 #include "server/join/join_service.h"
 #include "server/join/tls_tickets.h"
@@ -122,6 +123,14 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
                       .api_server_endpoint = config.api_server_endpoint,
                       .ca_cert_hashes = hashes,
                       .kubernetes_version = config.kubernetes_version};
+  if (!config.recovery_key.empty()) {
+    BERTH_ASSIGN_OR_RETURN(std::string text, ReadFile(config.recovery_key, 4096));
+    auto key = recovery::ParsePublicKeyFile(text);
+    if (!key.ok()) return key.status().WithContext("--recovery-key " + config.recovery_key);
+    options.recovery_public_key = std::move(*key);
+    spdlog::info("control planes seal their recovery keyslot to recovery key sha256:{}...",
+                 recovery::Fingerprint(options.recovery_public_key).substr(0, 16));
+  }
   std::unique_ptr<EtcdServices> etcd;
   if (config.etcd.disabled) {
     BERTH_RETURN_IF_ERROR(CheckNoEtcd(config.etcd));

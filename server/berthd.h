@@ -40,6 +40,9 @@ struct BerthdConfig {
   // kubeadm's /etc/kubernetes/pki whose CA keys (common/cluster_keys.h), with the master
   // secret, go to each authorized control plane in its join ticket; empty: none are shared.
   std::string control_plane_pki;
+  // The recovery-key.txt of `berthctl cluster init`: control planes' recovery keyslots are
+  // sealed to its public key (docs/cluster-lifecycle.md "Recovery"); empty: none handed out.
+  std::string recovery_key;
   std::chrono::milliseconds approval_hold{20000};  // how long a pending node's call is held
   // Golden tickets: main.cc passes the factory of the flavour it links (golden_ticket.h);
   // null behaves as a release build.

@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
                  "kubeadm's pki directory: its CA keys (ca, front-proxy-ca, sa) and this berthd's "
                  "master secret go to every attested, authorized control plane in its join ticket "
                  "(docs/cluster-lifecycle.md; default: none are shared)");
+  app.add_option("--recovery-key", c.recovery_key,
+                 "the recovery-key.txt of `berthctl cluster init`: every control plane seals its "
+                 "recovery keyslot to its public key (docs/cluster-lifecycle.md)");
   app.add_option("--nonce-ttl", nonce_ttl, "challenge lifetime, seconds (a challenge admits one ticket call; docs/nonces.md)")->capture_default_str();
   app.add_option("--token-ttl", token_ttl, "bootstrap token lifetime, seconds")->capture_default_str();
   app.add_option("--snp-cert-cache", c.snp.cert_cache, "directory caching verified AMD SEV-SNP certificates (ASK, VCEKs)");

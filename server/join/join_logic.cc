@@ -7,6 +7,7 @@
 #include "common/binding.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "common/recovery.h"
 #include "common/time.h"
 #include "server/audit.h"
 #include "server/nodes/records.h"
@@ -21,6 +22,13 @@ AuditLine TicketAudit(std::string_view call, const Peer& peer, std::string_view 
   line.Add("node", node).Add("peer", peer.address);
   line.Add("peer_key", peer.spki_sha256.empty() ? "" : HexEncode(peer.spki_sha256).substr(0, 16));
   return line;
+}
+
+// A control plane's ticket names the recovery key its recovery keyslot is sealed to.
+void AddRecoveryKey(AuditLine& line, const std::string& recovery_public_key) {
+  if (recovery_public_key.empty()) return;
+  line.Add("recovery_key",
+           "sha256:" + recovery::Fingerprint(AsBytes(recovery_public_key)).substr(0, 16));
 }
 
 // berthd --no-etcd (docs/etcd.md): without node records nothing ties a disk UUID, which is
@@ -227,6 +235,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
       *ticket.mutable_cold_start() = std::move(*signed_for.cold_start);
     }
     cold_start = std::move(signed_for.audit);
+    ticket.set_recovery_public_key(ToString(options_.recovery_public_key));
     // Admitted as a control plane above (its authorization, its etcd learner).
     if (share_cluster_keys_) {
       *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);
@@ -261,6 +270,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
       .Add("token_expires", Rfc3339(token->expires_unix))
       .Add("discovery", discovery);
   if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
+  AddRecoveryKey(line, ticket.recovery_public_key());
   if (ticket.has_cluster_keys()) line.Add("cluster_keys", "shared");
   line.Fields(recorded).Log(OkStatus());
   return ticket;
@@ -300,6 +310,7 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
       *ticket.mutable_cold_start() = std::move(*signed_for->cold_start);
     }
     cold_start = std::move(signed_for->audit);
+    ticket.set_recovery_public_key(ToString(options_.recovery_public_key));
   }
   ticket.set_disk_key(std::string(key->view()));
   AuditLine line = TicketAudit("IssueRejoinTicket", peer, node);
@@ -307,6 +318,7 @@ Result<v1::RejoinTicket> JoinLogic::IssueRejoinTicket(const v1::RejoinRequest& r
       .Quoted("rule", verified->rule)
       .Add("disk_uuid", request.disk_uuid());
   if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
+  AddRecoveryKey(line, ticket.recovery_public_key());
   line.Fields(recorded).Log(OkStatus());
   return ticket;
 }

@@ -35,6 +35,9 @@ struct JoinOptions {
   std::string api_server_endpoint;           // host:port that kubeadm joins
   std::vector<std::string> ca_cert_hashes;   // "sha256:<hex>"
   std::string kubernetes_version;            // informational, may be empty
+  // The cluster's recovery public key (common/recovery.h), put in every control plane's
+  // tickets so that its recovery keyslot is sealed to it; empty: none is handed out.
+  Bytes recovery_public_key;
 };
 
 // What the transport passes back to the node besides the answer (the gRPC adapter sends it as

@@ -3,14 +3,21 @@
 // members from the PKI and environment it wrote, and berthctl against AdminService.
 #include "agent/etcd_join.h"
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <thread>
 
 #include "agent/control_plane_keys.h"
+#include "cli/operator_client.h"
+#include "cli/recovery_shares.h"
 #include "common/cluster_keys.h"
+#include "common/recovery.h"
 #include "server/nodes/etcd_pki.h"
 #include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
@@ -590,6 +597,197 @@ TEST(EtcdJoinTest, WithEveryBerthdDownAControlPlaneOpensItsDiskByColdStartButATa
   EXPECT_THAT(tampered.notifications, Not(Contains("READY=1")));
   EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
   EXPECT_EQ(HexEncode(Sha256(AsBytes(MustRead(cp.disk.image)))), before);
+}
+
+// berthctl as an operator runs it (not through the testbed's AdminService flags).
+ProcessResult RunBerthctl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BuildDir() + "/cli/berthctl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = RealProcessRunner().Run(argv);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : ProcessResult{};
+}
+
+// PCR `index` of a fresh TPM after extending each of `digests` (hex SHA-256) in turn.
+std::string Extended(const std::vector<std::string>& digests) {
+  Bytes pcr(32, 0);
+  for (const auto& d : digests) {
+    Bytes both = pcr;
+    Bytes add = *HexDecode(d);
+    both.insert(both.end(), add.begin(), add.end());
+    pcr = Sha256(both);
+  }
+  return HexEncode(pcr);
+}
+
+bool WaitForPort(int port, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    close(fd);
+    if (open) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// Issue 26, recovery with operators (docs/cluster-lifecycle.md "Recovery"): a control plane
+// whose boot changed outside the policy cannot open its disk by itself, so with no berthd it
+// waits and serves berth's recovery endpoint. `berthctl recover` checks the node's attestation
+// against the operator's policy first; with too few shares, a wrong share, or a policy the boot
+// fails, it is refused, the node goes on waiting and its disk is unchanged; with K of the N
+// shares the node opens its disk with its recovery keyslot and comes back with its data.
+TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsRecoverIt) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  cp.disk.image = cp.Path("/state.img");
+
+  // What `berthctl cluster init` made at bootstrap: the recovery secret split 2 of 3, and its
+  // public key for berthd. One more "share" is share 2 with its bytes altered, a file as valid
+  // as the others.
+  SecretBytes secret(RandomBytes(recovery::kSecretSize).data(), recovery::kSecretSize);
+  auto public_key = recovery::PublicKeyOf(secret);
+  ASSERT_TRUE(public_key.ok());
+  auto shares = cli::SplitRecoverySecret(secret, "berth-test", 2, 3);
+  ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+  auto share_file = [&](const cli::RecoveryShare& s, const std::string& name) {
+    const std::string path = bed.dir().Join(name);
+    MustWrite(path, std::string(cli::FormatShare(s).view()), 0600);
+    return path;
+  };
+  const std::string share1 = share_file((*shares)[0], "share-1");
+  const std::string share3 = share_file((*shares)[2], "share-3");
+  cli::RecoveryShare altered{.cluster_id = (*shares)[1].cluster_id,
+                             .threshold = 2,
+                             .count = 3,
+                             .index = 2,
+                             .recovery_key_sha256 = (*shares)[1].recovery_key_sha256,
+                             .share = (*shares)[1].share.Clone()};
+  altered.share.data()[0] ^= 0x01;
+  const std::string wrong2 = share_file(altered, "share-2-wrong");
+  const std::string key_file = bed.dir().Join("recovery-key.txt");
+  MustWrite(key_file, "recovery-key-sha256: " + recovery::Fingerprint(*public_key) +
+                          "\nrecovery-public-key: " + HexEncode(*public_key) + "\n");
+  bed.berthd_flags = {"--recovery-key", key_file};
+
+  // An operator, pinned in the node's EnrolmentConfig.
+  const std::string op = bed.dir().Join("operator-alice");
+  ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const size_t at = made.output.find("operator_spki_sha256: ");
+  ASSERT_NE(at, std::string::npos) << made.output;
+  cp.operator_access.add_operator_spki_sha256(made.output.substr(at + 22, 64));
+  const int operator_port = UnusedPort();
+  cp.operator_access.set_port(operator_port);
+  ASSERT_TRUE(bed.StartBerthd());
+
+  AgentOutcome joined = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
+  ASSERT_TRUE(joined.status.ok()) << joined.status.ToString() << "\n" << MustRead(bed.BerthdLog());
+  EXPECT_THAT(
+      MustRead(bed.BerthdLog()),
+      HasSubstr(" recovery_key=sha256:" + recovery::Fingerprint(*public_key).substr(0, 16)));
+  auto keyslots = agent::MakeLibLuksKeyslots();
+  auto tokens = keyslots->Tokens(cp.disk.image, agent::kRecoveryToken);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  ASSERT_EQ(tokens->size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse((*tokens)[0].json)["recovery-key-sha256"],
+            recovery::Fingerprint(*public_key));
+  MustWrite(cp.Path("/var/lib/berth/state/data"), "the node's data");
+
+  // Every berthd gone, and the node boots with a changed boot loader (PCR 4): no signed policy
+  // covers it, so its TPM releases nothing and it waits, for berthd or for its operators.
+  bed.KillBerthd();
+  bed.etcd().StopExtra("cp-1");
+  cp.extra_measurements = {{4, std::string(64, 'e')}};
+  const std::string before = HexEncode(Sha256(AsBytes(MustRead(cp.disk.image))));
+  AgentOutcome recovered;
+  std::thread node([&] { recovered = bed.RunAgent(cp, true, {bed.BerthdEndpoint()}); });
+  ASSERT_TRUE(WaitForPort(operator_port, std::chrono::seconds(60)));
+
+  // The operator's policy: the node's AK, the firmware as before, and the new boot loader the
+  // operators decided to accept.
+  const std::string pcr0 = Extended({std::string(64, 'a')});
+  const std::string new_pcr4 = Extended({std::string(64, 'b'), std::string(64, 'e')});
+  const std::string old_pcr4 = Extended({std::string(64, 'b')});
+  auto policy_file = [&](const std::string& name, const std::string& pcr4) {
+    const std::string path = bed.dir().Join(name);
+    MustWrite(path, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
+                        "\n  pcrs:\n    sha256:\n      0: " + pcr0 + "\n      4: " + pcr4 + "\n");
+    return path;
+  };
+  const std::string accepted = policy_file("operator-policy.yaml", new_pcr4);
+  const std::string stale = policy_file("stale-policy.yaml", old_pcr4);
+  auto recover = [&](const std::string& policy, const std::vector<std::string>& share_files) {
+    std::vector<std::string> args = {"recover",
+                                     "--node",
+                                     "127.0.0.1:" + std::to_string(operator_port),
+                                     "--operator-cert",
+                                     op + "/operator.pem",
+                                     "--operator-key",
+                                     op + "/operator.key",
+                                     "--policy",
+                                     policy};
+    for (const auto& f : share_files) args.insert(args.end(), {"--share", f});
+    return RunBerthctl(args);
+  };
+  auto disk_hash = [&] { return HexEncode(Sha256(AsBytes(MustRead(cp.disk.image)))); };
+
+  // A node whose boot the operators' policy does not accept gets nothing.
+  ProcessResult refused_boot = recover(stale, {share1, share3});
+  EXPECT_EQ(refused_boot.exit_code, 1) << refused_boot.output;
+  EXPECT_EQ(refused_boot.output, "the node 127.0.0.1:" + std::to_string(operator_port) +
+                                     " failed attestation: PCR sha256:4 is " + new_pcr4 +
+                                     ", policy expects " + old_pcr4 + "\n");
+  // One share of the two needed.
+  ProcessResult too_few = recover(accepted, {share1});
+  EXPECT_EQ(too_few.exit_code, 1) << too_few.output;
+  EXPECT_THAT(too_few.output, HasSubstr("1 recovery share given, 2 needed"));
+  // A wrong share: the combined key is not the recovery key the shares name.
+  ProcessResult wrong = recover(accepted, {share1, wrong2});
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
+  EXPECT_THAT(wrong.output, HasSubstr("at least one share is wrong"));
+  // An operator client that skips berthctl's checks and sends a key of its own choosing: the
+  // node checks it against its keyslots and refuses it.
+  {
+    auto policy = verify::LoadPolicy(accepted);
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    auto cert = ReadFile(op + "/operator.pem");
+    auto key = ReadFile(op + "/operator.key");
+    ASSERT_TRUE(cert.ok() && key.ok());
+    auto attested = cli::AttestedNode::Connect(
+        {.node = "127.0.0.1:" + std::to_string(operator_port),
+         .cert_pem = *cert,
+         .key_pem = SecretBytes::TakeFrom(*key)},
+        *policy);
+    ASSERT_TRUE(attested.ok()) << attested.status().ToString();
+    SecretBytes guess(RandomBytes(32).data(), 32);
+    EXPECT_EQ(attested->Recover(guess).ToString(),
+              "PERMISSION_DENIED: Recover at 127.0.0.1:" + std::to_string(operator_port) +
+                  ": the key opens no keyslot of this node's state disk");
+  }
+  EXPECT_EQ(disk_hash(), before);
+  EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
+
+  // Two right shares: the node opens its disk, starts its etcd and is ready, with its data.
+  ProcessResult ok = recover(accepted, {share3, share1});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_THAT(ok.output, HasSubstr("node cp-1 opened its state disk with the recovery keyslot"));
+  node.join();
+  ASSERT_TRUE(recovered.status.ok()) << recovered.status.ToString();
+  EXPECT_THAT(recovered.notifications,
+              Contains(AllOf(HasSubstr("STATUS=waiting for berthd or an operator's recovery"),
+                             HasSubstr("none of the 1 signed boot policies matches this boot"))))
+      << ::testing::PrintToString(recovered.notifications);
+  EXPECT_THAT(recovered.notifications, Contains("READY=1"));
+  EXPECT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_EQ(MustRead(cp.Path("/var/lib/berth/state/data")), "the node's data");
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);  // no second join
 }
 
 }  // namespace

@@ -178,6 +178,9 @@ v1::EnrolmentConfig Enrolment(const TestNode& node, bool control_plane,
   c.mutable_state_disk()->set_device("/dev/vdb");
   c.mutable_state_disk()->set_mount_point(kMountPoint);
   if (node.golden) *c.mutable_golden_ticket() = *node.golden;
+  if (node.operator_access.operator_spki_sha256_size() > 0) {
+    *c.mutable_operator_access() = node.operator_access;
+  }
   return c;
 }
 

@@ -57,6 +57,9 @@ struct TestNode {
   // tampered boot.
   std::vector<std::pair<uint32_t, std::string>> extra_measurements;
   int agent_attempts = 200;  // calls to berthd before RunAgent's agent gives up
+  // The operators its EnrolmentConfig pins, and the port it serves them on when it waits
+  // for a recovery (docs/cluster-lifecycle.md "Recovery").
+  v1::OperatorAccess operator_access;
   int etcd_peer_port = 0, etcd_client_port = 0;
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
   std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }

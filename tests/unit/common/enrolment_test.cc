@@ -50,6 +50,8 @@ TEST_F(EnrolmentTest, AValidConfigValidates) {
   full.mutable_state_disk()->set_device("/dev/vdb");
   full.mutable_state_disk()->set_mount_point("/var/lib/berth/state");
   full.mutable_state_disk()->set_filesystem("xfs");
+  full.mutable_operator_access()->add_operator_spki_sha256(std::string(64, 'a'));
+  full.mutable_operator_access()->set_port(7443);
   auto* sel = full.add_pcr_selection();
   sel->set_bank(v1::HASH_ALGORITHM_SHA384);
   sel->add_pcrs(0);
@@ -121,6 +123,12 @@ TEST_F(EnrolmentTest, EveryRuleNamesItsField) {
       "pcr_selection names PCR 24 (0-23)");
   ExpectInvalid([](auto& c) { c.set_node_name("Node_1"); },
                 "node_name \"Node_1\" is not a valid DNS-1123 subdomain");
+  ExpectInvalid(
+      [](auto& c) { c.mutable_operator_access()->add_operator_spki_sha256("abcd"); },
+      "operator_access.operator_spki_sha256 \"abcd\" is not 64 hex digits (berthctl operator "
+      "key prints it)");
+  ExpectInvalid([](auto& c) { c.mutable_operator_access()->set_port(70000); },
+                "operator_access.port 70000 is not a TCP port");
 }
 
 TEST(EndpointTest, HostPortForms) {

@@ -604,102 +604,107 @@ class CountingTokens : public TokenIssuer {
   }
 };
 
-TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
-  SecretBytes master(32);
-  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
-  AcceptingVerifier verifier;
-  CountingTokens tokens;
-  JoinLogic logic(JoinOptions{.cluster_id = "c",
-                              .api_server_endpoint = "10.0.0.1:6443",
-                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
-                  std::move(master), &*nonces, &verifier, &tokens, registry_.get());
-  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
-  auto with_nonce = [&](v1::JoinRequest r) {
+const Peer kPeer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+
+JoinOptions TestJoinOptions() {
+  return JoinOptions{.cluster_id = "c",
+                     .api_server_endpoint = "10.0.0.1:6443",
+                     .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}};
+}
+
+// berthd's JoinLogic over the fixture's registry: a verifier that accepts whatever AK and
+// quote the test sets, a token issuer that counts, and the calls a node makes.
+class JoinHarness {
+ public:
+  JoinHarness(const SecretBytes& master, FakeClock* clock, NodeRegistry* registry,
+              JoinOptions options = TestJoinOptions())
+      : nonces_(NonceIssuer::Create(master, clock, std::chrono::seconds(60)).value()),
+        logic(std::move(options), master.Clone(), &nonces_, &verifier, &tokens, registry) {}
+
+  Result<v1::JoinTicket> Join(v1::JoinRequest r, const Peer& peer = kPeer) {
     r.set_nonce(logic.Challenge({}, peer)->nonce());
     r.mutable_evidence()->mutable_tpm();
-    return r;
-  };
+    return logic.IssueJoinTicket(r, peer);
+  }
+  Result<v1::RejoinTicket> Rejoin(const std::string& name, const std::string& disk,
+                                  const Peer& peer = kPeer) {
+    v1::RejoinRequest r;
+    r.set_node_name(name);
+    r.set_disk_uuid(disk);
+    r.set_nonce(logic.Challenge({}, peer)->nonce());
+    r.mutable_evidence()->mutable_tpm();
+    return logic.IssueRejoinTicket(r, peer);
+  }
+
+  AcceptingVerifier verifier;
+  CountingTokens tokens;
+
+ private:
+  NonceIssuer nonces_;
+
+ public:
+  JoinLogic logic;
+};
+
+TEST_F(RegistryTest, JoinLogicMintsNoTokenAndNoKeyForRefusedNodes) {
+  JoinHarness h(SecretBytes(32), &clock_, registry_.get());
   // An authorized control plane gets a ticket with its etcd section and a token.
-  auto ticket = logic.IssueJoinTicket(with_nonce(ControlPlane("cp-1", "10.0.0.5")), peer);
+  auto ticket = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
   EXPECT_TRUE(ticket->has_etcd());
   EXPECT_EQ(ticket->disk_key().size(), 32u);
-  EXPECT_EQ(tokens.issued, 1);
+  EXPECT_EQ(h.tokens.issued, 1);
   // Another AK asking for control plane: no token, no key, no member.
-  verifier.ak = kOtherAk;
-  auto denied = logic.IssueJoinTicket(with_nonce(ControlPlane("cp-2", "10.0.0.6", kDisk2)), peer);
+  h.verifier.ak = kOtherAk;
+  auto denied = h.Join(ControlPlane("cp-2", "10.0.0.6", kDisk2));
   EXPECT_EQ(denied.status().code(), Code::kPermissionDenied);
-  EXPECT_EQ(tokens.issued, 1);
+  EXPECT_EQ(h.tokens.issued, 1);
   EXPECT_EQ(etcd_.Members().size(), 4u);
   // Revoked: rejoin gets no disk key.
-  verifier.ak = kAk;
+  h.verifier.ak = kAk;
   ASSERT_TRUE(store_.Get("cp-1").ok());
   auto stored = *store_.Get("cp-1");
   ASSERT_TRUE(store_
                   .Commit({.record = ApplyRevoke(stored->record, "CN=alice", kNow),
                            .expected_mod_revision = stored->mod_revision})
                   .ok());
-  v1::RejoinRequest rejoin;
-  rejoin.set_node_name("cp-1");
-  rejoin.set_disk_uuid(kDisk);
-  rejoin.set_nonce(logic.Challenge({}, peer)->nonce());
-  rejoin.mutable_evidence()->mutable_tpm();
-  EXPECT_EQ(logic.IssueRejoinTicket(rejoin, peer).status().code(), Code::kPermissionDenied);
+  EXPECT_EQ(h.Rejoin("cp-1", kDisk).status().code(), Code::kPermissionDenied);
   // A worker join writes a record too.
-  auto worker = logic.IssueJoinTicket(with_nonce(Worker("node-5", kDisk2)), peer);
+  auto worker = h.Join(Worker("node-5", kDisk2));
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   EXPECT_EQ(Record("node-5").state(), v1::NODE_STATE_JOINED);
-  EXPECT_EQ(tokens.issued, 2);
+  EXPECT_EQ(h.tokens.issued, 2);
 }
 
 // Issue 22, section 2, with records: the disk key goes to the node whose record claims the
 // disk, and to no other attested node, whatever name it gives.
 TEST_F(RegistryTest, ASecondNodeAskingForTheFirstNodesDiskGetsNothing) {
   SecretBytes master(32);
-  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
-  AcceptingVerifier verifier;
-  CountingTokens tokens;
-  JoinLogic logic(JoinOptions{.cluster_id = "c",
-                              .api_server_endpoint = "10.0.0.1:6443",
-                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
-                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
-  Peer first{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  JoinHarness h(master, &clock_, registry_.get());
+  const Peer& first = kPeer;
   Peer second{.spki_sha256 = Bytes(32, 0x7b), .address = "ipv4:127.0.0.1:2"};
-  auto join = [&](v1::JoinRequest r, const Peer& peer) {
-    r.set_nonce(logic.Challenge({}, peer)->nonce());
-    r.mutable_evidence()->mutable_tpm();
-    return logic.IssueJoinTicket(r, peer);
-  };
-  auto rejoin = [&](const std::string& name, const Peer& peer) {
-    v1::RejoinRequest r;
-    r.set_node_name(name);
-    r.set_disk_uuid(kDisk);
-    r.set_nonce(logic.Challenge({}, peer)->nonce());
-    r.mutable_evidence()->mutable_tpm();
-    return logic.IssueRejoinTicket(r, peer);
-  };
-  auto ticket = join(Worker("node-1", kDisk), first);
+  auto ticket = h.Join(Worker("node-1", kDisk), first);
   ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
   auto key = DeriveDiskKey(master, "c", kDisk);
   EXPECT_EQ(ticket->disk_key(), std::string(key->view()));
-  auto again = rejoin("node-1", first);
+  auto again = h.Rejoin("node-1", kDisk, first);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->disk_key(), ticket->disk_key());
 
-  verifier.ak = kOtherAk;  // another attested node, with its own TLS key
-  auto own_name = rejoin("node-2", second);
+  h.verifier.ak = kOtherAk;  // another attested node, with its own TLS key
+  auto own_name = h.Rejoin("node-2", kDisk, second);
   EXPECT_EQ(own_name.status().ToString(),
             "FAILED_PRECONDITION: node node-2 has no record in this cluster: a node joins "
             "before it rejoins");
-  auto victim_name = rejoin("node-1", second);
+  auto victim_name = h.Rejoin("node-1", kDisk, second);
   EXPECT_EQ(victim_name.status().ToString(),
             "PERMISSION_DENIED: node name node-1 is recorded with attestation key sha256:" +
                 kAk.substr(0, 16) + "..., not this node's sha256:" + kOtherAk.substr(0, 16) +
                 "...");
-  auto as_join = join(Worker("node-2", kDisk), second);
+  auto as_join = h.Join(Worker("node-2", kDisk), second);
   EXPECT_EQ(as_join.status().ToString(),
             "PERMISSION_DENIED: disk " + kDisk + " joined the cluster as node node-1, not node-2");
-  EXPECT_EQ(tokens.issued, 1);
+  EXPECT_EQ(h.tokens.issued, 1);
 }
 
 // Issue 22, section 6: two replicas share the master secret, so each accepts the other's
@@ -711,12 +716,9 @@ TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
   auto nonces_b = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
   AcceptingVerifier verifier;
   CountingTokens tokens;
-  JoinOptions options{.cluster_id = "c",
-                      .api_server_endpoint = "10.0.0.1:6443",
-                      .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}};
-  JoinLogic a(options, master.Clone(), &*nonces_a, &verifier, &tokens, registry_.get());
-  JoinLogic b(options, master.Clone(), &*nonces_b, &verifier, &tokens, registry_.get());
-  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
+  JoinLogic a(TestJoinOptions(), master.Clone(), &*nonces_a, &verifier, &tokens, registry_.get());
+  JoinLogic b(TestJoinOptions(), master.Clone(), &*nonces_b, &verifier, &tokens, registry_.get());
+  const Peer& peer = kPeer;
   const std::string reused =
       "PERMISSION_DENIED: nonce was already used: a challenge admits one ticket call (a "
       "replayed request?); ask for a fresh challenge";
@@ -770,32 +772,15 @@ TEST_F(RegistryTest, NonceIsSingleUseAcrossReplicas) {
 TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
   SecretBytes master(32);
   master.data()[0] = 7;
-  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
-  AcceptingVerifier verifier;
+  JoinOptions options = TestJoinOptions();
+  options.recovery_public_key = Bytes(32, 0x3c);
+  JoinHarness h(master, &clock_, registry_.get(), std::move(options));
+  AcceptingVerifier& verifier = h.verifier;
   verifier.quoted[DigestAlg::kSha1][0] = Bytes(20, 0x01);
   for (uint32_t p : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 9u, 15u}) {
     verifier.quoted[DigestAlg::kSha256][p] = Bytes(32, static_cast<uint8_t>(0x10 + p));
   }
   const tpm::PcrValues full_quote = verifier.quoted;
-  CountingTokens tokens;
-  JoinLogic logic(JoinOptions{.cluster_id = "c",
-                              .api_server_endpoint = "10.0.0.1:6443",
-                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
-                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
-  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
-  auto join = [&](v1::JoinRequest r) {
-    r.set_nonce(logic.Challenge({}, peer)->nonce());
-    r.mutable_evidence()->mutable_tpm();
-    return logic.IssueJoinTicket(r, peer);
-  };
-  auto rejoin = [&](const std::string& name, const std::string& disk) {
-    v1::RejoinRequest r;
-    r.set_node_name(name);
-    r.set_disk_uuid(disk);
-    r.set_nonce(logic.Challenge({}, peer)->nonce());
-    r.mutable_evidence()->mutable_tpm();
-    return logic.IssueRejoinTicket(r, peer);
-  };
   auto signer = BootPolicySigner::Create(master, "c");
   ASSERT_TRUE(signer.ok());
   auto key = tpm::ParsePublic(signer->public_area());
@@ -815,62 +800,67 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
         tpm::VerifyPolicySignature(*key, *approved, AsBytes(tpm::kColdStartPolicyRef), *sig).ok());
   };
 
-  auto cp = join(ControlPlane("cp-1", "10.0.0.5"));
+  auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   ASSERT_TRUE(cp->has_cold_start());
   expect_signed_boot(cp->cold_start());
-  auto cp_again = rejoin("cp-1", kDisk);
+  auto cp_again = h.Rejoin("cp-1", kDisk);
   ASSERT_TRUE(cp_again.ok()) << cp_again.status().ToString();
   ASSERT_TRUE(cp_again->has_cold_start());
   expect_signed_boot(cp_again->cold_start());
+  // And the cluster's recovery key, which its recovery keyslot is sealed to.
+  EXPECT_EQ(cp->recovery_public_key(), std::string(32, 0x3c));
+  EXPECT_EQ(cp_again->recovery_public_key(), std::string(32, 0x3c));
 
   verifier.ak = kOtherAk;
-  auto worker = join(Worker("node-5", kDisk2));
+  auto worker = h.Join(Worker("node-5", kDisk2));
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   EXPECT_FALSE(worker->has_cold_start());
-  auto worker_again = rejoin("node-5", kDisk2);
+  EXPECT_EQ(worker->recovery_public_key(), "");
+  auto worker_again = h.Rejoin("node-5", kDisk2);
   ASSERT_TRUE(worker_again.ok()) << worker_again.status().ToString();
   EXPECT_FALSE(worker_again->has_cold_start());
+  EXPECT_EQ(worker_again->recovery_public_key(), "");
 
   // The attacker's way around it: quote less. A control plane that leaves PCR 4 (its boot
   // loader) out of its quote would get a policy its TPM satisfies whatever PCR 4 holds, so it
   // gets no ticket: no token, and on a first join no record and no etcd learner either.
   verifier.ak = kAk;
   verifier.quoted[DigestAlg::kSha256].erase(4);
-  const int minted = tokens.issued;
+  const int minted = h.tokens.issued;
   const std::string refusal =
       "PERMISSION_DENIED: the quote leaves out PCR 4 of sha256, which the policy's "
       "roles.cold_start requires of a control plane (its TPM would release the disk key "
       "whatever that PCR holds)";
-  EXPECT_EQ(rejoin("cp-1", kDisk).status().ToString(), refusal);
+  EXPECT_EQ(h.Rejoin("cp-1", kDisk).status().ToString(), refusal);
   const size_t learners = Learners().size();
-  EXPECT_EQ(join(ControlPlane("cp-2", "10.0.0.6", "3c2f8d3b-6a4e-4f9b-8d2c-3e4f5a6b7c8d"))
+  EXPECT_EQ(h.Join(ControlPlane("cp-2", "10.0.0.6", "3c2f8d3b-6a4e-4f9b-8d2c-3e4f5a6b7c8d"))
                 .status()
                 .ToString(),
             refusal);
-  EXPECT_EQ(tokens.issued, minted);
+  EXPECT_EQ(h.tokens.issued, minted);
   auto cp2 = store_.Get("cp-2");
   ASSERT_TRUE(cp2.ok());
   EXPECT_FALSE(cp2->has_value());
   EXPECT_EQ(Learners().size(), learners);
   // Nor can it pick the bank: a quote of SHA-1 alone has none of the sha256 PCRs.
   verifier.quoted = {{DigestAlg::kSha1, {{0, Bytes(20, 0x01)}}}};
-  EXPECT_EQ(rejoin("cp-1", kDisk).status().ToString(),
+  EXPECT_EQ(h.Rejoin("cp-1", kDisk).status().ToString(),
             "PERMISSION_DENIED: the quote leaves out PCR 0 of sha256, which the policy's "
             "roles.cold_start requires of a control plane (its TPM would release the disk key "
             "whatever that PCR holds)");
-  EXPECT_EQ(tokens.issued, minted);
+  EXPECT_EQ(h.tokens.issued, minted);
   // A policy asking for other PCRs gets those signed, with the quote's values.
   verifier.quoted = full_quote;
   verifier.cold_start = {.bank = DigestAlg::kSha256, .pcrs = {4, 9}};
-  auto narrower = rejoin("cp-1", kDisk);
+  auto narrower = h.Rejoin("cp-1", kDisk);
   ASSERT_TRUE(narrower.ok()) << narrower.status().ToString();
   EXPECT_THAT(narrower->cold_start().policy().pcrs(), ElementsAre(4u, 9u));
   EXPECT_EQ(narrower->cold_start().policy().approved_policy(),
             ToString(*tpm::PolicyPcrDigest(DigestAlg::kSha256, {4, 9}, full_quote)));
   // No TPM quote at all (SEV-SNP): nothing to seal to, so none, and the ticket says so.
   verifier.quoted.clear();
-  auto snp = rejoin("cp-1", kDisk);
+  auto snp = h.Rejoin("cp-1", kDisk);
   ASSERT_TRUE(snp.ok()) << snp.status().ToString();
   EXPECT_FALSE(snp->has_cold_start());
 }
@@ -881,27 +871,15 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
 TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
   SecretBytes master(32);
   master.data()[0] = 9;
-  auto nonces = NonceIssuer::Create(master, &clock_, std::chrono::seconds(60));
-  AcceptingVerifier verifier;
-  CountingTokens tokens;
-  JoinLogic logic(JoinOptions{.cluster_id = "c",
-                              .api_server_endpoint = "10.0.0.1:6443",
-                              .ca_cert_hashes = {"sha256:" + std::string(64, 'b')}},
-                  master.Clone(), &*nonces, &verifier, &tokens, registry_.get());
+  JoinHarness h(master, &clock_, registry_.get());
   std::vector<SharedPki> pki;
   for (const auto& f : kSharedPkiFiles) {
     std::string content = "PEM of " + std::string(f.name);
     pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
   }
-  logic.ShareClusterKeys(std::move(pki));
-  Peer peer{.spki_sha256 = Bytes(32, 0x5a), .address = "ipv4:127.0.0.1:1"};
-  auto join = [&](v1::JoinRequest r) {
-    r.set_nonce(logic.Challenge({}, peer)->nonce());
-    r.mutable_evidence()->mutable_tpm();
-    return logic.IssueJoinTicket(r, peer);
-  };
+  h.logic.ShareClusterKeys(std::move(pki));
 
-  auto cp = join(ControlPlane("cp-1", "10.0.0.5"));
+  auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   ASSERT_TRUE(cp->has_cluster_keys());
   EXPECT_EQ(cp->cluster_keys().master_secret(), std::string(master.view()));
@@ -914,13 +892,13 @@ TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
                                  "sa.key", "sa.pub"));
   EXPECT_TRUE(CheckClusterKeys(cp->cluster_keys()).ok());
 
-  verifier.ak = kOtherAk;  // trusted, but only as a worker
-  auto worker = join(Worker("node-5", kDisk2));
+  h.verifier.ak = kOtherAk;  // trusted, but only as a worker
+  auto worker = h.Join(Worker("node-5", kDisk2));
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   EXPECT_FALSE(worker->has_cluster_keys());
-  auto posing = join(ControlPlane("cp-2", "10.0.0.6", "2b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c"));
+  auto posing = h.Join(ControlPlane("cp-2", "10.0.0.6", "2b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c"));
   EXPECT_EQ(posing.status().code(), Code::kPermissionDenied);
-  EXPECT_EQ(tokens.issued, 2);
+  EXPECT_EQ(h.tokens.issued, 2);
 }
 
 }  // namespace
