@@ -1,9 +1,10 @@
 #include "agent/ec2_identity.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <openssl/evp.h>
 
-#include <mutex>
+#include <type_traits>
 
 namespace berth::agent {
 
@@ -20,48 +21,96 @@ size_t Collect(char* data, size_t size, size_t n, void* out) {
   return size * n;
 }
 
+// libcurl, loaded when an EC2 node first asks its instance metadata service: every other node
+// starts without it and the ~25 libraries it needs (TLS, HTTP/2, IDN, LDAP, Kerberos...),
+// which the dynamic loader would otherwise map and search on every boot.
+struct Curl {
+  decltype(&curl_global_init) global_init;
+  decltype(&curl_easy_init) easy_init;
+  decltype(&curl_easy_cleanup) easy_cleanup;
+  CURLcode (*easy_setopt)(CURL*, CURLoption, ...);
+  decltype(&curl_easy_perform) easy_perform;
+  CURLcode (*easy_getinfo)(CURL*, CURLINFO, ...);
+  decltype(&curl_easy_strerror) easy_strerror;
+  decltype(&curl_slist_append) slist_append;
+  decltype(&curl_slist_free_all) slist_free_all;
+
+  static Result<const Curl*> Load() {
+    static const Result<Curl> loaded = []() -> Result<Curl> {
+      void* lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+      if (lib == nullptr) {
+        const char* why = dlerror();
+        return FailedPrecondition(std::string("libcurl.so.4, which reading the EC2 instance "
+                                              "identity needs, cannot be loaded: ") +
+                                  (why != nullptr ? why : "?"));
+      }
+      Curl c{};
+      bool all = true;
+      auto sym = [&](auto& fn, const char* name) {
+        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+        all = all && fn != nullptr;
+      };
+      sym(c.global_init, "curl_global_init");
+      sym(c.easy_init, "curl_easy_init");
+      sym(c.easy_cleanup, "curl_easy_cleanup");
+      sym(c.easy_setopt, "curl_easy_setopt");
+      sym(c.easy_perform, "curl_easy_perform");
+      sym(c.easy_getinfo, "curl_easy_getinfo");
+      sym(c.easy_strerror, "curl_easy_strerror");
+      sym(c.slist_append, "curl_slist_append");
+      sym(c.slist_free_all, "curl_slist_free_all");
+      if (!all) return FailedPrecondition("libcurl.so.4 lacks a function berth-agent calls");
+      if (c.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        return Internal("curl_global_init failed");
+      }
+      return c;
+    }();
+    if (!loaded.ok()) return loaded.status();
+    return &*loaded;
+  }
+};
+
 class CurlInstanceMetadata : public InstanceMetadata {
  public:
   CurlInstanceMetadata(std::string base, std::chrono::milliseconds timeout)
       : base_(std::move(base)), timeout_ms_(static_cast<long>(timeout.count())) {
     while (!base_.empty() && base_.back() == '/') base_.pop_back();
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
 
   Result<std::string> Request(const std::string& method, const std::string& path,
                               const std::map<std::string, std::string>& headers) override {
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+    BERTH_ASSIGN_OR_RETURN(const Curl* api, Curl::Load());
+    std::unique_ptr<CURL, decltype(api->easy_cleanup)> curl(api->easy_init(), api->easy_cleanup);
     if (!curl) return Internal("curl_easy_init failed");
     CURL* c = curl.get();
     const std::string url = base_ + path;
     std::string body;
     char error[CURL_ERROR_SIZE] = {0};
     curl_slist* list = nullptr;
-    for (const auto& [k, v] : headers) list = curl_slist_append(list, (k + ": " + v).c_str());
-    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> owned(list, curl_slist_free_all);
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
+    for (const auto& [k, v] : headers) list = api->slist_append(list, (k + ": " + v).c_str());
+    std::unique_ptr<curl_slist, decltype(api->slist_free_all)> owned(list, api->slist_free_all);
+    api->easy_setopt(c, CURLOPT_URL, url.c_str());
+    api->easy_setopt(c, CURLOPT_CUSTOMREQUEST, method.c_str());
     if (method == "PUT") {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+      api->easy_setopt(c, CURLOPT_POSTFIELDS, "");
+      api->easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
     }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms_);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    CURLcode rc = curl_easy_perform(c);
+    api->easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    api->easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+    api->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    api->easy_setopt(c, CURLOPT_NOPROXY, "*");
+    api->easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    api->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    api->easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms_);
+    api->easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+    api->easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = api->easy_perform(c);
     if (rc != CURLE_OK) {
       return Unavailable("instance metadata " + method + " " + path + ": " +
-                         (error[0] ? std::string(error) : curl_easy_strerror(rc)));
+                         (error[0] ? std::string(error) : api->easy_strerror(rc)));
     }
     long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    api->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
       return Unavailable("instance metadata " + method + " " + path + " answered " +
                          std::to_string(status));
