@@ -608,7 +608,7 @@ ProcessResult RunBerthctl(const std::vector<std::string>& args) {
   return r.ok() ? *r : ProcessResult{};
 }
 
-// PCR `index` of a fresh TPM after extending each of `digests` (hex SHA-256) in turn.
+// A fresh TPM's SHA-256 PCR after extending each of `digests` (hex SHA-256) into it in turn.
 std::string Extended(const std::vector<std::string>& digests) {
   Bytes pcr(32, 0);
   for (const auto& d : digests) {
