@@ -810,7 +810,7 @@ class Boot {
     OperatorServerConfig server_config{
         .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
                                                   ? config_.operator_access().port()
-                                                  : 7443),
+                                                  : kOperatorPort),
         .mode = v1::OPERATOR_MODE_RECOVERY,
         .node_name = node_,
         .disk_uuid = uuid,

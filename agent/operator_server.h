@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,8 @@ namespace berth::agent {
 
 // The name in the node's TLS certificate that berthctl asks for (its key is what is checked).
 inline constexpr std::string_view kOperatorTlsName = "berth-agent";
+// The operator endpoint's port when the EnrolmentConfig names none (operator_access.port).
+inline constexpr uint32_t kOperatorPort = 7443;
 
 // What the agent does with an operator's verified request.
 class OperatorHandler {
@@ -39,7 +42,7 @@ class OperatorHandler {
 };
 
 struct OperatorServerConfig {
-  std::string listen = "0.0.0.0:7443";
+  std::string listen = "0.0.0.0:" + std::to_string(kOperatorPort);
   std::vector<Bytes> operator_spki_sha256;  // pinned operators (at least one)
   v1::OperatorMode mode = v1::OPERATOR_MODE_UNSPECIFIED;
   std::string node_name;

@@ -611,29 +611,21 @@ ProcessResult RunBerthctl(const std::vector<std::string>& args) {
 // A fresh TPM's SHA-256 PCR after extending each of `digests` (hex SHA-256) into it in turn.
 std::string Extended(const std::vector<std::string>& digests) {
   Bytes pcr(32, 0);
-  for (const auto& d : digests) {
-    Bytes both = pcr;
-    Bytes add = *HexDecode(d);
-    both.insert(both.end(), add.begin(), add.end());
-    pcr = Sha256(both);
-  }
+  for (const auto& d : digests) DigestInto(DigestAlg::kSha256, pcr, *HexDecode(d), pcr);
   return HexEncode(pcr);
 }
 
-bool WaitForPort(int port, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    close(fd);
-    if (open) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+bool Listening(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool open = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return open;
 }
 
 // Issue 26, recovery with operators (docs/cluster-lifecycle.md "Recovery"): a control plane
@@ -708,7 +700,7 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   const std::string before = HexEncode(Sha256(AsBytes(MustRead(cp.disk.image))));
   AgentOutcome recovered;
   std::thread node([&] { recovered = bed.RunAgent(cp, true, {bed.BerthdEndpoint()}); });
-  ASSERT_TRUE(WaitForPort(operator_port, std::chrono::seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
 
   // The operator's policy: the node's AK, the firmware as before, and the new boot loader the
   // operators decided to accept.
