@@ -133,7 +133,12 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
       stopped_ = true;
     }
     done_cv_.notify_all();
-    if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
+    // The call that ended the wait wakes the waiter before its answer is sent: calls in flight
+    // get a few seconds to finish, or the operator would be told "cancelled" about a bootstrap
+    // or recovery that succeeded.
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    }
   }
 
   int port() const { return port_; }
