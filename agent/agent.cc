@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <random>
 #include <regex>
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
+#include "agent/bootstrap.h"
 #include "agent/control_plane_keys.h"
 #include "agent/kubeadm.h"
 #include "agent/operator_server.h"
@@ -21,7 +23,10 @@
 #include "common/binding.h"
 #include "common/cluster_keys.h"
 #include "common/log.h"
+#include "common/recovery.h"
 #include "common/tpm/sealed_boot.h"
+#include "server/join/boot_policy.h"
+#include "server/nodes/etcd_pki.h"
 
 namespace berth::agent {
 
@@ -113,6 +118,9 @@ enum class Step {
   kColdStartKey,
   kWriteClusterKeys,
   kOperatorRecovery,
+  kOperatorBootstrap,
+  kMakeClusterPki,
+  kWriteClusterFiles,
 };
 
 std::string_view StepName(Step step) {
@@ -141,6 +149,9 @@ std::string_view StepName(Step step) {
     case Step::kColdStartKey: return "cold-start-key";
     case Step::kWriteClusterKeys: return "write-cluster-keys";
     case Step::kOperatorRecovery: return "operator-recovery";
+    case Step::kOperatorBootstrap: return "operator-bootstrap";
+    case Step::kMakeClusterPki: return "make-cluster-pki";
+    case Step::kWriteClusterFiles: return "write-cluster-files";
   }
   return "?";
 }
@@ -257,7 +268,8 @@ class Boot {
     auto probe = Timed(Step::kProbeDisk, "probing state disk", [&] { return disk_->Probe(); });
     if (!probe.ok()) return probe.status().WithContext("probing the state disk");
     switch (probe->kind) {
-      case ProbeResult::Kind::kBlank: return FirstBoot();
+      case ProbeResult::Kind::kBlank:
+        return config_.operator_access().bootstrap() ? WaitForBootstrap() : FirstBoot();
       case ProbeResult::Kind::kLuks: return LaterBoot();
       case ProbeResult::Kind::kOther: break;
     }
@@ -740,16 +752,23 @@ class Boot {
   Result<SecretBytes> LaterBootKey(const std::string& uuid, KeySource* source) {
     *source = KeySource::kBerthd;
     if (!CanColdStart()) return RequestRejoinKey(uuid);
-    RetryPolicy first_round = FirstRound();
-    auto online = RequestRejoinKey(uuid, &first_round);
-    if (online.ok() || !IsRetryable(online.status())) return online;
+    // A first control plane whose EnrolmentConfig still says bootstrap names no berthd: its
+    // disk opens by cold start or recovery until the operator adds endpoints.
+    const bool no_berthd = config_.endpoints().empty();
+    if (!no_berthd) {
+      RetryPolicy first_round = FirstRound();
+      auto online = RequestRejoinKey(uuid, &first_round);
+      if (online.ok() || !IsRetryable(online.status())) return online;
+    }
     auto sealed = Timed(Step::kColdStartKey, "no berthd answers: unsealing the cold-start key",
                         [&] { return OwnKeyslots(uuid).ColdStartKey(); });
     if (sealed.ok()) {
       *source = KeySource::kColdStart;
       return sealed;
     }
-    const std::string why = "no berthd answers, and " + std::string(sealed.status().message());
+    const std::string why =
+        (no_berthd ? "the EnrolmentConfig names no berthd, and " : "no berthd answers, and ") +
+        std::string(sealed.status().message());
     if (config_.operator_access().operator_spki_sha256_size() > 0) {
       return WaitForBerthdOrRecovery(uuid, why, source);
     }
@@ -859,12 +878,276 @@ class Boot {
                      MonotonicMillis() - started_ms);
         return recovery.TakeKey();
       }
+      if (config_.endpoints().empty()) continue;  // only an operator can open it
       auto online = RequestRejoinKey(uuid, &round);
       if (online.ok() || !IsRetryable(online.status())) return online;
       if (options_.retry.max_attempts != 0 && attempt + 1 >= options_.retry.max_attempts) {
         return online;
       }
     }
+  }
+
+  // docs/cluster-lifecycle.md "Bootstrap": a blank node whose EnrolmentConfig says it makes the
+  // cluster waits for an operator's `berthctl cluster init`, saying where and with which key
+  // on the console and in systemctl status. The operator attests it first; one successful
+  // Bootstrap (MakeCluster) ends the wait. A refused one changes nothing and it waits on.
+  class BootstrapHandler : public OperatorHandler {
+   public:
+    explicit BootstrapHandler(Boot* boot) : boot_(boot) {}
+    Result<v1::BootstrapResponse> Bootstrap(const v1::BootstrapRequest& request) override {
+      auto made = boot_->MakeCluster(request);
+      if (!made.ok()) spdlog::error("bootstrap refused: {}", made.status().ToString());
+      return made;
+    }
+    Status Recover(const SecretBytes&) override {
+      return FailedPrecondition("this node is waiting to bootstrap a cluster, not a recovery");
+    }
+
+   private:
+    Boot* boot_;
+  };
+
+  Status WaitForBootstrap() {
+    if (!ControlPlane() || tpm_ == nullptr || deps_.keyslots == nullptr) {
+      return FailedPrecondition(
+          "the EnrolmentConfig asks this node to bootstrap a cluster, which needs a control "
+          "plane with a TPM and LUKS2 keyslots (its cold-start keyslot)");
+    }
+    OperatorServerConfig server_config{
+        .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
+                                                  ? config_.operator_access().port()
+                                                  : kOperatorPort),
+        .mode = v1::OPERATOR_MODE_BOOTSTRAP,
+        .node_name = node_,
+        .reason = "a blank state disk, waiting to bootstrap a cluster"};
+    for (const auto& hex : config_.operator_access().operator_spki_sha256()) {
+      auto pin = HexDecode(hex);
+      if (pin.ok() && pin->size() == 32) server_config.operator_spki_sha256.push_back(*pin);
+    }
+    serialized_ = new SerializedAttester(std::move(attester_));
+    attester_.reset(serialized_);
+    BootstrapHandler handler(this);
+    BERTH_ASSIGN_OR_RETURN(
+        std::unique_ptr<OperatorServer> server,
+        OperatorServer::Start(std::move(server_config), attester_.get(), &handler));
+    const std::string waiting =
+        "waiting for an operator's bootstrap (berthctl cluster init "
+        "--node <this node>:" +
+        std::to_string(server->port()) + ", node key sha256:" + server->key_sha256().substr(0, 16) +
+        "...)";
+    spdlog::warn("{}", waiting);
+    deps_.notifier->Status(waiting);
+    const int64_t started_ms = MonotonicMillis();
+    BERTH_RETURN_IF_ERROR(server->Wait());
+    server->Shutdown();  // the operator has its answer (operator_server.h)
+    spdlog::info("step={} result=ok duration_ms={}", StepName(Step::kOperatorBootstrap),
+                 MonotonicMillis() - started_ms);
+    return Ready(bootstrapped_);
+  }
+
+  // What the first control plane makes (bootstrap.h), in an order that fails early: the
+  // request is checked, kubeadm's version read, the secrets and this boot's cold-start policy
+  // made in memory before the disk is touched; then the disk is formatted with the key the
+  // master secret derives (as berthd derives it on later boots), its keyslots sealed, the
+  // Kubernetes PKI made by kubeadm and berth's files written onto it, and etcd started as the
+  // cluster's first voter. A failure after formatting leaves a disk that is not blank: the
+  // node refuses a second bootstrap (FormatIfBlank) and says so.
+  Result<v1::BootstrapResponse> MakeCluster(const v1::BootstrapRequest& request) {
+    BERTH_ASSIGN_OR_RETURN(BootstrapParams params, CheckBootstrapRequest(request));
+    const std::string advertise = AdvertiseAddress();
+    if (advertise.empty() || advertise.rfind("127.", 0) == 0 || advertise == "::1") {
+      return FailedPrecondition(
+          "bootstrap: kubeadm needs an IP address of this node that is not "
+          "loopback to advertise the API server at; it has " +
+          (advertise.empty() ? std::string("none") : advertise));
+    }
+    BERTH_ASSIGN_OR_RETURN(std::string kube_version,
+                           KubeadmVersion(*deps_.runner, options_.kubeadm));
+    SecretBytes master(RandomBytes(32).data(), 32);
+    const std::string uuid = NewDiskUuid();
+    BERTH_ASSIGN_OR_RETURN(SecretBytes disk_key, DeriveDiskKey(master, params.cluster_id, uuid));
+    BERTH_ASSIGN_OR_RETURN(v1::ColdStart cold_start, SignOwnBoot(master, params));
+    std::vector<std::string> addresses = etcd_endpoints_.addresses;
+    for (const auto& a : params.api_server_addresses) {
+      if (std::find(addresses.begin(), addresses.end(), a) == addresses.end()) {
+        addresses.push_back(a);
+      }
+    }
+    const std::string stage = JoinRoot(options_.root, "/run/berth/bootstrap");
+    auto made = Timed(Step::kMakeClusterPki, "making the cluster's PKI", [&]() -> Result<JoinPki> {
+      std::error_code ignored;
+      std::filesystem::remove_all(stage, ignored);
+      BERTH_RETURN_IF_ERROR(MakeDirs(stage, 0700));
+      const std::string config = stage + "/kubeadm-init.yaml";
+      BERTH_RETURN_IF_ERROR(
+          WriteFileAtomic(config,
+                          RenderKubeadmInitConfig({.pki_dir = stage + "/pki",
+                                                   .cluster_id = params.cluster_id,
+                                                   .node_name = node_,
+                                                   .advertise_address = advertise,
+                                                   .sans = addresses,
+                                                   .kubernetes_version = kube_version}),
+                          0600));
+      BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, stage));
+      return MakeJoinPki(params.cluster_id, node_, addresses);
+    });
+    if (!made.ok()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(stage, ignored);
+      return made.status().WithContext("bootstrap");
+    }
+    Status st = Timed(Step::kFormatDisk, "formatting state disk",
+                      [&] { return disk_->FormatIfBlank(uuid, disk_key); });
+    if (st.ok()) {
+      st = serialized_->Exclusive([&] {
+        return UnlockAndMount(disk_key, uuid, &cold_start, ToString(params.recovery_public_key));
+      });
+    }
+    if (st.ok()) {
+      st = Timed(Step::kWriteClusterFiles, "writing the cluster's files to the state disk",
+                 [&] { return WriteClusterFiles(params, master, *made, stage, advertise); });
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(stage, ignored);
+    if (st.ok()) st = StartEtcd(0);
+    if (!st.ok()) return st.WithContext("bootstrap");
+
+    v1::BootstrapResponse response;
+    const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+    BERTH_ASSIGN_OR_RETURN(std::string admin, ReadFile(kube + "/admin.conf"));
+    response.set_admin_kubeconfig(std::move(admin));
+    WipeString(admin);
+    response.set_join_ca_pem(made->ca_pem);
+    BERTH_ASSIGN_OR_RETURN(std::string kube_ca, ReadFile(kube + "/pki/ca.crt"));
+    response.set_kubernetes_ca_pem(kube_ca);
+    response.set_berthd_endpoint(advertise + ":" + std::to_string(kBerthdPort));
+    response.set_api_server_endpoint(advertise + ":" + std::to_string(kApiServerPort));
+    bootstrapped_ = "bootstrapped cluster " + params.cluster_id + ": state disk " + uuid +
+                    " formatted and mounted, etcd running as its first voter, berthd's files in " +
+                    JoinRoot(config_.state_disk().mount_point(), kBerthdDirOnDisk);
+    return response;
+  }
+
+  // The boot-policy key derives from the master secret (server/join/boot_policy.h): the node
+  // signs its own boot, read from its TPM, over the policy's roles.cold_start PCRs, as berthd
+  // signs each later boot it verifies. The operator has just verified this boot.
+  Result<v1::ColdStart> SignOwnBoot(const SecretBytes& master, const BootstrapParams& params) {
+    BERTH_ASSIGN_OR_RETURN(server::BootPolicySigner signer,
+                           server::BootPolicySigner::Create(master, params.cluster_id));
+    v1::PcrSelection selection;
+    switch (params.cold_start.bank) {
+      case DigestAlg::kSha256:
+        selection.set_bank(v1::HASH_ALGORITHM_SHA256);
+        break;
+      case DigestAlg::kSha384:
+        selection.set_bank(v1::HASH_ALGORITHM_SHA384);
+        break;
+      case DigestAlg::kSha512:
+        selection.set_bank(v1::HASH_ALGORITHM_SHA512);
+        break;
+      default:
+        return InvalidArgument("bootstrap: the policy's roles.cold_start bank is not SHA-2");
+    }
+    for (uint32_t p : params.cold_start.pcrs) selection.add_pcrs(p);
+    BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs,
+                           serialized_->Exclusive([&] { return tpm_->ReadPcrs({selection}); }));
+    return signer.ColdStartFor(pcrs, params.cold_start.bank, params.cold_start.pcrs,
+                               deps_.clock->NowUnix());
+  }
+
+  // Onto the mounted state disk: kubeadm's PKI and admin.conf from the staging directory,
+  // etcd's CRL and environment (a new one-member cluster), berthd's directory (bootstrap.h),
+  // and the progress record of a node that has joined its cluster with its etcd PKI.
+  Status WriteClusterFiles(const BootstrapParams& params, const SecretBytes& master,
+                           const JoinPki& join, const std::string& stage,
+                           const std::string& advertise) {
+    const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+    const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
+    BERTH_RETURN_IF_ERROR(MakeDirs(kube, 0755));
+    std::error_code ec;
+    std::filesystem::copy(stage + "/pki", pki,
+                          std::filesystem::copy_options::recursive |
+                              std::filesystem::copy_options::overwrite_existing,
+                          ec);
+    if (ec) return Internal("copying kubeadm's PKI to " + pki + ": " + ec.message());
+    BERTH_ASSIGN_OR_RETURN(std::string admin, ReadFile(stage + "/admin.conf"));
+    Status written = WriteFileAtomic(kube + "/admin.conf", admin, 0600);
+    WipeString(admin);
+    BERTH_RETURN_IF_ERROR(written);
+
+    // etcd: kubeadm made its CA and this node's server and peer certificates; the CRL is
+    // berth's (berthd keeps it current in later tickets).
+    BERTH_ASSIGN_OR_RETURN(std::string etcd_ca_pem, ReadFile(pki + "/etcd/ca.crt"));
+    BERTH_ASSIGN_OR_RETURN(std::string etcd_ca_key, ReadFile(pki + "/etcd/ca.key"));
+    SecretBytes etcd_key_pem = SecretBytes::TakeFrom(etcd_ca_key);
+    BERTH_ASSIGN_OR_RETURN(
+        std::unique_ptr<server::EtcdCa> etcd_ca,
+        server::EtcdCa::FromPem(etcd_ca_pem, etcd_key_pem, std::chrono::hours(24 * 365)));
+    BERTH_ASSIGN_OR_RETURN(std::string crl, etcd_ca->MakeCrl({}, deps_.clock->NowUnix(), 1));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/etcd/crl.pem", crl, 0644));
+    v1::EtcdMaterial member;
+    member.set_member_name(node_);
+    member.add_initial_cluster(node_ + "=" + etcd_endpoints_.PeerUrl());
+    BERTH_RETURN_IF_ERROR(MakeDirs(EtcdDataDir(), 0700));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+        JoinRoot(options_.root, kEtcdEnvPath),
+        RenderEtcdEnvironment(options_.root, member, etcd_endpoints_, EtcdDataDir(), true), 0644));
+
+    // berthd: its secrets, its certificates, its identities in etcd and in Kubernetes.
+    const std::string dir =
+        JoinRoot(options_.root, config_.state_disk().mount_point()) + kBerthdDirOnDisk;
+    BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/master.secret", master.span(), 0600));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/policy.yaml", params.policy_yaml, 0644));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+        dir + "/recovery-key.txt",
+        "recovery-key-sha256: " + recovery::Fingerprint(params.recovery_public_key) +
+            "\nrecovery-public-key: " + HexEncode(params.recovery_public_key) + "\n",
+        0644));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/join-ca.pem", join.ca_pem, 0644));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/join-ca.key", join.ca_key_pem.span(), 0600));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tls.pem", join.tls_pem, 0644));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tls.key", join.tls_key_pem.span(), 0600));
+    BERTH_RETURN_IF_ERROR(
+        IssueClientCert(pki + "/etcd/ca.crt", pki + "/etcd/ca.key", dir + "/etcd-client"));
+    BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/ca.crt", pki + "/ca.key", dir + "/kube-client"));
+    const std::string api = advertise + ":" + std::to_string(kApiServerPort);
+    BERTH_RETURN_IF_ERROR(
+        WriteFileAtomic(dir + "/kubeconfig",
+                        RenderKubeconfig(params.cluster_id, api, pki + "/ca.crt", "berthd",
+                                         dir + "/kube-client.pem", dir + "/kube-client.key"),
+                        0600));
+    BERTH_RETURN_IF_ERROR(
+        WriteFileAtomic(dir + "/berthd.env",
+                        RenderBerthdEnvironment({.dir = dir,
+                                                 .pki_dir = pki,
+                                                 .cluster_id = params.cluster_id,
+                                                 .listen = "0.0.0.0:" + std::to_string(kBerthdPort),
+                                                 .api_server_endpoint = api,
+                                                 .etcd_client_url = etcd_endpoints_.ClientUrl()}),
+                        0644));
+    return disk_->WriteProgress(
+        Progress{.join_started = true, .joined = true, .pki_written = true});
+  }
+
+  // berthd's client certificate (CN=berthd, one year) from the CA in `ca_cert`/`ca_key`, as
+  // `out`.pem and `out`.key (0600): its identity in etcd, and kube/berthd-rbac.yaml's user.
+  static Status IssueClientCert(const std::string& ca_cert, const std::string& ca_key,
+                                const std::string& out) {
+    BERTH_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(ca_cert));
+    BERTH_ASSIGN_OR_RETURN(std::string key_text, ReadFile(ca_key));
+    SecretBytes key_pem = SecretBytes::TakeFrom(key_text);
+    BERTH_ASSIGN_OR_RETURN(X509Ptr ca, CertFromPem(ca_pem));
+    BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr signer, PrivateKeyFromPem(key_pem.view()));
+    BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateP256Key());
+    BERTH_ASSIGN_OR_RETURN(X509Ptr cert, IssueCert({.common_name = "berthd",
+                                                    .client_auth = true,
+                                                    .validity = std::chrono::hours(24 * 365)},
+                                                   key.get(), ca.get(), signer.get()));
+    BERTH_ASSIGN_OR_RETURN(SecretBytes key_out, PrivateKeyToPem(key.get()));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(out + ".key", key_out.span(), 0600));
+    BERTH_ASSIGN_OR_RETURN(std::string cert_pem, CertToPem(cert.get()));
+    return WriteFileAtomic(out + ".pem", cert_pem, 0644);
   }
 
   // kubeadm join, recorded before and after so a crash in between is recognised: a node
@@ -1007,6 +1290,9 @@ class Boot {
   std::optional<v1::GoldenTicket> golden_;  // debug enrolment instead of attestation
   std::string ec2_instance_id_;
   std::optional<v1::Ec2InstanceIdentity> ec2_identity_;
+  // Bootstrap: the attester, shared with the operator server; what the node made.
+  SerializedAttester* serialized_ = nullptr;
+  std::string bootstrapped_;
 
   // The claimed instance's identity document and AWS's signature, from the instance metadata
   // service. Without them the claim is still sent, and berthd says why it refuses it; a

@@ -81,6 +81,13 @@ class SerializedAttester : public Attester {
     std::lock_guard<std::mutex> lock(mu_);
     return inner_->Attest(challenge, binding);
   }
+  // `fn` with the attester's device to itself (a bootstrap seals to the TPM while operators
+  // may still call Attest).
+  template <typename Fn>
+  auto Exclusive(Fn fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fn();
+  }
 
  private:
   std::unique_ptr<Attester> inner_;

@@ -172,7 +172,8 @@ Status ValidateEtcdMaterial(const v1::EtcdMaterial& m, const EtcdKeys& keys,
 }
 
 std::string RenderEtcdEnvironment(const std::string& root, const v1::EtcdMaterial& m,
-                                  const EtcdEndpoints& e, const std::string& data_dir) {
+                                  const EtcdEndpoints& e, const std::string& data_dir,
+                                  bool new_cluster) {
   const std::string pki = JoinRoot(root, kEtcdPkiDir);
   std::string initial;
   for (const auto& entry : m.initial_cluster()) initial += (initial.empty() ? "" : ",") + entry;
@@ -181,13 +182,15 @@ std::string RenderEtcdEnvironment(const std::string& root, const v1::EtcdMateria
     // kube-apiserver on this node talks to its etcd over loopback.
     listen_clients += ",https://127.0.0.1:" + std::to_string(e.client_port);
   }
-  std::string out =
-      "# Written by berth-agent from its join ticket (docs/etcd.md); etcd reads ETCD_* as flags.\n";
+  std::string out = new_cluster ? "# Written by berth-agent at bootstrap (docs/etcd.md); etcd "
+                                  "reads ETCD_* as flags.\n"
+                                : "# Written by berth-agent from its join ticket (docs/etcd.md); "
+                                  "etcd reads ETCD_* as flags.\n";
   auto var = [&](const char* k, const std::string& v) { out += std::string(k) + "=" + v + "\n"; };
   var("ETCD_NAME", m.member_name());
   var("ETCD_DATA_DIR", data_dir);
   var("ETCD_INITIAL_CLUSTER", initial);
-  var("ETCD_INITIAL_CLUSTER_STATE", "existing");
+  var("ETCD_INITIAL_CLUSTER_STATE", new_cluster ? "new" : "existing");
   var("ETCD_INITIAL_ADVERTISE_PEER_URLS", e.PeerUrl());
   var("ETCD_LISTEN_PEER_URLS", e.PeerUrl());
   var("ETCD_ADVERTISE_CLIENT_URLS", e.ClientUrl());

@@ -58,10 +58,12 @@ Status ValidateEtcdMaterial(const v1::EtcdMaterial& material, const EtcdKeys& ke
                             const std::string& node_name, const std::string& peer_url);
 
 // The ETCD_* environment: name, data dir, --initial-cluster with
-// --initial-cluster-state=existing, URLs, and TLS for clients and peers with client
-// certificates required and the CRL checked. Paths are under `root`.
+// --initial-cluster-state=existing (`new_cluster`: new, the first member of a bootstrapped
+// cluster), URLs, and TLS for clients and peers with client certificates required and the CRL
+// checked. Paths are under `root`.
 std::string RenderEtcdEnvironment(const std::string& root, const v1::EtcdMaterial& material,
-                                  const EtcdEndpoints& endpoints, const std::string& data_dir);
+                                  const EtcdEndpoints& endpoints, const std::string& data_dir,
+                                  bool new_cluster = false);
 
 // Writes the PKI files (keys 0600, certificates 0644; each atomically, keys first) and then
 // the environment file, and makes the data directory (0700).

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/bytes.h"
+#include "common/crypto.h"
 
 namespace berth {
 
@@ -18,6 +19,12 @@ const SharedPkiFile* Find(std::string_view name) {
 }
 
 }  // namespace
+
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid) {
+  std::string info = "berth-disk-v1" + disk_uuid;
+  return HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes(info), 32);
+}
 
 Result<std::vector<SharedPki>> ReadSharedPki(const std::string& dir) {
   std::vector<SharedPki> out;

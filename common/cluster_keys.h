@@ -41,6 +41,12 @@ struct SharedPki {
 // Every file of kSharedPkiFiles from `dir`; NOT_FOUND naming the first one missing.
 Result<std::vector<SharedPki>> ReadSharedPki(const std::string& dir);
 
+// A state disk's key (DESIGN.md): HKDF-SHA256(master secret, salt = cluster id,
+// info = "berth-disk-v1" || disk UUID). berthd derives it for every node it admits; the first
+// control plane derives its own at bootstrap.
+Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
+                                  const std::string& disk_uuid);
+
 // What a control plane's ticket carries: `master_secret` and `pki`.
 v1::ClusterKeys MakeClusterKeys(const SecretBytes& master_secret,
                                 const std::vector<SharedPki>& pki);

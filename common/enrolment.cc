@@ -59,15 +59,27 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
   if (c.version() != 1) {
     return InvalidArgument("unsupported version " + std::to_string(c.version()) + " (expected 1)");
   }
-  if (c.endpoints().empty()) return InvalidArgument("no endpoints: the node has nowhere to join");
+  // The first control plane (operator_access.bootstrap) makes the cluster: there is no berthd
+  // to name or pin yet.
+  const bool bootstrap = c.operator_access().bootstrap();
+  if (c.endpoints().empty() && !bootstrap) {
+    return InvalidArgument("no endpoints: the node has nowhere to join");
+  }
   for (const auto& e : c.endpoints()) {
     if (!IsValidEndpoint(e)) return InvalidArgument("endpoint \"" + e + "\" is not host:port");
   }
-  if (c.cluster_ca_pem().empty()) {
+  if (c.cluster_ca_pem().empty() && !bootstrap) {
     return InvalidArgument("cluster_ca_pem is empty: berthd's TLS chain cannot be pinned");
   }
-  auto ca = CertsFromPem(c.cluster_ca_pem());
-  if (!ca.ok()) return InvalidArgument("cluster_ca_pem holds no valid certificate");
+  if (!c.cluster_ca_pem().empty() && !CertsFromPem(c.cluster_ca_pem()).ok()) {
+    return InvalidArgument("cluster_ca_pem holds no valid certificate");
+  }
+  if (bootstrap && (c.role() != v1::NODE_ROLE_CONTROL_PLANE || !c.has_state_disk() ||
+                    c.operator_access().operator_spki_sha256().empty())) {
+    return InvalidArgument(
+        "operator_access.bootstrap needs a control plane with a state disk and at least one "
+        "pinned operator (operator_access.operator_spki_sha256)");
+  }
   if (c.role() != v1::NODE_ROLE_WORKER && c.role() != v1::NODE_ROLE_CONTROL_PLANE) {
     return InvalidArgument("role is not set (worker or control plane)");
   }

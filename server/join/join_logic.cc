@@ -43,12 +43,6 @@ Status NoDiskKeysWithoutRecords() {
 
 }  // namespace
 
-Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
-                                  const std::string& disk_uuid) {
-  std::string info = "berth-disk-v1" + disk_uuid;
-  return HkdfSha256(master_secret.span(), AsBytes(cluster_id), AsBytes(info), 32);
-}
-
 Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem) {
   auto certs = CertsFromPem(ca_pem);
   if (!certs.ok()) return certs.status().WithContext("Kubernetes cluster CA");

@@ -49,10 +49,6 @@ struct ReplyHints {
   bool pending = false;  // the answer is "pending operator approval" (metrics)
 };
 
-// DESIGN.md: HKDF-SHA256(master secret, salt = cluster id, info = "berth-disk-v1" || UUID).
-Result<SecretBytes> DeriveDiskKey(const SecretBytes& master_secret, const std::string& cluster_id,
-                                  const std::string& disk_uuid);
-
 // kubeadm's caCertHashes for a CA bundle: "sha256:" + hex SHA-256 of each certificate's DER
 // SubjectPublicKeyInfo.
 Result<std::vector<std::string>> KubeadmCaCertHashes(const std::string& ca_pem);

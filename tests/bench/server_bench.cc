@@ -114,7 +114,7 @@ BENCHMARK(BM_VerifyTpmEvidence);
 void BM_DeriveDiskKey(benchmark::State& state) {
   for (auto _ : state) {
     benchmark::DoNotOptimize(
-        server::DeriveDiskKey(F().master, "bench", "0f0e0d0c-0b0a-4909-8807-060504030201"));
+        DeriveDiskKey(F().master, "bench", "0f0e0d0c-0b0a-4909-8807-060504030201"));
   }
 }
 BENCHMARK(BM_DeriveDiskKey);

@@ -181,7 +181,7 @@ std::string GuestCluster::BerthdLog() const { return MustRead(host.berthd_log())
 
 std::string GuestCluster::DiskKeyHex(const std::string& uuid) const {
   std::string secret = MustRead(host.dir().Join("master.secret"));
-  auto key = server::DeriveDiskKey(SecretBytes(secret.data(), secret.size()), "berth-test", uuid);
+  auto key = DeriveDiskKey(SecretBytes(secret.data(), secret.size()), "berth-test", uuid);
   WipeString(secret);
   EXPECT_TRUE(key.ok());
   return key.ok() ? HexEncode(key->span()) : "";

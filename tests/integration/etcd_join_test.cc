@@ -7,13 +7,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <thread>
 
+#include "agent/bootstrap.h"
 #include "agent/control_plane_keys.h"
+#include "agent/hw/disk.h"
 #include "cli/operator_client.h"
 #include "cli/recovery_shares.h"
 #include "common/cluster_keys.h"
@@ -780,6 +783,175 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   EXPECT_TRUE(bed.NodeEtcdRunning("cp-1"));
   EXPECT_EQ(MustRead(cp.Path("/var/lib/berth/state/data")), "the node's data");
   EXPECT_EQ(bed.KubeadmJoins().size(), 1u);  // no second join
+}
+
+// Issue 26, bootstrap (docs/cluster-lifecycle.md "Bootstrap"): the first control plane of a
+// cluster, a blank node whose EnrolmentConfig says bootstrap and names no berthd, waits for its
+// operator. `berthctl cluster init` attests it first (a policy its boot fails gets it nothing
+// sent); then the node makes every secret of the cluster on itself and keeps them only on its
+// encrypted state disk: the disk's key is the one berthd will derive from the master secret
+// written there, its cold-start keyslot opens in this boot and its recovery keyslot is sealed
+// to the key whose shares the operator got; kubeadm's own certs phase made the Kubernetes CA
+// the operator receives; etcd runs as the cluster's one voter; berthd's files name it all.
+// Then every power goes at once: the node boots again with no berthd and no operator, opens
+// its disk by cold start and its etcd comes back with its data.
+TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByColdStart) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  cp.disk.image = cp.Path("/state.img");
+  cp.kubeadm = bed.kube()->Binary("kubeadm");
+  auto addresses = agent::DetectNodeAddresses();
+  ASSERT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
+  cp.addresses = {(*addresses)[0]};  // kubeadm advertises the API server at it, never loopback
+  const std::string op = bed.dir().Join("operator-alice");
+  ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const size_t at = made.output.find("operator_spki_sha256: ");
+  ASSERT_NE(at, std::string::npos) << made.output;
+  cp.operator_access.add_operator_spki_sha256(made.output.substr(at + 22, 64));
+  cp.operator_access.set_bootstrap(true);
+  const int operator_port = UnusedPort();
+  cp.operator_access.set_port(operator_port);
+
+  AgentOutcome booted;
+  std::thread node([&] { booted = bed.RunAgent(cp, true, {}); });
+  ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
+  const std::string esp = MustRead(cp.Path("/efi/berth/enrolment.binpb"));
+
+  auto policy_file = [&](const std::string& name, const std::string& pcr4) {
+    const std::string path = bed.dir().Join(name);
+    MustWrite(path, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
+                        "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
+                        "\n      4: " + pcr4 + "\n");
+    return path;
+  };
+  const std::string reference = policy_file("reference.yaml", Extended({std::string(64, 'b')}));
+  const std::string other = policy_file("other.yaml", Extended({std::string(64, 'c')}));
+  auto init = [&](const std::string& policy, const std::string& out) {
+    return RunBerthctl({"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port),
+                        "--operator-cert", op + "/operator.pem", "--operator-key",
+                        op + "/operator.key", "--policy", policy, "--cluster-id", "prod-eu1",
+                        "--out", out, "--recovery-shares", "3", "--recovery-threshold", "2"});
+  };
+
+  // A boot the operator's policy does not describe gets nothing: the disk stays blank.
+  ProcessResult refused = init(other, bed.dir().Join("refused"));
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_THAT(refused.output, HasSubstr("failed attestation: PCR sha256:4 is "));
+  EXPECT_FALSE(std::filesystem::exists(cp.disk.image));
+  EXPECT_FALSE(std::filesystem::exists(cp.Path("/var/lib/berth/state/berthd")));
+
+  const std::string out = bed.dir().Join("cluster");
+  ProcessResult ok = init(reference, out);
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  node.join();
+  ASSERT_TRUE(booted.status.ok()) << booted.status.ToString();
+  EXPECT_THAT(booted.notifications,
+              Contains(HasSubstr("STATUS=waiting for an operator's bootstrap (berthctl cluster "
+                                 "init --node <this node>:" +
+                                 std::to_string(operator_port))));
+  EXPECT_THAT(booted.notifications, Contains("READY=1"));
+  EXPECT_EQ(MustRead(cp.Path("/efi/berth/enrolment.binpb")), esp);  // the ESP is only read
+
+  // The operator's side: public material, the admin kubeconfig, the shares.
+  for (const char* f :
+       {"admin.conf", "join-ca.pem", "kubernetes-ca.pem", "recovery-key.txt",
+        "recovery-share-1-of-3", "recovery-share-2-of-3", "recovery-share-3-of-3"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
+  }
+  const std::string berthd = cp.Path("/var/lib/berth/state/berthd");
+  EXPECT_EQ(MustRead(out + "/kubernetes-ca.pem"), MustRead(cp.Path("/etc/kubernetes/pki/ca.crt")));
+  EXPECT_EQ(MustRead(out + "/join-ca.pem"), MustRead(berthd + "/join-ca.pem"));
+  EXPECT_EQ(MustRead(out + "/recovery-key.txt"), MustRead(berthd + "/recovery-key.txt"));
+  EXPECT_THAT(ok.output, HasSubstr("berthd:          " + cp.addresses[0] + ":7400"));
+  EXPECT_THAT(ok.output, HasSubstr("Kubernetes API:  " + cp.addresses[0] + ":6443"));
+  // berthd's TLS certificate chains to the join CA and names the node's address.
+  auto ca = CertFromPem(MustRead(berthd + "/join-ca.pem"));
+  auto tls = CertFromPem(MustRead(berthd + "/tls.pem"));
+  ASSERT_TRUE(ca.ok() && tls.ok());
+  EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), cp.addresses[0].c_str(), 0), 1);
+  // Every private key on the node is its owner's alone.
+  for (const char* f : {"master.secret", "join-ca.key", "tls.key", "etcd-client.key",
+                        "kube-client.key", "kubeconfig"}) {
+    EXPECT_EQ(std::filesystem::status(berthd + "/" + f).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+        << f;
+  }
+  auto args = agent::BerthdArgsFromEnvironment(MustRead(berthd + "/berthd.env"));
+  ASSERT_TRUE(args.ok()) << args.status().ToString();
+  EXPECT_THAT(*args, Contains("--cluster-id"));
+  EXPECT_THAT(*args,
+              Contains("https://" + cp.addresses[0] + ":" + std::to_string(cp.etcd_client_port)));
+
+  // The disk: its key is the one berthd derives from the master secret on it, for its UUID.
+  const std::string master_text = MustRead(berthd + "/master.secret");
+  ASSERT_EQ(master_text.size(), 32u);
+  SecretBytes master(master_text.data(), master_text.size());
+  auto disk = agent::MakeLibDisk();
+  auto probe = disk->Probe(cp.disk.image);
+  ASSERT_TRUE(probe.ok() && probe->kind == agent::ProbeResult::Kind::kLuks);
+  auto keyslots = agent::MakeLibLuksKeyslots();
+  auto derived = DeriveDiskKey(master, "prod-eu1", cp.disk.uuid);
+  ASSERT_TRUE(derived.ok());
+  EXPECT_TRUE(disk->CheckKey(cp.disk.image, *derived).ok());
+  auto wrong = DeriveDiskKey(master, "prod-us1", cp.disk.uuid);
+  EXPECT_EQ(disk->CheckKey(cp.disk.image, *wrong).code(), Code::kPermissionDenied);
+  // The recovery keyslot is sealed to the operator's recovery key...
+  auto tokens = keyslots->Tokens(cp.disk.image, agent::kRecoveryToken);
+  ASSERT_TRUE(tokens.ok() && tokens->size() == 1u);
+  EXPECT_THAT(
+      MustRead(out + "/recovery-key.txt"),
+      HasSubstr(
+          nlohmann::json::parse((*tokens)[0].json)["recovery-key-sha256"].get<std::string>()));
+  // ...and this boot's TPM releases the cold-start key, which opens the disk.
+  {
+    auto tpm = agent::OpenEsysTpm(cp.tpm->Tcti());
+    ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
+    auto cold = agent::ControlPlaneKeys(tpm->get(), keyslots.get(), cp.disk.image, cp.disk.uuid)
+                    .ColdStartKey();
+    ASSERT_TRUE(cold.ok()) << cold.status().ToString();
+    EXPECT_TRUE(disk->CheckKey(cp.disk.image, *cold).ok());
+  }
+
+  // etcd: one member, the node, a voter; berthd's client certificate is accepted.
+  ASSERT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  auto options = agent::LocalEtcdClientOptions(cp.root, cp.ClientUrl());
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  options->cert_pem = MustRead(berthd + "/etcd-client.pem");
+  std::string client_key = MustRead(berthd + "/etcd-client.key");
+  options->key_pem = SecretBytes::TakeFrom(client_key);
+  auto client = etcd::MakeGrpcClient(std::move(*options));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto members = (*client)->MemberList();
+  ASSERT_TRUE(members.ok()) << members.status().ToString();
+  ASSERT_EQ(members->members_size(), 1);
+  EXPECT_EQ(members->members(0).name(), "cp-1");
+  EXPECT_FALSE(members->members(0).islearner());
+  etcdserverpb::PutRequest put;
+  put.set_key("/berth-test/written-before-the-outage");
+  put.set_value("kept");
+  ASSERT_TRUE((*client)->Put(put).ok());
+  client->reset();
+
+  // Every power at once: etcd dies with the node, which boots again with no berthd anywhere
+  // and no operator. Its TPM releases the cold-start key for this (approved) boot.
+  bed.etcd().StopExtra("cp-1");
+  AgentOutcome cold = bed.RunAgent(cp, true, {});
+  ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
+  EXPECT_THAT(cold.notifications, Contains("READY=1"));
+  ASSERT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  auto again = agent::LocalEtcdClientOptions(cp.root, cp.ClientUrl());
+  ASSERT_TRUE(again.ok());
+  auto after = etcd::MakeGrpcClient(std::move(*again));
+  ASSERT_TRUE(after.ok());
+  etcdserverpb::RangeRequest get;
+  get.set_key("/berth-test/written-before-the-outage");
+  auto read = (*after)->Range(get);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(read->kvs_size(), 1);
+  EXPECT_EQ(read->kvs(0).value(), "kept");
 }
 
 }  // namespace

@@ -178,7 +178,7 @@ v1::EnrolmentConfig Enrolment(const TestNode& node, bool control_plane,
   c.mutable_state_disk()->set_device("/dev/vdb");
   c.mutable_state_disk()->set_mount_point(kMountPoint);
   if (node.golden) *c.mutable_golden_ticket() = *node.golden;
-  if (node.operator_access.operator_spki_sha256_size() > 0) {
+  if (node.operator_access.operator_spki_sha256_size() > 0 || node.operator_access.bootstrap()) {
     *c.mutable_operator_access() = node.operator_access;
   }
   return c;
@@ -452,11 +452,13 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   // (see etcd_testbed.h), checking the configuration only.
   const bool real_kubeadm = kube_ != nullptr && !control_plane;
   o.kubeadm = real_kubeadm ? KubeadmJoinDryRun() : SourceDir() + "/tests/standins/kubeadm";
+  if (!node.kubeadm.empty()) o.kubeadm = node.kubeadm;
   o.retry = agent::RetryPolicy{.initial_backoff = std::chrono::milliseconds(200),
                                .max_backoff = std::chrono::milliseconds(1000),
                                .max_attempts = node.agent_attempts};
   o.call_timeout = std::chrono::seconds(30);
-  o.node_addresses = {"127.0.0.1"};
+  o.node_addresses =
+      node.addresses.empty() ? std::vector<std::string>{"127.0.0.1"} : node.addresses;
   o.etcd_peer_port = node.etcd_peer_port;
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);

@@ -60,6 +60,11 @@ struct TestNode {
   // The operators its EnrolmentConfig pins, and the port it serves them on when it waits
   // for a recovery (docs/cluster-lifecycle.md "Recovery").
   v1::OperatorAccess operator_access;
+  // The kubeadm its agent runs (empty: the testbed's choice, see RunAgent) and the addresses it
+  // serves etcd at (empty: 127.0.0.1). A bootstrap runs the real kubeadm's certs phases, which
+  // need an address that is not loopback.
+  std::string kubeadm;
+  std::vector<std::string> addresses;
   int etcd_peer_port = 0, etcd_client_port = 0;
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
   std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }

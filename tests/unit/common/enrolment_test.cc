@@ -131,6 +131,40 @@ TEST_F(EnrolmentTest, EveryRuleNamesItsField) {
                 "operator_access.port 70000 is not a TCP port");
 }
 
+// The first control plane makes the cluster: it names no berthd and pins no CA yet, but it must
+// be a control plane with a state disk that an operator it pins bootstraps.
+TEST_F(EnrolmentTest, ABootstrapConfigNamesNoBerthdButNeedsAControlPlaneDiskAndOperator) {
+  v1::EnrolmentConfig c = valid_;
+  c.clear_endpoints();
+  c.clear_cluster_ca_pem();
+  c.set_role(v1::NODE_ROLE_CONTROL_PLANE);
+  c.mutable_state_disk()->set_device("/dev/vdb");
+  c.mutable_state_disk()->set_mount_point("/var/lib/berth/state");
+  c.mutable_operator_access()->set_bootstrap(true);
+  c.mutable_operator_access()->add_operator_spki_sha256(std::string(64, 'a'));
+  EXPECT_TRUE(ValidateEnrolmentConfig(c).ok()) << ValidateEnrolmentConfig(c).ToString();
+
+  const std::string needs =
+      "operator_access.bootstrap needs a control plane with a state disk and at least one pinned "
+      "operator (operator_access.operator_spki_sha256)";
+  v1::EnrolmentConfig worker = c;
+  worker.set_role(v1::NODE_ROLE_WORKER);
+  EXPECT_EQ(ValidateEnrolmentConfig(worker).message(), needs);
+  v1::EnrolmentConfig diskless = c;
+  diskless.clear_state_disk();
+  EXPECT_EQ(ValidateEnrolmentConfig(diskless).message(), needs);
+  v1::EnrolmentConfig unpinned = c;
+  unpinned.mutable_operator_access()->clear_operator_spki_sha256();
+  EXPECT_EQ(ValidateEnrolmentConfig(unpinned).message(), needs);
+  // Without bootstrap the same config has nowhere to join.
+  v1::EnrolmentConfig joining = c;
+  joining.mutable_operator_access()->set_bootstrap(false);
+  EXPECT_EQ(ValidateEnrolmentConfig(joining).message(), "no endpoints: the node has nowhere to join");
+  // A CA it does pin must still parse.
+  c.set_cluster_ca_pem("not a certificate");
+  EXPECT_EQ(ValidateEnrolmentConfig(c).message(), "cluster_ca_pem holds no valid certificate");
+}
+
 TEST(EndpointTest, HostPortForms) {
   for (const char* ok : {"10.0.0.1:7443", "berthd.example:443", "[::1]:7443", "[fd00::10]:1",
                          "localhost:65535", "a:1"}) {

@@ -1,0 +1,193 @@
+#include "agent/bootstrap.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "common/crypto.h"
+#include "common/enrolment.h"
+#include "common/recovery.h"
+#include "server/nodes/etcd_pki.h"
+#include "verify/policy.h"
+
+namespace berth::agent {
+
+namespace {
+
+bool IsIpLiteral(const std::string& s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+// A YAML flow sequence of plain strings (IPs and DNS names need no quoting, but are quoted).
+std::string YamlList(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", \"" : "\"") + items[i] + "\"";
+  return out + "]";
+}
+
+}  // namespace
+
+Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& request) {
+  BootstrapParams p;
+  p.cluster_id = request.cluster_id();
+  // A DNS-1123 label: it names the cluster in kubeconfigs and kubeadm's clusterName.
+  if (p.cluster_id.empty() || p.cluster_id.size() > 63 || !IsValidNodeName(p.cluster_id) ||
+      p.cluster_id.find('.') != std::string::npos) {
+    return InvalidArgument("bootstrap: cluster id \"" + p.cluster_id +
+                           "\" is not a DNS-1123 label (lower-case letters, digits and '-', "
+                           "at most 63)");
+  }
+  if (request.recovery_public_key().size() != recovery::kPublicKeySize) {
+    return InvalidArgument("bootstrap: the recovery public key is " +
+                           std::to_string(request.recovery_public_key().size()) + " bytes, not " +
+                           std::to_string(recovery::kPublicKeySize));
+  }
+  p.recovery_public_key =
+      Bytes(request.recovery_public_key().begin(), request.recovery_public_key().end());
+  auto policy = verify::ParsePolicy(request.policy_yaml());
+  if (!policy.ok()) {
+    return InvalidArgument("bootstrap: berthd would refuse the policy: " +
+                           std::string(policy.status().message()));
+  }
+  p.policy_yaml = request.policy_yaml();
+  p.cold_start = policy->roles.cold_start;
+  for (const auto& a : request.api_server_addresses()) {
+    if (!IsIpLiteral(a) && !IsValidNodeName(a)) {
+      return InvalidArgument("bootstrap: API server address \"" + a +
+                             "\" is neither an IP address nor a DNS name");
+    }
+    p.api_server_addresses.push_back(a);
+  }
+  return p;
+}
+
+Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& node_name,
+                            const std::vector<std::string>& addresses) {
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, GenerateP256Key());
+  BERTH_ASSIGN_OR_RETURN(X509Ptr ca, IssueCert({.common_name = "berth join CA " + cluster_id,
+                                                .is_ca = true,
+                                                .validity = std::chrono::hours(24 * 3650)},
+                                               ca_key.get(), nullptr, ca_key.get()));
+  BERTH_ASSIGN_OR_RETURN(CertSpec spec, server::EtcdMemberCertSpec(node_name, addresses,
+                                                                   std::chrono::hours(24 * 365)));
+  spec.server_auth = true;
+  spec.client_auth = false;
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr tls_key, GenerateP256Key());
+  BERTH_ASSIGN_OR_RETURN(X509Ptr tls, IssueCert(spec, tls_key.get(), ca.get(), ca_key.get()));
+  JoinPki pki;
+  BERTH_ASSIGN_OR_RETURN(pki.ca_pem, CertToPem(ca.get()));
+  BERTH_ASSIGN_OR_RETURN(pki.ca_key_pem, PrivateKeyToPem(ca_key.get()));
+  BERTH_ASSIGN_OR_RETURN(pki.tls_pem, CertToPem(tls.get()));
+  BERTH_ASSIGN_OR_RETURN(pki.tls_key_pem, PrivateKeyToPem(tls_key.get()));
+  return pki;
+}
+
+std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
+  std::vector<std::string> etcd_sans = {k.node_name};
+  if (!k.advertise_address.empty()) etcd_sans.push_back(k.advertise_address);
+  const std::string api = k.advertise_address + ":" + std::to_string(kApiServerPort);
+  const std::vector<std::string> lines = {
+      "# Written by berth-agent at bootstrap (docs/cluster-lifecycle.md \"Bootstrap\").",
+      "apiVersion: kubeadm.k8s.io/v1beta4",
+      "kind: InitConfiguration",
+      "localAPIEndpoint:",
+      "  advertiseAddress: \"" + k.advertise_address + "\"",
+      "  bindPort: " + std::to_string(kApiServerPort),
+      "nodeRegistration:",
+      "  name: \"" + k.node_name + "\"",
+      "---",
+      "apiVersion: kubeadm.k8s.io/v1beta4",
+      "kind: ClusterConfiguration",
+      "clusterName: \"" + k.cluster_id + "\"",
+      "kubernetesVersion: \"" + k.kubernetes_version + "\"",
+      "certificatesDir: \"" + k.pki_dir + "\"",
+      "controlPlaneEndpoint: \"" + api + "\"",
+      "apiServer:",
+      "  certSANs: " + YamlList(k.sans),
+      "etcd:",
+      "  local:",
+      "    serverCertSANs: " + YamlList(etcd_sans),
+      "    peerCertSANs: " + YamlList(etcd_sans)};
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
+                            const std::string& config, const std::string& kubeconfig_dir) {
+  const std::vector<std::vector<std::string>> phases = {
+      {kubeadm, "init", "phase", "certs", "all", "--config", config},
+      {kubeadm, "init", "phase", "kubeconfig", "admin", "--config", config, "--kubeconfig-dir",
+       kubeconfig_dir}};
+  for (const auto& argv : phases) {
+    BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run(argv));
+    if (!r.success()) {
+      return FailedPrecondition("kubeadm " + argv[1] + " " + argv[2] + " " + argv[3] + " " +
+                                argv[4] + " failed (" + r.Describe() + "): " + r.output);
+    }
+  }
+  return OkStatus();
+}
+
+Result<std::string> KubeadmVersion(ProcessRunner& runner, const std::string& kubeadm) {
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run({kubeadm, "version", "-o", "short"}));
+  std::string v = TrimWhitespace(r.output);
+  if (!r.success() || v.empty() || v[0] != 'v' || v.find_first_of(" \n") != std::string::npos) {
+    return FailedPrecondition("kubeadm version -o short (" + r.Describe() +
+                              ") did not print a version: " + r.output);
+  }
+  return v;
+}
+
+std::string RenderKubeconfig(const std::string& cluster, const std::string& server,
+                             const std::string& ca_file, const std::string& user,
+                             const std::string& cert_file, const std::string& key_file) {
+  return "apiVersion: v1\nkind: Config\nclusters:\n- name: " + cluster +
+         "\n  cluster:\n    server: https://" + server + "\n    certificate-authority: " + ca_file +
+         "\nusers:\n- name: " + user + "\n  user:\n    client-certificate: " + cert_file +
+         "\n    client-key: " + key_file + "\ncontexts:\n- name: " + user + "@" + cluster +
+         "\n  context:\n    cluster: " + cluster + "\n    user: " + user +
+         "\ncurrent-context: " + user + "@" + cluster + "\n";
+}
+
+std::string RenderBerthdEnvironment(const BerthdSetup& s) {
+  const std::vector<std::pair<std::string, std::string>> flags = {
+      {"--listen", s.listen},
+      {"--cluster-id", s.cluster_id},
+      {"--api-server-endpoint", s.api_server_endpoint},
+      {"--tls-cert", s.dir + "/tls.pem"},
+      {"--tls-key", s.dir + "/tls.key"},
+      {"--policy", s.dir + "/policy.yaml"},
+      {"--master-secret-file", s.dir + "/master.secret"},
+      {"--recovery-key", s.dir + "/recovery-key.txt"},
+      {"--kubeconfig", s.dir + "/kubeconfig"},
+      {"--control-plane-pki", s.pki_dir},
+      {"--etcd-endpoints", s.etcd_client_url},
+      {"--etcd-ca-cert", s.pki_dir + "/etcd/ca.crt"},
+      {"--etcd-ca-key", s.pki_dir + "/etcd/ca.key"},
+      {"--etcd-client-cert", s.dir + "/etcd-client.pem"},
+      {"--etcd-client-key", s.dir + "/etcd-client.key"}};
+  std::string out =
+      "# Written by berth-agent at bootstrap (docs/cluster-lifecycle.md \"Bootstrap\"): the\n"
+      "# flags of berthd on this control plane, every file on the state disk.\nBERTHD_ARGS=";
+  for (size_t i = 0; i < flags.size(); ++i) {
+    out += (i ? " " : "") + flags[i].first + " " + flags[i].second;
+  }
+  return out + "\n";
+}
+
+Result<std::vector<std::string>> BerthdArgsFromEnvironment(const std::string& text) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("BERTHD_ARGS=", 0) != 0) continue;
+    std::vector<std::string> args;
+    std::istringstream words(line.substr(12));
+    for (std::string w; words >> w;) args.push_back(w);
+    return args;
+  }
+  return InvalidArgument("no BERTHD_ARGS= line in berthd's environment file");
+}
+
+}  // namespace berth::agent

@@ -1,0 +1,104 @@
+// The first control plane (docs/cluster-lifecycle.md "Bootstrap"): what berth-agent makes on the
+// node when an operator's `berthctl cluster init` asks it to, after the operator has verified
+// its attestation. Every secret of the new cluster is made here, on the node, and written only
+// to its encrypted state disk: the master secret, berth's join CA (what EnrolmentConfigs pin)
+// and berthd's TLS key, Kubernetes' CAs and service-account key (kubeadm's own
+// `init phase certs all`, so they are exactly what kubeadm makes), the etcd CA with this
+// node's etcd certificates, berthd's etcd client key and its Kubernetes identity. The operator
+// receives public material and the admin kubeconfig; the ESP is never written.
+//
+// This file holds the parts that need no device: checking the request, the certificates berth
+// makes itself, and the configuration files. agent.cc runs them in order (Boot::Bootstrap).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "berth/v1/operator.pb.h"
+#include "common/bytes.h"
+#include "common/secret.h"
+#include "common/status.h"
+#include "common/subprocess.h"
+#include "verify/role_policy.h"
+
+namespace berth::agent {
+
+// What berthd on this node serves with, under the state disk's mount point (beside
+// kMasterSecretOnDisk): berthd.env (its flags), policy.yaml, recovery-key.txt, join-ca.pem
+// and .key, tls.pem and .key, etcd-client.pem and .key, kubeconfig.
+inline constexpr char kBerthdDirOnDisk[] = "/berthd";
+// Where berthd serves joins on the first control plane.
+inline constexpr int kBerthdPort = 7400;
+// The Kubernetes API's port (kubeadm's default).
+inline constexpr int kApiServerPort = 6443;
+
+// A BootstrapRequest, checked.
+struct BootstrapParams {
+  std::string cluster_id;
+  Bytes recovery_public_key;  // X25519
+  std::string policy_yaml;
+  verify::ColdStartPolicy cold_start;  // the policy's roles.cold_start
+  std::vector<std::string> api_server_addresses;
+};
+
+// INVALID_ARGUMENT naming what is wrong, before anything is made: a cluster ID that is not a
+// DNS-1123 label (it salts every disk key and names the cluster in kubeconfigs), a recovery
+// key that is not 32 bytes, a policy berthd would refuse, an address that is neither an IP
+// literal nor a DNS name.
+Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& request);
+
+// berth's join CA (P-256, ten years) and berthd's TLS certificate from it (one year; the node's
+// name, localhost and every address in `addresses` as SANs).
+struct JoinPki {
+  std::string ca_pem;
+  SecretBytes ca_key_pem;
+  std::string tls_pem;
+  SecretBytes tls_key_pem;
+};
+Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& node_name,
+                            const std::vector<std::string>& addresses);
+
+// kubeadm's InitConfiguration and ClusterConfiguration for the certs and kubeconfig phases:
+// certificates under `pki_dir`, the API server at `advertise_address`:6443 with
+// `sans` as extra SANs, etcd's certificates for the node's addresses.
+struct KubeadmInit {
+  std::string pki_dir;
+  std::string cluster_id;
+  std::string node_name;
+  std::string advertise_address;
+  std::vector<std::string> sans;
+  std::string kubernetes_version;  // kubeadm's own (`kubeadm version -o short`)
+};
+std::string RenderKubeadmInitConfig(const KubeadmInit& init);
+
+// The kubeadm phases that make the cluster's Kubernetes PKI and the admin kubeconfig (no
+// cluster needed): `init phase certs all`, `init phase kubeconfig admin`. `config` is the
+// file RenderKubeadmInitConfig's output was written to. FAILED_PRECONDITION with kubeadm's
+// words when one fails.
+Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
+                            const std::string& config, const std::string& kubeconfig_dir);
+// `kubeadm version -o short`: the release it makes configuration for.
+Result<std::string> KubeadmVersion(ProcessRunner& runner, const std::string& kubeadm);
+
+// A client kubeconfig for https://`server` naming its files (the CA, a client certificate and
+// its key), so the key stays in its own 0600 file.
+std::string RenderKubeconfig(const std::string& cluster, const std::string& server,
+                             const std::string& ca_file, const std::string& user,
+                             const std::string& cert_file, const std::string& key_file);
+
+// berthd's flags on this node, as the environment file berthd reads (BERTHD_ARGS=...):
+// everything under `dir` (the state disk's berthd directory as the node sees it), etcd's CA and
+// PKI under `pki_dir`, the node's etcd at `etcd_client_url`.
+struct BerthdSetup {
+  std::string dir;
+  std::string pki_dir;
+  std::string cluster_id;
+  std::string listen;               // host:port
+  std::string api_server_endpoint;  // host:port
+  std::string etcd_client_url;
+};
+std::string RenderBerthdEnvironment(const BerthdSetup& setup);
+// BERTHD_ARGS of such a file, split at spaces (the paths hold none).
+Result<std::vector<std::string>> BerthdArgsFromEnvironment(const std::string& text);
+
+}  // namespace berth::agent

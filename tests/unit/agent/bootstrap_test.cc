@@ -1,0 +1,161 @@
+// The parts of a bootstrap that need no device (agent/bootstrap.h): the request's checks, the
+// join CA and berthd's certificate, and the files berthd and kubeadm read. The whole bootstrap
+// runs in tests/integration/etcd_join_test.cc (real berthctl, swtpm, kubeadm, etcd, LUKS2).
+#include "agent/bootstrap.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/x509v3.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/crypto.h"
+
+namespace berth::agent {
+namespace {
+
+using ::testing::ElementsAre;
+
+const std::string kPolicy =
+    "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + std::string(64, 'a') +
+    "\n  pcrs:\n    sha256:\n      0: " + std::string(64, 'b') + "\n";
+
+v1::BootstrapRequest GoodRequest() {
+  v1::BootstrapRequest r;
+  r.set_cluster_id("prod-eu1");
+  r.set_recovery_public_key(std::string(32, '\x07'));
+  r.set_policy_yaml(kPolicy);
+  r.add_api_server_addresses("192.0.2.10");
+  r.add_api_server_addresses("api.prod-eu1.example");
+  return r;
+}
+
+TEST(BootstrapRequestTest, AGoodRequestCarriesThePolicysColdStartPcrs) {
+  auto p = CheckBootstrapRequest(GoodRequest());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->cluster_id, "prod-eu1");
+  EXPECT_EQ(p->recovery_public_key, Bytes(32, 7));
+  EXPECT_EQ(p->cold_start.bank, DigestAlg::kSha256);
+  EXPECT_THAT(p->cold_start.pcrs, ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
+  EXPECT_THAT(p->api_server_addresses, ElementsAre("192.0.2.10", "api.prod-eu1.example"));
+
+  v1::BootstrapRequest narrower = GoodRequest();
+  narrower.set_policy_yaml(kPolicy + "roles:\n  cold_start:\n    pcrs: [0, 2, 4]\n");
+  auto q = CheckBootstrapRequest(narrower);
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_THAT(q->cold_start.pcrs, ElementsAre(0, 2, 4));
+}
+
+TEST(BootstrapRequestTest, EachBadFieldIsRefusedByName) {
+  v1::BootstrapRequest r = GoodRequest();
+  r.set_cluster_id("Prod_EU1");
+  EXPECT_EQ(CheckBootstrapRequest(r).status().ToString(),
+            "INVALID_ARGUMENT: bootstrap: cluster id \"Prod_EU1\" is not a DNS-1123 label "
+            "(lower-case letters, digits and '-', at most 63)");
+  r.set_cluster_id("prod.eu1");
+  EXPECT_EQ(CheckBootstrapRequest(r).status().code(), Code::kInvalidArgument);
+  r.set_cluster_id("");
+  EXPECT_EQ(CheckBootstrapRequest(r).status().code(), Code::kInvalidArgument);
+
+  r = GoodRequest();
+  r.set_recovery_public_key(std::string(31, '\x07'));
+  EXPECT_EQ(CheckBootstrapRequest(r).status().ToString(),
+            "INVALID_ARGUMENT: bootstrap: the recovery public key is 31 bytes, not 32");
+
+  r = GoodRequest();
+  r.set_policy_yaml(kPolicy + "roles:\n  cold_start:\n    pcrs: [15]\n");
+  auto bad_policy = CheckBootstrapRequest(r);
+  EXPECT_EQ(bad_policy.status().code(), Code::kInvalidArgument);
+  EXPECT_THAT(bad_policy.status().message(),
+              ::testing::StartsWith("bootstrap: berthd would refuse the policy: "));
+  EXPECT_THAT(bad_policy.status().message(), ::testing::HasSubstr("15"));
+
+  r = GoodRequest();
+  r.add_api_server_addresses("not an address");
+  EXPECT_EQ(CheckBootstrapRequest(r).status().ToString(),
+            "INVALID_ARGUMENT: bootstrap: API server address \"not an address\" is neither an "
+            "IP address nor a DNS name");
+}
+
+TEST(JoinPkiTest, BerthdsCertificateChainsToTheJoinCaAndNamesEveryAddress) {
+  auto pki = MakeJoinPki("prod-eu1", "cp-1", {"192.0.2.10", "api.prod-eu1.example"});
+  ASSERT_TRUE(pki.ok()) << pki.status().ToString();
+  auto ca = CertFromPem(pki->ca_pem);
+  auto tls = CertFromPem(pki->tls_pem);
+  ASSERT_TRUE(ca.ok() && tls.ok());
+  EXPECT_EQ(X509_check_ca(ca->get()), 1);
+  EXPECT_EQ(X509_check_ca(tls->get()), 0);
+  EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
+  EXPECT_EQ(X509_check_host(tls->get(), "cp-1", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_host(tls->get(), "api.prod-eu1.example", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), "192.0.2.10", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), "192.0.2.11", 0), 0);
+  EXPECT_EQ(X509_check_purpose(tls->get(), X509_PURPOSE_SSL_SERVER, 0), 1);
+  // Each key is its certificate's.
+  auto ca_key = PrivateKeyFromPem(pki->ca_key_pem.view());
+  auto tls_key = PrivateKeyFromPem(pki->tls_key_pem.view());
+  ASSERT_TRUE(ca_key.ok() && tls_key.ok());
+  EXPECT_EQ(X509_check_private_key(ca->get(), ca_key->get()), 1);
+  EXPECT_EQ(X509_check_private_key(tls->get(), tls_key->get()), 1);
+}
+
+TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndNamesTheNode) {
+  const std::string text = RenderKubeadmInitConfig({.pki_dir = "/run/berth/bootstrap/pki",
+                                                    .cluster_id = "prod-eu1",
+                                                    .node_name = "cp-1",
+                                                    .advertise_address = "192.0.2.10",
+                                                    .sans = {"192.0.2.10", "api.example"},
+                                                    .kubernetes_version = "v1.37.2"});
+  std::vector<YAML::Node> docs = YAML::LoadAll(text);
+  ASSERT_EQ(docs.size(), 2u);
+  EXPECT_EQ(docs[0]["kind"].as<std::string>(), "InitConfiguration");
+  EXPECT_EQ(docs[0]["localAPIEndpoint"]["advertiseAddress"].as<std::string>(), "192.0.2.10");
+  EXPECT_EQ(docs[0]["nodeRegistration"]["name"].as<std::string>(), "cp-1");
+  EXPECT_EQ(docs[1]["kind"].as<std::string>(), "ClusterConfiguration");
+  EXPECT_EQ(docs[1]["clusterName"].as<std::string>(), "prod-eu1");
+  EXPECT_EQ(docs[1]["kubernetesVersion"].as<std::string>(), "v1.37.2");
+  EXPECT_EQ(docs[1]["certificatesDir"].as<std::string>(), "/run/berth/bootstrap/pki");
+  EXPECT_EQ(docs[1]["controlPlaneEndpoint"].as<std::string>(), "192.0.2.10:6443");
+  EXPECT_EQ(docs[1]["apiServer"]["certSANs"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"192.0.2.10", "api.example"}));
+  EXPECT_EQ(docs[1]["etcd"]["local"]["serverCertSANs"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"cp-1", "192.0.2.10"}));
+}
+
+TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
+  const std::string env = RenderBerthdEnvironment({.dir = "/var/lib/berth/state/berthd",
+                                                   .pki_dir = "/etc/kubernetes/pki",
+                                                   .cluster_id = "prod-eu1",
+                                                   .listen = "0.0.0.0:7400",
+                                                   .api_server_endpoint = "192.0.2.10:6443",
+                                                   .etcd_client_url = "https://192.0.2.10:2379"});
+  auto args = BerthdArgsFromEnvironment(env);
+  ASSERT_TRUE(args.ok()) << args.status().ToString();
+  const std::string d = "/var/lib/berth/state/berthd";
+  EXPECT_EQ(*args,
+            (std::vector<std::string>{
+                "--listen", "0.0.0.0:7400", "--cluster-id", "prod-eu1", "--api-server-endpoint",
+                "192.0.2.10:6443", "--tls-cert", d + "/tls.pem", "--tls-key", d + "/tls.key",
+                "--policy", d + "/policy.yaml", "--master-secret-file", d + "/master.secret",
+                "--recovery-key", d + "/recovery-key.txt", "--kubeconfig", d + "/kubeconfig",
+                "--control-plane-pki", "/etc/kubernetes/pki", "--etcd-endpoints",
+                "https://192.0.2.10:2379", "--etcd-ca-cert", "/etc/kubernetes/pki/etcd/ca.crt",
+                "--etcd-ca-key", "/etc/kubernetes/pki/etcd/ca.key", "--etcd-client-cert",
+                d + "/etcd-client.pem", "--etcd-client-key", d + "/etcd-client.key"}));
+  EXPECT_EQ(BerthdArgsFromEnvironment("# nothing\n").status().ToString(),
+            "INVALID_ARGUMENT: no BERTHD_ARGS= line in berthd's environment file");
+}
+
+TEST(BootstrapFilesTest, BerthdsKubeconfigNamesItsKeyFileAndHoldsNoKey) {
+  const std::string k = RenderKubeconfig("prod-eu1", "192.0.2.10:6443", "/pki/ca.crt", "berthd",
+                                         "/d/kube-client.pem", "/d/kube-client.key");
+  YAML::Node y = YAML::Load(k);
+  EXPECT_EQ(y["clusters"][0]["cluster"]["server"].as<std::string>(), "https://192.0.2.10:6443");
+  EXPECT_EQ(y["clusters"][0]["cluster"]["certificate-authority"].as<std::string>(),
+            "/pki/ca.crt");
+  EXPECT_EQ(y["users"][0]["name"].as<std::string>(), "berthd");
+  EXPECT_EQ(y["users"][0]["user"]["client-key"].as<std::string>(), "/d/kube-client.key");
+  EXPECT_EQ(y["current-context"].as<std::string>(), "berthd@prod-eu1");
+}
+
+}  // namespace
+}  // namespace berth::agent
