@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <random>
 #include <regex>
+#include <sstream>
 
 #include "agent/attestation.h"
 #include "agent/boot_seal.h"
@@ -64,6 +65,8 @@ AgentDeps RealAgentDeps() {
   deps.keyslots = keyslots.get();
   static SystemdEtcdService etcd_service(&runner);
   deps.etcd = &etcd_service;
+  static SystemdControlPlaneServices control_plane(&runner, "/bin/systemctl");
+  deps.control_plane = &control_plane;
   deps.make_etcd_client = etcd::MakeGrpcClient;
   deps.drop_privileges = [] { return DropCapabilitiesExcept(kJoinCapabilities); };
   deps.make_transport = [](const ClientIdentity& id, const v1::EnrolmentConfig& config) {
@@ -121,6 +124,9 @@ enum class Step {
   kOperatorBootstrap,
   kMakeClusterPki,
   kWriteClusterFiles,
+  kStartControlPlane,
+  kConfigureCluster,
+  kStartBerthd,
 };
 
 std::string_view StepName(Step step) {
@@ -152,6 +158,9 @@ std::string_view StepName(Step step) {
     case Step::kOperatorBootstrap: return "operator-bootstrap";
     case Step::kMakeClusterPki: return "make-cluster-pki";
     case Step::kWriteClusterFiles: return "write-cluster-files";
+    case Step::kStartControlPlane: return "start-control-plane";
+    case Step::kConfigureCluster: return "configure-cluster";
+    case Step::kStartBerthd: return "start-berthd";
   }
   return "?";
 }
@@ -908,10 +917,11 @@ class Boot {
   };
 
   Status WaitForBootstrap() {
-    if (!ControlPlane() || tpm_ == nullptr || deps_.keyslots == nullptr) {
+    if (!ControlPlane() || tpm_ == nullptr || deps_.keyslots == nullptr ||
+        deps_.control_plane == nullptr) {
       return FailedPrecondition(
           "the EnrolmentConfig asks this node to bootstrap a cluster, which needs a control "
-          "plane with a TPM and LUKS2 keyslots (its cold-start keyslot)");
+          "plane with a TPM, LUKS2 keyslots (its cold-start keyslot) and its services");
     }
     OperatorServerConfig server_config{
         .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
@@ -981,12 +991,8 @@ class Boot {
       const std::string config = stage + "/kubeadm-init.yaml";
       BERTH_RETURN_IF_ERROR(
           WriteFileAtomic(config,
-                          RenderKubeadmInitConfig({.pki_dir = stage + "/pki",
-                                                   .cluster_id = params.cluster_id,
-                                                   .node_name = node_,
-                                                   .advertise_address = advertise,
-                                                   .sans = addresses,
-                                                   .kubernetes_version = kube_version}),
+                          RenderKubeadmInitConfig(KubeadmConfig(
+                              params, advertise, addresses, kube_version, stage + "/pki", stage)),
                           0600));
       BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, stage));
       return MakeJoinPki(params.cluster_id, node_, addresses);
@@ -1010,6 +1016,7 @@ class Boot {
     std::error_code ignored;
     std::filesystem::remove_all(stage, ignored);
     if (st.ok()) st = StartEtcd(0);
+    if (st.ok()) st = StartControlPlane(params, advertise, addresses, kube_version);
     if (!st.ok()) return st.WithContext("bootstrap");
 
     v1::BootstrapResponse response;
@@ -1020,12 +1027,168 @@ class Boot {
     response.set_join_ca_pem(made->ca_pem);
     BERTH_ASSIGN_OR_RETURN(std::string kube_ca, ReadFile(kube + "/pki/ca.crt"));
     response.set_kubernetes_ca_pem(kube_ca);
-    response.set_berthd_endpoint(advertise + ":" + std::to_string(kBerthdPort));
-    response.set_api_server_endpoint(advertise + ":" + std::to_string(kApiServerPort));
+    response.set_berthd_endpoint(advertise + ":" + std::to_string(options_.berthd_port));
+    response.set_api_server_endpoint(advertise + ":" + std::to_string(options_.api_server_port));
     bootstrapped_ = "bootstrapped cluster " + params.cluster_id + ": state disk " + uuid +
-                    " formatted and mounted, etcd running as its first voter, berthd's files in " +
-                    JoinRoot(config_.state_disk().mount_point(), kBerthdDirOnDisk);
+                    " formatted and mounted; etcd (its first voter), the Kubernetes API at " +
+                    response.api_server_endpoint() + " and berthd at " +
+                    response.berthd_endpoint() + " started";
     return response;
+  }
+
+  KubeadmInit KubeadmConfig(const BootstrapParams& params, const std::string& advertise,
+                            const std::vector<std::string>& addresses,
+                            const std::string& kube_version, const std::string& pki_dir,
+                            const std::string& kubeconfig_dir) const {
+    return {.pki_dir = pki_dir,
+            .kubeconfig_dir = kubeconfig_dir,
+            .cluster_id = params.cluster_id,
+            .node_name = node_,
+            .advertise_address = advertise,
+            .api_port = options_.api_server_port,
+            .sans = addresses,
+            .etcd_client_url = etcd_endpoints_.ClientUrl(),
+            .kubernetes_version = kube_version};
+  }
+
+  // The Kubernetes control plane from kubeadm's own static Pod manifests (their flags, run by
+  // the node image's units: docs/kubernetes.md "Control planes"), what `kubeadm init` puts into
+  // the cluster (by its own phases) and berthd's RBAC, then berthd.
+  Status StartControlPlane(const BootstrapParams& params, const std::string& advertise,
+                           const std::vector<std::string>& addresses,
+                           const std::string& kube_version) {
+    const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+    const std::string config = kube + "/kubeadm-init.yaml";
+    const std::string super_admin = kube + "/super-admin.conf";
+    Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+          config,
+          RenderKubeadmInitConfig(KubeadmConfig(params, advertise, addresses, kube_version,
+                                                JoinRoot(options_.root, kKubernetesPkiDir), kube)),
+          0600));
+      const std::string manifests = JoinRoot(options_.root, "/run/berth/manifests");
+      BERTH_RETURN_IF_ERROR(MakeDirs(manifests, 0700));
+      BERTH_RETURN_IF_ERROR(
+          RunKubeadmControlPlanePhases(*deps_.runner, options_.kubeadm, config, kube, manifests));
+      const std::string args_dir = JoinRoot(options_.root, kControlPlaneArgsDir);
+      BERTH_RETURN_IF_ERROR(MakeDirs(args_dir, 0755));
+      for (const char* component : kKubeComponents) {
+        BERTH_ASSIGN_OR_RETURN(std::string manifest,
+                               ReadFile(manifests + "/" + component + ".yaml"));
+        BERTH_ASSIGN_OR_RETURN(std::vector<std::string> args, ManifestCommand(manifest, component));
+        BERTH_ASSIGN_OR_RETURN(std::string env, RenderArgsEnvironment("ARGS", args));
+        BERTH_RETURN_IF_ERROR(WriteFileAtomic(args_dir + "/" + component + ".env", env, 0644));
+        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
+      }
+      return WaitForApiServer(super_admin);
+    });
+    if (!st.ok()) return st.WithContext("starting the Kubernetes control plane");
+    st = Timed(Step::kConfigureCluster, "configuring the new cluster", [&]() -> Status {
+      // kubeadm's admin.conf is in the group kubeadm:cluster-admins, which `kubeadm init`
+      // binds to cluster-admin with super-admin.conf.
+      BERTH_RETURN_IF_ERROR(Kubectl(
+          super_admin, {"create", "clusterrolebinding", "kubeadm:cluster-admins", "--clusterrole",
+                        "cluster-admin", "--group", "kubeadm:cluster-admins"}));
+      BERTH_RETURN_IF_ERROR(
+          RunKubeadmUploadPhases(*deps_.runner, options_.kubeadm, config, kube + "/admin.conf"));
+      BERTH_RETURN_IF_ERROR(Kubectl(kube + "/admin.conf", {"apply", "-f", options_.berthd_rbac}));
+      return WaitForBootstrapSigner(kube + "/admin.conf");
+    });
+    if (!st.ok()) return st.WithContext("configuring the new cluster");
+    st = Timed(Step::kStartBerthd, "starting berthd",
+               [&] { return deps_.control_plane->Start("berthd"); });
+    return st.ok() ? st : st.WithContext("starting berthd");
+  }
+
+  // kubectl's output (stdout and stderr), or FAILED_PRECONDITION with it.
+  Result<std::string> KubectlOutput(const std::string& kubeconfig,
+                                    const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {options_.kubectl, "--kubeconfig", kubeconfig,
+                                     "--request-timeout", "10s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    BERTH_ASSIGN_OR_RETURN(ProcessResult r, deps_.runner->Run(argv));
+    if (!r.success()) {
+      return FailedPrecondition("kubectl " + args[0] + " " + args[1] + " failed (" + r.Describe() +
+                                "): " + r.output);
+    }
+    return std::move(r.output);
+  }
+  Status Kubectl(const std::string& kubeconfig, const std::vector<std::string>& args) {
+    return KubectlOutput(kubeconfig, args).status();
+  }
+
+  // kubeadm's bootstrap-token phase makes a token of its own (24 h), which berth does not
+  // hand out: berthd mints one per node. Once the controller manager's bootstrap signer has
+  // signed cluster-info for it (so a node's token discovery will find its signature) it is
+  // deleted. Every second, at most options_.control_plane_wait.
+  Status WaitForBootstrapSigner(const std::string& admin) {
+    BERTH_ASSIGN_OR_RETURN(
+        std::string names,
+        KubectlOutput(admin, {"get", "secrets", "-n", "kube-system", "--field-selector",
+                              "type=bootstrap.kubernetes.io/token", "-o",
+                              "jsonpath={.items[*].metadata.name}"}));
+    std::istringstream in(names);
+    std::vector<std::string> tokens;
+    for (std::string name; in >> name;) tokens.push_back(name);
+    if (tokens.size() != 1 || tokens[0].rfind("bootstrap-token-", 0) != 0) {
+      return FailedPrecondition("expected the one bootstrap token kubeadm made, found \"" + names +
+                                "\"");
+    }
+    const std::string jws = "jws-kubeconfig-" + tokens[0].substr(16);
+    const int64_t deadline = MonotonicMillis() + options_.control_plane_wait.count() * 1000;
+    for (;;) {
+      auto keys = KubectlOutput(admin, {"get", "configmap", "cluster-info", "-n", "kube-public",
+                                        "-o", "jsonpath={.data}"});
+      if (keys.ok() && keys->find("\"" + jws + "\"") != std::string::npos) break;
+      if (MonotonicMillis() >= deadline) {
+        return Unavailable(
+            "the controller manager's bootstrap signer did not sign cluster-info "
+            "in " +
+            std::to_string(options_.control_plane_wait.count()) + " s");
+      }
+      deps_.notifier->Status("bootstrap: waiting for the bootstrap signer");
+      deps_.clock->Sleep(std::chrono::seconds(1));
+    }
+    return Kubectl(admin, {"delete", "secret", "-n", "kube-system", tokens[0]});
+  }
+
+  // Until the API server answers /readyz, every second, at most options_.control_plane_wait.
+  Status WaitForApiServer(const std::string& kubeconfig) {
+    const int64_t deadline = MonotonicMillis() + options_.control_plane_wait.count() * 1000;
+    std::string last;
+    for (;;) {
+      Status ready = Kubectl(kubeconfig, {"get", "--raw", "/readyz"});
+      if (ready.ok()) return OkStatus();
+      last = std::string(ready.message());
+      if (MonotonicMillis() >= deadline) {
+        return Unavailable("the Kubernetes API server did not become ready in " +
+                           std::to_string(options_.control_plane_wait.count()) + " s: " + last);
+      }
+      deps_.notifier->Status("bootstrap: waiting for the Kubernetes API server");
+      deps_.clock->Sleep(std::chrono::seconds(1));
+    }
+  }
+
+  // A later boot of the first control plane: the services its bootstrap configured (their
+  // files are on the state disk), after etcd. Other control planes have none of these files.
+  Status RestartBootstrappedServices() {
+    if (deps_.control_plane == nullptr) return OkStatus();
+    std::vector<std::string> services;
+    for (const char* component : kKubeComponents) {
+      const std::string env =
+          JoinRoot(options_.root, kControlPlaneArgsDir) + "/" + component + ".env";
+      if (std::filesystem::exists(env)) services.push_back(component);
+    }
+    if (std::filesystem::exists(JoinRoot(options_.root, config_.state_disk().mount_point()) +
+                                kBerthdDirOnDisk + "/berthd.env")) {
+      services.push_back("berthd");
+    }
+    if (services.empty()) return OkStatus();
+    Status st = Timed(Step::kStartControlPlane, "starting the control plane's services", [&] {
+      for (const auto& s : services) BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(s));
+      return OkStatus();
+    });
+    return st.ok() ? st : st.WithContext("starting the control plane's services");
   }
 
   // The boot-policy key derives from the master secret (server/join/boot_policy.h): the node
@@ -1111,21 +1274,21 @@ class Boot {
     BERTH_RETURN_IF_ERROR(
         IssueClientCert(pki + "/etcd/ca.crt", pki + "/etcd/ca.key", dir + "/etcd-client"));
     BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/ca.crt", pki + "/ca.key", dir + "/kube-client"));
-    const std::string api = advertise + ":" + std::to_string(kApiServerPort);
+    const std::string api = advertise + ":" + std::to_string(options_.api_server_port);
     BERTH_RETURN_IF_ERROR(
         WriteFileAtomic(dir + "/kubeconfig",
                         RenderKubeconfig(params.cluster_id, api, pki + "/ca.crt", "berthd",
                                          dir + "/kube-client.pem", dir + "/kube-client.key"),
                         0600));
-    BERTH_RETURN_IF_ERROR(
-        WriteFileAtomic(dir + "/berthd.env",
-                        RenderBerthdEnvironment({.dir = dir,
-                                                 .pki_dir = pki,
-                                                 .cluster_id = params.cluster_id,
-                                                 .listen = "0.0.0.0:" + std::to_string(kBerthdPort),
-                                                 .api_server_endpoint = api,
-                                                 .etcd_client_url = etcd_endpoints_.ClientUrl()}),
-                        0644));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+        dir + "/berthd.env",
+        RenderBerthdEnvironment({.dir = dir,
+                                 .pki_dir = pki,
+                                 .cluster_id = params.cluster_id,
+                                 .listen = "0.0.0.0:" + std::to_string(options_.berthd_port),
+                                 .api_server_endpoint = api,
+                                 .etcd_client_url = etcd_endpoints_.ClientUrl()}),
+        0644));
     return disk_->WriteProgress(
         Progress{.join_started = true, .joined = true, .pki_written = true});
   }
@@ -1234,6 +1397,7 @@ class Boot {
               WriteEtcdCrl(options_.root, rejoin_crl_).WithContext("updating the etcd CRL"));
         }
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
+        BERTH_RETURN_IF_ERROR(RestartBootstrappedServices());
       }
       BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
       if (source == KeySource::kColdStart) {

@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/bootstrap.h"
 #include "agent/ec2_identity.h"
 #include "agent/etcd_join.h"
 #include "agent/golden_ticket.h"
@@ -68,6 +69,14 @@ struct AgentOptions {
   int etcd_peer_port = 2380;
   int etcd_client_port = 2379;
   std::chrono::seconds etcd_wait{900};
+  // The first control plane (bootstrap.h): where its Kubernetes API server and berthd serve,
+  // how long the API server may take to answer, kubectl (not inside root) and berthd's RBAC
+  // (kube/berthd-rbac.yaml, installed by the image; not inside root).
+  int api_server_port = kApiServerPort;
+  int berthd_port = kBerthdPort;
+  std::chrono::seconds control_plane_wait{300};
+  std::string kubectl = "/usr/bin/kubectl";
+  std::string berthd_rbac = "/usr/share/berth/berthd-rbac.yaml";
   // The EC2 instance this node claims to be (docs/lifecycle.md "Cloud events"); empty: the
   // DMI board asset tag under root, when it is an instance ID (Nitro instances carry it there).
   std::string ec2_instance_id;
@@ -116,6 +125,9 @@ struct AgentDeps {
   // Control planes: starting the node's etcd, and a client to watch it become a member.
   EtcdService* etcd = nullptr;
   std::function<Result<std::unique_ptr<etcd::Client>>(etcd::ClientOptions)> make_etcd_client;
+  // The first control plane: starting its Kubernetes API server, controller manager and
+  // berthd (bootstrap.h; null: a bootstrap is refused before anything is made).
+  ControlPlaneServices* control_plane = nullptr;
   // The instance metadata service at a URL (null: the real one, over libcurl).
   std::function<std::unique_ptr<InstanceMetadata>(const std::string& url)> make_imds;
   // Golden tickets (golden_ticket.h): the reader of the flavour berth-agent links. Null: a

@@ -1,6 +1,7 @@
 #include "agent/bootstrap.h"
 
 #include <arpa/inet.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <sstream>
@@ -87,14 +88,15 @@ Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& no
 std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
   std::vector<std::string> etcd_sans = {k.node_name};
   if (!k.advertise_address.empty()) etcd_sans.push_back(k.advertise_address);
-  const std::string api = k.advertise_address + ":" + std::to_string(kApiServerPort);
+  const std::string api = k.advertise_address + ":" + std::to_string(k.api_port);
+  const std::string kcm = k.kubeconfig_dir + "/controller-manager.conf";
   const std::vector<std::string> lines = {
       "# Written by berth-agent at bootstrap (docs/cluster-lifecycle.md \"Bootstrap\").",
       "apiVersion: kubeadm.k8s.io/v1beta4",
       "kind: InitConfiguration",
       "localAPIEndpoint:",
       "  advertiseAddress: \"" + k.advertise_address + "\"",
-      "  bindPort: " + std::to_string(kApiServerPort),
+      "  bindPort: " + std::to_string(k.api_port),
       "nodeRegistration:",
       "  name: \"" + k.node_name + "\"",
       "---",
@@ -106,6 +108,13 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
       "controlPlaneEndpoint: \"" + api + "\"",
       "apiServer:",
       "  certSANs: " + YamlList(k.sans),
+      "  extraArgs:",
+      "  - {name: etcd-servers, value: \"" + k.etcd_client_url + "\"}",
+      "controllerManager:",
+      "  extraArgs:",
+      "  - {name: kubeconfig, value: \"" + kcm + "\"}",
+      "  - {name: authentication-kubeconfig, value: \"" + kcm + "\"}",
+      "  - {name: authorization-kubeconfig, value: \"" + kcm + "\"}",
       "etcd:",
       "  local:",
       "    serverCertSANs: " + YamlList(etcd_sans),
@@ -115,20 +124,99 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
   return out;
 }
 
-Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
-                            const std::string& config, const std::string& kubeconfig_dir) {
-  const std::vector<std::vector<std::string>> phases = {
-      {kubeadm, "init", "phase", "certs", "all", "--config", config},
-      {kubeadm, "init", "phase", "kubeconfig", "admin", "--config", config, "--kubeconfig-dir",
-       kubeconfig_dir}};
+namespace {
+
+Status RunPhases(ProcessRunner& runner, const std::vector<std::vector<std::string>>& phases,
+                 const std::vector<std::string>& env = {}) {
   for (const auto& argv : phases) {
-    BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run(argv));
+    BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner.Run(argv, env));
     if (!r.success()) {
-      return FailedPrecondition("kubeadm " + argv[1] + " " + argv[2] + " " + argv[3] + " " +
-                                argv[4] + " failed (" + r.Describe() + "): " + r.output);
+      std::string what = "kubeadm";
+      for (size_t i = 1; i < argv.size() && argv[i].rfind("--", 0) != 0; ++i) what += " " + argv[i];
+      return FailedPrecondition(what + " failed (" + r.Describe() + "): " + r.output);
     }
   }
   return OkStatus();
+}
+
+}  // namespace
+
+Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
+                            const std::string& config, const std::string& kubeconfig_dir) {
+  return RunPhases(runner, {{kubeadm, "init", "phase", "certs", "all", "--config", config},
+                            {kubeadm, "init", "phase", "kubeconfig", "admin", "--config", config,
+                             "--kubeconfig-dir", kubeconfig_dir}});
+}
+
+Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& kubeadm,
+                                    const std::string& config, const std::string& kubeconfig_dir,
+                                    const std::string& manifest_dir) {
+  BERTH_RETURN_IF_ERROR(
+      RunPhases(runner, {{kubeadm, "init", "phase", "kubeconfig", "super-admin", "--config", config,
+                          "--kubeconfig-dir", kubeconfig_dir},
+                         {kubeadm, "init", "phase", "kubeconfig", "controller-manager", "--config",
+                          config, "--kubeconfig-dir", kubeconfig_dir}}));
+  return RunPhases(
+      runner,
+      {{kubeadm, "init", "phase", "control-plane", "apiserver", "--config", config, "--dry-run"},
+       {kubeadm, "init", "phase", "control-plane", "controller-manager", "--config", config,
+        "--dry-run"}},
+      {"KUBEADM_INIT_DRYRUN_DIR=" + manifest_dir});
+}
+
+Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
+                              const std::string& config, const std::string& admin_kubeconfig) {
+  const std::vector<std::string> as = {"--config", config, "--kubeconfig", admin_kubeconfig};
+  std::vector<std::vector<std::string>> phases;
+  for (std::vector<std::string> phase : {std::vector<std::string>{"upload-config", "kubeadm"},
+                                         {"upload-config", "kubelet"},
+                                         {"bootstrap-token", "--skip-token-print"}}) {
+    std::vector<std::string> argv = {kubeadm, "init", "phase"};
+    argv.insert(argv.end(), phase.begin(), phase.end());
+    argv.insert(argv.end(), as.begin(), as.end());
+    phases.push_back(std::move(argv));
+  }
+  return RunPhases(runner, phases);
+}
+
+Status SystemdControlPlaneServices::Start(const std::string& name) {
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r,
+                         runner_->Run({systemctl_, "start", "--no-block", name + ".service"}));
+  if (!r.success()) {
+    return Unavailable("systemctl start " + name + ".service failed (" + r.Describe() +
+                       "): " + r.output);
+  }
+  return OkStatus();
+}
+
+Result<std::vector<std::string>> ManifestCommand(const std::string& manifest_yaml,
+                                                 const std::string& program) {
+  YAML::Node command;
+  try {
+    command = YAML::Load(manifest_yaml)["spec"]["containers"][0]["command"];
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("the " + program + " manifest is not YAML: " + e.what());
+  }
+  if (!command || !command.IsSequence() || command.size() < 1 ||
+      command[0].as<std::string>() != program) {
+    return InvalidArgument("the " + program + " manifest's first container does not run " +
+                           program);
+  }
+  std::vector<std::string> args;
+  for (size_t i = 1; i < command.size(); ++i) args.push_back(command[i].as<std::string>());
+  return args;
+}
+
+Result<std::string> RenderArgsEnvironment(const std::string& var,
+                                          const std::vector<std::string>& args) {
+  std::string out = "# Written by berth-agent at bootstrap (docs/kubernetes.md).\n" + var + "=";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i].empty() || args[i].find_first_of(" \t\n\"'\\") != std::string::npos) {
+      return InvalidArgument("argument \"" + args[i] + "\" cannot be passed through " + var);
+    }
+    out += (i ? " " : "") + args[i];
+  }
+  return out + "\n";
 }
 
 Result<std::string> KubeadmVersion(ProcessRunner& runner, const std::string& kubeadm) {
@@ -178,16 +266,17 @@ std::string RenderBerthdEnvironment(const BerthdSetup& s) {
   return out + "\n";
 }
 
-Result<std::vector<std::string>> BerthdArgsFromEnvironment(const std::string& text) {
+Result<std::vector<std::string>> ArgsFromEnvironment(const std::string& text,
+                                                     const std::string& var) {
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("BERTHD_ARGS=", 0) != 0) continue;
+    if (line.rfind(var + "=", 0) != 0) continue;
     std::vector<std::string> args;
-    std::istringstream words(line.substr(12));
+    std::istringstream words(line.substr(var.size() + 1));
     for (std::string w; words >> w;) args.push_back(w);
     return args;
   }
-  return InvalidArgument("no BERTHD_ARGS= line in berthd's environment file");
+  return InvalidArgument("no " + var + "= line in the environment file");
 }
 
 }  // namespace berth::agent

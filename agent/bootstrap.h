@@ -58,25 +58,74 @@ struct JoinPki {
 Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& node_name,
                             const std::vector<std::string>& addresses);
 
-// kubeadm's InitConfiguration and ClusterConfiguration for the certs and kubeconfig phases:
-// certificates under `pki_dir`, the API server at `advertise_address`:6443 with
-// `sans` as extra SANs, etcd's certificates for the node's addresses.
+// kubeadm's InitConfiguration and ClusterConfiguration: certificates under `pki_dir`, the API
+// server at `advertise_address`:`api_port` with `sans` as extra SANs and this node's etcd at
+// `etcd_client_url`, etcd's certificates for the node's name and address, and the controller
+// manager's kubeconfigs under `kubeconfig_dir` (kubeadm's manifests otherwise name fixed paths
+// under /etc/kubernetes).
 struct KubeadmInit {
   std::string pki_dir;
+  std::string kubeconfig_dir;
   std::string cluster_id;
   std::string node_name;
   std::string advertise_address;
+  int api_port = kApiServerPort;
   std::vector<std::string> sans;
+  std::string etcd_client_url;
   std::string kubernetes_version;  // kubeadm's own (`kubeadm version -o short`)
 };
 std::string RenderKubeadmInitConfig(const KubeadmInit& init);
 
-// The kubeadm phases that make the cluster's Kubernetes PKI and the admin kubeconfig (no
-// cluster needed): `init phase certs all`, `init phase kubeconfig admin`. `config` is the
-// file RenderKubeadmInitConfig's output was written to. FAILED_PRECONDITION with kubeadm's
-// words when one fails.
+// kubeadm phases, FAILED_PRECONDITION with kubeadm's words when one fails. `config` is the
+// file RenderKubeadmInitConfig's output was written to.
+//   the cluster's Kubernetes PKI and the admin kubeconfig (no cluster needed): `init phase
+//   certs all`, `init phase kubeconfig admin` into `kubeconfig_dir`;
 Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
                             const std::string& config, const std::string& kubeconfig_dir);
+//   the control plane's kubeconfigs (super-admin, controller-manager) into `kubeconfig_dir`
+//   and the static Pod manifests kubeadm would run, into `manifest_dir` (--dry-run);
+Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& kubeadm,
+                                    const std::string& config, const std::string& kubeconfig_dir,
+                                    const std::string& manifest_dir);
+//   what `kubeadm init` puts into a running cluster, as `admin_kubeconfig`: the kubeadm and
+//   kubelet configuration, cluster-info and the RBAC that lets bootstrap tokens join.
+Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
+                              const std::string& config, const std::string& admin_kubeconfig);
+
+// The first control plane's services besides etcd: the Kubernetes API server and controller
+// manager, then berthd. In the node image each is a systemd unit that reads its flags from
+// <name>.env (ARGS=..., BERTHD_ARGS=... for berthd) under kControlPlaneArgsDir (berthd: the
+// state disk's berthd directory); tests start the real programs from the same files. Docs:
+// docs/kubernetes.md "Control planes".
+class ControlPlaneServices {
+ public:
+  virtual ~ControlPlaneServices() = default;
+  // Starts `name` ("kube-apiserver", "kube-controller-manager", "berthd") if it is not
+  // running.
+  virtual Status Start(const std::string& name) = 0;
+};
+// `systemctl start <name>.service`.
+class SystemdControlPlaneServices : public ControlPlaneServices {
+ public:
+  SystemdControlPlaneServices(ProcessRunner* runner, std::string systemctl)
+      : runner_(runner), systemctl_(std::move(systemctl)) {}
+  Status Start(const std::string& name) override;
+
+ private:
+  ProcessRunner* runner_;
+  std::string systemctl_;
+};
+inline constexpr char kControlPlaneArgsDir[] = "/etc/kubernetes/berth";
+inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager"};
+
+// The command of a static Pod manifest's first container without the program (`program`, which
+// it must start with): the flags kubeadm chose. INVALID_ARGUMENT naming what is missing.
+Result<std::vector<std::string>> ManifestCommand(const std::string& manifest_yaml,
+                                                 const std::string& program);
+// An environment file with `var`=the arguments, space-separated. INVALID_ARGUMENT for an
+// argument with whitespace or a newline (systemd splits $VAR at whitespace).
+Result<std::string> RenderArgsEnvironment(const std::string& var,
+                                          const std::vector<std::string>& args);
 // `kubeadm version -o short`: the release it makes configuration for.
 Result<std::string> KubeadmVersion(ProcessRunner& runner, const std::string& kubeadm);
 
@@ -98,7 +147,8 @@ struct BerthdSetup {
   std::string etcd_client_url;
 };
 std::string RenderBerthdEnvironment(const BerthdSetup& setup);
-// BERTHD_ARGS of such a file, split at spaces (the paths hold none).
-Result<std::vector<std::string>> BerthdArgsFromEnvironment(const std::string& text);
+// `var` of such a file (BERTHD_ARGS, ARGS), split at spaces (the paths hold none).
+Result<std::vector<std::string>> ArgsFromEnvironment(const std::string& text,
+                                                     const std::string& var);
 
 }  // namespace berth::agent

@@ -785,25 +785,32 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   EXPECT_EQ(bed.KubeadmJoins().size(), 1u);  // no second join
 }
 
-// Issue 26, bootstrap (docs/cluster-lifecycle.md "Bootstrap"): the first control plane of a
-// cluster, a blank node whose EnrolmentConfig says bootstrap and names no berthd, waits for its
-// operator. `berthctl cluster init` attests it first (a policy its boot fails gets it nothing
-// sent); then the node makes every secret of the cluster on itself and keeps them only on its
-// encrypted state disk: the disk's key is the one berthd will derive from the master secret
-// written there, its cold-start keyslot opens in this boot and its recovery keyslot is sealed
-// to the key whose shares the operator got; kubeadm's own certs phase made the Kubernetes CA
-// the operator receives; etcd runs as the cluster's one voter; berthd's files name it all.
-// Then every power goes at once: the node boots again with no berthd and no operator, opens
-// its disk by cold start and its etcd comes back with its data.
-TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByColdStart) {
+// Issue 26, bootstrap (docs/cluster-lifecycle.md "Bootstrap"): a cluster from nothing. The
+// first control plane, a blank node whose EnrolmentConfig says bootstrap and names no berthd,
+// waits for its operator. `berthctl cluster init` attests it first (a policy its boot fails
+// gets it nothing sent); then the node makes every secret of the cluster on itself and keeps
+// them only on its encrypted state disk: the disk's key is the one berthd derives from the
+// master secret written there, its cold-start keyslot opens in this boot and its recovery
+// keyslot is sealed to the key whose shares the operator got; kubeadm's own phases made the
+// Kubernetes CA the operator receives; etcd runs as the cluster's one voter, the real
+// kube-apiserver and kube-controller-manager with kubeadm's flags, and berthd, through which
+// a worker then joins that cluster with the real kubeadm. Then every power goes at once: the
+// first control plane boots again with no berthd anywhere and no operator, opens its disk by
+// cold start, its etcd comes back with its data and its services with it, and the worker
+// rejoins.
+TEST(EtcdJoinTest, AClusterFromNothingBootstrapsJoinsAWorkerAndComesBackAfterPowerLoss) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  TestNode& worker = bed.AddNode("w-1", /*control_plane=*/false);
   cp.disk.image = cp.Path("/state.img");
   cp.kubeadm = bed.kube()->Binary("kubeadm");
   auto addresses = agent::DetectNodeAddresses();
   ASSERT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
-  cp.addresses = {(*addresses)[0]};  // kubeadm advertises the API server at it, never loopback
+  const std::string ip = (*addresses)[0];
+  cp.addresses = {ip};  // kubeadm advertises the API server at it, never at loopback
+  cp.api_server_port = UnusedPort();
+  cp.berthd_port = UnusedPort();
   const std::string op = bed.dir().Join("operator-alice");
   ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
   ASSERT_EQ(made.exit_code, 0) << made.output;
@@ -819,9 +826,11 @@ TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByCold
   ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
   const std::string esp = MustRead(cp.Path("/efi/berth/enrolment.binpb"));
 
+  // The operator's policy, made from a reference boot: both nodes' AKs, firmware and loader.
   auto policy_file = [&](const std::string& name, const std::string& pcr4) {
     const std::string path = bed.dir().Join(name);
     MustWrite(path, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
+                        "\n    - name: w-1\n      sha256: " + worker.ak_sha256 +
                         "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
                         "\n      4: " + pcr4 + "\n");
     return path;
@@ -861,17 +870,19 @@ TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByCold
     EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
   }
   const std::string berthd = cp.Path("/var/lib/berth/state/berthd");
+  const std::string api = ip + ":" + std::to_string(cp.api_server_port);
+  const std::string berthd_endpoint = ip + ":" + std::to_string(cp.berthd_port);
   EXPECT_EQ(MustRead(out + "/kubernetes-ca.pem"), MustRead(cp.Path("/etc/kubernetes/pki/ca.crt")));
   EXPECT_EQ(MustRead(out + "/join-ca.pem"), MustRead(berthd + "/join-ca.pem"));
   EXPECT_EQ(MustRead(out + "/recovery-key.txt"), MustRead(berthd + "/recovery-key.txt"));
-  EXPECT_THAT(ok.output, HasSubstr("berthd:          " + cp.addresses[0] + ":7400"));
-  EXPECT_THAT(ok.output, HasSubstr("Kubernetes API:  " + cp.addresses[0] + ":6443"));
+  EXPECT_THAT(ok.output, HasSubstr("berthd:          " + berthd_endpoint));
+  EXPECT_THAT(ok.output, HasSubstr("Kubernetes API:  " + api));
   // berthd's TLS certificate chains to the join CA and names the node's address.
   auto ca = CertFromPem(MustRead(berthd + "/join-ca.pem"));
   auto tls = CertFromPem(MustRead(berthd + "/tls.pem"));
   ASSERT_TRUE(ca.ok() && tls.ok());
   EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
-  EXPECT_EQ(X509_check_ip_asc(tls->get(), cp.addresses[0].c_str(), 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), ip.c_str(), 0), 1);
   // Every private key on the node is its owner's alone.
   for (const char* f : {"master.secret", "join-ca.key", "tls.key", "etcd-client.key",
                         "kube-client.key", "kubeconfig"}) {
@@ -879,11 +890,6 @@ TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByCold
               std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
         << f;
   }
-  auto args = agent::BerthdArgsFromEnvironment(MustRead(berthd + "/berthd.env"));
-  ASSERT_TRUE(args.ok()) << args.status().ToString();
-  EXPECT_THAT(*args, Contains("--cluster-id"));
-  EXPECT_THAT(*args,
-              Contains("https://" + cp.addresses[0] + ":" + std::to_string(cp.etcd_client_port)));
 
   // The disk: its key is the one berthd derives from the master secret on it, for its UUID.
   const std::string master_text = MustRead(berthd + "/master.secret");
@@ -935,13 +941,49 @@ TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByCold
   ASSERT_TRUE((*client)->Put(put).ok());
   client->reset();
 
-  // Every power at once: etcd dies with the node, which boots again with no berthd anywhere
-  // and no operator. Its TPM releases the cold-start key for this (approved) boot.
+  // The Kubernetes API the node started answers the operator's admin kubeconfig.
+  auto kubectl = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {bed.kube()->Binary("kubectl"), "--kubeconfig",
+                                     out + "/admin.conf", "--request-timeout", "20s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = RealProcessRunner().Run(argv);
+    return r.ok() ? *r : ProcessResult{};
+  };
+  EXPECT_EQ(kubectl({"get", "--raw", "/readyz"}).output, "ok");
+  EXPECT_THAT(kubectl({"config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"}).output,
+              "https://" + api);
+  ASSERT_TRUE(WaitFor([&] { return Listening(cp.berthd_port); }, std::chrono::seconds(60)))
+      << MustRead(bed.ServiceLog(cp, "berthd"));
+
+  // A worker joins the new cluster through that berthd, pinning the join CA the operator got,
+  // with the real kubeadm against the real API server the node started.
+  worker.cluster_ca_pem = MustRead(out + "/join-ca.pem");
+  AgentOutcome joined = bed.RunAgent(worker, false, {berthd_endpoint});
+  ASSERT_TRUE(joined.status.ok()) << joined.status.ToString() << "\n"
+                                  << MustRead(bed.ServiceLog(cp, "berthd"));
+  auto joins = bed.KubeadmJoins();
+  ASSERT_EQ(joins.size(), 1u);
+  EXPECT_TRUE(joins[0]["ok"].get<bool>()) << joins[0].dump();
+  EXPECT_THAT(joins[0]["output"].get<std::string>(), HasSubstr(api));
+  // The one bootstrap token is berthd's for the worker: kubeadm's own is gone.
+  const std::string token_secrets =
+      kubectl({"get", "secrets", "-n", "kube-system", "--field-selector",
+               "type=bootstrap.kubernetes.io/token", "-o", "name"})
+          .output;
+  EXPECT_EQ(std::count(token_secrets.begin(), token_secrets.end(), '\n'), 1) << token_secrets;
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp, "berthd")), HasSubstr("decision=granted node=w-1"));
+
+  // Every power at once: the services and etcd die with the node, which boots again with no
+  // berthd anywhere and no operator. Its TPM releases the cold-start key for this (approved)
+  // boot; etcd comes back with its data, and the API server and berthd with it.
+  bed.KillServices(cp);
   bed.etcd().StopExtra("cp-1");
   AgentOutcome cold = bed.RunAgent(cp, true, {});
   ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
   EXPECT_THAT(cold.notifications, Contains("READY=1"));
   ASSERT_TRUE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_TRUE(bed.ServiceRunning(cp, "kube-apiserver"));
+  EXPECT_TRUE(bed.ServiceRunning(cp, "berthd"));
   auto again = agent::LocalEtcdClientOptions(cp.root, cp.ClientUrl());
   ASSERT_TRUE(again.ok());
   auto after = etcd::MakeGrpcClient(std::move(*again));
@@ -952,6 +994,12 @@ TEST(EtcdJoinTest, TheFirstControlPlaneMakesTheClusterOnItselfAndComesBackByCold
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   ASSERT_EQ(read->kvs_size(), 1);
   EXPECT_EQ(read->kvs(0).value(), "kept");
+  // The worker reboots and rejoins through the berthd that came back: same disk, no new join.
+  AgentOutcome rejoined = bed.RunAgent(worker, false, {berthd_endpoint});
+  ASSERT_TRUE(rejoined.status.ok()) << rejoined.status.ToString() << "\n"
+                                    << MustRead(bed.ServiceLog(cp, "berthd"));
+  EXPECT_THAT(rejoined.notifications, Contains("READY=1"));
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);
 }
 
 }  // namespace

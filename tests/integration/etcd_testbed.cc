@@ -165,13 +165,25 @@ class TestEtcdService : public agent::EtcdService {
   TestNode* node_;
 };
 
+// A bootstrapped node's services, as the node image's units run them: the real programs with
+// the flags the agent wrote (bootstrap.h ControlPlaneServices).
+class TestControlPlaneServices : public agent::ControlPlaneServices {
+ public:
+  TestControlPlaneServices(EtcdTestbed* bed, TestNode* node) : bed_(bed), node_(node) {}
+  Status Start(const std::string& name) override { return bed_->StartService(*node_, name); }
+
+ private:
+  EtcdTestbed* bed_;
+  TestNode* node_;
+};
+
 v1::EnrolmentConfig Enrolment(const TestNode& node, bool control_plane,
                               const std::vector<std::string>& endpoints, const std::string& ca) {
   v1::EnrolmentConfig c;
   c.set_version(1);
   c.set_cluster_id("berth-test");
   for (const auto& e : endpoints) c.add_endpoints(e);
-  c.set_cluster_ca_pem(ca);
+  c.set_cluster_ca_pem(node.cluster_ca_pem.empty() ? ca : node.cluster_ca_pem);
   c.set_role(control_plane ? v1::NODE_ROLE_CONTROL_PLANE : v1::NODE_ROLE_WORKER);
   c.set_attestation(v1::ATTESTATION_KIND_TPM);
   c.set_node_name(node.name);
@@ -285,6 +297,7 @@ EtcdTestbed::EtcdTestbed(const EtcdTestbedOptions& options) : options_(options) 
 }
 
 EtcdTestbed::~EtcdTestbed() {
+  for (auto& [name, p] : services_) p.Stop();
   for (auto& [i, p] : berthd_) p.Stop();
   apiserver_.Stop();
   etcd_.reset();  // stops every etcd, the nodes' too
@@ -462,6 +475,11 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_peer_port = node.etcd_peer_port;
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);
+  if (node.api_server_port != 0) o.api_server_port = node.api_server_port;
+  if (node.berthd_port != 0) o.berthd_port = node.berthd_port;
+  if (kube_ != nullptr) o.kubectl = kube_->Binary("kubectl");
+  o.berthd_rbac = SourceDir() + "/kube/berthd-rbac.yaml";
+  o.control_plane_wait = std::chrono::seconds(180);
   o.ec2_instance_id = node.ec2_instance_id;
   if (!node.ec2_imds_url.empty()) o.ec2_imds_url = node.ec2_imds_url;
 
@@ -494,6 +512,8 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   if (!node.disk.image.empty()) deps.keyslots = &keyslots;
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
+  TestControlPlaneServices control_plane(this, &node);
+  deps.control_plane = &control_plane;
   deps.read_golden_ticket = golden_reader;
   AgentOutcome out;
   out.status = agent::RunAgent(o, deps);
@@ -634,6 +654,46 @@ std::vector<nlohmann::json> EtcdTestbed::KubeadmJoins() const {
 
 std::vector<nlohmann::json> EtcdTestbed::StandinApiServerRecords() const {
   return ReadJsonLines(dir_.Join("apiserver.jsonl"));
+}
+
+}  // namespace berth::testing
+
+namespace berth::testing {
+
+std::string EtcdTestbed::ServiceLog(const TestNode& node, const std::string& name) const {
+  return dir_.Join(node.name + "-" + name + ".log");
+}
+
+bool EtcdTestbed::ServiceRunning(const TestNode& node, const std::string& name) {
+  auto it = services_.find(node.name + "/" + name);
+  return it != services_.end() && it->second.running();
+}
+
+void EtcdTestbed::KillServices(const TestNode& node) {
+  for (auto& [key, p] : services_) {
+    if (key.rfind(node.name + "/", 0) == 0) p.Stop(SIGKILL);
+  }
+}
+
+Status EtcdTestbed::StartService(TestNode& node, const std::string& name) {
+  if (ServiceRunning(node, name)) return OkStatus();
+  std::string env_file, var = "ARGS", binary;
+  if (name == "berthd") {
+    env_file = node.Path(std::string(kMountPoint) + agent::kBerthdDirOnDisk + "/berthd.env");
+    var = "BERTHD_ARGS";
+    binary = BuildDir() + "/" + berthd_binary;
+  } else {
+    env_file = node.Path(std::string(agent::kControlPlaneArgsDir) + "/" + name + ".env");
+    if (kube_ == nullptr) return FailedPrecondition("no Kubernetes binaries");
+    binary = kube_->Binary(name);
+  }
+  BERTH_ASSIGN_OR_RETURN(std::string text, ReadFile(env_file));
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> args, agent::ArgsFromEnvironment(text, var));
+  std::vector<std::string> argv = {binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  BERTH_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Start(argv, ServiceLog(node, name)));
+  services_[node.name + "/" + name] = std::move(p);
+  return OkStatus();
 }
 
 }  // namespace berth::testing

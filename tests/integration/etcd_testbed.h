@@ -65,6 +65,10 @@ struct TestNode {
   // need an address that is not loopback.
   std::string kubeadm;
   std::vector<std::string> addresses;
+  // The first control plane: where the Kubernetes API server and berthd it starts listen.
+  int api_server_port = 0, berthd_port = 0;
+  // The CA its EnrolmentConfig pins (empty: the testbed's join CA).
+  std::string cluster_ca_pem;
   int etcd_peer_port = 0, etcd_client_port = 0;
   std::string PeerUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_peer_port); }
   std::string ClientUrl() const { return "https://127.0.0.1:" + std::to_string(etcd_client_port); }
@@ -208,6 +212,19 @@ class EtcdTestbed {
   std::map<int, int> berthd_ports_, admin_ports_, metrics_ports_;
   std::map<std::string, std::unique_ptr<TestNode>> nodes_;
   std::vector<std::string> control_planes_;
+  // What bootstrapped nodes started (kube-apiserver, kube-controller-manager, berthd), by
+  // "<node>/<name>"; stopped last.
+  std::map<std::string, Subprocess> services_;
+
+ public:
+  // The log of service `name` a bootstrapped node started.
+  std::string ServiceLog(const TestNode& node, const std::string& name) const;
+  // Whether it still runs.
+  bool ServiceRunning(const TestNode& node, const std::string& name);
+  // Starts it from the environment file the agent wrote (ControlPlaneServices).
+  Status StartService(TestNode& node, const std::string& name);
+  // SIGKILLs every service the node started, as a power loss does.
+  void KillServices(const TestNode& node);
 };
 
 }  // namespace berth::testing

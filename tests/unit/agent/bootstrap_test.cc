@@ -100,10 +100,13 @@ TEST(JoinPkiTest, BerthdsCertificateChainsToTheJoinCaAndNamesEveryAddress) {
 
 TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndNamesTheNode) {
   const std::string text = RenderKubeadmInitConfig({.pki_dir = "/run/berth/bootstrap/pki",
+                                                    .kubeconfig_dir = "/root/etc/kubernetes",
                                                     .cluster_id = "prod-eu1",
                                                     .node_name = "cp-1",
                                                     .advertise_address = "192.0.2.10",
+                                                    .api_port = 16443,
                                                     .sans = {"192.0.2.10", "api.example"},
+                                                    .etcd_client_url = "https://192.0.2.10:2379",
                                                     .kubernetes_version = "v1.37.2"});
   std::vector<YAML::Node> docs = YAML::LoadAll(text);
   ASSERT_EQ(docs.size(), 2u);
@@ -114,7 +117,15 @@ TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndName
   EXPECT_EQ(docs[1]["clusterName"].as<std::string>(), "prod-eu1");
   EXPECT_EQ(docs[1]["kubernetesVersion"].as<std::string>(), "v1.37.2");
   EXPECT_EQ(docs[1]["certificatesDir"].as<std::string>(), "/run/berth/bootstrap/pki");
-  EXPECT_EQ(docs[1]["controlPlaneEndpoint"].as<std::string>(), "192.0.2.10:6443");
+  EXPECT_EQ(docs[0]["localAPIEndpoint"]["bindPort"].as<int>(), 16443);
+  EXPECT_EQ(docs[1]["controlPlaneEndpoint"].as<std::string>(), "192.0.2.10:16443");
+  EXPECT_EQ(docs[1]["apiServer"]["extraArgs"][0]["name"].as<std::string>(), "etcd-servers");
+  EXPECT_EQ(docs[1]["apiServer"]["extraArgs"][0]["value"].as<std::string>(),
+            "https://192.0.2.10:2379");
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][i]["value"].as<std::string>(),
+              "/root/etc/kubernetes/controller-manager.conf");
+  }
   EXPECT_EQ(docs[1]["apiServer"]["certSANs"].as<std::vector<std::string>>(),
             (std::vector<std::string>{"192.0.2.10", "api.example"}));
   EXPECT_EQ(docs[1]["etcd"]["local"]["serverCertSANs"].as<std::vector<std::string>>(),
@@ -128,7 +139,7 @@ TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
                                                    .listen = "0.0.0.0:7400",
                                                    .api_server_endpoint = "192.0.2.10:6443",
                                                    .etcd_client_url = "https://192.0.2.10:2379"});
-  auto args = BerthdArgsFromEnvironment(env);
+  auto args = ArgsFromEnvironment(env, "BERTHD_ARGS");
   ASSERT_TRUE(args.ok()) << args.status().ToString();
   const std::string d = "/var/lib/berth/state/berthd";
   EXPECT_EQ(*args,
@@ -141,8 +152,36 @@ TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
                 "https://192.0.2.10:2379", "--etcd-ca-cert", "/etc/kubernetes/pki/etcd/ca.crt",
                 "--etcd-ca-key", "/etc/kubernetes/pki/etcd/ca.key", "--etcd-client-cert",
                 d + "/etcd-client.pem", "--etcd-client-key", d + "/etcd-client.key"}));
-  EXPECT_EQ(BerthdArgsFromEnvironment("# nothing\n").status().ToString(),
-            "INVALID_ARGUMENT: no BERTHD_ARGS= line in berthd's environment file");
+  EXPECT_EQ(ArgsFromEnvironment("# nothing\n", "BERTHD_ARGS").status().ToString(),
+            "INVALID_ARGUMENT: no BERTHD_ARGS= line in the environment file");
+}
+
+// kubeadm's static Pod manifests give the flags; the node image's units run the binaries.
+TEST(BootstrapFilesTest, AComponentsFlagsComeFromItsManifestAndPassThroughItsUnitUnchanged) {
+  const std::string manifest =
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\nspec:\n  containers:\n"
+      "  - command:\n    - kube-apiserver\n    - --advertise-address=192.0.2.10\n"
+      "    - --etcd-servers=https://192.0.2.10:2379\n    image: registry.k8s.io/x\n"
+      "    name: kube-apiserver\n";
+  auto args = ManifestCommand(manifest, "kube-apiserver");
+  ASSERT_TRUE(args.ok()) << args.status().ToString();
+  EXPECT_THAT(*args, ElementsAre("--advertise-address=192.0.2.10",
+                                 "--etcd-servers=https://192.0.2.10:2379"));
+  auto env = RenderArgsEnvironment("ARGS", *args);
+  ASSERT_TRUE(env.ok());
+  auto back = ArgsFromEnvironment(*env, "ARGS");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, *args);
+
+  EXPECT_EQ(ManifestCommand(manifest, "kube-controller-manager").status().ToString(),
+            "INVALID_ARGUMENT: the kube-controller-manager manifest's first container does not "
+            "run kube-controller-manager");
+  EXPECT_EQ(ManifestCommand("spec: {}\n", "kube-apiserver").status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(ManifestCommand("{[", "kube-apiserver").status().code(), Code::kInvalidArgument);
+  // systemd splits $ARGS at whitespace: an argument holding some is refused, not split.
+  EXPECT_EQ(RenderArgsEnvironment("ARGS", {"--a=b c"}).status().ToString(),
+            "INVALID_ARGUMENT: argument \"--a=b c\" cannot be passed through ARGS");
 }
 
 TEST(BootstrapFilesTest, BerthdsKubeconfigNamesItsKeyFileAndHoldsNoKey) {
