@@ -22,12 +22,12 @@
 #include "agent/privileges.h"
 #include "agent/snp_attester.h"
 #include "common/binding.h"
+#include "common/boot_policy.h"
 #include "common/cluster_keys.h"
+#include "common/etcd_pki.h"
 #include "common/log.h"
 #include "common/recovery.h"
 #include "common/tpm/sealed_boot.h"
-#include "server/join/boot_policy.h"
-#include "server/nodes/etcd_pki.h"
 
 namespace berth::agent {
 
@@ -1191,30 +1191,19 @@ class Boot {
     return st.ok() ? st : st.WithContext("starting the control plane's services");
   }
 
-  // The boot-policy key derives from the master secret (server/join/boot_policy.h): the node
+  // The boot-policy key derives from the master secret (common/boot_policy.h): the node
   // signs its own boot, read from its TPM, over the policy's roles.cold_start PCRs, as berthd
   // signs each later boot it verifies. The operator has just verified this boot.
   Result<v1::ColdStart> SignOwnBoot(const SecretBytes& master, const BootstrapParams& params) {
-    BERTH_ASSIGN_OR_RETURN(server::BootPolicySigner signer,
-                           server::BootPolicySigner::Create(master, params.cluster_id));
+    BERTH_ASSIGN_OR_RETURN(BootPolicySigner signer,
+                           BootPolicySigner::Create(master, params.cluster_id));
     v1::PcrSelection selection;
-    switch (params.cold_start.bank) {
-      case DigestAlg::kSha256:
-        selection.set_bank(v1::HASH_ALGORITHM_SHA256);
-        break;
-      case DigestAlg::kSha384:
-        selection.set_bank(v1::HASH_ALGORITHM_SHA384);
-        break;
-      case DigestAlg::kSha512:
-        selection.set_bank(v1::HASH_ALGORITHM_SHA512);
-        break;
-      default:
-        return InvalidArgument("bootstrap: the policy's roles.cold_start bank is not SHA-2");
-    }
-    for (uint32_t p : params.cold_start.pcrs) selection.add_pcrs(p);
+    selection.set_bank(
+        static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(params.cold_start_bank)));
+    for (uint32_t p : params.cold_start_pcrs) selection.add_pcrs(p);
     BERTH_ASSIGN_OR_RETURN(tpm::PcrValues pcrs,
                            serialized_->Exclusive([&] { return tpm_->ReadPcrs({selection}); }));
-    return signer.ColdStartFor(pcrs, params.cold_start.bank, params.cold_start.pcrs,
+    return signer.ColdStartFor(pcrs, params.cold_start_bank, params.cold_start_pcrs,
                                deps_.clock->NowUnix());
   }
 
@@ -1244,8 +1233,8 @@ class Boot {
     BERTH_ASSIGN_OR_RETURN(std::string etcd_ca_key, ReadFile(pki + "/etcd/ca.key"));
     SecretBytes etcd_key_pem = SecretBytes::TakeFrom(etcd_ca_key);
     BERTH_ASSIGN_OR_RETURN(
-        std::unique_ptr<server::EtcdCa> etcd_ca,
-        server::EtcdCa::FromPem(etcd_ca_pem, etcd_key_pem, std::chrono::hours(24 * 365)));
+        std::unique_ptr<EtcdCa> etcd_ca,
+        EtcdCa::FromPem(etcd_ca_pem, etcd_key_pem, std::chrono::hours(24 * 365)));
     BERTH_ASSIGN_OR_RETURN(std::string crl, etcd_ca->MakeCrl({}, deps_.clock->NowUnix(), 1));
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/etcd/crl.pem", crl, 0644));
     v1::EtcdMaterial member;

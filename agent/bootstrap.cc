@@ -6,11 +6,12 @@
 #include <algorithm>
 #include <sstream>
 
+#include "common/boot_policy.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "common/etcd_pki.h"
 #include "common/recovery.h"
-#include "server/nodes/etcd_pki.h"
-#include "verify/policy.h"
+#include "common/tpm/quote.h"
 
 namespace berth::agent {
 
@@ -47,13 +48,20 @@ Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& reques
   }
   p.recovery_public_key =
       Bytes(request.recovery_public_key().begin(), request.recovery_public_key().end());
-  auto policy = verify::ParsePolicy(request.policy_yaml());
-  if (!policy.ok()) {
-    return InvalidArgument("bootstrap: berthd would refuse the policy: " +
-                           std::string(policy.status().message()));
+  if (request.policy_yaml().empty()) {
+    return InvalidArgument("bootstrap: no policy: berthd would admit no node");
   }
   p.policy_yaml = request.policy_yaml();
-  p.cold_start = policy->roles.cold_start;
+  auto bank = tpm::DigestFromTpmAlg(static_cast<uint16_t>(request.cold_start().bank()));
+  if (!bank.ok()) {
+    return InvalidArgument("bootstrap: the cold-start PCR bank " +
+                           std::to_string(request.cold_start().bank()) + " is not a hash");
+  }
+  p.cold_start_bank = *bank;
+  p.cold_start_pcrs.assign(request.cold_start().pcrs().begin(), request.cold_start().pcrs().end());
+  if (Status ok = CheckColdStartPcrs(p.cold_start_bank, p.cold_start_pcrs); !ok.ok()) {
+    return InvalidArgument("bootstrap: " + std::string(ok.message()));
+  }
   for (const auto& a : request.api_server_addresses()) {
     if (!IsIpLiteral(a) && !IsValidNodeName(a)) {
       return InvalidArgument("bootstrap: API server address \"" + a +
@@ -71,8 +79,8 @@ Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& no
                                                 .is_ca = true,
                                                 .validity = std::chrono::hours(24 * 3650)},
                                                ca_key.get(), nullptr, ca_key.get()));
-  BERTH_ASSIGN_OR_RETURN(CertSpec spec, server::EtcdMemberCertSpec(node_name, addresses,
-                                                                   std::chrono::hours(24 * 365)));
+  BERTH_ASSIGN_OR_RETURN(CertSpec spec,
+                         EtcdMemberCertSpec(node_name, addresses, std::chrono::hours(24 * 365)));
   spec.server_auth = true;
   spec.client_auth = false;
   BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr tls_key, GenerateP256Key());

@@ -16,10 +16,10 @@
 
 #include "berth/v1/operator.pb.h"
 #include "common/bytes.h"
+#include "common/crypto.h"
 #include "common/secret.h"
 #include "common/status.h"
 #include "common/subprocess.h"
-#include "verify/role_policy.h"
 
 namespace berth::agent {
 
@@ -37,14 +37,18 @@ struct BootstrapParams {
   std::string cluster_id;
   Bytes recovery_public_key;  // X25519
   std::string policy_yaml;
-  verify::ColdStartPolicy cold_start;  // the policy's roles.cold_start
+  // The policy's roles.cold_start, as berthctl read it with berthd's parser.
+  DigestAlg cold_start_bank = DigestAlg::kSha256;
+  std::vector<uint32_t> cold_start_pcrs;
   std::vector<std::string> api_server_addresses;
 };
 
 // INVALID_ARGUMENT naming what is wrong, before anything is made: a cluster ID that is not a
 // DNS-1123 label (it salts every disk key and names the cluster in kubeconfigs), a recovery
-// key that is not 32 bytes, a policy berthd would refuse, an address that is neither an IP
-// literal nor a DNS name.
+// key that is not 32 bytes, no policy, a cold-start PCR set the boot-policy signer refuses
+// (CheckColdStartPcrs), an address that is neither an IP literal nor a DNS name. The policy
+// itself is the operator's, checked by berthctl with berthd's parser; berthd refuses to start
+// on one it cannot parse.
 Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& request);
 
 // berth's join CA (P-256, ten years) and berthd's TLS certificate from it (one year; the node's

@@ -29,6 +29,7 @@
 #include "common/crypto.h"
 #include "common/recovery.h"
 #include "common/secret.h"
+#include "common/tpm/quote.h"
 #include "verify/policy.h"
 
 namespace berth::cli {
@@ -110,6 +111,12 @@ Status ClusterInit(Context& ctx, const OperatorFlags& f, const std::string& clus
   request.set_cluster_id(cluster_id);
   request.set_recovery_public_key(ToString(public_key));
   request.set_policy_yaml(*policy_text);
+  // The node signs its own boot over the policy's cold-start PCRs; berthd's parser reads them.
+  auto policy = verify::ParsePolicy(*policy_text);
+  if (!policy.ok()) return InvalidArgument(policy.status().message());
+  request.mutable_cold_start()->set_bank(
+      static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(policy->roles.cold_start.bank)));
+  for (uint32_t pcr : policy->roles.cold_start.pcrs) request.mutable_cold_start()->add_pcrs(pcr);
   for (const auto& a : addresses) request.add_api_server_addresses(a);
   *ctx.out << "bootstrapping cluster " << cluster_id << " on " << node.attestation().node_name()
            << " (this takes minutes: the node formats its disk and starts the control plane)\n";

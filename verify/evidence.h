@@ -51,7 +51,7 @@ struct VerifiedEvidence {
   std::optional<NonceUse> nonce;
   // TPM evidence: every PCR the quote covers, with the values its signed digest vouches for
   // (the policy has checked the ones it pins). A control plane's cold-start policy is signed
-  // over these (server/join/boot_policy.h). Empty for SEV-SNP and golden tickets.
+  // over these (common/boot_policy.h). Empty for SEV-SNP and golden tickets.
   tpm::PcrValues quoted_pcrs;
   // The policy's roles.cold_start, from the same snapshot the evidence was verified against:
   // which of `quoted_pcrs` a control plane's cold-start policy must be signed over.

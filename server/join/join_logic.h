@@ -10,10 +10,10 @@
 #include <string>
 
 #include "berth/v1/berth.pb.h"
+#include "common/boot_policy.h"
 #include "common/clock.h"
 #include "common/cluster_keys.h"
 #include "common/secret.h"
-#include "server/join/boot_policy.h"
 #include "server/join/bootstrap_token.h"
 #include "server/join/credential_issuer.h"
 #include "server/join/discovery.h"

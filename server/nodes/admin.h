@@ -15,8 +15,8 @@
 
 #include "berth/v1/nodes.pb.h"
 #include "common/clock.h"
+#include "common/etcd_pki.h"
 #include "server/cloud/kube_client.h"
-#include "server/nodes/etcd_pki.h"
 #include "server/nodes/membership.h"
 #include "server/nodes/store.h"
 

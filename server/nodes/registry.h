@@ -16,8 +16,8 @@
 
 #include "berth/v1/berth.pb.h"
 #include "common/clock.h"
+#include "common/etcd_pki.h"
 #include "server/nodes/admission.h"
-#include "server/nodes/etcd_pki.h"
 #include "server/nodes/membership.h"
 #include "server/nodes/records.h"
 #include "server/nodes/store.h"

@@ -1,9 +1,9 @@
 // A control-plane node's etcd CSR (JoinRequest.etcd_csr / etcd_peer_csr, DER PKCS#10) through
-// berthd's check (server::CheckEtcdCsr): parse, proof of possession, key type, subject.
+// berthd's check (CheckEtcdCsr): parse, proof of possession, key type, subject.
 #include <cstddef>
 #include <cstdint>
 
-#include "server/nodes/etcd_pki.h"
+#include "common/etcd_pki.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto key = berth::server::CheckEtcdCsr({data, size}, berth::fuzz::kNodeName, "server");
+  auto key = berth::CheckEtcdCsr({data, size}, berth::fuzz::kNodeName, "server");
   if (key.ok()) (void)berth::PublicKeyToSpkiDer(key->get());
   return 0;
 }

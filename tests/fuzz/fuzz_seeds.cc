@@ -9,11 +9,11 @@
 #include "berth/v1/berth.pb.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
+#include "common/etcd_pki.h"
 #include "common/snp/report.h"
 #include "common/tpm/credential.h"
 #include "common/tpm/quote.h"
 #include "server/join/nonce.h"
-#include "server/nodes/etcd_pki.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fuzz/fuzz_support.h"
 
@@ -202,9 +202,9 @@ int main(int argc, char** argv) {
       IssueCert({.common_name = "etcd-ca", .is_ca = true, .validity = std::chrono::hours(24 * 365)},
                 etcd_ca_key.get(), nullptr, etcd_ca_key.get()),
       "etcd CA");
-  auto etcd_ca = Must(server::EtcdCa::FromPem(Must(CertToPem(etcd_ca_cert.get()), "etcd CA PEM"),
-                                              Must(PrivateKeyToPem(etcd_ca_key.get()), "key PEM"),
-                                              std::chrono::hours(24 * 365)),
+  auto etcd_ca = Must(EtcdCa::FromPem(Must(CertToPem(etcd_ca_cert.get()), "etcd CA PEM"),
+                                      Must(PrivateKeyToPem(etcd_ca_key.get()), "key PEM"),
+                                      std::chrono::hours(24 * 365)),
                       "etcd CA");
   int64_t now = RealClock().NowUnix();
   v1::JoinTicket ticket;

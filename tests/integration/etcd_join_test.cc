@@ -20,8 +20,8 @@
 #include "cli/operator_client.h"
 #include "cli/recovery_shares.h"
 #include "common/cluster_keys.h"
+#include "common/etcd_pki.h"
 #include "common/recovery.h"
-#include "server/nodes/etcd_pki.h"
 #include "server/nodes/store.h"
 #include "tests/integration/etcd_testbed.h"
 
@@ -116,7 +116,7 @@ bool WaitForRecordState(EtcdTestbed& bed, const std::string& name, v1::NodeState
 std::string FileSerial(const std::string& path) {
   auto cert = CertFromPem(MustRead(path));
   EXPECT_TRUE(cert.ok()) << path;
-  return cert.ok() ? server::SerialHex(cert->get()) : "";
+  return cert.ok() ? SerialHex(cert->get()) : "";
 }
 
 std::string Upper(std::string s) {
@@ -797,12 +797,15 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
 // a worker then joins that cluster with the real kubeadm. Then every power goes at once: the
 // first control plane boots again with no berthd anywhere and no operator, opens its disk by
 // cold start, its etcd comes back with its data and its services with it, and the worker
-// rejoins.
-TEST(EtcdJoinTest, AClusterFromNothingBootstrapsJoinsAWorkerAndComesBackAfterPowerLoss) {
+// rejoins. Last, a second control plane joins that cluster through the berthd that came back:
+// it gets the cluster's keys (never the etcd CA's key) and ends an etcd voter.
+TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmitsAControlPlane) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
   TestNode& worker = bed.AddNode("w-1", /*control_plane=*/false);
+  TestNode& cp2 = bed.AddNode("cp-2", /*control_plane=*/true);
+  cp2.disk.image = cp2.Path("/state.img");
   cp.disk.image = cp.Path("/state.img");
   cp.kubeadm = bed.kube()->Binary("kubeadm");
   auto addresses = agent::DetectNodeAddresses();
@@ -826,13 +829,15 @@ TEST(EtcdJoinTest, AClusterFromNothingBootstrapsJoinsAWorkerAndComesBackAfterPow
   ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
   const std::string esp = MustRead(cp.Path("/efi/berth/enrolment.binpb"));
 
-  // The operator's policy, made from a reference boot: both nodes' AKs, firmware and loader.
+  // The operator's policy, made from a reference boot: the nodes' AKs, firmware and loader,
+  // and cp-2 authorized as a control plane.
   auto policy_file = [&](const std::string& name, const std::string& pcr4) {
     const std::string path = bed.dir().Join(name);
     MustWrite(path, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
                         "\n    - name: w-1\n      sha256: " + worker.ak_sha256 +
+                        "\n    - name: cp-2\n      sha256: " + cp2.ak_sha256 +
                         "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
-                        "\n      4: " + pcr4 + "\n");
+                        "\n      4: " + pcr4 + "\nroles:\n  control_plane:\n    - ak: cp-2\n");
     return path;
   };
   const std::string reference = policy_file("reference.yaml", Extended({std::string(64, 'b')}));
@@ -1000,6 +1005,25 @@ TEST(EtcdJoinTest, AClusterFromNothingBootstrapsJoinsAWorkerAndComesBackAfterPow
                                     << MustRead(bed.ServiceLog(cp, "berthd"));
   EXPECT_THAT(rejoined.notifications, Contains("READY=1"));
   EXPECT_EQ(bed.KubeadmJoins().size(), 1u);
+
+  // A second control plane joins the cluster the first one made: authorized by the operator's
+  // policy, it gets the cluster's keys over berth's channel and its etcd member, made a learner
+  // by that berthd and promoted to a voter.
+  cp2.cluster_ca_pem = worker.cluster_ca_pem;
+  cp2.addresses = {ip};  // etcd checks a peer's certificate against the address it calls from
+  AgentOutcome second = bed.RunAgent(cp2, true, {berthd_endpoint});
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n"
+                                  << MustRead(bed.ServiceLog(cp, "berthd"));
+  EXPECT_EQ(MustRead(cp2.Path("/var/lib/berth/state/berthd/master.secret")), master_text);
+  EXPECT_EQ(MustRead(cp2.Path("/etc/kubernetes/pki/ca.crt")),
+            MustRead(cp.Path("/etc/kubernetes/pki/ca.crt")));
+  EXPECT_EQ(MustRead(cp2.Path("/etc/kubernetes/pki/etcd/ca.crt")),
+            MustRead(cp.Path("/etc/kubernetes/pki/etcd/ca.crt")));
+  EXPECT_FALSE(std::filesystem::exists(cp2.Path("/etc/kubernetes/pki/etcd/ca.key")));
+  auto voters = (*after)->MemberList();
+  ASSERT_TRUE(voters.ok()) << voters.status().ToString();
+  ASSERT_EQ(voters->members_size(), 2);
+  for (const auto& m : voters->members()) EXPECT_FALSE(m.islearner()) << m.name();
 }
 
 }  // namespace

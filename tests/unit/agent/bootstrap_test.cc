@@ -26,6 +26,8 @@ v1::BootstrapRequest GoodRequest() {
   r.set_policy_yaml(kPolicy);
   r.add_api_server_addresses("192.0.2.10");
   r.add_api_server_addresses("api.prod-eu1.example");
+  r.mutable_cold_start()->set_bank(v1::HASH_ALGORITHM_SHA256);
+  for (uint32_t p : {0, 1, 2, 3, 4, 5, 6, 7}) r.mutable_cold_start()->add_pcrs(p);
   return r;
 }
 
@@ -34,15 +36,19 @@ TEST(BootstrapRequestTest, AGoodRequestCarriesThePolicysColdStartPcrs) {
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->cluster_id, "prod-eu1");
   EXPECT_EQ(p->recovery_public_key, Bytes(32, 7));
-  EXPECT_EQ(p->cold_start.bank, DigestAlg::kSha256);
-  EXPECT_THAT(p->cold_start.pcrs, ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
+  EXPECT_EQ(p->policy_yaml, kPolicy);
+  EXPECT_EQ(p->cold_start_bank, DigestAlg::kSha256);
+  EXPECT_THAT(p->cold_start_pcrs, ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
   EXPECT_THAT(p->api_server_addresses, ElementsAre("192.0.2.10", "api.prod-eu1.example"));
 
   v1::BootstrapRequest narrower = GoodRequest();
-  narrower.set_policy_yaml(kPolicy + "roles:\n  cold_start:\n    pcrs: [0, 2, 4]\n");
+  narrower.mutable_cold_start()->set_bank(v1::HASH_ALGORITHM_SHA384);
+  narrower.mutable_cold_start()->clear_pcrs();
+  for (uint32_t pcr : {0, 2, 4}) narrower.mutable_cold_start()->add_pcrs(pcr);
   auto q = CheckBootstrapRequest(narrower);
   ASSERT_TRUE(q.ok()) << q.status().ToString();
-  EXPECT_THAT(q->cold_start.pcrs, ElementsAre(0, 2, 4));
+  EXPECT_EQ(q->cold_start_bank, DigestAlg::kSha384);
+  EXPECT_THAT(q->cold_start_pcrs, ElementsAre(0, 2, 4));
 }
 
 TEST(BootstrapRequestTest, EachBadFieldIsRefusedByName) {
@@ -62,12 +68,29 @@ TEST(BootstrapRequestTest, EachBadFieldIsRefusedByName) {
             "INVALID_ARGUMENT: bootstrap: the recovery public key is 31 bytes, not 32");
 
   r = GoodRequest();
-  r.set_policy_yaml(kPolicy + "roles:\n  cold_start:\n    pcrs: [15]\n");
-  auto bad_policy = CheckBootstrapRequest(r);
-  EXPECT_EQ(bad_policy.status().code(), Code::kInvalidArgument);
-  EXPECT_THAT(bad_policy.status().message(),
-              ::testing::StartsWith("bootstrap: berthd would refuse the policy: "));
-  EXPECT_THAT(bad_policy.status().message(), ::testing::HasSubstr("15"));
+  r.clear_policy_yaml();
+  EXPECT_EQ(CheckBootstrapRequest(r).status().ToString(),
+            "INVALID_ARGUMENT: bootstrap: no policy: berthd would admit no node");
+
+  // The cold-start PCRs: what the node will let its TPM release the disk key for.
+  auto cold = [](std::initializer_list<uint32_t> pcrs, v1::HashAlgorithm bank) {
+    v1::BootstrapRequest c = GoodRequest();
+    c.mutable_cold_start()->set_bank(bank);
+    c.mutable_cold_start()->clear_pcrs();
+    for (uint32_t p : pcrs) c.mutable_cold_start()->add_pcrs(p);
+    return CheckBootstrapRequest(c).status().ToString();
+  };
+  EXPECT_EQ(cold({0, 15}, v1::HASH_ALGORITHM_SHA256),
+            "INVALID_ARGUMENT: bootstrap: cold-start PCR 15 is not 0-14");
+  EXPECT_EQ(cold({}, v1::HASH_ALGORITHM_SHA256),
+            "INVALID_ARGUMENT: bootstrap: no cold-start PCRs: the TPM would release the key in "
+            "any boot");
+  EXPECT_EQ(cold({4, 4}, v1::HASH_ALGORITHM_SHA256),
+            "INVALID_ARGUMENT: bootstrap: cold-start PCRs are not ascending and distinct");
+  EXPECT_EQ(cold({0, 7}, v1::HASH_ALGORITHM_SHA1),
+            "INVALID_ARGUMENT: bootstrap: cold-start bank sha1 is not sha256, sha384 or sha512");
+  EXPECT_EQ(cold({0, 7}, v1::HASH_ALGORITHM_UNSPECIFIED),
+            "INVALID_ARGUMENT: bootstrap: the cold-start PCR bank 0 is not a hash");
 
   r = GoodRequest();
   r.add_api_server_addresses("not an address");

@@ -11,9 +11,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/boot_policy.h"
 #include "common/crypto.h"
 #include "common/recovery.h"
-#include "server/join/boot_policy.h"
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 
@@ -37,9 +37,9 @@ class ControlPlaneKeysTest : public ::testing::Test {
     std::filesystem::resize_file(img_, 64 << 20);
     ASSERT_TRUE(disk_->FormatIfBlank(img_, kUuid, cluster_key_).ok());
     Boot(kBootA);
-    auto signer = server::BootPolicySigner::Create(Key(0x42), "prod-eu1");
+    auto signer = BootPolicySigner::Create(Key(0x42), "prod-eu1");
     ASSERT_TRUE(signer.ok());
-    signer_ = std::make_unique<server::BootPolicySigner>(std::move(*signer));
+    signer_ = std::make_unique<BootPolicySigner>(std::move(*signer));
   }
 
   void Boot(const std::string& application) {
@@ -73,7 +73,7 @@ class ControlPlaneKeysTest : public ::testing::Test {
   std::unique_ptr<LuksKeyslots> keyslots_ = MakeLibLuksKeyslots();
   std::unique_ptr<Tpm> tpm_;
   std::unique_ptr<ControlPlaneKeys> keys_;
-  std::unique_ptr<server::BootPolicySigner> signer_;
+  std::unique_ptr<BootPolicySigner> signer_;
   SecretBytes cluster_key_ = Key(1);
   SecretBytes recovery_secret_{RandomBytes(32).data(), 32};
   int64_t now_ = 1'800'000'000;
@@ -138,8 +138,8 @@ TEST_F(ControlPlaneKeysTest, AnotherClustersKeyReSealsAndTheOldKeyslotGoes) {
   Boot(kBootA);
   auto old_key = keys_->ColdStartKey();
   ASSERT_TRUE(old_key.ok());
-  signer_ = std::make_unique<server::BootPolicySigner>(
-      std::move(server::BootPolicySigner::Create(Key(0x43), "prod-eu1").value()));
+  signer_ = std::make_unique<BootPolicySigner>(
+      std::move(BootPolicySigner::Create(Key(0x43), "prod-eu1").value()));
   ASSERT_TRUE(keys_->Refresh(cluster_key_, TicketColdStart(), {}).ok());
   EXPECT_EQ(disk_->CheckKey(img_, *old_key).code(), Code::kPermissionDenied);
   auto new_key = keys_->ColdStartKey();

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "agent/etcd_join.h"
+#include "common/etcd_pki.h"
 #include "server/nodes/admin.h"
-#include "server/nodes/etcd_pki.h"
 #include "server/nodes/records.h"
 #include "server/nodes/registry.h"
 #include "server/nodes/store.h"

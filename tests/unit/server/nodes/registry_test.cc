@@ -11,8 +11,8 @@
 
 #include "agent/etcd_join.h"
 #include "common/binding.h"
+#include "common/boot_policy.h"
 #include "common/tpm/policy.h"
-#include "server/join/boot_policy.h"
 #include "server/join/join_logic.h"
 #include "server/nodes/admin.h"
 #include "server/nodes/records.h"

@@ -14,7 +14,7 @@
 #include "berth/v1/nodes.pb.h"
 #include "common/crypto.h"
 
-namespace berth::server {
+namespace berth {
 
 // Checks a node's etcd CSR (`which`: "server" or "peer", for messages): DER PKCS#10 without
 // trailing data; signed by the key it carries (proof of possession); the key EC P-256 or P-384,
@@ -72,4 +72,4 @@ class EtcdCa {
   std::chrono::seconds cert_validity_{0};
 };
 
-}  // namespace berth::server
+}  // namespace berth

@@ -1,8 +1,27 @@
-#include "server/join/boot_policy.h"
+#include "common/boot_policy.h"
 
 #include "common/tpm/policy.h"
 
-namespace berth::server {
+namespace berth {
+
+Status CheckColdStartPcrs(DigestAlg bank, std::span<const uint32_t> pcrs) {
+  if (bank != DigestAlg::kSha256 && bank != DigestAlg::kSha384 && bank != DigestAlg::kSha512) {
+    return InvalidArgument("cold-start bank " + std::string(DigestName(bank)) +
+                           " is not sha256, sha384 or sha512");
+  }
+  if (pcrs.empty()) {
+    return InvalidArgument("no cold-start PCRs: the TPM would release the key in any boot");
+  }
+  for (size_t i = 0; i < pcrs.size(); ++i) {
+    if (pcrs[i] > 14) {
+      return InvalidArgument("cold-start PCR " + std::to_string(pcrs[i]) + " is not 0-14");
+    }
+    if (i > 0 && pcrs[i] <= pcrs[i - 1]) {
+      return InvalidArgument("cold-start PCRs are not ascending and distinct");
+    }
+  }
+  return OkStatus();
+}
 
 Result<BootPolicySigner> BootPolicySigner::Create(const SecretBytes& master_secret,
                                                   const std::string& cluster_id) {
@@ -58,4 +77,4 @@ Result<v1::ColdStart> BootPolicySigner::ColdStartFor(const tpm::PcrValues& verif
   return out;
 }
 
-}  // namespace berth::server
+}  // namespace berth

@@ -1,4 +1,4 @@
-#include "server/nodes/etcd_pki.h"
+#include "common/etcd_pki.h"
 
 #include <arpa/inet.h>
 #include <openssl/bn.h>
@@ -14,7 +14,7 @@
 #include "common/enrolment.h"
 #include "common/time.h"
 
-namespace berth::server {
+namespace berth {
 
 namespace {
 
@@ -270,4 +270,4 @@ Result<std::string> EtcdCa::MakeCrl(const std::vector<v1::EtcdRevokedCertificate
   return std::string(data, static_cast<size_t>(n));
 }
 
-}  // namespace berth::server
+}  // namespace berth

@@ -18,7 +18,13 @@
 #include "common/status.h"
 #include "common/tpm/quote.h"
 
-namespace berth::server {
+namespace berth {
+
+// A cold-start PCR set as BootPolicySigner::Sign requires it: a SHA-2 bank, at least one PCR,
+// each 0-14 (15 is berth-agent's per-boot record, 16-23 can be reset by software), ascending
+// and none twice. INVALID_ARGUMENT naming the problem. (berthd's policy parser, verify/,
+// enforces the same on roles.cold_start with the policy's own words.)
+Status CheckColdStartPcrs(DigestAlg bank, std::span<const uint32_t> pcrs);
 
 class BootPolicySigner {
  public:
@@ -46,4 +52,4 @@ class BootPolicySigner {
   Bytes public_area_;
 };
 
-}  // namespace berth::server
+}  // namespace berth

@@ -1,6 +1,6 @@
-// berthd's boot-policy key and signatures (server/join/boot_policy.h), down to a real TPM
+// berthd's boot-policy key and signatures (common/boot_policy.h), down to a real TPM
 // (swtpm) releasing a cold-start key under a policy berthd signed.
-#include "server/join/boot_policy.h"
+#include "common/boot_policy.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 #include "tests/testing/swtpm.h"
 #include "tests/testing/testing.h"
 
-namespace berth::server {
+namespace berth {
 namespace {
 
 SecretBytes Master(uint8_t fill = 0x42) { return SecretBytes(Bytes(32, fill).data(), 32); }
@@ -133,4 +133,4 @@ TEST(BootPolicySignerTest, ANodesTpmReleasesItsColdStartKeyUnderBerthdsSignature
 }
 
 }  // namespace
-}  // namespace berth::server
+}  // namespace berth

@@ -1,7 +1,7 @@
 // The etcd PKI: CSR checks (key type and size, CN, proof of possession), the certificates the
 // etcd CA signs, and the CRL, checked with the openssl command line where an independent
 // reading helps.
-#include "server/nodes/etcd_pki.h"
+#include "common/etcd_pki.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include "common/subprocess.h"
 #include "tests/testing/testing.h"
 
-namespace berth::server {
+namespace berth {
 namespace {
 
 using ::testing::HasSubstr;
@@ -244,4 +244,4 @@ TEST_F(EtcdCaTest, LoadRefusesANonCaOrAMismatchedKey) {
 }
 
 }  // namespace
-}  // namespace berth::server
+}  // namespace berth
