@@ -135,6 +135,10 @@ TEST_F(ClusterCmdTest, ClusterInitAttestsSendsOnlyPublicParametersAndKeepsTheSha
   EXPECT_EQ(sent.cluster_id(), "prod-eu1");
   EXPECT_EQ(sent.recovery_public_key().size(), 32u);
   EXPECT_EQ(sent.policy_yaml(), *ReadFile(dir_.Join("policy.yaml")));
+  // The policy's roles.cold_start as berthd's parser reads it (here its default: the firmware
+  // and boot chain), which the node signs its own boot over.
+  EXPECT_EQ(sent.cold_start().bank(), v1::HASH_ALGORITHM_SHA256);
+  EXPECT_THAT(sent.cold_start().pcrs(), ::testing::ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
   // Any 2 of the 3 shares give the secret whose public key the node was sent.
   std::vector<cli::RecoveryShare> shares;
   for (int i : {3, 1}) {

@@ -855,6 +855,17 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_THAT(refused.output, HasSubstr("failed attestation: PCR sha256:4 is "));
   EXPECT_FALSE(std::filesystem::exists(cp.disk.image));
   EXPECT_FALSE(std::filesystem::exists(cp.Path("/var/lib/berth/state/berthd")));
+  // A request the node refuses (a cluster id kubeconfigs cannot carry) changes nothing either,
+  // and the node goes on waiting.
+  ProcessResult bad_id = RunBerthctl(
+      {"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port), "--operator-cert",
+       op + "/operator.pem", "--operator-key", op + "/operator.key", "--policy", reference,
+       "--cluster-id", "Prod_EU1", "--out", bed.dir().Join("bad-id")});
+  EXPECT_EQ(bad_id.exit_code, 2) << bad_id.output;
+  EXPECT_THAT(bad_id.output, HasSubstr("bootstrap: cluster id \"Prod_EU1\" is not a DNS-1123 "
+                                       "label"));
+  EXPECT_FALSE(std::filesystem::exists(cp.disk.image));
+  EXPECT_FALSE(std::filesystem::exists(bed.dir().Join("bad-id/recovery-share-1-of-3")));
 
   const std::string out = bed.dir().Join("cluster");
   ProcessResult ok = init(reference, out);
@@ -888,13 +899,18 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   ASSERT_TRUE(ca.ok() && tls.ok());
   EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
   EXPECT_EQ(X509_check_ip_asc(tls->get(), ip.c_str(), 0), 1);
-  // Every private key on the node is its owner's alone.
-  for (const char* f : {"master.secret", "join-ca.key", "tls.key", "etcd-client.key",
-                        "kube-client.key", "kubeconfig"}) {
-    EXPECT_EQ(std::filesystem::status(berthd + "/" + f).permissions() & std::filesystem::perms::all,
+  // Every private key on the node is its owner's alone, kubeadm's CA keys included.
+  for (const std::string f :
+       {berthd + "/master.secret", berthd + "/join-ca.key", berthd + "/tls.key",
+        berthd + "/etcd-client.key", berthd + "/kube-client.key", berthd + "/kubeconfig",
+        cp.Path("/etc/kubernetes/pki/ca.key"), cp.Path("/etc/kubernetes/pki/etcd/ca.key"),
+        cp.Path("/etc/kubernetes/pki/sa.key"), cp.Path("/etc/kubernetes/admin.conf")}) {
+    EXPECT_EQ(std::filesystem::status(f).permissions() & std::filesystem::perms::all,
               std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
         << f;
   }
+  // The staging directory kubeadm made them in is gone.
+  EXPECT_FALSE(std::filesystem::exists(cp.Path("/run/berth/bootstrap")));
 
   // The disk: its key is the one berthd derives from the master secret on it, for its UUID.
   const std::string master_text = MustRead(berthd + "/master.secret");
