@@ -827,6 +827,22 @@ class Boot {
     SecretBytes key_;  // GUARDED_BY(mu_)
   };
 
+  // The operator endpoint in `mode`: the EnrolmentConfig's port and pinned operators.
+  OperatorServerConfig OperatorConfig(v1::OperatorMode mode, const std::string& reason) const {
+    OperatorServerConfig c{
+        .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
+                                                  ? config_.operator_access().port()
+                                                  : kOperatorPort),
+        .mode = mode,
+        .node_name = node_,
+        .reason = reason};
+    for (const auto& hex : config_.operator_access().operator_spki_sha256()) {
+      auto pin = HexDecode(hex);
+      if (pin.ok() && pin->size() == 32) c.operator_spki_sha256.push_back(*pin);
+    }
+    return c;
+  }
+
   // docs/cluster-lifecycle.md "Recovery": the node says on the console and in systemctl status
   // that it waits, serves the operator endpoint in recovery mode, and keeps calling berthd;
   // whichever comes first opens the disk. A recovery that fails (a key that opens nothing)
@@ -835,18 +851,8 @@ class Boot {
   Result<SecretBytes> WaitForBerthdOrRecovery(const std::string& uuid, const std::string& why,
                                               KeySource* source) {
     auto box = OwnKeyslots(uuid).Recovery();
-    OperatorServerConfig server_config{
-        .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
-                                                  ? config_.operator_access().port()
-                                                  : kOperatorPort),
-        .mode = v1::OPERATOR_MODE_RECOVERY,
-        .node_name = node_,
-        .disk_uuid = uuid,
-        .reason = why};
-    for (const auto& hex : config_.operator_access().operator_spki_sha256()) {
-      auto pin = HexDecode(hex);
-      if (pin.ok() && pin->size() == 32) server_config.operator_spki_sha256.push_back(*pin);
-    }
+    OperatorServerConfig server_config = OperatorConfig(v1::OPERATOR_MODE_RECOVERY, why);
+    server_config.disk_uuid = uuid;
     RecoveryHandler recovery(disk_.get());
     std::unique_ptr<OperatorServer> server;  // stops before `recovery` goes
     if (!box.ok()) {
@@ -923,17 +929,8 @@ class Boot {
           "the EnrolmentConfig asks this node to bootstrap a cluster, which needs a control "
           "plane with a TPM, LUKS2 keyslots (its cold-start keyslot) and its services");
     }
-    OperatorServerConfig server_config{
-        .listen = "0.0.0.0:" + std::to_string(config_.operator_access().port() != 0
-                                                  ? config_.operator_access().port()
-                                                  : kOperatorPort),
-        .mode = v1::OPERATOR_MODE_BOOTSTRAP,
-        .node_name = node_,
-        .reason = "a blank state disk, waiting to bootstrap a cluster"};
-    for (const auto& hex : config_.operator_access().operator_spki_sha256()) {
-      auto pin = HexDecode(hex);
-      if (pin.ok() && pin->size() == 32) server_config.operator_spki_sha256.push_back(*pin);
-    }
+    OperatorServerConfig server_config = OperatorConfig(
+        v1::OPERATOR_MODE_BOOTSTRAP, "a blank state disk, waiting to bootstrap a cluster");
     serialized_ = new SerializedAttester(std::move(attester_));
     attester_.reset(serialized_);
     BootstrapHandler handler(this);
@@ -1120,7 +1117,7 @@ class Boot {
   // kubeadm's bootstrap-token phase makes a token of its own (24 h), which berth does not
   // hand out: berthd mints one per node. Once the controller manager's bootstrap signer has
   // signed cluster-info for it (so a node's token discovery will find its signature) it is
-  // deleted. Every second, at most options_.control_plane_wait.
+  // deleted.
   Status WaitForBootstrapSigner(const std::string& admin) {
     BERTH_ASSIGN_OR_RETURN(
         std::string names,
@@ -1135,36 +1132,38 @@ class Boot {
                                 "\"");
     }
     const std::string jws = "jws-kubeconfig-" + tokens[0].substr(16);
-    const int64_t deadline = MonotonicMillis() + options_.control_plane_wait.count() * 1000;
-    for (;;) {
-      auto keys = KubectlOutput(admin, {"get", "configmap", "cluster-info", "-n", "kube-public",
-                                        "-o", "jsonpath={.data}"});
-      if (keys.ok() && keys->find("\"" + jws + "\"") != std::string::npos) break;
-      if (MonotonicMillis() >= deadline) {
-        return Unavailable(
-            "the controller manager's bootstrap signer did not sign cluster-info "
-            "in " +
-            std::to_string(options_.control_plane_wait.count()) + " s");
-      }
-      deps_.notifier->Status("bootstrap: waiting for the bootstrap signer");
-      deps_.clock->Sleep(std::chrono::seconds(1));
-    }
+    BERTH_RETURN_IF_ERROR(PollEverySecond(
+        "the controller manager's bootstrap signer", "sign cluster-info", [&]() -> Status {
+          BERTH_ASSIGN_OR_RETURN(std::string keys,
+                                 KubectlOutput(admin, {"get", "configmap", "cluster-info", "-n",
+                                                       "kube-public", "-o", "jsonpath={.data}"}));
+          if (keys.find("\"" + jws + "\"") != std::string::npos) return OkStatus();
+          return Unavailable("cluster-info has no " + jws + " yet");
+        }));
     return Kubectl(admin, {"delete", "secret", "-n", "kube-system", tokens[0]});
   }
 
-  // Until the API server answers /readyz, every second, at most options_.control_plane_wait.
+  // Until the API server answers /readyz.
   Status WaitForApiServer(const std::string& kubeconfig) {
+    return PollEverySecond("the Kubernetes API server", "become ready", [&] {
+      return Kubectl(kubeconfig, {"get", "--raw", "/readyz"});
+    });
+  }
+
+  // `ready` every second until it is OK, at most options_.control_plane_wait; the unit's status
+  // says what the node waits for. UNAVAILABLE naming `who`, `what` and the last answer.
+  Status PollEverySecond(const std::string& who, const std::string& what,
+                         const std::function<Status()>& ready) {
     const int64_t deadline = MonotonicMillis() + options_.control_plane_wait.count() * 1000;
-    std::string last;
     for (;;) {
-      Status ready = Kubectl(kubeconfig, {"get", "--raw", "/readyz"});
-      if (ready.ok()) return OkStatus();
-      last = std::string(ready.message());
+      Status st = ready();
+      if (st.ok()) return st;
       if (MonotonicMillis() >= deadline) {
-        return Unavailable("the Kubernetes API server did not become ready in " +
-                           std::to_string(options_.control_plane_wait.count()) + " s: " + last);
+        return Unavailable(who + " did not " + what + " in " +
+                           std::to_string(options_.control_plane_wait.count()) +
+                           " s: " + std::string(st.message()));
       }
-      deps_.notifier->Status("bootstrap: waiting for the Kubernetes API server");
+      deps_.notifier->Status("bootstrap: waiting for " + who + " to " + what);
       deps_.clock->Sleep(std::chrono::seconds(1));
     }
   }
