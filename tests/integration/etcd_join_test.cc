@@ -631,6 +631,19 @@ bool Listening(int port) {
   return open;
 }
 
+// An operator's key and certificate, made by `berthctl operator key` (its directory, empty on
+// failure), pinned in `node`'s EnrolmentConfig.
+std::string PinNewOperator(EtcdTestbed& bed, TestNode& node) {
+  const std::string op = bed.dir().Join("operator-alice");
+  ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
+  EXPECT_EQ(made.exit_code, 0) << made.output;
+  const size_t at = made.output.find("operator_spki_sha256: ");
+  EXPECT_NE(at, std::string::npos) << made.output;
+  if (made.exit_code != 0 || at == std::string::npos) return "";
+  node.operator_access.add_operator_spki_sha256(made.output.substr(at + 22, 64));
+  return op;
+}
+
 // Issue 26, recovery with operators (docs/cluster-lifecycle.md "Recovery"): a control plane
 // whose boot changed outside the policy cannot open its disk by itself, so with no berthd it
 // waits and serves berth's recovery endpoint. `berthctl recover` checks the node's attestation
@@ -672,12 +685,8 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   bed.berthd_flags = {"--recovery-key", key_file};
 
   // An operator, pinned in the node's EnrolmentConfig.
-  const std::string op = bed.dir().Join("operator-alice");
-  ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
-  ASSERT_EQ(made.exit_code, 0) << made.output;
-  const size_t at = made.output.find("operator_spki_sha256: ");
-  ASSERT_NE(at, std::string::npos) << made.output;
-  cp.operator_access.add_operator_spki_sha256(made.output.substr(at + 22, 64));
+  const std::string op = PinNewOperator(bed, cp);
+  ASSERT_FALSE(op.empty());
   const int operator_port = UnusedPort();
   cp.operator_access.set_port(operator_port);
   ASSERT_TRUE(bed.StartBerthd());
@@ -814,12 +823,8 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   cp.addresses = {ip};  // kubeadm advertises the API server at it, never at loopback
   cp.api_server_port = UnusedPort();
   cp.berthd_port = UnusedPort();
-  const std::string op = bed.dir().Join("operator-alice");
-  ProcessResult made = RunBerthctl({"operator", "key", "--out", op});
-  ASSERT_EQ(made.exit_code, 0) << made.output;
-  const size_t at = made.output.find("operator_spki_sha256: ");
-  ASSERT_NE(at, std::string::npos) << made.output;
-  cp.operator_access.add_operator_spki_sha256(made.output.substr(at + 22, 64));
+  const std::string op = PinNewOperator(bed, cp);
+  ASSERT_FALSE(op.empty());
   cp.operator_access.set_bootstrap(true);
   const int operator_port = UnusedPort();
   cp.operator_access.set_port(operator_port);
