@@ -127,6 +127,7 @@ enum class Step {
   kStartControlPlane,
   kConfigureCluster,
   kStartBerthd,
+  kWriteBerthdFiles,
 };
 
 std::string_view StepName(Step step) {
@@ -161,6 +162,7 @@ std::string_view StepName(Step step) {
     case Step::kStartControlPlane: return "start-control-plane";
     case Step::kConfigureCluster: return "configure-cluster";
     case Step::kStartBerthd: return "start-berthd";
+    case Step::kWriteBerthdFiles: return "write-berthd-files";
   }
   return "?";
 }
@@ -452,11 +454,23 @@ class Boot {
       valid = ControlPlane() ? CheckClusterKeys(ticket->cluster_keys())
                              : InvalidArgument("malformed join ticket: cluster keys for a worker");
     }
+    if (valid.ok() && ControlPlane() && options_.control_plane_units &&
+        !ticket->has_cluster_keys()) {
+      // Before the disk is formatted: nothing is changed on this node.
+      valid = FailedPrecondition(
+          "this control plane runs the Kubernetes control plane itself, but berthd shared no "
+          "cluster keys with it (berthd --control-plane-pki): it cannot make its API server's "
+          "certificates");
+    }
     if (valid.ok() && ControlPlane()) {
       valid = ticket->has_etcd() ? ValidateEtcdMaterial(ticket->etcd(), *etcd_keys_, node_,
                                                         etcd_endpoints_.PeerUrl())
                                  : InvalidArgument("malformed join ticket: no etcd section for a "
                                                    "control plane");
+    }
+    if (valid.ok() && ControlPlane() && ticket->cluster_keys().has_berthd()) {
+      valid = CheckBerthdKeys(ticket->cluster_keys().berthd(), config_.cluster_ca_pem(),
+                              ticket->etcd().ca_certificate());
     }
     if (!valid.ok()) {
       Scrub(*ticket);
@@ -961,13 +975,9 @@ class Boot {
   // node refuses a second bootstrap (FormatIfBlank) and says so.
   Result<v1::BootstrapResponse> MakeCluster(const v1::BootstrapRequest& request) {
     BERTH_ASSIGN_OR_RETURN(BootstrapParams params, CheckBootstrapRequest(request));
-    const std::string advertise = AdvertiseAddress();
-    if (advertise.empty() || advertise.rfind("127.", 0) == 0 || advertise == "::1") {
-      return FailedPrecondition(
-          "bootstrap: kubeadm needs an IP address of this node that is not "
-          "loopback to advertise the API server at; it has " +
-          (advertise.empty() ? std::string("none") : advertise));
-    }
+    auto advertised = ApiServerAddress();
+    if (!advertised.ok()) return advertised.status().WithContext("bootstrap");
+    const std::string advertise = *advertised;
     BERTH_ASSIGN_OR_RETURN(std::string kube_version,
                            KubeadmVersion(*deps_.runner, options_.kubeadm));
     SecretBytes master(RandomBytes(32).data(), 32);
@@ -986,11 +996,11 @@ class Boot {
       std::filesystem::remove_all(stage, ignored);
       BERTH_RETURN_IF_ERROR(MakeDirs(stage, 0700));
       const std::string config = stage + "/kubeadm-init.yaml";
-      BERTH_RETURN_IF_ERROR(
-          WriteFileAtomic(config,
-                          RenderKubeadmInitConfig(KubeadmConfig(
-                              params, advertise, addresses, kube_version, stage + "/pki", stage)),
-                          0600));
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+          config,
+          RenderKubeadmInitConfig(KubeadmConfig(params.cluster_id, advertise, addresses,
+                                                kube_version, stage + "/pki", stage)),
+          0600));
       BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, stage));
       return MakeJoinPki(params.cluster_id, node_, addresses);
     });
@@ -1033,16 +1043,30 @@ class Boot {
     return response;
   }
 
-  KubeadmInit KubeadmConfig(const BootstrapParams& params, const std::string& advertise,
+  // The address kubeadm advertises this node's API server at: an IP (AdvertiseAddress), not
+  // loopback.
+  Result<std::string> ApiServerAddress() const {
+    const std::string advertise = AdvertiseAddress();
+    if (advertise.empty() || advertise.rfind("127.", 0) == 0 || advertise == "::1") {
+      return FailedPrecondition(
+          "kubeadm needs an IP address of this node that is not loopback to advertise the API "
+          "server at; it has " +
+          (advertise.empty() ? std::string("none") : advertise));
+    }
+    return advertise;
+  }
+
+  KubeadmInit KubeadmConfig(const std::string& cluster_id, const std::string& advertise,
                             const std::vector<std::string>& addresses,
                             const std::string& kube_version, const std::string& pki_dir,
                             const std::string& kubeconfig_dir) const {
     return {.pki_dir = pki_dir,
             .kubeconfig_dir = kubeconfig_dir,
-            .cluster_id = params.cluster_id,
+            .cluster_id = cluster_id,
             .node_name = node_,
             .advertise_address = advertise,
             .api_port = options_.api_server_port,
+            .controller_manager_port = options_.controller_manager_port,
             .sans = addresses,
             .etcd_client_url = etcd_endpoints_.ClientUrl(),
             .kubernetes_version = kube_version};
@@ -1060,24 +1084,11 @@ class Boot {
     Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(
           config,
-          RenderKubeadmInitConfig(KubeadmConfig(params, advertise, addresses, kube_version,
+          RenderKubeadmInitConfig(KubeadmConfig(params.cluster_id, advertise, addresses,
+                                                kube_version,
                                                 JoinRoot(options_.root, kKubernetesPkiDir), kube)),
           0600));
-      const std::string manifests = JoinRoot(options_.root, "/run/berth/manifests");
-      BERTH_RETURN_IF_ERROR(MakeDirs(manifests, 0700));
-      BERTH_RETURN_IF_ERROR(
-          RunKubeadmControlPlanePhases(*deps_.runner, options_.kubeadm, config, kube, manifests));
-      const std::string args_dir = JoinRoot(options_.root, kControlPlaneArgsDir);
-      BERTH_RETURN_IF_ERROR(MakeDirs(args_dir, 0755));
-      for (const char* component : kKubeComponents) {
-        BERTH_ASSIGN_OR_RETURN(std::string manifest,
-                               ReadFile(manifests + "/" + component + ".yaml"));
-        BERTH_ASSIGN_OR_RETURN(std::vector<std::string> args, ManifestCommand(manifest, component));
-        BERTH_ASSIGN_OR_RETURN(std::string env, RenderArgsEnvironment("ARGS", args));
-        BERTH_RETURN_IF_ERROR(WriteFileAtomic(args_dir + "/" + component + ".env", env, 0644));
-        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
-      }
-      return WaitForApiServer(super_admin);
+      return StartKubeComponents(config, /*first=*/true, super_admin);
     });
     if (!st.ok()) return st.WithContext("starting the Kubernetes control plane");
     st = Timed(Step::kConfigureCluster, "configuring the new cluster", [&]() -> Status {
@@ -1095,6 +1106,55 @@ class Boot {
     st = Timed(Step::kStartBerthd, "starting berthd",
                [&] { return deps_.control_plane->Start("berthd"); });
     return st.ok() ? st : st.WithContext("starting berthd");
+  }
+
+  // kubeadm's kubeconfigs and static Pod manifests from `config` (--dry-run: no kubelet runs
+  // them), their flags written as the units' environment files, the units started; then until
+  // the API server answers `kubeconfig`. `first`: the first control plane's super-admin.conf.
+  Status StartKubeComponents(const std::string& config, bool first, const std::string& kubeconfig) {
+    const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+    const std::string manifests = JoinRoot(options_.root, "/run/berth/manifests");
+    BERTH_RETURN_IF_ERROR(MakeDirs(manifests, 0700));
+    BERTH_RETURN_IF_ERROR(RunKubeadmControlPlanePhases(*deps_.runner, options_.kubeadm, config,
+                                                       kube, manifests, first));
+    const std::string args_dir = JoinRoot(options_.root, kControlPlaneArgsDir);
+    BERTH_RETURN_IF_ERROR(MakeDirs(args_dir, 0755));
+    for (const char* component : kKubeComponents) {
+      BERTH_ASSIGN_OR_RETURN(std::string manifest, ReadFile(manifests + "/" + component + ".yaml"));
+      BERTH_ASSIGN_OR_RETURN(std::vector<std::string> args, ManifestCommand(manifest, component));
+      BERTH_ASSIGN_OR_RETURN(std::string env, RenderArgsEnvironment("ARGS", args));
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(args_dir + "/" + component + ".env", env, 0644));
+      BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
+    }
+    return WaitForApiServer(kubeconfig);
+  }
+
+  // A control plane that joined a cluster whose control plane runs as units
+  // (options_.control_plane_units), once its etcd is a voter and the cluster's keys are on its
+  // state disk: kubeadm makes its API server's, front-proxy client's and kubelet client's
+  // certificates with the shared CAs, and its admin and controller-manager kubeconfigs, on
+  // this node (`init phase certs all`: the CAs and the service-account key exist, so kubeadm
+  // uses them; etcd is external to it, so it makes no etcd certificate), and the units start.
+  // kubeadm's upload phases are not run: the cluster has its configuration. Later boots start
+  // the units again from their files (RestartBootstrappedServices).
+  Status StartJoinedControlPlane() {
+    Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
+      BERTH_ASSIGN_OR_RETURN(std::string advertise, ApiServerAddress());
+      BERTH_ASSIGN_OR_RETURN(std::string kube_version,
+                             KubeadmVersion(*deps_.runner, options_.kubeadm));
+      const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+      const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
+      KubeadmInit init = KubeadmConfig(config_.cluster_id(), advertise, etcd_endpoints_.addresses,
+                                       kube_version, pki, kube);
+      const std::string etcd_pki = JoinRoot(options_.root, kEtcdPkiDir);
+      init.etcd_cert_file = etcd_pki + "/server.crt";
+      init.etcd_key_file = etcd_pki + "/server.key";
+      const std::string config = kube + "/kubeadm-init.yaml";
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(config, RenderKubeadmInitConfig(init), 0600));
+      BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, kube));
+      return StartKubeComponents(config, /*first=*/false, kube + "/admin.conf");
+    });
+    return st.ok() ? st : st.WithContext("starting the Kubernetes control plane");
   }
 
   // kubectl's output (stdout and stderr), or FAILED_PRECONDITION with it.
@@ -1163,7 +1223,7 @@ class Boot {
                            std::to_string(options_.control_plane_wait.count()) +
                            " s: " + std::string(st.message()));
       }
-      deps_.notifier->Status("bootstrap: waiting for " + who + " to " + what);
+      deps_.notifier->Status("waiting for " + who + " to " + what);
       deps_.clock->Sleep(std::chrono::seconds(1));
     }
   }
@@ -1245,40 +1305,83 @@ class Boot {
         RenderEtcdEnvironment(options_.root, member, etcd_endpoints_, EtcdDataDir(), true), 0644));
 
     // berthd: its secrets, its certificates, its identities in etcd and in Kubernetes.
-    const std::string dir =
-        JoinRoot(options_.root, config_.state_disk().mount_point()) + kBerthdDirOnDisk;
+    const std::string dir = BerthdDir();
     BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/master.secret", master.span(), 0600));
-    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/policy.yaml", params.policy_yaml, 0644));
-    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
-        dir + "/recovery-key.txt",
-        "recovery-key-sha256: " + recovery::Fingerprint(params.recovery_public_key) +
-            "\nrecovery-public-key: " + HexEncode(params.recovery_public_key) + "\n",
-        0644));
+    BERTH_RETURN_IF_ERROR(WriteBerthdDir(params.cluster_id, params.policy_yaml,
+                                         params.recovery_public_key, join, pki + "/etcd/ca.key",
+                                         advertise));
+    return disk_->WriteProgress(
+        Progress{.join_started = true, .joined = true, .pki_written = true});
+  }
+
+  std::string BerthdDir() const {
+    return JoinRoot(options_.root, config_.state_disk().mount_point()) + kBerthdDirOnDisk;
+  }
+
+  // What berthd serves with on this control plane, in its directory on the state disk beside
+  // the master secret (bootstrap.h kBerthdDirOnDisk): the policy, the recovery public key
+  // (none: no --recovery-key), the join CA and berthd's TLS certificate from it (`join`),
+  // client certificates for etcd (from the etcd CA, whose key is at `etcd_ca_key`) and for
+  // the Kubernetes API (from the cluster CA: kube/berthd-rbac.yaml's user), its kubeconfig for
+  // this node's API server, and berthd.env with every flag.
+  Status WriteBerthdDir(const std::string& cluster_id, const std::string& policy_yaml,
+                        std::span<const uint8_t> recovery_public_key, const JoinPki& join,
+                        const std::string& etcd_ca_key, const std::string& advertise) {
+    const std::string dir = BerthdDir();
+    const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
+    BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/policy.yaml", policy_yaml, 0644));
+    if (!recovery_public_key.empty()) {
+      BERTH_RETURN_IF_ERROR(
+          WriteFileAtomic(dir + "/recovery-key.txt",
+                          "recovery-key-sha256: " + recovery::Fingerprint(recovery_public_key) +
+                              "\nrecovery-public-key: " + HexEncode(recovery_public_key) + "\n",
+                          0644));
+    }
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/join-ca.pem", join.ca_pem, 0644));
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/join-ca.key", join.ca_key_pem.span(), 0600));
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tls.pem", join.tls_pem, 0644));
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tls.key", join.tls_key_pem.span(), 0600));
-    BERTH_RETURN_IF_ERROR(
-        IssueClientCert(pki + "/etcd/ca.crt", pki + "/etcd/ca.key", dir + "/etcd-client"));
+    BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/etcd/ca.crt", etcd_ca_key, dir + "/etcd-client"));
     BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/ca.crt", pki + "/ca.key", dir + "/kube-client"));
     const std::string api = advertise + ":" + std::to_string(options_.api_server_port);
     BERTH_RETURN_IF_ERROR(
         WriteFileAtomic(dir + "/kubeconfig",
-                        RenderKubeconfig(params.cluster_id, api, pki + "/ca.crt", "berthd",
+                        RenderKubeconfig(cluster_id, api, pki + "/ca.crt", "berthd",
                                          dir + "/kube-client.pem", dir + "/kube-client.key"),
                         0600));
-    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+    return WriteFileAtomic(
         dir + "/berthd.env",
         RenderBerthdEnvironment({.dir = dir,
                                  .pki_dir = pki,
-                                 .cluster_id = params.cluster_id,
+                                 .etcd_ca_key = etcd_ca_key,
+                                 .recovery_key = !recovery_public_key.empty(),
+                                 .cluster_id = cluster_id,
                                  .listen = "0.0.0.0:" + std::to_string(options_.berthd_port),
                                  .api_server_endpoint = api,
                                  .etcd_client_url = etcd_endpoints_.ClientUrl()}),
-        0644));
-    return disk_->WriteProgress(
-        Progress{.join_started = true, .joined = true, .pki_written = true});
+        0644);
+  }
+
+  // A control plane that joined, with berthd's keys from its ticket (checked against the join
+  // CA it pins and the ticket's etcd CA): the etcd CA's key in berthd's directory (not in
+  // kubeadm's pki, where kubeadm would take it for its own), its own berthd TLS certificate
+  // from the join CA, and the rest as on the first control plane.
+  Status WriteJoinedBerthd(const v1::BerthdKeys& keys, const std::string& recovery_public_key) {
+    Status st = Timed(Step::kWriteBerthdFiles, "writing berthd's files", [&]() -> Status {
+      BERTH_ASSIGN_OR_RETURN(std::string advertise, ApiServerAddress());
+      const std::string dir = BerthdDir();
+      BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+      BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/etcd-ca.key", keys.etcd_ca_key(), 0600));
+      SecretBytes ca_key(keys.join_ca_key().data(), keys.join_ca_key().size());
+      BERTH_ASSIGN_OR_RETURN(JoinPki join,
+                             IssueBerthdTls(config_.cluster_ca_pem(), std::move(ca_key), node_,
+                                            etcd_endpoints_.addresses));
+      return WriteBerthdDir(config_.cluster_id(), keys.policy(), AsBytes(recovery_public_key), join,
+                            dir + "/etcd-ca.key", advertise);
+    });
+    return st.ok() ? st : st.WithContext("writing berthd's files");
   }
 
   // berthd's client certificate (CN=berthd, one year) from the CA in `ca_cert`/`ca_key`, as
@@ -1312,6 +1415,32 @@ class Boot {
     // has not started etcd yet, and the ticket's certificates are for this boot's keys.
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
     if (ticket.has_cluster_keys()) BERTH_RETURN_IF_ERROR(WriteSharedKeys(ticket.cluster_keys()));
+    if (ControlPlane() && options_.control_plane_units) {
+      // No kubeadm join and no kubelet: the control plane's own units (not yet a node of the
+      // cluster, as the first control plane is not; docs/cluster-lifecycle.md), and berthd
+      // when the berthd that admitted it shared its keys.
+      if (deps_.control_plane == nullptr) {
+        return FailedPrecondition(
+            "--control-plane-units: this agent has no control-plane services");
+      }
+      const bool berthd = ticket.cluster_keys().has_berthd();
+      if (berthd) {
+        BERTH_RETURN_IF_ERROR(
+            WriteJoinedBerthd(ticket.cluster_keys().berthd(), ticket.recovery_public_key()));
+      } else {
+        spdlog::warn(
+            "the berthd that admitted this control plane shared no berthd keys "
+            "(berthd --join-ca-key): no berthd runs here, and joins go through others");
+      }
+      BERTH_RETURN_IF_ERROR(StartJoinedControlPlane());
+      if (berthd) {
+        Status st = Timed(Step::kStartBerthd, "starting berthd",
+                          [&] { return deps_.control_plane->Start("berthd"); });
+        if (!st.ok()) return st.WithContext("starting berthd");
+      }
+      progress.joined = true;
+      return disk_->WriteProgress(progress).WithContext("recording progress");
+    }
     if (progress.join_started && KubeletBootstrapped(options_.root)) {
       spdlog::info("kubeadm join completed before a restart (the kubelet's kubelet.conf and client "
                    "certificate exist); not joining again");

@@ -69,11 +69,17 @@ struct AgentOptions {
   int etcd_peer_port = 2380;
   int etcd_client_port = 2379;
   std::chrono::seconds etcd_wait{900};
-  // The first control plane (bootstrap.h): where its Kubernetes API server and berthd serve,
-  // how long the API server may take to answer, kubectl (not inside root) and berthd's RBAC
-  // (kube/berthd-rbac.yaml, installed by the image; not inside root).
+  // The first control plane (bootstrap.h): where its Kubernetes API server, controller manager
+  // and berthd serve, how long the API server may take to answer, kubectl (not inside root)
+  // and berthd's RBAC (kube/berthd-rbac.yaml, installed by the image; not inside root).
   int api_server_port = kApiServerPort;
+  int controller_manager_port = kControllerManagerPort;
   int berthd_port = kBerthdPort;
+  // The node image runs the control plane as systemd units (bootstrap.h ControlPlaneServices):
+  // a control plane that joins makes its API server's certificates with kubeadm's phases and
+  // starts those units with kubeadm's flags, instead of `kubeadm join --control-plane`, whose
+  // static Pods need images from a registry (docs/kubernetes.md "Control planes").
+  bool control_plane_units = false;
   std::chrono::seconds control_plane_wait{300};
   std::string kubectl = "/usr/bin/kubectl";
   std::string berthd_rbac = "/usr/share/berth/berthd-rbac.yaml";

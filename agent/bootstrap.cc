@@ -79,15 +79,23 @@ Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& no
                                                 .is_ca = true,
                                                 .validity = std::chrono::hours(24 * 3650)},
                                                ca_key.get(), nullptr, ca_key.get()));
+  BERTH_ASSIGN_OR_RETURN(std::string ca_pem, CertToPem(ca.get()));
+  BERTH_ASSIGN_OR_RETURN(SecretBytes ca_key_pem, PrivateKeyToPem(ca_key.get()));
+  return IssueBerthdTls(std::move(ca_pem), std::move(ca_key_pem), node_name, addresses);
+}
+
+Result<JoinPki> IssueBerthdTls(std::string ca_pem, SecretBytes ca_key_pem,
+                               const std::string& node_name,
+                               const std::vector<std::string>& addresses) {
+  BERTH_ASSIGN_OR_RETURN(X509Ptr ca, CertFromPem(ca_pem));
+  BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, PrivateKeyFromPem(ca_key_pem.view()));
   BERTH_ASSIGN_OR_RETURN(CertSpec spec,
                          EtcdMemberCertSpec(node_name, addresses, std::chrono::hours(24 * 365)));
   spec.server_auth = true;
   spec.client_auth = false;
   BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr tls_key, GenerateP256Key());
   BERTH_ASSIGN_OR_RETURN(X509Ptr tls, IssueCert(spec, tls_key.get(), ca.get(), ca_key.get()));
-  JoinPki pki;
-  BERTH_ASSIGN_OR_RETURN(pki.ca_pem, CertToPem(ca.get()));
-  BERTH_ASSIGN_OR_RETURN(pki.ca_key_pem, PrivateKeyToPem(ca_key.get()));
+  JoinPki pki{.ca_pem = std::move(ca_pem), .ca_key_pem = std::move(ca_key_pem)};
   BERTH_ASSIGN_OR_RETURN(pki.tls_pem, CertToPem(tls.get()));
   BERTH_ASSIGN_OR_RETURN(pki.tls_key_pem, PrivateKeyToPem(tls_key.get()));
   return pki;
@@ -98,8 +106,9 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
   if (!k.advertise_address.empty()) etcd_sans.push_back(k.advertise_address);
   const std::string api = k.advertise_address + ":" + std::to_string(k.api_port);
   const std::string kcm = k.kubeconfig_dir + "/controller-manager.conf";
-  const std::vector<std::string> lines = {
-      "# Written by berth-agent at bootstrap (docs/cluster-lifecycle.md \"Bootstrap\").",
+  const bool external = !k.etcd_cert_file.empty();
+  std::vector<std::string> lines = {
+      "# Written by berth-agent (docs/cluster-lifecycle.md \"Bootstrap\").",
       "apiVersion: kubeadm.k8s.io/v1beta4",
       "kind: InitConfiguration",
       "localAPIEndpoint:",
@@ -115,18 +124,27 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
       "certificatesDir: \"" + k.pki_dir + "\"",
       "controlPlaneEndpoint: \"" + api + "\"",
       "apiServer:",
-      "  certSANs: " + YamlList(k.sans),
-      "  extraArgs:",
-      "  - {name: etcd-servers, value: \"" + k.etcd_client_url + "\"}",
-      "controllerManager:",
-      "  extraArgs:",
-      "  - {name: kubeconfig, value: \"" + kcm + "\"}",
-      "  - {name: authentication-kubeconfig, value: \"" + kcm + "\"}",
-      "  - {name: authorization-kubeconfig, value: \"" + kcm + "\"}",
-      "etcd:",
-      "  local:",
-      "    serverCertSANs: " + YamlList(etcd_sans),
-      "    peerCertSANs: " + YamlList(etcd_sans)};
+      "  certSANs: " + YamlList(k.sans)};
+  if (!external) {
+    lines.insert(lines.end(), {"  extraArgs:",
+                               "  - {name: etcd-servers, value: \"" + k.etcd_client_url + "\"}"});
+  }
+  lines.insert(
+      lines.end(),
+      {"controllerManager:", "  extraArgs:", "  - {name: kubeconfig, value: \"" + kcm + "\"}",
+       "  - {name: authentication-kubeconfig, value: \"" + kcm + "\"}",
+       "  - {name: authorization-kubeconfig, value: \"" + kcm + "\"}",
+       "  - {name: secure-port, value: \"" + std::to_string(k.controller_manager_port) + "\"}",
+       "etcd:"});
+  if (external) {
+    lines.insert(lines.end(), {"  external:", "    endpoints: " + YamlList({k.etcd_client_url}),
+                               "    caFile: \"" + k.pki_dir + "/etcd/ca.crt\"",
+                               "    certFile: \"" + k.etcd_cert_file + "\"",
+                               "    keyFile: \"" + k.etcd_key_file + "\""});
+  } else {
+    lines.insert(lines.end(), {"  local:", "    serverCertSANs: " + YamlList(etcd_sans),
+                               "    peerCertSANs: " + YamlList(etcd_sans)});
+  }
   std::string out;
   for (const auto& l : lines) out += l + "\n";
   return out;
@@ -158,12 +176,14 @@ Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
 
 Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& kubeadm,
                                     const std::string& config, const std::string& kubeconfig_dir,
-                                    const std::string& manifest_dir) {
-  BERTH_RETURN_IF_ERROR(
-      RunPhases(runner, {{kubeadm, "init", "phase", "kubeconfig", "super-admin", "--config", config,
-                          "--kubeconfig-dir", kubeconfig_dir},
-                         {kubeadm, "init", "phase", "kubeconfig", "controller-manager", "--config",
-                          config, "--kubeconfig-dir", kubeconfig_dir}}));
+                                    const std::string& manifest_dir, bool super_admin) {
+  std::vector<std::vector<std::string>> kubeconfigs;
+  for (const char* name : {"super-admin", "controller-manager"}) {
+    if (std::string(name) == "super-admin" && !super_admin) continue;
+    kubeconfigs.push_back({kubeadm, "init", "phase", "kubeconfig", name, "--config", config,
+                           "--kubeconfig-dir", kubeconfig_dir});
+  }
+  BERTH_RETURN_IF_ERROR(RunPhases(runner, kubeconfigs));
   return RunPhases(
       runner,
       {{kubeadm, "init", "phase", "control-plane", "apiserver", "--config", config, "--dry-run"},
@@ -257,19 +277,23 @@ std::string RenderBerthdEnvironment(const BerthdSetup& s) {
       {"--tls-key", s.dir + "/tls.key"},
       {"--policy", s.dir + "/policy.yaml"},
       {"--master-secret-file", s.dir + "/master.secret"},
-      {"--recovery-key", s.dir + "/recovery-key.txt"},
+      {"--recovery-key", s.recovery_key ? s.dir + "/recovery-key.txt" : ""},
       {"--kubeconfig", s.dir + "/kubeconfig"},
       {"--control-plane-pki", s.pki_dir},
+      {"--join-ca-key", s.dir + "/join-ca.key"},
       {"--etcd-endpoints", s.etcd_client_url},
       {"--etcd-ca-cert", s.pki_dir + "/etcd/ca.crt"},
-      {"--etcd-ca-key", s.pki_dir + "/etcd/ca.key"},
+      {"--etcd-ca-key", s.etcd_ca_key},
       {"--etcd-client-cert", s.dir + "/etcd-client.pem"},
       {"--etcd-client-key", s.dir + "/etcd-client.key"}};
   std::string out =
-      "# Written by berth-agent at bootstrap (docs/cluster-lifecycle.md \"Bootstrap\"): the\n"
-      "# flags of berthd on this control plane, every file on the state disk.\nBERTHD_ARGS=";
-  for (size_t i = 0; i < flags.size(); ++i) {
-    out += (i ? " " : "") + flags[i].first + " " + flags[i].second;
+      "# Written by berth-agent (docs/cluster-lifecycle.md \"Bootstrap\"): the flags of berthd\n"
+      "# on this control plane, every file on the state disk.\nBERTHD_ARGS=";
+  bool first = true;
+  for (const auto& [flag, value] : flags) {
+    if (value.empty()) continue;
+    out += (first ? "" : " ") + flag + " " + value;
+    first = false;
   }
   return out + "\n";
 }

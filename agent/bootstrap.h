@@ -29,8 +29,9 @@ namespace berth::agent {
 inline constexpr char kBerthdDirOnDisk[] = "/berthd";
 // Where berthd serves joins on the first control plane.
 inline constexpr int kBerthdPort = 7400;
-// The Kubernetes API's port (kubeadm's default).
+// The Kubernetes API's port and the controller manager's (kubeadm's defaults).
 inline constexpr int kApiServerPort = 6443;
+inline constexpr int kControllerManagerPort = 10257;
 
 // A BootstrapRequest, checked.
 struct BootstrapParams {
@@ -61,12 +62,24 @@ struct JoinPki {
 };
 Result<JoinPki> MakeJoinPki(const std::string& cluster_id, const std::string& node_name,
                             const std::vector<std::string>& addresses);
+// berthd's TLS certificate, as MakeJoinPki makes it, from an existing join CA: a control plane
+// that joined makes its own berthd's with the CA key berthd shared with it.
+Result<JoinPki> IssueBerthdTls(std::string ca_pem, SecretBytes ca_key_pem,
+                               const std::string& node_name,
+                               const std::vector<std::string>& addresses);
 
 // kubeadm's InitConfiguration and ClusterConfiguration: certificates under `pki_dir`, the API
 // server at `advertise_address`:`api_port` with `sans` as extra SANs and this node's etcd at
 // `etcd_client_url`, etcd's certificates for the node's name and address, and the controller
 // manager's kubeconfigs under `kubeconfig_dir` (kubeadm's manifests otherwise name fixed paths
-// under /etc/kubernetes).
+// under /etc/kubernetes), serving on `controller_manager_port`.
+//
+// The first control plane has the etcd CA's key in kubeadm's PKI, and kubeadm makes the API
+// server's etcd client certificate with it. A control plane that joined has not (berthd signed
+// its etcd member's certificates from CSRs made on it): with `etcd_cert_file` and
+// `etcd_key_file`, the member's certificate (EKU serverAuth and clientAuth) is the API
+// server's etcd client identity, and kubeadm is told etcd is external, so that it makes no
+// etcd certificate.
 struct KubeadmInit {
   std::string pki_dir;
   std::string kubeconfig_dir;
@@ -74,8 +87,10 @@ struct KubeadmInit {
   std::string node_name;
   std::string advertise_address;
   int api_port = kApiServerPort;
+  int controller_manager_port = kControllerManagerPort;
   std::vector<std::string> sans;
   std::string etcd_client_url;
+  std::string etcd_cert_file, etcd_key_file;
   std::string kubernetes_version;  // kubeadm's own (`kubeadm version -o short`)
 };
 std::string RenderKubeadmInitConfig(const KubeadmInit& init);
@@ -86,11 +101,13 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& init);
 //   certs all`, `init phase kubeconfig admin` into `kubeconfig_dir`;
 Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
                             const std::string& config, const std::string& kubeconfig_dir);
-//   the control plane's kubeconfigs (super-admin, controller-manager) into `kubeconfig_dir`
-//   and the static Pod manifests kubeadm would run, into `manifest_dir` (--dry-run);
+//   the control plane's kubeconfigs (controller-manager; super-admin, the break-glass
+//   credential `kubeadm init` makes on the first control plane only, when `super_admin`) into
+//   `kubeconfig_dir` and the static Pod manifests kubeadm would run, into `manifest_dir`
+//   (--dry-run);
 Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& kubeadm,
                                     const std::string& config, const std::string& kubeconfig_dir,
-                                    const std::string& manifest_dir);
+                                    const std::string& manifest_dir, bool super_admin);
 //   what `kubeadm init` puts into a running cluster, as `admin_kubeconfig`: the kubeadm and
 //   kubelet configuration, cluster-info and the RBAC that lets bootstrap tokens join.
 Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
@@ -140,11 +157,17 @@ std::string RenderKubeconfig(const std::string& cluster, const std::string& serv
                              const std::string& cert_file, const std::string& key_file);
 
 // berthd's flags on this node, as the environment file berthd reads (BERTHD_ARGS=...):
-// everything under `dir` (the state disk's berthd directory as the node sees it), etcd's CA and
-// PKI under `pki_dir`, the node's etcd at `etcd_client_url`.
+// everything under `dir` (the state disk's berthd directory as the node sees it), kubeadm's
+// PKI and the etcd CA's certificate under `pki_dir`, the etcd CA's key at `etcd_ca_key`
+// (kubeadm's <pki_dir>/etcd/ca.key on the first control plane; <dir>/etcd-ca.key on one that
+// joined, which kubeadm must not take for its own), the node's etcd at `etcd_client_url`.
+// berthd shares its keys with the control planes it admits (--control-plane-pki,
+// --join-ca-key), so that each of them serves joins too.
 struct BerthdSetup {
   std::string dir;
   std::string pki_dir;
+  std::string etcd_ca_key;
+  bool recovery_key = true;  // <dir>/recovery-key.txt exists (berthd --recovery-key)
   std::string cluster_id;
   std::string listen;               // host:port
   std::string api_server_endpoint;  // host:port

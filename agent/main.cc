@@ -29,8 +29,10 @@ int main(int argc, char** argv) {
   app.add_option("--etcd-peer-port", o.etcd_peer_port, "control planes: etcd peer port")->capture_default_str();
   app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
   app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--api-server-port", o.api_server_port, "the first control plane: port of the Kubernetes API server it starts")->capture_default_str();
-  app.add_option("--berthd-port", o.berthd_port, "the first control plane: port of the berthd it starts")->capture_default_str();
+  app.add_option("--api-server-port", o.api_server_port, "control planes: port of the Kubernetes API server it starts")->capture_default_str();
+  app.add_option("--controller-manager-port", o.controller_manager_port, "control planes: port of the Kubernetes controller manager it starts")->capture_default_str();
+  app.add_option("--berthd-port", o.berthd_port, "control planes: port of the berthd it starts")->capture_default_str();
+  app.add_flag("--control-plane-units", o.control_plane_units, "control planes: this image runs the Kubernetes control plane as systemd units; a joining control plane starts them instead of kubeadm's static Pods");
   app.add_option("--kubectl", o.kubectl, "the first control plane: kubectl binary")->capture_default_str();
   app.add_option("--berthd-rbac", o.berthd_rbac, "the first control plane: berthd's RBAC manifest (kube/berthd-rbac.yaml)")->capture_default_str();
   app.add_option("--ec2-instance-id", o.ec2_instance_id, "EC2 instance ID to claim (default: the DMI board asset tag, as Nitro instances carry it)");

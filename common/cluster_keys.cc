@@ -1,8 +1,12 @@
 #include "common/cluster_keys.h"
 
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
 #include <filesystem>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "common/bytes.h"
 #include "common/crypto.h"
@@ -73,6 +77,33 @@ Status CheckClusterKeys(const v1::ClusterKeys& keys) {
   for (const auto& f : kSharedPkiFiles) {
     if (!seen.contains(std::string(f.name))) return bad(std::string(f.name) + " is missing");
   }
+  if (keys.has_berthd()) {
+    const v1::BerthdKeys& b = keys.berthd();
+    for (const auto& [what, pem] :
+         {std::pair{"join CA", &b.join_ca_key()}, std::pair{"etcd CA", &b.etcd_ca_key()}}) {
+      if (!PrivateKeyFromPem(*pem).ok()) {
+        return bad(std::string("berthd's ") + what + " key is not a PEM private key");
+      }
+    }
+    if (b.policy().empty()) return bad("berthd's policy is empty");
+  }
+  return OkStatus();
+}
+
+Status CheckBerthdKeys(const v1::BerthdKeys& keys, const std::string& join_ca_pem,
+                       const std::string& etcd_ca_pem) {
+  for (const auto& [what, key_pem, ca_pem] :
+       {std::tuple{"the join CA this node pins", &keys.join_ca_key(), &join_ca_pem},
+        std::tuple{"the ticket's etcd CA", &keys.etcd_ca_key(), &etcd_ca_pem}}) {
+    BERTH_ASSIGN_OR_RETURN(X509Ptr ca, CertFromPem(*ca_pem));
+    BERTH_ASSIGN_OR_RETURN(EvpPkeyPtr key, PrivateKeyFromPem(*key_pem));
+    if (X509_check_private_key(ca.get(), key.get()) != 1) {
+      ERR_clear_error();
+      return InvalidArgument(std::string("malformed cluster keys in the join ticket: berthd's "
+                                         "key for ") +
+                             what + " is not that CA's key");
+    }
+  }
   return OkStatus();
 }
 
@@ -95,6 +126,10 @@ void ScrubClusterKeys(v1::ClusterKeys& keys) {
   for (auto& f : *keys.mutable_kubernetes_pki()) {
     const SharedPkiFile* known = Find(f.name());
     if (known == nullptr || known->secret) WipeString(*f.mutable_content());
+  }
+  if (keys.has_berthd()) {
+    WipeString(*keys.mutable_berthd()->mutable_join_ca_key());
+    WipeString(*keys.mutable_berthd()->mutable_etcd_ca_key());
   }
 }
 

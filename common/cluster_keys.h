@@ -23,7 +23,8 @@ struct SharedPkiFile {
 };
 
 // kubeadm's names (its certs phase): the cluster CA, the front-proxy CA, the service-account
-// signing key pair. Not the etcd CA's key: berth's etcd CA signs on-node CSRs in berthd.
+// signing key pair. Not the etcd CA's key: berth's etcd CA signs on-node CSRs in berthd (which
+// may share it, for the control plane's own berthd only: v1::BerthdKeys).
 inline constexpr std::array<SharedPkiFile, 6> kSharedPkiFiles = {{
     {"ca.crt", false},
     {"ca.key", true},
@@ -52,15 +53,22 @@ v1::ClusterKeys MakeClusterKeys(const SecretBytes& master_secret,
                                 const std::vector<SharedPki>& pki);
 
 // INVALID_ARGUMENT naming what is wrong: a master secret under 32 bytes, a file not in
-// kSharedPkiFiles, one given twice or missing, an empty one. Never echoes a file's content.
+// kSharedPkiFiles, one given twice or missing, an empty one; berthd's keys, when present, with
+// a key that is not a PEM private key or an empty policy. Never echoes a file's content.
 Status CheckClusterKeys(const v1::ClusterKeys& keys);
+
+// berthd's keys against the certificates the node already trusts: the join CA it pins
+// (`join_ca_pem`) and the etcd CA of its ticket (`etcd_ca_pem`). INVALID_ARGUMENT naming the
+// key that is not its CA's. REQUIRES: CheckClusterKeys(keys) passed and keys.has_berthd().
+Status CheckBerthdKeys(const v1::BerthdKeys& keys, const std::string& join_ca_pem,
+                       const std::string& etcd_ca_pem);
 
 // Writes the PKI files into `pki_dir` (made 0755; private keys 0600, the rest 0644) and the
 // master secret to `master_secret_path` (0600). REQUIRES: CheckClusterKeys(keys) passed.
 Status WriteClusterKeys(const v1::ClusterKeys& keys, const std::string& pki_dir,
                         const std::string& master_secret_path);
 
-// Wipes every secret in `keys` (the master secret, the private keys).
+// Wipes every secret in `keys` (the master secret, the private keys, berthd's keys).
 void ScrubClusterKeys(v1::ClusterKeys& keys);
 
 }  // namespace berth

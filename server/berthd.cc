@@ -1,6 +1,8 @@
 #include "server/berthd.h"
 
 #include <grpcpp/grpcpp.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
@@ -66,11 +68,41 @@ Status CheckConfig(const BerthdConfig& c) {
   if (c.approval_hold.count() < 0 || c.approval_hold > std::chrono::seconds(25)) {
     return InvalidArgument("--approval-hold must be 0-25 s (below the agent's 30 s call timeout)");
   }
+  if (!c.join_ca_key.empty() && c.control_plane_pki.empty()) {
+    return InvalidArgument(
+        "--join-ca-key is shared with control planes with --control-plane-pki, "
+        "which is not given");
+  }
   if (!c.sns.listen.empty() && c.etcd.disabled) {
     return InvalidArgument("--sns-listen needs etcd (pre-authorizations, revocations, replay "
                            "protection live there); it cannot run with --no-etcd");
   }
   return OkStatus();
+}
+
+// --join-ca-key, checked against the certificate it must have signed (--tls-cert), and the
+// etcd CA's key; the policy file is read at each ticket that shares it.
+Result<JoinLogic::BerthdShare> ReadBerthdShare(const BerthdConfig& config,
+                                               const std::string& tls_cert_pem) {
+  if (config.etcd.ca_key.empty()) {
+    return InvalidArgument(
+        "--join-ca-key: control planes that serve joins need the etcd CA "
+        "(--etcd-ca-cert, --etcd-ca-key), which is not given");
+  }
+  JoinLogic::BerthdShare share{.policy_file = config.policy};
+  BERTH_ASSIGN_OR_RETURN(share.join_ca_key_pem, ReadSecretFile(config.join_ca_key));
+  BERTH_ASSIGN_OR_RETURN(share.etcd_ca_key_pem, ReadSecretFile(config.etcd.ca_key));
+  auto key = PrivateKeyFromPem(share.join_ca_key_pem.view());
+  if (!key.ok()) return InvalidArgument(config.join_ca_key + ": not a PEM private key");
+  BERTH_ASSIGN_OR_RETURN(X509Ptr cert, CertFromPem(tls_cert_pem));
+  if (X509_verify(cert.get(), key->get()) != 1) {
+    ERR_clear_error();
+    return InvalidArgument("--join-ca-key " + config.join_ca_key + " did not sign --tls-cert " +
+                           config.tls_cert +
+                           ": nodes that pin this berthd's CA would not trust a control plane's "
+                           "berthd made with it");
+  }
+  return share;
 }
 
 }  // namespace
@@ -98,6 +130,10 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   if (auto c = CertFromPem(tls_cert); !c.ok()) return c.status().WithContext(config.tls_cert);
   if (auto k = PrivateKeyFromPem(tls_key.view()); !k.ok()) {
     return InvalidArgument(config.tls_key + ": not a PEM private key");
+  }
+  std::optional<JoinLogic::BerthdShare> berthd_share;
+  if (!config.join_ca_key.empty()) {
+    BERTH_ASSIGN_OR_RETURN(berthd_share, ReadBerthdShare(config, tls_cert));
   }
 
   auto creds = config.kubeconfig.empty() ? LoadInClusterCredentials()
@@ -159,11 +195,14 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
           "which --no-etcd turns off");
     }
     BERTH_ASSIGN_OR_RETURN(std::vector<SharedPki> pki, ReadSharedPki(config.control_plane_pki));
-    logic.ShareClusterKeys(std::move(pki));
+    logic.ShareClusterKeys(std::move(pki), std::move(berthd_share));
     spdlog::info(
         "control planes get the cluster keys in {} and the master secret in their join "
-        "tickets",
-        config.control_plane_pki);
+        "tickets{}",
+        config.control_plane_pki,
+        config.join_ca_key.empty() ? ""
+                                   : ", and the join CA's key, the etcd CA's key and the policy "
+                                     "for their own berthd");
   }
   LoadGate gate(config.gate);
   JoinServiceImpl service(&logic, &metrics, &gate);

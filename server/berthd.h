@@ -40,6 +40,10 @@ struct BerthdConfig {
   // kubeadm's /etc/kubernetes/pki whose CA keys (common/cluster_keys.h), with the master
   // secret, go to each authorized control plane in its join ticket; empty: none are shared.
   std::string control_plane_pki;
+  // The join CA's key (the CA of --tls-cert, which EnrolmentConfigs pin): with
+  // control_plane_pki and the etcd CA, control planes also get it, the etcd CA's key and the
+  // policy, so that berthd serves joins on each of them; empty: not shared.
+  std::string join_ca_key;
   // The recovery-key.txt of `berthctl cluster init`: control planes' recovery keyslots are
   // sealed to its public key (docs/cluster-lifecycle.md "Recovery"); empty: none handed out.
   std::string recovery_key;

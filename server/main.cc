@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
                  "kubeadm's pki directory: its CA keys (ca, front-proxy-ca, sa) and this berthd's "
                  "master secret go to every attested, authorized control plane in its join ticket "
                  "(docs/cluster-lifecycle.md; default: none are shared)");
+  app.add_option("--join-ca-key", c.join_ca_key,
+                 "the key of the CA that signed --tls-cert (the CA EnrolmentConfigs pin): with "
+                 "--control-plane-pki, control planes also get it, the etcd CA's key and the "
+                 "policy, so that berthd serves joins on each of them (docs/cluster-lifecycle.md)");
   app.add_option("--recovery-key", c.recovery_key,
                  "the recovery-key.txt of `berthctl cluster init`: every control plane seals its "
                  "recovery keyslot to its public key (docs/cluster-lifecycle.md)");

@@ -233,6 +233,17 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     // Admitted as a control plane above (its authorization, its etcd learner).
     if (share_cluster_keys_) {
       *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);
+      if (shared_berthd_.has_value()) {
+        auto policy = ReadFile(shared_berthd_->policy_file, 1 << 20);
+        if (!policy.ok()) {
+          ScrubClusterKeys(*ticket.mutable_cluster_keys());
+          return refuse(policy.status().WithContext("reading the policy to share"));
+        }
+        v1::BerthdKeys* b = ticket.mutable_cluster_keys()->mutable_berthd();
+        b->set_join_ca_key(std::string(shared_berthd_->join_ca_key_pem.view()));
+        b->set_etcd_ca_key(std::string(shared_berthd_->etcd_ca_key_pem.view()));
+        b->set_policy(std::move(*policy));
+      }
     }
   }
   std::optional<ClusterInfo> cluster_info;
@@ -265,7 +276,9 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
       .Add("discovery", discovery);
   if (!cold_start.empty()) line.Quoted("cold_start", cold_start);
   AddRecoveryKey(line, ticket.recovery_public_key());
-  if (ticket.has_cluster_keys()) line.Add("cluster_keys", "shared");
+  if (ticket.has_cluster_keys()) {
+    line.Add("cluster_keys", ticket.cluster_keys().has_berthd() ? "shared+berthd" : "shared");
+  }
   line.Fields(recorded).Log(OkStatus());
   return ticket;
 }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "berth/v1/berth.pb.h"
@@ -69,10 +70,19 @@ class JoinLogic {
             verify::EvidenceVerifier* verifier, TokenIssuer* tokens, NodeRegistry* nodes = nullptr,
             GoldenTickets* golden = nullptr, DiscoveryKubeconfigs* discovery = nullptr);
 
+  // What berthd on an admitted control plane serves joins with (v1::BerthdKeys): the join
+  // and etcd CAs' keys, and the policy file, read at each such ticket (the policy in force).
+  struct BerthdShare {
+    SecretBytes join_ca_key_pem;
+    SecretBytes etcd_ca_key_pem;
+    std::string policy_file;
+  };
   // Every control plane admitted from now on gets the master secret and `pki` in its join
-  // ticket (common/cluster_keys.h). REQUIRES: before the first call.
-  void ShareClusterKeys(std::vector<SharedPki> pki) {
+  // ticket (common/cluster_keys.h), and `berthd` when given. REQUIRES: before the first call.
+  void ShareClusterKeys(std::vector<SharedPki> pki,
+                        std::optional<BerthdShare> berthd = std::nullopt) {
     shared_pki_ = std::move(pki);
+    shared_berthd_ = std::move(berthd);
     share_cluster_keys_ = true;
   }
 
@@ -114,6 +124,7 @@ class JoinLogic {
   Result<BootPolicySigner> boot_policy_;  // derived from the master secret and cluster id
   bool share_cluster_keys_ = false;
   std::vector<SharedPki> shared_pki_;
+  std::optional<BerthdShare> shared_berthd_;
   NodeRegistry* nodes_;
   GoldenTickets* golden_;
   DiscoveryKubeconfigs* discovery_;

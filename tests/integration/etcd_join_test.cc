@@ -530,6 +530,28 @@ TEST(EtcdJoinTest, ControlPlaneNotAuthorizedIsPermissionDeniedUntilAnOperatorAut
               HasSubstr("operator CN=alice at "));
 }
 
+// A control plane whose image runs the Kubernetes control plane as units needs the cluster's
+// keys to make its API server's certificates: a ticket from a berthd that shares none (no
+// --control-plane-pki) is refused before the disk is formatted, and nothing starts.
+TEST(EtcdJoinTest, AControlPlaneThatRunsItsOwnApiServerRefusesATicketWithoutTheClusterKeys) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  cp.disk.image = cp.Path("/state.img");
+  cp.control_plane_units = true;
+  ASSERT_TRUE(bed.StartBerthd());
+  AgentOutcome refused = bed.RunAgent(cp, true, {bed.BerthdEndpoint()});
+  EXPECT_EQ(refused.status.code(), Code::kFailedPrecondition) << refused.status.ToString();
+  EXPECT_THAT(refused.status.message(),
+              HasSubstr("this control plane runs the Kubernetes control plane itself, but "
+                        "berthd shared no cluster keys with it (berthd --control-plane-pki)"));
+  EXPECT_FALSE(std::filesystem::exists(cp.disk.image));
+  EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_FALSE(bed.ServiceRunning(cp, "kube-apiserver"));
+  EXPECT_TRUE(bed.KubeadmJoins().empty());
+  EXPECT_THAT(refused.notifications, Not(Contains("READY=1")));
+}
+
 // Issue 26, cold start: every berthd down (all control planes restarting at once). A control
 // plane opens its state disk with the key its own TPM releases for a boot the cluster signed,
 // starts its etcd and is ready without berthd; a tampered boot gets nothing from its TPM, waits
@@ -807,13 +829,17 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
 // first control plane boots again with no berthd anywhere and no operator, opens its disk by
 // cold start, its etcd comes back with its data and its services with it, and the worker
 // rejoins. Last, a second control plane joins that cluster through the berthd that came back:
-// it gets the cluster's keys (never the etcd CA's key) and ends an etcd voter.
+// it gets the cluster's keys (the etcd CA's key for its berthd only, never in kubeadm's PKI),
+// ends an etcd voter, serves the cluster's Kubernetes API with its own API server and
+// controller manager, and runs its own berthd, through which a second worker joins; all of it
+// comes back after cp-2 loses power.
 TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmitsAControlPlane) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
   TestNode& worker = bed.AddNode("w-1", /*control_plane=*/false);
   TestNode& cp2 = bed.AddNode("cp-2", /*control_plane=*/true);
+  TestNode& worker2 = bed.AddNode("w-2", /*control_plane=*/false);
   cp2.disk.image = cp2.Path("/state.img");
   cp.disk.image = cp.Path("/state.img");
   cp.kubeadm = bed.kube()->Binary("kubeadm");
@@ -822,6 +848,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   const std::string ip = (*addresses)[0];
   cp.addresses = {ip};  // kubeadm advertises the API server at it, never at loopback
   cp.api_server_port = UnusedPort();
+  cp.controller_manager_port = UnusedPort();
   cp.berthd_port = UnusedPort();
   const std::string op = PinNewOperator(bed, cp);
   ASSERT_FALSE(op.empty());
@@ -841,6 +868,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
     MustWrite(path, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
                         "\n    - name: w-1\n      sha256: " + worker.ak_sha256 +
                         "\n    - name: cp-2\n      sha256: " + cp2.ak_sha256 +
+                        "\n    - name: w-2\n      sha256: " + worker2.ak_sha256 +
                         "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
                         "\n      4: " + pcr4 + "\nroles:\n  control_plane:\n    - ak: cp-2\n");
     return path;
@@ -999,6 +1027,16 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_EQ(std::count(token_secrets.begin(), token_secrets.end(), '\n'), 1) << token_secrets;
   EXPECT_THAT(MustRead(bed.ServiceLog(cp, "berthd")), HasSubstr("decision=granted node=w-1"));
 
+  // The controller manager leading the cluster (its bootstrap signer signs cluster-info for
+  // each new token).
+  auto kcm_leader = [&] {
+    return kubectl({"get", "lease", "kube-controller-manager", "-n", "kube-system", "-o",
+                    "jsonpath={.spec.holderIdentity}"})
+        .output;
+  };
+  const std::string leader_before = kcm_leader();
+  EXPECT_FALSE(leader_before.empty());
+
   // Every power at once: the services and etcd die with the node, which boots again with no
   // berthd anywhere and no operator. Its TPM releases the cold-start key for this (approved)
   // boot; etcd comes back with its data, and the API server and berthd with it.
@@ -1028,23 +1066,151 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_EQ(bed.KubeadmJoins().size(), 1u);
 
   // A second control plane joins the cluster the first one made: authorized by the operator's
-  // policy, it gets the cluster's keys over berth's channel and its etcd member, made a learner
-  // by that berthd and promoted to a voter.
+  // policy, it gets the cluster's keys and berthd's over berth's channel and its etcd member,
+  // made a learner by that berthd and promoted to a voter. Its image runs the control plane as
+  // units, as the first one's: it makes its API server's certificates itself and starts its own API
+  // server and controller manager, with kubeadm's phases and flags (the real kubeadm; no kubeadm
+  // join, whose static Pods no registry serves).
   cp2.cluster_ca_pem = worker.cluster_ca_pem;
   cp2.addresses = {ip};  // etcd checks a peer's certificate against the address it calls from
+  cp2.kubeadm = bed.kube()->Binary("kubeadm");
+  cp2.control_plane_units = true;
+  cp2.api_server_port = UnusedPort();
+  cp2.controller_manager_port = UnusedPort();
+  cp2.berthd_port = UnusedPort();
   AgentOutcome second = bed.RunAgent(cp2, true, {berthd_endpoint});
   ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n"
                                   << MustRead(bed.ServiceLog(cp, "berthd"));
+  EXPECT_THAT(second.notifications, Contains("READY=1"));
   EXPECT_EQ(MustRead(cp2.Path("/var/lib/berth/state/berthd/master.secret")), master_text);
   EXPECT_EQ(MustRead(cp2.Path("/etc/kubernetes/pki/ca.crt")),
             MustRead(cp.Path("/etc/kubernetes/pki/ca.crt")));
   EXPECT_EQ(MustRead(cp2.Path("/etc/kubernetes/pki/etcd/ca.crt")),
             MustRead(cp.Path("/etc/kubernetes/pki/etcd/ca.crt")));
   EXPECT_FALSE(std::filesystem::exists(cp2.Path("/etc/kubernetes/pki/etcd/ca.key")));
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp, "berthd")), HasSubstr("decision=granted node=cp-2"));
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp, "berthd")), HasSubstr(" cluster_keys=shared+berthd"));
   auto voters = (*after)->MemberList();
   ASSERT_TRUE(voters.ok()) << voters.status().ToString();
   ASSERT_EQ(voters->members_size(), 2);
   for (const auto& m : voters->members()) EXPECT_FALSE(m.islearner()) << m.name();
+
+  // cp-2 serves the cluster's Kubernetes API: the operator's admin kubeconfig (which trusts the
+  // cluster's CA) reaches it, and what is written through it is read through cp-1's.
+  const std::string api2 = "https://" + ip + ":" + std::to_string(cp2.api_server_port);
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-apiserver"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-controller-manager"));
+  EXPECT_EQ(kubectl({"--server", api2, "get", "--raw", "/readyz"}).output, "ok");
+  ProcessResult created = kubectl({"--server", api2, "create", "configmap", "written-through-cp-2",
+                                   "-n", "default", "--from-literal=by=cp-2"});
+  EXPECT_EQ(created.exit_code, 0) << created.output;
+  EXPECT_EQ(kubectl({"get", "configmap", "written-through-cp-2", "-n", "default", "-o",
+                     "jsonpath={.data.by}"})
+                .output,
+            "cp-2");
+  // Its API server's certificate and key were made on it, by kubeadm, from the shared CA; its
+  // etcd client identity is its own etcd member's certificate (it has no etcd CA key), and it
+  // has no super-admin credential (kubeadm makes that on the first control plane only).
+  auto cluster_ca = CertFromPem(MustRead(cp2.Path("/etc/kubernetes/pki/ca.crt")));
+  auto apiserver2 = CertFromPem(MustRead(cp2.Path("/etc/kubernetes/pki/apiserver.crt")));
+  ASSERT_TRUE(cluster_ca.ok() && apiserver2.ok());
+  EXPECT_EQ(X509_verify(apiserver2->get(), X509_get0_pubkey(cluster_ca->get())), 1);
+  EXPECT_EQ(X509_check_ip_asc(apiserver2->get(), ip.c_str(), 0), 1);
+  EXPECT_NE(MustRead(cp2.Path("/etc/kubernetes/pki/apiserver.key")),
+            MustRead(cp.Path("/etc/kubernetes/pki/apiserver.key")));
+  EXPECT_THAT(MustRead(cp2.Path("/etc/kubernetes/berth/kube-apiserver.env")),
+              HasSubstr("--etcd-certfile=" + cp2.Path("/etc/kubernetes/pki/etcd/server.crt")));
+  EXPECT_FALSE(std::filesystem::exists(cp2.Path("/etc/kubernetes/super-admin.conf")));
+  EXPECT_FALSE(std::filesystem::exists(cp2.Path("/etc/kubernetes/pki/apiserver-etcd-client.key")));
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1u);  // the worker's only
+
+  // cp-2 runs its own berthd, with the keys cp-1's berthd shared with it: the same join CA
+  // (its key, and a TLS certificate of its own made on cp-2), the etcd CA's key in berthd's
+  // directory only, the operator's policy. A worker that names only cp-2's berthd joins
+  // through it, and its kubeadm's discovery reaches cp-2's API server.
+  const std::string berthd2 = cp2.Path("/var/lib/berth/state/berthd");
+  EXPECT_EQ(MustRead(berthd2 + "/join-ca.key"), MustRead(berthd + "/join-ca.key"));
+  EXPECT_EQ(MustRead(berthd2 + "/etcd-ca.key"),
+            MustRead(cp.Path("/etc/kubernetes/pki/etcd/ca.key")));
+  EXPECT_EQ(MustRead(berthd2 + "/policy.yaml"), MustRead(berthd + "/policy.yaml"));
+  EXPECT_EQ(MustRead(berthd2 + "/recovery-key.txt"), MustRead(berthd + "/recovery-key.txt"));
+  auto tls2 = CertFromPem(MustRead(berthd2 + "/tls.pem"));
+  ASSERT_TRUE(tls2.ok());
+  EXPECT_EQ(X509_verify(tls2->get(), X509_get0_pubkey(ca->get())), 1);
+  EXPECT_NE(MustRead(berthd2 + "/tls.key"), MustRead(berthd + "/tls.key"));
+  for (const char* f : {"/join-ca.key", "/etcd-ca.key", "/tls.key", "/etcd-client.key",
+                        "/kube-client.key", "/kubeconfig", "/master.secret"}) {
+    EXPECT_EQ(std::filesystem::status(berthd2 + f).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+        << f;
+  }
+  ASSERT_TRUE(WaitFor([&] { return Listening(cp2.berthd_port); }, std::chrono::seconds(60)))
+      << MustRead(bed.ServiceLog(cp2, "berthd"));
+  worker2.cluster_ca_pem = worker.cluster_ca_pem;
+  // The controller manager that led before the outage died with it; a new one takes the lease
+  // once it expires (kube-controller-manager's 15 s) and then starts its controllers. A token
+  // of the test's own shows when its bootstrap signer signs again.
+  std::string leader_after;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        leader_after = kcm_leader();
+        return !leader_after.empty() && leader_after != leader_before;
+      },
+      std::chrono::seconds(90)))
+      << leader_before << " still leads";
+  ProcessResult probe_token =
+      kubectl({"create", "secret", "generic", "bootstrap-token-probe1", "-n", "kube-system",
+               "--type", "bootstrap.kubernetes.io/token", "--from-literal=token-id=probe1",
+               "--from-literal=token-secret=0123456789abcdef",
+               "--from-literal=usage-bootstrap-signing=true"});
+  ASSERT_EQ(probe_token.exit_code, 0) << probe_token.output;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return kubectl({"get", "configmap", "cluster-info", "-n", "kube-public", "-o",
+                        "jsonpath={.data}"})
+                   .output.find("jws-kubeconfig-probe1") != std::string::npos;
+      },
+      std::chrono::seconds(90)));
+  EXPECT_EQ(kubectl({"delete", "secret", "-n", "kube-system", "bootstrap-token-probe1"}).exit_code,
+            0);
+  AgentOutcome via_cp2 = bed.RunAgent(worker2, false, {ip + ":" + std::to_string(cp2.berthd_port)});
+  ASSERT_TRUE(via_cp2.status.ok()) << via_cp2.status.ToString() << "\n"
+                                   << MustRead(bed.ServiceLog(cp2, "berthd"));
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp2, "berthd")), HasSubstr("decision=granted node=w-2"));
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp, "berthd")), Not(HasSubstr("node=w-2")));
+  // The real kubeadm's discovery (--dry-run, as no kubelet runs on the host) looks for the
+  // token's signature in cluster-info once: when the controller manager's bootstrap signer has
+  // not signed it yet (its leader changes as controller managers come and go), kubeadm fails,
+  // and the agent joins again with a fresh ticket, as after any failed kubeadm join.
+  joins = bed.KubeadmJoins();
+  ASSERT_GE(joins.size(), 2u);
+  EXPECT_TRUE(joins.back()["ok"].get<bool>()) << joins.back().dump();
+  EXPECT_THAT(joins.back()["output"].get<std::string>(),
+              HasSubstr(ip + ":" + std::to_string(cp2.api_server_port)));
+  for (size_t i = 1; i + 1 < joins.size(); ++i) {
+    EXPECT_FALSE(joins[i]["ok"].get<bool>());
+    EXPECT_THAT(joins[i]["output"].get<std::string>(),
+                HasSubstr("could not find a JWS signature in the cluster-info ConfigMap"))
+        << joins[i].dump();
+  }
+  const size_t w2_joins = joins.size() - 1;
+
+  // cp-2 loses power and boots again: it rejoins through berthd, and its API server,
+  // controller manager and berthd come back from their files on its state disk.
+  bed.KillServices(cp2);
+  bed.etcd().StopExtra("cp-2");
+  AgentOutcome rebooted = bed.RunAgent(cp2, true, {berthd_endpoint});
+  ASSERT_TRUE(rebooted.status.ok()) << rebooted.status.ToString();
+  EXPECT_THAT(rebooted.notifications, Contains("READY=1"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-apiserver"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-controller-manager"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "berthd"));
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1 + w2_joins);  // no kubeadm join on cp-2's reboot
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return kubectl({"--server", api2, "get", "--raw", "/readyz"}).output == "ok";
+      },
+      std::chrono::seconds(60)));
 }
 
 }  // namespace

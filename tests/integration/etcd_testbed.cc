@@ -476,7 +476,9 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_client_port = node.etcd_client_port;
   o.etcd_wait = std::chrono::seconds(90);
   if (node.api_server_port != 0) o.api_server_port = node.api_server_port;
+  if (node.controller_manager_port != 0) o.controller_manager_port = node.controller_manager_port;
   if (node.berthd_port != 0) o.berthd_port = node.berthd_port;
+  o.control_plane_units = node.control_plane_units;
   if (kube_ != nullptr) o.kubectl = kube_->Binary("kubectl");
   o.berthd_rbac = SourceDir() + "/kube/berthd-rbac.yaml";
   o.control_plane_wait = std::chrono::seconds(180);

@@ -65,8 +65,11 @@ struct TestNode {
   // need an address that is not loopback.
   std::string kubeadm;
   std::vector<std::string> addresses;
-  // The first control plane: where the Kubernetes API server and berthd it starts listen.
-  int api_server_port = 0, berthd_port = 0;
+  // Control planes that run their own Kubernetes control plane (the first one, and those
+  // with `control_plane_units`): where the API server, controller manager and berthd they
+  // start listen (0: the agent's defaults; two on one host need their own).
+  int api_server_port = 0, controller_manager_port = 0, berthd_port = 0;
+  bool control_plane_units = false;
   // The CA its EnrolmentConfig pins (empty: the testbed's join CA).
   std::string cluster_ca_pem;
   int etcd_peer_port = 0, etcd_client_port = 0;

@@ -8,12 +8,16 @@
 #include <openssl/x509v3.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+
 #include "common/crypto.h"
 
 namespace berth::agent {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::Not;
 
 const std::string kPolicy =
     "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + std::string(64, 'a') +
@@ -149,15 +153,48 @@ TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndName
     EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][i]["value"].as<std::string>(),
               "/root/etc/kubernetes/controller-manager.conf");
   }
+  EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][3]["value"].as<std::string>(), "10257");
+  EXPECT_FALSE(docs[1]["etcd"]["external"]);
   EXPECT_EQ(docs[1]["apiServer"]["certSANs"].as<std::vector<std::string>>(),
             (std::vector<std::string>{"192.0.2.10", "api.example"}));
   EXPECT_EQ(docs[1]["etcd"]["local"]["serverCertSANs"].as<std::vector<std::string>>(),
             (std::vector<std::string>{"cp-1", "192.0.2.10"}));
 }
 
+// A control plane that joined has no etcd CA key: its etcd member's certificate is the API
+// server's etcd client identity, and kubeadm, told etcd is external, makes no etcd certificate.
+TEST(BootstrapFilesTest, AJoinedControlPlanesConfigurationNamesItsEtcdMembersCertificate) {
+  const std::string text =
+      RenderKubeadmInitConfig({.pki_dir = "/etc/kubernetes/pki",
+                               .kubeconfig_dir = "/etc/kubernetes",
+                               .cluster_id = "prod-eu1",
+                               .node_name = "cp-2",
+                               .advertise_address = "192.0.2.11",
+                               .controller_manager_port = 11257,
+                               .sans = {"192.0.2.11"},
+                               .etcd_client_url = "https://192.0.2.11:2379",
+                               .etcd_cert_file = "/etc/kubernetes/pki/etcd/server.crt",
+                               .etcd_key_file = "/etc/kubernetes/pki/etcd/server.key",
+                               .kubernetes_version = "v1.37.2"});
+  std::vector<YAML::Node> docs = YAML::LoadAll(text);
+  ASSERT_EQ(docs.size(), 2u);
+  const YAML::Node etcd = docs[1]["etcd"];
+  EXPECT_FALSE(etcd["local"]);
+  EXPECT_EQ(etcd["external"]["endpoints"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"https://192.0.2.11:2379"}));
+  EXPECT_EQ(etcd["external"]["caFile"].as<std::string>(), "/etc/kubernetes/pki/etcd/ca.crt");
+  EXPECT_EQ(etcd["external"]["certFile"].as<std::string>(), "/etc/kubernetes/pki/etcd/server.crt");
+  EXPECT_EQ(etcd["external"]["keyFile"].as<std::string>(), "/etc/kubernetes/pki/etcd/server.key");
+  // kubeadm names the endpoints in --etcd-servers itself.
+  EXPECT_FALSE(docs[1]["apiServer"]["extraArgs"]);
+  EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][3]["name"].as<std::string>(), "secure-port");
+  EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][3]["value"].as<std::string>(), "11257");
+}
+
 TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
   const std::string env = RenderBerthdEnvironment({.dir = "/var/lib/berth/state/berthd",
                                                    .pki_dir = "/etc/kubernetes/pki",
+                                                   .etcd_ca_key = "/etc/kubernetes/pki/etcd/ca.key",
                                                    .cluster_id = "prod-eu1",
                                                    .listen = "0.0.0.0:7400",
                                                    .api_server_endpoint = "192.0.2.10:6443",
@@ -165,18 +202,79 @@ TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
   auto args = ArgsFromEnvironment(env, "BERTHD_ARGS");
   ASSERT_TRUE(args.ok()) << args.status().ToString();
   const std::string d = "/var/lib/berth/state/berthd";
-  EXPECT_EQ(*args,
-            (std::vector<std::string>{
-                "--listen", "0.0.0.0:7400", "--cluster-id", "prod-eu1", "--api-server-endpoint",
-                "192.0.2.10:6443", "--tls-cert", d + "/tls.pem", "--tls-key", d + "/tls.key",
-                "--policy", d + "/policy.yaml", "--master-secret-file", d + "/master.secret",
-                "--recovery-key", d + "/recovery-key.txt", "--kubeconfig", d + "/kubeconfig",
-                "--control-plane-pki", "/etc/kubernetes/pki", "--etcd-endpoints",
-                "https://192.0.2.10:2379", "--etcd-ca-cert", "/etc/kubernetes/pki/etcd/ca.crt",
-                "--etcd-ca-key", "/etc/kubernetes/pki/etcd/ca.key", "--etcd-client-cert",
-                d + "/etcd-client.pem", "--etcd-client-key", d + "/etcd-client.key"}));
+  EXPECT_EQ(*args, (std::vector<std::string>{"--listen",
+                                             "0.0.0.0:7400",
+                                             "--cluster-id",
+                                             "prod-eu1",
+                                             "--api-server-endpoint",
+                                             "192.0.2.10:6443",
+                                             "--tls-cert",
+                                             d + "/tls.pem",
+                                             "--tls-key",
+                                             d + "/tls.key",
+                                             "--policy",
+                                             d + "/policy.yaml",
+                                             "--master-secret-file",
+                                             d + "/master.secret",
+                                             "--recovery-key",
+                                             d + "/recovery-key.txt",
+                                             "--kubeconfig",
+                                             d + "/kubeconfig",
+                                             "--control-plane-pki",
+                                             "/etc/kubernetes/pki",
+                                             "--join-ca-key",
+                                             d + "/join-ca.key",
+                                             "--etcd-endpoints",
+                                             "https://192.0.2.10:2379",
+                                             "--etcd-ca-cert",
+                                             "/etc/kubernetes/pki/etcd/ca.crt",
+                                             "--etcd-ca-key",
+                                             "/etc/kubernetes/pki/etcd/ca.key",
+                                             "--etcd-client-cert",
+                                             d + "/etcd-client.pem",
+                                             "--etcd-client-key",
+                                             d + "/etcd-client.key"}));
   EXPECT_EQ(ArgsFromEnvironment("# nothing\n", "BERTHD_ARGS").status().ToString(),
             "INVALID_ARGUMENT: no BERTHD_ARGS= line in the environment file");
+  // A control plane that joined keeps the etcd CA's key in berthd's directory, and without a
+  // recovery key from the berthd that admitted it, its berthd hands none out either.
+  auto joined =
+      ArgsFromEnvironment(RenderBerthdEnvironment({.dir = d,
+                                                   .pki_dir = "/etc/kubernetes/pki",
+                                                   .etcd_ca_key = d + "/etcd-ca.key",
+                                                   .recovery_key = false,
+                                                   .cluster_id = "prod-eu1",
+                                                   .listen = "0.0.0.0:7400",
+                                                   .api_server_endpoint = "192.0.2.11:6443",
+                                                   .etcd_client_url = "https://192.0.2.11:2379"}),
+                          "BERTHD_ARGS");
+  ASSERT_TRUE(joined.ok());
+  EXPECT_THAT(*joined, Not(Contains("--recovery-key")));
+  auto key = std::find(joined->begin(), joined->end(), "--etcd-ca-key");
+  ASSERT_NE(key, joined->end());
+  EXPECT_EQ(*(key + 1), d + "/etcd-ca.key");
+}
+
+// berthd on a control plane that joined gets its TLS certificate from the join CA whose key
+// was shared with it: the certificate the nodes that pin that CA accept.
+TEST(JoinPkiTest, AJoinedControlPlanesBerthdCertificateChainsToTheSharedJoinCa) {
+  auto pki = MakeJoinPki("prod-eu1", "cp-1", {"192.0.2.10"});
+  ASSERT_TRUE(pki.ok()) << pki.status().ToString();
+  SecretBytes ca_key(pki->ca_key_pem.data(), pki->ca_key_pem.size());
+  auto joined = IssueBerthdTls(pki->ca_pem, std::move(ca_key), "cp-2", {"192.0.2.11"});
+  ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+  EXPECT_EQ(joined->ca_pem, pki->ca_pem);
+  auto ca = CertFromPem(pki->ca_pem);
+  auto tls = CertFromPem(joined->tls_pem);
+  ASSERT_TRUE(ca.ok() && tls.ok());
+  EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
+  EXPECT_EQ(X509_check_host(tls->get(), "cp-2", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), "192.0.2.11", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(tls->get(), "192.0.2.10", 0), 0);
+  EXPECT_NE(joined->tls_key_pem.view(), pki->tls_key_pem.view());
+  // A key that is not a PEM key is refused, naming nothing of it.
+  SecretBytes junk("not a key", 9);
+  EXPECT_FALSE(IssueBerthdTls(pki->ca_pem, std::move(junk), "cp-2", {"192.0.2.11"}).ok());
 }
 
 // kubeadm's static Pod manifests give the flags; the node image's units run the binaries.

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "common/bytes.h"
+#include "common/crypto.h"
 #include "tests/testing/testing.h"
 
 namespace berth {
@@ -105,6 +106,70 @@ TEST_F(ClusterKeysTest, ScrubWipesTheSecretsAndKeepsThePublicParts) {
   for (const auto& f : keys.kubernetes_pki()) {
     EXPECT_EQ(f.content(), f.name().ends_with(".key") ? "" : "content of " + f.name()) << f.name();
   }
+  EXPECT_FALSE(keys.has_berthd());  // scrubbing adds nothing
+  v1::ClusterKeys with_berthd = Keys();
+  with_berthd.mutable_berthd()->set_join_ca_key("join key");
+  with_berthd.mutable_berthd()->set_etcd_ca_key("etcd key");
+  with_berthd.mutable_berthd()->set_policy("tpm: {}");
+  ScrubClusterKeys(with_berthd);
+  EXPECT_EQ(with_berthd.berthd().join_ca_key(), "");
+  EXPECT_EQ(with_berthd.berthd().etcd_ca_key(), "");
+  EXPECT_EQ(with_berthd.berthd().policy(), "tpm: {}");
+}
+
+// A CA and its key, PEM.
+struct TestCa {
+  std::string cert_pem;
+  std::string key_pem;
+};
+TestCa MakeCa(const std::string& name) {
+  auto key = GenerateP256Key();
+  EXPECT_TRUE(key.ok());
+  auto cert = IssueCert({.common_name = name, .is_ca = true, .validity = std::chrono::hours(24)},
+                        key->get(), nullptr, key->get());
+  EXPECT_TRUE(cert.ok());
+  auto key_pem = PrivateKeyToPem(key->get());
+  return {*CertToPem(cert->get()), std::string(key_pem->view())};
+}
+
+// berthd's keys for a control plane's own berthd: each is checked to be a PEM key, and then to
+// be the key of the CA the node already trusts (the join CA it pins, the ticket's etcd CA); a
+// key for another CA is refused, naming which, never its content.
+TEST_F(ClusterKeysTest, BerthdsKeysMustBeTheKeysOfTheCasTheNodeTrusts) {
+  const TestCa join = MakeCa("join"), etcd = MakeCa("etcd"), other = MakeCa("other");
+  v1::ClusterKeys keys = Keys();
+  v1::BerthdKeys* b = keys.mutable_berthd();
+  b->set_join_ca_key(join.key_pem);
+  b->set_etcd_ca_key(etcd.key_pem);
+  b->set_policy("tpm: {}\n");
+  ASSERT_TRUE(CheckClusterKeys(keys).ok()) << CheckClusterKeys(keys).ToString();
+  EXPECT_TRUE(CheckBerthdKeys(*b, join.cert_pem, etcd.cert_pem).ok());
+
+  Status swapped = CheckBerthdKeys(*b, etcd.cert_pem, join.cert_pem);
+  EXPECT_EQ(swapped.ToString(),
+            "INVALID_ARGUMENT: malformed cluster keys in the join ticket: berthd's key for the "
+            "join CA this node pins is not that CA's key");
+  Status wrong_etcd = CheckBerthdKeys(*b, join.cert_pem, other.cert_pem);
+  EXPECT_EQ(wrong_etcd.ToString(),
+            "INVALID_ARGUMENT: malformed cluster keys in the join ticket: berthd's key for the "
+            "ticket's etcd CA is not that CA's key");
+
+  v1::ClusterKeys junk = keys;
+  junk.mutable_berthd()->set_etcd_ca_key("content of a secret");
+  Status st = CheckClusterKeys(junk);
+  EXPECT_EQ(st.ToString(),
+            "INVALID_ARGUMENT: malformed cluster keys in the join ticket: berthd's etcd CA key "
+            "is not a PEM private key");
+  v1::ClusterKeys no_policy = keys;
+  no_policy.mutable_berthd()->clear_policy();
+  EXPECT_EQ(CheckClusterKeys(no_policy).ToString(),
+            "INVALID_ARGUMENT: malformed cluster keys in the join ticket: berthd's policy is "
+            "empty");
+  v1::ClusterKeys no_join = keys;
+  no_join.mutable_berthd()->clear_join_ca_key();
+  EXPECT_EQ(CheckClusterKeys(no_join).ToString(),
+            "INVALID_ARGUMENT: malformed cluster keys in the join ticket: berthd's join CA key "
+            "is not a PEM private key");
 }
 
 }  // namespace

@@ -901,5 +901,46 @@ TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
   EXPECT_EQ(h.tokens.issued, 2);
 }
 
+// With --join-ca-key as well, an admitted control plane also gets what its own berthd serves
+// with: the join and etcd CAs' keys and the policy file as it is when the ticket is made. A
+// worker gets none of it; a policy that cannot be read refuses the ticket before its token.
+TEST_F(RegistryTest, AControlPlaneGetsBerthdsKeysAndThePolicyInForceAndAWorkerNothing) {
+  JoinHarness h(SecretBytes(Bytes(32, 7).data(), 32), &clock_, registry_.get());
+  testing::TempDir dir;
+  const std::string policy = dir.Join("policy.yaml");
+  testing::MustWrite(policy, "tpm: {first: version}\n");
+  std::vector<SharedPki> pki;
+  for (const auto& f : kSharedPkiFiles) {
+    std::string content = "PEM of " + std::string(f.name);
+    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
+  }
+  h.logic.ShareClusterKeys(std::move(pki),
+                           JoinLogic::BerthdShare{.join_ca_key_pem = SecretBytes("join key", 8),
+                                                  .etcd_ca_key_pem = SecretBytes("etcd key", 8),
+                                                  .policy_file = policy});
+  testing::MustWrite(policy, "tpm: {second: version}\n");  // changed after berthd started
+
+  auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  ASSERT_TRUE(cp->cluster_keys().has_berthd());
+  EXPECT_EQ(cp->cluster_keys().berthd().join_ca_key(), "join key");
+  EXPECT_EQ(cp->cluster_keys().berthd().etcd_ca_key(), "etcd key");
+  EXPECT_EQ(cp->cluster_keys().berthd().policy(), "tpm: {second: version}\n");
+
+  h.verifier.ak = kOtherAk;  // trusted, but only as a worker
+  auto worker = h.Join(Worker("node-5", kDisk2));
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  EXPECT_FALSE(worker->has_cluster_keys());
+  EXPECT_EQ(h.tokens.issued, 2);
+
+  h.verifier.ak = kAk;
+  std::filesystem::remove(policy);
+  auto unreadable =
+      h.Join(ControlPlane("cp-1", "10.0.0.5"));  // a retry of cp-1's join: its member exists
+  EXPECT_EQ(unreadable.status().code(), Code::kNotFound) << unreadable.status().ToString();
+  EXPECT_THAT(unreadable.status().message(), HasSubstr("reading the policy to share"));
+  EXPECT_EQ(h.tokens.issued, 2);
+}
+
 }  // namespace
 }  // namespace berth::server
