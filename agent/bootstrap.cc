@@ -208,11 +208,10 @@ Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
 }
 
 Status SystemdControlPlaneServices::Start(const std::string& name) {
-  BERTH_ASSIGN_OR_RETURN(ProcessResult r,
-                         runner_->Run({systemctl_, "start", "--no-block", name + ".service"}));
+  const std::string unit = (name == "berthd" ? "berthd-control-plane" : name) + ".service";
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner_->Run({systemctl_, "start", "--no-block", unit}));
   if (!r.success()) {
-    return Unavailable("systemctl start " + name + ".service failed (" + r.Describe() +
-                       "): " + r.output);
+    return Unavailable("systemctl start " + unit + " failed (" + r.Describe() + "): " + r.output);
   }
   return OkStatus();
 }

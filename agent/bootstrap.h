@@ -113,8 +113,9 @@ Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& ku
 Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
                               const std::string& config, const std::string& admin_kubeconfig);
 
-// The first control plane's services besides etcd: the Kubernetes API server and controller
-// manager, then berthd. In the node image each is a systemd unit that reads its flags from
+// A control plane's services besides etcd: the Kubernetes API server and controller manager,
+// then berthd. In the node image each is a systemd unit (systemd/kube-apiserver.service,
+// kube-controller-manager.service, berthd-control-plane.service) that reads its flags from
 // <name>.env (ARGS=..., BERTHD_ARGS=... for berthd) under kControlPlaneArgsDir (berthd: the
 // state disk's berthd directory); tests start the real programs from the same files. Docs:
 // docs/kubernetes.md "Control planes".
@@ -125,7 +126,8 @@ class ControlPlaneServices {
   // running.
   virtual Status Start(const std::string& name) = 0;
 };
-// `systemctl start <name>.service`.
+// `systemctl start --no-block <name>.service`; berthd's is berthd-control-plane.service
+// (berthd.service is an operator's berthd, with its files under /etc/berth).
 class SystemdControlPlaneServices : public ControlPlaneServices {
  public:
   SystemdControlPlaneServices(ProcessRunner* runner, std::string systemctl)

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "common/crypto.h"
+#include "tests/fakes/agent_fakes.h"
 
 namespace berth::agent {
 namespace {
@@ -275,6 +276,29 @@ TEST(JoinPkiTest, AJoinedControlPlanesBerthdCertificateChainsToTheSharedJoinCa) 
   // A key that is not a PEM key is refused, naming nothing of it.
   SecretBytes junk("not a key", 9);
   EXPECT_FALSE(IssueBerthdTls(pki->ca_pem, std::move(junk), "cp-2", {"192.0.2.11"}).ok());
+}
+
+// The node image's units: berthd on a control plane is berthd-control-plane.service (its files
+// on the state disk), never berthd.service (an operator's berthd under /etc/berth); a failed
+// start names the unit and systemctl's words.
+TEST(ControlPlaneServicesTest, EachServiceIsItsUnitAndAFailedStartNamesIt) {
+  FakeProcessRunner runner;
+  SystemdControlPlaneServices services(&runner, "/bin/systemctl");
+  for (const char* name : {"kube-apiserver", "kube-controller-manager", "berthd"}) {
+    EXPECT_TRUE(services.Start(name).ok()) << name;
+  }
+  ASSERT_EQ(runner.argvs.size(), 3u);
+  EXPECT_EQ(runner.argvs[0], (std::vector<std::string>{"/bin/systemctl", "start", "--no-block",
+                                                      "kube-apiserver.service"}));
+  EXPECT_EQ(runner.argvs[1].back(), "kube-controller-manager.service");
+  EXPECT_EQ(runner.argvs[2].back(), "berthd-control-plane.service");
+  runner.result = ProcessResult{
+      .exit_code = 5, .signal = 0, .output = "Unit berthd-control-plane.service not found.\n"};
+  Status failed = services.Start("berthd");
+  EXPECT_EQ(failed.code(), Code::kUnavailable);
+  EXPECT_EQ(failed.message(),
+            "systemctl start berthd-control-plane.service failed (exit code 5): Unit "
+            "berthd-control-plane.service not found.\n");
 }
 
 // kubeadm's static Pod manifests give the flags; the node image's units run the binaries.
