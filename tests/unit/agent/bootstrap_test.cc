@@ -289,7 +289,7 @@ TEST(ControlPlaneServicesTest, EachServiceIsItsUnitAndAFailedStartNamesIt) {
   }
   ASSERT_EQ(runner.argvs.size(), 3u);
   EXPECT_EQ(runner.argvs[0], (std::vector<std::string>{"/bin/systemctl", "start", "--no-block",
-                                                      "kube-apiserver.service"}));
+                                                       "kube-apiserver.service"}));
   EXPECT_EQ(runner.argvs[1].back(), "kube-controller-manager.service");
   EXPECT_EQ(runner.argvs[2].back(), "berthd-control-plane.service");
   runner.result = ProcessResult{
