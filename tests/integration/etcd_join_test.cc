@@ -1068,9 +1068,9 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   // A second control plane joins the cluster the first one made: authorized by the operator's
   // policy, it gets the cluster's keys and berthd's over berth's channel and its etcd member,
   // made a learner by that berthd and promoted to a voter. Its image runs the control plane as
-  // units, as the first one's: it makes its API server's certificates itself and starts its own API
-  // server and controller manager, with kubeadm's phases and flags (the real kubeadm; no kubeadm
-  // join, whose static Pods no registry serves).
+  // units, as the first one's: it makes its API server's certificates itself and starts its own
+  // API server and controller manager, with kubeadm's phases and flags (the real kubeadm; no
+  // kubeadm join, whose static Pods no registry serves).
   cp2.cluster_ca_pem = worker.cluster_ca_pem;
   cp2.addresses = {ip};  // etcd checks a peer's certificate against the address it calls from
   cp2.kubeadm = bed.kube()->Binary("kubeadm");
@@ -1109,8 +1109,9 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
                 .output,
             "cp-2");
   // Its API server's certificate and key were made on it, by kubeadm, from the shared CA; its
-  // etcd client identity is its own etcd member's certificate (it has no etcd CA key), and it
-  // has no super-admin credential (kubeadm makes that on the first control plane only).
+  // etcd client identity is its own etcd member's certificate (kubeadm's PKI there has no etcd
+  // CA key), and it has no super-admin credential (kubeadm makes that on the first control
+  // plane only).
   auto cluster_ca = CertFromPem(MustRead(cp2.Path("/etc/kubernetes/pki/ca.crt")));
   auto apiserver2 = CertFromPem(MustRead(cp2.Path("/etc/kubernetes/pki/apiserver.crt")));
   ASSERT_TRUE(cluster_ca.ok() && apiserver2.ok());
