@@ -68,7 +68,9 @@ Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {
   for (const auto& e : c.endpoints()) {
     if (!IsValidEndpoint(e)) return InvalidArgument("endpoint \"" + e + "\" is not host:port");
   }
-  if (c.cluster_ca_pem().empty() && !bootstrap) {
+  // Whoever is named must be pinned, a bootstrap node's later berthd too: with no CA, TLS
+  // would fall back to the system's roots.
+  if (c.cluster_ca_pem().empty() && !c.endpoints().empty()) {
     return InvalidArgument("cluster_ca_pem is empty: berthd's TLS chain cannot be pinned");
   }
   if (!c.cluster_ca_pem().empty() && !CertsFromPem(c.cluster_ca_pem()).ok()) {

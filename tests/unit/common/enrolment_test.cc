@@ -160,6 +160,14 @@ TEST_F(EnrolmentTest, ABootstrapConfigNamesNoBerthdButNeedsAControlPlaneDiskAndO
   v1::EnrolmentConfig joining = c;
   joining.mutable_operator_access()->set_bootstrap(false);
   EXPECT_EQ(ValidateEnrolmentConfig(joining).message(), "no endpoints: the node has nowhere to join");
+  // Once it names a berthd (an operator adds the endpoints after the bootstrap), it must pin
+  // its CA: an unpinned berthd would be checked against the system's roots.
+  v1::EnrolmentConfig named = c;
+  named.add_endpoints("192.0.2.10:7400");
+  EXPECT_EQ(ValidateEnrolmentConfig(named).message(),
+            "cluster_ca_pem is empty: berthd's TLS chain cannot be pinned");
+  named.set_cluster_ca_pem(valid_.cluster_ca_pem());
+  EXPECT_TRUE(ValidateEnrolmentConfig(named).ok()) << ValidateEnrolmentConfig(named).ToString();
   // A CA it does pin must still parse.
   c.set_cluster_ca_pem("not a certificate");
   EXPECT_EQ(ValidateEnrolmentConfig(c).message(), "cluster_ca_pem holds no valid certificate");
