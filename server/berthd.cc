@@ -81,15 +81,20 @@ Status CheckConfig(const BerthdConfig& c) {
 }
 
 // --join-ca-key, checked against the certificate it must have signed (--tls-cert), and the
-// etcd CA's key; the policy file is read at each ticket that shares it.
+// etcd CA's key; each ticket that shares them shares `policy`'s text in force then.
 Result<JoinLogic::BerthdShare> ReadBerthdShare(const BerthdConfig& config,
-                                               const std::string& tls_cert_pem) {
+                                               const std::string& tls_cert_pem,
+                                               const verify::PolicyHolder* policy) {
   if (config.etcd.ca_key.empty()) {
     return InvalidArgument(
         "--join-ca-key: control planes that serve joins need the etcd CA "
         "(--etcd-ca-cert, --etcd-ca-key), which is not given");
   }
-  JoinLogic::BerthdShare share{.policy_file = config.policy};
+  if (policy->current_text().empty()) {
+    return InvalidArgument("--join-ca-key: the policy " + config.policy +
+                           " could not be read again to share it");
+  }
+  JoinLogic::BerthdShare share{.policy = policy};
   BERTH_ASSIGN_OR_RETURN(share.join_ca_key_pem, ReadSecretFile(config.join_ca_key));
   BERTH_ASSIGN_OR_RETURN(share.etcd_ca_key_pem, ReadSecretFile(config.etcd.ca_key));
   auto key = PrivateKeyFromPem(share.join_ca_key_pem.view());
@@ -133,7 +138,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   }
   std::optional<JoinLogic::BerthdShare> berthd_share;
   if (!config.join_ca_key.empty()) {
-    BERTH_ASSIGN_OR_RETURN(berthd_share, ReadBerthdShare(config, tls_cert));
+    BERTH_ASSIGN_OR_RETURN(berthd_share, ReadBerthdShare(config, tls_cert, &policy));
   }
 
   auto creds = config.kubeconfig.empty() ? LoadInClusterCredentials()

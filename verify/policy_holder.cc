@@ -14,6 +14,7 @@ PolicyHolder::PolicyHolder(Policy initial, std::string path)
   if (!path_.empty()) {
     if (auto text = ReadFile(path_, 1 << 20); text.ok()) {
       current_sha256_ = HexEncode(Sha256(AsBytes(*text)));
+      current_text_ = std::move(*text);
     }
   }
 }
@@ -26,6 +27,11 @@ std::shared_ptr<const Policy> PolicyHolder::Current() const {
 std::string PolicyHolder::current_sha256() const {
   std::lock_guard<std::mutex> lock(mu_);
   return current_sha256_;
+}
+
+std::string PolicyHolder::current_text() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return current_text_;
 }
 
 Status PolicyHolder::Reload(const std::string& trigger) {
@@ -43,6 +49,7 @@ Status PolicyHolder::Reload(const std::string& trigger) {
       std::lock_guard<std::mutex> lock(mu_);
       current_ = std::move(next);
       current_sha256_ = sha;
+      current_text_ = std::move(text);
     }
     generation_++;
     spdlog::info("policy reloaded from {} ({}): sha256 {}{}", path_, trigger, sha.substr(0, 16),

@@ -48,12 +48,16 @@ class PolicyHolder {
   uint64_t generation() const { return generation_.load(); }
   // Hex SHA-256 of the text the current policy was read from ("" for a fixed policy).
   std::string current_sha256() const;
+  // The text the current policy was read from ("" for a fixed policy): what berthd shares with
+  // the control planes it admits (server/join/join_logic.h BerthdShare).
+  std::string current_text() const;
 
  private:
   const std::string path_;
   mutable std::mutex mu_;
   std::shared_ptr<const Policy> current_;  // GUARDED_BY(mu_)
   std::string current_sha256_;             // GUARDED_BY(mu_)
+  std::string current_text_;               // GUARDED_BY(mu_)
   std::mutex reload_mu_;                   // one reload at a time
   std::atomic<uint64_t> generation_{0};
   std::function<void(bool)> observer_;

@@ -234,15 +234,10 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     if (share_cluster_keys_) {
       *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);
       if (shared_berthd_.has_value()) {
-        auto policy = ReadFile(shared_berthd_->policy_file, 1 << 20);
-        if (!policy.ok()) {
-          ScrubClusterKeys(*ticket.mutable_cluster_keys());
-          return refuse(policy.status().WithContext("reading the policy to share"));
-        }
         v1::BerthdKeys* b = ticket.mutable_cluster_keys()->mutable_berthd();
         b->set_join_ca_key(std::string(shared_berthd_->join_ca_key_pem.view()));
         b->set_etcd_ca_key(std::string(shared_berthd_->etcd_ca_key_pem.view()));
-        b->set_policy(std::move(*policy));
+        b->set_policy(shared_berthd_->policy->current_text());
       }
     }
   }

@@ -22,6 +22,7 @@
 #include "server/nodes/golden_ticket.h"
 #include "server/nodes/registry.h"
 #include "verify/evidence.h"
+#include "verify/policy_holder.h"
 
 namespace berth::server {
 
@@ -71,11 +72,12 @@ class JoinLogic {
             GoldenTickets* golden = nullptr, DiscoveryKubeconfigs* discovery = nullptr);
 
   // What berthd on an admitted control plane serves joins with (v1::BerthdKeys): the join
-  // and etcd CAs' keys, and the policy file, read at each such ticket (the policy in force).
+  // and etcd CAs' keys, and the text of the policy in force when the ticket is made (a
+  // reload berthd rejected is not shared). REQUIRES: `policy` read from a file.
   struct BerthdShare {
     SecretBytes join_ca_key_pem;
     SecretBytes etcd_ca_key_pem;
-    std::string policy_file;
+    const verify::PolicyHolder* policy = nullptr;
   };
   // Every control plane admitted from now on gets the master secret and `pki` in its join
   // ticket (common/cluster_keys.h), and `berthd` when given. REQUIRES: before the first call.

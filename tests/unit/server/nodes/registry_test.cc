@@ -20,6 +20,8 @@
 #include "tests/fakes/fake_etcd.h"
 #include "tests/testing/testing.h"
 #include "tests/unit/server/nodes/lifecycle_fixture.h"
+#include "verify/policy.h"
+#include "verify/policy_holder.h"
 
 namespace berth::server {
 namespace {
@@ -902,13 +904,20 @@ TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
 }
 
 // With --join-ca-key as well, an admitted control plane also gets what its own berthd serves
-// with: the join and etcd CAs' keys and the policy file as it is when the ticket is made. A
-// worker gets none of it; a policy that cannot be read refuses the ticket before its token.
+// with: the join and etcd CAs' keys and the text of the policy in force (a reload berthd
+// rejected is not shared; one it took is). A worker gets none of it.
 TEST_F(RegistryTest, AControlPlaneGetsBerthdsKeysAndThePolicyInForceAndAWorkerNothing) {
   JoinHarness h(SecretBytes(Bytes(32, 7).data(), 32), &clock_, registry_.get());
   testing::TempDir dir;
-  const std::string policy = dir.Join("policy.yaml");
-  testing::MustWrite(policy, "tpm: {first: version}\n");
+  const std::string path = dir.Join("policy.yaml");
+  auto policy_text = [](char pcr0) {
+    return "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + std::string(64, 'a') +
+           "\n  pcrs:\n    sha256:\n      0: " + std::string(64, pcr0) + "\n";
+  };
+  testing::MustWrite(path, policy_text('b'));
+  auto first = verify::ParsePolicy(policy_text('b'));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  verify::PolicyHolder holder(std::move(*first), path);
   std::vector<SharedPki> pki;
   for (const auto& f : kSharedPkiFiles) {
     std::string content = "PEM of " + std::string(f.name);
@@ -917,29 +926,30 @@ TEST_F(RegistryTest, AControlPlaneGetsBerthdsKeysAndThePolicyInForceAndAWorkerNo
   h.logic.ShareClusterKeys(std::move(pki),
                            JoinLogic::BerthdShare{.join_ca_key_pem = SecretBytes("join key", 8),
                                                   .etcd_ca_key_pem = SecretBytes("etcd key", 8),
-                                                  .policy_file = policy});
-  testing::MustWrite(policy, "tpm: {second: version}\n");  // changed after berthd started
+                                                  .policy = &holder});
+  // An edit that does not parse is refused by the reload, and not shared.
+  testing::MustWrite(path, "tpm: {not: a policy}\n");
+  EXPECT_FALSE(holder.Reload("test").ok());
 
   auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   ASSERT_TRUE(cp->cluster_keys().has_berthd());
   EXPECT_EQ(cp->cluster_keys().berthd().join_ca_key(), "join key");
   EXPECT_EQ(cp->cluster_keys().berthd().etcd_ca_key(), "etcd key");
-  EXPECT_EQ(cp->cluster_keys().berthd().policy(), "tpm: {second: version}\n");
+  EXPECT_EQ(cp->cluster_keys().berthd().policy(), policy_text('b'));
+
+  // One the reload took is what the next control plane's ticket carries (here cp-1's retry).
+  testing::MustWrite(path, policy_text('c'));
+  ASSERT_TRUE(holder.Reload("test").ok());
+  auto again = h.Join(ControlPlane("cp-1", "10.0.0.5"));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->cluster_keys().berthd().policy(), policy_text('c'));
 
   h.verifier.ak = kOtherAk;  // trusted, but only as a worker
   auto worker = h.Join(Worker("node-5", kDisk2));
   ASSERT_TRUE(worker.ok()) << worker.status().ToString();
   EXPECT_FALSE(worker->has_cluster_keys());
-  EXPECT_EQ(h.tokens.issued, 2);
-
-  h.verifier.ak = kAk;
-  std::filesystem::remove(policy);
-  auto unreadable =
-      h.Join(ControlPlane("cp-1", "10.0.0.5"));  // a retry of cp-1's join: its member exists
-  EXPECT_EQ(unreadable.status().code(), Code::kNotFound) << unreadable.status().ToString();
-  EXPECT_THAT(unreadable.status().message(), HasSubstr("reading the policy to share"));
-  EXPECT_EQ(h.tokens.issued, 2);
+  EXPECT_EQ(h.tokens.issued, 3);
 }
 
 }  // namespace
