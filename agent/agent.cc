@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -416,6 +417,9 @@ class Boot {
   }
 
   Result<v1::JoinTicket> RequestJoinTicket(const std::string& disk_uuid) {
+    if (ControlPlane() && options_.control_plane_units) {
+      BERTH_RETURN_IF_ERROR(CheckControlPlaneMount(config_.state_disk().mount_point()));
+    }
     if (ControlPlane() && etcd_keys_ == nullptr) {
       // Made on this node for this join; only the CSRs leave it.
       BERTH_ASSIGN_OR_RETURN(EtcdKeys keys, MakeEtcdKeys(node_));
@@ -943,6 +947,7 @@ class Boot {
           "the EnrolmentConfig asks this node to bootstrap a cluster, which needs a control "
           "plane with a TPM, LUKS2 keyslots (its cold-start keyslot) and its services");
     }
+    BERTH_RETURN_IF_ERROR(CheckControlPlaneMount(config_.state_disk().mount_point()));
     OperatorServerConfig server_config = OperatorConfig(
         v1::OPERATOR_MODE_BOOTSTRAP, "a blank state disk, waiting to bootstrap a cluster");
     serialized_ = new SerializedAttester(std::move(attester_));
@@ -959,7 +964,14 @@ class Boot {
     spdlog::warn("{}", waiting);
     deps_.notifier->Status(waiting);
     const int64_t started_ms = MonotonicMillis();
-    BERTH_RETURN_IF_ERROR(server->Wait());
+    // Until one Bootstrap succeeds, or one fails after it formatted the disk.
+    while (!server->WaitFor(std::chrono::seconds(1))) {
+      std::lock_guard<std::mutex> lock(failed_mu_);
+      if (!failed_bootstrap_.ok()) {
+        server->Shutdown();  // the operator's call gets its answer first (operator_server.h)
+        return failed_bootstrap_;
+      }
+    }
     server->Shutdown();  // the operator has its answer (operator_server.h)
     spdlog::info("step={} result=ok duration_ms={}", StepName(Step::kOperatorBootstrap),
                  MonotonicMillis() - started_ms);
@@ -1011,6 +1023,7 @@ class Boot {
     }
     Status st = Timed(Step::kFormatDisk, "formatting state disk",
                       [&] { return disk_->FormatIfBlank(uuid, disk_key); });
+    const bool formatted = st.ok();
     if (st.ok()) {
       st = serialized_->Exclusive([&] {
         return UnlockAndMount(disk_key, uuid, &cold_start, ToString(params.recovery_public_key));
@@ -1024,6 +1037,21 @@ class Boot {
     std::filesystem::remove_all(stage, ignored);
     if (st.ok()) st = StartEtcd(0);
     if (st.ok()) st = StartControlPlane(params, advertise, addresses, kube_version);
+    // Only now is the node a cluster's first control plane: a later boot of a disk whose
+    // bootstrap stopped before this says so (LaterBoot) rather than serve half a cluster.
+    if (st.ok()) {
+      st = disk_->WriteProgress(Progress{.join_started = true, .joined = true, .pki_written = true})
+               .WithContext("recording progress");
+    }
+    if (!st.ok() && formatted) {
+      // The disk is no longer blank, so no bootstrap can succeed on this boot: the wait ends
+      // with this (WaitForBootstrap), after the operator has been told.
+      std::lock_guard<std::mutex> lock(failed_mu_);
+      failed_bootstrap_ = FailedPrecondition(
+          "bootstrap: state disk " + uuid + " was formatted, then: " + std::string(st.message()) +
+          "; it is not formatted again: wipe it and run berthctl cluster init again");
+      return failed_bootstrap_;
+    }
     if (!st.ok()) return st.WithContext("bootstrap");
 
     v1::BootstrapResponse response;
@@ -1228,8 +1256,9 @@ class Boot {
     }
   }
 
-  // A later boot of the first control plane: the services its bootstrap configured (their
-  // files are on the state disk), after etcd. Other control planes have none of these files.
+  // A later boot of a control plane that runs the control plane: the services its bootstrap
+  // or its join configured (their files are on the state disk), after etcd. Control planes
+  // that joined with kubeadm's static Pods have none of these files.
   Status RestartBootstrappedServices() {
     if (deps_.control_plane == nullptr) return OkStatus();
     std::vector<std::string> services;
@@ -1268,7 +1297,8 @@ class Boot {
 
   // Onto the mounted state disk: kubeadm's PKI and admin.conf from the staging directory,
   // etcd's CRL and environment (a new one-member cluster), berthd's directory (bootstrap.h),
-  // and the progress record of a node that has joined its cluster with its etcd PKI.
+  // and the progress record of a node with its etcd PKI (joined once the control plane is
+  // configured: MakeCluster).
   Status WriteClusterFiles(const BootstrapParams& params, const SecretBytes& master,
                            const JoinPki& join, const std::string& stage,
                            const std::string& advertise) {
@@ -1311,8 +1341,7 @@ class Boot {
     BERTH_RETURN_IF_ERROR(WriteBerthdDir(params.cluster_id, params.policy_yaml,
                                          params.recovery_public_key, join, pki + "/etcd/ca.key",
                                          advertise));
-    return disk_->WriteProgress(
-        Progress{.join_started = true, .joined = true, .pki_written = true});
+    return disk_->WriteProgress(Progress{.join_started = true, .pki_written = true});
   }
 
   std::string BerthdDir() const {
@@ -1529,6 +1558,12 @@ class Boot {
       }
       return Ready("rejoined; state disk " + uuid + " unlocked and mounted");
     }
+    if (config_.operator_access().bootstrap()) {
+      return FailedPrecondition(
+          "state disk " + uuid +
+          " holds a bootstrap that did not finish (it stopped before the control plane was "
+          "configured): it is not formatted again; wipe it and run berthctl cluster init again");
+    }
     if (cold) {
       // Not possible with berth's own disks (the keyslots are sealed once joined); a disk whose
       // join never finished needs a ticket, so berthd.
@@ -1574,6 +1609,8 @@ class Boot {
   // Bootstrap: the attester, shared with the operator server; what the node made.
   SerializedAttester* serialized_ = nullptr;
   std::string bootstrapped_;
+  std::mutex failed_mu_;
+  Status failed_bootstrap_;  // GUARDED_BY(failed_mu_): a bootstrap that failed after formatting
 
   // The claimed instance's identity document and AWS's signature, from the instance metadata
   // service. Without them the claim is still sent, and berthd says why it refuses it; a

@@ -207,6 +207,16 @@ Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
   return RunPhases(runner, phases);
 }
 
+Status CheckControlPlaneMount(const std::string& mount_point) {
+  if (mount_point == kControlPlaneStateMount) return OkStatus();
+  return FailedPrecondition(
+      "a control plane that runs the control plane mounts its state disk at " +
+      std::string(kControlPlaneStateMount) +
+      ", where berthd-control-plane.service reads berthd's files; the "
+      "EnrolmentConfig says " +
+      mount_point);
+}
+
 Status SystemdControlPlaneServices::Start(const std::string& name) {
   const std::string unit = (name == "berthd" ? "berthd-control-plane" : name) + ".service";
   BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner_->Run({systemctl_, "start", "--no-block", unit}));
@@ -224,13 +234,20 @@ Result<std::vector<std::string>> ManifestCommand(const std::string& manifest_yam
   } catch (const YAML::Exception& e) {
     return InvalidArgument("the " + program + " manifest is not YAML: " + e.what());
   }
-  if (!command || !command.IsSequence() || command.size() < 1 ||
+  auto is_string = [](const YAML::Node& n) { return n.IsScalar(); };
+  if (!command || !command.IsSequence() || command.size() < 1 || !is_string(command[0]) ||
       command[0].as<std::string>() != program) {
     return InvalidArgument("the " + program + " manifest's first container does not run " +
                            program);
   }
   std::vector<std::string> args;
-  for (size_t i = 1; i < command.size(); ++i) args.push_back(command[i].as<std::string>());
+  for (size_t i = 1; i < command.size(); ++i) {
+    if (!is_string(command[i])) {
+      return InvalidArgument("the " + program + " manifest's command has an argument that is " +
+                             "not a string (number " + std::to_string(i) + ")");
+    }
+    args.push_back(command[i].as<std::string>());
+  }
   return args;
 }
 

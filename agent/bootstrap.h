@@ -139,6 +139,12 @@ class SystemdControlPlaneServices : public ControlPlaneServices {
   std::string systemctl_;
 };
 inline constexpr char kControlPlaneArgsDir[] = "/etc/kubernetes/berth";
+// Where berthd-control-plane.service finds berthd's directory: a control plane that runs the
+// control plane mounts its state disk here (CheckControlPlaneMount).
+inline constexpr char kControlPlaneStateMount[] = "/var/lib/berth/state";
+// FAILED_PRECONDITION when `mount_point` is not kControlPlaneStateMount: the unit would find no
+// berthd.env and, started with --no-block, fail without the agent knowing.
+Status CheckControlPlaneMount(const std::string& mount_point);
 inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager"};
 
 // The command of a static Pod manifest's first container without the program (`program`, which

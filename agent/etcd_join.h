@@ -18,7 +18,8 @@
 namespace berth::agent {
 
 // kubeadm's layout (under --root): ca.crt, server.crt, server.key, peer.crt, peer.key; and
-// crl.pem beside them. The etcd CA's key is not among them: it never leaves berthd.
+// crl.pem beside them. The etcd CA's key is not among them: a control plane that runs berthd
+// keeps it in berthd's directory.
 inline constexpr char kEtcdPkiDir[] = "/etc/kubernetes/pki/etcd";
 // etcd's configuration as ETCD_* variables (etcd reads them as its flags). On the state disk
 // with the rest of /etc/kubernetes; the systemd drop-in systemd/etcd-berth.conf points

@@ -1,6 +1,7 @@
 // The etcd PKI of control-plane nodes (docs/etcd.md): a node makes its etcd keys itself and
 // sends CSRs; berthd checks them and signs a server and a peer certificate with the etcd CA,
-// whose private key is read from a file on the control-plane node and never leaves berthd.
+// whose private key is read from a file on the control-plane node; berthd hands it only to the
+// control planes it admits, for their own berthd (berthd --join-ca-key).
 // berthd also signs the CRL that lists every revoked etcd certificate.
 #pragma once
 

@@ -1214,5 +1214,77 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
       std::chrono::seconds(60)));
 }
 
+// A bootstrap that stops after the disk was formatted (here something else holds the API
+// server's port, so the API server never answers): the operator is told why, the agent stops
+// waiting (no second bootstrap can succeed on a disk that is no longer blank) and says what to
+// do, and a later boot of that disk says the bootstrap did not finish instead of starting half a
+// cluster; it formats nothing and starts nothing.
+TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  cp.disk.image = cp.Path("/state.img");
+  cp.kubeadm = bed.kube()->Binary("kubeadm");
+  auto addresses = agent::DetectNodeAddresses();
+  ASSERT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
+  cp.addresses = {(*addresses)[0]};
+  cp.api_server_port = UnusedPort();
+  cp.controller_manager_port = UnusedPort();
+  cp.berthd_port = UnusedPort();
+  cp.control_plane_wait = std::chrono::seconds(15);
+  int held = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(held, 0);
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_port = htons(static_cast<uint16_t>(cp.api_server_port));
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  ASSERT_EQ(bind(held, reinterpret_cast<sockaddr*>(&any), sizeof(any)), 0);
+  ASSERT_EQ(listen(held, 1), 0);
+  const std::string op = PinNewOperator(bed, cp);
+  ASSERT_FALSE(op.empty());
+  cp.operator_access.set_bootstrap(true);
+  const int operator_port = UnusedPort();
+  cp.operator_access.set_port(operator_port);
+  const std::string policy = bed.dir().Join("reference.yaml");
+  MustWrite(policy, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
+                        "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
+                        "\n      4: " + Extended({std::string(64, 'b')}) + "\n");
+
+  AgentOutcome booted;
+  std::thread node([&] { booted = bed.RunAgent(cp, true, {}); });
+  ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
+  ProcessResult init = RunBerthctl(
+      {"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port), "--operator-cert",
+       op + "/operator.pem", "--operator-key", op + "/operator.key", "--policy", policy,
+       "--cluster-id", "prod-eu1", "--out", bed.dir().Join("cluster")});
+  node.join();
+  close(held);
+  EXPECT_NE(init.exit_code, 0) << init.output;
+  EXPECT_THAT(init.output, HasSubstr("the Kubernetes API server did not become ready in 15 s"));
+  EXPECT_EQ(booted.status.code(), Code::kFailedPrecondition) << booted.status.ToString();
+  EXPECT_THAT(booted.status.message(), HasSubstr(" was formatted, then: "));
+  EXPECT_THAT(booted.status.message(),
+              HasSubstr("it is not formatted again: wipe it and run berthctl cluster init again"));
+  EXPECT_THAT(booted.notifications, Not(Contains("READY=1")));
+  ASSERT_TRUE(std::filesystem::exists(cp.disk.image));
+
+  // Power goes; the node boots again. Its disk opens (by cold start: it names no berthd), and
+  // it stops there.
+  bed.KillServices(cp);
+  bed.etcd().StopExtra("cp-1");
+  const std::string before = HexEncode(Sha256(AsBytes(MustRead(cp.disk.image))));
+  AgentOutcome again = bed.RunAgent(cp, true, {});
+  EXPECT_EQ(again.status.code(), Code::kFailedPrecondition) << again.status.ToString();
+  EXPECT_THAT(again.status.message(),
+              HasSubstr(" holds a bootstrap that did not finish (it stopped before the control "
+                        "plane was configured): it is not formatted again; wipe it and run "
+                        "berthctl cluster init again"));
+  EXPECT_THAT(again.notifications, Not(Contains("READY=1")));
+  EXPECT_EQ(HexEncode(Sha256(AsBytes(MustRead(cp.disk.image)))), before);
+  EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
+  EXPECT_FALSE(bed.ServiceRunning(cp, "kube-apiserver"));
+  EXPECT_FALSE(bed.ServiceRunning(cp, "berthd"));
+}
+
 }  // namespace
 }  // namespace berth::testing

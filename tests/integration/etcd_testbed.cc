@@ -481,7 +481,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.control_plane_units = node.control_plane_units;
   if (kube_ != nullptr) o.kubectl = kube_->Binary("kubectl");
   o.berthd_rbac = SourceDir() + "/kube/berthd-rbac.yaml";
-  o.control_plane_wait = std::chrono::seconds(180);
+  o.control_plane_wait = node.control_plane_wait;
   o.ec2_instance_id = node.ec2_instance_id;
   if (!node.ec2_imds_url.empty()) o.ec2_imds_url = node.ec2_imds_url;
 

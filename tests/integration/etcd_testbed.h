@@ -12,11 +12,12 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
-#include <optional>
-#include <set>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,6 +71,7 @@ struct TestNode {
   // start listen (0: the agent's defaults; two on one host need their own).
   int api_server_port = 0, controller_manager_port = 0, berthd_port = 0;
   bool control_plane_units = false;
+  std::chrono::seconds control_plane_wait{180};  // how long its API server may take
   // The CA its EnrolmentConfig pins (empty: the testbed's join CA).
   std::string cluster_ca_pem;
   int etcd_peer_port = 0, etcd_client_port = 0;

@@ -18,6 +18,7 @@ namespace {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::Not;
 
 const std::string kPolicy =
@@ -275,7 +276,9 @@ TEST(JoinPkiTest, AJoinedControlPlanesBerthdCertificateChainsToTheSharedJoinCa) 
   EXPECT_NE(joined->tls_key_pem.view(), pki->tls_key_pem.view());
   // A key that is not a PEM key is refused, naming nothing of it.
   SecretBytes junk("not a key", 9);
-  EXPECT_FALSE(IssueBerthdTls(pki->ca_pem, std::move(junk), "cp-2", {"192.0.2.11"}).ok());
+  Status refused = IssueBerthdTls(pki->ca_pem, std::move(junk), "cp-2", {"192.0.2.11"}).status();
+  EXPECT_EQ(refused.code(), Code::kInvalidArgument) << refused.ToString();
+  EXPECT_THAT(refused.message(), Not(HasSubstr("not a key")));
 }
 
 // The node image's units: berthd on a control plane is berthd-control-plane.service (its files
@@ -301,6 +304,16 @@ TEST(ControlPlaneServicesTest, EachServiceIsItsUnitAndAFailedStartNamesIt) {
             "berthd-control-plane.service not found.\n");
 }
 
+// berthd-control-plane.service names the state disk's mount point: a control plane that
+// runs the control plane must mount it there, or the unit would never find berthd's files.
+TEST(ControlPlaneServicesTest, TheStateDiskMustBeWhereTheUnitsLook) {
+  EXPECT_TRUE(CheckControlPlaneMount("/var/lib/berth/state").ok());
+  EXPECT_EQ(CheckControlPlaneMount("/srv/state").ToString(),
+            "FAILED_PRECONDITION: a control plane that runs the control plane mounts its state "
+            "disk at /var/lib/berth/state, where berthd-control-plane.service reads berthd's "
+            "files; the EnrolmentConfig says /srv/state");
+}
+
 // kubeadm's static Pod manifests give the flags; the node image's units run the binaries.
 TEST(BootstrapFilesTest, AComponentsFlagsComeFromItsManifestAndPassThroughItsUnitUnchanged) {
   const std::string manifest =
@@ -324,6 +337,18 @@ TEST(BootstrapFilesTest, AComponentsFlagsComeFromItsManifestAndPassThroughItsUni
   EXPECT_EQ(ManifestCommand("spec: {}\n", "kube-apiserver").status().code(),
             Code::kInvalidArgument);
   EXPECT_EQ(ManifestCommand("{[", "kube-apiserver").status().code(), Code::kInvalidArgument);
+  // A command entry that is not a string is refused, not thrown.
+  EXPECT_EQ(ManifestCommand("spec:\n  containers:\n  - command: [{a: 1}]\n", "kube-apiserver")
+                .status()
+                .ToString(),
+            "INVALID_ARGUMENT: the kube-apiserver manifest's first container does not run "
+            "kube-apiserver");
+  EXPECT_EQ(ManifestCommand("spec:\n  containers:\n  - command: [kube-apiserver, [x]]\n",
+                            "kube-apiserver")
+                .status()
+                .ToString(),
+            "INVALID_ARGUMENT: the kube-apiserver manifest's command has an argument that is not "
+            "a string (number 1)");
   // systemd splits $ARGS at whitespace: an argument holding some is refused, not split.
   EXPECT_EQ(RenderArgsEnvironment("ARGS", {"--a=b c"}).status().ToString(),
             "INVALID_ARGUMENT: argument \"--a=b c\" cannot be passed through ARGS");
