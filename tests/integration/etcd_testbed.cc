@@ -514,8 +514,8 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   if (!node.disk.image.empty()) deps.keyslots = &keyslots;
   deps.etcd = &etcd_service;
   deps.make_etcd_client = etcd::MakeGrpcClient;
-  TestControlPlaneServices control_plane(this, &node);
-  deps.control_plane = &control_plane;
+  TestControlPlaneServices services(this, &node);
+  deps.control_plane = &services;
   deps.read_golden_ticket = golden_reader;
   AgentOutcome out;
   out.status = agent::RunAgent(o, deps);
