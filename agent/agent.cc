@@ -1164,7 +1164,7 @@ class Boot {
   // this node (`init phase certs all`: the CAs and the service-account key exist, so kubeadm
   // uses them; etcd is external to it, so it makes no etcd certificate), and the units start.
   // kubeadm's upload phases are not run: the cluster has its configuration. Later boots start
-  // the units again from their files (RestartBootstrappedServices).
+  // the units again from their files (RestartControlPlaneServices).
   Status StartJoinedControlPlane() {
     Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
       BERTH_ASSIGN_OR_RETURN(std::string advertise, ApiServerAddress());
@@ -1259,7 +1259,7 @@ class Boot {
   // A later boot of a control plane that runs the control plane: the services its bootstrap
   // or its join configured (their files are on the state disk), after etcd. Control planes
   // that joined with kubeadm's static Pods have none of these files.
-  Status RestartBootstrappedServices() {
+  Status RestartControlPlaneServices() {
     if (deps_.control_plane == nullptr) return OkStatus();
     std::vector<std::string> services;
     for (const char* component : kKubeComponents) {
@@ -1543,7 +1543,7 @@ class Boot {
               WriteEtcdCrl(options_.root, rejoin_crl_).WithContext("updating the etcd CRL"));
         }
         BERTH_RETURN_IF_ERROR(StartEtcd(0));
-        BERTH_RETURN_IF_ERROR(RestartBootstrappedServices());
+        BERTH_RETURN_IF_ERROR(RestartControlPlaneServices());
       }
       BERTH_RETURN_IF_ERROR(StartKubeletIfConfigured());
       if (source == KeySource::kColdStart) {
