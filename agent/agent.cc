@@ -1011,7 +1011,8 @@ class Boot {
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(
           config,
           RenderKubeadmInitConfig(KubeadmConfig(params.cluster_id, advertise, addresses,
-                                                kube_version, stage + "/pki", stage)),
+                                                kube_version, stage + "/pki", stage,
+                                                params.control_plane_endpoint)),
           0600));
       BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, stage));
       return MakeJoinPki(params.cluster_id, node_, addresses);
@@ -1063,7 +1064,7 @@ class Boot {
     BERTH_ASSIGN_OR_RETURN(std::string kube_ca, ReadFile(kube + "/pki/ca.crt"));
     response.set_kubernetes_ca_pem(kube_ca);
     response.set_berthd_endpoint(advertise + ":" + std::to_string(options_.berthd_port));
-    response.set_api_server_endpoint(advertise + ":" + std::to_string(options_.api_server_port));
+    response.set_api_server_endpoint(TicketApiEndpoint(params, advertise));
     bootstrapped_ = "bootstrapped cluster " + params.cluster_id + ": state disk " + uuid +
                     " formatted and mounted; etcd (its first voter), the Kubernetes API at " +
                     response.api_server_endpoint() + " and berthd at " +
@@ -1087,7 +1088,8 @@ class Boot {
   KubeadmInit KubeadmConfig(const std::string& cluster_id, const std::string& advertise,
                             const std::vector<std::string>& addresses,
                             const std::string& kube_version, const std::string& pki_dir,
-                            const std::string& kubeconfig_dir) const {
+                            const std::string& kubeconfig_dir,
+                            const std::string& control_plane_endpoint = "") const {
     return {.pki_dir = pki_dir,
             .kubeconfig_dir = kubeconfig_dir,
             .cluster_id = cluster_id,
@@ -1096,6 +1098,7 @@ class Boot {
             .api_port = options_.api_server_port,
             .controller_manager_port = options_.controller_manager_port,
             .sans = addresses,
+            .control_plane_endpoint = control_plane_endpoint,
             .etcd_client_url = etcd_endpoints_.ClientUrl(),
             .kubernetes_version = kube_version};
   }
@@ -1112,9 +1115,9 @@ class Boot {
     Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(
           config,
-          RenderKubeadmInitConfig(KubeadmConfig(params.cluster_id, advertise, addresses,
-                                                kube_version,
-                                                JoinRoot(options_.root, kKubernetesPkiDir), kube)),
+          RenderKubeadmInitConfig(KubeadmConfig(
+              params.cluster_id, advertise, addresses, kube_version,
+              JoinRoot(options_.root, kKubernetesPkiDir), kube, params.control_plane_endpoint)),
           0600));
       return StartKubeComponents(config, /*first=*/true, super_admin);
     });
@@ -1340,8 +1343,16 @@ class Boot {
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/master.secret", master.span(), 0600));
     BERTH_RETURN_IF_ERROR(WriteBerthdDir(params.cluster_id, params.policy_yaml,
                                          params.recovery_public_key, join, pki + "/etcd/ca.key",
-                                         advertise));
+                                         advertise, TicketApiEndpoint(params, advertise)));
     return disk_->WriteProgress(Progress{.join_started = true, .pki_written = true});
+  }
+
+  // Where nodes reach the new cluster's API server: the operator's control plane endpoint (a
+  // load balancer, a DNS name), else this node's address.
+  std::string TicketApiEndpoint(const BootstrapParams& params, const std::string& advertise) const {
+    return params.control_plane_endpoint.empty()
+               ? advertise + ":" + std::to_string(options_.api_server_port)
+               : params.control_plane_endpoint;
   }
 
   std::string BerthdDir() const {
@@ -1353,10 +1364,12 @@ class Boot {
   // (none: no --recovery-key), the join CA and berthd's TLS certificate from it (`join`),
   // client certificates for etcd (from the etcd CA, whose key is at `etcd_ca_key`) and for
   // the Kubernetes API (from the cluster CA: kube/berthd-rbac.yaml's user), its kubeconfig for
-  // this node's API server, and berthd.env with every flag.
+  // this node's API server (at `advertise`), and berthd.env with every flag: its tickets name
+  // the API server at `ticket_api_endpoint`.
   Status WriteBerthdDir(const std::string& cluster_id, const std::string& policy_yaml,
                         std::span<const uint8_t> recovery_public_key, const JoinPki& join,
-                        const std::string& etcd_ca_key, const std::string& advertise) {
+                        const std::string& etcd_ca_key, const std::string& advertise,
+                        const std::string& ticket_api_endpoint) {
     const std::string dir = BerthdDir();
     const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
     BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
@@ -1388,7 +1401,7 @@ class Boot {
                                  .recovery_key = !recovery_public_key.empty(),
                                  .cluster_id = cluster_id,
                                  .listen = "0.0.0.0:" + std::to_string(options_.berthd_port),
-                                 .api_server_endpoint = api,
+                                 .api_server_endpoint = ticket_api_endpoint,
                                  .etcd_client_url = etcd_endpoints_.ClientUrl()}),
         0644);
   }
@@ -1408,7 +1421,8 @@ class Boot {
                              IssueBerthdTls(config_.cluster_ca_pem(), std::move(ca_key), node_,
                                             etcd_endpoints_.addresses));
       return WriteBerthdDir(config_.cluster_id(), keys.policy(), AsBytes(recovery_public_key), join,
-                            dir + "/etcd-ca.key", advertise);
+                            dir + "/etcd-ca.key", advertise,
+                            advertise + ":" + std::to_string(options_.api_server_port));
     });
     return st.ok() ? st : st.WithContext("writing berthd's files");
   }

@@ -69,6 +69,23 @@ Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& reques
     }
     p.api_server_addresses.push_back(a);
   }
+  if (!request.control_plane_endpoint().empty()) {
+    const std::string& e = request.control_plane_endpoint();
+    std::string host = e.substr(0, e.rfind(':'));
+    const bool bracketed = host.size() > 2 && host.front() == '[';
+    if (bracketed) host = host.substr(1, host.size() - 2);
+    const bool v6 = host.find(':') != std::string::npos && IsIpLiteral(host);
+    if (!IsValidEndpoint(e) || bracketed != v6 ||
+        (!IsIpLiteral(host) && !IsValidNodeName(host))) {
+      return InvalidArgument("bootstrap: control plane endpoint \"" + e +
+                             "\" is not host:port (a name, an IPv4 address or a bracketed IPv6)");
+    }
+    p.control_plane_endpoint = e;
+    if (std::find(p.api_server_addresses.begin(), p.api_server_addresses.end(), host) ==
+        p.api_server_addresses.end()) {
+      p.api_server_addresses.push_back(host);
+    }
+  }
   return p;
 }
 
@@ -104,7 +121,9 @@ Result<JoinPki> IssueBerthdTls(std::string ca_pem, SecretBytes ca_key_pem,
 std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
   std::vector<std::string> etcd_sans = {k.node_name};
   if (!k.advertise_address.empty()) etcd_sans.push_back(k.advertise_address);
-  const std::string api = k.advertise_address + ":" + std::to_string(k.api_port);
+  const std::string api = k.control_plane_endpoint.empty()
+                              ? k.advertise_address + ":" + std::to_string(k.api_port)
+                              : k.control_plane_endpoint;
   const std::string kcm = k.kubeconfig_dir + "/controller-manager.conf";
   const bool external = !k.etcd_cert_file.empty();
   std::vector<std::string> lines = {

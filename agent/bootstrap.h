@@ -41,13 +41,15 @@ struct BootstrapParams {
   // The policy's roles.cold_start, as berthctl read it with berthd's parser.
   DigestAlg cold_start_bank = DigestAlg::kSha256;
   std::vector<uint32_t> cold_start_pcrs;
-  std::vector<std::string> api_server_addresses;
+  std::vector<std::string> api_server_addresses;  // the endpoint's host among them
+  std::string control_plane_endpoint;             // host:port; empty: the node's own
 };
 
 // INVALID_ARGUMENT naming what is wrong, before anything is made: a cluster ID that is not a
 // DNS-1123 label (it salts every disk key and names the cluster in kubeconfigs), a recovery
 // key that is not 32 bytes, no policy, a cold-start PCR set the boot-policy signer refuses
-// (CheckColdStartPcrs), an address that is neither an IP literal nor a DNS name. The policy
+// (CheckColdStartPcrs), an address that is neither an IP literal nor a DNS name, a control
+// plane endpoint that is not host:port. The policy
 // itself is the operator's, checked by berthctl with berthd's parser; berthd refuses to start
 // on one it cannot parse.
 Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& request);
@@ -89,6 +91,9 @@ struct KubeadmInit {
   int api_port = kApiServerPort;
   int controller_manager_port = kControllerManagerPort;
   std::vector<std::string> sans;
+  // kubeadm's controlPlaneEndpoint (admin.conf's and cluster-info's server); empty:
+  // advertise_address:api_port.
+  std::string control_plane_endpoint;
   std::string etcd_client_url;
   std::string etcd_cert_file, etcd_key_file;
   std::string kubernetes_version;  // kubeadm's own (`kubeadm version -o short`)

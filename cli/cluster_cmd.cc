@@ -6,7 +6,7 @@
 //       prints the SPKI SHA-256 that EnrolmentConfigs pin (operator_access.operator_spki_sha256)
 //   berthctl cluster init --node HOST:PORT --policy FILE --cluster-id ID --out DIR
 //                         [--recovery-shares N] [--recovery-threshold K]
-//                         [--api-server-address ADDR]...
+//                         [--api-server-address ADDR]... [--control-plane-endpoint HOST:PORT]
 //       the first control plane: attest it against FILE, make the recovery secret and its N
 //       shares (any K recover), send the node the cluster's parameters (no private key), write
 //       what it answers: DIR/admin.conf (0600), DIR/join-ca.pem, DIR/kubernetes-ca.pem,
@@ -27,6 +27,7 @@
 #include "cli/recovery_shares.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
+#include "common/enrolment.h"
 #include "common/recovery.h"
 #include "common/secret.h"
 #include "common/tpm/quote.h"
@@ -90,7 +91,10 @@ Status WriteNew(const std::string& path, std::string_view data, mode_t mode) {
 
 Status ClusterInit(Context& ctx, const OperatorFlags& f, const std::string& cluster_id,
                    const std::string& out, int shares, int threshold,
-                   const std::vector<std::string>& addresses) {
+                   const std::vector<std::string>& addresses, const std::string& endpoint) {
+  if (!endpoint.empty() && !IsValidEndpoint(endpoint)) {
+    return InvalidArgument("--control-plane-endpoint \"" + endpoint + "\" is not host:port");
+  }
   // Refuse before anything happens if the output would clobber an earlier bootstrap's shares.
   BERTH_RETURN_IF_ERROR(MakeDirs(out, 0700));
   for (const auto& entry : std::filesystem::directory_iterator(out)) {
@@ -118,6 +122,7 @@ Status ClusterInit(Context& ctx, const OperatorFlags& f, const std::string& clus
       static_cast<v1::HashAlgorithm>(tpm::TpmAlgFromDigest(policy->roles.cold_start.bank)));
   for (uint32_t pcr : policy->roles.cold_start.pcrs) request.mutable_cold_start()->add_pcrs(pcr);
   for (const auto& a : addresses) request.add_api_server_addresses(a);
+  request.set_control_plane_endpoint(endpoint);
   *ctx.out << "bootstrapping cluster " << cluster_id << " on " << node.attestation().node_name()
            << " (this takes minutes: the node formats its disk and starts the control plane)\n";
   BERTH_ASSIGN_OR_RETURN(v1::BootstrapResponse made, node.Bootstrap(std::move(request)));
@@ -216,6 +221,7 @@ void AddClusterCommands(CLI::App& app, Context& ctx) {
   auto shares = std::make_shared<int>(5);
   auto threshold = std::make_shared<int>(3);
   auto addresses = std::make_shared<std::vector<std::string>>();
+  auto endpoint = std::make_shared<std::string>();
   CLI::App* init = cluster->add_subcommand(
       "init", "attest the first control plane and make the cluster on it");
   AddOperatorFlags(init, *init_flags);
@@ -226,8 +232,12 @@ void AddClusterCommands(CLI::App& app, Context& ctx) {
   init->add_option("--recovery-threshold", *threshold, "shares needed to recover (K)");
   init->add_option("--api-server-address", *addresses,
                    "an address the API server and berthd are reached at (certificate SANs)");
-  init->callback([&ctx, init_flags, cluster_id, out, shares, threshold, addresses] {
-    Status st = ClusterInit(ctx, *init_flags, *cluster_id, *out, *shares, *threshold, *addresses);
+  init->add_option("--control-plane-endpoint", *endpoint,
+                   "HOST:PORT where nodes and kubeconfigs reach the API server, e.g. a load "
+                   "balancer (default: the node's own address)");
+  init->callback([&ctx, init_flags, cluster_id, out, shares, threshold, addresses, endpoint] {
+    Status st = ClusterInit(ctx, *init_flags, *cluster_id, *out, *shares, *threshold, *addresses,
+                            *endpoint);
     if (!st.ok()) ctx.exit_code = Exit(ctx, st);
   });
 

@@ -105,6 +105,42 @@ TEST(BootstrapRequestTest, EachBadFieldIsRefusedByName) {
             "IP address nor a DNS name");
 }
 
+// The operator's control plane endpoint (a load balancer): its host joins the certificates'
+// SANs once, whatever form the host takes.
+TEST(BootstrapRequestTest, AControlPlaneEndpointsHostIsAmongTheAddresses) {
+  v1::BootstrapRequest r = GoodRequest();
+  auto p = CheckBootstrapRequest(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->control_plane_endpoint, "");
+
+  r.set_control_plane_endpoint("lb.prod-eu1.example:6443");
+  p = CheckBootstrapRequest(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->control_plane_endpoint, "lb.prod-eu1.example:6443");
+  EXPECT_THAT(p->api_server_addresses,
+              ElementsAre("192.0.2.10", "api.prod-eu1.example", "lb.prod-eu1.example"));
+
+  r.set_control_plane_endpoint("192.0.2.10:16443");  // already named: not twice
+  p = CheckBootstrapRequest(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_THAT(p->api_server_addresses, ElementsAre("192.0.2.10", "api.prod-eu1.example"));
+
+  r.set_control_plane_endpoint("[2001:db8::1]:6443");
+  p = CheckBootstrapRequest(r);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_THAT(p->api_server_addresses,
+              ElementsAre("192.0.2.10", "api.prod-eu1.example", "2001:db8::1"));
+
+  for (const char* bad : {"lb.prod-eu1.example", "lb.prod-eu1.example:0", "lb:65536",
+                          "2001:db8::1:6443", "https://lb:6443", "lb :6443", "[lb]:6443"}) {
+    r.set_control_plane_endpoint(bad);
+    EXPECT_EQ(CheckBootstrapRequest(r).status().ToString(),
+              "INVALID_ARGUMENT: bootstrap: control plane endpoint \"" + std::string(bad) +
+                  "\" is not host:port (a name, an IPv4 address or a bracketed IPv6)")
+        << bad;
+  }
+}
+
 TEST(JoinPkiTest, BerthdsCertificateChainsToTheJoinCaAndNamesEveryAddress) {
   auto pki = MakeJoinPki("prod-eu1", "cp-1", {"192.0.2.10", "api.prod-eu1.example"});
   ASSERT_TRUE(pki.ok()) << pki.status().ToString();
@@ -161,6 +197,26 @@ TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndName
             (std::vector<std::string>{"192.0.2.10", "api.example"}));
   EXPECT_EQ(docs[1]["etcd"]["local"]["serverCertSANs"].as<std::vector<std::string>>(),
             (std::vector<std::string>{"cp-1", "192.0.2.10"}));
+}
+
+// Behind a load balancer, kubeadm's controlPlaneEndpoint (admin.conf's and cluster-info's
+// server) is the operator's; the node still advertises and binds its own address.
+TEST(BootstrapFilesTest, AControlPlaneEndpointIsKubeadmsAndTheNodeStillAdvertisesItself) {
+  const std::string text = RenderKubeadmInitConfig({.pki_dir = "/etc/kubernetes/pki",
+                                                    .kubeconfig_dir = "/etc/kubernetes",
+                                                    .cluster_id = "prod-eu1",
+                                                    .node_name = "cp-1",
+                                                    .advertise_address = "192.0.2.10",
+                                                    .api_port = 6443,
+                                                    .sans = {"192.0.2.10", "lb.example"},
+                                                    .control_plane_endpoint = "lb.example:443",
+                                                    .etcd_client_url = "https://192.0.2.10:2379",
+                                                    .kubernetes_version = "v1.37.2"});
+  std::vector<YAML::Node> docs = YAML::LoadAll(text);
+  ASSERT_EQ(docs.size(), 2u);
+  EXPECT_EQ(docs[1]["controlPlaneEndpoint"].as<std::string>(), "lb.example:443");
+  EXPECT_EQ(docs[0]["localAPIEndpoint"]["advertiseAddress"].as<std::string>(), "192.0.2.10");
+  EXPECT_EQ(docs[0]["localAPIEndpoint"]["bindPort"].as<int>(), 6443);
 }
 
 // A control plane that joined has no etcd CA key: its etcd member's certificate is the API
