@@ -129,6 +129,7 @@ enum class Step {
   kConfigureCluster,
   kStartBerthd,
   kWriteBerthdFiles,
+  kRegisterKubelet,
 };
 
 std::string_view StepName(Step step) {
@@ -164,6 +165,7 @@ std::string_view StepName(Step step) {
     case Step::kConfigureCluster: return "configure-cluster";
     case Step::kStartBerthd: return "start-berthd";
     case Step::kWriteBerthdFiles: return "write-berthd-files";
+    case Step::kRegisterKubelet: return "register-kubelet";
   }
   return "?";
 }
@@ -1097,6 +1099,7 @@ class Boot {
             .advertise_address = advertise,
             .api_port = options_.api_server_port,
             .controller_manager_port = options_.controller_manager_port,
+            .scheduler_port = options_.scheduler_port,
             .sans = addresses,
             .control_plane_endpoint = control_plane_endpoint,
             .etcd_client_url = etcd_endpoints_.ClientUrl(),
@@ -1136,7 +1139,44 @@ class Boot {
     if (!st.ok()) return st.WithContext("configuring the new cluster");
     st = Timed(Step::kStartBerthd, "starting berthd",
                [&] { return deps_.control_plane->Start("berthd"); });
-    return st.ok() ? st : st.WithContext("starting berthd");
+    if (!st.ok()) return st.WithContext("starting berthd");
+    RegisterKubelet(config, kube + "/admin.conf");
+    return OkStatus();
+  }
+
+  // A control plane is a node of its cluster too, when its image runs a kubelet
+  // (options_.kubelet_unit): kubeadm's own phases make the kubelet's kubeconfig (a client
+  // certificate for system:node:<name> from the cluster CA, which this node holds) and its
+  // configuration (the cluster's, as `kubeadm init` writes it), the kubelet starts and
+  // registers, and kubeadm marks the node a control plane (its label and NoSchedule taint,
+  // which a kubelet may not set on itself). Later boots start the kubelet from those files.
+  // kubeadm's kubelet phases know only the real root's paths (/var/lib/kubelet,
+  // /etc/kubernetes/admin.conf): a node with a kubelet unit runs with root "/".
+  // A failure is an error in the journal, not the control plane's: it runs and serves, and
+  // the disk it formatted stays its own (a failed bootstrap could not be retried on it).
+  void RegisterKubelet(const std::string& config, const std::string& admin) {
+    if (options_.kubelet_unit.empty()) return;
+    Status st = RegisterKubeletOnce(config, admin);
+    if (!st.ok()) {
+      spdlog::error("this control plane runs but is not a node of its cluster: {}",
+                    st.message());
+    }
+  }
+  Status RegisterKubeletOnce(const std::string& config, const std::string& admin) {
+    if (options_.root != "/") {
+      return FailedPrecondition("a control plane's kubelet is registered by kubeadm's phases, "
+                                "which write under / only, not under --root " + options_.root);
+    }
+    Status st = Timed(Step::kRegisterKubelet, "registering this control plane's kubelet", [&] {
+      BERTH_RETURN_IF_ERROR(RunKubeadmKubeletPhases(*deps_.runner, options_.kubeadm, config,
+                                                    JoinRoot(options_.root, "/etc/kubernetes")));
+      BERTH_RETURN_IF_ERROR(StartKubelet(*deps_.runner, options_.systemctl, options_.kubelet_unit));
+      BERTH_RETURN_IF_ERROR(PollEverySecond("the kubelet", "register node " + node_, [&] {
+        return Kubectl(admin, {"get", "node", node_});
+      }));
+      return RunKubeadmMarkControlPlane(*deps_.runner, options_.kubeadm, config);
+    });
+    return st.ok() ? st : st.WithContext("registering this control plane's kubelet");
   }
 
   // kubeadm's kubeconfigs and static Pod manifests from `config` (--dry-run: no kubelet runs
@@ -1185,7 +1225,10 @@ class Boot {
       BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, kube));
       return StartKubeComponents(config, /*first=*/false, kube + "/admin.conf");
     });
-    return st.ok() ? st : st.WithContext("starting the Kubernetes control plane");
+    if (!st.ok()) return st.WithContext("starting the Kubernetes control plane");
+    const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
+    RegisterKubelet(kube + "/kubeadm-init.yaml", kube + "/admin.conf");
+    return OkStatus();
   }
 
   // kubectl's output (stdout and stderr), or FAILED_PRECONDITION with it.

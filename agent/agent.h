@@ -74,13 +74,16 @@ struct AgentOptions {
   // and berthd's RBAC (kube/berthd-rbac.yaml, installed by the image; not inside root).
   int api_server_port = kApiServerPort;
   int controller_manager_port = kControllerManagerPort;
+  int scheduler_port = kSchedulerPort;
   int berthd_port = kBerthdPort;
   // The node image runs the control plane as systemd units (bootstrap.h ControlPlaneServices):
   // a control plane that joins makes its API server's certificates with kubeadm's phases and
   // starts those units with kubeadm's flags, instead of `kubeadm join --control-plane`, whose
   // static Pods need images from a registry (docs/kubernetes.md "Control planes").
   bool control_plane_units = false;
-  std::chrono::seconds control_plane_wait{300};
+  // How long each control-plane service may take to answer (an emulated CPU took 200 s for the
+  // API server: a bootstrap that gives up after formatting cannot be retried on that disk).
+  std::chrono::seconds control_plane_wait{900};
   std::string kubectl = "/usr/bin/kubectl";
   std::string berthd_rbac = "/usr/share/berth/berthd-rbac.yaml";
   // The EC2 instance this node claims to be (docs/lifecycle.md "Cloud events"); empty: the

@@ -125,6 +125,7 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
                               ? k.advertise_address + ":" + std::to_string(k.api_port)
                               : k.control_plane_endpoint;
   const std::string kcm = k.kubeconfig_dir + "/controller-manager.conf";
+  const std::string scheduler = k.kubeconfig_dir + "/scheduler.conf";
   const bool external = !k.etcd_cert_file.empty();
   std::vector<std::string> lines = {
       "# Written by berth-agent (docs/cluster-lifecycle.md \"Bootstrap\").",
@@ -154,6 +155,10 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
        "  - {name: authentication-kubeconfig, value: \"" + kcm + "\"}",
        "  - {name: authorization-kubeconfig, value: \"" + kcm + "\"}",
        "  - {name: secure-port, value: \"" + std::to_string(k.controller_manager_port) + "\"}",
+       "scheduler:", "  extraArgs:", "  - {name: kubeconfig, value: \"" + scheduler + "\"}",
+       "  - {name: authentication-kubeconfig, value: \"" + scheduler + "\"}",
+       "  - {name: authorization-kubeconfig, value: \"" + scheduler + "\"}",
+       "  - {name: secure-port, value: \"" + std::to_string(k.scheduler_port) + "\"}",
        "etcd:"});
   if (external) {
     lines.insert(lines.end(), {"  external:", "    endpoints: " + YamlList({k.etcd_client_url}),
@@ -197,7 +202,7 @@ Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& ku
                                     const std::string& config, const std::string& kubeconfig_dir,
                                     const std::string& manifest_dir, bool super_admin) {
   std::vector<std::vector<std::string>> kubeconfigs;
-  for (const char* name : {"super-admin", "controller-manager"}) {
+  for (const char* name : {"super-admin", "controller-manager", "scheduler"}) {
     if (std::string(name) == "super-admin" && !super_admin) continue;
     kubeconfigs.push_back({kubeadm, "init", "phase", "kubeconfig", name, "--config", config,
                            "--kubeconfig-dir", kubeconfig_dir});
@@ -207,8 +212,21 @@ Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& ku
       runner,
       {{kubeadm, "init", "phase", "control-plane", "apiserver", "--config", config, "--dry-run"},
        {kubeadm, "init", "phase", "control-plane", "controller-manager", "--config", config,
-        "--dry-run"}},
+        "--dry-run"},
+       {kubeadm, "init", "phase", "control-plane", "scheduler", "--config", config, "--dry-run"}},
       {"KUBEADM_INIT_DRYRUN_DIR=" + manifest_dir});
+}
+
+Status RunKubeadmKubeletPhases(ProcessRunner& runner, const std::string& kubeadm,
+                               const std::string& config, const std::string& kubeconfig_dir) {
+  return RunPhases(runner, {{kubeadm, "init", "phase", "kubeconfig", "kubelet", "--config", config,
+                             "--kubeconfig-dir", kubeconfig_dir},
+                            {kubeadm, "init", "phase", "kubelet-start", "--config", config}});
+}
+
+Status RunKubeadmMarkControlPlane(ProcessRunner& runner, const std::string& kubeadm,
+                                  const std::string& config) {
+  return RunPhases(runner, {{kubeadm, "init", "phase", "mark-control-plane", "--config", config}});
 }
 
 Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,

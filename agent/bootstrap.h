@@ -29,9 +29,10 @@ namespace berth::agent {
 inline constexpr char kBerthdDirOnDisk[] = "/berthd";
 // Where berthd serves joins on the first control plane.
 inline constexpr int kBerthdPort = 7400;
-// The Kubernetes API's port and the controller manager's (kubeadm's defaults).
+// The Kubernetes API's port, the controller manager's and the scheduler's (kubeadm's defaults).
 inline constexpr int kApiServerPort = 6443;
 inline constexpr int kControllerManagerPort = 10257;
+inline constexpr int kSchedulerPort = 10259;
 
 // A BootstrapRequest, checked.
 struct BootstrapParams {
@@ -73,8 +74,9 @@ Result<JoinPki> IssueBerthdTls(std::string ca_pem, SecretBytes ca_key_pem,
 // kubeadm's InitConfiguration and ClusterConfiguration: certificates under `pki_dir`, the API
 // server at `advertise_address`:`api_port` with `sans` as extra SANs and this node's etcd at
 // `etcd_client_url`, etcd's certificates for the node's name and address, and the controller
-// manager's kubeconfigs under `kubeconfig_dir` (kubeadm's manifests otherwise name fixed paths
-// under /etc/kubernetes), serving on `controller_manager_port`.
+// manager's and the scheduler's kubeconfigs under `kubeconfig_dir` (kubeadm's manifests
+// otherwise name fixed paths under /etc/kubernetes), serving on `controller_manager_port` and
+// `scheduler_port`.
 //
 // The first control plane has the etcd CA's key in kubeadm's PKI, and kubeadm makes the API
 // server's etcd client certificate with it. A control plane that joined has not (berthd signed
@@ -90,6 +92,7 @@ struct KubeadmInit {
   std::string advertise_address;
   int api_port = kApiServerPort;
   int controller_manager_port = kControllerManagerPort;
+  int scheduler_port = kSchedulerPort;
   std::vector<std::string> sans;
   // kubeadm's controlPlaneEndpoint (admin.conf's and cluster-info's server); empty:
   // advertise_address:api_port.
@@ -113,6 +116,15 @@ Status RunKubeadmCertPhases(ProcessRunner& runner, const std::string& kubeadm,
 Status RunKubeadmControlPlanePhases(ProcessRunner& runner, const std::string& kubeadm,
                                     const std::string& config, const std::string& kubeconfig_dir,
                                     const std::string& manifest_dir, bool super_admin);
+//   a control plane's kubelet: its kubeconfig (`init phase kubeconfig kubelet`, into
+//   `kubeconfig_dir`) and its configuration (`init phase kubelet-start`, into /var/lib/kubelet:
+//   kubeadm has no flag for another place; it also asks systemd to restart kubelet.service);
+Status RunKubeadmKubeletPhases(ProcessRunner& runner, const std::string& kubeadm,
+                               const std::string& config, const std::string& kubeconfig_dir);
+//   the control plane's label and taint on its registered node (`init phase
+//   mark-control-plane`, as /etc/kubernetes/admin.conf: kubeadm has no flag for another);
+Status RunKubeadmMarkControlPlane(ProcessRunner& runner, const std::string& kubeadm,
+                                  const std::string& config);
 //   what `kubeadm init` puts into a running cluster, as `admin_kubeconfig`: the kubeadm and
 //   kubelet configuration, cluster-info and the RBAC that lets bootstrap tokens join.
 Status RunKubeadmUploadPhases(ProcessRunner& runner, const std::string& kubeadm,
@@ -150,7 +162,8 @@ inline constexpr char kControlPlaneStateMount[] = "/var/lib/berth/state";
 // FAILED_PRECONDITION when `mount_point` is not kControlPlaneStateMount: the unit would find no
 // berthd.env and, started with --no-block, fail without the agent knowing.
 Status CheckControlPlaneMount(const std::string& mount_point);
-inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager"};
+inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager",
+                                                   "kube-scheduler"};
 
 // The command of a static Pod manifest's first container without the program (`program`, which
 // it must start with): the flags kubeadm chose. INVALID_ARGUMENT naming what is missing.

@@ -24,13 +24,15 @@ int main(int argc, char** argv) {
   app.add_option("--max-attempts", o.retry.max_attempts, "ticket attempts before giving up (0: no limit)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--retry-initial-ms", initial_ms, "first retry delay")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--retry-max-ms", max_ms, "longest retry delay")->capture_default_str()->check(CLI::PositiveNumber);
-  int64_t etcd_wait = o.etcd_wait.count();
+  int64_t etcd_wait = o.etcd_wait.count(), control_plane_wait = o.control_plane_wait.count();
   app.add_option("--node-address", o.node_addresses, "control planes: address etcd serves on (repeatable; default: the node's global addresses)");
   app.add_option("--etcd-peer-port", o.etcd_peer_port, "control planes: etcd peer port")->capture_default_str();
   app.add_option("--etcd-client-port", o.etcd_client_port, "control planes: etcd client port")->capture_default_str();
   app.add_option("--etcd-wait", etcd_wait, "control planes: seconds to wait for etcd to become a voting member")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--api-server-port", o.api_server_port, "control planes: port of the Kubernetes API server it starts")->capture_default_str();
   app.add_option("--controller-manager-port", o.controller_manager_port, "control planes: port of the Kubernetes controller manager it starts")->capture_default_str();
+  app.add_option("--scheduler-port", o.scheduler_port, "control planes: port of the Kubernetes scheduler it starts")->capture_default_str();
+  app.add_option("--control-plane-wait", control_plane_wait, "control planes: seconds each Kubernetes service and the kubelet may take to answer")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--berthd-port", o.berthd_port, "control planes: port of the berthd it starts")->capture_default_str();
   app.add_flag("--control-plane-units", o.control_plane_units, "control planes: this image runs the Kubernetes control plane as systemd units; a joining control plane starts them instead of kubeadm's static Pods");
   app.add_option("--kubectl", o.kubectl, "the first control plane: kubectl binary")->capture_default_str();
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   o.retry.initial_backoff = std::chrono::milliseconds(initial_ms);
   o.retry.max_backoff = std::chrono::milliseconds(max_ms);
   o.etcd_wait = std::chrono::seconds(etcd_wait);
+  o.control_plane_wait = std::chrono::seconds(control_plane_wait);
   berth::InitLogging("berth-agent", verbose);
   // Loading the shared libraries and their static initialisers: part of every node's boot.
   spdlog::info("started ms_since_exec={}", berth::agent::MillisSinceExec());

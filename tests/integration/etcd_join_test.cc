@@ -849,6 +849,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   cp.addresses = {ip};  // kubeadm advertises the API server at it, never at loopback
   cp.api_server_port = UnusedPort();
   cp.controller_manager_port = UnusedPort();
+  cp.scheduler_port = UnusedPort();
   cp.berthd_port = UnusedPort();
   const std::string op = PinNewOperator(bed, cp);
   ASSERT_FALSE(op.empty());
@@ -1047,6 +1048,8 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_THAT(cold.notifications, Contains("READY=1"));
   ASSERT_TRUE(bed.NodeEtcdRunning("cp-1"));
   EXPECT_TRUE(bed.ServiceRunning(cp, "kube-apiserver"));
+  EXPECT_TRUE(bed.ServiceRunning(cp, "kube-controller-manager"));
+  EXPECT_TRUE(bed.ServiceRunning(cp, "kube-scheduler"));
   EXPECT_TRUE(bed.ServiceRunning(cp, "berthd"));
   auto again = agent::LocalEtcdClientOptions(cp.root, cp.ClientUrl());
   ASSERT_TRUE(again.ok());
@@ -1077,6 +1080,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   cp2.control_plane_units = true;
   cp2.api_server_port = UnusedPort();
   cp2.controller_manager_port = UnusedPort();
+  cp2.scheduler_port = UnusedPort();
   cp2.berthd_port = UnusedPort();
   AgentOutcome second = bed.RunAgent(cp2, true, {berthd_endpoint});
   ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n"
@@ -1100,6 +1104,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   const std::string api2 = "https://" + ip + ":" + std::to_string(cp2.api_server_port);
   EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-apiserver"));
   EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-controller-manager"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-scheduler"));
   EXPECT_EQ(kubectl({"--server", api2, "get", "--raw", "/readyz"}).output, "ok");
   ProcessResult created = kubectl({"--server", api2, "create", "configmap", "written-through-cp-2",
                                    "-n", "default", "--from-literal=by=cp-2"});
@@ -1205,6 +1210,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_THAT(rebooted.notifications, Contains("READY=1"));
   EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-apiserver"));
   EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-controller-manager"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-scheduler"));
   EXPECT_TRUE(bed.ServiceRunning(cp2, "berthd"));
   EXPECT_EQ(bed.KubeadmJoins().size(), 1 + w2_joins);  // no kubeadm join on cp-2's reboot
   EXPECT_TRUE(WaitFor(
@@ -1230,6 +1236,7 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   cp.addresses = {(*addresses)[0]};
   cp.api_server_port = UnusedPort();
   cp.controller_manager_port = UnusedPort();
+  cp.scheduler_port = UnusedPort();
   cp.berthd_port = UnusedPort();
   cp.control_plane_wait = std::chrono::seconds(15);
   int held = socket(AF_INET, SOCK_STREAM, 0);

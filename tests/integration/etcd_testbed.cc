@@ -477,6 +477,7 @@ AgentOutcome EtcdTestbed::RunAgent(TestNode& node, bool control_plane,
   o.etcd_wait = std::chrono::seconds(90);
   if (node.api_server_port != 0) o.api_server_port = node.api_server_port;
   if (node.controller_manager_port != 0) o.controller_manager_port = node.controller_manager_port;
+  if (node.scheduler_port != 0) o.scheduler_port = node.scheduler_port;
   if (node.berthd_port != 0) o.berthd_port = node.berthd_port;
   o.control_plane_units = node.control_plane_units;
   if (kube_ != nullptr) o.kubectl = kube_->Binary("kubectl");

@@ -69,7 +69,7 @@ struct TestNode {
   // Control planes that run their own Kubernetes control plane (the first one, and those
   // with `control_plane_units`): where the API server, controller manager and berthd they
   // start listen (0: the agent's defaults; two on one host need their own).
-  int api_server_port = 0, controller_manager_port = 0, berthd_port = 0;
+  int api_server_port = 0, controller_manager_port = 0, scheduler_port = 0, berthd_port = 0;
   bool control_plane_units = false;
   std::chrono::seconds control_plane_wait{180};  // how long its API server may take
   // The CA its EnrolmentConfig pins (empty: the testbed's join CA).

@@ -192,6 +192,12 @@ TEST(BootstrapFilesTest, KubeadmsConfigurationPutsItsPkiWhereTheAgentSaysAndName
               "/root/etc/kubernetes/controller-manager.conf");
   }
   EXPECT_EQ(docs[1]["controllerManager"]["extraArgs"][3]["value"].as<std::string>(), "10257");
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(docs[1]["scheduler"]["extraArgs"][i]["value"].as<std::string>(),
+              "/root/etc/kubernetes/scheduler.conf");
+  }
+  EXPECT_EQ(docs[1]["scheduler"]["extraArgs"][3]["name"].as<std::string>(), "secure-port");
+  EXPECT_EQ(docs[1]["scheduler"]["extraArgs"][3]["value"].as<std::string>(), "10259");
   EXPECT_FALSE(docs[1]["etcd"]["external"]);
   EXPECT_EQ(docs[1]["apiServer"]["certSANs"].as<std::vector<std::string>>(),
             (std::vector<std::string>{"192.0.2.10", "api.example"}));
