@@ -81,6 +81,10 @@ POWEROFF_MARKER = "berth-guest: poweroff"
 KERNEL_POWEROFF_MARKER = "reboot: Power down"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# Debian's other build of the same OVMF (2 MiB flash): another firmware, so another PCR 0, for
+# tests of a node whose firmware changed (--ovmf-2m).
+OVMF_CODE_2M = "/usr/share/OVMF/OVMF_CODE.fd"
+OVMF_VARS_2M = "/usr/share/OVMF/OVMF_VARS.fd"
 
 
 class VmError(Exception):
@@ -118,7 +122,7 @@ class Vm:
                  firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
                  network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
                  bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER,
-                 machine=None, serial_times=None):
+                 machine=None, serial_times=None, firmware_vars_template=OVMF_VARS):
         if (kernel is None) == (firmware is None):
             raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
         machine = machine or os.environ.get("BERTH_QEMU_MACHINE") or (
@@ -137,6 +141,7 @@ class Vm:
         self.bios = bios
         # firmware_vars "fresh": a copy of OVMF's empty variable store, made per boot.
         self.firmware, self.firmware_vars = firmware, firmware_vars
+        self.firmware_vars_template = firmware_vars_template
         self.netdev_opts = netdev_opts
         self.poweroff_marker = poweroff_marker
         self.disks = list(disks)
@@ -244,7 +249,7 @@ class Vm:
                                                 os.path.join(self.rundir, "config.img"))
             if self.firmware_vars == "fresh":
                 self.firmware_vars = os.path.join(self.rundir, "OVMF_VARS.fd")
-                shutil.copyfile(OVMF_VARS, self.firmware_vars)
+                shutil.copyfile(self.firmware_vars_template, self.firmware_vars)
             tpm_ctrl = self._start_swtpm() if self.swtpm_state else None
             open(self.serial_log, "wb").close()
             self._seen = ""
@@ -480,8 +485,10 @@ def parse_disk(spec):
 
 def run(args):
     firmware, firmware_vars, marker = args.firmware, args.firmware_vars, args.poweroff_marker
-    if args.ovmf:
-        firmware, firmware_vars = OVMF_CODE, "fresh"
+    vars_template = OVMF_VARS
+    if args.ovmf or args.ovmf_2m:
+        firmware, firmware_vars = (OVMF_CODE_2M if args.ovmf_2m else OVMF_CODE), "fresh"
+        vars_template = OVMF_VARS_2M if args.ovmf_2m else OVMF_VARS
         marker = marker or KERNEL_POWEROFF_MARKER
     vm = Vm(args.serial_log, kernel=args.kernel, initrd=args.initrd, append=args.append,
             firmware=firmware, firmware_vars=firmware_vars,
@@ -490,7 +497,7 @@ def run(args):
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
             bios=args.bios, extra_args=args.qemu_arg, netdev_opts=args.netdev_opts,
             poweroff_marker=marker or POWEROFF_MARKER, machine=args.machine,
-            serial_times=args.serial_times)
+            serial_times=args.serial_times, firmware_vars_template=vars_template)
     result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
 
     def on_signal(signum, frame):
@@ -561,6 +568,9 @@ def main():
     boot.add_argument("--firmware-vars", help="a writable copy of the firmware's variable store")
     boot.add_argument("--ovmf", action="store_true",
                       help="UEFI boot with Debian's OVMF (%s) and a fresh copy of its variables" % OVMF_CODE)
+    boot.add_argument("--ovmf-2m", action="store_true",
+                      help="as --ovmf with Debian's other OVMF build (%s): another firmware "
+                           "measurement" % OVMF_CODE_2M)
     r.add_argument("--disk", action="append", default=[],
                    help="PATH[,format=raw|qcow2][,readonly][,serial=S]; repeatable, in order")
     r.add_argument("--config-dir", help="attach this directory as the berth-config disk")
@@ -590,10 +600,10 @@ def main():
                    help="also write each console line here as \"SECONDS LINE\", SECONDS since "
                         "QEMU started (when the line appeared, to 20 ms)")
     args = p.parse_args()
-    if args.ovmf and args.firmware:
-        p.error("--ovmf or --firmware, not both")
-    if (args.kernel is None) == (args.firmware is None and not args.ovmf):
-        p.error("give exactly one of --kernel, --firmware and --ovmf")
+    if sum(bool(x) for x in (args.ovmf, args.ovmf_2m, args.firmware)) > 1:
+        p.error("one of --ovmf, --ovmf-2m and --firmware")
+    if (args.kernel is None) == (args.firmware is None and not args.ovmf and not args.ovmf_2m):
+        p.error("give exactly one of --kernel, --firmware, --ovmf and --ovmf-2m")
     return run(args)
 
 

@@ -253,7 +253,13 @@ std::string ImageE2eTest::ReferencePolicy() {
   EXPECT_TRUE(MakeDirs(dir_.Join("reference")).ok());
   ImageNode reference(dir_.Join("reference"),
                       ManufactureTpm(dir_.Join("reference-tpm"), dir_.Join("manufacturer")));
-  ImageBoot boot = reference.Boot({.options = {"IDENTITY=1"}});
+  return ReferencePolicy(reference, nullptr);
+}
+
+std::string ImageE2eTest::ReferencePolicy(ImageNode& reference, std::string* identity,
+                                          bool other_firmware) {
+  ImageBoot boot = reference.Boot({.options = {"IDENTITY=1"}, .other_firmware = other_firmware});
+  if (identity != nullptr) *identity = boot.blocks["identity"];
   EXPECT_EQ(boot.outcome, "poweroff") << boot.Describe();
   // Skipped, not failed: the ESP holds no EnrolmentConfig. The kubelet stays down.
   EXPECT_EQ(boot.Report("agent-ActiveState"), "inactive") << boot.Describe();
@@ -286,10 +292,11 @@ std::string ImageE2eTest::ReferencePolicy() {
          Indented(Swtpm::EkCaBundlePem(dir_.Join("manufacturer")), 4);
 }
 
-std::unique_ptr<ImageNode> ImageE2eTest::NewNode(const std::string& name) {
+std::unique_ptr<ImageNode> ImageE2eTest::NewNode(const std::string& name, int disk_mib) {
   EXPECT_TRUE(MakeDirs(dir_.Join(name)).ok());
   return std::make_unique<ImageNode>(
-      dir_.Join(name), ManufactureTpm(dir_.Join(name + "-tpm"), dir_.Join("manufacturer")));
+      dir_.Join(name), ManufactureTpm(dir_.Join(name + "-tpm"), dir_.Join("manufacturer")),
+      disk_mib);
 }
 
 // What the node's own report says of a boot that joined (or rejoined) and whose kubelet

@@ -56,9 +56,14 @@ class ImageE2eTest : public ::testing::Test {
   // start), which prints its firmware event log; berthd's policy accepts exactly that boot,
   // and TPMs with an EK certificate from the manufacturer CA.
   std::string ReferencePolicy();
+  // The same from a boot of `reference` itself (its state disk stays blank; on the other OVMF
+  // build when `other_firmware`), and the node's `berth-agent --print-identity` (its AK among
+  // it) into `identity` when not null.
+  std::string ReferencePolicy(ImageNode& reference, std::string* identity,
+                              bool other_firmware = false);
 
-  // A node with a TPM from the manufacturer and a blank 256 MiB state disk.
-  std::unique_ptr<ImageNode> NewNode(const std::string& name);
+  // A node with a TPM from the manufacturer and a blank state disk of `disk_mib` MiB.
+  std::unique_ptr<ImageNode> NewNode(const std::string& name, int disk_mib = 256);
 
   // What the node's own report says of a boot that joined (or rejoined), whose kubelet runs,
   // and which the test powered off: the agent's unit, the state disk's mounts, the kubelet's

@@ -100,6 +100,11 @@ void RunningBoot::PressPowerButton() {
   if (vm_.running()) kill(vm_.pid(), SIGUSR1);
 }
 
+ImageBoot RunningBoot::PullThePlug() {
+  if (vm_.running()) kill(vm_.pid(), SIGTERM);
+  return Finish(std::chrono::seconds(60));
+}
+
 ImageBoot RunningBoot::Finish(std::chrono::seconds timeout) {
   ImageBoot boot;
   ProcessResult r = vm_.Wait(timeout);
@@ -167,7 +172,7 @@ std::unique_ptr<RunningBoot> ImageNode::Start(const ImageBootOptions& options) {
   std::vector<std::string> argv = {"/usr/bin/python3",
                                    SourceDir() + "/qemu/berth_vm.py",
                                    "run",
-                                   "--ovmf",
+                                   options.other_firmware ? "--ovmf-2m" : "--ovmf",
                                    "--disk",
                                    esp,
                                    "--disk",

@@ -32,6 +32,9 @@ struct ImageBootOptions {
   std::vector<std::string> options;
   // Another UKI to boot instead of the image's (e.g. with another command line).
   std::string uki;
+  // Debian's other OVMF build (berth_vm.py --ovmf-2m): the same node with another firmware,
+  // so another PCR 0.
+  bool other_firmware = false;
   // More options of QEMU's user network, and host forwards.
   std::string netdev_opts;
   std::vector<std::string> hostfwds;
@@ -70,6 +73,9 @@ class RunningBoot {
   bool WaitForSerial(const std::string& text, std::chrono::seconds timeout);
   // The guest's ACPI power button (berth_vm.py, SIGUSR1): its systemd shuts it down.
   void PressPowerButton();
+  // Pulls the plug (berth_vm.py, SIGTERM: QEMU is killed, the guest flushes nothing; swtpm
+  // keeps its state) and reads the console: outcome "interrupted".
+  ImageBoot PullThePlug();
   // Waits for the VM to end (`timeout`, then it is killed) and reads its console.
   ImageBoot Finish(std::chrono::seconds timeout = std::chrono::seconds(300));
 
