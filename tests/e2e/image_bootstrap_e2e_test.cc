@@ -47,34 +47,13 @@ using ::testing::Not;
 // kubectl from the host against the cluster cp-1 made, as its operator: admin.conf names the
 // control plane endpoint (10.0.2.2:<port>, the guests' name for this host), which the host
 // reaches at 127.0.0.1:<port>; the API server's certificate names 10.0.2.2.
-class OperatorKubectl {
+class OperatorKubectl : public KubectlAs {
  public:
-  OperatorKubectl(std::string kubectl, std::string kubeconfig, int port)
-      : kubectl_(std::move(kubectl)), kubeconfig_(std::move(kubeconfig)), port_(port) {}
+  OperatorKubectl(const std::string& kubectl, const std::string& kubeconfig, int port)
+      : KubectlAs({kubectl, "--kubeconfig", kubeconfig, "--server",
+                   "https://127.0.0.1:" + std::to_string(port), "--tls-server-name",
+                   kGuestHostAddress}) {}
 
-  Result<ProcessResult> Run(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv = {kubectl_,
-                                     "--kubeconfig",
-                                     kubeconfig_,
-                                     "--server",
-                                     "https://127.0.0.1:" + std::to_string(port_),
-                                     "--tls-server-name",
-                                     kGuestHostAddress,
-                                     "--request-timeout",
-                                     "30s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    RealProcessRunner runner;
-    return runner.Run(argv);
-  }
-  nlohmann::json Get(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv = {"get"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.insert(argv.end(), {"-o", "json"});
-    auto r = Run(argv);
-    if (!r.ok() || !r->success()) return nullptr;
-    auto j = nlohmann::json::parse(r->output, nullptr, false);
-    return j.is_discarded() ? nlohmann::json() : j;
-  }
   // The node's Ready status and its kubelet's boot ID ("" when there is no such node).
   std::pair<std::string, std::string> Ready(const std::string& node) const {
     nlohmann::json n = Get({"node", node});
@@ -91,10 +70,6 @@ class OperatorKubectl {
     std::sort(names.begin(), names.end());
     return names;
   }
-
- private:
-  std::string kubectl_, kubeconfig_;
-  int port_;
 };
 
 // Waits, while `boot` runs, for `node` Ready with a boot ID other than `old_boot_id`; returns

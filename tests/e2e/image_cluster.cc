@@ -173,22 +173,30 @@ v1::EnrolmentConfig ImageCluster::Enrolment(const std::string& node) const {
   return ImageEnrolment(c);
 }
 
-Result<ProcessResult> ImageCluster::Kubectl(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {Env("KUBE_BIN") + "/kubectl", "--kubeconfig", Env("KUBECONFIG"),
-                                   "--request-timeout", "30s"};
+Result<ProcessResult> KubectlAs::Run(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = prefix_;
+  argv.insert(argv.end(), {"--request-timeout", "30s"});
   argv.insert(argv.end(), args.begin(), args.end());
   RealProcessRunner runner;
   return runner.Run(argv);
 }
 
-nlohmann::json ImageCluster::GetJson(const std::vector<std::string>& args) const {
+nlohmann::json KubectlAs::Get(const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {"get"};
   argv.insert(argv.end(), args.begin(), args.end());
   argv.insert(argv.end(), {"-o", "json"});
-  auto r = Kubectl(argv);
+  auto r = Run(argv);
   if (!r.ok() || !r->success()) return nullptr;
   auto j = nlohmann::json::parse(r->output, nullptr, false);
   return j.is_discarded() ? nlohmann::json() : j;
+}
+
+Result<ProcessResult> ImageCluster::Kubectl(const std::vector<std::string>& args) const {
+  return KubectlAs({Env("KUBE_BIN") + "/kubectl", "--kubeconfig", Env("KUBECONFIG")}).Run(args);
+}
+
+nlohmann::json ImageCluster::GetJson(const std::vector<std::string>& args) const {
+  return KubectlAs({Env("KUBE_BIN") + "/kubectl", "--kubeconfig", Env("KUBECONFIG")}).Get(args);
 }
 
 std::string ImageCluster::NodeReady(const std::string& node) const {

@@ -22,6 +22,19 @@ namespace berth::testing {
 // The address QEMU's user network gives the host.
 inline constexpr char kGuestHostAddress[] = "10.0.2.2";
 
+// kubectl with the arguments that say which cluster and as whom (`prefix`: the binary, the
+// kubeconfig, ...), and a request timeout of 30 s.
+class KubectlAs {
+ public:
+  explicit KubectlAs(std::vector<std::string> prefix) : prefix_(std::move(prefix)) {}
+  Result<ProcessResult> Run(const std::vector<std::string>& args) const;
+  // `kubectl get ARGS -o json`, parsed; a null json if kubectl failed (NotFound included).
+  nlohmann::json Get(const std::vector<std::string>& args) const;
+
+ private:
+  std::vector<std::string> prefix_;
+};
+
 class ImageCluster {
  public:
   // Brings the control plane up in `dir` (absolute; made) and makes berthd's PKI and master
