@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "berth/v1/operator.grpc.pb.h"
+#include "common/audit.h"
 #include "common/binding.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
@@ -58,13 +59,13 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
 
   grpc::Status Attest(grpc::ServerContext* context, const v1::OperatorAttestRequest* request,
                       v1::OperatorAttestResponse* response) override {
-    if (Status who = CheckOperator(*context); !who.ok()) return Refuse("Attest", who);
+    if (Status who = CheckOperator(*context); !who.ok()) return Refuse("Attest", *context, who);
     if (request->nonce().size() != 32) {
-      return Refuse("Attest", InvalidArgument("the nonce must be 32 bytes"));
+      return Refuse("Attest", *context, InvalidArgument("the nonce must be 32 bytes"));
     }
     Bytes binding = ComputeBinding(AsBytes(request->nonce()), spki_sha256_);
     auto attested = attester_->Attest(v1::ChallengeResponse(), binding);
-    if (!attested.ok()) return Refuse("Attest", attested.status());
+    if (!attested.ok()) return Refuse("Attest", *context, attested.status());
     {
       std::lock_guard<std::mutex> lock(mu_);
       Prune();
@@ -77,22 +78,23 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     response->set_recovery_box(ToString(config_.recovery_box));
     response->set_recovery_key_sha256(config_.recovery_key_sha256);
     response->set_reason(config_.reason);
-    spdlog::info("operator {} asked for this node's evidence", Operator(*context));
+    Audit("Attest", *context).Add("mode", v1::OperatorMode_Name(config_.mode)).Log(OkStatus(), "answered");
     return grpc::Status::OK;
   }
 
   grpc::Status Bootstrap(grpc::ServerContext* context, const v1::BootstrapRequest* request,
                          v1::BootstrapResponse* response) override {
     if (Status ok = Admit(*context, request->nonce(), v1::OPERATOR_MODE_BOOTSTRAP); !ok.ok()) {
-      return Refuse("Bootstrap", ok);
+      return Refuse("Bootstrap", *context, ok);
     }
     spdlog::info("operator {} bootstraps the cluster {} on this node", Operator(*context),
                  request->cluster_id());
     auto made = handler_->Bootstrap(*request);
     if (!made.ok()) {
       Release();
-      return Refuse("Bootstrap", made.status());
+      return Refuse("Bootstrap", *context, made.status());
     }
+    Audit("Bootstrap", *context).Add("cluster", request->cluster_id()).Log(OkStatus(), "done");
     *response = std::move(*made);
     Finish();
     return grpc::Status::OK;
@@ -101,7 +103,7 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
   grpc::Status Recover(grpc::ServerContext* context, const v1::RecoverRequest* request,
                        v1::RecoverResponse* response) override {
     if (Status ok = Admit(*context, request->nonce(), v1::OPERATOR_MODE_RECOVERY); !ok.ok()) {
-      return Refuse("Recover", ok);
+      return Refuse("Recover", *context, ok);
     }
     std::string key_text = request->keyslot_key();
     SecretBytes key = SecretBytes::TakeFrom(key_text);
@@ -110,8 +112,9 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     Status opened = handler_->Recover(key);
     if (!opened.ok()) {
       Release();
-      return Refuse("Recover", opened);
+      return Refuse("Recover", *context, opened);
     }
+    Audit("Recover", *context).Log(OkStatus(), "opened");
     Finish();
     return grpc::Status::OK;
   }
@@ -209,8 +212,17 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     busy_ = false;
   }
 
-  grpc::Status Refuse(std::string_view call, const Status& status) {
-    spdlog::warn("operator call {} refused: {}", call, status.ToString());
+  // The audit line of an operator's call (common/audit.h): OperatorAttest, OperatorBootstrap,
+  // OperatorRecover, with the operator's key hash.
+  AuditLine Audit(std::string_view call, const grpc::ServerContext& context) {
+    AuditLine line("Operator" + std::string(call));
+    line.Add("operator", Operator(context));
+    return line;
+  }
+
+  grpc::Status Refuse(std::string_view call, const grpc::ServerContext& context,
+                      const Status& status) {
+    Audit(call, context).Log(status);
     return ToGrpcStatus(status);
   }
 

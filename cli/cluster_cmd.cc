@@ -25,6 +25,7 @@
 #include "cli/commands.h"
 #include "cli/operator_client.h"
 #include "cli/recovery_shares.h"
+#include "common/audit.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
@@ -62,6 +63,15 @@ int Exit(Context& ctx, const Status& st) {
     default:
       return kExitBadInput;
   }
+}
+
+// berthctl's own audit line of an operator command (common/audit.h), on stderr after what it
+// said: the decision, made on this machine whether or not the node was sent anything.
+void AuditCommand(Context& ctx, std::string_view call, const OperatorFlags& f, const Status& st,
+                  std::string_view done) {
+  *ctx.err << AuditLine(call).Add("node", f.node).Add("policy", f.policy).Format(
+                  st.ok() ? done : "refused", st)
+           << "\n";
 }
 
 // Attests the node (nothing is sent before this succeeds).
@@ -239,6 +249,7 @@ void AddClusterCommands(CLI::App& app, Context& ctx) {
     Status st = ClusterInit(ctx, *init_flags, *cluster_id, *out, *shares, *threshold, *addresses,
                             *endpoint);
     if (!st.ok()) ctx.exit_code = Exit(ctx, st);
+    AuditCommand(ctx, "ClusterInit", *init_flags, st, "done");
   });
 
   auto recover_flags = std::make_shared<OperatorFlags>();
@@ -250,6 +261,7 @@ void AddClusterCommands(CLI::App& app, Context& ctx) {
   recover->callback([&ctx, recover_flags, share_files] {
     Status st = Recover(ctx, *recover_flags, *share_files);
     if (!st.ok()) ctx.exit_code = Exit(ctx, st);
+    AuditCommand(ctx, "Recover", *recover_flags, st, "opened");
   });
 }
 

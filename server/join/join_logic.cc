@@ -9,7 +9,7 @@
 #include "common/enrolment.h"
 #include "common/recovery.h"
 #include "common/time.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {

@@ -6,7 +6,7 @@
 
 #include "common/bytes.h"
 #include "common/enrolment.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/nodes/records.h"
 #include "server/nodes/registry.h"
 

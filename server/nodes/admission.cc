@@ -5,7 +5,7 @@
 #include <regex>
 
 #include "common/time.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/cloud/ec2_identity.h"
 
 namespace berth::server {

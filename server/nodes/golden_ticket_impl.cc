@@ -7,7 +7,7 @@
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/time.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/nodes/golden_ticket.h"
 #include "server/nodes/records.h"
 

@@ -7,7 +7,7 @@
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/time.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {

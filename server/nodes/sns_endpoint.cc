@@ -8,7 +8,7 @@
 
 #include "common/bytes.h"
 #include "common/time.h"
-#include "server/audit.h"
+#include "common/audit.h"
 #include "server/nodes/admission.h"
 
 namespace berth::server {

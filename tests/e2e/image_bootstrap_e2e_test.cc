@@ -257,6 +257,9 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   EXPECT_EQ(cp_first.Count("step=configure-cluster result=ok"), 1);
   EXPECT_EQ(cp_first.Count("step=register-kubelet result=ok"), 1);
   EXPECT_EQ(cp_first.Count("is not a node of its cluster"), 0);
+  // The node's audit lines of its operator's calls: one attestation, one bootstrap.
+  EXPECT_EQ(cp_first.Count("audit call=OperatorAttest decision=answered operator=sha256:"), 1);
+  EXPECT_EQ(cp_first.Count("audit call=OperatorBootstrap decision=done operator=sha256:"), 1);
   EXPECT_EQ(cp_first.Report("agent-StatusText"), "node joined");
   EXPECT_EQ(cp_first.Count("node cp-1 bootstrapped cluster berth-vm: state disk " + cp_uuid +
                            " formatted and mounted"),
@@ -353,6 +356,10 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   ProcessResult wrong = recover(new_policy_file, {share1, wrong2});
   EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
   EXPECT_THAT(wrong.output, HasSubstr("at least one share is wrong"));
+  for (const ProcessResult* refused : {&stale, &too_few, &wrong}) {
+    EXPECT_THAT(refused->output, HasSubstr("audit call=Recover decision=refused node=127.0.0.1:" +
+                                           std::to_string(operator_port)));
+  }
   EXPECT_EQ(DiskSha256(cp->disk()), before);
   EXPECT_TRUE(cp_running->running());
   EXPECT_THAT(cp_running->Serial(), Not(HasSubstr("step=operator-recovery result=ok")));
@@ -375,6 +382,10 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   EXPECT_EQ(cp_third.outcome, "poweroff") << cp_third.Describe();
   EXPECT_EQ(cp_third.Count("step=cold-start-key result=ok"), 0) << cp_third.Describe();
   EXPECT_EQ(cp_third.Count("step=operator-recovery result=ok"), 1);
+  // The node answered each operator's attestation (berthctl refused three times on its own
+  // machine, sending nothing more) and audited the one recovery.
+  EXPECT_EQ(cp_third.Count("audit call=OperatorAttest decision=answered"), 4);
+  EXPECT_EQ(cp_third.Count("audit call=OperatorRecover decision=opened operator=sha256:"), 1);
   EXPECT_EQ(cp_third.Count("step=format "), 0);
   EXPECT_EQ(cp_third.Report("agent-ActiveState"), "active");
   EXPECT_EQ(DiskUuid(cp->disk()), cp_uuid);

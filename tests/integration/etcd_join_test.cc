@@ -767,13 +767,20 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   // A node whose boot the operators' policy does not accept gets nothing.
   ProcessResult refused_boot = recover(stale, {share1, share3});
   EXPECT_EQ(refused_boot.exit_code, 1) << refused_boot.output;
-  EXPECT_EQ(refused_boot.output, "the node 127.0.0.1:" + std::to_string(operator_port) +
-                                     " failed attestation: PCR sha256:4 is " + new_pcr4 +
-                                     ", policy expects " + old_pcr4 + "\n");
+  const std::string why = "the node 127.0.0.1:" + std::to_string(operator_port) +
+                          " failed attestation: PCR sha256:4 is " + new_pcr4 +
+                          ", policy expects " + old_pcr4;
+  EXPECT_EQ(refused_boot.output, why + "\naudit call=Recover decision=refused node=127.0.0.1:" +
+                                     std::to_string(operator_port) + " policy=" + stale +
+                                     " code=PERMISSION_DENIED reason=\"" + why + "\"\n");
   // One share of the two needed.
   ProcessResult too_few = recover(accepted, {share1});
   EXPECT_EQ(too_few.exit_code, 1) << too_few.output;
   EXPECT_THAT(too_few.output, HasSubstr("1 recovery share given, 2 needed"));
+  EXPECT_THAT(too_few.output,
+              HasSubstr("audit call=Recover decision=refused node=127.0.0.1:" +
+                        std::to_string(operator_port) + " policy=" + accepted +
+                        " code=FAILED_PRECONDITION reason=\"1 recovery share given, 2 needed\"\n"));
   // A wrong share: the combined key is not the recovery key the shares name.
   ProcessResult wrong = recover(accepted, {share1, wrong2});
   EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
@@ -804,6 +811,8 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   ProcessResult ok = recover(accepted, {share3, share1});
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_THAT(ok.output, HasSubstr("node cp-1 opened its state disk with the recovery keyslot"));
+  EXPECT_THAT(ok.output, HasSubstr("audit call=Recover decision=opened node=127.0.0.1:" +
+                                   std::to_string(operator_port) + " policy=" + accepted + "\n"));
   node.join();
   ASSERT_TRUE(recovered.status.ok()) << recovered.status.ToString();
   EXPECT_THAT(recovered.notifications,

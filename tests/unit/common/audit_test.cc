@@ -1,6 +1,6 @@
 // The audit line's one format (server/audit.h): its fields, its escaping, and that whatever a
 // caller sends stays one line that forges no field.
-#include "server/audit.h"
+#include "common/audit.h"
 
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
@@ -8,7 +8,7 @@
 
 #include <sstream>
 
-namespace berth::server {
+namespace berth {
 namespace {
 
 TEST(AuditTest, FieldsInOrderBareWhenSafeQuotedWhenAsked) {
@@ -76,4 +76,4 @@ TEST(AuditTest, GrantsAreInfoRefusalsAndLoudGrantsAreWarnings) {
 }
 
 }  // namespace
-}  // namespace berth::server
+}  // namespace berth

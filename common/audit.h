@@ -1,5 +1,6 @@
-// berthd's audit log: one line per decision, the one place that writes it (docs/lifecycle.md,
-// "Audit log").
+// The audit log: one line per decision, the one place that writes it (docs/lifecycle.md,
+// "Audit log"): berthd's, and a node's operator endpoint's (berth-agent) and berthctl's
+// operator commands' (docs/cluster-lifecycle.md).
 //
 //   audit call=IssueJoinTicket decision=granted node=w1 peer=ipv4:10.0.0.7:51200 ...
 //   audit call=RevokeNode decision=failed operator="admin" node=w1 code=NOT_FOUND reason="..."
@@ -24,7 +25,7 @@
 
 #include "common/status.h"
 
-namespace berth::server {
+namespace berth {
 
 inline constexpr size_t kMaxAuditValue = 512;
 
@@ -58,4 +59,4 @@ class AuditLine {
   std::string fields_;
 };
 
-}  // namespace berth::server
+}  // namespace berth

@@ -1,8 +1,8 @@
-#include "server/audit.h"
+#include "common/audit.h"
 
 #include <spdlog/spdlog.h>
 
-namespace berth::server {
+namespace berth {
 
 namespace {
 
@@ -104,4 +104,4 @@ void AuditLine::Log(const Status& status, std::string_view ok_word, std::string_
   }
 }
 
-}  // namespace berth::server
+}  // namespace berth
