@@ -1158,14 +1158,15 @@ class Boot {
     if (options_.kubelet_unit.empty()) return;
     Status st = RegisterKubeletOnce(config, admin);
     if (!st.ok()) {
-      spdlog::error("this control plane runs but is not a node of its cluster: {}",
-                    st.message());
+      spdlog::error("this control plane runs but is not a node of its cluster: {}", st.message());
     }
   }
   Status RegisterKubeletOnce(const std::string& config, const std::string& admin) {
     if (options_.root != "/") {
-      return FailedPrecondition("a control plane's kubelet is registered by kubeadm's phases, "
-                                "which write under / only, not under --root " + options_.root);
+      return FailedPrecondition(
+          "a control plane's kubelet is registered by kubeadm's phases, "
+          "which write under / only, not under --root " +
+          options_.root);
     }
     Status st = Timed(Step::kRegisterKubelet, "registering this control plane's kubelet", [&] {
       BERTH_RETURN_IF_ERROR(RunKubeadmKubeletPhases(*deps_.runner, options_.kubeadm, config,

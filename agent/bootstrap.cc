@@ -75,8 +75,7 @@ Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& reques
     const bool bracketed = host.size() > 2 && host.front() == '[';
     if (bracketed) host = host.substr(1, host.size() - 2);
     const bool v6 = host.find(':') != std::string::npos && IsIpLiteral(host);
-    if (!IsValidEndpoint(e) || bracketed != v6 ||
-        (!IsIpLiteral(host) && !IsValidNodeName(host))) {
+    if (!IsValidEndpoint(e) || bracketed != v6 || (!IsIpLiteral(host) && !IsValidNodeName(host))) {
       return InvalidArgument("bootstrap: control plane endpoint \"" + e +
                              "\" is not host:port (a name, an IPv4 address or a bracketed IPv6)");
     }
@@ -158,8 +157,7 @@ std::string RenderKubeadmInitConfig(const KubeadmInit& k) {
        "scheduler:", "  extraArgs:", "  - {name: kubeconfig, value: \"" + scheduler + "\"}",
        "  - {name: authentication-kubeconfig, value: \"" + scheduler + "\"}",
        "  - {name: authorization-kubeconfig, value: \"" + scheduler + "\"}",
-       "  - {name: secure-port, value: \"" + std::to_string(k.scheduler_port) + "\"}",
-       "etcd:"});
+       "  - {name: secure-port, value: \"" + std::to_string(k.scheduler_port) + "\"}", "etcd:"});
   if (external) {
     lines.insert(lines.end(), {"  external:", "    endpoints: " + YamlList({k.etcd_client_url}),
                                "    caFile: \"" + k.pki_dir + "/etcd/ca.crt\"",

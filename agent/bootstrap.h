@@ -163,7 +163,7 @@ inline constexpr char kControlPlaneStateMount[] = "/var/lib/berth/state";
 // berthd.env and, started with --no-block, fail without the agent knowing.
 Status CheckControlPlaneMount(const std::string& mount_point);
 inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager",
-                                                   "kube-scheduler"};
+                                                  "kube-scheduler"};
 
 // The command of a static Pod manifest's first container without the program (`program`, which
 // it must start with): the flags kubeadm chose. INVALID_ARGUMENT naming what is missing.

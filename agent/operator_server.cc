@@ -78,7 +78,9 @@ class OperatorServer::Impl final : public v1::NodeOperatorService::Service {
     response->set_recovery_box(ToString(config_.recovery_box));
     response->set_recovery_key_sha256(config_.recovery_key_sha256);
     response->set_reason(config_.reason);
-    Audit("Attest", *context).Add("mode", v1::OperatorMode_Name(config_.mode)).Log(OkStatus(), "answered");
+    Audit("Attest", *context)
+        .Add("mode", v1::OperatorMode_Name(config_.mode))
+        .Log(OkStatus(), "answered");
     return grpc::Status::OK;
   }
 

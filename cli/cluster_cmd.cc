@@ -69,8 +69,10 @@ int Exit(Context& ctx, const Status& st) {
 // said: the decision, made on this machine whether or not the node was sent anything.
 void AuditCommand(Context& ctx, std::string_view call, const OperatorFlags& f, const Status& st,
                   std::string_view done) {
-  *ctx.err << AuditLine(call).Add("node", f.node).Add("policy", f.policy).Format(
-                  st.ok() ? done : "refused", st)
+  *ctx.err << AuditLine(call)
+                  .Add("node", f.node)
+                  .Add("policy", f.policy)
+                  .Format(st.ok() ? done : "refused", st)
            << "\n";
 }
 

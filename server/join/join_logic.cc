@@ -4,12 +4,12 @@
 
 #include <optional>
 
+#include "common/audit.h"
 #include "common/binding.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/recovery.h"
 #include "common/time.h"
-#include "common/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {

@@ -4,9 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/audit.h"
 #include "common/bytes.h"
 #include "common/enrolment.h"
-#include "common/audit.h"
 #include "server/nodes/records.h"
 #include "server/nodes/registry.h"
 

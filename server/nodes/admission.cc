@@ -4,8 +4,8 @@
 
 #include <regex>
 
-#include "common/time.h"
 #include "common/audit.h"
+#include "common/time.h"
 #include "server/cloud/ec2_identity.h"
 
 namespace berth::server {

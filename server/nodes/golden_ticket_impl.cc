@@ -3,11 +3,11 @@
 // issues or accepts a ticket.
 #include <spdlog/spdlog.h>
 
+#include "common/audit.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/enrolment.h"
 #include "common/time.h"
-#include "common/audit.h"
 #include "server/nodes/golden_ticket.h"
 #include "server/nodes/records.h"
 

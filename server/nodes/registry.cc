@@ -4,10 +4,10 @@
 
 #include <algorithm>
 
+#include "common/audit.h"
 #include "common/bytes.h"
 #include "common/crypto.h"
 #include "common/time.h"
-#include "common/audit.h"
 #include "server/nodes/records.h"
 
 namespace berth::server {

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/audit.h"
 #include "common/bytes.h"
 #include "common/time.h"
-#include "common/audit.h"
 #include "server/nodes/admission.h"
 
 namespace berth::server {

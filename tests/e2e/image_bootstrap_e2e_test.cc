@@ -162,25 +162,41 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   Narrate("cp-1 boots with a bootstrap EnrolmentConfig and waits for its operator");
   auto cp_running = cp->Start(cp_boot);
   ASSERT_NE(cp_running, nullptr);
-  ASSERT_TRUE(cp_running->WaitForSerial("waiting for an operator's bootstrap",
-                                        std::chrono::seconds(600)))
+  ASSERT_TRUE(
+      cp_running->WaitForSerial("waiting for an operator's bootstrap", std::chrono::seconds(600)))
       << Tail(cp_running->Serial());
 
   Narrate("berthctl cluster init: attest cp-1, then it makes the cluster (minutes under TCG)");
   const std::string out = dir_.Join("cluster");
   const std::string endpoint = std::string(kGuestHostAddress) + ":" + std::to_string(api_port);
-  auto init = runner.Run({berthctl, "cluster", "init", "--node",
-                          "127.0.0.1:" + std::to_string(operator_port), "--operator-cert",
-                          op + "/operator.pem", "--operator-key", op + "/operator.key",
-                          "--policy", policy_file, "--cluster-id", "berth-vm", "--out", out,
-                          "--recovery-shares", "3", "--recovery-threshold", "2",
-                          "--api-server-address", kGuestHostAddress, "--control-plane-endpoint",
+  auto init = runner.Run({berthctl,
+                          "cluster",
+                          "init",
+                          "--node",
+                          "127.0.0.1:" + std::to_string(operator_port),
+                          "--operator-cert",
+                          op + "/operator.pem",
+                          "--operator-key",
+                          op + "/operator.key",
+                          "--policy",
+                          policy_file,
+                          "--cluster-id",
+                          "berth-vm",
+                          "--out",
+                          out,
+                          "--recovery-shares",
+                          "3",
+                          "--recovery-threshold",
+                          "2",
+                          "--api-server-address",
+                          kGuestHostAddress,
+                          "--control-plane-endpoint",
                           endpoint});
   ASSERT_TRUE(init.ok());
   ASSERT_EQ(init->exit_code, 0) << init->output << "\ncp-1's console (end):\n"
                                 << Tail(cp_running->Serial());
-  EXPECT_THAT(init->output, HasSubstr("node cp-1 at 127.0.0.1:" + std::to_string(operator_port) +
-                                      " attested"));
+  EXPECT_THAT(init->output,
+              HasSubstr("node cp-1 at 127.0.0.1:" + std::to_string(operator_port) + " attested"));
   EXPECT_THAT(init->output, HasSubstr("Kubernetes API:  " + endpoint + "\n"));
   EXPECT_THAT(init->output, HasSubstr("cluster berth-vm is up"));
   Narrate("berthctl cluster init said:", init->output);
@@ -220,8 +236,8 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   const ImageBootOptions worker_boot{.enrolment = &worker_config, .options = {"HOLD=1"}};
   auto worker_running = worker->Start(worker_boot);
   ASSERT_NE(worker_running, nullptr);
-  const std::string first_boot_id = WaitForReadyBoot(kubectl, "vm-worker-1", *worker_running, "",
-                                                     std::chrono::seconds(1200));
+  const std::string first_boot_id =
+      WaitForReadyBoot(kubectl, "vm-worker-1", *worker_running, "", std::chrono::seconds(1200));
   ASSERT_FALSE(first_boot_id.empty()) << "cp-1's console (end):\n" << Tail(cp_running->Serial());
   EXPECT_EQ(kubectl.Nodes(), (std::vector<std::string>{"cp-1", "vm-worker-1"}));
   const std::string cp_first_boot_id =
@@ -271,8 +287,8 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   ASSERT_NE(cp_running, nullptr);
   worker_running = worker->Start(worker_boot);
   ASSERT_NE(worker_running, nullptr);
-  const std::string second_boot_id = WaitForReadyBoot(
-      kubectl, "vm-worker-1", *worker_running, first_boot_id, std::chrono::seconds(1500));
+  const std::string second_boot_id = WaitForReadyBoot(kubectl, "vm-worker-1", *worker_running,
+                                                      first_boot_id, std::chrono::seconds(1500));
   EXPECT_FALSE(second_boot_id.empty()) << "cp-1's console (end):\n" << Tail(cp_running->Serial());
   auto kept = kubectl.Get({"configmap", "before-power-loss", "-n", "default"});
   ASSERT_FALSE(kept.is_null());
@@ -329,15 +345,18 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
       << Tail(cp_running->Serial());
   const std::string before = DiskSha256(cp->disk());
   auto recover = [&](const std::string& policy, const std::vector<std::string>& shares) {
-    std::vector<std::string> argv = {berthctl, "recover", "--node",
-                                     "127.0.0.1:" + std::to_string(operator_port),
-                                     "--operator-cert", op + "/operator.pem", "--operator-key",
-                                     op + "/operator.key", "--policy", policy};
+    std::vector<std::string> argv = {
+        berthctl,          "recover",
+        "--node",          "127.0.0.1:" + std::to_string(operator_port),
+        "--operator-cert", op + "/operator.pem",
+        "--operator-key",  op + "/operator.key",
+        "--policy",        policy};
     for (const auto& f : shares) argv.insert(argv.end(), {"--share", f});
     auto r = runner.Run(argv);
     return r.ok() ? *r : ProcessResult{.exit_code = -1, .output = r.status().ToString()};
   };
-  const std::string share1 = out + "/recovery-share-1-of-3", share2 = out + "/recovery-share-2-of-3",
+  const std::string share1 = out + "/recovery-share-1-of-3",
+                    share2 = out + "/recovery-share-2-of-3",
                     share3 = out + "/recovery-share-3-of-3";
   // A well-formed share with one bit of its secret changed.
   auto parsed = cli::ParseShare(MustRead(share2), share2);

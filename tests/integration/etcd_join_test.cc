@@ -768,8 +768,8 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   ProcessResult refused_boot = recover(stale, {share1, share3});
   EXPECT_EQ(refused_boot.exit_code, 1) << refused_boot.output;
   const std::string why = "the node 127.0.0.1:" + std::to_string(operator_port) +
-                          " failed attestation: PCR sha256:4 is " + new_pcr4 +
-                          ", policy expects " + old_pcr4;
+                          " failed attestation: PCR sha256:4 is " + new_pcr4 + ", policy expects " +
+                          old_pcr4;
   EXPECT_EQ(refused_boot.output, why + "\naudit call=Recover decision=refused node=127.0.0.1:" +
                                      std::to_string(operator_port) + " policy=" + stale +
                                      " code=PERMISSION_DENIED reason=\"" + why + "\"\n");
