@@ -66,6 +66,7 @@ Result<ProcessResult> RealProcessRunner::Run(const std::vector<std::string>& arg
   posix_spawn_file_actions_adddup2(&actions, pipefd[1], 1);
   posix_spawn_file_actions_adddup2(&actions, pipefd[1], 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   auto args = CArgs(argv);
   auto envs = MergedEnv(env);
   auto cenv = CArgs(envs);
@@ -120,6 +121,7 @@ Result<Subprocess> Subprocess::Start(const std::vector<std::string>& argv,
   posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   auto args = CArgs(argv);
   auto envs = MergedEnv(env);
   auto cenv = CArgs(envs);
