@@ -841,8 +841,10 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
 // it gets the cluster's keys (the etcd CA's key for its berthd only, never in kubeadm's PKI),
 // ends an etcd voter, serves the cluster's Kubernetes API with its own API server and
 // controller manager, and runs its own berthd, through which a second worker joins; all of it
-// comes back after cp-2 loses power.
-TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmitsAControlPlane) {
+// comes back after cp-2 loses power. Last, both control planes lose power at once and come
+// back by themselves: each opens its disk by cold start, etcd regains its quorum, and the
+// workers rejoin through either berthd.
+TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBackAfterEveryPowerLoss) {
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
@@ -943,7 +945,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
   EXPECT_EQ(X509_verify(tls->get(), X509_get0_pubkey(ca->get())), 1);
   EXPECT_EQ(X509_check_ip_asc(tls->get(), ip.c_str(), 0), 1);
   // Every private key on the node is its owner's alone, kubeadm's CA keys included.
-  for (const std::string f :
+  for (const std::string& f :
        {berthd + "/master.secret", berthd + "/join-ca.key", berthd + "/tls.key",
         berthd + "/etcd-client.key", berthd + "/kube-client.key", berthd + "/kubeconfig",
         cp.Path("/etc/kubernetes/pki/ca.key"), cp.Path("/etc/kubernetes/pki/etcd/ca.key"),
@@ -1227,6 +1229,72 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerComesBackAfterPowerLossAndAdmi
         return kubectl({"--server", api2, "get", "--raw", "/readyz"}).output == "ok";
       },
       std::chrono::seconds(60)));
+
+  // Then every control plane loses power at once, and both boot again at the same time, each
+  // naming both berthds as an operator's EnrolmentConfigs would by now. Neither can be given
+  // its key: a berthd needs etcd's quorum, which needs both members, whose disks are shut. Each
+  // opens its own disk by cold start; etcd regains its quorum, every service comes back with
+  // the data written before, and both berthds serve the workers' rejoins, with no operator.
+  const std::string berthd2_endpoint = ip + ":" + std::to_string(cp2.berthd_port);
+  bed.KillServices(cp);
+  bed.KillServices(cp2);
+  bed.etcd().StopExtra("cp-1");
+  bed.etcd().StopExtra("cp-2");
+  EXPECT_FALSE(Listening(cp.berthd_port));
+  EXPECT_FALSE(Listening(cp2.berthd_port));
+  AgentOutcome back1, back2;
+  std::thread boot1([&] { back1 = bed.RunAgent(cp, true, {berthd_endpoint, berthd2_endpoint}); });
+  std::thread boot2([&] { back2 = bed.RunAgent(cp2, true, {berthd2_endpoint, berthd_endpoint}); });
+  boot1.join();
+  boot2.join();
+  for (const auto* back : {&back1, &back2}) {
+    ASSERT_TRUE(back->status.ok()) << back->status.ToString();
+    EXPECT_THAT(back->notifications,
+                Contains("STATUS=no berthd answers: unsealing the cold-start key"));
+    EXPECT_THAT(back->notifications, Contains("READY=1"));
+  }
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1 + w2_joins);  // nobody joined again
+  for (const TestNode* n : {&cp, &cp2}) {
+    EXPECT_TRUE(bed.NodeEtcdRunning(n->name)) << n->name;
+    for (const char* s : {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "berthd"}) {
+      EXPECT_TRUE(bed.ServiceRunning(*n, s)) << n->name << " " << s;
+    }
+  }
+  auto quorum = agent::LocalEtcdClientOptions(cp2.root, cp2.ClientUrl());
+  ASSERT_TRUE(quorum.ok()) << quorum.status().ToString();
+  auto regained = etcd::MakeGrpcClient(std::move(*quorum));
+  ASSERT_TRUE(regained.ok()) << regained.status().ToString();
+  auto kept = (*regained)->Range(get);  // linearizable: only with a quorum
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_EQ(kept->kvs_size(), 1);
+  EXPECT_EQ(kept->kvs(0).value(), "kept");
+  auto both = (*regained)->MemberList();
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  ASSERT_EQ(both->members_size(), 2);
+  for (const auto& m : both->members()) EXPECT_FALSE(m.islearner()) << m.name();
+  for (const std::string& server : {"https://" + api, api2}) {
+    EXPECT_TRUE(WaitFor(
+        [&] { return kubectl({"--server", server, "get", "--raw", "/readyz"}).output == "ok"; },
+        std::chrono::seconds(90)))
+        << server;
+    EXPECT_EQ(kubectl({"--server", server, "get", "configmap", "written-through-cp-2", "-n",
+                       "default", "-o", "jsonpath={.data.by}"})
+                  .output,
+              "cp-2")
+        << server;
+  }
+  ASSERT_TRUE(WaitFor([&] { return Listening(cp.berthd_port) && Listening(cp2.berthd_port); },
+                      std::chrono::seconds(60)));
+  // Each worker reboots and rejoins through the berthd it names: same disks, no new join.
+  AgentOutcome w1_back = bed.RunAgent(worker, false, {berthd_endpoint});
+  ASSERT_TRUE(w1_back.status.ok()) << w1_back.status.ToString() << "\n"
+                                   << MustRead(bed.ServiceLog(cp, "berthd"));
+  EXPECT_THAT(w1_back.notifications, Contains("READY=1"));
+  AgentOutcome w2_back = bed.RunAgent(worker2, false, {berthd2_endpoint});
+  ASSERT_TRUE(w2_back.status.ok()) << w2_back.status.ToString() << "\n"
+                                   << MustRead(bed.ServiceLog(cp2, "berthd"));
+  EXPECT_THAT(w2_back.notifications, Contains("READY=1"));
+  EXPECT_EQ(bed.KubeadmJoins().size(), 1 + w2_joins);
 }
 
 // A bootstrap that stops after the disk was formatted (here something else holds the API

@@ -297,7 +297,10 @@ EtcdTestbed::EtcdTestbed(const EtcdTestbedOptions& options) : options_(options) 
 }
 
 EtcdTestbed::~EtcdTestbed() {
-  for (auto& [name, p] : services_) p.Stop();
+  {
+    std::lock_guard lock(services_mu_);
+    for (auto& [name, p] : services_) p.Stop();
+  }
   for (auto& [i, p] : berthd_) p.Stop();
   apiserver_.Stop();
   etcd_.reset();  // stops every etcd, the nodes' too
@@ -668,18 +671,25 @@ std::string EtcdTestbed::ServiceLog(const TestNode& node, const std::string& nam
 }
 
 bool EtcdTestbed::ServiceRunning(const TestNode& node, const std::string& name) {
+  std::lock_guard lock(services_mu_);
+  return ServiceRunningLocked(node, name);
+}
+
+bool EtcdTestbed::ServiceRunningLocked(const TestNode& node, const std::string& name) {
   auto it = services_.find(node.name + "/" + name);
   return it != services_.end() && it->second.running();
 }
 
 void EtcdTestbed::KillServices(const TestNode& node) {
+  std::lock_guard lock(services_mu_);
   for (auto& [key, p] : services_) {
     if (key.rfind(node.name + "/", 0) == 0) p.Stop(SIGKILL);
   }
 }
 
 Status EtcdTestbed::StartService(TestNode& node, const std::string& name) {
-  if (ServiceRunning(node, name)) return OkStatus();
+  std::lock_guard lock(services_mu_);
+  if (ServiceRunningLocked(node, name)) return OkStatus();
   std::string env_file, var = "ARGS", binary;
   if (name == "berthd") {
     env_file = node.Path(std::string(kMountPoint) + agent::kBerthdDirOnDisk + "/berthd.env");

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -159,7 +160,7 @@ class EtcdTestbed {
   EtcdCluster& etcd() { return *etcd_; }
 
   // The agent of `node`, in-process, as it would run on the node at boot; role from
-  // `control_plane`. Blocks until it returns.
+  // `control_plane`. Blocks until it returns. Nodes may boot at once, each from its own thread.
   AgentOutcome RunAgent(TestNode& node, bool control_plane,
                         const std::vector<std::string>& endpoints);
 
@@ -218,8 +219,11 @@ class EtcdTestbed {
   std::map<std::string, std::unique_ptr<TestNode>> nodes_;
   std::vector<std::string> control_planes_;
   // What bootstrapped nodes started (kube-apiserver, kube-controller-manager, berthd), by
-  // "<node>/<name>"; stopped last.
+  // "<node>/<name>"; stopped last. Guarded: control planes that boot at once start theirs
+  // from their own threads.
+  std::mutex services_mu_;
   std::map<std::string, Subprocess> services_;
+  bool ServiceRunningLocked(const TestNode& node, const std::string& name);
 
  public:
   // The log of service `name` a bootstrapped node started.
