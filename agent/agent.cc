@@ -1066,7 +1066,7 @@ class Boot {
     BERTH_ASSIGN_OR_RETURN(std::string kube_ca, ReadFile(kube + "/pki/ca.crt"));
     response.set_kubernetes_ca_pem(kube_ca);
     response.set_berthd_endpoint(advertise + ":" + std::to_string(options_.berthd_port));
-    response.set_api_server_endpoint(TicketApiEndpoint(params, advertise));
+    response.set_api_server_endpoint(TicketApiEndpoint(params.control_plane_endpoint, advertise));
     bootstrapped_ = "bootstrapped cluster " + params.cluster_id + ": state disk " + uuid +
                     " formatted and mounted; etcd (its first voter), the Kubernetes API at " +
                     response.api_server_endpoint() + " and berthd at " +
@@ -1122,7 +1122,7 @@ class Boot {
               params.cluster_id, advertise, addresses, kube_version,
               JoinRoot(options_.root, kKubernetesPkiDir), kube, params.control_plane_endpoint)),
           0600));
-      return StartKubeComponents(config, /*first=*/true, super_admin);
+      return StartKubeComponents(config, /*first=*/true, super_admin, advertise);
     });
     if (!st.ok()) return st.WithContext("starting the Kubernetes control plane");
     st = Timed(Step::kConfigureCluster, "configuring the new cluster", [&]() -> Status {
@@ -1182,8 +1182,10 @@ class Boot {
 
   // kubeadm's kubeconfigs and static Pod manifests from `config` (--dry-run: no kubelet runs
   // them), their flags written as the units' environment files, the units started; then until
-  // the API server answers `kubeconfig`. `first`: the first control plane's super-admin.conf.
-  Status StartKubeComponents(const std::string& config, bool first, const std::string& kubeconfig) {
+  // this node's API server (at `advertise`, not the control plane endpoint, which may lead to
+  // another) answers `kubeconfig`. `first`: the first control plane's super-admin.conf.
+  Status StartKubeComponents(const std::string& config, bool first, const std::string& kubeconfig,
+                             const std::string& advertise) {
     const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
     const std::string manifests = JoinRoot(options_.root, "/run/berth/manifests");
     BERTH_RETURN_IF_ERROR(MakeDirs(manifests, 0700));
@@ -1198,7 +1200,7 @@ class Boot {
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(args_dir + "/" + component + ".env", env, 0644));
       BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
     }
-    return WaitForApiServer(kubeconfig);
+    return WaitForApiServer(kubeconfig, advertise);
   }
 
   // A control plane that joined a cluster whose control plane runs as units
@@ -1207,9 +1209,11 @@ class Boot {
   // certificates with the shared CAs, and its admin and controller-manager kubeconfigs, on
   // this node (`init phase certs all`: the CAs and the service-account key exist, so kubeadm
   // uses them; etcd is external to it, so it makes no etcd certificate), and the units start.
-  // kubeadm's upload phases are not run: the cluster has its configuration. Later boots start
-  // the units again from their files (RestartControlPlaneServices).
-  Status StartJoinedControlPlane() {
+  // kubeadm's upload phases are not run: the cluster has its configuration. The cluster's
+  // `control_plane_endpoint` (a load balancer's) is kubeadm's controlPlaneEndpoint here too, so
+  // this API server's certificate names it. Later boots start the units again from their files
+  // (RestartControlPlaneServices).
+  Status StartJoinedControlPlane(const std::string& control_plane_endpoint) {
     Status st = Timed(Step::kStartControlPlane, "starting the Kubernetes control plane", [&] {
       BERTH_ASSIGN_OR_RETURN(std::string advertise, ApiServerAddress());
       BERTH_ASSIGN_OR_RETURN(std::string kube_version,
@@ -1217,14 +1221,14 @@ class Boot {
       const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
       const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
       KubeadmInit init = KubeadmConfig(config_.cluster_id(), advertise, etcd_endpoints_.addresses,
-                                       kube_version, pki, kube);
+                                       kube_version, pki, kube, control_plane_endpoint);
       const std::string etcd_pki = JoinRoot(options_.root, kEtcdPkiDir);
       init.etcd_cert_file = etcd_pki + "/server.crt";
       init.etcd_key_file = etcd_pki + "/server.key";
       const std::string config = kube + "/kubeadm-init.yaml";
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(config, RenderKubeadmInitConfig(init), 0600));
       BERTH_RETURN_IF_ERROR(RunKubeadmCertPhases(*deps_.runner, options_.kubeadm, config, kube));
-      return StartKubeComponents(config, /*first=*/false, kube + "/admin.conf");
+      return StartKubeComponents(config, /*first=*/false, kube + "/admin.conf", advertise);
     });
     if (!st.ok()) return st.WithContext("starting the Kubernetes control plane");
     const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
@@ -1278,10 +1282,11 @@ class Boot {
     return Kubectl(admin, {"delete", "secret", "-n", "kube-system", tokens[0]});
   }
 
-  // Until the API server answers /readyz.
-  Status WaitForApiServer(const std::string& kubeconfig) {
+  // Until this node's API server answers /readyz.
+  Status WaitForApiServer(const std::string& kubeconfig, const std::string& advertise) {
+    const std::string server = "https://" + LocalApiEndpoint(advertise);
     return PollEverySecond("the Kubernetes API server", "become ready", [&] {
-      return Kubectl(kubeconfig, {"get", "--raw", "/readyz"});
+      return Kubectl(kubeconfig, {"--server", server, "get", "--raw", "/readyz"});
     });
   }
 
@@ -1387,16 +1392,21 @@ class Boot {
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/master.secret", master.span(), 0600));
     BERTH_RETURN_IF_ERROR(WriteBerthdDir(params.cluster_id, params.policy_yaml,
                                          params.recovery_public_key, join, pki + "/etcd/ca.key",
-                                         advertise, TicketApiEndpoint(params, advertise)));
+                                         advertise, params.control_plane_endpoint));
     return disk_->WriteProgress(Progress{.join_started = true, .pki_written = true});
   }
 
-  // Where nodes reach the new cluster's API server: the operator's control plane endpoint (a
-  // load balancer, a DNS name), else this node's address.
-  std::string TicketApiEndpoint(const BootstrapParams& params, const std::string& advertise) const {
-    return params.control_plane_endpoint.empty()
-               ? advertise + ":" + std::to_string(options_.api_server_port)
-               : params.control_plane_endpoint;
+  // Where nodes reach the cluster's API server: the operator's control plane endpoint (a load
+  // balancer, a DNS name), else this node's address.
+  std::string TicketApiEndpoint(const std::string& control_plane_endpoint,
+                                const std::string& advertise) const {
+    return control_plane_endpoint.empty() ? LocalApiEndpoint(advertise) : control_plane_endpoint;
+  }
+  // This node's own API server, host:port.
+  std::string LocalApiEndpoint(const std::string& advertise) const {
+    const std::string host =
+        advertise.find(':') != std::string::npos ? "[" + advertise + "]" : advertise;
+    return host + ":" + std::to_string(options_.api_server_port);
   }
 
   std::string BerthdDir() const {
@@ -1409,11 +1419,11 @@ class Boot {
   // client certificates for etcd (from the etcd CA, whose key is at `etcd_ca_key`) and for
   // the Kubernetes API (from the cluster CA: kube/berthd-rbac.yaml's user), its kubeconfig for
   // this node's API server (at `advertise`), and berthd.env with every flag: its tickets name
-  // the API server at `ticket_api_endpoint`.
+  // the API server at the cluster's `control_plane_endpoint`, else at this node's.
   Status WriteBerthdDir(const std::string& cluster_id, const std::string& policy_yaml,
                         std::span<const uint8_t> recovery_public_key, const JoinPki& join,
                         const std::string& etcd_ca_key, const std::string& advertise,
-                        const std::string& ticket_api_endpoint) {
+                        const std::string& control_plane_endpoint) {
     const std::string dir = BerthdDir();
     const std::string pki = JoinRoot(options_.root, kKubernetesPkiDir);
     BERTH_RETURN_IF_ERROR(MakeDirs(dir, 0700));
@@ -1431,22 +1441,23 @@ class Boot {
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/tls.key", join.tls_key_pem.span(), 0600));
     BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/etcd/ca.crt", etcd_ca_key, dir + "/etcd-client"));
     BERTH_RETURN_IF_ERROR(IssueClientCert(pki + "/ca.crt", pki + "/ca.key", dir + "/kube-client"));
-    const std::string api = advertise + ":" + std::to_string(options_.api_server_port);
-    BERTH_RETURN_IF_ERROR(
-        WriteFileAtomic(dir + "/kubeconfig",
-                        RenderKubeconfig(cluster_id, api, pki + "/ca.crt", "berthd",
-                                         dir + "/kube-client.pem", dir + "/kube-client.key"),
-                        0600));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(
+        dir + "/kubeconfig",
+        RenderKubeconfig(cluster_id, LocalApiEndpoint(advertise), pki + "/ca.crt", "berthd",
+                         dir + "/kube-client.pem", dir + "/kube-client.key"),
+        0600));
     return WriteFileAtomic(
         dir + "/berthd.env",
-        RenderBerthdEnvironment({.dir = dir,
-                                 .pki_dir = pki,
-                                 .etcd_ca_key = etcd_ca_key,
-                                 .recovery_key = !recovery_public_key.empty(),
-                                 .cluster_id = cluster_id,
-                                 .listen = "0.0.0.0:" + std::to_string(options_.berthd_port),
-                                 .api_server_endpoint = ticket_api_endpoint,
-                                 .etcd_client_url = etcd_endpoints_.ClientUrl()}),
+        RenderBerthdEnvironment(
+            {.dir = dir,
+             .pki_dir = pki,
+             .etcd_ca_key = etcd_ca_key,
+             .recovery_key = !recovery_public_key.empty(),
+             .cluster_id = cluster_id,
+             .listen = "0.0.0.0:" + std::to_string(options_.berthd_port),
+             .api_server_endpoint = TicketApiEndpoint(control_plane_endpoint, advertise),
+             .control_plane_endpoint = control_plane_endpoint,
+             .etcd_client_url = etcd_endpoints_.ClientUrl()}),
         0644);
   }
 
@@ -1454,7 +1465,8 @@ class Boot {
   // CA it pins and the ticket's etcd CA): the etcd CA's key in berthd's directory (not in
   // kubeadm's pki, where kubeadm would take it for its own), its own berthd TLS certificate
   // from the join CA, and the rest as on the first control plane.
-  Status WriteJoinedBerthd(const v1::BerthdKeys& keys, const std::string& recovery_public_key) {
+  Status WriteJoinedBerthd(const v1::BerthdKeys& keys, const std::string& recovery_public_key,
+                           const std::string& control_plane_endpoint) {
     Status st = Timed(Step::kWriteBerthdFiles, "writing berthd's files", [&]() -> Status {
       BERTH_ASSIGN_OR_RETURN(std::string advertise, ApiServerAddress());
       const std::string dir = BerthdDir();
@@ -1465,8 +1477,7 @@ class Boot {
                              IssueBerthdTls(config_.cluster_ca_pem(), std::move(ca_key), node_,
                                             etcd_endpoints_.addresses));
       return WriteBerthdDir(config_.cluster_id(), keys.policy(), AsBytes(recovery_public_key), join,
-                            dir + "/etcd-ca.key", advertise,
-                            advertise + ":" + std::to_string(options_.api_server_port));
+                            dir + "/etcd-ca.key", advertise, control_plane_endpoint);
     });
     return st.ok() ? st : st.WithContext("writing berthd's files");
   }
@@ -1512,14 +1523,16 @@ class Boot {
       }
       const bool berthd = ticket.cluster_keys().has_berthd();
       if (berthd) {
-        BERTH_RETURN_IF_ERROR(
-            WriteJoinedBerthd(ticket.cluster_keys().berthd(), ticket.recovery_public_key()));
+        BERTH_RETURN_IF_ERROR(WriteJoinedBerthd(ticket.cluster_keys().berthd(),
+                                                ticket.recovery_public_key(),
+                                                ticket.cluster_keys().control_plane_endpoint()));
       } else {
         spdlog::warn(
             "the berthd that admitted this control plane shared no berthd keys "
             "(berthd --join-ca-key): no berthd runs here, and joins go through others");
       }
-      BERTH_RETURN_IF_ERROR(StartJoinedControlPlane());
+      BERTH_RETURN_IF_ERROR(
+          StartJoinedControlPlane(ticket.cluster_keys().control_plane_endpoint()));
       if (berthd) {
         Status st = Timed(Step::kStartBerthd, "starting berthd",
                           [&] { return deps_.control_plane->Start("berthd"); });

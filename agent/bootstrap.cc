@@ -17,11 +17,6 @@ namespace berth::agent {
 
 namespace {
 
-bool IsIpLiteral(const std::string& s) {
-  unsigned char buf[sizeof(struct in6_addr)];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
-}
-
 // A YAML flow sequence of plain strings (IPs and DNS names need no quoting, but are quoted).
 std::string YamlList(const std::vector<std::string>& items) {
   std::string out = "[";
@@ -71,18 +66,12 @@ Result<BootstrapParams> CheckBootstrapRequest(const v1::BootstrapRequest& reques
   }
   if (!request.control_plane_endpoint().empty()) {
     const std::string& e = request.control_plane_endpoint();
-    std::string host = e.substr(0, e.rfind(':'));
-    const bool bracketed = host.size() > 2 && host.front() == '[';
-    if (bracketed) host = host.substr(1, host.size() - 2);
-    const bool v6 = host.find(':') != std::string::npos && IsIpLiteral(host);
-    if (!IsValidEndpoint(e) || bracketed != v6 || (!IsIpLiteral(host) && !IsValidNodeName(host))) {
-      return InvalidArgument("bootstrap: control plane endpoint \"" + e +
-                             "\" is not host:port (a name, an IPv4 address or a bracketed IPv6)");
-    }
+    auto host = ControlPlaneEndpointHost(e);
+    if (!host.ok()) return InvalidArgument("bootstrap: " + std::string(host.status().message()));
     p.control_plane_endpoint = e;
-    if (std::find(p.api_server_addresses.begin(), p.api_server_addresses.end(), host) ==
+    if (std::find(p.api_server_addresses.begin(), p.api_server_addresses.end(), *host) ==
         p.api_server_addresses.end()) {
-      p.api_server_addresses.push_back(host);
+      p.api_server_addresses.push_back(*host);
     }
   }
   return p;
@@ -324,6 +313,7 @@ std::string RenderBerthdEnvironment(const BerthdSetup& s) {
       {"--listen", s.listen},
       {"--cluster-id", s.cluster_id},
       {"--api-server-endpoint", s.api_server_endpoint},
+      {"--control-plane-endpoint", s.control_plane_endpoint},
       {"--tls-cert", s.dir + "/tls.pem"},
       {"--tls-key", s.dir + "/tls.key"},
       {"--policy", s.dir + "/policy.yaml"},

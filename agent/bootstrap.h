@@ -197,6 +197,9 @@ struct BerthdSetup {
   std::string cluster_id;
   std::string listen;               // host:port
   std::string api_server_endpoint;  // host:port
+  // The cluster's control plane endpoint (BootstrapParams), which the control planes this
+  // berthd admits get with the cluster keys; empty: none.
+  std::string control_plane_endpoint;
   std::string etcd_client_url;
 };
 std::string RenderBerthdEnvironment(const BerthdSetup& setup);

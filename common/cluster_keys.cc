@@ -10,6 +10,7 @@
 
 #include "common/bytes.h"
 #include "common/crypto.h"
+#include "common/enrolment.h"
 
 namespace berth {
 
@@ -76,6 +77,10 @@ Status CheckClusterKeys(const v1::ClusterKeys& keys) {
   }
   for (const auto& f : kSharedPkiFiles) {
     if (!seen.contains(std::string(f.name))) return bad(std::string(f.name) + " is missing");
+  }
+  if (!keys.control_plane_endpoint().empty()) {
+    auto host = ControlPlaneEndpointHost(keys.control_plane_endpoint());
+    if (!host.ok()) return bad("its control plane endpoint is not host:port");
   }
   if (keys.has_berthd()) {
     const v1::BerthdKeys& b = keys.berthd();

@@ -1,5 +1,6 @@
 #include "common/enrolment.h"
 
+#include <arpa/inet.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/unknown_field_set.h>
@@ -53,6 +54,24 @@ bool IsValidEndpoint(std::string_view endpoint) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) return false;
   }
   return true;
+}
+
+bool IsIpLiteral(const std::string& s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+Result<std::string> ControlPlaneEndpointHost(const std::string& endpoint) {
+  std::string host = endpoint.substr(0, endpoint.rfind(':'));
+  const bool bracketed = host.size() > 2 && host.front() == '[';
+  if (bracketed) host = host.substr(1, host.size() - 2);
+  const bool v6 = host.find(':') != std::string::npos && IsIpLiteral(host);
+  if (!IsValidEndpoint(endpoint) || bracketed != v6 ||
+      (!IsIpLiteral(host) && !IsValidNodeName(host))) {
+    return InvalidArgument("control plane endpoint \"" + endpoint +
+                           "\" is not host:port (a name, an IPv4 address or a bracketed IPv6)");
+  }
+  return host;
 }
 
 Status ValidateEnrolmentConfig(const v1::EnrolmentConfig& c) {

@@ -40,5 +40,12 @@ std::string EnrolmentToText(const v1::EnrolmentConfig& config);
 bool IsValidNodeName(std::string_view name);
 // host:port with a port in 1..65535; host a name, an IPv4 address or a bracketed IPv6.
 bool IsValidEndpoint(std::string_view endpoint);
+// An IPv4 or IPv6 address, not a name.
+bool IsIpLiteral(const std::string& s);
+// kubeadm's controlPlaneEndpoint, the address of the cluster's API in front of its control
+// planes (berthctl cluster init --control-plane-endpoint, berthd --control-plane-endpoint):
+// host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address. Its host (an
+// IPv6 address without brackets), or INVALID_ARGUMENT naming the endpoint.
+Result<std::string> ControlPlaneEndpointHost(const std::string& endpoint);
 
 }  // namespace berth

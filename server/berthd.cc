@@ -68,6 +68,16 @@ Status CheckConfig(const BerthdConfig& c) {
   if (c.approval_hold.count() < 0 || c.approval_hold > std::chrono::seconds(25)) {
     return InvalidArgument("--approval-hold must be 0-25 s (below the agent's 30 s call timeout)");
   }
+  if (!c.control_plane_endpoint.empty()) {
+    auto host = ControlPlaneEndpointHost(c.control_plane_endpoint);
+    if (!host.ok())
+      return InvalidArgument("--control-plane-endpoint: " + std::string(host.status().message()));
+    if (c.control_plane_pki.empty()) {
+      return InvalidArgument(
+          "--control-plane-endpoint is handed to control planes with --control-plane-pki, "
+          "which is not given");
+    }
+  }
   if (!c.join_ca_key.empty() && c.control_plane_pki.empty()) {
     return InvalidArgument(
         "--join-ca-key is shared with control planes with --control-plane-pki, "
@@ -162,6 +172,7 @@ Status RunBerthd(const BerthdConfig& config, const std::atomic<bool>* stop, bool
   KubeTokenIssuer tokens(kube.get(), &clock, config.token_ttl);
   JoinOptions options{.cluster_id = config.cluster_id,
                       .api_server_endpoint = config.api_server_endpoint,
+                      .control_plane_endpoint = config.control_plane_endpoint,
                       .ca_cert_hashes = hashes,
                       .kubernetes_version = config.kubernetes_version};
   if (!config.recovery_key.empty()) {

@@ -26,6 +26,10 @@ struct BerthdConfig {
   std::string cluster_id;
   std::string kubeconfig;         // empty: in-cluster service account
   std::string api_server_endpoint;
+  // The cluster's control plane endpoint (a load balancer or DNS name; berthctl cluster init
+  // --control-plane-endpoint): handed, with the cluster keys, to the control planes it admits,
+  // whose API servers then serve it too; empty: none was named.
+  std::string control_plane_endpoint;
   std::string kubernetes_ca;      // empty: the kubeconfig's CA
   std::string kubernetes_version;
   std::chrono::seconds nonce_ttl{60};  // a challenge lives this long and admits one call

@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-id", c.cluster_id, "cluster identifier (disk-key salt)")->required();
   app.add_option("--kubeconfig", c.kubeconfig, "kubeconfig for the Kubernetes API (default: in-cluster service account)");
   app.add_option("--api-server-endpoint", c.api_server_endpoint, "host:port nodes join (kubeadm discovery)")->required();
+  app.add_option("--control-plane-endpoint", c.control_plane_endpoint,
+                 "host:port of the load balancer or DNS name in front of the control planes, "
+                 "which the control planes this berthd admits (with --control-plane-pki) serve "
+                 "too: kubeadm's controlPlaneEndpoint (docs/cluster-lifecycle.md)");
   app.add_option("--kubernetes-ca", c.kubernetes_ca, "Kubernetes cluster CA (PEM) for caCertHashes (default: the kubeconfig's CA)");
   app.add_option("--kubernetes-version", c.kubernetes_version, "Kubernetes version announced to nodes");
   app.add_option("--control-plane-pki", c.control_plane_pki,

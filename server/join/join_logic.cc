@@ -233,6 +233,7 @@ Result<v1::JoinTicket> JoinLogic::IssueJoinTicket(const v1::JoinRequest& request
     // Admitted as a control plane above (its authorization, its etcd learner).
     if (share_cluster_keys_) {
       *ticket.mutable_cluster_keys() = MakeClusterKeys(master_secret_, shared_pki_);
+      ticket.mutable_cluster_keys()->set_control_plane_endpoint(options_.control_plane_endpoint);
       if (shared_berthd_.has_value()) {
         v1::BerthdKeys* b = ticket.mutable_cluster_keys()->mutable_berthd();
         b->set_join_ca_key(std::string(shared_berthd_->join_ca_key_pem.view()));

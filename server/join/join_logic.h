@@ -35,6 +35,9 @@ struct Peer {
 struct JoinOptions {
   std::string cluster_id;                    // HKDF salt of disk keys
   std::string api_server_endpoint;           // host:port that kubeadm joins
+  // In the cluster keys control planes get: the endpoint their API servers serve too (a load
+  // balancer's); empty: none.
+  std::string control_plane_endpoint;
   std::vector<std::string> ca_cert_hashes;   // "sha256:<hex>"
   std::string kubernetes_version;            // informational, may be empty
   // The cluster's recovery public key (common/recovery.h), put in every control plane's

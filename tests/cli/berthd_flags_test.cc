@@ -98,6 +98,40 @@ TEST_F(BerthdFlagsTest, AJoinCaKeyWithoutTheEtcdCaOrTheControlPlanePkiIsRefused)
                                         "--control-plane-pki, which is not given"));
 }
 
+// The cluster's control plane endpoint goes to control planes with the cluster keys: a
+// malformed one, or one without --control-plane-pki, is refused before berthd serves.
+TEST_F(BerthdFlagsTest, AControlPlaneEndpointMustBeHostPortAndGoWithTheControlPlanePki) {
+  ProcessResult bad = Berthd({"--control-plane-endpoint", "lb.example"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_THAT(bad.output, HasSubstr("--control-plane-endpoint: control plane endpoint "
+                                    "\"lb.example\" is not host:port (a name, an IPv4 address "
+                                    "or a bracketed IPv6)"));
+  std::vector<std::string> argv = {BuildDir() + "/server/berthd",
+                                   "--tls-cert",
+                                   dir_.Join("tls.pem"),
+                                   "--tls-key",
+                                   dir_.Join("tls.key"),
+                                   "--policy",
+                                   dir_.Join("policy.yaml"),
+                                   "--master-secret-file",
+                                   dir_.Join("master.secret"),
+                                   "--cluster-id",
+                                   "c",
+                                   "--api-server-endpoint",
+                                   "lb.example:6443",
+                                   "--control-plane-endpoint",
+                                   "lb.example:6443"};
+  auto no_pki = RealProcessRunner().Run(argv);
+  ASSERT_TRUE(no_pki.ok());
+  EXPECT_EQ(no_pki->exit_code, 1) << no_pki->output;
+  EXPECT_THAT(no_pki->output, HasSubstr("--control-plane-endpoint is handed to control planes "
+                                        "with --control-plane-pki, which is not given"));
+  // A good one passes the check: berthd goes on to what it reads next (the absent kubeconfig).
+  ProcessResult good = Berthd({"--control-plane-endpoint", "lb.example:6443"});
+  EXPECT_EQ(good.exit_code, 1) << good.output;
+  EXPECT_THAT(good.output, HasSubstr(dir_.Join("absent-kubeconfig")));
+}
+
 // With the key that signed its certificate, the check passes and berthd goes on to what it
 // reads next (here a kubeconfig that does not exist, which it names).
 TEST_F(BerthdFlagsTest, TheJoinCaKeyThatSignedBerthdsCertificatePassesTheCheck) {

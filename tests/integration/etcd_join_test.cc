@@ -840,8 +840,9 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
 // rejoins. Last, a second control plane joins that cluster through the berthd that came back:
 // it gets the cluster's keys (the etcd CA's key for its berthd only, never in kubeadm's PKI),
 // ends an etcd voter, serves the cluster's Kubernetes API with its own API server and
-// controller manager, and runs its own berthd, through which a second worker joins; all of it
-// comes back after cp-2 loses power. Last, both control planes lose power at once and come
+// controller manager (its certificate naming the control plane endpoint the operator gave the
+// bootstrap), and runs its own berthd, through which a second worker joins; all of it comes
+// back after cp-2 loses power. Last, both control planes lose power at once and come
 // back by themselves: each opens its disk by cold start, etcd regains its quorum, and the
 // workers rejoin through either berthd.
 TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBackAfterEveryPowerLoss) {
@@ -887,11 +888,31 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   };
   const std::string reference = policy_file("reference.yaml", Extended({std::string(64, 'b')}));
   const std::string other = policy_file("other.yaml", Extended({std::string(64, 'c')}));
+  // The operator names the cluster's control plane endpoint: a DNS name in front of the
+  // control planes (here one that leads to cp-1's API server), which every control plane's API
+  // server certificate must name.
+  const std::string endpoint = "localhost:" + std::to_string(cp.api_server_port);
   auto init = [&](const std::string& policy, const std::string& out) {
-    return RunBerthctl({"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port),
-                        "--operator-cert", op + "/operator.pem", "--operator-key",
-                        op + "/operator.key", "--policy", policy, "--cluster-id", "prod-eu1",
-                        "--out", out, "--recovery-shares", "3", "--recovery-threshold", "2"});
+    return RunBerthctl({"cluster",
+                        "init",
+                        "--node",
+                        "127.0.0.1:" + std::to_string(operator_port),
+                        "--operator-cert",
+                        op + "/operator.pem",
+                        "--operator-key",
+                        op + "/operator.key",
+                        "--policy",
+                        policy,
+                        "--cluster-id",
+                        "prod-eu1",
+                        "--out",
+                        out,
+                        "--recovery-shares",
+                        "3",
+                        "--recovery-threshold",
+                        "2",
+                        "--control-plane-endpoint",
+                        endpoint});
   };
 
   // A boot the operator's policy does not describe gets nothing: the disk stays blank.
@@ -937,7 +958,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   EXPECT_EQ(MustRead(out + "/join-ca.pem"), MustRead(berthd + "/join-ca.pem"));
   EXPECT_EQ(MustRead(out + "/recovery-key.txt"), MustRead(berthd + "/recovery-key.txt"));
   EXPECT_THAT(ok.output, HasSubstr("berthd:          " + berthd_endpoint));
-  EXPECT_THAT(ok.output, HasSubstr("Kubernetes API:  " + api));
+  EXPECT_THAT(ok.output, HasSubstr("Kubernetes API:  " + endpoint));
   // berthd's TLS certificate chains to the join CA and names the node's address.
   auto ca = CertFromPem(MustRead(berthd + "/join-ca.pem"));
   auto tls = CertFromPem(MustRead(berthd + "/tls.pem"));
@@ -1017,7 +1038,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   };
   EXPECT_EQ(kubectl({"get", "--raw", "/readyz"}).output, "ok");
   EXPECT_THAT(kubectl({"config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"}).output,
-              "https://" + api);
+              "https://" + endpoint);
   ASSERT_TRUE(WaitFor([&] { return Listening(cp.berthd_port); }, std::chrono::seconds(60)))
       << MustRead(bed.ServiceLog(cp, "berthd"));
 
@@ -1030,7 +1051,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   auto joins = bed.KubeadmJoins();
   ASSERT_EQ(joins.size(), 1u);
   EXPECT_TRUE(joins[0]["ok"].get<bool>()) << joins[0].dump();
-  EXPECT_THAT(joins[0]["output"].get<std::string>(), HasSubstr(api));
+  EXPECT_THAT(joins[0]["output"].get<std::string>(), HasSubstr(endpoint));
   // The one bootstrap token is berthd's for the worker: kubeadm's own is gone.
   const std::string token_secrets =
       kubectl({"get", "secrets", "-n", "kube-system", "--field-selector",
@@ -1133,6 +1154,15 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   ASSERT_TRUE(cluster_ca.ok() && apiserver2.ok());
   EXPECT_EQ(X509_verify(apiserver2->get(), X509_get0_pubkey(cluster_ca->get())), 1);
   EXPECT_EQ(X509_check_ip_asc(apiserver2->get(), ip.c_str(), 0), 1);
+  // The cluster's control plane endpoint came with the cluster keys: it is kubeadm's
+  // controlPlaneEndpoint on cp-2 too, its API server's certificate names it (kubeadm's own
+  // names nothing like it), and cp-2's berthd names it in its tickets and hands it on.
+  EXPECT_EQ(X509_check_host(apiserver2->get(), "localhost", 0, 0, nullptr), 1);
+  EXPECT_THAT(MustRead(cp2.Path("/etc/kubernetes/kubeadm-init.yaml")),
+              HasSubstr("controlPlaneEndpoint: \"" + endpoint + "\""));
+  EXPECT_THAT(MustRead(cp2.Path("/var/lib/berth/state/berthd/berthd.env")),
+              HasSubstr("--api-server-endpoint " + endpoint + " --control-plane-endpoint " +
+                        endpoint + " "));
   EXPECT_NE(MustRead(cp2.Path("/etc/kubernetes/pki/apiserver.key")),
             MustRead(cp.Path("/etc/kubernetes/pki/apiserver.key")));
   EXPECT_THAT(MustRead(cp2.Path("/etc/kubernetes/berth/kube-apiserver.env")),
@@ -1144,7 +1174,8 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   // cp-2 runs its own berthd, with the keys cp-1's berthd shared with it: the same join CA
   // (its key, and a TLS certificate of its own made on cp-2), the etcd CA's key in berthd's
   // directory only, the operator's policy. A worker that names only cp-2's berthd joins
-  // through it, and its kubeadm's discovery reaches cp-2's API server.
+  // through it; its kubeadm's discovery goes to the cluster's control plane endpoint, which
+  // cp-2's berthd names as cp-1's does.
   const std::string berthd2 = cp2.Path("/var/lib/berth/state/berthd");
   EXPECT_EQ(MustRead(berthd2 + "/join-ca.key"), MustRead(berthd + "/join-ca.key"));
   EXPECT_EQ(MustRead(berthd2 + "/etcd-ca.key"),
@@ -1202,8 +1233,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   joins = bed.KubeadmJoins();
   ASSERT_GE(joins.size(), 2u);
   EXPECT_TRUE(joins.back()["ok"].get<bool>()) << joins.back().dump();
-  EXPECT_THAT(joins.back()["output"].get<std::string>(),
-              HasSubstr(ip + ":" + std::to_string(cp2.api_server_port)));
+  EXPECT_THAT(joins.back()["output"].get<std::string>(), HasSubstr(endpoint));
   for (size_t i = 1; i + 1 < joins.size(); ++i) {
     EXPECT_FALSE(joins[i]["ok"].get<bool>());
     EXPECT_THAT(joins[i]["output"].get<std::string>(),

@@ -317,6 +317,23 @@ TEST(BootstrapFilesTest, BerthdsFlagsNameEveryFileOnTheStateDiskAndReadBack) {
   auto key = std::find(joined->begin(), joined->end(), "--etcd-ca-key");
   ASSERT_NE(key, joined->end());
   EXPECT_EQ(*(key + 1), d + "/etcd-ca.key");
+  EXPECT_THAT(*joined, Not(Contains("--control-plane-endpoint")));  // none was named
+  // A cluster behind a load balancer: berthd's tickets name it, and berthd hands it on to the
+  // control planes it admits.
+  auto behind_lb = ArgsFromEnvironment(
+      RenderBerthdEnvironment({.dir = d,
+                               .pki_dir = "/etc/kubernetes/pki",
+                               .etcd_ca_key = d + "/etcd-ca.key",
+                               .cluster_id = "prod-eu1",
+                               .listen = "0.0.0.0:7400",
+                               .api_server_endpoint = "lb.prod-eu1.example:6443",
+                               .control_plane_endpoint = "lb.prod-eu1.example:6443",
+                               .etcd_client_url = "https://192.0.2.11:2379"}),
+      "BERTHD_ARGS");
+  ASSERT_TRUE(behind_lb.ok());
+  auto endpoint = std::find(behind_lb->begin(), behind_lb->end(), "--control-plane-endpoint");
+  ASSERT_NE(endpoint, behind_lb->end());
+  EXPECT_EQ(*(endpoint + 1), "lb.prod-eu1.example:6443");
 }
 
 // berthd on a control plane that joined gets its TLS certificate from the join CA whose key

@@ -97,6 +97,17 @@ TEST_F(ClusterKeysTest, AMalformedSetIsRefusedNamingTheProblemAndNoSecret) {
   v1::ClusterKeys short_secret = Keys();
   short_secret.set_master_secret(std::string(31, 'x'));
   expect_refused(short_secret, "the master secret has 31 bytes, at least 32 expected");
+  for (const char* endpoint : {"lb.example", "lb.example:0", "lb_1.example:6443",
+                               "2001:db8::1:6443", "[lb.example]:6443", "lb.example:6443 --x"}) {
+    v1::ClusterKeys bad_endpoint = Keys();
+    bad_endpoint.set_control_plane_endpoint(endpoint);
+    expect_refused(bad_endpoint, "its control plane endpoint is not host:port");
+  }
+  for (const char* endpoint : {"lb.example:6443", "192.0.2.10:443", "[2001:db8::1]:6443"}) {
+    v1::ClusterKeys good = Keys();
+    good.set_control_plane_endpoint(endpoint);
+    EXPECT_TRUE(CheckClusterKeys(good).ok()) << endpoint;
+  }
 }
 
 TEST_F(ClusterKeysTest, ScrubWipesTheSecretsAndKeepsThePublicParts) {

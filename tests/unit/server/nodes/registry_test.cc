@@ -901,6 +901,33 @@ TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
   auto posing = h.Join(ControlPlane("cp-2", "10.0.0.6", "2b1e7c2a-5f3d-4e8a-9c1b-2d3e4f5a6b7c"));
   EXPECT_EQ(posing.status().code(), Code::kPermissionDenied);
   EXPECT_EQ(h.tokens.issued, 2);
+  // No control plane endpoint was named (berthd --control-plane-endpoint): none is handed out.
+  EXPECT_EQ(cp->cluster_keys().control_plane_endpoint(), "");
+}
+
+// The cluster's control plane endpoint (a load balancer's) goes with the cluster keys, so the
+// control planes berthd admits serve it too; a worker learns only the API server to join.
+TEST_F(RegistryTest, AControlPlaneGetsTheClustersControlPlaneEndpointWithTheKeys) {
+  SecretBytes master(32);
+  JoinOptions options = TestJoinOptions();
+  options.api_server_endpoint = "lb.prod-eu1.example:6443";
+  options.control_plane_endpoint = "lb.prod-eu1.example:6443";
+  JoinHarness h(master, &clock_, registry_.get(), std::move(options));
+  std::vector<SharedPki> pki;
+  for (const auto& f : kSharedPkiFiles) {
+    std::string content = "PEM of " + std::string(f.name);
+    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
+  }
+  h.logic.ShareClusterKeys(std::move(pki));
+  auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  EXPECT_EQ(cp->cluster_keys().control_plane_endpoint(), "lb.prod-eu1.example:6443");
+  EXPECT_TRUE(CheckClusterKeys(cp->cluster_keys()).ok());
+  h.verifier.ak = kOtherAk;
+  auto worker = h.Join(Worker("node-5", kDisk2));
+  ASSERT_TRUE(worker.ok()) << worker.status().ToString();
+  EXPECT_FALSE(worker->has_cluster_keys());
+  EXPECT_EQ(worker->kubeadm().api_server_endpoint(), "lb.prod-eu1.example:6443");
 }
 
 // With --join-ca-key as well, an admitted control plane also gets what its own berthd serves
