@@ -8,10 +8,10 @@
 //                         [--recovery-shares N] [--recovery-threshold K]
 //                         [--api-server-address ADDR]... [--control-plane-endpoint HOST:PORT]
 //       the first control plane: attest it against FILE, make the recovery secret and its N
-//       shares (any K recover), send the node the cluster's parameters (no private key), write
-//       what it answers: DIR/admin.conf (0600), DIR/join-ca.pem, DIR/kubernetes-ca.pem,
-//       DIR/recovery-share-I-of-N (0600 each: hand one to each operator, keep them offline),
-//       DIR/recovery-key.txt
+//       shares (any K recover) and write them, DIR/recovery-share-I-of-N (0600 each: hand one
+//       to each operator, keep them offline) and DIR/recovery-key.txt, send the node the
+//       cluster's parameters (no private key), write what it answers: DIR/admin.conf (0600),
+//       DIR/join-ca.pem, DIR/kubernetes-ca.pem
 //   berthctl recover --node HOST:PORT --policy FILE --share FILE [--share FILE]...
 //       a control plane that cannot open its state disk: attest it against FILE first, then
 //       combine the shares, open its recovery keyslot's box, send it the keyslot's key
@@ -135,21 +135,46 @@ Status ClusterInit(Context& ctx, const OperatorFlags& f, const std::string& clus
   for (uint32_t pcr : policy->roles.cold_start.pcrs) request.mutable_cold_start()->add_pcrs(pcr);
   for (const auto& a : addresses) request.add_api_server_addresses(a);
   request.set_control_plane_endpoint(endpoint);
-  *ctx.out << "bootstrapping cluster " << cluster_id << " on " << node.attestation().node_name()
-           << " (this takes minutes: the node formats its disk and starts the control plane)\n";
-  BERTH_ASSIGN_OR_RETURN(v1::BootstrapResponse made, node.Bootstrap(std::move(request)));
-  // The shares first: without them the cluster has no recovery, so losing the terminal now
-  // must not lose them.
+  // The shares before the node is asked: it seals its disk's recovery keyslot to their key as
+  // it formats, so an answer lost after that (a dropped connection, a timeout, a failure after
+  // the disk was formatted) must not lose the only way to recover that disk. A request the node
+  // refuses as invalid (before it changes anything) removes them again.
+  std::vector<std::string> recovery_files;
+  auto forget = [&] {
+    std::error_code ignored;
+    for (const auto& path : recovery_files) std::filesystem::remove(path, ignored);
+  };
   for (const RecoveryShare& s : split) {
     const std::string path = out + "/recovery-share-" + std::to_string(s.index) + "-of-" +
                              std::to_string(s.count);
     SecretBytes text = FormatShare(s);
-    BERTH_RETURN_IF_ERROR(WriteNew(path, text.view(), 0600));
+    Status st = WriteNew(path, text.view(), 0600);
+    if (!st.ok()) forget();
+    BERTH_RETURN_IF_ERROR(st);
+    recovery_files.push_back(path);
   }
-  BERTH_RETURN_IF_ERROR(WriteNew(out + "/recovery-key.txt",
-                                 "recovery-key-sha256: " + recovery::Fingerprint(public_key) +
-                                     "\nrecovery-public-key: " + HexEncode(public_key) + "\n",
-                                 0644));
+  Status key_written = WriteNew(out + "/recovery-key.txt",
+                                "recovery-key-sha256: " + recovery::Fingerprint(public_key) +
+                                    "\nrecovery-public-key: " + HexEncode(public_key) + "\n",
+                                0644);
+  if (!key_written.ok()) forget();
+  BERTH_RETURN_IF_ERROR(key_written);
+  recovery_files.push_back(out + "/recovery-key.txt");
+  *ctx.out << "bootstrapping cluster " << cluster_id << " on " << node.attestation().node_name()
+           << " (this takes minutes: the node formats its disk and starts the control plane)\n";
+  auto answered = node.Bootstrap(std::move(request));
+  if (!answered.ok() && answered.status().code() == Code::kInvalidArgument) {
+    forget();
+    return answered.status();
+  }
+  if (!answered.ok()) {
+    return Status(answered.status().code(),
+                  std::string(answered.status().message()) + "\nthe recovery shares and key in " +
+                      out +
+                      " are kept: the node may have sealed its disk to them. Keep them until "
+                      "that disk is wiped; run cluster init again with another --out");
+  }
+  v1::BootstrapResponse made = std::move(*answered);
   std::string kubeconfig = made.admin_kubeconfig();
   Status written = WriteNew(out + "/admin.conf", kubeconfig, 0600);
   WipeString(kubeconfig);

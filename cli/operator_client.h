@@ -27,7 +27,10 @@ struct OperatorConnection {
   std::string cert_pem;   // the operator's certificate (its key is pinned on the node)
   SecretBytes key_pem;
   std::chrono::seconds timeout{60};
-  std::chrono::seconds long_timeout{1800};  // Bootstrap: formats, starts the control plane
+  // Bootstrap: the node formats its disk and starts the control plane, waiting up to its own
+  // limits for etcd, the API server, the bootstrap signer and its kubelet (berth-agent
+  // --etcd-wait, --control-plane-wait: 900 s each by default); this outlasts them.
+  std::chrono::seconds long_timeout{7200};
 };
 
 class AttestedNode {

@@ -31,6 +31,7 @@ class RecordingHandler : public agent::OperatorHandler {
  public:
   Result<v1::BootstrapResponse> Bootstrap(const v1::BootstrapRequest& request) override {
     bootstraps.push_back(request);
+    if (!fail.ok()) return fail;
     v1::BootstrapResponse r;
     r.set_admin_kubeconfig("apiVersion: v1\nkind: Config\n# the admin's key\n");
     r.set_join_ca_pem("JOIN CA\n");
@@ -45,6 +46,7 @@ class RecordingHandler : public agent::OperatorHandler {
   }
   std::vector<v1::BootstrapRequest> bootstraps;
   std::vector<SecretBytes> recovered;
+  Status fail;  // what Bootstrap answers instead of a cluster, unless OK
 };
 
 class ClusterCmdTest : public ::testing::Test {
@@ -162,6 +164,45 @@ TEST_F(ClusterCmdTest, ClusterInitAttestsSendsOnlyPublicParametersAndKeepsTheSha
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_THAT(again.err, HasSubstr("is not empty"));
   EXPECT_EQ(handler_.bootstraps.size(), 1u);
+}
+
+// The node seals its disk's recovery keyslot to the recovery key as it formats, so the shares
+// are written before it is asked: a bootstrap that fails after that (or whose answer is lost)
+// leaves them with the operator, who is told to keep them. A request the node refuses as
+// invalid, before it changes anything, leaves nothing behind.
+TEST_F(ClusterCmdTest, TheSharesOutliveABootstrapThatFailsAfterTheNodeMayHaveSealedToThem) {
+  StartNode(v1::OPERATOR_MODE_BOOTSTRAP);
+  handler_.fail = FailedPrecondition(
+      "bootstrap: state disk 0b1e7c2a was formatted, then: the Kubernetes API server did not "
+      "become ready in 900 s");
+  const std::string out = dir_.Join("failed");
+  auto run = RunBerthctl(Args({"cluster", "init", "--cluster-id", "prod-eu1", "--out", out,
+                               "--recovery-shares", "3", "--recovery-threshold", "2"}));
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_THAT(run.err, HasSubstr("did not become ready in 900 s\nthe recovery shares and key in " +
+                                 out + " are kept: the node may have sealed its disk to them"));
+  ASSERT_EQ(handler_.bootstraps.size(), 1u);
+  std::vector<cli::RecoveryShare> shares;
+  for (int i : {1, 2}) {
+    const std::string path = out + "/recovery-share-" + std::to_string(i) + "-of-3";
+    shares.push_back(cli::ParseShare(ReadSecretFile(path)->view(), path).value());
+  }
+  EXPECT_TRUE(std::filesystem::exists(out + "/recovery-share-3-of-3"));
+  auto secret = cli::CombineRecoveryShares(shares);
+  ASSERT_TRUE(secret.ok()) << secret.status().ToString();
+  EXPECT_EQ(ToString(*recovery::PublicKeyOf(*secret)),
+            handler_.bootstraps[0].recovery_public_key());
+  EXPECT_TRUE(std::filesystem::exists(out + "/recovery-key.txt"));
+  EXPECT_FALSE(std::filesystem::exists(out + "/admin.conf"));
+
+  handler_.fail = InvalidArgument("bootstrap: cluster id \"Prod_EU1\" is not a DNS-1123 label");
+  const std::string refused = dir_.Join("refused");
+  auto bad = RunBerthctl(Args({"cluster", "init", "--cluster-id", "Prod_EU1", "--out", refused}));
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("is not a DNS-1123 label"));
+  EXPECT_THAT(bad.err, ::testing::Not(HasSubstr("are kept")));
+  EXPECT_EQ(handler_.bootstraps.size(), 2u);
+  EXPECT_TRUE(std::filesystem::is_empty(refused));
 }
 
 TEST_F(ClusterCmdTest, ANodeThatFailsThePolicyIsSentNothing) {

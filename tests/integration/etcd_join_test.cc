@@ -1375,6 +1375,11 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   close(held);
   EXPECT_NE(init.exit_code, 0) << init.output;
   EXPECT_THAT(init.output, HasSubstr("the Kubernetes API server did not become ready in 15 s"));
+  // The disk's recovery keyslot is sealed to the key of the shares berthctl wrote before it
+  // asked: they are kept, and the operator is told so.
+  EXPECT_THAT(init.output, HasSubstr(" are kept: the node may have sealed its disk to them"));
+  EXPECT_TRUE(std::filesystem::exists(bed.dir().Join("cluster/recovery-key.txt")));
+  EXPECT_FALSE(std::filesystem::exists(bed.dir().Join("cluster/admin.conf")));
   EXPECT_EQ(booted.status.code(), Code::kFailedPrecondition) << booted.status.ToString();
   EXPECT_THAT(booted.status.message(), HasSubstr(" was formatted, then: "));
   EXPECT_THAT(booted.status.message(),
