@@ -867,6 +867,16 @@ TEST_F(RegistryTest, ControlPlaneTicketsCarryASignedPolicyOfTheVerifiedBoot) {
   EXPECT_FALSE(snp->has_cold_start());
 }
 
+// kubeadm's shared PKI files, each "PEM of <name>".
+std::vector<SharedPki> StandInPki() {
+  std::vector<SharedPki> pki;
+  for (const auto& f : kSharedPkiFiles) {
+    std::string content = "PEM of " + std::string(f.name);
+    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
+  }
+  return pki;
+}
+
 // Issue 26: with --control-plane-pki, a control plane admitted by its attestation and its
 // authorization gets the master secret and kubeadm's CA keys in its ticket; a worker, and a
 // node not authorized as a control plane, get none of it.
@@ -874,12 +884,7 @@ TEST_F(RegistryTest, OnlyAnAuthorizedControlPlaneGetsTheClusterKeys) {
   SecretBytes master(32);
   master.data()[0] = 9;
   JoinHarness h(master, &clock_, registry_.get());
-  std::vector<SharedPki> pki;
-  for (const auto& f : kSharedPkiFiles) {
-    std::string content = "PEM of " + std::string(f.name);
-    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
-  }
-  h.logic.ShareClusterKeys(std::move(pki));
+  h.logic.ShareClusterKeys(StandInPki());
 
   auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
@@ -913,12 +918,7 @@ TEST_F(RegistryTest, AControlPlaneGetsTheClustersControlPlaneEndpointWithTheKeys
   options.api_server_endpoint = "lb.prod-eu1.example:6443";
   options.control_plane_endpoint = "lb.prod-eu1.example:6443";
   JoinHarness h(master, &clock_, registry_.get(), std::move(options));
-  std::vector<SharedPki> pki;
-  for (const auto& f : kSharedPkiFiles) {
-    std::string content = "PEM of " + std::string(f.name);
-    pki.push_back({std::string(f.name), SecretBytes::TakeFrom(content)});
-  }
-  h.logic.ShareClusterKeys(std::move(pki));
+  h.logic.ShareClusterKeys(StandInPki());
   auto cp = h.Join(ControlPlane("cp-1", "10.0.0.5"));
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   EXPECT_EQ(cp->cluster_keys().control_plane_endpoint(), "lb.prod-eu1.example:6443");
