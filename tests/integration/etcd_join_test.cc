@@ -653,6 +653,16 @@ bool Listening(int port) {
   return open;
 }
 
+// berthctl `command` against the node's operator endpoint at 127.0.0.1:`port`, as the operator
+// whose key and certificate are in `op` (PinNewOperator), with `args` after.
+ProcessResult RunAsOperator(std::vector<std::string> command, int port, const std::string& op,
+                            const std::vector<std::string>& args) {
+  command.insert(command.end(), {"--node", "127.0.0.1:" + std::to_string(port), "--operator-cert",
+                                 op + "/operator.pem", "--operator-key", op + "/operator.key"});
+  command.insert(command.end(), args.begin(), args.end());
+  return RunBerthctl(command);
+}
+
 // An operator's key and certificate, made by `berthctl operator key` (its directory, empty on
 // failure), pinned in `node`'s EnrolmentConfig.
 std::string PinNewOperator(EtcdTestbed& bed, TestNode& node) {
@@ -750,17 +760,9 @@ TEST(EtcdJoinTest, AControlPlaneThatCannotOpenItsDiskWaitsUntilKOfNOperatorsReco
   const std::string accepted = policy_file("operator-policy.yaml", new_pcr4);
   const std::string stale = policy_file("stale-policy.yaml", old_pcr4);
   auto recover = [&](const std::string& policy, const std::vector<std::string>& share_files) {
-    std::vector<std::string> args = {"recover",
-                                     "--node",
-                                     "127.0.0.1:" + std::to_string(operator_port),
-                                     "--operator-cert",
-                                     op + "/operator.pem",
-                                     "--operator-key",
-                                     op + "/operator.key",
-                                     "--policy",
-                                     policy};
+    std::vector<std::string> args = {"--policy", policy};
     for (const auto& f : share_files) args.insert(args.end(), {"--share", f});
-    return RunBerthctl(args);
+    return RunAsOperator({"recover"}, operator_port, op, args);
   };
   auto disk_hash = [&] { return HexEncode(Sha256(AsBytes(MustRead(cp.disk.image)))); };
 
@@ -893,26 +895,10 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   // server certificate must name.
   const std::string endpoint = "localhost:" + std::to_string(cp.api_server_port);
   auto init = [&](const std::string& policy, const std::string& out) {
-    return RunBerthctl({"cluster",
-                        "init",
-                        "--node",
-                        "127.0.0.1:" + std::to_string(operator_port),
-                        "--operator-cert",
-                        op + "/operator.pem",
-                        "--operator-key",
-                        op + "/operator.key",
-                        "--policy",
-                        policy,
-                        "--cluster-id",
-                        "prod-eu1",
-                        "--out",
-                        out,
-                        "--recovery-shares",
-                        "3",
-                        "--recovery-threshold",
-                        "2",
-                        "--control-plane-endpoint",
-                        endpoint});
+    return RunAsOperator(
+        {"cluster", "init"}, operator_port, op,
+        {"--policy", policy, "--cluster-id", "prod-eu1", "--out", out, "--recovery-shares", "3",
+         "--recovery-threshold", "2", "--control-plane-endpoint", endpoint});
   };
 
   // A boot the operator's policy does not describe gets nothing: the disk stays blank.
@@ -923,10 +909,9 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   EXPECT_FALSE(std::filesystem::exists(cp.Path("/var/lib/berth/state/berthd")));
   // A request the node refuses (a cluster id kubeconfigs cannot carry) changes nothing either,
   // and the node goes on waiting.
-  ProcessResult bad_id = RunBerthctl(
-      {"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port), "--operator-cert",
-       op + "/operator.pem", "--operator-key", op + "/operator.key", "--policy", reference,
-       "--cluster-id", "Prod_EU1", "--out", bed.dir().Join("bad-id")});
+  ProcessResult bad_id = RunAsOperator(
+      {"cluster", "init"}, operator_port, op,
+      {"--policy", reference, "--cluster-id", "Prod_EU1", "--out", bed.dir().Join("bad-id")});
   EXPECT_EQ(bad_id.exit_code, 2) << bad_id.output;
   EXPECT_THAT(bad_id.output, HasSubstr("bootstrap: cluster id \"Prod_EU1\" is not a DNS-1123 "
                                        "label"));
@@ -1367,10 +1352,9 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   AgentOutcome booted;
   std::thread node([&] { booted = bed.RunAgent(cp, true, {}); });
   ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
-  ProcessResult init = RunBerthctl(
-      {"cluster", "init", "--node", "127.0.0.1:" + std::to_string(operator_port), "--operator-cert",
-       op + "/operator.pem", "--operator-key", op + "/operator.key", "--policy", policy,
-       "--cluster-id", "prod-eu1", "--out", bed.dir().Join("cluster")});
+  ProcessResult init = RunAsOperator(
+      {"cluster", "init"}, operator_port, op,
+      {"--policy", policy, "--cluster-id", "prod-eu1", "--out", bed.dir().Join("cluster")});
   node.join();
   close(held);
   EXPECT_NE(init.exit_code, 0) << init.output;
