@@ -144,22 +144,26 @@ Status ClusterInit(Context& ctx, const OperatorFlags& f, const std::string& clus
     std::error_code ignored;
     for (const auto& path : recovery_files) std::filesystem::remove(path, ignored);
   };
-  for (const RecoveryShare& s : split) {
-    const std::string path = out + "/recovery-share-" + std::to_string(s.index) + "-of-" +
-                             std::to_string(s.count);
-    SecretBytes text = FormatShare(s);
-    Status st = WriteNew(path, text.view(), 0600);
-    if (!st.ok()) forget();
-    BERTH_RETURN_IF_ERROR(st);
-    recovery_files.push_back(path);
+  Status kept = [&]() -> Status {
+    for (const RecoveryShare& s : split) {
+      const std::string path =
+          out + "/recovery-share-" + std::to_string(s.index) + "-of-" + std::to_string(s.count);
+      SecretBytes text = FormatShare(s);
+      BERTH_RETURN_IF_ERROR(WriteNew(path, text.view(), 0600));
+      recovery_files.push_back(path);
+    }
+    const std::string key_file = out + "/recovery-key.txt";
+    BERTH_RETURN_IF_ERROR(WriteNew(key_file,
+                                   "recovery-key-sha256: " + recovery::Fingerprint(public_key) +
+                                       "\nrecovery-public-key: " + HexEncode(public_key) + "\n",
+                                   0644));
+    recovery_files.push_back(key_file);
+    return OkStatus();
+  }();
+  if (!kept.ok()) {
+    forget();
+    return kept;
   }
-  Status key_written = WriteNew(out + "/recovery-key.txt",
-                                "recovery-key-sha256: " + recovery::Fingerprint(public_key) +
-                                    "\nrecovery-public-key: " + HexEncode(public_key) + "\n",
-                                0644);
-  if (!key_written.ok()) forget();
-  BERTH_RETURN_IF_ERROR(key_written);
-  recovery_files.push_back(out + "/recovery-key.txt");
   *ctx.out << "bootstrapping cluster " << cluster_id << " on " << node.attestation().node_name()
            << " (this takes minutes: the node formats its disk and starts the control plane)\n";
   auto answered = node.Bootstrap(std::move(request));
