@@ -980,6 +980,13 @@ class Boot {
     return Ready(bootstrapped_);
   }
 
+  // A failure to wipe the bootstrap's stage is logged: the bootstrap's own outcome is what the
+  // operator is told.
+  static void WipeStage(const std::string& stage) {
+    Status st = WipeAndRemove(stage);
+    if (!st.ok()) spdlog::error("wiping the bootstrap's stage {}: {}", stage, st.ToString());
+  }
+
   // What the first control plane makes (bootstrap.h), in an order that fails early: the
   // request is checked, kubeadm's version read, the secrets and this boot's cold-start policy
   // made in memory before the disk is touched; then the disk is formatted with the key the
@@ -1005,9 +1012,10 @@ class Boot {
       }
     }
     const std::string stage = JoinRoot(options_.root, "/run/berth/bootstrap");
+    // The stage, in /run, holds the CAs' keys until they are on the state disk: each way out
+    // wipes it (WipeAndRemove), and one left by an earlier attempt is wiped before it is used.
     auto made = Timed(Step::kMakeClusterPki, "making the cluster's PKI", [&]() -> Result<JoinPki> {
-      std::error_code ignored;
-      std::filesystem::remove_all(stage, ignored);
+      BERTH_RETURN_IF_ERROR(WipeAndRemove(stage));
       BERTH_RETURN_IF_ERROR(MakeDirs(stage, 0700));
       const std::string config = stage + "/kubeadm-init.yaml";
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(
@@ -1020,8 +1028,7 @@ class Boot {
       return MakeJoinPki(params.cluster_id, node_, addresses);
     });
     if (!made.ok()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(stage, ignored);
+      WipeStage(stage);
       return made.status().WithContext("bootstrap");
     }
     Status st = Timed(Step::kFormatDisk, "formatting state disk",
@@ -1036,8 +1043,7 @@ class Boot {
       st = Timed(Step::kWriteClusterFiles, "writing the cluster's files to the state disk",
                  [&] { return WriteClusterFiles(params, master, *made, stage, advertise); });
     }
-    std::error_code ignored;
-    std::filesystem::remove_all(stage, ignored);
+    WipeStage(stage);
     if (st.ok()) st = StartEtcd(0);
     if (st.ok()) st = StartControlPlane(params, advertise, addresses, kube_version);
     // Only now is the node a cluster's first control plane: a later boot of a disk whose
@@ -1514,9 +1520,9 @@ class Boot {
     if (ControlPlane()) BERTH_RETURN_IF_ERROR(SetUpEtcd(ticket.etcd(), progress));
     if (ticket.has_cluster_keys()) BERTH_RETURN_IF_ERROR(WriteSharedKeys(ticket.cluster_keys()));
     if (ControlPlane() && options_.control_plane_units) {
-      // No kubeadm join and no kubelet: the control plane's own units (not yet a node of the
-      // cluster, as the first control plane is not; docs/cluster-lifecycle.md), and berthd
-      // when the berthd that admitted it shared its keys.
+      // No kubeadm join: the control plane's own units, its kubelet registered by kubeadm's
+      // phases as the first control plane's is (StartJoinedControlPlane;
+      // docs/cluster-lifecycle.md), and berthd when the berthd that admitted it shared its keys.
       if (deps_.control_plane == nullptr) {
         return FailedPrecondition(
             "--control-plane-units: this agent has no control-plane services");

@@ -114,9 +114,10 @@ Status RunKubeadmJoin(ProcessRunner& runner, const std::string& kubeadm, const s
   Status written = WriteFileAtomic(path, config.span(), 0600);
   auto result = written.ok() ? runner.Run({kubeadm, "join", "--config", path})
                              : Result<ProcessResult>(written);
-  // kubeadm has read the token by now; it must not outlive the call on disk.
+  // kubeadm has read the token by now; it must not outlive the call, not even in the pages
+  // /run gives back.
   for (const std::string& p : {path, discovery_path}) {
-    if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("removing " + p);
+    BERTH_RETURN_IF_ERROR(WipeAndRemove(p));
   }
   if (!result.ok()) return result.status().WithContext("running kubeadm");
   if (!result->success()) {

@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 namespace berth {
 
@@ -145,6 +147,61 @@ Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> data, m
     return st;
   }
   return FsyncDir(DirName(path));
+}
+
+namespace {
+Status OverwriteWithZeros(const std::string& path) {
+  int fd = open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open(" + path + ")");
+  struct stat st;
+  Status result = OkStatus();
+  if (fstat(fd, &st) != 0) {
+    result = ErrnoStatus("fstat(" + path + ")");
+  } else {
+    static const uint8_t kZeros[4096] = {};
+    off_t off = 0;
+    while (off < st.st_size) {
+      size_t n = static_cast<size_t>(std::min<off_t>(st.st_size - off, sizeof kZeros));
+      ssize_t w = pwrite(fd, kZeros, n, off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        result = ErrnoStatus("overwriting " + path);
+        break;
+      }
+      off += w;
+    }
+  }
+  close(fd);
+  return result;
+}
+}  // namespace
+
+Status WipeAndRemove(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    return errno == ENOENT ? OkStatus() : ErrnoStatus("lstat(" + path + ")");
+  }
+  Status result = OkStatus();
+  auto keep_first = [&](Status s) {
+    if (result.ok() && !s.ok()) result = std::move(s);
+  };
+  if (S_ISREG(st.st_mode)) {
+    keep_first(OverwriteWithZeros(path));
+  } else if (S_ISDIR(st.st_mode)) {
+    std::error_code ec;
+    // Does not follow symlinks to directories.
+    for (auto it = std::filesystem::recursive_directory_iterator(path, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->is_regular_file(ec) && !it->is_symlink(ec)) {
+        keep_first(OverwriteWithZeros(it->path().string()));
+      }
+    }
+    if (ec) keep_first(Internal("listing " + path + ": " + ec.message()));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) keep_first(Internal("removing " + path + ": " + ec.message()));
+  return result;
 }
 
 Status MakeDirs(const std::string& path, mode_t mode) {

@@ -39,6 +39,14 @@ inline Status WriteFileAtomic(const std::string& path, std::string_view data, mo
   return WriteFileAtomic(path, AsBytes(data), mode);
 }
 
+// Removes what held a secret (a key, a token) in a memory file system (/run): a file, or a
+// directory and everything in it. Each regular file's bytes are overwritten with zeros before
+// it is unlinked, so its pages go back to the kernel without the secret and another link to
+// it reads zeros; symlinks are removed, never followed. Not for disks, whose file systems may
+// keep old blocks (journals, copy-on-write, flash). A missing path is not an error; a file
+// that cannot be overwritten is still removed, and the first error is returned.
+Status WipeAndRemove(const std::string& path);
+
 // mkdir -p with `mode` for the directories it creates.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
 

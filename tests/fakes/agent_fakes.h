@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,7 @@ class FakeProcessRunner : public ProcessRunner {
       }
     }
     seen_configs.push_back(seen);
+    if (on_run) on_run(argv);
     if (!script.empty()) {
       Result<ProcessResult> next = script.front();
       script.pop_front();
@@ -66,6 +68,8 @@ class FakeProcessRunner : public ProcessRunner {
   std::vector<std::vector<std::string>> argvs;
   std::vector<std::vector<std::string>> envs;
   std::vector<SeenConfig> seen_configs;
+  // Called with each argv, while the program "runs".
+  std::function<void(const std::vector<std::string>&)> on_run;
 };
 
 // systemd's view of the agent: every STATUS= and READY=1, in order.

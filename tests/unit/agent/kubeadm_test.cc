@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -239,6 +240,19 @@ TEST_F(RunKubeadmJoinTest, KubeadmReadsAPrivateConfigThatIsGoneAfterwards) {
   EXPECT_FALSE(std::filesystem::exists(ConfigPath()));
   // No temporary file of the atomic write is left beside it either.
   EXPECT_TRUE(std::filesystem::is_empty(root_.path() + "/run/berth"));
+}
+
+// The token's bytes are overwritten before the file is removed: a second link to the file,
+// made while kubeadm ran, reads zeros afterwards.
+TEST_F(RunKubeadmJoinTest, TheConfigsBytesAreZeroedBeforeItIsRemoved) {
+  const std::string linked = root_.path() + "/linked";
+  runner_.on_run = [&](const std::vector<std::string>& argv) {
+    ASSERT_EQ(link(argv.back().c_str(), linked.c_str()), 0);
+  };
+  SecretBytes config = Config();
+  ASSERT_TRUE(RunKubeadmJoin(runner_, "/usr/bin/kubeadm", root_.path(), config).ok());
+  EXPECT_FALSE(std::filesystem::exists(ConfigPath()));
+  EXPECT_EQ(berth::testing::MustRead(linked), std::string(config.size(), '\0'));
 }
 
 TEST_F(RunKubeadmJoinTest, AStaleConfigFromAnEarlierBootIsReplaced) {

@@ -211,6 +211,44 @@ TEST(MakeDirsTest, AFileInTheWayIsAnError) {
   EXPECT_EQ(MakeDirs(dir.Join("file/sub")).code(), Code::kNotFound);  // ENOTDIR
 }
 
+// A second hard link to each file sees what WipeAndRemove did to the file's bytes.
+TEST(WipeAndRemoveTest, ZeroesEveryFileInATreeBeforeRemovingIt) {
+  TempDir dir;
+  ASSERT_TRUE(MakeDirs(dir.Join("stage/pki/etcd"), 0700).ok());
+  const std::string key(5000, 'k');  // more than one 4096-byte block of zeros
+  testing::MustWrite(dir.Join("stage/pki/ca.key"), key);
+  testing::MustWrite(dir.Join("stage/pki/etcd/ca.key"), "etcd-key");
+  testing::MustWrite(dir.Join("stage/empty"), "");
+  // A symlink out of the tree: removed, what it points to untouched.
+  testing::MustWrite(dir.Join("outside"), "not a secret");
+  ASSERT_EQ(symlink(dir.Join("outside").c_str(), dir.Join("stage/pki/link").c_str()), 0);
+  ASSERT_EQ(link(dir.Join("stage/pki/ca.key").c_str(), dir.Join("ca-link").c_str()), 0);
+  ASSERT_EQ(link(dir.Join("stage/pki/etcd/ca.key").c_str(), dir.Join("etcd-link").c_str()), 0);
+
+  ASSERT_TRUE(WipeAndRemove(dir.Join("stage")).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("stage")));
+  EXPECT_EQ(MustRead(dir.Join("ca-link")), std::string(5000, '\0'));
+  EXPECT_EQ(MustRead(dir.Join("etcd-link")), std::string(8, '\0'));
+  EXPECT_EQ(MustRead(dir.Join("outside")), "not a secret");
+  EXPECT_EQ(DirEntries(dir.path()), (std::vector<std::string>{"ca-link", "etcd-link", "outside"}));
+}
+
+TEST(WipeAndRemoveTest, ASingleFileAndAMissingPath) {
+  TempDir dir;
+  testing::MustWrite(dir.Join("token"), "abcdef.0123456789abcdef");
+  ASSERT_EQ(link(dir.Join("token").c_str(), dir.Join("token-link").c_str()), 0);
+  ASSERT_TRUE(WipeAndRemove(dir.Join("token")).ok());
+  EXPECT_EQ(MustRead(dir.Join("token-link")), std::string(23, '\0'));
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("token")));
+  EXPECT_TRUE(WipeAndRemove(dir.Join("token")).ok());  // gone already: nothing to do
+  // A symlink given itself is removed, not followed.
+  testing::MustWrite(dir.Join("target"), "kept");
+  ASSERT_EQ(symlink(dir.Join("target").c_str(), dir.Join("sym").c_str()), 0);
+  ASSERT_TRUE(WipeAndRemove(dir.Join("sym")).ok());
+  EXPECT_EQ(MustRead(dir.Join("target")), "kept");
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("sym")));
+}
+
 TEST(JoinRootTest, PrefixesAbsolutePathsWithTheRoot) {
   EXPECT_EQ(JoinRoot("/tmp/r", "/etc/x"), "/tmp/r/etc/x");
   EXPECT_EQ(JoinRoot("/tmp/r/", "/etc/x"), "/tmp/r/etc/x");
