@@ -53,56 +53,10 @@ class OperatorKubectl : public KubectlAs {
       : KubectlAs({kubectl, "--kubeconfig", kubeconfig, "--server",
                    "https://127.0.0.1:" + std::to_string(port), "--tls-server-name",
                    kGuestHostAddress}) {}
-
-  // The node's Ready status and its kubelet's boot ID ("" when there is no such node).
-  std::pair<std::string, std::string> Ready(const std::string& node) const {
-    nlohmann::json n = Get({"node", node});
-    nlohmann::json ready = ReadyCondition(n);
-    if (ready.is_null()) return {"", ""};
-    return {ready.value("status", ""), n["status"]["nodeInfo"].value("bootID", "")};
-  }
-  // Node names, sorted.
-  std::vector<std::string> Nodes() const {
-    std::vector<std::string> names;
-    nlohmann::json list = Get({"nodes"});
-    if (list.is_null()) return {"(kubectl failed)"};
-    for (const auto& n : list["items"]) names.push_back(n["metadata"].value("name", ""));
-    std::sort(names.begin(), names.end());
-    return names;
-  }
 };
 
-// Waits, while `boot` runs, for `node` Ready with a boot ID other than `old_boot_id`; returns
-// its boot ID ("" after a failure, which names what was last seen).
-std::string WaitForReadyBoot(const OperatorKubectl& kubectl, const std::string& node,
-                             RunningBoot& boot, const std::string& old_boot_id,
-                             std::chrono::seconds deadline) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  std::pair<std::string, std::string> seen;
-  while (std::chrono::steady_clock::now() < until && boot.running()) {
-    seen = kubectl.Ready(node);
-    if (seen.first == "True" && !seen.second.empty() && seen.second != old_boot_id) {
-      return seen.second;
-    }
-    std::this_thread::sleep_for(std::chrono::seconds(3));
-  }
-  const std::string serial = boot.Serial();
-  ADD_FAILURE() << "node " << node << " is not Ready in a new boot (Ready \"" << seen.first
-                << "\", boot ID \"" << seen.second << "\", the old one \"" << old_boot_id
-                << "\"); its VM " << (boot.running() ? "still runs" : "has ended")
-                << "; console (end):\n"
-                << serial.substr(serial.size() > 6000 ? serial.size() - 6000 : 0);
-  return "";
-}
-
-// What the demo (./demo/run --from-nothing) shows as the test goes: a step, and what it saw.
 void Narrate(const std::string& step, const std::string& seen = "") {
-  std::printf("image bootstrap e2e: %s\n%s", step.c_str(), seen.c_str());
-  std::fflush(stdout);
-}
-
-std::string Tail(const std::string& text, size_t n = 6000) {
-  return text.substr(text.size() > n ? text.size() - n : 0);
+  berth::testing::Narrate("image bootstrap e2e", step, seen);
 }
 
 TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAfterPowerLoss) {

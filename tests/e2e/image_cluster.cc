@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -189,6 +190,22 @@ nlohmann::json KubectlAs::Get(const std::vector<std::string>& args) const {
   if (!r.ok() || !r->success()) return nullptr;
   auto j = nlohmann::json::parse(r->output, nullptr, false);
   return j.is_discarded() ? nlohmann::json() : j;
+}
+
+std::pair<std::string, std::string> KubectlAs::Ready(const std::string& node) const {
+  nlohmann::json n = Get({"node", node});
+  nlohmann::json ready = ReadyCondition(n);
+  if (ready.is_null()) return {"", ""};
+  return {ready.value("status", ""), n["status"]["nodeInfo"].value("bootID", "")};
+}
+
+std::vector<std::string> KubectlAs::Nodes() const {
+  nlohmann::json list = Get({"nodes"});
+  if (list.is_null()) return {"(kubectl failed)"};
+  std::vector<std::string> names;
+  for (const auto& n : list["items"]) names.push_back(n["metadata"].value("name", ""));
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 Result<ProcessResult> ImageCluster::Kubectl(const std::vector<std::string>& args) const {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "berth/v1/berth.pb.h"
@@ -30,6 +31,10 @@ class KubectlAs {
   Result<ProcessResult> Run(const std::vector<std::string>& args) const;
   // `kubectl get ARGS -o json`, parsed; a null json if kubectl failed (NotFound included).
   nlohmann::json Get(const std::vector<std::string>& args) const;
+  // The node's Ready status and its kubelet's boot ID ("" when there is no such node).
+  std::pair<std::string, std::string> Ready(const std::string& node) const;
+  // Node names, sorted ({"(kubectl failed)"} if kubectl did).
+  std::vector<std::string> Nodes() const;
 
  private:
   std::vector<std::string> prefix_;

@@ -6,6 +6,7 @@
 #include <openssl/x509v3.h>
 
 #include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -47,6 +48,34 @@ std::string ManufactureTpm(const std::string& dir, const std::string& ca_dir) {
 }
 
 }  // namespace
+
+std::string WaitForReadyBoot(const KubectlAs& kubectl, const std::string& node, RunningBoot& boot,
+                             const std::string& old_boot_id, std::chrono::seconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  std::pair<std::string, std::string> seen;
+  while (std::chrono::steady_clock::now() < until && boot.running()) {
+    seen = kubectl.Ready(node);
+    if (seen.first == "True" && !seen.second.empty() && seen.second != old_boot_id) {
+      return seen.second;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+  }
+  ADD_FAILURE() << "node " << node << " is not Ready in a new boot (Ready \"" << seen.first
+                << "\", boot ID \"" << seen.second << "\", the old one \"" << old_boot_id
+                << "\"); its VM " << (boot.running() ? "still runs" : "has ended")
+                << "; console (end):\n"
+                << Tail(boot.Serial());
+  return "";
+}
+
+std::string Tail(const std::string& text, size_t n) {
+  return text.substr(text.size() > n ? text.size() - n : 0);
+}
+
+void Narrate(const std::string& test, const std::string& step, const std::string& seen) {
+  std::printf("%s: %s\n%s", test.c_str(), step.c_str(), seen.c_str());
+  std::fflush(stdout);
+}
 
 std::string DiskUuid(const std::string& disk) {
   RealProcessRunner runner;

@@ -48,6 +48,15 @@ std::string ExpectJoinedThroughAnApprovedCsr(const ImageCluster& cluster, const 
 void ExpectTokenExpiresAndIsCleanedUp(const ImageCluster& cluster, const std::string& token_id,
                                       int64_t ttl_seconds);
 
+// Waits, while `boot` runs, for `node` Ready with a boot ID other than `old_boot_id`; returns
+// its boot ID ("" after a failure, which names what was last seen and ends the console).
+std::string WaitForReadyBoot(const KubectlAs& kubectl, const std::string& node, RunningBoot& boot,
+                             const std::string& old_boot_id, std::chrono::seconds deadline);
+// The last `n` characters of a console.
+std::string Tail(const std::string& text, size_t n = 6000);
+// What a test shows as it goes (./demo/run prints it): "<test>: <step>" and what it saw.
+void Narrate(const std::string& test, const std::string& step, const std::string& seen = "");
+
 class ImageE2eTest : public ::testing::Test {
  protected:
   void SetUp() override;
