@@ -232,9 +232,10 @@ Status WriteEtcdCrl(const std::string& root, const std::string& crl_pem) {
 }
 
 Status SystemdEtcdService::Start() {
-  BERTH_ASSIGN_OR_RETURN(ProcessResult r, runner_->Run({systemctl_, "start", "etcd.service"}));
+  BERTH_ASSIGN_OR_RETURN(ProcessResult r,
+                         runner_->Run({systemctl_, "start", "--no-block", "etcd.service"}));
   if (!r.success()) {
-    return Unavailable("systemctl start etcd.service failed (" + r.Describe() +
+    return Unavailable("systemctl start --no-block etcd.service failed (" + r.Describe() +
                        "): " + TrimWhitespace(r.output));
   }
   return OkStatus();

@@ -85,7 +85,12 @@ class EtcdService {
   virtual Status Start() = 0;
 };
 
-// `systemctl start etcd.service` (with systemd/etcd-berth.conf installed).
+// `systemctl start --no-block etcd.service` (with systemd/etcd-berth.conf installed): the
+// start job is queued, and the agent watches etcd itself (WaitForEtcdMember, --etcd-wait),
+// saying what it sees. etcd tells systemd it is ready only once it serves with a quorum: a
+// member that joins catches up with the leader first, and after a power loss it waits for the
+// other control planes, however long they take to boot. A blocking start would fail after
+// systemd's start timeout, and the agent with it.
 class SystemdEtcdService : public EtcdService {
  public:
   SystemdEtcdService(ProcessRunner* runner, std::string systemctl = "/bin/systemctl")

@@ -299,15 +299,17 @@ TEST(WaitForEtcdMemberTest, GivesUpAfterTheTimeoutSayingWhatItSaw) {
             Code::kFailedPrecondition);
 }
 
-TEST(SystemdEtcdServiceTest, RunsSystemctlStart) {
+TEST(SystemdEtcdServiceTest, QueuesTheStartWithoutWaitingForIt) {
   FakeProcessRunner runner;
   SystemdEtcdService service(&runner);
   ASSERT_TRUE(service.Start().ok());
   ASSERT_EQ(runner.argvs.size(), 1u);
-  EXPECT_EQ(runner.argvs[0], (std::vector<std::string>{"/bin/systemctl", "start", "etcd.service"}));
-  runner.result = ProcessResult{.exit_code = 1, .signal = 0, .output = "Job failed\n"};
+  EXPECT_EQ(runner.argvs[0], (std::vector<std::string>{"/bin/systemctl", "start", "--no-block",
+                                                       "etcd.service"}));
+  runner.result = ProcessResult{.exit_code = 1, .signal = 0, .output = "Unit not found\n"};
   EXPECT_EQ(service.Start().ToString(),
-            "UNAVAILABLE: systemctl start etcd.service failed (exit code 1): Job failed");
+            "UNAVAILABLE: systemctl start --no-block etcd.service failed (exit code 1): Unit not "
+            "found");
 }
 
 TEST(ControlPlaneJoinConfigurationTest, AddsTheEndpointAndSkipsKubeadmsEtcdPhase) {
