@@ -122,7 +122,8 @@ class Vm:
                  firmware_vars=None, disks=(), config_dir=None, swtpm_state=None, hostfwds=(),
                  network=True, memory_mib=512, cpus=1, accel=None, qemu_log=None,
                  bios=None, extra_args=(), netdev_opts="", poweroff_marker=POWEROFF_MARKER,
-                 machine=None, serial_times=None, firmware_vars_template=OVMF_VARS):
+                 machine=None, serial_times=None, firmware_vars_template=OVMF_VARS, tap=None,
+                 mac=None):
         if (kernel is None) == (firmware is None):
             raise VmError("give either a kernel (direct boot) or firmware (UEFI)")
         machine = machine or os.environ.get("BERTH_QEMU_MACHINE") or (
@@ -149,6 +150,10 @@ class Vm:
         self.swtpm_state = os.path.abspath(swtpm_state) if swtpm_state else None
         self.hostfwds = list(hostfwds)
         self.network = network
+        # tap: an existing tap device (qemu/netns-bridge) instead of QEMU's user network.
+        if tap and (hostfwds or netdev_opts):
+            raise VmError("--hostfwd and --netdev-opts are options of the user network, not of --tap")
+        self.tap, self.mac = tap, mac
         self.memory_mib, self.cpus = memory_mib, cpus
         self.accel = accel or os.environ.get("BERTH_QEMU_ACCEL", "tcg")
         self.qemu_log = qemu_log or self.serial_log + ".qemu"
@@ -230,10 +235,14 @@ class Vm:
                 dev += ",bootindex=0"
             a += ["-device", dev]
         if self.network:
-            net = "user,id=net0" + ("," + self.netdev_opts if self.netdev_opts else "")
-            for fwd in self.hostfwds:
-                net += ",hostfwd=" + fwd
-            a += ["-netdev", net, "-device", f"virtio-net-{virtio},netdev=net0"]
+            if self.tap:
+                net = f"tap,id=net0,ifname={self.tap},script=no,downscript=no"
+            else:
+                net = "user,id=net0" + ("," + self.netdev_opts if self.netdev_opts else "")
+                for fwd in self.hostfwds:
+                    net += ",hostfwd=" + fwd
+            dev = f"virtio-net-{virtio},netdev=net0" + (f",mac={self.mac}" if self.mac else "")
+            a += ["-netdev", net, "-device", dev]
         if tpm_ctrl:
             a += ["-chardev", f"socket,id=chrtpm,path={tpm_ctrl}",
                   "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
@@ -497,7 +506,8 @@ def run(args):
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, qemu_log=args.qemu_log,
             bios=args.bios, extra_args=args.qemu_arg, netdev_opts=args.netdev_opts,
             poweroff_marker=marker or POWEROFF_MARKER, machine=args.machine,
-            serial_times=args.serial_times, firmware_vars_template=vars_template)
+            serial_times=args.serial_times, firmware_vars_template=vars_template, tap=args.tap,
+            mac=args.mac)
     result = {"outcome": "exited", "seconds": 0.0, "exit_code": None, "marker": None}
 
     def on_signal(signum, frame):
@@ -577,6 +587,9 @@ def main():
     r.add_argument("--swtpm-state", help="swtpm state directory (created; kept across runs)")
     r.add_argument("--hostfwd", action="append", default=[], help="e.g. tcp:127.0.0.1:2222-:22")
     r.add_argument("--no-network", action="store_true")
+    r.add_argument("--tap", help="the guest's network is this tap device (e.g. one of "
+                                 "qemu/netns-bridge's) instead of QEMU's user network")
+    r.add_argument("--mac", help="the guest's MAC address, e.g. 52:54:00:77:00:01")
     r.add_argument("--netdev-opts", default="",
                    help="more options of the user network, e.g. net=10.0.2.0/24,host=10.0.2.2")
     r.add_argument("--poweroff-marker",

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -191,6 +192,12 @@ std::unique_ptr<RunningBoot> ImageNode::Start(const ImageBootOptions& options) {
                                    std::to_string(options.timeout.count())};
   if (!options.netdev_opts.empty()) argv.insert(argv.end(), {"--netdev-opts", options.netdev_opts});
   for (const auto& f : options.hostfwds) argv.insert(argv.end(), {"--hostfwd", f});
+  if (options.bridge_slot > 0) {
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:77:00:%02x", options.bridge_slot);
+    argv.insert(argv.end(),
+                {"--tap", "berth-tap" + std::to_string(options.bridge_slot), "--mac", mac});
+  }
   auto vm = Subprocess::Start(argv, boot->log_);
   if (!vm.ok()) {
     ADD_FAILURE() << "berth_vm.py did not start: " << vm.status().ToString();
@@ -198,6 +205,13 @@ std::unique_ptr<RunningBoot> ImageNode::Start(const ImageBootOptions& options) {
   }
   boot->vm_ = std::move(*vm);
   return boot;
+}
+
+std::string BridgeAddress(int slot) { return "192.168.77." + std::to_string(10 + slot); }
+
+bool OnBridge() {
+  const char* bridge = std::getenv("BERTH_BRIDGE");
+  return bridge != nullptr && std::string(bridge) == "192.168.77.1";
 }
 
 v1::EnrolmentConfig ImageEnrolment(v1::EnrolmentConfig base) {

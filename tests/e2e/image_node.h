@@ -38,6 +38,9 @@ struct ImageBootOptions {
   // More options of QEMU's user network, and host forwards.
   std::string netdev_opts;
   std::vector<std::string> hostfwds;
+  // Instead of the user network: slot k (1..) of qemu/netns-bridge's segment, which the test
+  // runs in (its tap device and MAC; the guest gets BridgeAddress(k) by DHCP). 0: user network.
+  int bridge_slot = 0;
   int memory_mib = 2048;
   std::chrono::seconds timeout{900};
 };
@@ -101,6 +104,11 @@ class ImageNode {
   std::string dir_, tpm_state_, disk_;
   int boots_ = 0;
 };
+
+// The address qemu/netns-bridge's DHCP gives the guest in slot k: 192.168.77.(10+k).
+std::string BridgeAddress(int slot);
+// Whether this process runs inside qemu/netns-bridge (it sets BERTH_BRIDGE).
+bool OnBridge();
 
 // An EnrolmentConfig for image nodes: `base` with the state disk (the virtio disk with serial
 // berth-state, mounted at /var/lib/berth/state) and a PCR selection with the UKI's PCR 11
