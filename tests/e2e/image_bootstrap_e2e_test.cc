@@ -61,7 +61,6 @@ void Narrate(const std::string& step, const std::string& seen = "") {
 
 TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAfterPowerLoss) {
   RealProcessRunner runner;
-  const std::string berthctl = BuildDir() + "/cli/berthctl";
   auto kube_bin = runner.Run({SourceDir() + "/kube/build"});
   ASSERT_TRUE(kube_bin.ok() && kube_bin->success());
   const std::string kubectl_bin = TrimWhitespace(kube_bin->output) + "/kubectl";
@@ -86,12 +85,8 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   EXPECT_EQ(DiskUuid(cp->disk()), "");  // the reference boot left it blank
 
   // The operator's key, pinned on cp-1's ESP, which holds nothing secret.
-  const std::string op = dir_.Join("operator");
-  auto key = runner.Run({berthctl, "operator", "key", "--out", op});
-  ASSERT_TRUE(key.ok() && key->success()) << (key.ok() ? key->output : "");
-  const size_t at = key->output.find("operator_spki_sha256: ");
-  ASSERT_NE(at, std::string::npos) << key->output;
-  const std::string spki = key->output.substr(at + 22, 64);
+  const ImageOperator op(dir_.Join("operator"));
+  ASSERT_EQ(op.spki().size(), 64u);
 
   v1::EnrolmentConfig cp_config;
   cp_config.set_version(1);
@@ -100,7 +95,7 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   cp_config.set_attestation(v1::ATTESTATION_KIND_TPM);
   cp_config.set_node_name("cp-1");
   cp_config.mutable_operator_access()->set_bootstrap(true);
-  cp_config.mutable_operator_access()->add_operator_spki_sha256(spki);
+  cp_config.mutable_operator_access()->add_operator_spki_sha256(op.spki());
   cp_config = ImageEnrolment(cp_config);
 
   const int operator_port = UnusedPort(), api_port = UnusedPort(), berthd_port = UnusedPort();
@@ -123,37 +118,18 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   Narrate("berthctl cluster init: attest cp-1, then it makes the cluster (minutes under TCG)");
   const std::string out = dir_.Join("cluster");
   const std::string endpoint = std::string(kGuestHostAddress) + ":" + std::to_string(api_port);
-  auto init = runner.Run({berthctl,
-                          "cluster",
-                          "init",
-                          "--node",
-                          "127.0.0.1:" + std::to_string(operator_port),
-                          "--operator-cert",
-                          op + "/operator.pem",
-                          "--operator-key",
-                          op + "/operator.key",
-                          "--policy",
-                          policy_file,
-                          "--cluster-id",
-                          "berth-vm",
-                          "--out",
-                          out,
-                          "--recovery-shares",
-                          "3",
-                          "--recovery-threshold",
-                          "2",
-                          "--api-server-address",
-                          kGuestHostAddress,
-                          "--control-plane-endpoint",
-                          endpoint});
-  ASSERT_TRUE(init.ok());
-  ASSERT_EQ(init->exit_code, 0) << init->output << "\ncp-1's console (end):\n"
-                                << Tail(cp_running->Serial());
-  EXPECT_THAT(init->output,
+  const ProcessResult init =
+      op.Run({"cluster", "init"}, "127.0.0.1:" + std::to_string(operator_port),
+             {"--policy", policy_file, "--cluster-id", "berth-vm", "--out", out,
+              "--recovery-shares", "3", "--recovery-threshold", "2", "--api-server-address",
+              kGuestHostAddress, "--control-plane-endpoint", endpoint});
+  ASSERT_EQ(init.exit_code, 0) << init.output << "\ncp-1's console (end):\n"
+                               << Tail(cp_running->Serial());
+  EXPECT_THAT(init.output,
               HasSubstr("node cp-1 at 127.0.0.1:" + std::to_string(operator_port) + " attested"));
-  EXPECT_THAT(init->output, HasSubstr("Kubernetes API:  " + endpoint + "\n"));
-  EXPECT_THAT(init->output, HasSubstr("cluster berth-vm is up"));
-  Narrate("berthctl cluster init said:", init->output);
+  EXPECT_THAT(init.output, HasSubstr("Kubernetes API:  " + endpoint + "\n"));
+  EXPECT_THAT(init.output, HasSubstr("cluster berth-vm is up"));
+  Narrate("berthctl cluster init said:", init.output);
   const std::string cp_uuid = DiskUuid(cp->disk());
   EXPECT_EQ(cp_uuid.size(), 36u);
 
@@ -300,15 +276,9 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
       << Tail(cp_running->Serial());
   const std::string before = DiskSha256(cp->disk());
   auto recover = [&](const std::string& policy, const std::vector<std::string>& shares) {
-    std::vector<std::string> argv = {
-        berthctl,          "recover",
-        "--node",          "127.0.0.1:" + std::to_string(operator_port),
-        "--operator-cert", op + "/operator.pem",
-        "--operator-key",  op + "/operator.key",
-        "--policy",        policy};
-    for (const auto& f : shares) argv.insert(argv.end(), {"--share", f});
-    auto r = runner.Run(argv);
-    return r.ok() ? *r : ProcessResult{.exit_code = -1, .output = r.status().ToString()};
+    std::vector<std::string> args = {"--policy", policy};
+    for (const auto& f : shares) args.insert(args.end(), {"--share", f});
+    return op.Run({"recover"}, "127.0.0.1:" + std::to_string(operator_port), args);
   };
   const std::string share1 = out + "/recovery-share-1-of-3",
                     share2 = out + "/recovery-share-2-of-3",

@@ -54,6 +54,8 @@ std::string WaitForReadyBoot(const KubectlAs& kubectl, const std::string& node, 
   const auto until = std::chrono::steady_clock::now() + deadline;
   std::pair<std::string, std::string> seen;
   while (std::chrono::steady_clock::now() < until && boot.running()) {
+    // The agent gave up (the test image reports it and holds the VM): no use waiting.
+    if (boot.Serial().find("berth-test: agent-ActiveState=failed") != std::string::npos) break;
     seen = kubectl.Ready(node);
     if (seen.first == "True" && !seen.second.empty() && seen.second != old_boot_id) {
       return seen.second;
@@ -63,6 +65,9 @@ std::string WaitForReadyBoot(const KubectlAs& kubectl, const std::string& node, 
   ADD_FAILURE() << "node " << node << " is not Ready in a new boot (Ready \"" << seen.first
                 << "\", boot ID \"" << seen.second << "\", the old one \"" << old_boot_id
                 << "\"); its VM " << (boot.running() ? "still runs" : "has ended")
+                << (boot.Serial().find("berth-test: agent-ActiveState=failed") != std::string::npos
+                        ? ", its agent failed"
+                        : "")
                 << "; console (end):\n"
                 << Tail(boot.Serial());
   return "";
@@ -75,6 +80,35 @@ std::string Tail(const std::string& text, size_t n) {
 void Narrate(const std::string& test, const std::string& step, const std::string& seen) {
   std::printf("%s: %s\n%s", test.c_str(), step.c_str(), seen.c_str());
   std::fflush(stdout);
+}
+
+ImageOperator::ImageOperator(std::string dir) : dir_(std::move(dir)) {
+  RealProcessRunner runner;
+  auto key = runner.Run({BuildDir() + "/cli/berthctl", "operator", "key", "--out", dir_});
+  if (!key.ok() || !key->success()) {
+    ADD_FAILURE() << "berthctl operator key: "
+                  << (key.ok() ? key->output : key.status().ToString());
+    return;
+  }
+  constexpr std::string_view kPin = "operator_spki_sha256: ";
+  const size_t at = key->output.find(kPin);
+  if (at == std::string::npos || key->output.size() < at + kPin.size() + 64) {
+    ADD_FAILURE() << "berthctl operator key printed no pin:\n" << key->output;
+    return;
+  }
+  spki_ = key->output.substr(at + kPin.size(), 64);
+}
+
+ProcessResult ImageOperator::Run(const std::vector<std::string>& command, const std::string& node,
+                                 const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {BuildDir() + "/cli/berthctl"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  argv.insert(argv.end(), {"--node", node, "--operator-cert", dir_ + "/operator.pem",
+                           "--operator-key", dir_ + "/operator.key"});
+  argv.insert(argv.end(), args.begin(), args.end());
+  RealProcessRunner runner;
+  auto r = runner.Run(argv);
+  return r.ok() ? *r : ProcessResult{.exit_code = -1, .output = r.status().ToString()};
 }
 
 std::string DiskUuid(const std::string& disk) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/subprocess.h"
 #include "tests/e2e/image_cluster.h"
 #include "tests/e2e/image_node.h"
 #include "tests/testing/testing.h"
@@ -56,6 +57,23 @@ std::string WaitForReadyBoot(const KubectlAs& kubectl, const std::string& node, 
 std::string Tail(const std::string& text, size_t n = 6000);
 // What a test shows as it goes (./demo/run prints it): "<test>: <step>" and what it saw.
 void Narrate(const std::string& test, const std::string& step, const std::string& seen = "");
+
+// The operator of a cluster made from nothing: its key (`berthctl operator key` into `dir`)
+// and berthctl's calls to a node's operator endpoint with it.
+class ImageOperator {
+ public:
+  // Makes the key; spki() is empty if that failed (the test has failed then).
+  explicit ImageOperator(std::string dir);
+  // The SHA-256 of its key's SPKI (hex), which EnrolmentConfigs pin.
+  const std::string& spki() const { return spki_; }
+  // `berthctl COMMAND... --node NODE --operator-cert ... --operator-key ... ARGS...`; exit
+  // code -1 with the error as output if berthctl could not be run.
+  ProcessResult Run(const std::vector<std::string>& command, const std::string& node,
+                    const std::vector<std::string>& args) const;
+
+ private:
+  std::string dir_, spki_;
+};
 
 class ImageE2eTest : public ::testing::Test {
  protected:
