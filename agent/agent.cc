@@ -1204,9 +1204,17 @@ class Boot {
       BERTH_ASSIGN_OR_RETURN(std::vector<std::string> args, ManifestCommand(manifest, component));
       BERTH_ASSIGN_OR_RETURN(std::string env, RenderArgsEnvironment("ARGS", args));
       BERTH_RETURN_IF_ERROR(WriteFileAtomic(args_dir + "/" + component + ".env", env, 0644));
-      BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
     }
-    return WaitForApiServer(kubeconfig, advertise);
+    // The API server alone until it is ready (WaitForRestartedApiServer says why), then the
+    // others.
+    BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(kKubeComponents[0]));
+    BERTH_RETURN_IF_ERROR(WaitForApiServer(kubeconfig, advertise));
+    for (const char* component : kKubeComponents) {
+      if (component != kKubeComponents[0]) {
+        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
+      }
+    }
+    return OkStatus();
   }
 
   // A control plane that joined a cluster whose control plane runs as units
@@ -1331,10 +1339,47 @@ class Boot {
     }
     if (services.empty()) return OkStatus();
     Status st = Timed(Step::kStartControlPlane, "starting the control plane's services", [&] {
+      // berthd and the API server first; the controller manager and the scheduler once the
+      // API server is ready (WaitForRestartedApiServer).
+      const bool api_server = services.front() == kKubeComponents[0];
+      if (services.back() == "berthd") {
+        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start("berthd"));
+        services.pop_back();
+      }
+      if (api_server) {
+        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(services.front()));
+        services.erase(services.begin());
+        WaitForRestartedApiServer();
+      }
       for (const auto& s : services) BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(s));
       return OkStatus();
     });
     return st.ok() ? st : st.WithContext("starting the control plane's services");
+  }
+
+  // The controller manager and the scheduler start once the API server is ready: they would
+  // take the node's CPU while it starts, and list everything through it as soon as it answers.
+  // On fast machines that costs nothing. On slow ones an API server that starts with everything
+  // else may never get there: kube-apiserver exits when one of its startup hooks (reconciling
+  // the built-in RBAC roles, the system priority classes) takes over 30 s, and systemd starts
+  // it again from the beginning. When every control plane of a QEMU test on emulated CPUs
+  // booted at once (tests/e2e/image_cluster_e2e_test.cc), no API server was ready after 25
+  // minutes, refusing connections between TLS timeouts.
+  //
+  // On a later boot the wait is bounded by --control-plane-wait and never fails the boot: if the
+  // API server is not ready by then, the rest starts anyway and retries by itself.
+  void WaitForRestartedApiServer() {
+    const std::string admin = JoinRoot(options_.root, "/etc/kubernetes/admin.conf");
+    Result<std::string> advertise = ApiServerAddress();
+    if (!advertise.ok() || !std::filesystem::exists(admin)) {
+      spdlog::warn("not waiting for this node's API server before its other services: {}",
+                   advertise.ok() ? admin + " does not exist" : advertise.status().ToString());
+      return;
+    }
+    Status ready = WaitForApiServer(admin, *advertise);
+    if (!ready.ok()) {
+      spdlog::warn("starting the other control-plane services anyway: {}", ready.ToString());
+    }
   }
 
   // The boot-policy key derives from the master secret (common/boot_policy.h): the node

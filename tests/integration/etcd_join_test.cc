@@ -929,6 +929,11 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
                                  std::to_string(operator_port))));
   EXPECT_THAT(booted.notifications, Contains("READY=1"));
   EXPECT_EQ(MustRead(cp.Path("/efi/berth/enrolment.binpb")), esp);  // the ESP is only read
+  // The API server alone until it is ready, then the others, then berthd (the agent's
+  // WaitForRestartedApiServer says why).
+  EXPECT_THAT(cp.started,
+              ElementsAre("kube-apiserver", "kube-controller-manager (API server ready)",
+                          "kube-scheduler (API server ready)", "berthd"));
 
   // The operator's side: public material, the admin kubeconfig, the shares.
   for (const char* f :
@@ -1063,6 +1068,11 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   AgentOutcome cold = bed.RunAgent(cp, true, {});
   ASSERT_TRUE(cold.status.ok()) << cold.status.ToString();
   EXPECT_THAT(cold.notifications, Contains("READY=1"));
+  // berthd and the API server first, the others once the API server is ready.
+  const std::vector<std::string> later_boot = {"berthd", "kube-apiserver",
+                                               "kube-controller-manager (API server ready)",
+                                               "kube-scheduler (API server ready)"};
+  EXPECT_EQ(cp.started, later_boot);
   ASSERT_TRUE(bed.NodeEtcdRunning("cp-1"));
   EXPECT_TRUE(bed.ServiceRunning(cp, "kube-apiserver"));
   EXPECT_TRUE(bed.ServiceRunning(cp, "kube-controller-manager"));
@@ -1103,6 +1113,9 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n"
                                   << MustRead(bed.ServiceLog(cp, "berthd"));
   EXPECT_THAT(second.notifications, Contains("READY=1"));
+  EXPECT_THAT(cp2.started,
+              ElementsAre("kube-apiserver", "kube-controller-manager (API server ready)",
+                          "kube-scheduler (API server ready)", "berthd"));
   EXPECT_EQ(MustRead(cp2.Path("/var/lib/berth/state/berthd/master.secret")), master_text);
   EXPECT_EQ(MustRead(cp2.Path("/etc/kubernetes/pki/ca.crt")),
             MustRead(cp.Path("/etc/kubernetes/pki/ca.crt")));
@@ -1270,6 +1283,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   }
   EXPECT_EQ(bed.KubeadmJoins().size(), 1 + w2_joins);  // nobody joined again
   for (const TestNode* n : {&cp, &cp2}) {
+    EXPECT_EQ(n->started, later_boot) << n->name;
     EXPECT_TRUE(bed.NodeEtcdRunning(n->name)) << n->name;
     for (const char* s : {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "berthd"}) {
       EXPECT_TRUE(bed.ServiceRunning(*n, s)) << n->name << " " << s;

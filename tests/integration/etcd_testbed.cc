@@ -321,6 +321,7 @@ void MeasureBoot(TestNode& node) {
 // nothing of an earlier boot's EnrolmentConfig or released keys) and the firmware measures
 // again. The first boot is the one AddNode measured.
 void BootNode(TestNode& node) {
+  node.started.clear();
   if (node.boots++ == 0) return;
   EXPECT_TRUE(node.tpm->Reboot());
   MeasureBoot(node);
@@ -706,7 +707,21 @@ Status EtcdTestbed::StartService(TestNode& node, const std::string& name) {
   argv.insert(argv.end(), args.begin(), args.end());
   BERTH_ASSIGN_OR_RETURN(Subprocess p, Subprocess::Start(argv, ServiceLog(node, name)));
   services_[node.name + "/" + name] = std::move(p);
+  std::string started = name;
+  if (name == "kube-controller-manager" || name == "kube-scheduler") {
+    started += ApiServerReady(node) ? " (API server ready)" : " (API server not ready)";
+  }
+  node.started.push_back(started);
   return OkStatus();
+}
+
+bool EtcdTestbed::ApiServerReady(const TestNode& node) const {
+  const std::string address = node.addresses.empty() ? "127.0.0.1" : node.addresses.front();
+  auto r = RealProcessRunner().Run(
+      {kube_->Binary("kubectl"), "--kubeconfig", node.Path("/etc/kubernetes/admin.conf"),
+       "--server", "https://" + address + ":" + std::to_string(node.api_server_port),
+       "--request-timeout", "10s", "get", "--raw", "/readyz"});
+  return r.ok() && r->success() && r->output == "ok";
 }
 
 }  // namespace berth::testing

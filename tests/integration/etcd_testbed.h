@@ -73,6 +73,10 @@ struct TestNode {
   int api_server_port = 0, controller_manager_port = 0, scheduler_port = 0, berthd_port = 0;
   bool control_plane_units = false;
   std::chrono::seconds control_plane_wait{180};  // how long its API server may take
+  // The services the agent started in its last run (RunAgent), in order; the controller
+  // manager and scheduler as "NAME (API server ready)" or "NAME (API server not ready)": what
+  // the node's own API server's /readyz answered as the agent started them.
+  std::vector<std::string> started;
   // The CA its EnrolmentConfig pins (empty: the testbed's join CA).
   std::string cluster_ca_pem;
   int etcd_peer_port = 0, etcd_client_port = 0;
@@ -232,6 +236,8 @@ class EtcdTestbed {
   bool ServiceRunning(const TestNode& node, const std::string& name);
   // Starts it from the environment file the agent wrote (ControlPlaneServices).
   Status StartService(TestNode& node, const std::string& name);
+  // Whether the node's own API server answers /readyz "ok" to its admin.conf.
+  bool ApiServerReady(const TestNode& node) const;
   // SIGKILLs every service the node started, as a power loss does.
   void KillServices(const TestNode& node);
 };
