@@ -153,15 +153,9 @@ TEST_F(ImageE2eTest, AControlPlaneBootstrapsInAVmAWorkerJoinsItAndBothComeBackAf
   EXPECT_EQ(admin["clusters"][0]["cluster"]["server"].as<std::string>(), "https://" + endpoint);
 
   // A worker that names only cp-1's berthd, pinning the join CA `cluster init` wrote.
-  v1::EnrolmentConfig worker_config;
-  worker_config.set_version(1);
-  worker_config.set_cluster_id("berth-vm");
-  worker_config.add_endpoints(std::string(kGuestHostAddress) + ":" + std::to_string(berthd_port));
-  worker_config.set_cluster_ca_pem(MustRead(out + "/join-ca.pem"));
-  worker_config.set_role(v1::NODE_ROLE_WORKER);
-  worker_config.set_attestation(v1::ATTESTATION_KIND_TPM);
-  worker_config.set_node_name("vm-worker-1");
-  worker_config = ImageEnrolment(worker_config);
+  const v1::EnrolmentConfig worker_config = ImageWorkerEnrolment(
+      "berth-vm", {std::string(kGuestHostAddress) + ":" + std::to_string(berthd_port)},
+      MustRead(out + "/join-ca.pem"), "vm-worker-1");
   Narrate("a worker boots, naming cp-1's berthd and pinning the join CA cluster init wrote");
   auto worker = NewNode("worker-1");
   const ImageBootOptions worker_boot{.enrolment = &worker_config, .options = {"HOLD=1"}};

@@ -224,4 +224,18 @@ v1::EnrolmentConfig ImageEnrolment(v1::EnrolmentConfig base) {
   return base;
 }
 
+v1::EnrolmentConfig ImageWorkerEnrolment(const std::string& cluster_id,
+                                         const std::vector<std::string>& berthds,
+                                         const std::string& join_ca_pem, const std::string& node) {
+  v1::EnrolmentConfig c;
+  c.set_version(1);
+  c.set_cluster_id(cluster_id);
+  for (const auto& b : berthds) c.add_endpoints(b);
+  c.set_cluster_ca_pem(join_ca_pem);
+  c.set_role(v1::NODE_ROLE_WORKER);
+  c.set_attestation(v1::ATTESTATION_KIND_TPM);
+  c.set_node_name(node);
+  return ImageEnrolment(c);
+}
+
 }  // namespace berth::testing

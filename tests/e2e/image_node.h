@@ -114,5 +114,10 @@ bool OnBridge();
 // berth-state, mounted at /var/lib/berth/state) and a PCR selection with the UKI's PCR 11
 // (systemd-stub's measurements of its sections) next to the default ones.
 v1::EnrolmentConfig ImageEnrolment(v1::EnrolmentConfig base);
+// ImageEnrolment of a TPM worker `node` of `cluster_id` that names `berthds` and pins
+// `join_ca_pem`.
+v1::EnrolmentConfig ImageWorkerEnrolment(const std::string& cluster_id,
+                                         const std::vector<std::string>& berthds,
+                                         const std::string& join_ca_pem, const std::string& node);
 
 }  // namespace berth::testing
