@@ -216,28 +216,30 @@ TEST_F(ImageE2eTest, ThreeControlPlanesFromNothingAWorkerAndAllBackAfterEveryVmL
   // on the output it parses.)
   for (const auto& cp : cps) {
     std::string said;
-    for (const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-         said != "ok" && std::chrono::steady_clock::now() < until;
-         std::this_thread::sleep_for(std::chrono::seconds(2))) {
-      auto ready = kubectl.Run(
-          {"--server", "https://" + BridgeAddress(cp.slot) + ":6443", "get", "--raw", "/readyz"});
-      said = ready.ok() ? ready->output : ready.status().ToString();
-    }
+    WaitFor(
+        [&] {
+          auto ready = kubectl.Run({"--server", "https://" + BridgeAddress(cp.slot) + ":6443",
+                                    "get", "--raw", "/readyz"});
+          said = ready.ok() ? ready->output : ready.status().ToString();
+          return said == "ok";
+        },
+        std::chrono::minutes(3), std::chrono::seconds(2));
     EXPECT_EQ(said, "ok") << cp.name;
   }
   std::set<std::string> api_addresses;
   const std::set<std::string> every_api_server = {BridgeAddress(1), BridgeAddress(2),
                                                   BridgeAddress(3)};
-  for (const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-       api_addresses != every_api_server && std::chrono::steady_clock::now() < until;
-       std::this_thread::sleep_for(std::chrono::seconds(2))) {
-    nlohmann::json slices = kubectl.Get(
-        {"endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"});
-    if (slices.is_null()) continue;
-    for (const auto& slice : slices["items"]) {
-      for (const auto& e : slice["endpoints"]) api_addresses.insert(e["addresses"][0]);
-    }
-  }
+  WaitFor(
+      [&] {
+        nlohmann::json slices = kubectl.Get(
+            {"endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes"});
+        if (slices.is_null()) return false;
+        for (const auto& slice : slices["items"]) {
+          for (const auto& e : slice["endpoints"]) api_addresses.insert(e["addresses"][0]);
+        }
+        return api_addresses == every_api_server;
+      },
+      std::chrono::minutes(3), std::chrono::seconds(2));
   EXPECT_EQ(api_addresses, every_api_server);
   // Written through cp-3's own API server (its certificate names its address).
   KubectlAs through_cp3({kubectl_bin, "--kubeconfig", out + "/admin.conf", "--server",

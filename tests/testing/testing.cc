@@ -56,11 +56,12 @@ void MustWrite(const std::string& path, const std::string& content, mode_t mode)
   if (!st.ok()) ADD_FAILURE() << st.ToString();
 }
 
-bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
+             std::chrono::milliseconds interval) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(interval);
   }
   return cond();
 }

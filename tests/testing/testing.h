@@ -38,8 +38,9 @@ std::string SourceDir();
 std::string MustRead(const std::string& path);
 void MustWrite(const std::string& path, const std::string& content, mode_t mode = 0644);
 
-// Polls `cond` every 20 ms until it holds or `timeout` passes. Returns whether it held.
-bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+// Polls `cond` every `interval` until it holds or `timeout` passes. Returns whether it held.
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout,
+             std::chrono::milliseconds interval = std::chrono::milliseconds(20));
 // Polls the file at `path` (a log a process is writing; it need not exist yet) until it
 // contains `text` or `timeout` passes. Returns whether it did.
 bool WaitForText(const std::string& path, std::string_view text, std::chrono::milliseconds timeout);
