@@ -205,6 +205,11 @@ std::string RenderEtcdEnvironment(const std::string& root, const v1::EtcdMateria
   var("ETCD_PEER_KEY_FILE", pki + "/peer.key");
   var("ETCD_PEER_CLIENT_CERT_AUTH", "true");
   var("ETCD_PEER_CRL_FILE", pki + "/crl.pem");
+  // As kubeadm's etcd (phases/etcd/local.go): the API server's watch cache learns etcd's
+  // revision from progress notifications, and a member checks its data against the others'
+  // before it serves.
+  var("ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL", "5s");
+  var("ETCD_FEATURE_GATES", "InitialCorruptCheck=true");
   return out;
 }
 

@@ -22,8 +22,7 @@ namespace berth::agent {
 // keeps it in berthd's directory.
 inline constexpr char kEtcdPkiDir[] = "/etc/kubernetes/pki/etcd";
 // etcd's configuration as ETCD_* variables (etcd reads them as its flags). On the state disk
-// with the rest of /etc/kubernetes; the systemd drop-in systemd/etcd-berth.conf points
-// etcd.service at it.
+// with the rest of /etc/kubernetes; berth's systemd/etcd.service reads it.
 inline constexpr char kEtcdEnvPath[] = "/etc/kubernetes/etcd.env";
 // etcd's data directory, relative to the state disk's mount point: it must survive reboots.
 inline constexpr char kEtcdDataSubdir[] = "etcd";
@@ -85,7 +84,7 @@ class EtcdService {
   virtual Status Start() = 0;
 };
 
-// `systemctl start --no-block etcd.service` (with systemd/etcd-berth.conf installed): the
+// `systemctl start --no-block etcd.service` (berth's systemd/etcd.service): the
 // start job is queued, and the agent watches etcd itself (WaitForEtcdMember, --etcd-wait),
 // saying what it sees. etcd tells systemd it is ready only once it serves with a quorum: a
 // member that joins catches up with the leader first, and after a power loss it waits for the

@@ -214,7 +214,9 @@ TEST_F(MaterialTest, EnvironmentJoinsTheExistingCluster) {
       "ETCD_PEER_CERT_FILE=/etc/kubernetes/pki/etcd/peer.crt\n"
       "ETCD_PEER_KEY_FILE=/etc/kubernetes/pki/etcd/peer.key\n"
       "ETCD_PEER_CLIENT_CERT_AUTH=true\n"
-      "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n");
+      "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n"
+      "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL=5s\n"
+      "ETCD_FEATURE_GATES=InitialCorruptCheck=true\n");
   EtcdEndpoints v6{.addresses = {"fd00::5"}, .peer_port = 12380, .client_port = 12379};
   EXPECT_EQ(v6.PeerUrl(), "https://[fd00::5]:12380");
   EXPECT_EQ(v6.ClientUrl(), "https://[fd00::5]:12379");
