@@ -1207,12 +1207,10 @@ class Boot {
     }
     // The API server alone until it is ready (WaitForRestartedApiServer says why), then the
     // others.
-    BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(kKubeComponents[0]));
+    BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(kApiServer));
     BERTH_RETURN_IF_ERROR(WaitForApiServer(kubeconfig, advertise));
-    for (const char* component : kKubeComponents) {
-      if (component != kKubeComponents[0]) {
-        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
-      }
+    for (const char* component : kApiServerClients) {
+      BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
     }
     return OkStatus();
   }
@@ -1327,31 +1325,28 @@ class Boot {
   // that joined with kubeadm's static Pods have none of these files.
   Status RestartControlPlaneServices() {
     if (deps_.control_plane == nullptr) return OkStatus();
-    std::vector<std::string> services;
-    for (const char* component : kKubeComponents) {
-      const std::string env =
-          JoinRoot(options_.root, kControlPlaneArgsDir) + "/" + component + ".env";
-      if (std::filesystem::exists(env)) services.push_back(component);
+    auto configured = [&](const char* component) {
+      return std::filesystem::exists(JoinRoot(options_.root, kControlPlaneArgsDir) + "/" +
+                                     component + ".env");
+    };
+    const bool berthd =
+        std::filesystem::exists(JoinRoot(options_.root, config_.state_disk().mount_point()) +
+                                kBerthdDirOnDisk + "/berthd.env");
+    const bool api_server = configured(kApiServer);
+    std::vector<const char*> clients;
+    for (const char* component : kApiServerClients) {
+      if (configured(component)) clients.push_back(component);
     }
-    if (std::filesystem::exists(JoinRoot(options_.root, config_.state_disk().mount_point()) +
-                                kBerthdDirOnDisk + "/berthd.env")) {
-      services.push_back("berthd");
-    }
-    if (services.empty()) return OkStatus();
+    if (!berthd && !api_server && clients.empty()) return OkStatus();
     Status st = Timed(Step::kStartControlPlane, "starting the control plane's services", [&] {
       // berthd and the API server first; the controller manager and the scheduler once the
       // API server is ready (WaitForRestartedApiServer).
-      const bool api_server = services.front() == kKubeComponents[0];
-      if (services.back() == "berthd") {
-        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start("berthd"));
-        services.pop_back();
-      }
+      if (berthd) BERTH_RETURN_IF_ERROR(deps_.control_plane->Start("berthd"));
       if (api_server) {
-        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(services.front()));
-        services.erase(services.begin());
+        BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(kApiServer));
         WaitForRestartedApiServer();
       }
-      for (const auto& s : services) BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(s));
+      for (const char* c : clients) BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(c));
       return OkStatus();
     });
     return st.ok() ? st : st.WithContext("starting the control plane's services");

@@ -162,8 +162,13 @@ inline constexpr char kControlPlaneStateMount[] = "/var/lib/berth/state";
 // FAILED_PRECONDITION when `mount_point` is not kControlPlaneStateMount: the unit would find no
 // berthd.env and, started with --no-block, fail without the agent knowing.
 Status CheckControlPlaneMount(const std::string& mount_point);
-inline constexpr const char* kKubeComponents[] = {"kube-apiserver", "kube-controller-manager",
-                                                  "kube-scheduler"};
+// The control plane's Kubernetes services, each a unit of that name whose flags are in
+// kControlPlaneArgsDir/NAME.env, in the order they start: the API server alone, then the
+// others once it is ready (berth-agent's StartKubeComponents, WaitForRestartedApiServer).
+inline constexpr char kApiServer[] = "kube-apiserver";
+inline constexpr const char* kApiServerClients[] = {"kube-controller-manager", "kube-scheduler"};
+inline constexpr const char* kKubeComponents[] = {kApiServer, kApiServerClients[0],
+                                                  kApiServerClients[1]};
 
 // The command of a static Pod manifest's first container without the program (`program`, which
 // it must start with): the flags kubeadm chose. INVALID_ARGUMENT naming what is missing.
