@@ -1423,7 +1423,7 @@ class Boot {
         std::unique_ptr<EtcdCa> etcd_ca,
         EtcdCa::FromPem(etcd_ca_pem, etcd_key_pem, std::chrono::hours(24 * 365)));
     BERTH_ASSIGN_OR_RETURN(std::string crl, etcd_ca->MakeCrl({}, deps_.clock->NowUnix(), 1));
-    BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/etcd/crl.pem", crl, 0644));
+    BERTH_RETURN_IF_ERROR(WriteEtcdCrl(options_.root, crl));
     v1::EtcdMaterial member;
     member.set_member_name(node_);
     member.add_initial_cluster(node_ + "=" + etcd_endpoints_.PeerUrl());

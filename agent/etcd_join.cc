@@ -32,6 +32,31 @@ Status Bad(const std::string& what) {
   return InvalidArgument("malformed join ticket: etcd " + what);
 }
 
+// The CRL `pem` in DER, once it parses and the etcd CA `ca` signed it; INVALID_ARGUMENT
+// saying which it is not.
+Result<std::string> VerifiedCrlDer(const std::string& pem, X509* ca) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::unique_ptr<X509_CRL, X509CrlFree> crl(
+      PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+  if (!crl) {
+    ERR_clear_error();
+    return InvalidArgument("CRL does not parse");
+  }
+  if (X509_CRL_verify(crl.get(), X509_get0_pubkey(ca)) != 1) {
+    ERR_clear_error();
+    return InvalidArgument("CRL is not signed by the etcd CA");
+  }
+  unsigned char* der = nullptr;
+  const int n = i2d_X509_CRL(crl.get(), &der);
+  if (n <= 0) {
+    ERR_clear_error();
+    return Internal("encoding the etcd CRL as DER failed");
+  }
+  std::string out(reinterpret_cast<const char*>(der), static_cast<size_t>(n));
+  OPENSSL_free(der);
+  return out;
+}
+
 std::string HostForUrl(const std::string& address) {
   return address.find(':') != std::string::npos ? "[" + address + "]" : address;
 }
@@ -145,17 +170,8 @@ Status ValidateEtcdMaterial(const v1::EtcdMaterial& m, const EtcdKeys& keys,
       CheckCert(m.server_certificate(), "server", ca->get(), keys.server_key.get(), node_name));
   BERTH_RETURN_IF_ERROR(
       CheckCert(m.peer_certificate(), "peer", ca->get(), keys.peer_key.get(), node_name));
-  std::unique_ptr<BIO, BioFree> bio(
-      BIO_new_mem_buf(m.crl().data(), static_cast<int>(m.crl().size())));
-  std::unique_ptr<X509_CRL, X509CrlFree> crl(
-      PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
-  if (!crl) {
-    ERR_clear_error();
-    return Bad("CRL does not parse");
-  }
-  if (X509_CRL_verify(crl.get(), X509_get0_pubkey(ca->get())) != 1) {
-    ERR_clear_error();
-    return Bad("CRL is not signed by the etcd CA");
+  if (auto crl = VerifiedCrlDer(m.crl(), ca->get()); !crl.ok()) {
+    return Bad(crl.status().message());
   }
   const std::string self = node_name + "=" + peer_url;
   bool listed = false;
@@ -199,12 +215,12 @@ std::string RenderEtcdEnvironment(const std::string& root, const v1::EtcdMateria
   var("ETCD_CERT_FILE", pki + "/server.crt");
   var("ETCD_KEY_FILE", pki + "/server.key");
   var("ETCD_CLIENT_CERT_AUTH", "true");
-  var("ETCD_CLIENT_CRL_FILE", pki + "/crl.pem");
+  var("ETCD_CLIENT_CRL_FILE", pki + "/" + kEtcdCrlFile);
   var("ETCD_PEER_TRUSTED_CA_FILE", pki + "/ca.crt");
   var("ETCD_PEER_CERT_FILE", pki + "/peer.crt");
   var("ETCD_PEER_KEY_FILE", pki + "/peer.key");
   var("ETCD_PEER_CLIENT_CERT_AUTH", "true");
-  var("ETCD_PEER_CRL_FILE", pki + "/crl.pem");
+  var("ETCD_PEER_CRL_FILE", pki + "/" + kEtcdCrlFile);
   // As kubeadm's etcd (phases/etcd/local.go): the API server's watch cache learns etcd's
   // revision from progress notifications, and a member checks its data against the others'
   // before it serves.
@@ -224,7 +240,7 @@ Status WriteEtcdFiles(const std::string& root, const v1::EtcdMaterial& m, const 
   BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/server.crt", m.server_certificate(), 0644));
   BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/peer.crt", m.peer_certificate(), 0644));
   BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/ca.crt", m.ca_certificate(), 0644));
-  BERTH_RETURN_IF_ERROR(WriteFileAtomic(pki + "/crl.pem", m.crl(), 0644));
+  BERTH_RETURN_IF_ERROR(WriteEtcdCrl(root, m.crl()));
   BERTH_RETURN_IF_ERROR(MakeDirs(data_dir, 0700));
   const std::string env = JoinRoot(root, kEtcdEnvPath);
   return WriteFileAtomic(env, RenderEtcdEnvironment(root, m, e, data_dir), 0644);
@@ -232,8 +248,10 @@ Status WriteEtcdFiles(const std::string& root, const v1::EtcdMaterial& m, const 
 
 Status WriteEtcdCrl(const std::string& root, const std::string& crl_pem) {
   const std::string pki = JoinRoot(root, kEtcdPkiDir);
-  BERTH_RETURN_IF_ERROR(ReadFile(pki + "/ca.crt").status());
-  return WriteFileAtomic(pki + "/crl.pem", crl_pem, 0644);
+  BERTH_ASSIGN_OR_RETURN(std::string ca_pem, ReadFile(pki + "/ca.crt"));
+  BERTH_ASSIGN_OR_RETURN(X509Ptr ca, CertFromPem(ca_pem));
+  BERTH_ASSIGN_OR_RETURN(std::string der, VerifiedCrlDer(crl_pem, ca.get()));
+  return WriteFileAtomic(pki + "/" + kEtcdCrlFile, der, 0644);
 }
 
 Status SystemdEtcdService::Start() {

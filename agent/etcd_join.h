@@ -18,9 +18,13 @@
 namespace berth::agent {
 
 // kubeadm's layout (under --root): ca.crt, server.crt, server.key, peer.crt, peer.key; and
-// crl.pem beside them. The etcd CA's key is not among them: a control plane that runs berthd
-// keeps it in berthd's directory.
+// berth's CRL beside them (kEtcdCrlFile). The etcd CA's key is not among them: a control
+// plane that runs berthd keeps it in berthd's directory.
 inline constexpr char kEtcdPkiDir[] = "/etc/kubernetes/pki/etcd";
+// The CRL etcd checks every client and peer certificate against, in DER: etcd 3.6 and later
+// read it with Go's x509.ParseRevocationList, which takes DER only, and refuse every TLS
+// connection while it does not parse (etcd 3.4 took PEM too). berthd sends it in PEM.
+inline constexpr char kEtcdCrlFile[] = "crl.der";
 // etcd's configuration as ETCD_* variables (etcd reads them as its flags). On the state disk
 // with the rest of /etc/kubernetes; berth's systemd/etcd.service reads it.
 inline constexpr char kEtcdEnvPath[] = "/etc/kubernetes/etcd.env";
@@ -71,8 +75,9 @@ Status WriteEtcdFiles(const std::string& root, const v1::EtcdMaterial& material,
                       const EtcdKeys& keys, const EtcdEndpoints& endpoints,
                       const std::string& data_dir);
 
-// Replaces crl.pem (a rejoin ticket carries the current CRL). NOT_FOUND if the node has no
-// etcd PKI.
+// Replaces the CRL (kEtcdCrlFile; a rejoin ticket carries the current one, and a bootstrap
+// makes the first) with `crl_pem` in DER. NOT_FOUND if the node has no etcd PKI;
+// INVALID_ARGUMENT, changing nothing, if it does not parse or the node's etcd CA did not sign it.
 Status WriteEtcdCrl(const std::string& root, const std::string& crl_pem);
 
 // Starting the node's etcd, behind an interface (tests start a real etcd process from the

@@ -153,7 +153,7 @@ TEST(EtcdJoinTest, TwoControlPlanesJoinOneAfterTheOtherAndBothEndAsVoters) {
     // kubeadm's layout, keys 0600, made on the node: the key matches the certificate.
     const std::string pki = n->Path("/etc/kubernetes/pki/etcd");
     for (const char* f :
-         {"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "crl.pem"}) {
+         {"ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", "crl.der"}) {
       EXPECT_TRUE(std::filesystem::exists(pki + "/" + f)) << f;
     }
     EXPECT_FALSE(std::filesystem::exists(pki + "/ca.key"));

@@ -51,11 +51,11 @@ class MaterialTest : public ::testing::Test {
     return *CertToPem(cert->get());
   }
 
-  std::string Crl(EVP_PKEY* signer) {
+  std::string Crl(EVP_PKEY* signer, time_t last_update = 1'800'000'000) {
     X509_CRL* crl = X509_CRL_new();
     X509_CRL_set_version(crl, 1);
     X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca_.get()));
-    ASN1_TIME* t = ASN1_TIME_set(nullptr, 1'800'000'000);
+    ASN1_TIME* t = ASN1_TIME_set(nullptr, last_update);
     X509_CRL_set1_lastUpdate(crl, t);
     ASN1_TIME_free(t);
     X509_CRL_sign(crl, signer, EVP_sha256());
@@ -67,6 +67,20 @@ class MaterialTest : public ::testing::Test {
     BIO_free(bio);
     X509_CRL_free(crl);
     return out;
+  }
+
+  // The CRL file at `path` is DER (no PEM armour), signed by the etcd CA, and made at
+  // `last_update`.
+  void ExpectDerCrl(const std::string& path, time_t last_update) {
+    const std::string der = berth::testing::MustRead(path);
+    EXPECT_EQ(der.rfind("-----BEGIN", 0), std::string::npos);
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size()));
+    ASSERT_NE(crl, nullptr) << path << " is not a DER CRL";
+    EXPECT_EQ(p, reinterpret_cast<const unsigned char*>(der.data()) + der.size());
+    EXPECT_EQ(X509_CRL_verify(crl, X509_get0_pubkey(ca_.get())), 1);
+    EXPECT_EQ(ASN1_TIME_cmp_time_t(X509_CRL_get0_lastUpdate(crl), last_update), 0);
+    X509_CRL_free(crl);
   }
 
   v1::EtcdMaterial Material(const EtcdKeys& keys, const std::string& name) {
@@ -176,7 +190,8 @@ TEST_F(MaterialTest, FilesAreWrittenInKubeadmsLayoutWithKeys0600) {
   EXPECT_EQ(ModeOf(pki + "/server.crt"), 0644u);
   EXPECT_EQ(ModeOf(pki + "/peer.crt"), 0644u);
   EXPECT_EQ(ModeOf(pki + "/ca.crt"), 0644u);
-  EXPECT_EQ(ModeOf(pki + "/crl.pem"), 0644u);
+  EXPECT_EQ(ModeOf(pki + "/crl.der"), 0644u);
+  ExpectDerCrl(pki + "/crl.der", 1'800'000'000);
   EXPECT_EQ(ModeOf(data), 0700u);
   EXPECT_FALSE(ReadFile(pki + "/ca.key").ok());  // the CA key never reaches a node
   auto key = PrivateKeyFromPem(berth::testing::MustRead(pki + "/server.key"));
@@ -185,11 +200,19 @@ TEST_F(MaterialTest, FilesAreWrittenInKubeadmsLayoutWithKeys0600) {
   EXPECT_EQ(berth::testing::MustRead(pki + "/peer.crt"), material_.peer_certificate());
   EXPECT_EQ(berth::testing::MustRead(root.Join("etc/kubernetes/etcd.env")),
             RenderEtcdEnvironment(root.path(), material_, e, data));
-  // A rejoin replaces the CRL only where a PKI exists.
-  ASSERT_TRUE(WriteEtcdCrl(root.path(), "new crl").ok());
-  EXPECT_EQ(berth::testing::MustRead(pki + "/crl.pem"), "new crl");
+  // A rejoin replaces the CRL only where a PKI exists, and only with one the etcd CA signed;
+  // anything else changes nothing.
+  ASSERT_TRUE(WriteEtcdCrl(root.path(), Crl(ca_key_.get(), 1'900'000'000)).ok());
+  ExpectDerCrl(pki + "/crl.der", 1'900'000'000);
+  auto rogue = GenerateP256Key();
+  ASSERT_TRUE(rogue.ok());
+  EXPECT_EQ(WriteEtcdCrl(root.path(), Crl(rogue->get(), 2'000'000'000)).ToString(),
+            "INVALID_ARGUMENT: CRL is not signed by the etcd CA");
+  EXPECT_EQ(WriteEtcdCrl(root.path(), "new crl").ToString(),
+            "INVALID_ARGUMENT: CRL does not parse");
+  ExpectDerCrl(pki + "/crl.der", 1'900'000'000);
   berth::testing::TempDir empty;
-  EXPECT_EQ(WriteEtcdCrl(empty.path(), "x").code(), Code::kNotFound);
+  EXPECT_EQ(WriteEtcdCrl(empty.path(), Crl(ca_key_.get())).code(), Code::kNotFound);
 }
 
 TEST_F(MaterialTest, EnvironmentJoinsTheExistingCluster) {
@@ -209,12 +232,12 @@ TEST_F(MaterialTest, EnvironmentJoinsTheExistingCluster) {
       "ETCD_CERT_FILE=/etc/kubernetes/pki/etcd/server.crt\n"
       "ETCD_KEY_FILE=/etc/kubernetes/pki/etcd/server.key\n"
       "ETCD_CLIENT_CERT_AUTH=true\n"
-      "ETCD_CLIENT_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n"
+      "ETCD_CLIENT_CRL_FILE=/etc/kubernetes/pki/etcd/crl.der\n"
       "ETCD_PEER_TRUSTED_CA_FILE=/etc/kubernetes/pki/etcd/ca.crt\n"
       "ETCD_PEER_CERT_FILE=/etc/kubernetes/pki/etcd/peer.crt\n"
       "ETCD_PEER_KEY_FILE=/etc/kubernetes/pki/etcd/peer.key\n"
       "ETCD_PEER_CLIENT_CERT_AUTH=true\n"
-      "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.pem\n"
+      "ETCD_PEER_CRL_FILE=/etc/kubernetes/pki/etcd/crl.der\n"
       "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL=5s\n"
       "ETCD_FEATURE_GATES=InitialCorruptCheck=true\n");
   EtcdEndpoints v6{.addresses = {"fd00::5"}, .peer_port = 12380, .client_port = 12379};
