@@ -1181,7 +1181,12 @@ class Boot {
       BERTH_RETURN_IF_ERROR(PollEverySecond("the kubelet", "register node " + node_, [&] {
         return Kubectl(admin, {"get", "node", node_});
       }));
-      return RunKubeadmMarkControlPlane(*deps_.runner, options_.kubeadm, config);
+      // Again until it succeeds (it is idempotent): on a loaded node one of its requests to
+      // the API server can take longer than kubeadm's 10 s (seen with three control planes on
+      // emulated CPUs: the node then never got its control-plane label and taint).
+      return PollEverySecond("kubeadm", "mark node " + node_ + " a control plane", [&] {
+        return RunKubeadmMarkControlPlane(*deps_.runner, options_.kubeadm, config);
+      });
     });
     return st.ok() ? st : st.WithContext("registering this control plane's kubelet");
   }
