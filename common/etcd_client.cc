@@ -124,6 +124,7 @@ std::string MemberIdHex(uint64_t id) {
 namespace {
 
 struct Stubs {
+  std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Cluster::Stub> cluster;
   std::unique_ptr<etcdserverpb::Maintenance::Stub> maintenance;
@@ -202,6 +203,11 @@ class GrpcClient : public Client {
   // A channel whose connection attempt failed can stay stuck (observed with a member that
   // accepted TCP while it was still starting); the next call gets a new channel instead.
   // Callers pace their retries, so this does not spin.
+  // A channel that is connected, or still connecting, stays: its member is slow, or a TLS
+  // handshake with it takes longer than a call, and a new channel would start the handshake
+  // again from nothing on every call, never to finish (seen: a berthd whose only endpoint was
+  // its own member, on a loaded emulated CPU with 11 s handshakes, cut off for good after one
+  // slow Txn).
   void ForgetIfUnreachable(const std::string& target, const std::shared_ptr<Stubs>& stubs,
                            const grpc::Status& st) {
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
@@ -209,6 +215,8 @@ class GrpcClient : public Client {
       return;
     }
     if (st.error_message().rfind("etcdserver: ", 0) == 0) return;  // the member answered
+    const grpc_connectivity_state state = stubs->channel->GetState(/*try_to_connect=*/false);
+    if (state == GRPC_CHANNEL_READY || state == GRPC_CHANNEL_CONNECTING) return;
     std::lock_guard<std::mutex> lock(mu_);
     auto it = stubs_.find(target);
     if (it != stubs_.end() && it->second == stubs) stubs_.erase(it);
@@ -221,14 +229,16 @@ class GrpcClient : public Client {
     grpc::ChannelArguments args = ClientChannelArguments();
     // A member that was down comes back within seconds; gRPC's default reconnect backoff
     // (up to two minutes) would keep the channel failing long after.
-    // gRPC takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the connect timeout (default 20 s): a
-    // member that accepts TCP before it serves would hold a connection attempt that long.
-    // Too short fails TLS handshakes on a loaded machine, so 3 s.
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 3000);
+    // gRPC takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the connect timeout, TLS handshake
+    // included: gRPC's default, 20 s. It was 3 s, for a member that accepts TCP before it
+    // serves; but a loaded member's handshakes take longer than that (11 s seen under QEMU's
+    // emulation), and no connection to it would ever be made. A call still gives up at its
+    // own deadline, and Failover goes on to the next member.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     auto channel = grpc::CreateCustomChannel(target, creds_, args);
-    auto s = std::make_shared<Stubs>(Stubs{etcdserverpb::KV::NewStub(channel),
+    auto s = std::make_shared<Stubs>(Stubs{channel, etcdserverpb::KV::NewStub(channel),
                                            etcdserverpb::Cluster::NewStub(channel),
                                            etcdserverpb::Maintenance::NewStub(channel)});
     stubs_.emplace(target, s);

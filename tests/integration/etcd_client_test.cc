@@ -1,10 +1,18 @@
-// The etcd client against a real 3-member etcd cluster (Debian's etcd 3.4) over TLS: KV and
-// compare-and-swap transactions, membership calls and how etcd's errors come back, and
-// failover when a member is down.
+// The etcd client against a real 3-member etcd cluster (EtcdBinary(): the control planes'
+// etcd) over TLS: KV and compare-and-swap transactions, membership calls and how etcd's errors
+// come back, failover when a member is down, and a member whose handshakes outlast a call.
 #include "common/etcd_client.h"
 
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include "tests/testing/etcd.h"
 #include "tests/testing/testing.h"
@@ -13,6 +21,85 @@ namespace berth::testing {
 namespace {
 
 using ::testing::HasSubstr;
+
+// A TCP proxy on loopback that holds every new connection for `delay` before it connects it to
+// 127.0.0.1:`target_port`, then copies bytes both ways: a member whose TLS handshakes take that
+// long, as a loaded machine's do (11 s seen under QEMU's emulation). A stand-in for a fault a
+// real etcd does not produce on demand (tests/standins/README.md).
+class SlowHandshakeProxy {
+ public:
+  SlowHandshakeProxy(int target_port, std::chrono::milliseconds delay)
+      : target_port_(target_port), delay_(delay) {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(listener_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(listener_, 16) != 0 ||
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "the proxy could not listen";
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    accept_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~SlowHandshakeProxy() {
+    stop_ = true;
+    if (accept_.joinable()) accept_.join();  // then nothing adds to connections_
+    for (auto& t : serving_) t.join();
+    close(listener_);
+  }
+  int port() const { return port_; }
+  int connections() const { return connections_; }
+
+ private:
+  void AcceptLoop() {
+    while (!stop_) {
+      pollfd p{listener_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      const int down = accept(listener_, nullptr, nullptr);
+      if (down < 0) continue;
+      ++connections_;
+      serving_.emplace_back([this, down] { Serve(down); });
+    }
+  }
+  void Serve(int down) {
+    for (auto until = std::chrono::steady_clock::now() + delay_;
+         !stop_ && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const int up = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (!stop_ && connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      char buf[16384];
+      pollfd fds[2] = {{down, POLLIN, 0}, {up, POLLIN, 0}};
+      while (!stop_) {
+        if (poll(fds, 2, 100) <= 0) continue;
+        bool closed = false;
+        for (int i = 0; i < 2 && !closed; ++i) {
+          if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+          closed = n <= 0 || write(fds[1 - i].fd, buf, static_cast<size_t>(n)) != n;
+        }
+        if (closed) break;
+      }
+    }
+    close(up);
+    close(down);
+  }
+
+  const int target_port_;
+  const std::chrono::milliseconds delay_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread accept_;
+  std::vector<std::thread> serving_;  // one per connection, added by accept_ only
+};
 
 class EtcdClientTest : public ::testing::Test {
  protected:
@@ -179,6 +266,36 @@ TEST_F(EtcdClientTest, FailsOverWhenAMemberIsDown) {
   EXPECT_EQ(got->kvs(0).value(), "written while etcd-0 is down");
   ASSERT_TRUE(cluster_->Restart(0));
   EXPECT_TRUE(cluster_->WaitHealthy(std::chrono::seconds(30)));
+}
+
+// Every new connection to the member takes 4 s, a call 1 s (and a connection attempt 3 s
+// before the fix): the first calls end at their deadline while the handshake goes on, and a
+// later call uses the connection it made. Before, each failed call dropped the connecting
+// channel and the next one started another handshake, so no call ever got through.
+TEST_F(EtcdClientTest, AMemberWhoseHandshakesOutlastACallIsReachedAllTheSame) {
+  const std::string url = cluster_->ClientUrl(0);
+  SlowHandshakeProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)), std::chrono::seconds(4));
+  auto client = cluster_->NewClient({"https://127.0.0.1:" + std::to_string(proxy.port())},
+                                    std::chrono::seconds(1));
+  ASSERT_NE(client, nullptr);
+  etcdserverpb::RangeRequest r;
+  r.set_key("/t5/none");
+  int failed = 0;
+  Status last;
+  const bool reached = WaitFor(
+      [&] {
+        auto got = client->Range(r);
+        if (got.ok()) return true;
+        last = got.status();
+        EXPECT_THAT(last.code(), ::testing::AnyOf(Code::kDeadlineExceeded, Code::kUnavailable))
+            << last.ToString();
+        ++failed;
+        return false;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(200));
+  EXPECT_TRUE(reached) << failed << " calls failed, the last: " << last.ToString();
+  EXPECT_GE(failed, 1);  // the delay did outlast a call
+  EXPECT_EQ(proxy.connections(), 1);
 }
 
 TEST(EtcdClientOptionsTest, RefusesPlainHttpAndBadEndpoints) {

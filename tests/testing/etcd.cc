@@ -226,13 +226,18 @@ bool EtcdCluster::ExtraRunning(const std::string& name) {
 }
 
 std::unique_ptr<etcd::Client> EtcdCluster::NewClient() const {
+  return NewClient(ClientUrls(), std::chrono::seconds(3));
+}
+
+std::unique_ptr<etcd::Client> EtcdCluster::NewClient(std::vector<std::string> endpoints,
+                                                     std::chrono::milliseconds call_timeout) const {
   etcd::ClientOptions o;
-  o.endpoints = ClientUrls();
+  o.endpoints = std::move(endpoints);
   o.ca_pem = MustRead(ca_cert_);
   o.cert_pem = MustRead(client_cert_);
   auto key = ReadSecretFile(client_key_);
   if (key.ok()) o.key_pem = std::move(*key);
-  o.call_timeout = std::chrono::seconds(3);
+  o.call_timeout = call_timeout;
   auto client = etcd::MakeGrpcClient(std::move(o));
   if (!client.ok()) {
     ADD_FAILURE() << client.status().ToString();

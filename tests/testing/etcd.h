@@ -59,6 +59,9 @@ class EtcdCluster {
 
   // A client of the running original members.
   std::unique_ptr<etcd::Client> NewClient() const;
+  // A client with these members' credentials of other endpoints (a proxy in front of one).
+  std::unique_ptr<etcd::Client> NewClient(std::vector<std::string> endpoints,
+                                          std::chrono::milliseconds call_timeout) const;
   // Whether every running original member answers Status and knows a leader, and a
   // linearizable read succeeds.
   bool Healthy() const;
