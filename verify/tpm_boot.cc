@@ -102,6 +102,13 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
     }
   }
 
+  // The banks in which the quote vouches for each PCR: an event's data is checked against its
+  // digests there, the only ones anything here relies on.
+  std::map<uint32_t, std::set<DigestAlg>> vouching;
+  for (const auto& [b, pcrs] : vouched) {
+    for (uint32_t index : pcrs) vouching[index].insert(b);
+  }
+
   auto pcr_list = [](const std::set<uint32_t>& pcrs) {
     std::string out;
     for (uint32_t i : pcrs) out += (out.empty() ? "" : ",") + std::to_string(i);
@@ -132,7 +139,7 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
     for (const auto& e : log.events) {
       if (e.type == eventlog::kEvNoAction || !trusted.contains(e.pcr)) continue;
       BERTH_RETURN_IF_ERROR(eventlog::CheckEventPcr(e, bank));
-      BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
+      BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e, &vouching[e.pcr]));
     }
     std::string summary =
         "event log replayed to quoted " + std::string(DigestName(bank)) + ":" + pcr_list(trusted);
@@ -172,7 +179,10 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
       return PermissionDenied(eventlog::EventReference(e, bank) + " has no " +
                               std::string(DigestName(bank)) + " digest");
     }
-    BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e));
+    // The rules' bank always: a covered PCR the log extends is vouched for in it (step 2).
+    std::set<DigestAlg>& checked = vouching[e.pcr];
+    checked.insert(bank);
+    BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e, &checked));
     if (pinned.contains(e.pcr)) continue;                // the policy fixed the whole PCR
     if (!eventlog::FixedEventKind(e).empty()) continue;  // a separator, a firmware action, ...
 

@@ -46,11 +46,12 @@ Result<std::string> CheckPcrSets(const std::vector<PcrSet>& sets, const tpm::Pcr
 //     extends or the policy covers must be the log's replay (PERMISSION_DENIED names the PCR);
 //  3. every event, in log order: its PCR must be covered (required or pinned); its type must
 //     be in the PCR the specifications give it (eventlog::CheckEventPcr); data the
-//     specifications tie to the digest must match it (eventlog::CheckEventDataDigests); and a
-//     rule must accept it: a pinned PCR, a fixed event (eventlog::FixedEventKind), an
-//     allow-listed digest of a class measured at its place (eventlog::ClassesMeasuredAt), or an
-//     `other_events` entry. What its data says it is never decides which list is consulted.
-//     PERMISSION_DENIED names the event (index, type, PCR, digest, what it says it is);
+//     specifications tie to the digest must match it in every bank in which the quote vouches
+//     for its PCR (eventlog::CheckEventDataDigests); and a rule must accept it: a pinned PCR, a
+//     fixed event (eventlog::FixedEventKind), an allow-listed digest of a class measured at its
+//     place (eventlog::ClassesMeasuredAt), or an `other_events` entry. What its data says it is
+//     never decides which list is consulted. PERMISSION_DENIED names the event (index, type, PCR,
+//     digest, what it says it is);
 //  4. every non-empty class list and every listed Secure Boot variable matched at least once.
 // Without a policy: step 2 for the PCRs both the log and the quote have, and in them the
 // checks of step 3 that need no rules. Returns a short description of what was checked, for

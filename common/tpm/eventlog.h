@@ -150,8 +150,10 @@ Result<std::string> UefiVariableName(const Event& event);
 // string's NUL), checks that every digest matches the data: a verifier that reads such data (a
 // variable name, a command) must not be shown one thing while the PCR holds another.
 // PERMISSION_DENIED names the event and bank. Other events pass: their digests cover images
-// or files the log does not contain.
-Status CheckEventDataDigests(const Event& event);
+// or files the log does not contain. With `banks`, only the digests of those banks are checked
+// (the verifier passes the banks in which the quote vouches for the event's PCR: a digest of a
+// bank no quote covers is one the node could have written anyway, and nothing reads it).
+Status CheckEventDataDigests(const Event& event, const std::set<DigestAlg>* banks = nullptr);
 
 // "event #12 (EV_IPL, PCR 9, sha256 7a1e...)": how policy refusals name an event.
 std::string EventReference(const Event& event, DigestAlg bank);

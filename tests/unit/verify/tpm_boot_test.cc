@@ -122,6 +122,50 @@ TEST(GceBootTest, OneChangedEventByteIsRefusedNamingTheEvent) {
   EXPECT_EQ(garbage.status().code(), Code::kInvalidArgument);
 }
 
+// The data of a Secure Boot variable event is checked in the banks the quote vouches for, and
+// only there: a changed data byte breaks its hash in every bank, so any quoted bank catches it,
+// while a changed digest of a bank no quote covers is one the node could write anyway and
+// nothing reads (the verifier used to hash every recorded bank, two thirds of its work on a
+// three-bank log; BENCHMARKS.md).
+TEST(GceBootTest, EventDataIsCheckedInTheQuotedBanksAndOnlyThere) {
+  REQUIRE_TESTDATA();
+  const Bytes log = GceLog();
+  auto parsed = eventlog::ParseEventLog(log);
+  ASSERT_TRUE(parsed.ok());
+  const eventlog::Event& sb = parsed->events[3];
+  ASSERT_EQ(*eventlog::UefiVariableName(sb), "SecureBoot");
+  const Bytes& sb_sha1 = sb.digests.at(DigestAlg::kSha1);
+  Bytes sha1_changed = log;
+  auto at = std::search(sha1_changed.begin() + static_cast<long>(sb.offset), sha1_changed.end(),
+                        sb_sha1.begin(), sb_sha1.end());
+  ASSERT_NE(at, sha1_changed.end());
+  *at ^= 0x01;
+  for (DigestAlg bank : {DigestAlg::kSha256, DigestAlg::kSha384}) {
+    auto checked = CheckQuotedBoot(GceQuote(bank), std::span<const uint8_t>(sha1_changed), nullptr);
+    ASSERT_TRUE(checked.ok()) << DigestName(bank) << ": " << checked.status().ToString();
+    EXPECT_EQ(*checked, "event log replayed to quoted " + std::string(DigestName(bank)) +
+                            ":0,1,2,3,4,5,6,7,8,9");
+  }
+  // Quoted in SHA-1, the same change no longer replays.
+  auto refused =
+      CheckQuotedBoot(GceQuote(DigestAlg::kSha1), std::span<const uint8_t>(sha1_changed), nullptr);
+  EXPECT_EQ(refused.status().code(), Code::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(),
+              StartsWith("the event log does not match the quoted PCR sha1:7: the log "
+                         "replays to "));
+  // The variable's data changed: refused in whichever bank is quoted, naming that bank.
+  Bytes data_changed = log;
+  const size_t last_data_byte = parsed->events[4].offset - 1;
+  data_changed[last_data_byte] ^= 0x01;
+  for (DigestAlg bank : {DigestAlg::kSha1, DigestAlg::kSha256, DigestAlg::kSha384}) {
+    auto altered = CheckQuotedBoot(GceQuote(bank), std::span<const uint8_t>(data_changed), nullptr);
+    EXPECT_EQ(altered.status().code(), Code::kPermissionDenied) << DigestName(bank);
+    EXPECT_EQ(altered.status().message(),
+              eventlog::EventReference(sb, bank) +
+                  ": its data does not hash to its digest (the log was altered)");
+  }
+}
+
 TEST(GceBootTest, PolicyWrittenFromTheLogAcceptsThatBootAndRefusesAnotherKernel) {
   REQUIRE_TESTDATA();
   const tpm::VerifiedQuote quote = GceQuote(DigestAlg::kSha256);
