@@ -200,14 +200,13 @@ class GrpcClient : public Client {
   }
 
  private:
-  // A channel whose connection attempt failed can stay stuck (observed with a member that
-  // accepted TCP while it was still starting); the next call gets a new channel instead.
-  // Callers pace their retries, so this does not spin.
-  // A channel that is connected, or still connecting, stays: its member is slow, or a TLS
-  // handshake with it takes longer than a call, and a new channel would start the handshake
-  // again from nothing on every call, never to finish (seen: a berthd whose only endpoint was
-  // its own member, on a loaded emulated CPU with 11 s handshakes, cut off for good after one
-  // slow Txn).
+  // After a call that did not reach its member, a channel whose connection attempt failed is
+  // dropped: such a channel can stay stuck (seen with a member that accepted TCP while it was
+  // still starting), and the next call gets a new one; callers pace their retries, so this does
+  // not spin. A channel that is connected or still connecting stays: its member is slow, or a
+  // TLS handshake with it outlasts a call, and a new channel would start the handshake again
+  // on every call, never to finish (seen: a berthd whose only endpoint was its own member, on
+  // a loaded emulated CPU with 11 s handshakes, cut off for good after one slow Txn).
   void ForgetIfUnreachable(const std::string& target, const std::shared_ptr<Stubs>& stubs,
                            const grpc::Status& st) {
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE &&
