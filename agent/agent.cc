@@ -4,6 +4,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -672,6 +673,12 @@ class Boot {
     }
     deps_.notifier->Ready();
     spdlog::info("node {} {}", node_, what);
+    if (!api_server_not_ready_.empty()) {
+      // systemd keeps the last status of a unit that stays active: `systemctl status
+      // berth-agent` says what is still wrong, not only "node joined".
+      deps_.notifier->Status("node joined; its Kubernetes API server was not ready: " +
+                             api_server_not_ready_ + " (journalctl -u kube-apiserver)");
+    }
     return OkStatus();
   }
 
@@ -1195,6 +1202,16 @@ class Boot {
   // them), their flags written as the units' environment files, the units started; then until
   // this node's API server (at `advertise`, not the control plane endpoint, which may lead to
   // another) answers `kubeconfig`. `first`: the first control plane's super-admin.conf.
+  //
+  // The first control plane fails if its API server is not ready by --control-plane-wait: the
+  // operator who asked for the bootstrap is told, and no cluster exists yet. A control plane
+  // that joins goes on: its etcd member is already a voter, counted in the cluster's quorum,
+  // and what keeps its API server from being ready (etcd slow to answer, its port taken, a flag
+  // it refuses) no second ticket fixes, while systemd restarts it (Restart=always). Failing the
+  // join would leave that member on a node whose agent stopped, its services half started,
+  // until a reboot. So it finishes as a later boot does (WaitForRestartedApiServer): the others
+  // start, the node is recorded joined, and its status says the API server was not ready, with
+  // its last answer (Ready).
   Status StartKubeComponents(const std::string& config, bool first, const std::string& kubeconfig,
                              const std::string& advertise) {
     const std::string kube = JoinRoot(options_.root, "/etc/kubernetes");
@@ -1213,7 +1230,11 @@ class Boot {
     // The API server alone until it is ready (WaitForRestartedApiServer says why), then the
     // others.
     BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(kApiServer));
-    BERTH_RETURN_IF_ERROR(WaitForApiServer(kubeconfig, advertise));
+    Status ready = WaitForApiServer(kubeconfig, advertise);
+    if (!ready.ok()) {
+      if (first) return ready;
+      NoteApiServerNotReady(ready);
+    }
     for (const char* component : kApiServerClients) {
       BERTH_RETURN_IF_ERROR(deps_.control_plane->Start(component));
     }
@@ -1377,9 +1398,16 @@ class Boot {
       return;
     }
     Status ready = WaitForApiServer(admin, *advertise);
-    if (!ready.ok()) {
-      spdlog::warn("starting the other control-plane services anyway: {}", ready.ToString());
-    }
+    if (!ready.ok()) NoteApiServerNotReady(ready);
+  }
+
+  // This node's API server was not ready within --control-plane-wait: the other services start
+  // anyway, and the status the agent leaves with READY=1 says so (Ready), on one line (a
+  // newline would end sd_notify's STATUS).
+  void NoteApiServerNotReady(const Status& ready) {
+    spdlog::warn("starting the other control-plane services anyway: {}", ready.ToString());
+    api_server_not_ready_ = std::string(ready.message());
+    std::replace(api_server_not_ready_.begin(), api_server_not_ready_.end(), '\n', ' ');
   }
 
   // The boot-policy key derives from the master secret (common/boot_policy.h): the node
@@ -1733,6 +1761,8 @@ class Boot {
   std::string bootstrapped_;
   std::mutex failed_mu_;
   Status failed_bootstrap_;  // GUARDED_BY(failed_mu_): a bootstrap that failed after formatting
+  // Control planes: why this node's API server was not ready when the agent stopped waiting.
+  std::string api_server_not_ready_;
 
   // The claimed instance's identity document and AWS's signature, from the instance metadata
   // service. Without them the claim is still sent, and berthd says why it refuses it; a

@@ -31,9 +31,11 @@ namespace {
 using ::testing::AllOf;
 using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
+using ::testing::StartsWith;
 using ::testing::UnorderedElementsAre;
 using ::testing::UnorderedElementsAreArray;
 
@@ -676,6 +678,53 @@ std::string PinNewOperator(EtcdTestbed& bed, TestNode& node) {
   return op;
 }
 
+// This host's first address (kubeadm advertises an API server at it, never at loopback; etcd
+// checks a peer's certificate against the address it calls from); empty if it has none.
+std::string HostAddress() {
+  auto addresses = agent::DetectNodeAddresses();
+  EXPECT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
+  return addresses.ok() && !addresses->empty() ? (*addresses)[0] : "";
+}
+
+// `node` as a control plane that runs its control plane here: a state disk, the real kubeadm,
+// its address `ip`, its API server, controller manager, scheduler and berthd on unused ports.
+void RunsItsControlPlane(EtcdTestbed& bed, TestNode& node, const std::string& ip) {
+  node.disk.image = node.Path("/state.img");
+  node.kubeadm = bed.kube()->Binary("kubeadm");
+  node.addresses = {ip};
+  node.api_server_port = UnusedPort();
+  node.controller_manager_port = UnusedPort();
+  node.scheduler_port = UnusedPort();
+  node.berthd_port = UnusedPort();
+}
+
+// The real kubectl with `kubeconfig` and `args` (a 20 s request timeout); its output, or an
+// empty result when it could not run.
+ProcessResult Kubectl(EtcdTestbed& bed, const std::string& kubeconfig,
+                      const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {bed.kube()->Binary("kubectl"), "--kubeconfig", kubeconfig,
+                                   "--request-timeout", "20s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = RealProcessRunner().Run(argv);
+  return r.ok() ? *r : ProcessResult{};
+}
+
+// A socket listening on `port` of every address (so no API server can bind it): its
+// descriptor, or -1.
+int HoldPort(int port) {
+  int held = socket(AF_INET, SOCK_STREAM, 0);
+  if (held < 0) return -1;
+  sockaddr_in any{};
+  any.sin_family = AF_INET;
+  any.sin_port = htons(static_cast<uint16_t>(port));
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (bind(held, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0 || listen(held, 1) != 0) {
+    close(held);
+    return -1;
+  }
+  return held;
+}
+
 // Issue 26, recovery with operators (docs/cluster-lifecycle.md "Recovery"): a control plane
 // whose boot changed outside the policy cannot open its disk by itself, so with no berthd it
 // waits and serves berth's recovery endpoint. `berthctl recover` checks the node's attestation
@@ -854,17 +903,10 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   TestNode& worker = bed.AddNode("w-1", /*control_plane=*/false);
   TestNode& cp2 = bed.AddNode("cp-2", /*control_plane=*/true);
   TestNode& worker2 = bed.AddNode("w-2", /*control_plane=*/false);
-  cp2.disk.image = cp2.Path("/state.img");
-  cp.disk.image = cp.Path("/state.img");
-  cp.kubeadm = bed.kube()->Binary("kubeadm");
-  auto addresses = agent::DetectNodeAddresses();
-  ASSERT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
-  const std::string ip = (*addresses)[0];
-  cp.addresses = {ip};  // kubeadm advertises the API server at it, never at loopback
-  cp.api_server_port = UnusedPort();
-  cp.controller_manager_port = UnusedPort();
-  cp.scheduler_port = UnusedPort();
-  cp.berthd_port = UnusedPort();
+  const std::string ip = HostAddress();
+  ASSERT_FALSE(ip.empty());
+  RunsItsControlPlane(bed, cp, ip);
+  RunsItsControlPlane(bed, cp2, ip);
   const std::string op = PinNewOperator(bed, cp);
   ASSERT_FALSE(op.empty());
   cp.operator_access.set_bootstrap(true);
@@ -1020,11 +1062,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
 
   // The Kubernetes API the node started answers the operator's admin kubeconfig.
   auto kubectl = [&](const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {bed.kube()->Binary("kubectl"), "--kubeconfig",
-                                     out + "/admin.conf", "--request-timeout", "20s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto r = RealProcessRunner().Run(argv);
-    return r.ok() ? *r : ProcessResult{};
+    return Kubectl(bed, out + "/admin.conf", args);
   };
   EXPECT_EQ(kubectl({"get", "--raw", "/readyz"}).output, "ok");
   EXPECT_THAT(kubectl({"config", "view", "-o", "jsonpath={.clusters[0].cluster.server}"}).output,
@@ -1102,13 +1140,7 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   // API server and controller manager, with kubeadm's phases and flags (the real kubeadm; no
   // kubeadm join, whose static Pods no registry serves).
   cp2.cluster_ca_pem = worker.cluster_ca_pem;
-  cp2.addresses = {ip};  // etcd checks a peer's certificate against the address it calls from
-  cp2.kubeadm = bed.kube()->Binary("kubeadm");
   cp2.control_plane_units = true;
-  cp2.api_server_port = UnusedPort();
-  cp2.controller_manager_port = UnusedPort();
-  cp2.scheduler_port = UnusedPort();
-  cp2.berthd_port = UnusedPort();
   AgentOutcome second = bed.RunAgent(cp2, true, {berthd_endpoint});
   ASSERT_TRUE(second.status.ok()) << second.status.ToString() << "\n"
                                   << MustRead(bed.ServiceLog(cp, "berthd"));
@@ -1335,24 +1367,12 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   EtcdTestbed bed;
   ASSERT_TRUE(bed.ok()) << bed.error();
   TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
-  cp.disk.image = cp.Path("/state.img");
-  cp.kubeadm = bed.kube()->Binary("kubeadm");
-  auto addresses = agent::DetectNodeAddresses();
-  ASSERT_TRUE(addresses.ok() && !addresses->empty()) << addresses.status().ToString();
-  cp.addresses = {(*addresses)[0]};
-  cp.api_server_port = UnusedPort();
-  cp.controller_manager_port = UnusedPort();
-  cp.scheduler_port = UnusedPort();
-  cp.berthd_port = UnusedPort();
+  const std::string ip = HostAddress();
+  ASSERT_FALSE(ip.empty());
+  RunsItsControlPlane(bed, cp, ip);
   cp.control_plane_wait = std::chrono::seconds(15);
-  int held = socket(AF_INET, SOCK_STREAM, 0);
+  const int held = HoldPort(cp.api_server_port);
   ASSERT_GE(held, 0);
-  sockaddr_in any{};
-  any.sin_family = AF_INET;
-  any.sin_port = htons(static_cast<uint16_t>(cp.api_server_port));
-  any.sin_addr.s_addr = htonl(INADDR_ANY);
-  ASSERT_EQ(bind(held, reinterpret_cast<sockaddr*>(&any), sizeof(any)), 0);
-  ASSERT_EQ(listen(held, 1), 0);
   const std::string op = PinNewOperator(bed, cp);
   ASSERT_FALSE(op.empty());
   cp.operator_access.set_bootstrap(true);
@@ -1401,6 +1421,107 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   EXPECT_FALSE(bed.NodeEtcdRunning("cp-1"));
   EXPECT_FALSE(bed.ServiceRunning(cp, "kube-apiserver"));
   EXPECT_FALSE(bed.ServiceRunning(cp, "berthd"));
+}
+
+// A control plane joins and its API server is not ready within the agent's wait (here its port
+// is taken, so it exits at once). Its etcd member is a voter by then, so the agent does not
+// fail the join, which would leave that member on a node with its services half started until
+// a reboot: the other services start, the node is recorded joined, and its status says why its
+// API server was not ready. Once the port is free, the node's next boot starts everything from
+// its files as a joined control plane's does, and its API server serves.
+TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAndSaysWhy) {
+  EtcdTestbed bed;
+  ASSERT_TRUE(bed.ok()) << bed.error();
+  TestNode& cp = bed.AddNode("cp-1", /*control_plane=*/true);
+  TestNode& cp2 = bed.AddNode("cp-2", /*control_plane=*/true);
+  const std::string ip = HostAddress();
+  ASSERT_FALSE(ip.empty());
+  RunsItsControlPlane(bed, cp, ip);
+  RunsItsControlPlane(bed, cp2, ip);
+  cp2.control_plane_units = true;
+  cp2.control_plane_wait = std::chrono::seconds(20);
+  const std::string op = PinNewOperator(bed, cp);
+  ASSERT_FALSE(op.empty());
+  cp.operator_access.set_bootstrap(true);
+  const int operator_port = UnusedPort();
+  cp.operator_access.set_port(operator_port);
+  const std::string policy = bed.dir().Join("reference.yaml");
+  MustWrite(policy, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
+                        "\n    - name: cp-2\n      sha256: " + cp2.ak_sha256 +
+                        "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
+                        "\n      4: " + Extended({std::string(64, 'b')}) +
+                        "\nroles:\n  control_plane:\n    - ak: cp-2\n");
+  AgentOutcome booted;
+  std::thread node([&] { booted = bed.RunAgent(cp, true, {}); });
+  ASSERT_TRUE(WaitFor([&] { return Listening(operator_port); }, std::chrono::seconds(60)));
+  const std::string out = bed.dir().Join("cluster");
+  ProcessResult init =
+      RunAsOperator({"cluster", "init"}, operator_port, op,
+                    {"--policy", policy, "--cluster-id", "prod-eu1", "--out", out});
+  node.join();
+  ASSERT_EQ(init.exit_code, 0) << init.output;
+  ASSERT_TRUE(booted.status.ok()) << booted.status.ToString();
+  ASSERT_TRUE(WaitFor([&] { return Listening(cp.berthd_port); }, std::chrono::seconds(60)))
+      << MustRead(bed.ServiceLog(cp, "berthd"));
+  const std::string berthd_endpoint = ip + ":" + std::to_string(cp.berthd_port);
+
+  cp2.cluster_ca_pem = MustRead(out + "/join-ca.pem");
+  const int held = HoldPort(cp2.api_server_port);
+  ASSERT_GE(held, 0);
+  AgentOutcome joined = bed.RunAgent(cp2, true, {berthd_endpoint});
+  close(held);
+  ASSERT_TRUE(joined.status.ok()) << joined.status.ToString();
+  EXPECT_THAT(joined.notifications, Contains("READY=1"));
+  const std::string api2 = "https://" + ip + ":" + std::to_string(cp2.api_server_port);
+  ASSERT_FALSE(joined.notifications.empty());
+  const std::string& last = joined.notifications.back();
+  EXPECT_THAT(last, AllOf(StartsWith("STATUS=node joined; its Kubernetes API server was not "
+                                     "ready: the Kubernetes API server did not become ready in "
+                                     "20 s: kubectl --server " +
+                                     api2 + " failed ("),
+                          EndsWith(" (journalctl -u kube-apiserver)"), Not(HasSubstr("\n"))));
+  EXPECT_THAT(MustRead(bed.ServiceLog(cp2, "kube-apiserver")),
+              HasSubstr("bind: address already in use"));
+  EXPECT_THAT(cp2.started,
+              ElementsAre("kube-apiserver", "kube-controller-manager (API server not ready)",
+                          "kube-scheduler (API server not ready)", "berthd"));
+  EXPECT_FALSE(bed.ServiceRunning(cp2, "kube-apiserver"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "kube-controller-manager"));
+  EXPECT_TRUE(bed.ServiceRunning(cp2, "berthd"));
+  auto options = agent::LocalEtcdClientOptions(cp.root, cp.ClientUrl());
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  auto client = etcd::MakeGrpcClient(std::move(*options));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto voters = (*client)->MemberList();
+  ASSERT_TRUE(voters.ok()) << voters.status().ToString();
+  ASSERT_EQ(voters->members_size(), 2);
+  for (const auto& m : voters->members()) EXPECT_FALSE(m.islearner()) << m.name();
+
+  // The port is free; cp-2 loses power and boots again (with the wait the other tests give an
+  // API server on a loaded host). With its member down etcd has no quorum, so no berthd can
+  // answer, and cp-2 opens its disk by cold start, which only a disk recorded as joined allows.
+  // berthd and the API server start first, the others once the API server is ready, and there
+  // is nothing left to say.
+  bed.KillServices(cp2);
+  bed.etcd().StopExtra("cp-2");
+  cp2.control_plane_wait = TestNode{}.control_plane_wait;
+  AgentOutcome rebooted = bed.RunAgent(cp2, true, {berthd_endpoint});
+  ASSERT_TRUE(rebooted.status.ok()) << rebooted.status.ToString();
+  EXPECT_THAT(rebooted.notifications,
+              Contains("STATUS=no berthd answers: unsealing the cold-start key"));
+  EXPECT_THAT(rebooted.notifications, Contains("READY=1"));
+  EXPECT_THAT(rebooted.notifications, Not(Contains(HasSubstr("was not ready"))));
+  EXPECT_THAT(cp2.started,
+              ElementsAre("berthd", "kube-apiserver", "kube-controller-manager (API server ready)",
+                          "kube-scheduler (API server ready)"));
+  auto kubectl = [&](const std::vector<std::string>& args) {
+    return Kubectl(bed, out + "/admin.conf", args);
+  };
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return kubectl({"--server", api2, "get", "--raw", "/readyz"}).output == "ok";
+      },
+      std::chrono::seconds(60)));
 }
 
 }  // namespace
