@@ -159,6 +159,9 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
   // 3. Default deny: every event, in log order, in a covered PCR, in its place, and accepted
   // by a rule chosen by where it was measured, never by what its data says it is.
   const DigestAlg bank = policy->bank;
+  // An event's data is checked in the rules' bank always: a covered PCR the log extends is
+  // vouched for in it (step 2).
+  for (uint32_t index : covered) vouching[index].insert(bank);
   std::string classes;
   std::map<eventlog::EventClass, int> seen;
   std::set<std::string> variables_seen;
@@ -179,10 +182,7 @@ Result<std::string> CheckEventLog(const eventlog::EventLog& log, const tpm::PcrV
       return PermissionDenied(eventlog::EventReference(e, bank) + " has no " +
                               std::string(DigestName(bank)) + " digest");
     }
-    // The rules' bank always: a covered PCR the log extends is vouched for in it (step 2).
-    std::set<DigestAlg>& checked = vouching[e.pcr];
-    checked.insert(bank);
-    BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e, &checked));
+    BERTH_RETURN_IF_ERROR(eventlog::CheckEventDataDigests(e, &vouching[e.pcr]));
     if (pinned.contains(e.pcr)) continue;                // the policy fixed the whole PCR
     if (!eventlog::FixedEventKind(e).empty()) continue;  // a separator, a firmware action, ...
 
