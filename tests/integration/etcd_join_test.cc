@@ -678,6 +678,15 @@ std::string PinNewOperator(EtcdTestbed& bed, TestNode& node) {
   return op;
 }
 
+// `node` waits for an operator's bootstrap: it pins a new operator (PinNewOperator: its
+// directory, empty on failure) and serves it on `*port`, an unused port.
+std::string AwaitsBootstrap(EtcdTestbed& bed, TestNode& node, int* port) {
+  node.operator_access.set_bootstrap(true);
+  *port = UnusedPort();
+  node.operator_access.set_port(*port);
+  return PinNewOperator(bed, node);
+}
+
 // This host's first address (kubeadm advertises an API server at it, never at loopback; etcd
 // checks a peer's certificate against the address it calls from); empty if it has none.
 std::string HostAddress() {
@@ -907,11 +916,9 @@ TEST(EtcdJoinTest, AClusterFromNothingJoinsAWorkerAdmitsAControlPlaneAndComesBac
   ASSERT_FALSE(ip.empty());
   RunsItsControlPlane(bed, cp, ip);
   RunsItsControlPlane(bed, cp2, ip);
-  const std::string op = PinNewOperator(bed, cp);
+  int operator_port = 0;
+  const std::string op = AwaitsBootstrap(bed, cp, &operator_port);
   ASSERT_FALSE(op.empty());
-  cp.operator_access.set_bootstrap(true);
-  const int operator_port = UnusedPort();
-  cp.operator_access.set_port(operator_port);
 
   AgentOutcome booted;
   std::thread node([&] { booted = bed.RunAgent(cp, true, {}); });
@@ -1373,11 +1380,9 @@ TEST(EtcdJoinTest, ABootstrapThatStopsAfterFormattingIsNeverTakenForAFinishedOne
   cp.control_plane_wait = std::chrono::seconds(15);
   const int held = HoldPort(cp.api_server_port);
   ASSERT_GE(held, 0);
-  const std::string op = PinNewOperator(bed, cp);
+  int operator_port = 0;
+  const std::string op = AwaitsBootstrap(bed, cp, &operator_port);
   ASSERT_FALSE(op.empty());
-  cp.operator_access.set_bootstrap(true);
-  const int operator_port = UnusedPort();
-  cp.operator_access.set_port(operator_port);
   const std::string policy = bed.dir().Join("reference.yaml");
   MustWrite(policy, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
                         "\n  pcrs:\n    sha256:\n      0: " + Extended({std::string(64, 'a')}) +
@@ -1440,11 +1445,9 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
   RunsItsControlPlane(bed, cp2, ip);
   cp2.control_plane_units = true;
   cp2.control_plane_wait = std::chrono::seconds(20);
-  const std::string op = PinNewOperator(bed, cp);
+  int operator_port = 0;
+  const std::string op = AwaitsBootstrap(bed, cp, &operator_port);
   ASSERT_FALSE(op.empty());
-  cp.operator_access.set_bootstrap(true);
-  const int operator_port = UnusedPort();
-  cp.operator_access.set_port(operator_port);
   const std::string policy = bed.dir().Join("reference.yaml");
   MustWrite(policy, "tpm:\n  trusted_aks:\n    - name: cp-1\n      sha256: " + cp.ak_sha256 +
                         "\n    - name: cp-2\n      sha256: " + cp2.ak_sha256 +
