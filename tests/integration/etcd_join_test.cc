@@ -1481,12 +1481,13 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
   EXPECT_THAT(joined.notifications, Contains("READY=1"));
   const std::string api2 = "https://" + ip + ":" + std::to_string(cp2.api_server_port);
   ASSERT_FALSE(joined.notifications.empty());
-  const std::string& last = joined.notifications.back();
-  EXPECT_THAT(last, AllOf(StartsWith("STATUS=node joined; its Kubernetes API server was not "
-                                     "ready: the Kubernetes API server did not become ready in "
-                                     "20 s: kubectl --server " +
-                                     api2 + " failed ("),
-                          EndsWith(" (journalctl -u kube-apiserver)"), Not(HasSubstr("\n"))));
+  // The status of a node whose API server was not ready in its 20 s: one line, naming why.
+  const auto says_api_server_not_ready =
+      AllOf(StartsWith("STATUS=node joined; its Kubernetes API server was not ready: the "
+                       "Kubernetes API server did not become ready in 20 s: kubectl --server " +
+                       api2 + " failed ("),
+            EndsWith(" (journalctl -u kube-apiserver)"), Not(HasSubstr("\n")));
+  EXPECT_THAT(joined.notifications.back(), says_api_server_not_ready);
   EXPECT_THAT(MustRead(bed.ServiceLog(cp2, "kube-apiserver")),
               HasSubstr("bind: address already in use"));
   EXPECT_THAT(cp2.started,
@@ -1511,7 +1512,7 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
   // is nothing left to say.
   bed.KillServices(cp2);
   bed.etcd().StopExtra("cp-2");
-  cp2.control_plane_wait = TestNode{}.control_plane_wait;
+  cp2.control_plane_wait = kControlPlaneWait;
   AgentOutcome rebooted = bed.RunAgent(cp2, true, {berthd_endpoint});
   ASSERT_TRUE(rebooted.status.ok()) << rebooted.status.ToString();
   EXPECT_THAT(rebooted.notifications,
@@ -1521,12 +1522,10 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
   EXPECT_THAT(cp2.started,
               ElementsAre("berthd", "kube-apiserver", "kube-controller-manager (API server ready)",
                           "kube-scheduler (API server ready)"));
-  auto kubectl = [&](const std::vector<std::string>& args) {
-    return Kubectl(bed, out + "/admin.conf", args);
-  };
   EXPECT_TRUE(WaitFor(
       [&] {
-        return kubectl({"--server", api2, "get", "--raw", "/readyz"}).output == "ok";
+        return Kubectl(bed, out + "/admin.conf", {"--server", api2, "get", "--raw", "/readyz"})
+                   .output == "ok";
       },
       std::chrono::seconds(60)));
 
@@ -1542,12 +1541,7 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
   ASSERT_TRUE(late.status.ok()) << late.status.ToString();
   EXPECT_THAT(late.notifications, Contains("READY=1"));
   ASSERT_FALSE(late.notifications.empty());
-  EXPECT_THAT(late.notifications.back(),
-              AllOf(StartsWith("STATUS=node joined; its Kubernetes API server was not ready: the "
-                               "Kubernetes API server did not become ready in 20 s: kubectl "
-                               "--server " +
-                               api2 + " failed ("),
-                    EndsWith(" (journalctl -u kube-apiserver)"), Not(HasSubstr("\n"))));
+  EXPECT_THAT(late.notifications.back(), says_api_server_not_ready);
   EXPECT_THAT(cp2.started, ElementsAre("berthd", "kube-apiserver",
                                        "kube-controller-manager (API server not ready)",
                                        "kube-scheduler (API server not ready)"));

@@ -47,6 +47,10 @@ struct FakeDiskState {
   std::string image;
 };
 
+// How long a test node's agent waits for its own API server (--control-plane-wait): long
+// enough for one on a loaded host.
+inline constexpr std::chrono::seconds kControlPlaneWait{180};
+
 struct TestNode {
   std::string name;
   std::string root;
@@ -72,7 +76,7 @@ struct TestNode {
   // start listen (0: the agent's defaults; two on one host need their own).
   int api_server_port = 0, controller_manager_port = 0, scheduler_port = 0, berthd_port = 0;
   bool control_plane_units = false;
-  std::chrono::seconds control_plane_wait{180};  // how long its API server may take
+  std::chrono::seconds control_plane_wait = kControlPlaneWait;
   // The services the agent started in its last run (RunAgent), in order; the controller
   // manager and scheduler as "NAME (API server ready)" or "NAME (API server not ready)": what
   // the node's own API server's /readyz answered as the agent started them.
