@@ -36,8 +36,8 @@ namespace berth::agent {
 void SdNotifier::Status(const std::string& status) {
   sd_notifyf(0, "STATUS=%s", status.c_str());
 }
-void SdNotifier::Ready() {
-  sd_notify(0, "READY=1\nSTATUS=node joined");
+void SdNotifier::Ready(const std::string& status) {
+  sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
   spdlog::info("ready ms_since_exec={}", MillisSinceExec());
 }
 
@@ -671,14 +671,13 @@ class Boot {
           Timed(Step::kReleaseKeys, "sealing the boot", [&] { return seal_->ReleaseKeys(*tpm_); });
       if (!released.ok()) return released.WithContext("sealing the boot after the join");
     }
-    deps_.notifier->Ready();
+    // systemd keeps the last status of a unit that stays active: `systemctl status
+    // berth-agent` says what is still wrong, not only "node joined".
+    deps_.notifier->Ready(api_server_not_ready_.empty()
+                              ? "node joined"
+                              : "node joined; its Kubernetes API server was not ready: " +
+                                    api_server_not_ready_ + " (journalctl -u kube-apiserver)");
     spdlog::info("node {} {}", node_, what);
-    if (!api_server_not_ready_.empty()) {
-      // systemd keeps the last status of a unit that stays active: `systemctl status
-      // berth-agent` says what is still wrong, not only "node joined".
-      deps_.notifier->Status("node joined; its Kubernetes API server was not ready: " +
-                             api_server_not_ready_ + " (journalctl -u kube-apiserver)");
-    }
     return OkStatus();
   }
 

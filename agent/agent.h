@@ -102,14 +102,15 @@ class Notifier {
  public:
   virtual ~Notifier() = default;
   virtual void Status(const std::string& status) = 0;
-  virtual void Ready() = 0;
+  // READY=1 with the status the unit keeps while it stays active, in one message.
+  virtual void Ready(const std::string& status) = 0;
 };
 // systemd's: STATUS= and READY=1; READY is also logged with the time since exec
 // ("ready ms_since_exec=N"), the node's figure for how long the agent kept it waiting.
 class SdNotifier : public Notifier {
  public:
   void Status(const std::string& status) override;
-  void Ready() override;
+  void Ready(const std::string& status) override;
 };
 
 // Milliseconds since this process was exec'd (its start time in /proc/self/stat against

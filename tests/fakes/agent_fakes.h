@@ -76,7 +76,10 @@ class FakeProcessRunner : public ProcessRunner {
 class RecordingNotifier : public Notifier {
  public:
   void Status(const std::string& status) override { events.push_back("STATUS=" + status); }
-  void Ready() override { events.push_back("READY=1"); }
+  void Ready(const std::string& status) override {
+    events.push_back("READY=1");
+    events.push_back("STATUS=" + status);
+  }
   int ready_count() const {
     int n = 0;
     for (const auto& e : events) n += e == "READY=1";

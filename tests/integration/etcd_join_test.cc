@@ -1488,6 +1488,8 @@ TEST(EtcdJoinTest, AJoiningControlPlaneWhoseApiServerIsNotReadyFinishesItsJoinAn
                        api2 + " failed ("),
             EndsWith(" (journalctl -u kube-apiserver)"), Not(HasSubstr("\n")));
   EXPECT_THAT(joined.notifications.back(), says_api_server_not_ready);
+  // With READY=1, in the same message: no moment says only "node joined".
+  EXPECT_EQ(joined.notifications.end()[-2], "READY=1");
   EXPECT_THAT(MustRead(bed.ServiceLog(cp2, "kube-apiserver")),
               HasSubstr("bind: address already in use"));
   EXPECT_THAT(cp2.started,

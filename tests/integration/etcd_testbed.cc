@@ -143,7 +143,10 @@ class NodeRunner : public ProcessRunner {
 class RecordingNotifier : public agent::Notifier {
  public:
   void Status(const std::string& s) override { events.push_back("STATUS=" + s); }
-  void Ready() override { events.push_back("READY=1"); }
+  void Ready(const std::string& s) override {
+    events.push_back("READY=1");
+    events.push_back("STATUS=" + s);
+  }
   std::vector<std::string> events;
 };
 

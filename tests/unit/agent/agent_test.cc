@@ -195,7 +195,7 @@ TEST_F(RunAgentTest, JoinsWithEvidenceBoundToTheNonceAndTheTlsKey) {
       ElementsAre("STATUS=reading EnrolmentConfig", "STATUS=opening TPM",
                   "STATUS=measuring EnrolmentConfig", "STATUS=creating this boot's TLS identity",
                   "STATUS=requesting join ticket", "STATUS=running kubeadm join",
-                  "STATUS=sealing the boot", "READY=1"));
+                  "STATUS=sealing the boot", "READY=1", "STATUS=node joined"));
   EXPECT_EQ(clock_.slept_ms(), 0);
 }
 
@@ -352,7 +352,8 @@ TEST_F(RunAgentTest, UnavailableTwiceThenSuccessRetriesAcrossEndpointsWithFreshN
                   "STATUS=requesting join ticket",
                   "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:1)",
                   "STATUS=waiting for berthd (UNAVAILABLE from 127.0.0.1:2)",
-                  "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1"));
+                  "STATUS=running kubeadm join", "STATUS=sealing the boot", "READY=1",
+                  "STATUS=node joined"));
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
@@ -380,7 +381,7 @@ TEST_F(RunAgentTest, PendingApprovalWaitsSayingSoAndCallsTheSameEndpointAgainAtO
                   "STATUS=measuring EnrolmentConfig", "STATUS=creating this boot's TLS identity",
                   "STATUS=requesting join ticket", "STATUS=waiting: " + pending,
                   "STATUS=waiting: " + pending, "STATUS=running kubeadm join",
-                  "STATUS=sealing the boot", "READY=1"));
+                  "STATUS=sealing the boot", "READY=1", "STATUS=node joined"));
 }
 
 TEST_F(RunAgentTest, ReleaseAgentRefusesAGoldenTicketBeforeAnythingElse) {
@@ -563,7 +564,7 @@ TEST_F(RunAgentTest, AFailedKubeadmJoinIsRetriedWithAFreshTicketAfterClearingIt)
                                 "execution phase preflight: couldn't validate the identity of "
                                 "the API Server: connection refused; retrying in 1 s"));
   EXPECT_EQ(notifier_.ready_count(), 1);
-  EXPECT_EQ(notifier_.events.back(), "READY=1");
+  EXPECT_EQ(notifier_.events.back(), "STATUS=node joined");
   EXPECT_FALSE(std::filesystem::exists(JoinConfigPath()));
 }
 
